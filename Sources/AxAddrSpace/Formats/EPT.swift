@@ -1,0 +1,116 @@
+// Intel Extended Page Tables, Intel SDM vol. 3C chapter 29 ("EPT"), 4-level walk.
+
+/// EPT memory type, SDM vol. 3C §29.3.7 / table 29-6 (bits 5:3 of a leaf).
+public enum EPTMemoryType: UInt64, Sendable, CaseIterable {
+    case uncacheable = 0, writeCombining = 1, writeThrough = 4, writeProtected = 5, writeBack = 6
+}
+
+/// One EPT paging-structure entry (SDM vol. 3C tables 29-1 … 29-6).
+@frozen public struct EPTEntry: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt64
+    @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
+
+    public static let read: UInt64 = 1 << 0             // bit 0: reads allowed
+    public static let write: UInt64 = 1 << 1            // bit 1: writes allowed
+    public static let execute: UInt64 = 1 << 2          // bit 2: instruction fetch (supervisor with MBEC)
+    public static let memoryTypeShift: UInt64 = 3       // bits 5:3 (leaves only)
+    public static let ignorePAT: UInt64 = 1 << 6        // bit 6: ignore guest PAT (leaves)
+    public static let largePage: UInt64 = 1 << 7        // bit 7: 2 MiB / 1 GiB leaf (PDE / PDPTE)
+    public static let accessed: UInt64 = 1 << 8         // bit 8 (with EPTP bit 6)
+    public static let dirty: UInt64 = 1 << 9            // bit 9 (leaves)
+    public static let executeForUser: UInt64 = 1 << 10  // bit 10: user-mode fetch (mode-based execute)
+    public static let addressMask: UInt64 = 0x000f_ffff_ffff_f000  // bits 51:12
+
+    @inlinable public var memoryType: EPTMemoryType? {
+        EPTMemoryType(rawValue: (rawValue >> Self.memoryTypeShift) & 7)
+    }
+}
+
+/// Intel EPT. Always 4 levels (the 5-level walk is not used by this library).
+public struct EPT: NestedPagingFormat {
+    /// With mode-based execute control (VM-execution control bit 22), bit 2 only allows
+    /// supervisor fetches and bit 10 allows user fetches; `.user` + `.execute` sets both.
+    public var modeBasedExecute: Bool
+    /// Memory type for normal (cached) memory; device → UC, uncached → WC.
+    public var normalMemoryType: EPTMemoryType
+
+    public init(modeBasedExecute: Bool = false, normalMemoryType: EPTMemoryType = .writeBack) {
+        self.modeBasedExecute = modeBasedExecute
+        self.normalMemoryType = normalMemoryType
+    }
+
+    public var levels: Int { 4 }
+    public var rootEntries: Int { 512 }
+    public func allowsHugeLeaf(_ size: PageSize) -> Bool { true }
+    // SDM 29.3.2: an entry is "present" if any of bits 2:0 is set (bit 10 too with MBEC).
+    @inlinable public func isPresent(_ raw: UInt64) -> Bool {
+        raw & (modeBasedExecute ? 0x407 : 0x7) != 0
+    }
+    @inlinable public func isTable(_ raw: UInt64) -> Bool { raw & EPTEntry.largePage == 0 }
+    @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
+        // Tables grant everything; the leaf decides (SDM 29.3.3: permissions are ANDed).
+        table.raw & EPTEntry.addressMask | 0x7 | (modeBasedExecute ? EPTEntry.executeForUser : 0)
+    }
+    @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
+        var e = pa.raw & EPTEntry.addressMask
+        if flags.contains(.read) { e |= EPTEntry.read }
+        if flags.contains(.write) { e |= EPTEntry.write }
+        if flags.contains(.execute) {
+            e |= EPTEntry.execute
+            if modeBasedExecute && flags.contains(.user) { e |= EPTEntry.executeForUser }
+        }
+        let type: EPTMemoryType = flags.contains(.device) ? .uncacheable
+            : flags.contains(.uncached) ? .writeCombining : normalMemoryType
+        e |= type.rawValue << EPTEntry.memoryTypeShift
+        // Device memory must stay UC whatever the guest's PAT says.
+        if flags.contains(.device) { e |= EPTEntry.ignorePAT }
+        if size != .size4K { e |= EPTEntry.largePage }
+        return e
+    }
+    @inlinable public func address(_ raw: UInt64) -> HostPhysAddr { HostPhysAddr(raw & EPTEntry.addressMask) }
+    @inlinable public func leafFlags(_ raw: UInt64) -> MappingFlags {
+        var f: MappingFlags = []
+        if raw & EPTEntry.read != 0 { f.insert(.read) }
+        if raw & EPTEntry.write != 0 { f.insert(.write) }
+        if raw & EPTEntry.execute != 0 { f.insert(.execute) }
+        if modeBasedExecute && raw & EPTEntry.executeForUser != 0 { f.insert([.execute, .user]) }
+        switch EPTEntry(rawValue: raw).memoryType {
+        case .uncacheable: f.insert(.device)
+        case .writeCombining: f.insert(.uncached)
+        default: break
+        }
+        return f
+    }
+    public func invalidation(for gpa: GuestPhysAddr?, root: HostPhysAddr) -> TLBInvalidation {
+        .inveptSingleContext(eptp: eptp(root: root))
+    }
+
+    /// EPTP, SDM vol. 3C §25.6.11: bits 2:0 memory type of the walk (WB = 6), bits 5:3
+    /// walk length − 1 (3 for four levels), bit 6 enables accessed/dirty flags, 51:12 PML4.
+    public func eptp(root: HostPhysAddr, accessedDirty: Bool = false) -> UInt64 {
+        (root.raw & EPTEntry.addressMask) | (3 << 3) | EPTMemoryType.writeBack.rawValue
+            | (accessedDirty ? 1 << 6 : 0)
+    }
+}
+
+/// An EPT-violation VM exit (basic exit reason 48), SDM vol. 3C §28.2.1 table 28-7.
+public struct EPTViolation: Sendable, Equatable {
+    public var qualification: UInt64
+    /// VMCS field "guest-physical address" (encoding 0x2400).
+    public var guestPhysicalAddress: UInt64
+    public init(qualification: UInt64, guestPhysicalAddress: UInt64) {
+        self.qualification = qualification
+        self.guestPhysicalAddress = guestPhysicalAddress
+    }
+
+    /// Decodes the exit qualification: bit 0 data read, bit 1 data write, bit 2
+    /// instruction fetch; bits 5:3 the R/W/X permissions of the translation (all zero:
+    /// the GPA was not mapped), bit 6 user-execute (MBEC).
+    public var fault: NestedPageFault {
+        let q = qualification
+        let access: AccessKind = q & 2 != 0 ? .write : q & 4 != 0 ? .execute : .read
+        let mapped = q & 0x38 != 0 || q & 0x40 != 0
+        return NestedPageFault(gpa: GuestPhysAddr(guestPhysicalAddress), access: access,
+                               kind: mapped ? .permission : .translation)
+    }
+}

@@ -1,0 +1,104 @@
+// RISC-V G-stage (guest-physical) translation, privileged spec (H extension) §"Two-Stage
+// Address Translation": Sv39x4 and Sv48x4 are Sv39/Sv48 with two more GPA bits, so the root
+// table has 2048 entries (16 KiB, 16 KiB aligned).
+
+/// One Sv39/Sv48 page-table entry (privileged spec §"Sv39 Implementation", figure PTE).
+@frozen public struct GStagePTE: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt64
+    @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
+
+    public static let valid: UInt64 = 1 << 0     // V
+    public static let read: UInt64 = 1 << 1      // R
+    public static let write: UInt64 = 1 << 2     // W
+    public static let execute: UInt64 = 1 << 3   // X
+    public static let user: UInt64 = 1 << 4      // U: must be 1 in G-stage leaves (accesses are U-mode)
+    public static let global: UInt64 = 1 << 5    // G
+    public static let accessed: UInt64 = 1 << 6  // A
+    public static let dirty: UInt64 = 1 << 7     // D
+    public static let ppnShift: UInt64 = 10      // PPN, bits 53:10
+    public static let ppnMask: UInt64 = 0x003f_ffff_ffff_fc00
+}
+
+/// Sv39x4 (3 levels, 41-bit GPA) or Sv48x4 (4 levels, 50-bit GPA).
+public struct GStage: NestedPagingFormat {
+    public let levels: Int
+    public var vmid: UInt16
+
+    public init(levels: Int = 3, vmid: UInt16 = 1) throws(AddrSpaceError) {
+        guard levels == 3 || levels == 4 else { throw .unsupportedLevels(levels) }
+        self.levels = levels
+        self.vmid = vmid
+    }
+    public static func sv39x4(vmid: UInt16 = 1) -> GStage { GStage(unchecked: 3, vmid: vmid) }
+    public static func sv48x4(vmid: UInt16 = 1) -> GStage { GStage(unchecked: 4, vmid: vmid) }
+    private init(unchecked levels: Int, vmid: UInt16) {
+        self.levels = levels
+        self.vmid = vmid
+    }
+
+    public var rootEntries: Int { 2048 }
+    public func allowsHugeLeaf(_ size: PageSize) -> Bool { true }  // megapages, gigapages
+    @inlinable public func isPresent(_ raw: UInt64) -> Bool { raw & GStagePTE.valid != 0 }
+    // A valid PTE with R = W = X = 0 points to the next level.
+    @inlinable public func isTable(_ raw: UInt64) -> Bool { raw & 0xe == 0 }
+    @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
+        (table.raw >> 12) << GStagePTE.ppnShift | GStagePTE.valid
+    }
+    @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
+        // A and D preset: with Svade a clear A/D raises a guest-page fault instead.
+        var e = (pa.raw >> 12) << GStagePTE.ppnShift | GStagePTE.valid | GStagePTE.user
+            | GStagePTE.accessed | GStagePTE.dirty
+        if flags.contains(.read) { e |= GStagePTE.read }
+        if flags.contains(.write) { e |= GStagePTE.write }
+        if flags.contains(.execute) { e |= GStagePTE.execute }
+        return e
+    }
+    @inlinable public func address(_ raw: UInt64) -> HostPhysAddr {
+        HostPhysAddr(((raw & GStagePTE.ppnMask) >> GStagePTE.ppnShift) << 12)
+    }
+    @inlinable public func leafFlags(_ raw: UInt64) -> MappingFlags {
+        var f: MappingFlags = []
+        if raw & GStagePTE.read != 0 { f.insert(.read) }
+        if raw & GStagePTE.write != 0 { f.insert(.write) }
+        if raw & GStagePTE.execute != 0 { f.insert(.execute) }
+        return f
+    }
+    public func invalidation(for gpa: GuestPhysAddr?, root: HostPhysAddr) -> TLBInvalidation {
+        guard let gpa else { return .gstageAll(vmid: vmid) }
+        return .gstageGPA(operand: gpa.raw >> 2, vmid: vmid)
+    }
+    /// Without Svvptc a hart may keep an invalid translation cached (see `TLBInvalidation`).
+    public var cachesInvalidEntries: Bool { true }
+
+    /// `hgatp` (privileged spec, H extension): MODE[63:60] = 8 (Sv39x4) or 9 (Sv48x4),
+    /// VMID[57:44], PPN[43:0] of the 16 KiB-aligned root.
+    public func hgatp(root: HostPhysAddr) -> UInt64 {
+        UInt64(levels == 3 ? 8 : 9) << 60 | (UInt64(vmid) & 0x3fff) << 44 | (root.raw >> 12) & 0xfff_ffff_ffff
+    }
+}
+
+/// A guest-page fault trapped to HS-mode: scause 20 (instruction), 21 (load), 23 (store/AMO);
+/// `htval` holds the GPA shifted right by 2; its low 2 bits equal those of `stval` (the
+/// guest virtual address), since both lie at the same page offset.
+public struct GStageFault: Sendable, Equatable {
+    public var scause: UInt64
+    public var htval: UInt64
+    public var stval: UInt64
+    public init(scause: UInt64, htval: UInt64, stval: UInt64) {
+        self.scause = scause
+        self.htval = htval
+        self.stval = stval
+    }
+    /// `nil` when `scause` is not a guest-page fault (or is an interrupt).
+    public var fault: NestedPageFault? {
+        let access: AccessKind
+        switch scause {
+        case 20: access = .execute
+        case 21: access = .read
+        case 23: access = .write
+        default: return nil
+        }
+        // The cause does not tell a missing page from a permission fault.
+        return NestedPageFault(gpa: GuestPhysAddr(htval << 2 | stval & 3), access: access, kind: .unknown)
+    }
+}

@@ -1,0 +1,86 @@
+// AMD nested paging (AMD64 APM vol. 2 §15.25). Nested tables use the long-mode page-table
+// format of §5.3/§5.4, 4 levels, and every nested access is a user access (§15.25.5), so
+// every entry carries U/S.
+
+/// One long-mode paging entry as used by nested paging (APM vol. 2 figures 5-17 … 5-25).
+@frozen public struct NPTEntry: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt64
+    @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
+
+    public static let present: UInt64 = 1 << 0        // P
+    public static let writable: UInt64 = 1 << 1       // R/W
+    public static let user: UInt64 = 1 << 2           // U/S (must be 1 for nested walks)
+    public static let writeThrough: UInt64 = 1 << 3   // PWT
+    public static let cacheDisable: UInt64 = 1 << 4   // PCD
+    public static let accessed: UInt64 = 1 << 5       // A
+    public static let dirty: UInt64 = 1 << 6          // D (leaves)
+    public static let pageSize: UInt64 = 1 << 7       // PS in PDPE/PDE: 1 GiB / 2 MiB leaf
+    public static let noExecute: UInt64 = 1 << 63     // NX (EFER.NXE)
+    public static let addressMask: UInt64 = 0x000f_ffff_ffff_f000
+}
+
+/// AMD NPT. Cannot express a present page without read permission: `.read` is implied.
+public struct NPT: NestedPagingFormat {
+    public init() {}
+    public var levels: Int { 4 }
+    public var rootEntries: Int { 512 }
+    public func allowsHugeLeaf(_ size: PageSize) -> Bool { true }
+    @inlinable public func isPresent(_ raw: UInt64) -> Bool { raw & NPTEntry.present != 0 }
+    @inlinable public func isTable(_ raw: UInt64) -> Bool { raw & NPTEntry.pageSize == 0 }
+    @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
+        table.raw & NPTEntry.addressMask | NPTEntry.present | NPTEntry.writable | NPTEntry.user
+    }
+    @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
+        var e = pa.raw & NPTEntry.addressMask | NPTEntry.present | NPTEntry.user
+        if flags.contains(.write) { e |= NPTEntry.writable }
+        if !flags.contains(.execute) { e |= NPTEntry.noExecute }
+        // PAT index from PWT/PCD with the default PAT: 0b11 = UC, 0b01 = WT; for uncached
+        // normal memory PCD alone gives UC- (APM vol. 2 §7.8.2 table 7-10).
+        if flags.contains(.device) { e |= NPTEntry.cacheDisable | NPTEntry.writeThrough }
+        else if flags.contains(.uncached) { e |= NPTEntry.cacheDisable }
+        if size != .size4K { e |= NPTEntry.pageSize }
+        return e
+    }
+    @inlinable public func address(_ raw: UInt64) -> HostPhysAddr {
+        // Bit 12 of a large-page entry is its PAT bit, never set by this library.
+        HostPhysAddr(raw & NPTEntry.addressMask)
+    }
+    @inlinable public func leafFlags(_ raw: UInt64) -> MappingFlags {
+        var f: MappingFlags = .read
+        if raw & NPTEntry.writable != 0 { f.insert(.write) }
+        if raw & NPTEntry.noExecute == 0 { f.insert(.execute) }
+        switch raw & (NPTEntry.cacheDisable | NPTEntry.writeThrough) {
+        case NPTEntry.cacheDisable | NPTEntry.writeThrough: f.insert(.device)
+        case NPTEntry.cacheDisable: f.insert(.uncached)
+        default: break
+        }
+        return f
+    }
+    public func invalidation(for gpa: GuestPhysAddr?, root: HostPhysAddr) -> TLBInvalidation {
+        .nptFlushGuest(nCR3: nCR3(root: root))
+    }
+    /// The VMCB's N_CR3 field: the root's physical address (PWT/PCD clear: write-back walks).
+    public func nCR3(root: HostPhysAddr) -> UInt64 { root.raw & NPTEntry.addressMask }
+}
+
+/// A #NPF intercept (exit code 0x400), APM vol. 2 §15.25.6: EXITINFO1 is a page-fault
+/// error code plus bits 32/33, EXITINFO2 the faulting guest-physical address.
+public struct NPTFault: Sendable, Equatable {
+    public var exitInfo1: UInt64
+    public var exitInfo2: UInt64
+    public init(exitInfo1: UInt64, exitInfo2: UInt64) {
+        self.exitInfo1 = exitInfo1
+        self.exitInfo2 = exitInfo2
+    }
+    /// Bit 0 P (a translation existed: permission fault), bit 1 R/W (write), bit 4 I/D
+    /// (instruction fetch), bit 32 fault on the final GPA, bit 33 fault during the guest's
+    /// own page-table walk.
+    public var fault: NestedPageFault {
+        let e = exitInfo1
+        let access: AccessKind = e & 0x10 != 0 ? .execute : e & 2 != 0 ? .write : .read
+        return NestedPageFault(gpa: GuestPhysAddr(exitInfo2), access: access,
+                               kind: e & 1 != 0 ? .permission : .translation)
+    }
+    /// The fault happened while the CPU walked the guest's own page tables.
+    public var duringGuestPageWalk: Bool { exitInfo1 & (1 << 33) != 0 }
+}

@@ -1,0 +1,37 @@
+/// One architecture's nested (second-stage) page-table entry format.
+///
+/// The generic walker `PageTable64` works on raw 64-bit entries through these functions;
+/// each format also has a typed entry (`EPTEntry`, `NPTEntry`, `Stage2Descriptor`,
+/// `GStagePTE`) with named bits for readers and tests. A format is a value because some
+/// are configurable (levels, the Stage 2 attribute table, EPT mode-based execute).
+public protocol NestedPagingFormat: Sendable {
+    /// Levels of the walk: 3 or 4.
+    var levels: Int { get }
+    /// Entries of the root table: 512, or 2048 for the RISC-V "x4" modes (16 KiB root).
+    var rootEntries: Int { get }
+    /// Whether a 2 MiB or 1 GiB leaf (block) may be used.
+    func allowsHugeLeaf(_ size: PageSize) -> Bool
+    /// The entry translates (leaf) or points to a table.
+    func isPresent(_ raw: UInt64) -> Bool
+    /// Above the last level: the present entry points to a next-level table (else a huge leaf).
+    func isTable(_ raw: UInt64) -> Bool
+    func tableEntry(_ table: HostPhysAddr) -> UInt64
+    /// A leaf for `pa` with `flags`. `size` tells block from page where the format cares.
+    func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64
+    /// The output address of a present entry (table or leaf).
+    func address(_ raw: UInt64) -> HostPhysAddr
+    /// The flags of a present leaf.
+    func leafFlags(_ raw: UInt64) -> MappingFlags
+    /// The invalidation for one GPA, or for everything when `gpa` is `nil`.
+    func invalidation(for gpa: GuestPhysAddr?, root: HostPhysAddr) -> TLBInvalidation
+    /// Whether an invalid entry may stay cached, so making it valid needs an invalidation.
+    var cachesInvalidEntries: Bool { get }
+}
+
+extension NestedPagingFormat {
+    /// The highest guest-physical address + 1 the walk can translate.
+    @inlinable public var guestAddressLimit: UInt64 {
+        UInt64(rootEntries) << UInt64(12 + 9 * (levels - 1))
+    }
+    public var cachesInvalidEntries: Bool { false }
+}

@@ -1,0 +1,160 @@
+// AArch64 stage 2 translation, VMSAv8-64 with the 4 KiB granule (Arm ARM DDI 0487,
+// D8.3 "Translation table descriptor formats", D8.5 "Memory attributes" stage 2 fields,
+// D13.2.x VTCR_EL2 / VTTBR_EL2 / ESR_EL2 / HPFAR_EL2).
+
+/// One stage 2 descriptor (Arm ARM D8.3.1, D8.3.2 stage 2 block and page descriptors).
+@frozen public struct Stage2Descriptor: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt64
+    @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
+
+    public static let valid: UInt64 = 1 << 0        // bit 0
+    public static let tableOrPage: UInt64 = 1 << 1  // bit 1: table (levels 0-2) / page (level 3); 0 = block
+    public static let memAttrShift: UInt64 = 2      // MemAttr[3:0], bits 5:2
+    public static let s2apRead: UInt64 = 1 << 6     // S2AP[0], bit 6: reads allowed
+    public static let s2apWrite: UInt64 = 1 << 7    // S2AP[1], bit 7: writes allowed
+    public static let shShift: UInt64 = 8           // SH[1:0], bits 9:8 (0b11 inner shareable)
+    public static let accessFlag: UInt64 = 1 << 10  // AF, bit 10
+    public static let executeNever: UInt64 = 1 << 54 // XN[1], bit 54 (XN[0] bit 53 needs FEAT_XNX)
+    public static let addressMask: UInt64 = 0x0000_ffff_ffff_f000  // OA bits 47:12
+
+    @inlinable public var memAttr: UInt8 { UInt8((rawValue >> Self.memAttrShift) & 0xf) }
+}
+
+/// MemAttr[3:0] values for stage 2 with HCR_EL2.FWB = 0 (Arm ARM D8.5.5): bits 3:2 the
+/// outer attribute (0b00 Device, 0b01 Non-cacheable, 0b10 Write-Through, 0b11 Write-Back),
+/// bits 1:0 the inner attribute for Normal, or the Device type (0b00 nGnRnE, 0b01 nGnRE,
+/// 0b10 nGRE, 0b11 GRE). A configurable table like MAIR for stage 1.
+public struct Stage2Attributes: Sendable, Equatable {
+    public var normal: UInt8
+    public var normalNonCacheable: UInt8
+    public var device: UInt8
+    public init(normal: UInt8 = 0b1111, normalNonCacheable: UInt8 = 0b0101, device: UInt8 = 0b0000) {
+        self.normal = normal & 0xf
+        self.normalNonCacheable = normalNonCacheable & 0xf
+        self.device = device & 0xf
+    }
+}
+
+/// AArch64 stage 2 with a 4 KiB granule, 3 levels (start at level 1, 39-bit IPA) or
+/// 4 levels (start at level 0, 48-bit IPA), one 4 KiB root table.
+///
+/// The Rust crate's `arm-el2` feature picked which TLBI forms to emit; here the library
+/// always asks for the stage 2 forms (`TLBInvalidation.stage2IPA`) and the HAL runs them.
+public struct Stage2: NestedPagingFormat {
+    public let levels: Int
+    public var attributes: Stage2Attributes
+    public var vmid: UInt16
+
+    /// `levels` must be 3 or 4.
+    public init(levels: Int = 3, attributes: Stage2Attributes = Stage2Attributes(), vmid: UInt16 = 1)
+        throws(AddrSpaceError)
+    {
+        guard levels == 3 || levels == 4 else { throw .unsupportedLevels(levels) }
+        self.levels = levels
+        self.attributes = attributes
+        self.vmid = vmid
+    }
+
+    public var rootEntries: Int { 512 }
+    public func allowsHugeLeaf(_ size: PageSize) -> Bool { true }  // level 1 and level 2 blocks
+    @inlinable public func isPresent(_ raw: UInt64) -> Bool { raw & Stage2Descriptor.valid != 0 }
+    @inlinable public func isTable(_ raw: UInt64) -> Bool { raw & Stage2Descriptor.tableOrPage != 0 }
+    @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
+        table.raw & Stage2Descriptor.addressMask | Stage2Descriptor.valid | Stage2Descriptor.tableOrPage
+    }
+    @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
+        var e = pa.raw & Stage2Descriptor.addressMask | Stage2Descriptor.valid | Stage2Descriptor.accessFlag
+        if size == .size4K { e |= Stage2Descriptor.tableOrPage }
+        let attr = flags.contains(.device) ? attributes.device
+            : flags.contains(.uncached) ? attributes.normalNonCacheable : attributes.normal
+        e |= UInt64(attr) << Stage2Descriptor.memAttrShift
+        e |= 0b11 << Stage2Descriptor.shShift
+        if flags.contains(.read) { e |= Stage2Descriptor.s2apRead }
+        if flags.contains(.write) { e |= Stage2Descriptor.s2apWrite }
+        if !flags.contains(.execute) { e |= Stage2Descriptor.executeNever }
+        return e
+    }
+    @inlinable public func address(_ raw: UInt64) -> HostPhysAddr { HostPhysAddr(raw & Stage2Descriptor.addressMask) }
+    @inlinable public func leafFlags(_ raw: UInt64) -> MappingFlags {
+        var f: MappingFlags = []
+        if raw & Stage2Descriptor.s2apRead != 0 { f.insert(.read) }
+        if raw & Stage2Descriptor.s2apWrite != 0 { f.insert(.write) }
+        if raw & Stage2Descriptor.executeNever == 0 { f.insert(.execute) }
+        let attr = Stage2Descriptor(rawValue: raw).memAttr
+        if attr >> 2 == 0 { f.insert(.device) }           // outer Device: any Device type
+        else if attr == attributes.normalNonCacheable { f.insert(.uncached) }
+        return f
+    }
+    public func invalidation(for gpa: GuestPhysAddr?, root: HostPhysAddr) -> TLBInvalidation {
+        guard let gpa else { return .stage2All(vmid: vmid) }
+        return .stage2IPA(operand: (gpa.raw >> 12) & 0xf_ffff_ffff, vmid: vmid)
+    }
+
+    /// IPA width: 39 bits (3 levels) or 48 bits (4 levels).
+    public var ipaBits: Int { levels == 3 ? 39 : 48 }
+
+    /// VTCR_EL2 (Arm ARM D13.2.151): T0SZ[5:0] = 64 − IPA bits; SL0[7:6] start level
+    /// (4 KiB granule: 1 → level 1, 2 → level 0); IRGN0[9:8] = ORGN0[11:10] = 0b01
+    /// (write-back write-allocate walks); SH0[13:12] = 0b11; TG0[15:14] = 0b00 (4 KiB);
+    /// PS[18:16] physical address size (`paRangeBits`: 32, 36, 40, 42, 44, 48);
+    /// bit 31 RES1.
+    public func vtcr(paRangeBits: Int = 40) -> UInt64 {
+        let ps: UInt64 = switch paRangeBits {
+        case ...32: 0
+        case ...36: 1
+        case ...40: 2
+        case ...42: 3
+        case ...44: 4
+        default: 5
+        }
+        let t0sz = UInt64(64 - ipaBits)
+        let sl0: UInt64 = levels == 3 ? 1 : 2
+        return t0sz | sl0 << 6 | 0b01 << 8 | 0b01 << 10 | 0b11 << 12 | 0b00 << 14 | ps << 16 | 1 << 31
+    }
+    /// VTTBR_EL2 (D13.2.153): BADDR = root, VMID in bits 63:48 (8-bit VMIDs use 55:48).
+    public func vttbr(root: HostPhysAddr) -> UInt64 {
+        (root.raw & Stage2Descriptor.addressMask) | UInt64(vmid) << 48
+    }
+}
+
+/// A stage 2 abort taken to EL2 (Arm ARM D13.2.37 ESR_EL2, D13.2.56 HPFAR_EL2).
+public struct Stage2Abort: Sendable, Equatable {
+    public var esr: UInt64
+    public var hpfar: UInt64
+    public var far: UInt64
+    public init(esr: UInt64, hpfar: UInt64, far: UInt64) {
+        self.esr = esr
+        self.hpfar = hpfar
+        self.far = far
+    }
+
+    /// Exception class ESR_EL2[31:26]: 0x20 instruction abort from a lower EL, 0x24 data abort from a lower EL.
+    public var exceptionClass: UInt64 { (esr >> 26) & 0x3f }
+    /// DFSC/IFSC, ISS[5:0].
+    public var statusCode: UInt64 { esr & 0x3f }
+    /// Level of the walk that faulted (from xFSC[1:0]).
+    public var level: Int { Int(esr & 3) }
+    /// IPA: HPFAR_EL2.FIPA (bits 43:4) holds IPA[51:12]; the page offset comes from FAR_EL2.
+    public var ipa: GuestPhysAddr {
+        GuestPhysAddr(((hpfar >> 4) & 0xff_ffff_ffff) << 12 | (far & 0xfff))
+    }
+
+    /// The abort as a nested fault, or `nil` if ESR_EL2 is not an abort from a lower EL.
+    /// WnR is ISS bit 6 (data aborts); xFSC 0b0001LL translation, 0b0010LL access flag,
+    /// 0b0011LL permission.
+    public var fault: NestedPageFault? {
+        let access: AccessKind
+        switch exceptionClass {
+        case 0x20: access = .execute
+        case 0x24: access = esr & (1 << 6) != 0 ? .write : .read
+        default: return nil
+        }
+        let kind: NestedFaultKind = switch statusCode >> 2 {
+        case 0b0001: .translation
+        case 0b0010: .accessFlag
+        case 0b0011: .permission
+        default: .unknown
+        }
+        return NestedPageFault(gpa: ipa, access: access, kind: kind)
+    }
+}

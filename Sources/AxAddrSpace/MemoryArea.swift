@@ -1,0 +1,65 @@
+/// How an area's guest pages get their host frames.
+public enum Backend: Equatable, Sendable, CustomStringConvertible {
+    /// The area maps to host-physical memory at a constant offset: guest `area.start`
+    /// is host `hostStart`. Mapped completely when created, with huge leaves where aligned.
+    case linear(hostStart: HostPhysAddr)
+    /// Frames come from the HAL, one 4 KiB frame per guest page. `populate: true` allocates
+    /// all of them when the area is created; `false` allocates each on its first fault.
+    case alloc(populate: Bool)
+
+    public var description: String {
+        switch self {
+        case let .linear(h): "linear → \(h)"
+        case let .alloc(p): p ? "alloc (populated)" : "alloc (lazy)"
+        }
+    }
+}
+
+/// One contiguous range of guest-physical memory with one backend and one set of flags.
+public struct MemoryArea: Equatable, Sendable, CustomStringConvertible {
+    public var range: GuestPhysRange
+    public var flags: MappingFlags
+    public var backend: Backend
+
+    public var start: GuestPhysAddr { range.start }
+    public var end: GuestPhysAddr { range.end }
+    public var size: UInt64 { range.size }
+    public var isLazy: Bool { backend == .alloc(populate: false) }
+
+    /// Host address of guest `gpa` for a linear area.
+    @inlinable func linearTarget(_ gpa: GuestPhysAddr) -> HostPhysAddr? {
+        guard case let .linear(h) = backend else { return nil }
+        return h + (gpa - range.start)
+    }
+
+    /// The part of this area inside `r` (`r` must overlap it), keeping the backend's offset.
+    func slice(_ r: GuestPhysRange) -> MemoryArea {
+        let s = max(start, r.start), e = min(end, r.end)
+        var backend = self.backend
+        if case let .linear(h) = backend { backend = .linear(hostStart: h + (s - start)) }
+        return MemoryArea(range: GuestPhysRange(start: s, end: e), flags: flags, backend: backend)
+    }
+
+    public var description: String { "\(range) \(flags) \(backend)" }
+}
+
+/// Counters of an address space, for the hypervisor's statistics.
+public struct AddrSpaceStatistics: Equatable, Sendable {
+    /// Guest frames allocated from the HAL and mapped now (alloc areas).
+    public var populatedFrames: Int = 0
+    /// Frames used by the nested page table, the root included.
+    public var tableFrames: Int = 0
+    /// Calls to `handlePageFault`.
+    public var faults: Int = 0
+    /// Faults that mapped new memory, and the pages they mapped.
+    public var faultsMapped: Int = 0
+    public var pagesMappedByFaults: Int = 0
+    /// Faults that found the page already mapped.
+    public var faultsSpurious: Int = 0
+    /// Faults refused: outside all areas, forbidden access, out of memory.
+    public var faultsNotInArea: Int = 0
+    public var faultsDenied: Int = 0
+    public var faultsOutOfMemory: Int = 0
+
+    public var populatedBytes: UInt64 { UInt64(populatedFrames) * PageSize.size4K.bytes }
+}

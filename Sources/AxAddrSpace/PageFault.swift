@@ -1,0 +1,91 @@
+/// What kind of access faulted.
+public enum AccessKind: Sendable, Equatable, CustomStringConvertible {
+    case read, write, execute
+
+    /// The mapping permission the access needs.
+    @inlinable public var requiredFlags: MappingFlags {
+        switch self {
+        case .read: .read
+        case .write: .write
+        case .execute: .execute
+        }
+    }
+    public var description: String {
+        switch self {
+        case .read: "read"
+        case .write: "write"
+        case .execute: "execute"
+        }
+    }
+}
+
+/// Why the walk failed, as the hardware reports it.
+public enum NestedFaultKind: Sendable, Equatable, CustomStringConvertible {
+    /// No valid translation (a lazy page, or a hole).
+    case translation
+    /// A translation exists but forbids the access.
+    case permission
+    /// Arm access-flag fault (AF = 0).
+    case accessFlag
+    /// The architecture does not tell.
+    case unknown
+
+    public var description: String {
+        switch self {
+        case .translation: "translation"
+        case .permission: "permission"
+        case .accessFlag: "access-flag"
+        case .unknown: "unknown"
+        }
+    }
+}
+
+/// A nested (second-stage) page fault in architecture-neutral form; every decoder
+/// (`EPTViolation`, `NPTFault`, `Stage2Abort`, `GStageFault`) produces one.
+/// The Rust crate's `NestedPageFaultInfo`, plus the fault kind.
+public struct NestedPageFault: Sendable, Equatable, CustomStringConvertible {
+    public var gpa: GuestPhysAddr
+    public var access: AccessKind
+    public var kind: NestedFaultKind
+    public init(gpa: GuestPhysAddr, access: AccessKind, kind: NestedFaultKind = .unknown) {
+        self.gpa = gpa
+        self.access = access
+        self.kind = kind
+    }
+    public var description: String { "\(kind) fault, \(access) at \(gpa)" }
+}
+
+/// What `AddrSpace.handlePageFault` did. The Rust crate answers a bare `bool`; a hypervisor
+/// needs to know whether to resume the guest, inject a fault, or stop it.
+public enum FaultResolution: Sendable, Equatable, CustomStringConvertible {
+    /// Lazy memory was populated: `pages` zeroed 4 KiB frames mapped over `range`.
+    /// Resume the guest.
+    case mapped(GuestPhysRange, pages: Int)
+    /// The page is already mapped and allows the access (a spurious or racing fault, e.g.
+    /// another vCPU populated it). Resume the guest; nothing was allocated.
+    case alreadyMapped
+    /// No area covers the address: an MMIO hole or a guest bug.
+    case notInArea
+    /// The area forbids the access (a write to read-only memory, a fetch from non-executable
+    /// memory). Populating would not help.
+    case accessDenied(allowed: MappingFlags)
+    /// The HAL had no frame. The space is unchanged.
+    case outOfMemory
+
+    /// The guest may resume.
+    public var isResolved: Bool {
+        switch self {
+        case .mapped, .alreadyMapped: true
+        default: false
+        }
+    }
+    public var description: String {
+        switch self {
+        case let .mapped(r, n): "mapped \(n) page(s) \(r)"
+        case .alreadyMapped: "already mapped"
+        case .notInArea: "not in any area"
+        case let .accessDenied(f): "access denied (area allows \(f))"
+        case .outOfMemory: "out of memory"
+        }
+    }
+}

@@ -1,0 +1,471 @@
+/// Errors of the raw page-table walker. `AddrSpace` turns them into `AddrSpaceError`.
+public enum PagingError: Error, Equatable, Sendable {
+    /// The HAL returned no frame while working at this address.
+    case noMemory(GuestPhysAddr)
+    case notAligned(GuestPhysAddr)
+    case notMapped(GuestPhysAddr)
+    case alreadyMapped(GuestPhysAddr)
+    /// The address lies beyond what the format's walk can translate.
+    case outOfRange(GuestPhysAddr)
+}
+
+/// A present leaf: where a guest page lives and with which permissions.
+public struct LeafMapping: Equatable, Sendable {
+    /// Host-physical address of the queried byte (leaf base + offset).
+    public var hpa: HostPhysAddr
+    public var flags: MappingFlags
+    public var size: PageSize
+    /// Guest address where the leaf starts.
+    public var base: GuestPhysAddr
+}
+
+/// A generic 64-bit, 4 KiB-granule, 512-entries-per-table nested page table (the walker of
+/// the Rust `page_table_multiarch` crate, for any `NestedPagingFormat`).
+///
+/// Region operations recurse over the tree once instead of walking from the root for each
+/// page, choose 2 MiB / 1 GiB leaves where alignment allows, split huge leaves that are
+/// partly changed (break-before-make), free every table that becomes empty, and either
+/// succeed or leave the tree as it was. The tree is not thread-safe: the owner serializes.
+public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
+    public let format: Format
+    public let hal: HAL
+    /// Physical address of the root table (what EPTP / nCR3 / VTTBR / hgatp point to).
+    public let root: HostPhysAddr
+    /// Frames used by tables, the root's included.
+    public private(set) var tableFrames: Int
+
+    @usableFromInline let rootTable: UnsafeMutablePointer<UInt64>
+    @usableFromInline let lastLevel: Int
+    private var rootFrames: Int { format.rootEntries / 512 }
+
+    public init(format: Format, hal: HAL) throws(PagingError) {
+        self.format = format
+        self.hal = hal
+        let frames = format.rootEntries / 512
+        let root: HostPhysAddr? = frames == 1
+            ? hal.allocFrame() : hal.allocContiguousFrames(count: frames, alignment: UInt64(frames) * 4096)
+        guard let root else { throw .noMemory(GuestPhysAddr(0)) }
+        for i in 0..<frames { hal.zeroFrame(root + UInt64(i) * 4096) }
+        self.root = root
+        self.rootTable = Self.pointer(hal, root)
+        self.lastLevel = format.levels - 1
+        self.tableFrames = frames
+    }
+
+    deinit {
+        freeTables(rootTable, level: 0)
+        hal.deallocContiguousFrames(root, count: rootFrames)
+    }
+
+    // MARK: Geometry
+
+    /// Table `pa` as entries. Sound: every table frame came from the HAL, which maps all of
+    /// its frames for the hypervisor; the HAL contract makes `physToVirt` non-null.
+    @inlinable static func pointer(_ hal: HAL, _ pa: HostPhysAddr) -> UnsafeMutablePointer<UInt64> {
+        UnsafeMutablePointer<UInt64>(bitPattern: UInt(hal.physToVirt(pa).raw)).unsafelyUnwrapped
+    }
+    @inlinable func table(_ pa: HostPhysAddr) -> UnsafeMutablePointer<UInt64> { Self.pointer(hal, pa) }
+    @inlinable func shift(_ level: Int) -> UInt64 { UInt64(12 + 9 * (lastLevel - level)) }
+    @inlinable func index(_ gpa: UInt64, _ level: Int) -> Int {
+        Int(truncatingIfNeeded: (gpa >> shift(level)) & UInt64(level == 0 ? format.rootEntries - 1 : 511))
+    }
+    @inlinable func pageSize(_ level: Int) -> PageSize? { PageSize(rawValue: 1 << shift(level)) }
+    public var addressLimit: UInt64 { format.guestAddressLimit }
+
+    // MARK: Queries
+
+    /// The leaf entry translating `gpa` and its level, or nil.
+    @inlinable func leaf(_ gpa: UInt64) -> (entry: UInt64, level: Int)? {
+        guard gpa < format.guestAddressLimit else { return nil }
+        var t = rootTable
+        var level = 0
+        while true {
+            let e = t[index(gpa, level)]
+            if !format.isPresent(e) { return nil }
+            if level == lastLevel || !format.isTable(e) { return (e, level) }
+            t = table(format.address(e))
+            level += 1
+        }
+    }
+
+    /// Host-physical address of `gpa` (offset included), or nil if not mapped.
+    @inlinable public func translate(_ gpa: GuestPhysAddr) -> HostPhysAddr? {
+        guard let l = leaf(gpa.raw) else { return nil }
+        let e = l.entry, level = l.level
+        let mask = (UInt64(1) << shift(level)) &- 1
+        return HostPhysAddr(format.address(e).raw & ~mask | gpa.raw & mask)
+    }
+
+    /// The leaf translating `gpa`, or nil if not mapped.
+    public func query(_ gpa: GuestPhysAddr) -> LeafMapping? {
+        guard let l = leaf(gpa.raw), let size = pageSize(l.level) else { return nil }
+        let e = l.entry
+        let mask = size.bytes - 1
+        return LeafMapping(hpa: HostPhysAddr(format.address(e).raw & ~mask | gpa.raw & mask),
+                           flags: format.leafFlags(e), size: size, base: gpa.alignedDown(size.bytes))
+    }
+
+    /// Raw entries along the walk of `gpa`, root first (for tests and debugging).
+    public func walkEntries(_ gpa: GuestPhysAddr) -> [UInt64] {
+        var out: [UInt64] = []
+        var t = rootTable
+        for level in 0...lastLevel {
+            let e = t[index(gpa.raw, level)]
+            out.append(e)
+            if !format.isPresent(e) || level == lastLevel || !format.isTable(e) { break }
+            t = table(format.address(e))
+        }
+        return out
+    }
+
+    // MARK: Single page (the fault path)
+
+    /// Result of `populate`.
+    public enum PopulateResult: Equatable {
+        case mapped(HostPhysAddr)
+        /// A leaf already translates the page (raw entry given).
+        case present(UInt64)
+        case noMemory
+    }
+
+    /// Maps the 4 KiB page at `gpa` to a frame from `frame()` if nothing translates it yet,
+    /// in one walk. Tables created on the way are freed again if `frame()` fails.
+    @inlinable public func populate(_ gpa: GuestPhysAddr, flags: MappingFlags,
+                                    frame: () -> HostPhysAddr?) -> PopulateResult {
+        let v = gpa.raw
+        guard v < format.guestAddressLimit else { return .noMemory }
+        var t = rootTable
+        var created = 0
+        var firstCreated: (parent: UnsafeMutablePointer<UInt64>, index: Int)? = nil
+        for level in 0..<lastLevel {
+            let i = index(v, level)
+            let e = t[i]
+            if format.isPresent(e) {
+                if !format.isTable(e) { return .present(e) }
+                t = table(format.address(e))
+                continue
+            }
+            guard let pa = allocTable() else {
+                if let c = firstCreated { releaseChain(c.parent, c.index, level: level - created) }
+                return .noMemory
+            }
+            if firstCreated == nil { firstCreated = (t, i) }
+            created += 1
+            t[i] = format.tableEntry(pa)
+            t = table(pa)
+        }
+        let i = index(v, lastLevel)
+        let e = t[i]
+        if format.isPresent(e) { return .present(e) }
+        guard let pa = frame() else {
+            if let c = firstCreated { releaseChain(c.parent, c.index, level: lastLevel - created) }
+            return .noMemory
+        }
+        t[i] = format.leafEntry(pa, flags: flags, size: .size4K)
+        if format.cachesInvalidEntries { hal.invalidateTLB(format.invalidation(for: gpa, root: root)) }
+        return .mapped(pa)
+    }
+
+    /// Frees a chain of freshly created (otherwise empty) tables starting at `parent[index]`.
+    @usableFromInline func releaseChain(_ parent: UnsafeMutablePointer<UInt64>, _ index: Int, level: Int) {
+        var p = parent
+        var i = index
+        var lvl = level
+        while lvl < lastLevel {
+            let e = p[i]
+            guard format.isPresent(e), format.isTable(e) else { break }
+            let child = format.address(e)
+            p[i] = 0
+            let childTable = table(child)
+            // The chain continues at the only present entry of the child, if any.
+            var next = -1
+            for j in 0..<512 where childTable[j] != 0 { next = j; break }
+            freeTableFrame(child)
+            guard next >= 0 else { break }
+            p = childTable
+            i = next
+            lvl += 1
+        }
+    }
+
+    @usableFromInline func allocTable() -> HostPhysAddr? {
+        guard let pa = hal.allocFrame() else { return nil }
+        hal.zeroFrame(pa)
+        tableFrames += 1
+        return pa
+    }
+    @usableFromInline func freeTableFrame(_ pa: HostPhysAddr) {
+        hal.deallocFrame(pa)
+        tableFrames -= 1
+    }
+
+    // MARK: Regions
+
+    /// Maps `[start, start+size)`. `hpa(gpa)` gives the frame for each leaf start (nil: out
+    /// of memory); with `allowHuge`, 2 MiB and 1 GiB leaves are used where the guest range and
+    /// `hpa` are aligned. On error nothing stays mapped and no table stays allocated; frames
+    /// handed out by `hpa` for leaves that were mapped are passed to `unwind` to be freed.
+    public func mapRegion(_ start: GuestPhysAddr, size: UInt64, flags: MappingFlags, allowHuge: Bool,
+                          hpa: (GuestPhysAddr) -> HostPhysAddr?,
+                          unwind: (GuestPhysAddr, HostPhysAddr, PageSize) -> Void) throws(PagingError) {
+        guard start.isPageAligned, size & 0xfff == 0 else { throw .notAligned(start) }
+        let end = start.raw &+ size
+        guard end >= start.raw, end <= format.guestAddressLimit else { throw .outOfRange(start) }
+        if size == 0 { return }
+        var flush = InvalidationBatch()
+        do {
+            try mapRange(rootTable, level: 0, base: 0, lo: start.raw, hi: end, flags: flags,
+                         allowHuge: allowHuge, hpa: hpa, flush: &flush)
+        } catch {
+            let failed: GuestPhysAddr
+            switch error {
+            case let .noMemory(a), let .alreadyMapped(a), let .notAligned(a), let .notMapped(a),
+                 let .outOfRange(a):
+                failed = a
+            }
+            var none = InvalidationBatch()
+            // Everything below `failed` was mapped by this call; above it only empty tables.
+            clearRange(rootTable, level: 0, base: 0, lo: start.raw, hi: failed.raw, leaves: true,
+                       onLeaf: unwind, reserve: nil, flush: &none)
+            clearRange(rootTable, level: 0, base: 0, lo: failed.raw, hi: end, leaves: false,
+                       onLeaf: unwind, reserve: nil, flush: &none)
+            throw error
+        }
+        if format.cachesInvalidEntries { flush.emit(self) }
+    }
+
+    private func mapRange(_ t: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64, lo: UInt64, hi: UInt64,
+                          flags: MappingFlags, allowHuge: Bool, hpa: (GuestPhysAddr) -> HostPhysAddr?,
+                          flush: inout InvalidationBatch) throws(PagingError) {
+        let sh = shift(level)
+        let span = UInt64(1) << sh
+        for i in index(lo, level)...index(hi - 1, level) {
+            let slot = base + UInt64(i) << sh
+            let covLo = max(lo, slot), covHi = min(hi, slot + span)
+            let e = t[i]
+            if level == lastLevel {
+                if format.isPresent(e) { throw .alreadyMapped(GuestPhysAddr(slot)) }
+                guard let pa = hpa(GuestPhysAddr(slot)) else { throw .noMemory(GuestPhysAddr(slot)) }
+                t[i] = format.leafEntry(pa, flags: flags, size: .size4K)
+                flush.add(GuestPhysAddr(slot))
+                continue
+            }
+            if allowHuge, !format.isPresent(e), covLo == slot, covHi == slot + span,
+               let size = pageSize(level), format.allowsHugeLeaf(size),
+               let pa = hpa(GuestPhysAddr(slot)), pa.isAligned(span) {
+                t[i] = format.leafEntry(pa, flags: flags, size: size)
+                flush.add(GuestPhysAddr(slot))
+                continue
+            }
+            let child: HostPhysAddr
+            if !format.isPresent(e) {
+                guard let pa = allocTable() else { throw .noMemory(GuestPhysAddr(covLo)) }
+                t[i] = format.tableEntry(pa)
+                child = pa
+            } else if format.isTable(e) {
+                child = format.address(e)
+            } else {
+                throw .alreadyMapped(GuestPhysAddr(covLo))
+            }
+            try mapRange(table(child), level: level + 1, base: slot, lo: covLo, hi: covHi, flags: flags,
+                         allowHuge: allowHuge, hpa: hpa, flush: &flush)
+        }
+    }
+
+    /// Unmaps every present leaf in `[start, start+size)` (holes are fine) and frees tables
+    /// that become empty. `onLeaf` gets each removed leaf (its guest start, frame, size).
+    /// Huge leaves that stick out of the range are split first; the frames for that are
+    /// reserved up front, so the only failure (`noMemory`) happens before any change.
+    public func unmapRegion(_ start: GuestPhysAddr, size: UInt64,
+                            onLeaf: (GuestPhysAddr, HostPhysAddr, PageSize) -> Void) throws(PagingError) {
+        let (lo, hi) = try checkedRange(start, size)
+        if lo == hi { return }
+        var reserve = try reserveSplits(lo, hi)
+        var flush = InvalidationBatch()
+        clearRange(rootTable, level: 0, base: 0, lo: lo, hi: hi, leaves: true, onLeaf: onLeaf,
+                   reserve: &reserve, flush: &flush)
+        reserve.release(self)
+        flush.emit(self)
+    }
+
+    /// Rewrites the flags of every present leaf in the range (holes are skipped), splitting
+    /// huge leaves that stick out. Fails only with `noMemory`, before any change.
+    public func protectRegion(_ start: GuestPhysAddr, size: UInt64, flags: MappingFlags) throws(PagingError) {
+        let (lo, hi) = try checkedRange(start, size)
+        if lo == hi { return }
+        var reserve = try reserveSplits(lo, hi)
+        var flush = InvalidationBatch()
+        protectRange(rootTable, level: 0, base: 0, lo: lo, hi: hi, flags: flags, reserve: &reserve, flush: &flush)
+        reserve.release(self)
+        flush.emit(self)
+    }
+
+    private func checkedRange(_ start: GuestPhysAddr, _ size: UInt64) throws(PagingError) -> (UInt64, UInt64) {
+        guard start.isPageAligned, size & 0xfff == 0 else { throw .notAligned(start) }
+        let end = start.raw &+ size
+        guard end >= start.raw, end <= format.guestAddressLimit else { throw .outOfRange(start) }
+        return (start.raw, end)
+    }
+
+    private func clearRange(_ t: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64, lo: UInt64, hi: UInt64,
+                            leaves: Bool, onLeaf: (GuestPhysAddr, HostPhysAddr, PageSize) -> Void,
+                            reserve: UnsafeMutablePointer<SplitReserve>?, flush: inout InvalidationBatch) {
+        if lo >= hi { return }
+        let sh = shift(level)
+        let span = UInt64(1) << sh
+        for i in index(lo, level)...index(hi - 1, level) {
+            let e = t[i]
+            guard format.isPresent(e) else { continue }
+            let slot = base + UInt64(i) << sh
+            let covLo = max(lo, slot), covHi = min(hi, slot + span)
+            let whole = covLo == slot && covHi == slot + span
+            var isTable = level < lastLevel && format.isTable(e)
+            if !isTable {
+                guard leaves else { continue }
+                if whole {
+                    t[i] = 0
+                    flush.add(GuestPhysAddr(slot))
+                    onLeaf(GuestPhysAddr(slot), format.address(e), pageSize(level) ?? .size4K)
+                    continue
+                }
+                guard let reserve, split(t, i, level: level, slot: slot, reserve: reserve) else { continue }
+                isTable = true
+            }
+            let child = format.address(t[i])
+            let childTable = table(child)
+            clearRange(childTable, level: level + 1, base: slot, lo: covLo, hi: covHi, leaves: leaves,
+                       onLeaf: onLeaf, reserve: reserve, flush: &flush)
+            if (whole && leaves) || isEmpty(childTable) {
+                t[i] = 0
+                flush.add(GuestPhysAddr(slot))
+                freeTableFrame(child)
+            }
+        }
+    }
+
+    private func clearRange(_ t: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64, lo: UInt64, hi: UInt64,
+                            leaves: Bool, onLeaf: (GuestPhysAddr, HostPhysAddr, PageSize) -> Void,
+                            reserve: inout SplitReserve, flush: inout InvalidationBatch) {
+        withUnsafeMutablePointer(to: &reserve) { r in
+            clearRange(t, level: level, base: base, lo: lo, hi: hi, leaves: leaves, onLeaf: onLeaf,
+                       reserve: r, flush: &flush)
+        }
+    }
+
+    private func protectRange(_ t: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64, lo: UInt64, hi: UInt64,
+                              flags: MappingFlags, reserve: inout SplitReserve, flush: inout InvalidationBatch) {
+        let sh = shift(level)
+        let span = UInt64(1) << sh
+        for i in index(lo, level)...index(hi - 1, level) {
+            let e = t[i]
+            guard format.isPresent(e) else { continue }
+            let slot = base + UInt64(i) << sh
+            let covLo = max(lo, slot), covHi = min(hi, slot + span)
+            if level == lastLevel || !format.isTable(e) {
+                if covLo == slot && covHi == slot + span {
+                    t[i] = format.leafEntry(format.address(e), flags: flags, size: pageSize(level) ?? .size4K)
+                    flush.add(GuestPhysAddr(slot))
+                    continue
+                }
+                let done = withUnsafeMutablePointer(to: &reserve) { split(t, i, level: level, slot: slot, reserve: $0) }
+                guard done else { continue }
+            }
+            protectRange(table(format.address(t[i])), level: level + 1, base: slot, lo: covLo, hi: covHi,
+                         flags: flags, reserve: &reserve, flush: &flush)
+        }
+    }
+
+    /// Replaces the huge leaf `t[i]` by a table of 512 next-size leaves with the same
+    /// translation, break-before-make: clear, invalidate, then install the table.
+    private func split(_ t: UnsafeMutablePointer<UInt64>, _ i: Int, level: Int, slot: UInt64,
+                       reserve: UnsafeMutablePointer<SplitReserve>) -> Bool {
+        guard let pa = reserve.pointee.take(), let small = pageSize(level + 1) else { return false }
+        let e = t[i]
+        let out = format.address(e)
+        let flags = format.leafFlags(e)
+        let child = table(pa)
+        for j in 0..<512 {
+            child[j] = format.leafEntry(out + UInt64(j) * small.bytes, flags: flags, size: small)
+        }
+        t[i] = 0
+        hal.invalidateTLB(format.invalidation(for: GuestPhysAddr(slot), root: root))
+        t[i] = format.tableEntry(pa)
+        tableFrames += 1
+        return true
+    }
+
+    @inlinable func isEmpty(_ t: UnsafeMutablePointer<UInt64>) -> Bool {
+        for j in 0..<512 where t[j] != 0 { return false }
+        return true
+    }
+
+    /// Frames needed to split the huge leaves that straddle `lo` or `hi`, allocated now.
+    private func reserveSplits(_ lo: UInt64, _ hi: UInt64) throws(PagingError) -> SplitReserve {
+        var keys: [(Int, UInt64)] = []
+        for b in [lo, hi] {
+            guard let level = leaf(b)?.level, level < lastLevel else { continue }
+            for l in level..<lastLevel {
+                let pieceBase = b & ~((UInt64(1) << shift(l)) - 1)
+                if pieceBase == b { break }
+                if !keys.contains(where: { $0.0 == l && $0.1 == pieceBase }) { keys.append((l, pieceBase)) }
+            }
+        }
+        var reserve = SplitReserve()
+        for _ in keys {
+            guard let pa = hal.allocFrame() else {
+                reserve.release(self)
+                throw .noMemory(GuestPhysAddr(lo))
+            }
+            hal.zeroFrame(pa)
+            reserve.frames.append(pa)
+        }
+        return reserve
+    }
+
+    private func freeTables(_ t: UnsafeMutablePointer<UInt64>, level: Int) {
+        guard level < lastLevel else { return }
+        let n = level == 0 ? format.rootEntries : 512
+        for i in 0..<n {
+            let e = t[i]
+            guard format.isPresent(e), format.isTable(e) else { continue }
+            let child = format.address(e)
+            freeTables(table(child), level: level + 1)
+            t[i] = 0
+            freeTableFrame(child)
+        }
+    }
+}
+
+/// Frames set aside for huge-page splits before a region operation starts.
+struct SplitReserve {
+    var frames: [HostPhysAddr] = []
+    mutating func take() -> HostPhysAddr? { frames.popLast() }
+    mutating func release<F, H>(_ pt: PageTable64<F, H>) {
+        for f in frames { pt.hal.deallocFrame(f) }
+        frames.removeAll()
+    }
+}
+
+/// Collects the GPAs whose translations changed during one operation and emits the
+/// invalidations at its end: one per page up to a small limit, one "all" beyond it (the
+/// Rust walker's cursor does the same with 32).
+@usableFromInline struct InvalidationBatch {
+    static let limit = 16
+    var pages: [GuestPhysAddr] = []
+    var overflow = false
+    @usableFromInline init() {}
+    @usableFromInline mutating func add(_ gpa: GuestPhysAddr) {
+        if overflow { return }
+        if pages.count == Self.limit { overflow = true; pages.removeAll(); return }
+        pages.append(gpa)
+    }
+    func emit<F, H>(_ pt: PageTable64<F, H>) {
+        if overflow { pt.hal.invalidateTLB(pt.format.invalidation(for: nil, root: pt.root)); return }
+        var last: TLBInvalidation? = nil
+        for p in pages {
+            let op = pt.format.invalidation(for: p, root: pt.root)
+            if op != last { pt.hal.invalidateTLB(op) }   // EPT/NPT: one context flush suffices
+            last = op
+        }
+    }
+}
