@@ -6,12 +6,26 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "AxAddrSpace", targets: ["AxAddrSpace"]),
+        .library(name: "AxVMM", targets: ["AxVMM"]),
+        .executable(name: "axvm", targets: ["axvm"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // Guest address spaces and nested page tables. Swift standard library only; also
         // compiled in Embedded mode for bare metal by scripts/embedded-check.sh.
         .target(name: "AxAddrSpace"),
+        // <linux/kvm.h>, <linux/userfaultfd.h>: ioctl numbers and kvm_run fields for Swift.
+        .target(name: "CKVM"),
+        // Thin typed Swift over the KVM API: one type per file descriptor.
+        .target(name: "KVM", dependencies: ["CKVM", .product(name: "SystemPackage", package: "swift-system")]),
+        // The hypervisor: memfd HAL, memslot mirror, lazy pager, x86 boot, run loop.
+        .target(name: "AxVMM", dependencies: ["AxAddrSpace", "KVM", "CKVM"]),
+        .executableTarget(name: "axvm", dependencies: ["AxVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "AxAddrSpaceTests", dependencies: ["AxAddrSpace"]),
+        .testTarget(name: "AxVMMTests", dependencies: ["AxVMM", "KVM"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,31 @@
+/// The few devices the guests need, on x86 I/O ports.
+enum Ports {
+    /// 8250 UART at COM1: 0x3f8 data, 0x3fd line status.
+    static let serialData: UInt16 = 0x3f8
+    static let serialLineStatus: UInt16 = 0x3fd
+    /// Debug exit: the byte written is the guest's exit code (like QEMU's isa-debug-exit,
+    /// without its shift).
+    static let debugExit: UInt16 = 0xf4
+    /// Hypercall: "reclaim the test region" — the VMM depopulates it so that the next
+    /// touch faults again and reads zeros.
+    static let reclaim: UInt16 = 0xf5
+}
+
+/// 8250 transmit side: bytes go to stdout or to a buffer.
+final class Serial {
+    var captured: [UInt8] = []
+    let toStdout: Bool
+    init(toStdout: Bool) { self.toStdout = toStdout }
+
+    func out(_ byte: UInt8) {
+        captured.append(byte)
+        if toStdout {
+            var b = byte
+            _ = write(1, &b, 1)
+        }
+    }
+    /// LSR: transmitter holding register empty and transmitter empty (bits 5 and 6).
+    var lineStatus: UInt8 { 0x60 }
+}
+
+import Glibc

@@ -1,0 +1,188 @@
+import AxAddrSpace
+import Glibc
+import KVM
+
+/// One RAM area as KVM sees it: a memslot over one host window of the memfd.
+public struct RAMRegion: Sendable, Equatable {
+    public var range: GuestPhysRange
+    /// Host virtual address of the window (the memslot's userspace_addr).
+    public var window: UInt64
+    public var slot: UInt32
+    /// Offset of the window in the memfd (the HAL's span).
+    public var spanOffset: UInt64
+    public var lazy: Bool
+    public var readOnly: Bool
+}
+
+/// The guest's memory: `AddrSpace` is the single source of truth; every area is mirrored
+/// into a KVM memslot; lazy areas are registered with userfaultfd.
+///
+/// Thread-safe: the vCPU thread (loader, hypercalls) and the fault thread share it.
+public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable {  // state behind `lock`
+    let lock = Lock()
+    let space: AddrSpace<Format, MemfdHAL>
+    let hal: MemfdHAL
+    let vm: VirtualMachine
+    let userfault: Userfault
+    private var regionList: [RAMRegion] = []
+    private var nextSlot: UInt32 = 0
+
+    init(vm: VirtualMachine, format: Format, hostCapacity: UInt64, spaceSize: UInt64) throws(VMMError) {
+        let host = try HostMemory(capacity: hostCapacity)
+        hal = MemfdHAL(memory: host)
+        do {
+            space = try AddrSpace(base: GuestPhysAddr(0), size: spaceSize, format: format, hal: hal)
+        } catch {
+            throw .addrSpace(error)
+        }
+        self.vm = vm
+        userfault = try Userfault()
+    }
+
+    deinit {
+        for r in regionList { teardown(r) }
+    }
+
+    public var regions: [RAMRegion] { lock.withLock { regionList } }
+    public var host: HostMemory { hal.memory }
+
+    /// Adds RAM at `gpa`: an `AddrSpace` alloc area (lazy or populated), one window of the
+    /// memfd, one memslot. Read-only areas get `KVM_MEM_READONLY`: guest writes exit as MMIO.
+    /// On failure every step already taken is undone.
+    @discardableResult
+    public func addRAM(at gpa: GuestPhysAddr, size: UInt64, lazy: Bool, readOnly: Bool = false) throws(VMMError) -> RAMRegion {
+        try lock.withLock { () throws(VMMError) -> RAMRegion in
+            guard let range = GuestPhysRange(start: gpa, size: size) else {
+                throw .addrSpace(.emptyRange(gpa, size: size))
+            }
+            let flags: MappingFlags = readOnly ? [.read, .execute] : .rwx
+            let span = try hal.reserveSpan(for: range)
+            do throws(AddrSpaceError) {
+                // The library checks alignment, range and overlap; populating zeroes every
+                // frame at its placement in the span.
+                try space.mapAlloc(gpa, size: size, flags: flags, populate: !lazy)
+            } catch {
+                hal.releaseSpan(for: range)
+                throw .addrSpace(error)
+            }
+            var undo: [() -> Void] = [{ [space, hal] in try? space.unmap(gpa, size: size); hal.releaseSpan(for: range) }]
+            func rollback() { for u in undo.reversed() { u() } }
+            do {
+                let prot = readOnly ? PROT_READ : PROT_READ | PROT_WRITE
+                let p = mmap(nil, Int(size), prot, MAP_SHARED, hal.memory.fd.raw, off_t(span))
+                guard let p, p != MAP_FAILED else { throw VMMError.host("mmap(window of \(range)): \(errnoString(errno))") }
+                let window = UInt64(UInt(bitPattern: p))
+                undo.append { munmap(p, Int(size)) }
+                if lazy {
+                    try userfault.register(window, size)
+                    undo.append { [userfault] in userfault.unregister(window, size) }
+                }
+                let region = RAMRegion(range: range, window: window, slot: nextSlot, spanOffset: span,
+                                       lazy: lazy, readOnly: readOnly)
+                do throws(KVMError) {
+                    try vm.setMemorySlot(MemorySlot(slot: region.slot, guestPhysAddr: gpa.raw, size: size,
+                                                    userspaceAddr: window, readOnly: readOnly))
+                } catch {
+                    throw VMMError.kvm(error)
+                }
+                nextSlot += 1
+                regionList.append(region)
+                return region
+            } catch let e as VMMError {
+                rollback()
+                throw e
+            } catch let e as AddrSpaceError {
+                rollback()
+                throw .addrSpace(e)
+            } catch {
+                rollback()
+                throw .host("\(error)")
+            }
+        }
+    }
+
+    /// Removes the RAM area starting at `gpa`: memslot deleted, window unmapped, frames freed.
+    public func removeRAM(at gpa: GuestPhysAddr) throws(VMMError) {
+        try lock.withLock { () throws(VMMError) in
+            guard let i = regionList.firstIndex(where: { $0.range.start == gpa }) else {
+                throw .addrSpace(.notMapped(gpa))
+            }
+            let r = regionList.remove(at: i)
+            do throws(KVMError) { try vm.deleteMemorySlot(r.slot) } catch { throw .kvm(error) }
+            teardown(r)
+        }
+    }
+
+    private func teardown(_ r: RAMRegion) {
+        if r.lazy { userfault.unregister(r.window, r.range.size) }
+        munmap(UnsafeMutableRawPointer(bitPattern: UInt(r.window)), Int(r.range.size))
+        try? space.unmap(r.range.start, size: r.range.size)
+        hal.releaseSpan(for: r.range)
+    }
+
+    /// The RAM area whose window holds host address `hva`.
+    func region(containingHostAddress hva: UInt64) -> RAMRegion? {
+        lock.withLock { regionList.first { hva >= $0.window && hva < $0.window + $0.range.size } }
+    }
+
+    /// Runs `body` with the address space under the lock.
+    public func withSpace<R, E: Error>(_ body: (AddrSpace<Format, MemfdHAL>) throws(E) -> R) throws(E) -> R {
+        try lock.withLock { () throws(E) -> R in try body(space) }
+    }
+
+    /// Writes `bytes` at `gpa` with the VMM's rights (read-only areas too), populating
+    /// lazy pages first through `handlePageFault`, as a guest read would. Used by loaders.
+    public func write(_ bytes: UnsafeRawBufferPointer, at gpa: GuestPhysAddr) throws(VMMError) {
+        try withSpace { s throws(VMMError) in
+            var page = gpa.alignedDown(4096)
+            while page < gpa + UInt64(bytes.count) {
+                let r = s.handlePageFault(page, access: .read)
+                guard r.isResolved else { throw .addrSpace(r == .notInArea ? .notMapped(page) : .noMemory(page)) }
+                page = page + 4096
+            }
+            do throws(AddrSpaceError) { try s.write(gpa, from: bytes) } catch { throw .addrSpace(error) }
+        }
+    }
+
+    public func write<T: BitwiseCopyable>(_ value: T, at gpa: GuestPhysAddr) throws(VMMError) {
+        try write([value], at: gpa)
+    }
+
+    /// Writes the elements of `values` back to back at `gpa`.
+    public func write<T: BitwiseCopyable>(_ values: [T], at gpa: GuestPhysAddr) throws(VMMError) {
+        var result: Result<Void, VMMError> = .success(())
+        values.withUnsafeBytes { b in result = Result { () throws(VMMError) in try write(b, at: gpa) } }
+        try result.get()
+    }
+
+    /// Reads a value (the page must be populated).
+    public func read<T: BitwiseCopyable>(_ gpa: GuestPhysAddr, as: T.Type = T.self) throws(VMMError) -> T {
+        try withSpace { s throws(VMMError) -> T in
+            do throws(AddrSpaceError) { return try s.readObject(gpa, as: T.self) } catch { throw .addrSpace(error) }
+        }
+    }
+
+    /// Drops the populated frames of `[gpa, gpa+size)`: the page table entries go, the memfd
+    /// pages are punched (which also unmaps them from the window and from KVM), and the next
+    /// guest touch faults again.
+    @discardableResult
+    public func reclaim(_ gpa: GuestPhysAddr, size: UInt64) throws(VMMError) -> Int {
+        try withSpace { s throws(VMMError) -> Int in
+            do throws(AddrSpaceError) { return try s.depopulate(gpa, size: size) } catch { throw .addrSpace(error) }
+        }
+    }
+
+    /// Pages of `region` where the library's view (populated or not) and the host's
+    /// (memfd page resident or not, by mincore) disagree. Empty when they match.
+    public func residencyMismatches(_ region: RAMRegion) -> [GuestPhysAddr] {
+        let resident = host.residentPages(region.spanOffset, region.range.size)
+        return withSpace { s in
+            var out: [GuestPhysAddr] = []
+            for (i, isResident) in resident.enumerated() {
+                let gpa = region.range.start + UInt64(i) * 4096
+                if s.isPopulated(gpa) != isResident { out.append(gpa) }
+            }
+            return out
+        }
+    }
+}

@@ -1,0 +1,124 @@
+import AxAddrSpace
+import CKVM
+import Glibc
+import KVM
+
+/// The host's "physical memory": one sparse memfd, mapped once into the VMM.
+/// A host-physical address is an offset into the file; offset 0 is never handed out.
+public final class HostMemory: @unchecked Sendable {  // fd and mapping immutable after init
+    public let fd: OwnedFD
+    public let capacity: UInt64
+    /// The VMM's own view of the whole file (never registered with userfaultfd).
+    public let base: UnsafeMutableRawPointer
+
+    public init(capacity: UInt64) throws(VMMError) {
+        let raw = ckvm_memfd_create("axvm-host-ram", 1 /* MFD_CLOEXEC */)
+        guard raw >= 0 else { throw .host("memfd_create: \(errnoString(errno))") }
+        fd = OwnedFD(raw)
+        guard ftruncate(raw, off_t(capacity)) == 0 else { throw .host("ftruncate(memfd, \(capacity)): \(errnoString(errno))") }
+        let p = mmap(nil, Int(capacity), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, raw, 0)
+        guard let p, p != MAP_FAILED else { throw .host("mmap(memfd, \(capacity)): \(errnoString(errno))") }
+        base = p
+        self.capacity = capacity
+    }
+    deinit { munmap(base, Int(capacity)) }
+
+    /// Gives the pages back to the kernel; the range reads as zeros afterwards.
+    public func punchHole(_ offset: UInt64, _ length: UInt64) {
+        _ = ckvm_punch_hole(fd.raw, Int64(offset), Int64(length))
+    }
+
+    /// Which pages of `[offset, offset+length)` the kernel really holds (mincore on the
+    /// VMM's view: page-cache residency of the memfd).
+    public func residentPages(_ offset: UInt64, _ length: UInt64) -> [Bool] {
+        let pages = Int((length + 4095) / 4096)
+        var vec = [UInt8](repeating: 0, count: pages)
+        let r = vec.withUnsafeMutableBufferPointer { mincore(base + Int(offset), Int(length), $0.baseAddress) }
+        return r == 0 ? vec.map { $0 & 1 != 0 } : [Bool](repeating: false, count: pages)
+    }
+}
+
+/// The frame allocator over `HostMemory` that `AddrSpace` uses (the HAL).
+///
+/// - Page-table frames come from a pool at the start of the file.
+/// - Each RAM area gets a *span*: a contiguous run of the file reserved up front, and the
+///   placement hint puts guest page `g` of the area at `span + (g − area start)`, so the
+///   area is one `MAP_SHARED` mapping (one VMA) however its pages are touched.
+/// - Freed frames are punched out of the file, so every frame handed out is a hole: it
+///   reads as zero, and `zeroFrame` only has to make the kernel materialize it (one store
+///   of a zero byte through the VMM's view; the kernel fills the page with zeros).
+///
+/// Not thread-safe; `GuestMemory` calls it under its lock.
+public final class MemfdHAL: NestedMemoryHAL, @unchecked Sendable {  // used under GuestMemory's lock
+    public let memory: HostMemory
+    private let tablePoolEnd: UInt64
+    private var nextTable: UInt64 = 0x1000
+    private var freeTables: [UInt64] = []
+    private var nextSpan: UInt64
+    private var spans: [(range: GuestPhysRange, offset: UInt64)] = []
+    public private(set) var framesInUse = 0
+
+    /// `tablePool` bytes at the start of the file are for page tables (and other frames
+    /// without a placement).
+    public init(memory: HostMemory, tablePool: UInt64 = 64 << 20) {
+        self.memory = memory
+        tablePoolEnd = tablePool
+        nextSpan = tablePool
+    }
+
+    /// Reserves the file span backing `area`; returns its offset (2 MiB aligned so the
+    /// kernel can use huge pages where it wants).
+    public func reserveSpan(for area: GuestPhysRange) throws(VMMError) -> UInt64 {
+        let start = (nextSpan + 0x1f_ffff) & ~0x1f_ffff
+        guard start + area.size <= memory.capacity else {
+            throw .badSize(what: "guest memory", value: area.size, reason: "exceeds the host memory file (\(memory.capacity) bytes)")
+        }
+        nextSpan = start + area.size
+        spans.append((area, start))
+        return start
+    }
+
+    /// Forgets a span (after its area is unmapped) and punches it out entirely.
+    public func releaseSpan(for area: GuestPhysRange) {
+        guard let i = spans.firstIndex(where: { $0.range == area }) else { return }
+        memory.punchHole(spans[i].offset, area.size)
+        spans.remove(at: i)
+    }
+
+    public func allocFrame() -> HostPhysAddr? {
+        if let f = freeTables.popLast() { framesInUse += 1; return HostPhysAddr(f) }
+        guard nextTable < tablePoolEnd else { return nil }
+        defer { nextTable += 0x1000 }
+        framesInUse += 1
+        return HostPhysAddr(nextTable)
+    }
+
+    public func allocFrame(for gpa: GuestPhysAddr, in area: GuestPhysRange) -> HostPhysAddr? {
+        // Areas may have been split by protect/unmap; the span is found by containment.
+        for s in spans where s.range.contains(gpa) {
+            framesInUse += 1
+            return HostPhysAddr(s.offset + (gpa - s.range.start))
+        }
+        return allocFrame()
+    }
+
+    public func deallocFrame(_ frame: HostPhysAddr) {
+        framesInUse -= 1
+        memory.punchHole(frame.raw, 0x1000)
+        if frame.raw < tablePoolEnd { freeTables.append(frame.raw) }
+    }
+
+    public func physToVirt(_ pa: HostPhysAddr) -> HostVirtAddr {
+        HostVirtAddr(UInt64(UInt(bitPattern: memory.base)) + pa.raw)
+    }
+    public func virtToPhys(_ va: HostVirtAddr) -> HostPhysAddr {
+        HostPhysAddr(va.raw - UInt64(UInt(bitPattern: memory.base)))
+    }
+
+    public func zeroFrame(_ frame: HostPhysAddr) {
+        // Every frame handed out is a hole of the memfd (never used, or punched on free),
+        // so it already reads as zero; one store makes the kernel allocate the zeroed page
+        // in the page cache, where UFFDIO_CONTINUE finds it.
+        (memory.base + Int(frame.raw)).storeBytes(of: 0, as: UInt8.self)
+    }
+}

@@ -1,0 +1,73 @@
+/// Human and JSON renderings of a run's statistics.
+public enum StatsFormat {
+    static func mib(_ b: UInt64) -> String { fixed(Double(b) / 1048576, 1) + " MiB" }
+    static func fixed(_ v: Double, _ digits: Int) -> String {
+        var p = 1.0
+        for _ in 0..<digits { p *= 10 }
+        let r = (v * p).rounded() / p
+        var s = String(r)
+        if let dot = s.firstIndex(of: "."), s.distance(from: dot, to: s.endIndex) - 1 > digits {
+            s = String(s[..<s.index(dot, offsetBy: digits + 1)])
+        }
+        return s
+    }
+    static func micros(_ ns: UInt64) -> String { fixed(Double(ns) / 1000, 1) + " µs" }
+
+    public static func text(_ r: RunReport) -> String {
+        let s = r.statistics
+        let pct = s.memoryBytes == 0 ? 0 : Double(s.populatedBytes) * 100 / Double(s.memoryBytes)
+        var out = ""
+        out += "exit:            \(r.exit)\n"
+        out += "guest memory:    \(mib(s.memoryBytes)) \(r.config.lazy ? "lazy" : "populated"), populated \(mib(s.populatedBytes)) (\(fixed(pct, 1))%)\n"
+        out += "faults:          \(s.faults) (pages mapped \(s.pagesMappedByFaults), fault-around \(r.config.faultAround / 1024) KiB; minor \(s.minorFaults))\n"
+        out += "fault latency:   p50 \(micros(s.faultP50Nanos)), p99 \(micros(s.faultP99Nanos)), mean \(micros(s.faultMeanNanos))\n"
+        out += "nested tables:   \(s.tableFrames) frames\n"
+        out += "vCPU exits:      \(s.exits)\n"
+        out += "time:            setup \(fixed(s.setupSeconds * 1000, 1)) ms, run \(fixed(s.runSeconds * 1000, 1)) ms, wall \(fixed(s.wallSeconds * 1000, 1)) ms\n"
+        if r.pagesTouched > 0 {
+            out += "memtest:         \(r.pagesTouched) pages, checksum 0x\(String(r.checksum, radix: 16)), mismatches \(r.mismatches)\n"
+        }
+        out += "host check:      \(r.residencyMismatches == 0 ? "AddrSpace and mincore agree on every RAM page" : "\(r.residencyMismatches) pages disagree between AddrSpace and mincore")\n"
+        return out
+    }
+
+    public static func json(_ r: RunReport) -> String {
+        let s = r.statistics
+        func q(_ x: String) -> String {
+            var o = "\""
+            for c in x.unicodeScalars {
+                switch c {
+                case "\"": o += "\\\""
+                case "\\": o += "\\\\"
+                case "\n": o += "\\n"
+                default: if c.value < 0x20 { o += "?" } else { o.unicodeScalars.append(c) }
+                }
+            }
+            return o + "\""
+        }
+        let fields: [(String, String)] = [
+            ("exit", q(r.exit.description)),
+            ("exit_status", "\(r.exitStatus)"),
+            ("memory_bytes", "\(s.memoryBytes)"),
+            ("lazy", "\(r.config.lazy)"),
+            ("populated_bytes", "\(s.populatedBytes)"),
+            ("faults", "\(s.faults)"),
+            ("minor_faults", "\(s.minorFaults)"),
+            ("pages_mapped_by_faults", "\(s.pagesMappedByFaults)"),
+            ("fault_around_bytes", "\(r.config.faultAround)"),
+            ("fault_p50_ns", "\(s.faultP50Nanos)"),
+            ("fault_p99_ns", "\(s.faultP99Nanos)"),
+            ("fault_mean_ns", "\(s.faultMeanNanos)"),
+            ("table_frames", "\(s.tableFrames)"),
+            ("exits", "\(s.exits)"),
+            ("setup_seconds", "\(s.setupSeconds)"),
+            ("run_seconds", "\(s.runSeconds)"),
+            ("wall_seconds", "\(s.wallSeconds)"),
+            ("checksum", "\(r.checksum)"),
+            ("mismatches", "\(r.mismatches)"),
+            ("pages_touched", "\(r.pagesTouched)"),
+            ("residency_mismatches", "\(r.residencyMismatches)"),
+        ]
+        return "{\n" + fields.map { "  \(q($0.0)): \($0.1)" }.joined(separator: ",\n") + "\n}\n"
+    }
+}

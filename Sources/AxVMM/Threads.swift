@@ -1,0 +1,53 @@
+import CKVM
+import Glibc
+
+/// A pthread mutex for state shared between the vCPU thread and the fault thread.
+final class Lock: @unchecked Sendable {  // the mutex itself is the synchronization
+    private let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    init() { pthread_mutex_init(m, nil) }
+    deinit { pthread_mutex_destroy(m); m.deallocate() }
+    func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        pthread_mutex_lock(m)
+        defer { pthread_mutex_unlock(m) }
+        return try body()
+    }
+}
+
+/// A joinable OS thread running `body` (no Foundation).
+final class OSThread: @unchecked Sendable {  // handle written once before use
+    private var handle = pthread_t()
+    private final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+
+    init(_ body: @escaping @Sendable () -> Void) throws(VMMError) {
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        let r = pthread_create(&handle, nil, { ctx in
+            // Sound: ctx is the retained Box passed below, released exactly once here.
+            let box = Unmanaged<Box>.fromOpaque(ctx!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+        if r != 0 {
+            Unmanaged<Box>.fromOpaque(box).release()
+            throw .host("pthread_create: \(errnoString(r))")
+        }
+    }
+    func join() { pthread_join(handle, nil) }
+}
+
+/// Monotonic nanoseconds.
+@inline(__always) func nowNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// An eventfd used to wake a thread blocked in poll(2).
+final class EventFD: @unchecked Sendable {  // fd immutable
+    let fd: Int32
+    init() throws(VMMError) {
+        fd = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        guard fd >= 0 else { throw .host("eventfd: \(errnoString(errno))") }
+    }
+    deinit { close(fd) }
+    func signal() { var one: UInt64 = 1; _ = write(fd, &one, 8) }
+}

@@ -1,0 +1,28 @@
+import AxAddrSpace
+import KVM
+
+/// Everything that can stop axvm, with the offending value in the message.
+public enum VMMError: Error, CustomStringConvertible {
+    case kvm(KVMError)
+    case addrSpace(AddrSpaceError)
+    /// The guest image is missing, unreadable, empty, too large or malformed.
+    case guestImage(path: String, reason: String)
+    /// A size given by the user is unusable.
+    case badSize(what: String, value: UInt64, reason: String)
+    /// Host memory (memfd, mmap, userfaultfd) could not be set up.
+    case host(String)
+
+    public var description: String {
+        switch self {
+        case let .kvm(e): "\(e)"
+        case let .addrSpace(e): "guest memory: \(e)"
+        case let .guestImage(path, reason): "guest image \(path): \(reason)"
+        case let .badSize(what, value, reason): "\(what) \(value) (0x\(String(value, radix: 16))): \(reason)"
+        case let .host(m): m
+        }
+    }
+}
+
+func errnoString(_ e: Int32) -> String { String(cString: strerror(e)) }
+
+import Glibc

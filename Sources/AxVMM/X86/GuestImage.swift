@@ -1,0 +1,61 @@
+import Glibc
+
+/// A flat-binary guest from `guests/`: a 16-byte header, then code.
+///
+/// Header: magic `AXG1`, u32 mode (16 = real mode, 64 = long mode), u64 entry offset
+/// from the load address.
+public struct GuestImage: Sendable {
+    public enum Mode: UInt32, Sendable { case real = 16, long = 64 }
+    public let path: String
+    public let bytes: [UInt8]
+    public let mode: Mode
+    public let entryOffset: UInt64
+
+    /// Where the image is loaded: real-mode guests at 0x10000 (CS = 0x1000), long-mode
+    /// guests at 1 MiB.
+    public var loadAddress: UInt64 { mode == .real ? 0x10000 : 0x10_0000 }
+
+    public init(path: String) throws(VMMError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let e = errno
+            throw .guestImage(path: path, reason: e == ENOENT ? "no such file" : errnoString(e))
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .guestImage(path: path, reason: errnoString(errno)) }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw .guestImage(path: path, reason: "not a regular file") }
+        guard st.st_size > 0 else { throw .guestImage(path: path, reason: "file is empty") }
+        guard st.st_size <= 64 << 20 else { throw .guestImage(path: path, reason: "\(st.st_size) bytes, more than the 64 MiB limit") }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw .guestImage(path: path, reason: n == 0 ? "short read" : errnoString(errno)) }
+            done += n
+        }
+        try self.init(path: path, bytes: bytes)
+    }
+
+    public init(path: String, bytes: [UInt8]) throws(VMMError) {
+        guard bytes.count >= 16, bytes[0..<4].elementsEqual("AXG1".utf8) else {
+            throw .guestImage(path: path, reason: "not an axvm guest (no AXG1 header; build guests with scripts/build-guests.sh)")
+        }
+        let modeRaw = bytes[4..<8].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        guard let mode = Mode(rawValue: modeRaw) else {
+            throw .guestImage(path: path, reason: "unknown mode \(modeRaw) in header (expected 16 or 64)")
+        }
+        let entry = bytes[8..<16].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard entry < UInt64(bytes.count) else {
+            throw .guestImage(path: path, reason: "entry offset \(entry) is past the end of the \(bytes.count)-byte image")
+        }
+        if mode == .real && bytes.count > 0xf000 {
+            throw .guestImage(path: path, reason: "real-mode image of \(bytes.count) bytes does not fit its 64 KiB segment")
+        }
+        self.path = path
+        self.bytes = bytes
+        self.mode = mode
+        self.entryOffset = entry
+    }
+}

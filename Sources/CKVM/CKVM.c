@@ -1,0 +1,88 @@
+#include "CKVM.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+const unsigned long CKVM_KVM_GET_API_VERSION = KVM_GET_API_VERSION;
+const unsigned long CKVM_KVM_CREATE_VM = KVM_CREATE_VM;
+const unsigned long CKVM_KVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+const unsigned long CKVM_KVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+const unsigned long CKVM_KVM_CREATE_VCPU = KVM_CREATE_VCPU;
+const unsigned long CKVM_KVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+const unsigned long CKVM_KVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+const unsigned long CKVM_KVM_RUN = KVM_RUN;
+const unsigned long CKVM_KVM_GET_REGS = KVM_GET_REGS;
+const unsigned long CKVM_KVM_SET_REGS = KVM_SET_REGS;
+const unsigned long CKVM_KVM_GET_SREGS = KVM_GET_SREGS;
+const unsigned long CKVM_KVM_SET_SREGS = KVM_SET_SREGS;
+
+const unsigned long CKVM_USERFAULTFD_IOC_NEW = USERFAULTFD_IOC_NEW;
+const unsigned long CKVM_UFFDIO_API = UFFDIO_API;
+const unsigned long CKVM_UFFDIO_REGISTER = UFFDIO_REGISTER;
+const unsigned long CKVM_UFFDIO_UNREGISTER = UFFDIO_UNREGISTER;
+const unsigned long CKVM_UFFDIO_WAKE = UFFDIO_WAKE;
+const unsigned long CKVM_UFFDIO_COPY = UFFDIO_COPY;
+const unsigned long CKVM_UFFDIO_ZEROPAGE = UFFDIO_ZEROPAGE;
+const unsigned long CKVM_UFFDIO_CONTINUE = UFFDIO_CONTINUE;
+const int CKVM_KVM_EXIT_MEMORY_FAULT = KVM_EXIT_MEMORY_FAULT;
+
+int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+int ckvm_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
+
+int ckvm_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+
+int ckvm_punch_hole(int fd, int64_t offset, int64_t length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+}
+
+int ckvm_userfaultfd(int flags) {
+    int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+    if (dev >= 0) {
+        int fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+        int saved = errno;
+        close(dev);
+        errno = saved;
+        return fd;
+    }
+    // Without /dev/userfaultfd, the syscall (needs vm.unprivileged_userfaultfd or
+    // CAP_SYS_PTRACE to catch faults raised inside the kernel, as KVM's are).
+    return (int)syscall(SYS_userfaultfd, flags);
+}
+
+uint32_t ckvm_run_exit_reason(const struct kvm_run *run) { return run->exit_reason; }
+void ckvm_run_set_immediate_exit(struct kvm_run *run, uint8_t value) {
+    __atomic_store_n(&run->immediate_exit, value, __ATOMIC_SEQ_CST);
+}
+struct ckvm_io ckvm_run_io(const struct kvm_run *run) {
+    struct ckvm_io io = { run->io.direction, run->io.size, run->io.port, run->io.count, run->io.data_offset };
+    return io;
+}
+struct ckvm_mmio ckvm_run_mmio(struct kvm_run *run) {
+    struct ckvm_mmio m = { run->mmio.phys_addr, run->mmio.len, run->mmio.is_write, run->mmio.data };
+    return m;
+}
+uint64_t ckvm_run_fail_entry_reason(const struct kvm_run *run) {
+    return run->fail_entry.hardware_entry_failure_reason;
+}
+uint32_t ckvm_run_internal_suberror(const struct kvm_run *run) { return run->internal.suberror; }
+uint32_t ckvm_run_internal_ndata(const struct kvm_run *run) { return run->internal.ndata; }
+uint64_t ckvm_run_internal_data(const struct kvm_run *run, uint32_t i) {
+    return i < 16 && i < run->internal.ndata ? run->internal.data[i] : 0;
+}
+uint32_t ckvm_run_system_event_type(const struct kvm_run *run) { return run->system_event.type; }
+
+struct ckvm_uffd_fault ckvm_uffd_decode(const void *msg) {
+    const struct uffd_msg *m = msg;
+    struct ckvm_uffd_fault f = { m->event, 0, 0 };
+    if (m->event == UFFD_EVENT_PAGEFAULT) {
+        f.flags = m->arg.pagefault.flags;
+        f.address = m->arg.pagefault.address;
+    }
+    return f;
+}
+size_t ckvm_uffd_msg_size(void) { return sizeof(struct uffd_msg); }

@@ -1,0 +1,79 @@
+// C shim for the KVM and userfaultfd APIs: function-like macros (ioctl request numbers)
+// do not import into Swift, so they are exported as constants; variadic ioctl(2) gets
+// fixed-signature wrappers. Constants newer than the installed 6.1 headers are defined
+// here with the kernel version that introduced them.
+#ifndef CKVM_H
+#define CKVM_H
+
+#define _GNU_SOURCE 1
+#include <linux/kvm.h>
+#include <linux/userfaultfd.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/mman.h>
+
+// Linux 6.8: KVM_EXIT_MEMORY_FAULT (guest_memfd / private memory faults).
+#ifndef KVM_EXIT_MEMORY_FAULT
+#define KVM_EXIT_MEMORY_FAULT 39
+#endif
+
+extern const unsigned long CKVM_KVM_GET_API_VERSION;
+extern const unsigned long CKVM_KVM_CREATE_VM;
+extern const unsigned long CKVM_KVM_CHECK_EXTENSION;
+extern const unsigned long CKVM_KVM_GET_VCPU_MMAP_SIZE;
+extern const unsigned long CKVM_KVM_CREATE_VCPU;
+extern const unsigned long CKVM_KVM_SET_USER_MEMORY_REGION;
+extern const unsigned long CKVM_KVM_SET_TSS_ADDR;
+extern const unsigned long CKVM_KVM_RUN;
+extern const unsigned long CKVM_KVM_GET_REGS;
+extern const unsigned long CKVM_KVM_SET_REGS;
+extern const unsigned long CKVM_KVM_GET_SREGS;
+extern const unsigned long CKVM_KVM_SET_SREGS;
+
+extern const unsigned long CKVM_USERFAULTFD_IOC_NEW;
+extern const unsigned long CKVM_UFFDIO_API;
+extern const unsigned long CKVM_UFFDIO_REGISTER;
+extern const unsigned long CKVM_UFFDIO_UNREGISTER;
+extern const unsigned long CKVM_UFFDIO_WAKE;
+extern const unsigned long CKVM_UFFDIO_COPY;
+extern const unsigned long CKVM_UFFDIO_ZEROPAGE;
+extern const unsigned long CKVM_UFFDIO_CONTINUE;
+extern const int CKVM_KVM_EXIT_MEMORY_FAULT;
+
+/// ioctl(2) with a pointer argument; returns -1 and sets errno on failure.
+int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg);
+/// ioctl(2) with an integer argument.
+int ckvm_ioctl_int(int fd, unsigned long request, unsigned long arg);
+
+/// memfd_create(2).
+int ckvm_memfd_create(const char *name, unsigned int flags);
+/// fallocate(2) with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: frees the pages.
+int ckvm_punch_hole(int fd, int64_t offset, int64_t length);
+
+/// A userfaultfd from /dev/userfaultfd (USERFAULTFD_IOC_NEW, Linux 6.1), falling back to
+/// the userfaultfd(2) syscall. `flags`: O_CLOEXEC | O_NONBLOCK. -1 and errno on failure.
+int ckvm_userfaultfd(int flags);
+
+/// Fields of `struct kvm_run` inside anonymous unions, read without layout guesses.
+struct kvm_run;
+uint32_t ckvm_run_exit_reason(const struct kvm_run *run);
+void ckvm_run_set_immediate_exit(struct kvm_run *run, uint8_t value);
+struct ckvm_io { uint8_t direction; uint8_t size; uint16_t port; uint32_t count; uint64_t data_offset; };
+struct ckvm_io ckvm_run_io(const struct kvm_run *run);
+struct ckvm_mmio { uint64_t phys_addr; uint32_t len; uint8_t is_write; uint8_t *data; /* points into kvm_run */ };
+struct ckvm_mmio ckvm_run_mmio(struct kvm_run *run);
+uint64_t ckvm_run_fail_entry_reason(const struct kvm_run *run);
+uint32_t ckvm_run_internal_suberror(const struct kvm_run *run);
+uint32_t ckvm_run_internal_ndata(const struct kvm_run *run);
+uint64_t ckvm_run_internal_data(const struct kvm_run *run, uint32_t i);
+uint32_t ckvm_run_system_event_type(const struct kvm_run *run);
+
+/// One userfaultfd page-fault message: address and flags (UFFD_PAGEFAULT_FLAG_*).
+struct ckvm_uffd_fault { uint8_t event; uint64_t flags; uint64_t address; };
+/// Decodes a `struct uffd_msg` read from the descriptor.
+struct ckvm_uffd_fault ckvm_uffd_decode(const void *msg);
+size_t ckvm_uffd_msg_size(void);
+
+#endif

@@ -1,0 +1,101 @@
+import CKVM
+import Glibc
+import SystemPackage
+
+/// Why `KVM_RUN` returned (rust-vmm's `VcpuExit`). Data pointers are valid until the next run.
+public enum VCPUExit {
+    /// Port I/O: `data` holds `size * count` bytes (written by OUT; to fill for IN).
+    case io(port: UInt16, isOut: Bool, size: Int, data: UnsafeMutableRawBufferPointer)
+    /// An access to a guest-physical address without a writable memory slot.
+    case mmio(gpa: UInt64, isWrite: Bool, data: UnsafeMutableRawBufferPointer)
+    case hlt
+    /// Triple fault or other shutdown of the guest.
+    case shutdown
+    case failEntry(hardwareReason: UInt64)
+    /// KVM could not handle something itself (emulation failure, …).
+    case internalError(suberror: UInt32, data: [UInt64])
+    case systemEvent(type: UInt32)
+    /// KVM_RUN returned EINTR (a signal or `immediate_exit`): timeout, Ctrl-C, shutdown.
+    case interrupted
+    /// Any other exit reason (KVM_EXIT_*).
+    case unsupported(reason: UInt32)
+}
+
+/// A vCPU file descriptor and its mmap'd `kvm_run` (rust-vmm's `VcpuFd`).
+///
+/// Runs on one thread; another thread may only call `requestImmediateExit()`.
+public final class VCPU: @unchecked Sendable {  // run area: one runner, immediate_exit is atomic
+    public let fd: OwnedFD
+    public let id: UInt
+    private let runArea: UnsafeMutableRawPointer
+    private let runSize: Int
+
+    init(fd: OwnedFD, run: UnsafeMutableRawPointer, runSize: Int, id: UInt) {
+        self.fd = fd
+        self.runArea = run
+        self.runSize = runSize
+        self.id = id
+    }
+    deinit { munmap(runArea, runSize) }
+
+    private var kvmRun: UnsafeMutablePointer<kvm_run> { runArea.assumingMemoryBound(to: kvm_run.self) }
+
+    /// Enters the guest until the next exit. EINTR is `.interrupted`, never retried here.
+    public func run() throws(KVMError) -> VCPUExit {
+        do {
+            _ = try check("KVM_RUN", retryOnInterrupt: false) { ckvm_ioctl_int(fd.raw, CKVM_KVM_RUN, 0) }
+        } catch {
+            if case let .ioctl(_, e) = error, e == .interrupted {
+                ckvm_run_set_immediate_exit(kvmRun, 0)
+                return .interrupted
+            }
+            throw error
+        }
+        let reason = ckvm_run_exit_reason(kvmRun)
+        switch Int32(reason) {
+        case KVM_EXIT_IO:
+            let io = ckvm_run_io(kvmRun)
+            // Sound: KVM puts the data inside the kvm_run mapping at data_offset.
+            let data = UnsafeMutableRawBufferPointer(start: runArea + Int(io.data_offset), count: Int(io.size) * Int(io.count))
+            return .io(port: io.port, isOut: io.direction == KVM_EXIT_IO_OUT, size: Int(io.size), data: data)
+        case KVM_EXIT_MMIO:
+            let m = ckvm_run_mmio(kvmRun)
+            // Sound: the 8 data bytes live inside the kvm_run mapping.
+            let data = UnsafeMutableRawBufferPointer(start: m.data, count: Int(min(m.len, 8)))
+            return .mmio(gpa: m.phys_addr, isWrite: m.is_write != 0, data: data)
+        case KVM_EXIT_HLT: return .hlt
+        case KVM_EXIT_SHUTDOWN: return .shutdown
+        case KVM_EXIT_FAIL_ENTRY: return .failEntry(hardwareReason: ckvm_run_fail_entry_reason(kvmRun))
+        case KVM_EXIT_INTERNAL_ERROR:
+            let n = min(ckvm_run_internal_ndata(kvmRun), 16)
+            return .internalError(suberror: ckvm_run_internal_suberror(kvmRun),
+                                  data: (0..<n).map { ckvm_run_internal_data(kvmRun, $0) })
+        case KVM_EXIT_SYSTEM_EVENT: return .systemEvent(type: ckvm_run_system_event_type(kvmRun))
+        case KVM_EXIT_INTR: return .interrupted
+        default: return .unsupported(reason: reason)
+        }
+    }
+
+    /// Makes the current or next KVM_RUN return `.interrupted` (pair with a signal to the
+    /// vCPU thread to interrupt a running guest).
+    public func requestImmediateExit() { ckvm_run_set_immediate_exit(kvmRun, 1) }
+
+    public func registers() throws(KVMError) -> kvm_regs {
+        var r = kvm_regs()
+        _ = try ioctl(fd.raw, CKVM_KVM_GET_REGS, "KVM_GET_REGS", &r)
+        return r
+    }
+    public func setRegisters(_ regs: kvm_regs) throws(KVMError) {
+        var r = regs
+        _ = try ioctl(fd.raw, CKVM_KVM_SET_REGS, "KVM_SET_REGS", &r)
+    }
+    public func specialRegisters() throws(KVMError) -> kvm_sregs {
+        var s = kvm_sregs()
+        _ = try ioctl(fd.raw, CKVM_KVM_GET_SREGS, "KVM_GET_SREGS", &s)
+        return s
+    }
+    public func setSpecialRegisters(_ sregs: kvm_sregs) throws(KVMError) {
+        var s = sregs
+        _ = try ioctl(fd.raw, CKVM_KVM_SET_SREGS, "KVM_SET_SREGS", &s)
+    }
+}

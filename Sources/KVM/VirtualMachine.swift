@@ -1,0 +1,59 @@
+import CKVM
+import Glibc
+
+/// One memory slot: guest-physical range backed by host virtual memory.
+public struct MemorySlot: Equatable, Sendable {
+    public var slot: UInt32
+    public var guestPhysAddr: UInt64
+    public var size: UInt64
+    public var userspaceAddr: UInt64
+    public var readOnly: Bool
+    public init(slot: UInt32, guestPhysAddr: UInt64, size: UInt64, userspaceAddr: UInt64, readOnly: Bool) {
+        self.slot = slot
+        self.guestPhysAddr = guestPhysAddr
+        self.size = size
+        self.userspaceAddr = userspaceAddr
+        self.readOnly = readOnly
+    }
+}
+
+/// A VM file descriptor (rust-vmm's `VmFd`).
+public final class VirtualMachine: @unchecked Sendable {  // immutable after init
+    public let fd: OwnedFD
+    public let system: KVMSystem
+
+    init(fd: OwnedFD, system: KVMSystem) {
+        self.fd = fd
+        self.system = system
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION. KVM cannot resize a slot or toggle its flags: delete
+    /// (size 0) and create again.
+    public func setMemorySlot(_ s: MemorySlot) throws(KVMError) {
+        var region = kvm_userspace_memory_region(
+            slot: s.slot, flags: s.readOnly ? UInt32(KVM_MEM_READONLY) : 0,
+            guest_phys_addr: s.guestPhysAddr, memory_size: s.size, userspace_addr: s.userspaceAddr)
+        _ = try ioctl(fd.raw, CKVM_KVM_SET_USER_MEMORY_REGION,
+                      "KVM_SET_USER_MEMORY_REGION(slot \(s.slot), gpa 0x\(String(s.guestPhysAddr, radix: 16)), size 0x\(String(s.size, radix: 16)))",
+                      &region)
+    }
+
+    public func deleteMemorySlot(_ slot: UInt32) throws(KVMError) {
+        var region = kvm_userspace_memory_region(slot: slot, flags: 0, guest_phys_addr: 0, memory_size: 0, userspace_addr: 0)
+        _ = try ioctl(fd.raw, CKVM_KVM_SET_USER_MEMORY_REGION, "KVM_SET_USER_MEMORY_REGION(delete slot \(slot))", &region)
+    }
+
+    /// x86: the three pages KVM needs for real-mode emulation (KVM_SET_TSS_ADDR).
+    public func setTSSAddress(_ addr: UInt64) throws(KVMError) {
+        _ = try ioctl(fd.raw, CKVM_KVM_SET_TSS_ADDR, "KVM_SET_TSS_ADDR", value: UInt(addr))
+    }
+
+    public func createVCPU(id: UInt = 0) throws(KVMError) -> VCPU {
+        let size = try system.vcpuMmapSize()
+        let raw = try ioctl(fd.raw, CKVM_KVM_CREATE_VCPU, "KVM_CREATE_VCPU(\(id))", value: id)
+        let owned = OwnedFD(raw)
+        let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, raw, 0)
+        guard let p, p != MAP_FAILED else { throw .syscall("mmap(kvm_run)", .init(rawValue: errno)) }
+        return VCPU(fd: owned, run: p, runSize: size, id: id)
+    }
+}

@@ -1,0 +1,132 @@
+import ArgumentParser
+import AxVMM
+import CKVM
+import Glibc
+import KVM
+
+/// "64M", "1G", "512K", "4096", "2MiB" → bytes.
+struct ByteSize: ExpressibleByArgument {
+    let bytes: UInt64
+    init?(argument: String) {
+        var s = argument.uppercased()
+        if s.hasSuffix("IB") { s.removeLast(2) } else if s.hasSuffix("B") { s.removeLast() }
+        var mult: UInt64 = 1
+        switch s.last {
+        case "K": mult = 1 << 10
+        case "M": mult = 1 << 20
+        case "G": mult = 1 << 30
+        default: break
+        }
+        if mult > 1 { s.removeLast() }
+        guard let n = UInt64(s), n <= UInt64.max / mult else { return nil }
+        bytes = n * mult
+    }
+}
+
+extension GuestParams.Order: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument {
+        case "sequential", "seq": self = .sequential
+        case "random": self = .random
+        case "strided": self = .strided
+        default: return nil
+        }
+    }
+}
+
+@main
+struct AxvmCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "axvm",
+        abstract: "A KVM hypervisor whose guest memory is an AxAddrSpace address space.",
+        subcommands: [Check.self, Run.self])
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Tell whether KVM and userfaultfd are usable here.")
+    @Option(help: "KVM device.") var kvm = "/dev/kvm"
+
+    func run() throws {
+        var ok = true
+        do {
+            let sys = try KVMSystem(path: kvm)
+            print("KVM: \(kvm) usable, API version 12, vCPU mmap size \(try sys.vcpuMmapSize()) bytes")
+            for (name, cap) in KVMSystem.interestingCapabilities {
+                print("  \(name): \(sys.checkExtension(cap))")
+            }
+        } catch {
+            print("KVM: \(error)")
+            ok = false
+        }
+        let fd = ckvm_userfaultfd(O_CLOEXEC)
+        if fd >= 0 {
+            print("userfaultfd: usable (minor faults on shmem needed: Linux 5.13+)")
+            close(fd)
+        } else {
+            print("userfaultfd: not usable: \(String(cString: strerror(errno)))")
+            ok = false
+        }
+        print("host CPU: \(HostCPU.detect() == .amd ? "AMD (nested faults decoded as #NPF)" : "Intel (nested faults decoded as EPT violations)")")
+        if !ok { throw ExitCode(1) }
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a guest from guests/build.")
+
+    @Argument(help: "Guest image (e.g. guests/build/memtest.bin).") var guest: String
+    @Option(help: "Guest RAM, e.g. 64M, 1G (4 KiB multiple).") var memory = ByteSize(argument: "64M")!
+    @Flag(help: "Populate RAM on first touch (default) or all before start.") var paging: Paging = .lazy
+    @Option(help: "Pages populated per fault: 4K … 2M.") var faultAround = ByteSize(argument: "4K")!
+    @Option(help: "Stop the guest after this many seconds.") var timeout: Double = 30
+    @Option(help: "memtest order: sequential, random, strided.") var order: GuestParams.Order = .sequential
+    @Option(help: "memtest stride in pages.") var stride: UInt64 = 16
+    @Option(help: "memtest seed.") var seed: UInt64 = 1
+    @Option(help: "Bytes memtest touches (default: all RAM above 2 MiB).") var testSize: ByteSize?
+    @Flag(help: "Print statistics.") var stats = false
+    @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
+    @Option(help: "KVM device.") var kvm = "/dev/kvm"
+
+    enum Paging: EnumerableFlag { case lazy, populate }
+
+    func run() throws {
+        var c = VMConfig(guestPath: guest)
+        c.memorySize = memory.bytes
+        c.lazy = paging == .lazy
+        c.faultAround = faultAround.bytes
+        c.timeout = timeout
+        c.testOrder = order
+        c.stridePages = stride
+        c.seed = seed
+        c.testSize = testSize?.bytes ?? 0
+        c.serialToStdout = true
+        c.handleInterrupt = true
+        c.kvmPath = kvm
+        let report: RunReport
+        do {
+            report = try Machine.run(c)
+        } catch {
+            eprint("axvm: error: \(error)")
+            throw ExitCode(2)
+        }
+        let normal: Bool = if case .guestExit = report.exit { true } else { false }
+        if !stats && !normal { eprint("axvm: \(report.exit)") }
+        if stats { print(StatsFormat.text(report), terminator: "") }
+        if let path = statsJson {
+            let json = StatsFormat.json(report)
+            guard let f = fopen(path, "w") else {
+                eprint("axvm: error: cannot write \(path): \(String(cString: strerror(errno)))")
+                throw ExitCode(2)
+            }
+            fputs(json, f)
+            fclose(f)
+        }
+        if report.exitStatus != 0 { throw ExitCode(report.exitStatus) }
+    }
+}
+
+/// A line on standard error (fd 2; the C `stderr` global is not concurrency-safe).
+func eprint(_ line: String) {
+    let bytes = Array((line + "\n").utf8)
+    _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}

@@ -1,0 +1,103 @@
+// Long-mode guest: writes a pattern over every page of the test region in the order the
+// VMM chose (0 sequential, 1 random permutation, 2 strided), reads it all back, stores the
+// checksum and mismatch count in the parameter page and exits with 0 (all matched) or 1.
+    .code64
+    .include "defs.inc"
+    .text
+    HEADER 64
+entry:
+    mov %rdi, %r15                  // parameter page
+    call enter_user
+    lea msg_start(%rip), %rsi
+    call puts
+    mov P_SIZE(%r15), %r9
+    shr $12, %r9                    // n = pages
+    mov %r9, R_PAGES(%r15)
+    // M = next power of two >= n, for the random permutation x' = (5x + c) mod M
+    mov $1, %r13
+1:  cmp %r9, %r13
+    jae 2f
+    shl $1, %r13
+    jmp 1b
+2:  dec %r13                        // r13 = M - 1 (mask)
+    mov P_SEED(%r15), %r14
+    or $1, %r14                     // c odd: full period (Hull-Dobell)
+    xor %r10, %r10                  // k = pages written
+    xor %r11, %r11                  // random state x / strided page p
+    xor %r12, %r12                  // strided start s
+    mov P_ORDER(%r15), %rbx
+write_loop:
+    cmp %r9, %r10
+    jae read_phase
+    cmp $1, %rbx
+    je next_random
+    cmp $2, %rbx
+    je next_strided
+    mov %r10, %rax                  // sequential: page k
+    jmp have_page
+next_random:
+    lea (%r11, %r11, 4), %r11       // x = 5x + c mod M, skipping values >= n
+    add %r14, %r11
+    and %r13, %r11
+    cmp %r9, %r11
+    jae next_random
+    mov %r11, %rax
+    jmp have_page
+next_strided:
+    mov %r11, %rax                  // current p, then p += stride; wrap to ++s
+    mov %r11, %rcx
+    add P_STRIDE(%r15), %rcx
+    cmp %r9, %rcx
+    jb 3f
+    inc %r12
+    mov %r12, %rcx
+3:  mov %rcx, %r11
+have_page:
+    shl $12, %rax
+    add P_BASE(%r15), %rax
+    mov %rax, %rdi
+    call fill_page
+    inc %r10
+    jmp write_loop
+read_phase:
+    mov P_BASE(%r15), %rdi
+    mov P_SIZE(%r15), %rsi
+    add %rdi, %rsi                  // end
+    xor %r8, %r8                    // checksum
+    xor %r10, %r10                  // mismatches
+    movabs $GOLDEN, %rcx
+4:  cmp %rsi, %rdi
+    jae done
+    mov (%rdi), %rax
+    add %rax, %r8
+    mov %rdi, %rdx
+    imul %rcx, %rdx
+    xor P_SEED(%r15), %rdx
+    cmp %rdx, %rax
+    je 5f
+    inc %r10
+5:  add $8, %rdi
+    jmp 4b
+done:
+    mov %r8, R_CHECKSUM(%r15)
+    mov %r10, R_MISMATCH(%r15)
+    lea msg_sum(%rip), %rsi
+    call puts
+    mov %r8, %rax
+    call puthex
+    lea msg_mis(%rip), %rsi
+    call puts
+    mov %r10, %rax
+    call puthex
+    lea msg_nl(%rip), %rsi
+    call puts
+    xor %eax, %eax
+    test %r10, %r10
+    setnz %al
+    jmp exit
+
+    .include "lib.inc"
+msg_start: .asciz "memtest: writing pattern\n"
+msg_sum:   .asciz "memtest: checksum 0x"
+msg_mis:   .asciz " mismatches 0x"
+msg_nl:    .asciz "\n"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Assembles guests/*.S into flat binaries guests/build/*.bin with the Swift toolchain's
+# clang and ld.lld. Real-mode guests (".code16") are linked at 0, long-mode ones at 1 MiB.
+set -euo pipefail
+cd "$(dirname "$0")/../guests"
+swift_bin=$(dirname "$(command -v swiftc)")
+CLANG=${CLANG:-$swift_bin/clang}
+LLD=${LLD:-$swift_bin/ld.lld}
+mkdir -p build
+for src in *.S; do
+    name=${src%.S}
+    base=0x100000
+    grep -q '^\s*\.code16' "$src" && base=0
+    "$CLANG" --target=x86_64-unknown-none -c "$src" -o "build/$name.o"
+    "$LLD" --oformat=binary --image-base=0 -Ttext="$base" -e 0 -o "build/$name.bin" "build/$name.o"
+done
+echo "guests built: $(ls build/*.bin | xargs -n1 basename | tr '\n' ' ')"
