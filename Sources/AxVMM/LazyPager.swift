@@ -39,6 +39,8 @@ public struct PagerStatistics: Sendable, Equatable {
     public var pagesMapped = 0
     /// Host-side service time of each fault (read event → guest woken), nanoseconds.
     public var latencies: [UInt64] = []
+    /// Guest-physical address of each fault that mapped memory, in order.
+    public var faultAddresses: [UInt64] = []
 
     public func percentile(_ p: Double) -> UInt64 {
         guard !latencies.isEmpty else { return 0 }
@@ -127,6 +129,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // sta
         case let .mapped(range, pages):
             stats.faults += 1
             stats.pagesMapped += pages
+            stats.faultAddresses.append(gpa.raw)
             window = range
         case .alreadyMapped:
             stats.minorFaults += 1

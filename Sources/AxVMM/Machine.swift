@@ -78,6 +78,8 @@ public struct RunStatistics: Sendable {
     public var populatedBytes: UInt64 = 0
     public var tableFrames = 0
     public var faults = 0
+    /// Faults inside the memtest region (the rest: stack, boot data, KVM's own accesses).
+    public var faultsInTestRegion = 0
     public var minorFaults = 0
     public var pagesMappedByFaults = 0
     public var faultP50Nanos: UInt64 = 0
@@ -192,6 +194,13 @@ final class Runner<Format: NestedPagingFormat> {
 
         let pager = try LazyPager(memory: memory, faultAround: config.faultAround, cpu: cpu)
         installKickHandler()
+        // The kick must reach this thread even if it blocks signals (libdispatch workers
+        // do): unblock SIGUSR1 for the run, restore the mask after.
+        var kickSet = sigset_t(), savedMask = sigset_t()
+        sigemptyset(&kickSet)
+        sigaddset(&kickSet, SIGUSR1)
+        pthread_sigmask(SIG_UNBLOCK, &kickSet, &savedMask)
+        defer { pthread_sigmask(SIG_SETMASK, &savedMask, nil) }
         let vcpuThread = pthread_self()
         let kick: @Sendable () -> Void = {
             vcpu.requestImmediateExit()
@@ -228,6 +237,9 @@ final class Runner<Format: NestedPagingFormat> {
         s.populatedBytes = populatedBytes(memory, ram)
         s.tableFrames = lib.tableFrames
         s.faults = pager.stats.faults
+        s.faultsInTestRegion = pager.stats.faultAddresses.filter {
+            $0 >= params.testBase && $0 < params.testBase + params.testSize
+        }.count
         s.minorFaults = pager.stats.minorFaults
         s.pagesMappedByFaults = pager.stats.pagesMapped
         s.faultP50Nanos = pager.stats.percentile(0.5)

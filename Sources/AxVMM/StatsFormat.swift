@@ -19,7 +19,7 @@ public enum StatsFormat {
         var out = ""
         out += "exit:            \(r.exit)\n"
         out += "guest memory:    \(mib(s.memoryBytes)) \(r.config.lazy ? "lazy" : "populated"), populated \(mib(s.populatedBytes)) (\(fixed(pct, 1))%)\n"
-        out += "faults:          \(s.faults) (pages mapped \(s.pagesMappedByFaults), fault-around \(r.config.faultAround / 1024) KiB; minor \(s.minorFaults))\n"
+        out += "faults:          \(s.faults), \(s.faultsInTestRegion) in the test region (pages mapped \(s.pagesMappedByFaults), fault-around \(r.config.faultAround / 1024) KiB; minor \(s.minorFaults))\n"
         out += "fault latency:   p50 \(micros(s.faultP50Nanos)), p99 \(micros(s.faultP99Nanos)), mean \(micros(s.faultMeanNanos))\n"
         out += "nested tables:   \(s.tableFrames) frames\n"
         out += "vCPU exits:      \(s.exits)\n"
@@ -52,6 +52,7 @@ public enum StatsFormat {
             ("lazy", "\(r.config.lazy)"),
             ("populated_bytes", "\(s.populatedBytes)"),
             ("faults", "\(s.faults)"),
+            ("faults_in_test_region", "\(s.faultsInTestRegion)"),
             ("minor_faults", "\(s.minorFaults)"),
             ("pages_mapped_by_faults", "\(s.pagesMappedByFaults)"),
             ("fault_around_bytes", "\(r.config.faultAround)"),

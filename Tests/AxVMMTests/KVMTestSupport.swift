@@ -1,0 +1,49 @@
+import AxVMM
+import Glibc
+import KVM
+import Testing
+
+/// Whether the KVM tests can run. With AXVM_REQUIRE_KVM=1 (set by CI where /dev/kvm
+/// exists) they run even when KVM is unusable, and fail, instead of being skipped.
+enum KVMGate {
+    static let required = getenv("AXVM_REQUIRE_KVM").map { String(cString: $0) == "1" } ?? false
+    static let usable: Bool = (try? KVMSystem()) != nil
+    static var enabled: Bool { required || usable }
+}
+
+/// guests/build, next to this package.
+func guestPath(_ name: String) -> String {
+    let file = #filePath
+    let root = file.split(separator: "/").dropLast(3).joined(separator: "/")
+    return "/" + root + "/guests/build/" + name + ".bin"
+}
+
+/// Runs a guest; fails the test (instead of crashing) when the VMM throws.
+func runGuest(_ name: String, _ configure: (inout VMConfig) -> Void = { _ in }) throws -> RunReport {
+    var c = VMConfig(guestPath: guestPath(name))
+    c.memorySize = 16 << 20
+    c.timeout = 60
+    configure(&c)
+    return try Machine.run(c)
+}
+
+/// The checksum memtest must report: the sum of (address × golden) ^ seed over every
+/// qword of the test region, worked out here independently of the guest.
+func expectedChecksum(base: UInt64, size: UInt64, seed: UInt64) -> UInt64 {
+    var sum: UInt64 = 0
+    var a = base
+    while a < base + size {
+        sum &+= (a &* 0x9e37_79b9_7f4a_7c15) ^ seed
+        a += 8
+    }
+    return sum
+}
+
+/// Open file descriptors of this process.
+func openFDCount() -> Int {
+    guard let d = opendir("/proc/self/fd") else { return -1 }
+    defer { closedir(d) }
+    var n = 0
+    while readdir(d) != nil { n += 1 }
+    return n
+}
