@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/embedded-check.sh
-[ -x scripts/build-guests.sh ] && scripts/build-guests.sh
-[ -x scripts/baremetal.sh ] && scripts/baremetal.sh build
+scripts/build-guests.sh
+scripts/baremetal.sh check
 swift build --build-tests
 swift test --skip-build --no-parallel "$@"

@@ -25,6 +25,8 @@ public enum AddrSpaceError: Error, Equatable, Sendable, CustomStringConvertible 
     case notPopulated(GuestPhysAddr)
     /// The requested levels are not supported by the format.
     case unsupportedLevels(Int)
+    /// A Stage 2 IPA width the start level cannot translate with one root table.
+    case unsupportedIPABits(Int, levels: Int)
 
     public var description: String {
         switch self {
@@ -38,6 +40,7 @@ public enum AddrSpaceError: Error, Equatable, Sendable, CustomStringConvertible 
         case let .notMapped(a): "\(a) is not in any area"
         case let .notPopulated(a): "\(a) is in a lazy area and not populated yet"
         case let .unsupportedLevels(n): "\(n)-level tables are not supported by this format"
+        case let .unsupportedIPABits(bits, levels): "a \(bits)-bit IPA is not supported with \(levels)-level stage 2 tables"
         }
     }
 }

@@ -206,3 +206,14 @@ import Testing
         #expect(GStageFault(scause: 13, htval: 0, stval: 0).fault == nil)  // ordinary load page fault
     }
 }
+
+@Suite struct Stage2IPAWidthTests {
+    @Test func ipaWidthSetsT0SZAndLimit() throws {
+        // 4 levels, 44-bit IPA (Cortex-A57's PA range): T0SZ = 20, SL0 = 2, PS = 44 bits (4).
+        let s = try Stage2(levels: 4, ipaBits: 44)
+        #expect(s.vtcr(paRangeBits: 44) == 20 | 2 << 6 | 1 << 8 | 1 << 10 | 3 << 12 | 4 << 16 | 1 << 31)
+        #expect(s.guestAddressLimit == 1 << 44)
+        #expect(throws: AddrSpaceError.unsupportedIPABits(40, levels: 3)) { try Stage2(levels: 3, ipaBits: 40) }
+        #expect(throws: AddrSpaceError.unsupportedIPABits(49, levels: 4)) { try Stage2(levels: 4, ipaBits: 49) }
+    }
+}

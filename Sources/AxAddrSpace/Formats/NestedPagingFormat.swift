@@ -26,10 +26,12 @@ public protocol NestedPagingFormat: Sendable {
     func invalidation(for gpa: GuestPhysAddr?, root: HostPhysAddr) -> TLBInvalidation
     /// Whether an invalid entry may stay cached, so making it valid needs an invalidation.
     var cachesInvalidEntries: Bool { get }
+    /// The highest guest-physical address + 1 the walk can translate (default: what the
+    /// root and levels cover; Stage 2 may configure fewer IPA bits).
+    var guestAddressLimit: UInt64 { get }
 }
 
 extension NestedPagingFormat {
-    /// The highest guest-physical address + 1 the walk can translate.
     @inlinable public var guestAddressLimit: UInt64 {
         UInt64(rootEntries) << UInt64(12 + 9 * (levels - 1))
     }

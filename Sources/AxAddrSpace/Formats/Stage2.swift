@@ -35,22 +35,32 @@ public struct Stage2Attributes: Sendable, Equatable {
     }
 }
 
-/// AArch64 stage 2 with a 4 KiB granule, 3 levels (start at level 1, 39-bit IPA) or
-/// 4 levels (start at level 0, 48-bit IPA), one 4 KiB root table.
+/// AArch64 stage 2 with a 4 KiB granule, 3 levels (start at level 1, IPA of 32…39 bits) or
+/// 4 levels (start at level 0, IPA of 40…48 bits), one 4 KiB root table. The IPA width
+/// must not exceed the CPU's physical address range (ID_AA64MMFR0_EL1.PARange), or stage 2
+/// faults (e.g. Cortex-A57: 44 bits; RK3568/RK3588: 40 bits).
 ///
 /// The Rust crate's `arm-el2` feature picked which TLBI forms to emit; here the library
 /// always asks for the stage 2 forms (`TLBInvalidation.stage2IPA`) and the HAL runs them.
 public struct Stage2: NestedPagingFormat {
     public let levels: Int
+    /// IPA width in bits: VTCR_EL2.T0SZ = 64 − ipaBits.
+    public let ipaBits: Int
     public var attributes: Stage2Attributes
     public var vmid: UInt16
 
-    /// `levels` must be 3 or 4.
-    public init(levels: Int = 3, attributes: Stage2Attributes = Stage2Attributes(), vmid: UInt16 = 1)
-        throws(AddrSpaceError)
+    /// `levels` must be 3 or 4; `ipaBits` (default 39 or 48) must fit the start level
+    /// (Arm ARM D8.2.5: 4 KiB granule, one root table).
+    public init(levels: Int = 3, ipaBits: Int? = nil, attributes: Stage2Attributes = Stage2Attributes(),
+                vmid: UInt16 = 1) throws(AddrSpaceError)
     {
         guard levels == 3 || levels == 4 else { throw .unsupportedLevels(levels) }
+        let bits = ipaBits ?? (levels == 3 ? 39 : 48)
+        guard levels == 3 ? (32...39).contains(bits) : (40...48).contains(bits) else {
+            throw .unsupportedIPABits(bits, levels: levels)
+        }
         self.levels = levels
+        self.ipaBits = bits
         self.attributes = attributes
         self.vmid = vmid
     }
@@ -90,8 +100,7 @@ public struct Stage2: NestedPagingFormat {
         return .stage2IPA(operand: (gpa.raw >> 12) & 0xf_ffff_ffff, vmid: vmid)
     }
 
-    /// IPA width: 39 bits (3 levels) or 48 bits (4 levels).
-    public var ipaBits: Int { levels == 3 ? 39 : 48 }
+    public var guestAddressLimit: UInt64 { 1 << UInt64(ipaBits) }
 
     /// VTCR_EL2 (Arm ARM D13.2.151): T0SZ[5:0] = 64 − IPA bits; SL0[7:6] start level
     /// (4 KiB granule: 1 → level 1, 2 → level 0); IRGN0[9:8] = ORGN0[11:10] = 0b01
