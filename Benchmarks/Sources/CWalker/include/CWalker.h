@@ -1,0 +1,4 @@
+#include <stdint.h>
+/// Reference 4-level EPT walk: translates `gpa` through the tables at `root` (host-physical)
+/// where host-physical `pa` lives at `base + pa`. Returns 0 if not mapped.
+uint64_t cwalker_translate(const uint8_t *base, uint64_t root, uint64_t gpa);

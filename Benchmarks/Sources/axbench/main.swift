@@ -1,0 +1,139 @@
+// The Rust crate's benchmark workloads with the same kind of HAL: a free-list/bump allocator
+// over one pre-touched arena (1 GiB + 64 MiB), physToVirt = arena base + pa. Each line is
+// the median of 5 repetitions in ns/op; "zeroing" is on (the library always zeroes guest
+// frames, as the Rust crate's "HAL zeroes" column). translate is also run through a C
+// reference walker over the same tables, in the same process, and the ratio printed.
+import AxAddrSpace
+import CWalker
+import Glibc
+
+final class ArenaHAL: NestedMemoryHAL {
+    let base: UnsafeMutableRawPointer
+    let size: UInt64
+    var next: UInt64 = 0x1000
+    var free: [UInt64] = []
+    init(size: UInt64) {
+        self.size = size
+        // Sound: a private anonymous mapping, pre-faulted so host page faults are not measured.
+        base = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)!
+    }
+    func reset() { next = 0x1000; free.removeAll(keepingCapacity: true) }
+    @inline(__always) func allocFrame() -> HostPhysAddr? {
+        if let f = free.popLast() { return HostPhysAddr(f) }
+        guard next + 4096 <= size else { return nil }
+        defer { next += 4096 }
+        return HostPhysAddr(next)
+    }
+    @inline(__always) func deallocFrame(_ frame: HostPhysAddr) { free.append(frame.raw) }
+    @inline(__always) func physToVirt(_ pa: HostPhysAddr) -> HostVirtAddr { HostVirtAddr(UInt64(UInt(bitPattern: base)) + pa.raw) }
+    @inline(__always) func virtToPhys(_ va: HostVirtAddr) -> HostPhysAddr { HostPhysAddr(va.raw - UInt64(UInt(bitPattern: base))) }
+}
+
+func now() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+struct Rng { var s: UInt64; mutating func next() -> UInt64 { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s } }
+
+let gib: UInt64 = 1 << 30
+let pages = Int(gib / 4096)
+let hal = ArenaHAL(size: gib + (64 << 20))
+var sink: UInt64 = 0
+
+/// Median of 5 runs of `body`, which returns (ns, ops).
+func median(_ body: () -> (UInt64, Int)) -> Double {
+    var r: [Double] = []
+    for _ in 0..<5 { let (ns, ops) = body(); r.append(Double(ns) / Double(ops)) }
+    return r.sorted()[2]
+}
+func fmt(_ v: Double) -> String { String(Double(Int(v * 10 + 0.5)) / 10) }
+
+func lazySpace() -> AddrSpace<EPT, ArenaHAL> {
+    hal.reset()
+    let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
+    try! s.mapAlloc(GuestPhysAddr(0), size: gib, flags: .rw, populate: false)
+    return s
+}
+
+var order = Array(0..<pages)
+var rng = Rng(s: 42)
+for i in stride(from: pages - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+
+var rows: [(String, Double, String)] = []
+
+rows.append(("a_fault_seq_1g", median {
+    let s = lazySpace()
+    let t = now()
+    for p in 0..<pages { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
+    return (now() - t, pages)
+}, "162"))
+rows.append(("a_setup", median {
+    hal.reset()
+    let t = now()
+    let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
+    try! s.mapAlloc(GuestPhysAddr(0), size: gib, flags: .rw, populate: false)
+    let d = now() - t
+    withExtendedLifetime(s) {}
+    return (d, pages)
+}, "4.5"))
+rows.append(("b_fault_rand_1g", median {
+    let s = lazySpace()
+    let t = now()
+    for p in order { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
+    return (now() - t, pages)
+}, "168"))
+rows.append(("c_populate_256m", median {
+    hal.reset()
+    let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
+    let t = now()
+    try! s.mapAlloc(GuestPhysAddr(0), size: 256 << 20, flags: .rw, populate: true)
+    return (now() - t, 65536)
+}, "161"))
+
+var addrs: [UInt64] = (0..<1_000_000).map { _ in rng.next() % gib }
+func translateRows(_ name: String, _ s: AddrSpace<EPT, ArenaHAL>, rust: String) {
+    let swift = median {
+        let t = now()
+        for a in addrs { sink &+= s.translate(GuestPhysAddr(a))?.raw ?? 0 }
+        return (now() - t, addrs.count)
+    }
+    let base = hal.base.assumingMemoryBound(to: UInt8.self)
+    let root = s.pageTableRoot.raw
+    let c = median {
+        let t = now()
+        for a in addrs { sink &+= cwalker_translate(base, root, a) }
+        return (now() - t, addrs.count)
+    }
+    rows.append((name, swift, rust + "; C reference \(fmt(c)), Swift/C \(fmt(swift / c * 100) )%"))
+}
+do {
+    hal.reset()
+    let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
+    try! s.mapLinear(GuestPhysAddr(0), to: HostPhysAddr(gib), size: gib, flags: .rw)
+    translateRows("d_translate_1g_huge", s, rust: "2.1")
+}
+do {
+    hal.reset()
+    let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
+    try! s.mapLinear(GuestPhysAddr(0), to: HostPhysAddr(gib + (2 << 20)), size: gib, flags: .rw)
+    translateRows("d2_translate_2m", s, rust: "2.6")
+}
+do {
+    let s = lazySpace()
+    for p in 0..<pages { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
+    translateRows("e_translate_4k", s, rust: "6.4")
+}
+rows.append(("f_unmap_1g", median {
+    let s = lazySpace()
+    for p in 0..<pages { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
+    let t = now()
+    try! s.unmap(GuestPhysAddr(0), size: gib)
+    return (now() - t, pages)
+}, "4.0"))
+
+print("| workload | Swift ns/op | Rust crate ns/op (reference file, HAL zeroes) |")
+print("|---|---|---|")
+for (n, v, r) in rows { print("| \(n) | \(fmt(v)) | \(r) |") }
+if sink == 42 { print("") }
