@@ -1,3 +1,4 @@
+#define _GNU_SOURCE 1  // memfd_create, fallocate; not in the header: it changes glibc struct layouts seen by other modules
 #include "CKVM.h"
 #include <errno.h>
 #include <fcntl.h>

@@ -5,7 +5,6 @@
 #ifndef CKVM_H
 #define CKVM_H
 
-#define _GNU_SOURCE 1
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
 #include <stdint.h>
