@@ -24,6 +24,10 @@ let package = Package(
         // The hypervisor: memfd HAL, memslot mirror, lazy pager, x86 boot, run loop.
         .target(name: "AxVMM", dependencies: ["AxAddrSpace", "KVM", "CKVM"]),
         .executableTarget(name: "axvm", dependencies: ["AxVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // Benchmark of the library (scripts/bench-addrspace.sh): the Rust crate's workloads
+        // and a C reference walker in the same process.
+        .target(name: "CWalker", path: "Benchmarks/Sources/CWalker"),
+        .executableTarget(name: "axbench", dependencies: ["AxAddrSpace", "CWalker"], path: "Benchmarks/Sources/axbench"),
         .testTarget(name: "AxAddrSpaceTests", dependencies: ["AxAddrSpace"]),
         .testTarget(name: "AxVMMTests", dependencies: ["AxVMM", "KVM"]),
     ],

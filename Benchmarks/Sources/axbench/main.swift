@@ -39,8 +39,8 @@ struct Rng { var s: UInt64; mutating func next() -> UInt64 { s ^= s << 13; s ^= 
 
 let gib: UInt64 = 1 << 30
 let pages = Int(gib / 4096)
-let hal = ArenaHAL(size: gib + (64 << 20))
-var sink: UInt64 = 0
+nonisolated(unsafe) let hal = ArenaHAL(size: gib + (64 << 20))
+nonisolated(unsafe) var sink: UInt64 = 0
 
 /// Median of 5 runs of `body`, which returns (ns, ops).
 func median(_ body: () -> (UInt64, Int)) -> Double {
@@ -92,8 +92,8 @@ rows.append(("c_populate_256m", median {
     return (now() - t, 65536)
 }, "161"))
 
-var addrs: [UInt64] = (0..<1_000_000).map { _ in rng.next() % gib }
-func translateRows(_ name: String, _ s: AddrSpace<EPT, ArenaHAL>, rust: String) {
+nonisolated(unsafe) var addrs: [UInt64] = (0..<1_000_000).map { _ in rng.next() % gib }
+func translateRow(_ name: String, _ s: AddrSpace<EPT, ArenaHAL>, rust: String) -> (String, Double, String) {
     let swift = median {
         let t = now()
         for a in addrs { sink &+= s.translate(GuestPhysAddr(a))?.raw ?? 0 }
@@ -106,24 +106,24 @@ func translateRows(_ name: String, _ s: AddrSpace<EPT, ArenaHAL>, rust: String) 
         for a in addrs { sink &+= cwalker_translate(base, root, a) }
         return (now() - t, addrs.count)
     }
-    rows.append((name, swift, rust + "; C reference \(fmt(c)), Swift/C \(fmt(swift / c * 100) )%"))
+    return (name, swift, rust + "; C reference \(fmt(c)), Swift/C \(fmt(swift / c * 100))%")
 }
 do {
     hal.reset()
     let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
     try! s.mapLinear(GuestPhysAddr(0), to: HostPhysAddr(gib), size: gib, flags: .rw)
-    translateRows("d_translate_1g_huge", s, rust: "2.1")
+    rows.append(translateRow("d_translate_1g_huge", s, rust: "2.1"))
 }
 do {
     hal.reset()
     let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
     try! s.mapLinear(GuestPhysAddr(0), to: HostPhysAddr(gib + (2 << 20)), size: gib, flags: .rw)
-    translateRows("d2_translate_2m", s, rust: "2.6")
+    rows.append(translateRow("d2_translate_2m", s, rust: "2.6"))
 }
 do {
     let s = lazySpace()
     for p in 0..<pages { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
-    translateRows("e_translate_4k", s, rust: "6.4")
+    rows.append(translateRow("e_translate_4k", s, rust: "6.4"))
 }
 rows.append(("f_unmap_1g", median {
     let s = lazySpace()
