@@ -16,7 +16,7 @@ build_aarch64() {
     mkdir -p $out/aarch64
     swiftc -target aarch64-none-none-elf -enable-experimental-feature Embedded -enable-experimental-feature Extern -wmo -parse-as-library \
         -Osize -Xfrontend -disable-stack-protector -module-name Hypervisor \
-        "${lib[@]}" baremetal/common/PoolHAL.swift baremetal/aarch64/Hypervisor.swift -c -o $out/aarch64/hv.o
+        "${lib[@]}" baremetal/common/PoolHAL.swift baremetal/common/GuestCases.swift baremetal/aarch64/Hypervisor.swift -c -o $out/aarch64/hv.o
     for c in baremetal/common/runtime.c baremetal/aarch64/uart.c; do
         "$CLANG" --target=aarch64-none-elf -O2 -ffreestanding -fno-builtin -mgeneral-regs-only -c "$c" -o "$out/aarch64/$(basename "$c" .c).o"
     done
@@ -29,7 +29,7 @@ build_riscv64() {
     swiftc -target riscv64-none-none-eabi -Xcc -march=rv64gc -Xcc -mabi=lp64d -Xcc -mcmodel=medany \
         -enable-experimental-feature Embedded -enable-experimental-feature Extern -wmo -parse-as-library \
         -Osize -Xfrontend -disable-stack-protector -module-name Hypervisor \
-        "${lib[@]}" baremetal/common/PoolHAL.swift baremetal/riscv64/Hypervisor.swift -c -o $out/riscv64/hv.o
+        "${lib[@]}" baremetal/common/PoolHAL.swift baremetal/common/GuestCases.swift baremetal/riscv64/Hypervisor.swift -c -o $out/riscv64/hv.o
     for c in baremetal/common/runtime.c baremetal/riscv64/uart.c; do
         "$CLANG" --target=riscv64-none-elf -march=rv64gc -mabi=lp64d -mcmodel=medany -O2 -ffreestanding -fno-builtin \
             -c "$c" -o "$out/riscv64/$(basename "$c" .c).o"

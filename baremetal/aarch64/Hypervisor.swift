@@ -11,14 +11,11 @@
 @_extern(c, "guest_code_start") func guest_code_start() -> UInt64
 @_extern(c, "guest_code_end") func guest_code_end() -> UInt64
 
-let guestEntry: UInt64 = 0x4000_0000
-let caseNames = ["", "fill-lazy", "fill-populated", "exec-lazy", "write-ro", "fetch-xn", "outside"]
 
 nonisolated(unsafe) var hal: PoolHAL? = nil
 nonisolated(unsafe) var space: AddrSpace<Stage2, PoolHAL>? = nil
 nonisolated(unsafe) var levels = 3
-nonisolated(unsafe) var currentCase = 1
-nonisolated(unsafe) var caseFaults = 0
+nonisolated(unsafe) var log = CaseLog()
 
 func tag() -> String { "[stage2 L\(levels)]" }
 
@@ -38,12 +35,7 @@ func setUp() {
     do {
         s = try AddrSpace(base: GuestPhysAddr(0), size: 1 << 32, format: format, hal: hal)
         let code = guest_code_start(), codeEnd = guest_code_end()
-        try s.mapLinear(GuestPhysAddr(guestEntry), to: HostPhysAddr(code), size: codeEnd - code, flags: [.read, .execute])
-        try s.mapAlloc(GuestPhysAddr(0x4100_0000), size: 1 << 20, flags: .rw, populate: false)
-        try s.mapAlloc(GuestPhysAddr(0x4200_0000), size: 1 << 20, flags: .rw, populate: true)
-        try s.mapAlloc(GuestPhysAddr(0x4300_0000), size: 4096, flags: .rwx, populate: false)
-        try s.mapAlloc(GuestPhysAddr(0x4400_0000), size: 4096, flags: .read, populate: true)
-        try s.mapAlloc(GuestPhysAddr(0x4500_0000), size: 4096, flags: .rw, populate: true)
+        try mapGuestAreas(s, code: code, codeEnd: codeEnd)
     } catch {
         fail("address space: \(error)")
     }
@@ -53,8 +45,7 @@ func setUp() {
     tlbi_vmalls12e1is()
     write_hcr_el2(1 << 31 | 1 << 0)   // RW: EL1 is AArch64; VM: stage 2 on
     print("\(tag()) VTCR_EL2 \(hex(format.vtcr(paRangeBits: 44))) VTTBR_EL2 \(hex(format.vttbr(root: s.pageTableRoot)))")
-    currentCase = 1
-    caseFaults = 0
+    log = CaseLog()
 }
 
 @_cdecl("hv_main")
@@ -78,10 +69,7 @@ func hvTrap(_ frame: UnsafeMutablePointer<UInt64>) {
     let ec = (esr >> 26) & 0x3f
     if ec == 0x16 {  // HVC: x0 = 1 "case done", x1 = case, x2 = result
         guard frame[0] == 1 else { fail("unknown hypercall \(frame[0])") }
-        let c = Int(frame[1])
-        print("\(tag()) case \(c) \(c < caseNames.count ? caseNames[c] : "?"): faults \(caseFaults) result \(hex(frame[2]))")
-        currentCase = c + 1
-        caseFaults = 0
+        log.caseDone(tag(), Int(frame[1]), result: frame[2])
         return
     }
     guard space != nil, let fault = Stage2Abort(esr: esr, hpfar: hpfar, far: far).fault else {
@@ -89,21 +77,13 @@ func hvTrap(_ frame: UnsafeMutablePointer<UInt64>) {
     }
     // No local strong reference: finishConfiguration must be able to free the space.
     let resolution = space?.handlePageFault(fault) ?? .notInArea
-    let name = currentCase < caseNames.count ? caseNames[currentCase] : "?"
-    switch resolution {
-    case .mapped:
-        caseFaults += 1
-    case .alreadyMapped:
-        break
-    case .accessDenied:
-        print("\(tag()) case \(currentCase) \(name): \(fault) -> \(resolution); not mapped")
+    switch log.resolved(tag(), fault, resolution) {
+    case .resume: break
+    case .skipAccess:
         // Skip the store, or return from the call into non-executable memory.
         if ec == 0x24 { frame[34] += 4 } else { frame[34] = frame[30] }
-    case .notInArea:
-        print("\(tag()) case \(currentCase) \(name): \(fault) -> \(resolution); guest stopped")
-        finishConfiguration(frame)
-    case .outOfMemory:
-        fail("out of frames at \(fault.gpa)")
+    case .stopGuest: finishConfiguration(frame)
+    case .outOfMemory: fail("out of frames at \(fault.gpa)")
     }
 }
 

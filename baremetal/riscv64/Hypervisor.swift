@@ -10,14 +10,11 @@
 @_extern(c, "guest_code_start") func guest_code_start() -> UInt64
 @_extern(c, "guest_code_end") func guest_code_end() -> UInt64
 
-let guestEntry: UInt64 = 0x4000_0000
-let caseNames = ["", "fill-lazy", "fill-populated", "exec-lazy", "write-ro", "fetch-xn", "outside"]
 
 nonisolated(unsafe) var hal: PoolHAL? = nil
 nonisolated(unsafe) var space: AddrSpace<GStage, PoolHAL>? = nil
 nonisolated(unsafe) var levels = 3
-nonisolated(unsafe) var currentCase = 1
-nonisolated(unsafe) var caseFaults = 0
+nonisolated(unsafe) var log = CaseLog()
 
 func tag() -> String { levels == 3 ? "[sv39x4]" : "[sv48x4]" }
 
@@ -34,20 +31,14 @@ func setUp() {
     do {
         s = try AddrSpace(base: GuestPhysAddr(0), size: 1 << 32, format: format, hal: hal)
         let code = guest_code_start(), codeEnd = guest_code_end()
-        try s.mapLinear(GuestPhysAddr(guestEntry), to: HostPhysAddr(code), size: codeEnd - code, flags: [.read, .execute])
-        try s.mapAlloc(GuestPhysAddr(0x4100_0000), size: 1 << 20, flags: .rw, populate: false)
-        try s.mapAlloc(GuestPhysAddr(0x4200_0000), size: 1 << 20, flags: .rw, populate: true)
-        try s.mapAlloc(GuestPhysAddr(0x4300_0000), size: 4096, flags: .rwx, populate: false)
-        try s.mapAlloc(GuestPhysAddr(0x4400_0000), size: 4096, flags: .read, populate: true)
-        try s.mapAlloc(GuestPhysAddr(0x4500_0000), size: 4096, flags: .rw, populate: true)
+        try mapGuestAreas(s, code: code, codeEnd: codeEnd)
     } catch {
         fail("address space: \(error)")
     }
     space = s
     write_hgatp(format.hgatp(root: s.pageTableRoot))
     print("\(tag()) hgatp \(hex(format.hgatp(root: s.pageTableRoot))) (root 16 KiB aligned: \(s.pageTableRoot.isAligned(16384)))")
-    currentCase = 1
-    caseFaults = 0
+    log = CaseLog()
 }
 
 @_cdecl("hv_main")
@@ -70,10 +61,7 @@ func hvTrap(_ frame: UnsafeMutablePointer<UInt64>) {
     let scause = frame[32], stval = frame[33], htval = frame[34]
     if scause == 10 {  // ecall from VS-mode: a0 = 1 "case done", a1 = case, a2 = result
         guard frame[10] == 1 else { fail("unknown hypercall \(frame[10])") }
-        let c = Int(frame[11])
-        print("\(tag()) case \(c) \(c < caseNames.count ? caseNames[c] : "?"): faults \(caseFaults) result \(hex(frame[12]))")
-        currentCase = c + 1
-        caseFaults = 0
+        log.caseDone(tag(), Int(frame[11]), result: frame[12])
         frame[35] += 4
         return
     }
@@ -81,21 +69,13 @@ func hvTrap(_ frame: UnsafeMutablePointer<UInt64>) {
         fail("unexpected trap, scause \(hex(scause)) stval \(hex(stval)) at \(hex(frame[35]))")
     }
     let resolution = space?.handlePageFault(fault) ?? .notInArea
-    let name = currentCase < caseNames.count ? caseNames[currentCase] : "?"
-    switch resolution {
-    case .mapped:
-        caseFaults += 1
-    case .alreadyMapped:
-        break
-    case .accessDenied:
-        print("\(tag()) case \(currentCase) \(name): \(fault) -> \(resolution); not mapped")
+    switch log.resolved(tag(), fault, resolution) {
+    case .resume: break
+    case .skipAccess:
         // Skip the store, or return from the call into non-executable memory.
         if scause == 20 { frame[35] = frame[1] } else { frame[35] += 4 }
-    case .notInArea:
-        print("\(tag()) case \(currentCase) \(name): \(fault) -> \(resolution); guest stopped")
-        finishConfiguration(frame)
-    case .outOfMemory:
-        fail("out of frames at \(fault.gpa)")
+    case .stopGuest: finishConfiguration(frame)
+    case .outOfMemory: fail("out of frames at \(fault.gpa)")
     }
 }
 
