@@ -31,19 +31,8 @@ entry:
     inc %r10
 4:  add $8, %rdi
     jmp 3b
-5:  mov %r8, R_CHECKSUM(%r15)
-    mov %r10, R_MISMATCH(%r15)
-    lea msg(%rip), %rsi
-    call puts
-    mov %r10, %rax
-    call puthex
-    lea msg_nl(%rip), %rsi
-    call puts
-    xor %eax, %eax
-    test %r10, %r10
-    setnz %al
-    jmp exit
+5:  lea msg(%rip), %rsi           // mismatches = non-zero qwords
+    jmp finish
 
     .include "lib.inc"
-msg:    .asciz "retouch: non-zero qwords after reclaim 0x"
-msg_nl: .asciz "\n"
+msg:    .asciz "retouch: after reclaim, checksum 0x"

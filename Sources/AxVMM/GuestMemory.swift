@@ -66,8 +66,7 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
                 throw .addrSpace(error)
             }
             var undo: [() -> Void] = [{ [space, hal] in try? space.unmap(gpa, size: size); hal.releaseSpan(for: range) }]
-            func rollback() { for u in undo.reversed() { u() } }
-            do {
+            do throws(VMMError) {
                 let prot = readOnly ? PROT_READ : PROT_READ | PROT_WRITE
                 let p = mmap(nil, Int(size), prot, MAP_SHARED, hal.memory.fd.raw, off_t(span))
                 guard let p, p != MAP_FAILED else { throw VMMError.host("mmap(window of \(range)): \(errnoString(errno))") }
@@ -88,15 +87,9 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
                 nextSlot += 1
                 regionList.append(region)
                 return region
-            } catch let e as VMMError {
-                rollback()
-                throw e
-            } catch let e as AddrSpaceError {
-                rollback()
-                throw .addrSpace(e)
             } catch {
-                rollback()
-                throw .host("\(error)")
+                for u in undo.reversed() { u() }
+                throw error
             }
         }
     }

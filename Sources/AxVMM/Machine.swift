@@ -277,7 +277,7 @@ final class Runner<Format: NestedPagingFormat> {
             }
             exits += 1
             switch exit {
-            case let .io(port, isOut, size, data):
+            case let .io(port, isOut, _, data):
                 if isOut {
                     switch port {
                     case Ports.serialData: for b in data { serial.out(b) }
@@ -289,7 +289,6 @@ final class Runner<Format: NestedPagingFormat> {
                     // Reads: the serial line status says "ready"; absent devices float high.
                     let value: UInt8 = port == Ports.serialLineStatus ? serial.lineStatus : 0xff
                     for i in 0..<data.count { data[i] = value }
-                    _ = size
                 }
             case let .mmio(gpa, isWrite, data):
                 let inROM = gpa >= VMConfig.romBase && gpa < VMConfig.romBase + VMConfig.romSize

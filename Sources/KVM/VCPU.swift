@@ -81,21 +81,27 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
     public func requestImmediateExit() { ckvm_run_set_immediate_exit(kvmRun, 1) }
 
     public func registers() throws(KVMError) -> kvm_regs {
-        var r = kvm_regs()
-        _ = try ioctl(fd.raw, CKVM_KVM_GET_REGS, "KVM_GET_REGS", &r)
-        return r
+        try get(CKVM_KVM_GET_REGS, "KVM_GET_REGS", kvm_regs())
     }
     public func setRegisters(_ regs: kvm_regs) throws(KVMError) {
-        var r = regs
-        _ = try ioctl(fd.raw, CKVM_KVM_SET_REGS, "KVM_SET_REGS", &r)
+        try set(regs, CKVM_KVM_SET_REGS, "KVM_SET_REGS")
     }
     public func specialRegisters() throws(KVMError) -> kvm_sregs {
-        var s = kvm_sregs()
-        _ = try ioctl(fd.raw, CKVM_KVM_GET_SREGS, "KVM_GET_SREGS", &s)
-        return s
+        try get(CKVM_KVM_GET_SREGS, "KVM_GET_SREGS", kvm_sregs())
     }
     public func setSpecialRegisters(_ sregs: kvm_sregs) throws(KVMError) {
-        var s = sregs
-        _ = try ioctl(fd.raw, CKVM_KVM_SET_SREGS, "KVM_SET_SREGS", &s)
+        try set(sregs, CKVM_KVM_SET_SREGS, "KVM_SET_SREGS")
+    }
+
+    /// An ioctl that fills a register struct.
+    private func get<T>(_ request: UInt, _ name: String, _ empty: T) throws(KVMError) -> T {
+        var value = empty
+        _ = try ioctl(fd.raw, request, name, &value)
+        return value
+    }
+    /// An ioctl that reads a register struct.
+    private func set<T>(_ value: T, _ request: UInt, _ name: String) throws(KVMError) {
+        var v = value
+        _ = try ioctl(fd.raw, request, name, &v)
     }
 }

@@ -41,7 +41,6 @@ final class CountingHAL: NestedMemoryHAL {
     }
     func allocContiguousFrames(count: Int, alignment: UInt64) -> HostPhysAddr? {
         guard take() else { return nil }
-        let step = Int(alignment / 4096)
         var start = 0
         while start + count <= frames {
             let pa = physBase + UInt64(start) * 4096
@@ -51,7 +50,6 @@ final class CountingHAL: NestedMemoryHAL {
                 return HostPhysAddr(pa)
             }
             start += 1
-            _ = step
         }
         return nil
     }
