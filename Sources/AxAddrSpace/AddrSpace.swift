@@ -9,8 +9,10 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
     public let range: GuestPhysRange
     public let pageTable: PageTable64<Format, HAL>
     /// Areas sorted by start, never overlapping.
-    public private(set) var areas: [MemoryArea] = []
-    private var counters = AddrSpaceStatistics()
+    // Unchecked exclusivity: the space is single-threaded by contract and never holds an
+    // access to these across a call that could touch them again.
+    @exclusivity(unchecked) public private(set) var areas: [MemoryArea] = []
+    @exclusivity(unchecked) private var counters = AddrSpaceStatistics()
 
     public var hal: HAL { pageTable.hal }
     public var format: Format { pageTable.format }

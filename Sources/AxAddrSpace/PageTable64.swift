@@ -32,10 +32,17 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     /// Physical address of the root table (what EPTP / nCR3 / VTTBR / hgatp point to).
     public let root: HostPhysAddr
     /// Frames used by tables, the root's included.
-    public private(set) var tableFrames: Int
+    // Unchecked: the table is single-threaded by contract and no access to it overlaps
+    // another, so the runtime exclusivity check on this hot counter only costs time.
+    @exclusivity(unchecked) public private(set) var tableFrames: Int
 
     @usableFromInline let rootTable: UnsafeMutablePointer<UInt64>
     @usableFromInline let lastLevel: Int
+    /// Geometry precomputed for the walks: shift and index mask of the root level, and the
+    /// first guest address the walk cannot translate.
+    @usableFromInline let rootShift: UInt64
+    @usableFromInline let rootMask: UInt64
+    @usableFromInline let limit: UInt64
     private var rootFrames: Int { format.rootEntries / 512 }
 
     public init(format: Format, hal: HAL) throws(PagingError) {
@@ -49,6 +56,9 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         self.root = root
         self.rootTable = Self.pointer(hal, root)
         self.lastLevel = format.levels - 1
+        self.rootShift = UInt64(12 + 9 * (format.levels - 1))
+        self.rootMask = UInt64(format.rootEntries - 1)
+        self.limit = format.guestAddressLimit
         self.tableFrames = frames
     }
 
@@ -61,39 +71,43 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
 
     /// Table `pa` as entries. Sound: every table frame came from the HAL, which maps all of
     /// its frames for the hypervisor; the HAL contract makes `physToVirt` non-null.
-    @inlinable static func pointer(_ hal: HAL, _ pa: HostPhysAddr) -> UnsafeMutablePointer<UInt64> {
+    @inline(__always) @inlinable static func pointer(_ hal: HAL, _ pa: HostPhysAddr) -> UnsafeMutablePointer<UInt64> {
         UnsafeMutablePointer<UInt64>(bitPattern: UInt(hal.physToVirt(pa).raw)).unsafelyUnwrapped
     }
-    @inlinable func table(_ pa: HostPhysAddr) -> UnsafeMutablePointer<UInt64> { Self.pointer(hal, pa) }
-    @inlinable func shift(_ level: Int) -> UInt64 { UInt64(12 + 9 * (lastLevel - level)) }
-    @inlinable func index(_ gpa: UInt64, _ level: Int) -> Int {
-        Int(truncatingIfNeeded: (gpa >> shift(level)) & UInt64(level == 0 ? format.rootEntries - 1 : 511))
+    @inline(__always) @inlinable func table(_ pa: HostPhysAddr) -> UnsafeMutablePointer<UInt64> { Self.pointer(hal, pa) }
+    @inline(__always) @inlinable func shift(_ level: Int) -> UInt64 { rootShift &- 9 &* UInt64(truncatingIfNeeded: level) }
+    @inline(__always) @inlinable func index(_ gpa: UInt64, _ level: Int) -> Int {
+        Int(truncatingIfNeeded: (gpa &>> shift(level)) & (level == 0 ? rootMask : 511))
     }
-    @inlinable func pageSize(_ level: Int) -> PageSize? { PageSize(rawValue: 1 << shift(level)) }
+    @inline(__always) @inlinable func pageSize(_ level: Int) -> PageSize? { PageSize(rawValue: 1 << shift(level)) }
     public var addressLimit: UInt64 { format.guestAddressLimit }
 
     // MARK: Queries
 
-    /// The leaf entry translating `gpa` and its level, or nil.
-    @inlinable func leaf(_ gpa: UInt64) -> (entry: UInt64, level: Int)? {
-        guard gpa < format.guestAddressLimit else { return nil }
+    /// The leaf entry translating `gpa`, its level and the shift of its page size, or nil.
+    /// The hot loop of every query: wrapping arithmetic and masking shifts only.
+    @inline(__always) @inlinable func leaf(_ gpa: UInt64) -> (entry: UInt64, level: Int, shift: UInt64)? {
+        guard gpa < limit else { return nil }
         var t = rootTable
+        var sh = rootShift
+        var mask = rootMask
         var level = 0
         while true {
-            let e = t[index(gpa, level)]
+            let e = t[Int(truncatingIfNeeded: (gpa &>> sh) & mask)]
             if !format.isPresent(e) { return nil }
-            if level == lastLevel || !format.isTable(e) { return (e, level) }
+            if level == lastLevel || !format.isTable(e) { return (e, level, sh) }
             t = table(format.address(e))
-            level += 1
+            sh &-= 9
+            mask = 511
+            level &+= 1
         }
     }
 
     /// Host-physical address of `gpa` (offset included), or nil if not mapped.
     @inlinable public func translate(_ gpa: GuestPhysAddr) -> HostPhysAddr? {
         guard let l = leaf(gpa.raw) else { return nil }
-        let e = l.entry, level = l.level
-        let mask = (UInt64(1) << shift(level)) &- 1
-        return HostPhysAddr(format.address(e).raw & ~mask | gpa.raw & mask)
+        let mask = (UInt64(1) &<< l.shift) &- 1
+        return HostPhysAddr(format.address(l.entry).raw & ~mask | gpa.raw & mask)
     }
 
     /// The leaf translating `gpa`, or nil if not mapped.
@@ -133,7 +147,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     @inlinable public func populate(_ gpa: GuestPhysAddr, flags: MappingFlags,
                                     frame: () -> HostPhysAddr?) -> PopulateResult {
         let v = gpa.raw
-        guard v < format.guestAddressLimit else { return .noMemory }
+        guard v < limit else { return .noMemory }
         var t = rootTable
         var created = 0
         var firstCreated: (parent: UnsafeMutablePointer<UInt64>, index: Int)? = nil

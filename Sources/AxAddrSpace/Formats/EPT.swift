@@ -39,13 +39,14 @@ public struct EPT: NestedPagingFormat {
         self.normalMemoryType = normalMemoryType
     }
 
+    /// Bits that make an entry present (SDM 29.3.2): R/W/X, and user-execute with MBEC.
+    @inlinable var presentMask: UInt64 { modeBasedExecute ? 0x407 : 0x7 }
+
     public var levels: Int { 4 }
     public var rootEntries: Int { 512 }
     public func allowsHugeLeaf(_ size: PageSize) -> Bool { true }
     // SDM 29.3.2: an entry is "present" if any of bits 2:0 is set (bit 10 too with MBEC).
-    @inlinable public func isPresent(_ raw: UInt64) -> Bool {
-        raw & (modeBasedExecute ? 0x407 : 0x7) != 0
-    }
+    @inlinable public func isPresent(_ raw: UInt64) -> Bool { raw & presentMask != 0 }
     @inlinable public func isTable(_ raw: UInt64) -> Bool { raw & EPTEntry.largePage == 0 }
     @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
         // Tables grant everything; the leaf decides (SDM 29.3.3: permissions are ANDed).
