@@ -162,3 +162,46 @@ struct BadInputTests {
 }
 
 import Glibc
+
+/// The command line, as a user runs it: a real process, a real SIGINT.
+@Suite(.enabled(if: KVMGate.enabled, "KVM is not usable here"), .serialized)
+struct CommandLineTests {
+    /// The axvm binary `swift build` put next to the tests.
+    var axvm: String {
+        let root = #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
+        return "/" + root + "/.build/debug/axvm"
+    }
+
+    /// Runs axvm with `args`, optionally sends SIGINT after `interruptAfter` seconds;
+    /// returns the exit status, or minus the signal number if a signal killed it.
+    func run(_ args: [String], interruptAfter: Double? = nil) throws -> Int32 {
+        try #require(access(axvm, X_OK) == 0, "\(axvm) missing: run swift build first")
+        var pid = pid_t()
+        let argv = ([axvm] + args).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let r = posix_spawn(&pid, axvm, nil, nil, argv, environ)
+        try #require(r == 0, "posix_spawn: \(r)")
+        if let t = interruptAfter {
+            usleep(UInt32(t * 1_000_000))
+            kill(pid, SIGINT)
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return status & 0x7f == 0 ? (status >> 8) & 0xff : -(status & 0x7f)
+    }
+
+    @Test func ctrlCStopsTheGuestCleanly() throws {
+        // The guest spins forever; SIGINT must end it through the run loop: a normal exit
+        // with status 130, not a process killed by the signal.
+        let status = try run(["run", guestPath("spin"), "--timeout", "60"], interruptAfter: 1.5)
+        #expect(status == 130)
+    }
+
+    @Test func exitStatusIsTheGuestsCode() throws {
+        #expect(try run(["run", guestPath("hello")]) == 0)
+        #expect(try run(["run", guestPath("outside")]) == 3)
+        #expect(try run(["run", guestPath("spin"), "--timeout", "0.5"]) == 124)
+        #expect(try run(["run", "/nonexistent.bin"]) == 2)
+        #expect(try run(["run", guestPath("hello"), "--memory", "5000"]) == 2)
+    }
+}
