@@ -15,3 +15,16 @@ uint64_t cwalker_translate(const uint8_t *base, uint64_t root, uint64_t gpa) {
     }
     return 0;
 }
+
+#include <emmintrin.h>
+void cwalker_zero_frame_nt(void *p) {
+    __m128i z = _mm_setzero_si128();
+    __m128i *q = p;
+    for (int i = 0; i < 256; i += 4) {
+        _mm_stream_si128(q + i, z);
+        _mm_stream_si128(q + i + 1, z);
+        _mm_stream_si128(q + i + 2, z);
+        _mm_stream_si128(q + i + 3, z);
+    }
+    _mm_sfence();
+}

@@ -14,6 +14,8 @@ final class ArenaHAL: NestedMemoryHAL {
     var free: [UInt64] = []
     /// false: frames are handed out as they are (the Rust table's "HAL does not zero" column).
     var zeroing = true
+    /// Zero with non-temporal stores instead of memset (AXBENCH_NT_ZERO=1).
+    let nonTemporal = getenv("AXBENCH_NT_ZERO") != nil
     init(size: UInt64) {
         self.size = size
         // Sound: a private anonymous mapping, backed by transparent huge pages where the
@@ -39,7 +41,9 @@ final class ArenaHAL: NestedMemoryHAL {
     }
     @inline(__always) func zeroFrame(_ frame: HostPhysAddr) {
         // Sound: frames lie inside the arena mapping.
-        if zeroing { (base + Int(frame.raw)).initializeMemory(as: UInt64.self, repeating: 0, count: 512) }
+        guard zeroing else { return }
+        if nonTemporal { cwalker_zero_frame_nt(base + Int(frame.raw)) }
+        else { (base + Int(frame.raw)).initializeMemory(as: UInt64.self, repeating: 0, count: 512) }
     }
     @inline(__always) func deallocFrame(_ frame: HostPhysAddr) { free.append(frame.raw) }
     @inline(__always) func physToVirt(_ pa: HostPhysAddr) -> HostVirtAddr { HostVirtAddr(UInt64(UInt(bitPattern: base)) &+ pa.raw) }
