@@ -57,6 +57,10 @@ public final class MemfdHAL: NestedMemoryHAL, @unchecked Sendable {  // used und
     private var nextSpan: UInt64
     private var spans: [(range: GuestPhysRange, offset: UInt64)] = []
     public private(set) var framesInUse = 0
+    /// Guest frames (placed in a span) the HAL hands out at most; nil: no cap. Past it the
+    /// placement hint returns nil, so the fault is resolved as out of memory.
+    public var guestFrameLimit: Int?
+    private var guestFrames = 0
 
     /// `tablePool` bytes at the start of the file are for page tables (and other frames
     /// without a placement).
@@ -96,7 +100,9 @@ public final class MemfdHAL: NestedMemoryHAL, @unchecked Sendable {  // used und
     public func allocFrame(for gpa: GuestPhysAddr, in area: GuestPhysRange) -> HostPhysAddr? {
         // Areas may have been split by protect/unmap; the span is found by containment.
         for s in spans where s.range.contains(gpa) {
+            if let limit = guestFrameLimit, guestFrames >= limit { return nil }
             framesInUse += 1
+            guestFrames += 1
             return HostPhysAddr(s.offset + (gpa - s.range.start))
         }
         return allocFrame()
@@ -105,7 +111,7 @@ public final class MemfdHAL: NestedMemoryHAL, @unchecked Sendable {  // used und
     public func deallocFrame(_ frame: HostPhysAddr) {
         framesInUse -= 1
         memory.punchHole(frame.raw, 0x1000)
-        if frame.raw < tablePoolEnd { freeTables.append(frame.raw) }
+        if frame.raw < tablePoolEnd { freeTables.append(frame.raw) } else { guestFrames -= 1 }
     }
 
     public func physToVirt(_ pa: HostPhysAddr) -> HostVirtAddr {

@@ -19,6 +19,9 @@ public struct VMConfig: Sendable {
     public var seed: UInt64 = 1
     /// Bytes the memtest guest touches (0: all RAM above 2 MiB).
     public var testSize: UInt64 = 0
+    /// Most guest memory the host populates (nil: all of it). A lazy fault beyond it is out of
+    /// memory: the pager fails and the run ends with `.pagerFailure`.
+    public var maxResident: UInt64?
     /// Also copy the guest's serial output to stdout.
     public var serialToStdout = false
     /// Stop cleanly on Ctrl-C (blocks SIGINT in the calling thread; for the CLI).
@@ -140,6 +143,9 @@ public enum Machine {
             throw .badSize(what: "test size", value: c.testSize, reason: "must be a 4 KiB multiple within RAM above 2 MiB")
         }
         if let t = c.timeout, !(t > 0) { throw .badSize(what: "timeout", value: 0, reason: "must be positive") }
+        if let m = c.maxResident, m & 0xfff != 0 || m == 0 {
+            throw .badSize(what: "max resident", value: m, reason: "must be a non-zero multiple of 4 KiB")
+        }
     }
 }
 
@@ -183,6 +189,7 @@ final class Runner<Format: NestedPagingFormat> {
                                      hostCapacity: config.memorySize + VMConfig.romSize + (256 << 20),
                                      spaceSize: 1 << 40)
         let ram = try memory.addRAM(at: GuestPhysAddr(0), size: config.memorySize, lazy: config.lazy)
+        if let m = config.maxResident { memory.withSpace { $0.hal.guestFrameLimit = Int(m / 4096) } }
         let rom = try memory.addRAM(at: GuestPhysAddr(VMConfig.romBase), size: VMConfig.romSize, lazy: false, readOnly: true)
         try memory.write(Array("AXVMROM!".utf8), at: rom.range.start)
         let params = GuestParams(memorySize: config.memorySize, testBase: VMConfig.testBase,

@@ -83,6 +83,7 @@ struct Run: ParsableCommand {
     @Option(help: "memtest stride in pages.") var stride: UInt64 = 16
     @Option(help: "memtest seed.") var seed: UInt64 = 1
     @Option(help: "Bytes memtest touches (default: all RAM above 2 MiB).") var testSize: ByteSize?
+    @Option(help: "Most guest memory populated (lazy faults beyond it stop the VM).") var maxResident: ByteSize?
     @Flag(help: "Print statistics.") var stats = false
     @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
     @Option(help: "KVM device.") var kvm = "/dev/kvm"
@@ -99,6 +100,7 @@ struct Run: ParsableCommand {
         c.stridePages = stride
         c.seed = seed
         c.testSize = testSize?.bytes ?? 0
+        c.maxResident = maxResident?.bytes
         c.serialToStdout = true
         c.handleInterrupt = true
         c.kvmPath = kvm

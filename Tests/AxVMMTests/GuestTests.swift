@@ -117,6 +117,22 @@ struct GuestTests {
         #expect(cr3 == 0x9000 && cr0 & 0x8000_0001 == 0x8000_0001)
     }
 
+    /// The fault thread gives up (out of memory past --max-resident): it must release the
+    /// blocked vCPU so the run ends with the pager's reason, long before the timeout.
+    @Test func pagerFailureDoesNotHangTheVCPU() throws {
+        let r = try runGuest("memtest") { c in
+            c.maxResident = 4 << 20
+            c.timeout = 60
+        }
+        guard case let .pagerFailure(message) = r.exit else {
+            Issue.record("unexpected \(r.exit)")
+            return
+        }
+        #expect(message.contains("out of memory"))
+        #expect(r.statistics.runSeconds < 30)
+        #expect(r.statistics.populatedBytes <= 4 << 20)
+    }
+
     @Test func runsLeakNoFileDescriptors() throws {
         _ = try runGuest("hello")
         let before = openFDCount()
