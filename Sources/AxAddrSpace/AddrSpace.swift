@@ -14,7 +14,8 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
     @exclusivity(unchecked) public private(set) var areas: [MemoryArea] = []
     @exclusivity(unchecked) private var counters = AddrSpaceStatistics()
 
-    public var hal: HAL { pageTable.hal }
+    /// The HAL (the page table's own, kept here so the fault path loads it directly).
+    public let hal: HAL
     public var format: Format { pageTable.format }
     public var base: GuestPhysAddr { range.start }
     public var end: GuestPhysAddr { range.end }
@@ -36,6 +37,7 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
             throw .noMemory(base)
         }
         range = r
+        self.hal = hal
     }
 
     deinit { clear() }

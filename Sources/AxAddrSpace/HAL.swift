@@ -5,9 +5,9 @@
 /// address spaces can draw from different pools. Implementations are classes because the
 /// address space and its page table share one HAL.
 ///
-/// Every frame the library hands to a guest or uses as a table is zeroed by the library
-/// through `zeroFrame(_:)` (default: `physToVirt` + store zeros), unless the HAL reports
-/// that a frame is already zero.
+/// Every frame the library hands to a guest is zeroed through `zeroFrame(_:)` (default:
+/// `physToVirt` + store zeros); a HAL whose frames are known to be zero may do less there.
+/// Table frames the walker zeroes itself: an empty table must be all zeros, whatever the HAL.
 public protocol NestedMemoryHAL: AnyObject {
     /// One 4 KiB frame, or `nil` when out of memory.
     func allocFrame() -> HostPhysAddr?
@@ -22,7 +22,7 @@ public protocol NestedMemoryHAL: AnyObject {
     func deallocContiguousFrames(_ base: HostPhysAddr, count: Int)
     func physToVirt(_ pa: HostPhysAddr) -> HostVirtAddr
     func virtToPhys(_ va: HostVirtAddr) -> HostPhysAddr
-    /// Fills a freshly allocated frame with zeros. Default: 4 KiB of stores through
+    /// Fills a freshly allocated guest frame with zeros. Default: 4 KiB of stores through
     /// `physToVirt`. A HAL whose frames are known to be zero (fresh memfd pages) may skip it.
     func zeroFrame(_ frame: HostPhysAddr)
     /// Called whenever the nested TLB must drop translations the library changed

@@ -52,9 +52,9 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         let root: HostPhysAddr? = frames == 1
             ? hal.allocFrame() : hal.allocContiguousFrames(count: frames, alignment: UInt64(frames) * 4096)
         guard let root else { throw .noMemory(GuestPhysAddr(0)) }
-        for i in 0..<frames { hal.zeroFrame(root + UInt64(i) * 4096) }
         self.root = root
         self.rootTable = Self.pointer(hal, root)
+        rootTable.initialize(repeating: 0, count: 512 * frames)
         self.lastLevel = format.levels - 1
         self.rootShift = UInt64(12 + 9 * (format.levels - 1))
         self.rootMask = UInt64(format.rootEntries - 1)
@@ -202,9 +202,11 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         }
     }
 
+    /// A zeroed table frame. The walker zeroes tables itself, whatever the HAL's policy for
+    /// guest frames (`zeroFrame`): an empty table must be all zeros for the walk to be right.
     @usableFromInline func allocTable() -> HostPhysAddr? {
         guard let pa = hal.allocFrame() else { return nil }
-        hal.zeroFrame(pa)
+        table(pa).initialize(repeating: 0, count: 512)
         tableFrames += 1
         return pa
     }
@@ -430,8 +432,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
                 reserve.release(self)
                 throw .noMemory(GuestPhysAddr(lo))
             }
-            hal.zeroFrame(pa)
-            reserve.frames.append(pa)
+            reserve.frames.append(pa)  // split() writes all 512 entries
         }
         return reserve
     }

@@ -52,7 +52,7 @@ public struct EPT: NestedPagingFormat {
         // Tables grant everything; the leaf decides (SDM 29.3.3: permissions are ANDed).
         table.raw & EPTEntry.addressMask | 0x7 | (modeBasedExecute ? EPTEntry.executeForUser : 0)
     }
-    @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
+    @inline(__always) @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
         var e = pa.raw & EPTEntry.addressMask
         if flags.contains(.read) { e |= EPTEntry.read }
         if flags.contains(.write) { e |= EPTEntry.write }

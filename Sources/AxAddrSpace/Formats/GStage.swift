@@ -44,7 +44,7 @@ public struct GStage: NestedPagingFormat {
     @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
         (table.raw >> 12) << GStagePTE.ppnShift | GStagePTE.valid
     }
-    @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
+    @inline(__always) @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
         // A and D preset: with Svade a clear A/D raises a guest-page fault instead.
         var e = (pa.raw >> 12) << GStagePTE.ppnShift | GStagePTE.valid | GStagePTE.user
             | GStagePTE.accessed | GStagePTE.dirty

@@ -30,7 +30,7 @@ public struct NPT: NestedPagingFormat {
     @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
         table.raw & NPTEntry.addressMask | NPTEntry.present | NPTEntry.writable | NPTEntry.user
     }
-    @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
+    @inline(__always) @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
         var e = pa.raw & NPTEntry.addressMask | NPTEntry.present | NPTEntry.user
         if flags.contains(.write) { e |= NPTEntry.writable }
         if !flags.contains(.execute) { e |= NPTEntry.noExecute }

@@ -72,7 +72,7 @@ public struct Stage2: NestedPagingFormat {
     @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
         table.raw & Stage2Descriptor.addressMask | Stage2Descriptor.valid | Stage2Descriptor.tableOrPage
     }
-    @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
+    @inline(__always) @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
         var e = pa.raw & Stage2Descriptor.addressMask | Stage2Descriptor.valid | Stage2Descriptor.accessFlag
         if size == .size4K { e |= Stage2Descriptor.tableOrPage }
         let attr = flags.contains(.device) ? attributes.device
