@@ -2,7 +2,7 @@
 # Builds and runs the bare-metal hypervisors under QEMU, and checks their output against
 # baremetal/expected-*.txt (written from the manuals, not from a run).
 #   scripts/baremetal.sh build        build baremetal/build/hv-*.elf
-#   scripts/baremetal.sh run ARCH     run one (aarch64) and print its output
+#   scripts/baremetal.sh run ARCH     run one (aarch64, riscv64, x86_64) and print its output
 #   scripts/baremetal.sh check        build, run each, compare with the expectations
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,23 +43,46 @@ run_riscv64() {
         -kernel $out/hv-riscv64.elf </dev/null
 }
 
+build_x86_64() {
+    mkdir -p $out/x86_64
+    swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded -enable-experimental-feature Extern \
+        -wmo -parse-as-library -Osize -Xfrontend -disable-stack-protector -module-name Hypervisor \
+        "${lib[@]}" baremetal/common/PoolHAL.swift baremetal/common/GuestCases.swift baremetal/x86_64/Hypervisor.swift \
+        -c -o $out/x86_64/hv.o
+    for c in baremetal/common/runtime.c baremetal/x86_64/uart.c; do
+        "$CLANG" --target=x86_64-unknown-none -O2 -ffreestanding -fno-builtin -mno-red-zone -c "$c" -o "$out/x86_64/$(basename "$c" .c).o"
+    done
+    "$CLANG" --target=x86_64-unknown-none -c baremetal/x86_64/start.S -o $out/x86_64/start.o
+    "$LLD" -T baremetal/x86_64/link.ld -o $out/x86_64/hv.elf $out/x86_64/*.o
+    "$swift_bin/llvm-objcopy" -O binary $out/x86_64/hv.elf $out/hv-x86_64.bin
+}
+
+run_x86_64() {
+    timeout 120 qemu-system-x86_64 -cpu qemu64,+svm,+npt -m 128M -nographic -no-reboot \
+        -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel $out/hv-x86_64.bin </dev/null || true
+}
+
 run_aarch64() {
     timeout 120 qemu-system-aarch64 -M virt,virtualization=on -cpu cortex-a57 -m 128M -nographic \
         -semihosting -kernel $out/hv-aarch64.elf </dev/null
 }
 
-# Expected checksum of fill_sum over [base, base+size): sum of (addr * golden) ^ 1.
+# Expected checksum of fill_sum over [base, base+size): sum of (addr * golden) ^ 1, in
+# 64-bit words (AArch64, RISC-V) or 32-bit words (the 32-bit x86 guest).
 checksum() {
     python3 -c "
-b, n = $1, $2
-print(hex(sum(((a * 0x9e3779b97f4a7c15) & (2**64-1)) ^ 1 for a in range(b, b + n, 8)) & (2**64-1)))"
+b, n, bits = $1, $2, $3
+m = 2**bits - 1
+g = 0x9e3779b97f4a7c15 if bits == 64 else 0x9e3779b9
+print(hex(sum(((a * g) & m) ^ 1 for a in range(b, b + n, bits // 8)) & m))"
 }
 
 check_arch() {
-    local arch=$1 expected actual
-    expected=$(grep -v "^#" baremetal/expected-$arch.txt | sed -e "s/@SUM_A@/$(checksum 0x41000000 0x100000)/" -e "s/@SUM_B@/$(checksum 0x42000000 0x100000)/" \
-)
-    actual=$(run_$arch | tr -d '\r' | grep -E '^\[|^ALL DONE' | grep -v -e 'VTCR_EL2' -e 'hgatp' || true)
+    local arch=$1 expected actual bits=64
+    [ "$arch" = x86_64 ] && bits=32
+    expected=$(grep -v "^#" baremetal/expected-$arch.txt | sed -e "s/@SUM_A@/$(checksum 0x41000000 0x100000 $bits)/" \
+        -e "s/@SUM_B@/$(checksum 0x42000000 0x100000 $bits)/")
+    actual=$(run_$arch | tr -d '\r' | grep -E '^\[|^ALL DONE' | grep -v -e 'VTCR_EL2' -e 'hgatp' -e 'N_CR3' || true)
     if [ "$actual" != "$expected" ]; then
         echo "bare metal $arch: output differs from baremetal/expected-$arch.txt:"
         diff <(echo "$expected") <(echo "$actual") || true
@@ -69,17 +92,19 @@ check_arch() {
 }
 
 case "${1:-check}" in
-    build) build_aarch64; build_riscv64 ;;
+    build) build_aarch64; build_riscv64; build_x86_64 ;;
     run) build_${2:-aarch64}; run_${2:-aarch64} ;;
     check)
         build_aarch64
         build_riscv64
-        for arch in aarch64 riscv64; do
+        build_x86_64
+        for arch in aarch64 riscv64 x86_64; do
             command -v qemu-system-$arch >/dev/null || { echo "qemu-system-$arch missing: run scripts/setup.sh"; exit 1; }
         done
         status=0
         check_arch aarch64 || status=1
         check_arch riscv64 || status=1
+        check_arch x86_64 || status=1
         exit $status ;;
     *) echo "usage: $0 build|run ARCH|check"; exit 2 ;;
 esac
