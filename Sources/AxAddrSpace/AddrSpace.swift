@@ -13,6 +13,8 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
     // access to these across a call that could touch them again.
     @exclusivity(unchecked) public private(set) var areas: [MemoryArea] = []
     @exclusivity(unchecked) private var counters = AddrSpaceStatistics()
+    /// Index of the area the last lookup found (a hint, checked before use).
+    @exclusivity(unchecked) private var lastArea = 0
 
     /// The HAL (the page table's own, kept here so the fault path loads it directly).
     public let hal: HAL
@@ -59,13 +61,23 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
         areaIndex(gpa).map { areas[$0] }
     }
 
-    @inlinable func areaIndex(_ gpa: GuestPhysAddr) -> Int? {
-        var lo = 0, hi = areas.count
+    /// Index of the area containing `gpa`: the area of the last lookup if it still
+    /// matches (faults come in runs inside one area), else a binary search.
+    @inline(__always) func areaIndex(_ gpa: GuestPhysAddr) -> Int? {
+        if lastArea < areas.count, areas[lastArea].range.contains(gpa) { return lastArea }
+        return searchArea(gpa)
+    }
+
+    @inline(never) private func searchArea(_ gpa: GuestPhysAddr) -> Int? {
+        let n = areas.count
+        var lo = 0, hi = n
         while lo < hi {
             let mid = (lo + hi) / 2
             if areas[mid].end <= gpa { lo = mid + 1 } else { hi = mid }
         }
-        return lo < areas.count && areas[lo].start <= gpa ? lo : nil
+        guard lo < n, areas[lo].start <= gpa else { return nil }
+        lastArea = lo
+        return lo
     }
 
     // MARK: Mapping
@@ -173,8 +185,9 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
 
     /// Host-physical address of `gpa`, or nil if outside the space or not mapped (yet).
     @inlinable public func translate(_ gpa: GuestPhysAddr) -> HostPhysAddr? {
+        // The space lies below the walk's limit (checked in init): one range check suffices.
         guard range.contains(gpa) else { return nil }
-        return pageTable.translate(gpa)
+        return pageTable.translateInRange(gpa)
     }
 
     /// `gpa`'s host-physical address and how many bytes from there on are contiguous in
@@ -222,41 +235,45 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
     /// that is already mapped allocates nothing. On out-of-memory nothing stays mapped.
     public func handlePageFault(_ gpa: GuestPhysAddr, access: AccessKind,
                                 faultAround: UInt64 = PageSize.size4K.bytes) -> FaultResolution {
-        counters.faults += 1
-        guard range.contains(gpa), let i = areaIndex(gpa) else {
-            counters.faultsNotInArea += 1
+        // Areas lie inside the space, so finding one is the range check too.
+        guard let i = areaIndex(gpa) else {
+            counters.faultsNotInArea &+= 1
             return .notInArea
         }
-        let a = areas[i]
-        guard a.flags.contains(access.requiredFlags) else {
-            counters.faultsDenied += 1
-            return .accessDenied(allowed: a.flags)
+        let flags = areas[i].flags
+        guard flags.contains(access.requiredFlags) else {
+            counters.faultsDenied &+= 1
+            return .accessDenied(allowed: flags)
         }
         let page = gpa.alignedDown(PageSize.size4K.bytes)
-        let window = max(PageSize.size4K.bytes, faultAround)
-        if window == PageSize.size4K.bytes || a.isLinear {
-            return populateOne(page, area: a)
+        let area = areas[i].range
+        if areas[i].isLinear {
+            // Mapped completely when created: a fault there is spurious or a permission one.
+            return resolveOne(page, access: access, flags: flags, pageTable.populate(page, flags: flags, frame: { nil }))
         }
-        let offset = (page - a.start) / window * window
-        let wStart = a.start + offset
-        let wEnd = min(a.end, wStart + window)
+        if faultAround <= PageSize.size4K.bytes {
+            return resolveOne(page, access: access, flags: flags, populate(page, flags: flags, area: area))
+        }
+        let offset = (page - area.start) / faultAround * faultAround
+        let wStart = area.start + offset
+        let wEnd = min(area.end, wStart + faultAround)
         var mapped: [(GuestPhysAddr, HostPhysAddr)] = []
         var p = wStart
         while p < wEnd {
-            switch pageTable.populate(p, flags: a.flags, frame: { frame(for: p, in: a) }) {
+            switch populate(p, flags: flags, area: area) {
             case let .mapped(f): mapped.append((p, f))
             case .present: break
             case .noMemory:
                 rollBack(mapped)
-                counters.faultsOutOfMemory += 1
+                counters.faultsOutOfMemory &+= 1
                 return .outOfMemory
             }
             p = p + PageSize.size4K.bytes
         }
-        if mapped.isEmpty { return spurious(pageTable.query(gpa)?.flags ?? a.flags, access: access, area: a) }
-        counters.populatedFrames += mapped.count
-        counters.faultsMapped += 1
-        counters.pagesMappedByFaults += mapped.count
+        if mapped.isEmpty { return spurious(pageTable.query(gpa)?.flags ?? flags, access: access) }
+        counters.populatedFrames &+= mapped.count
+        counters.faultsMapped &+= 1
+        counters.pagesMappedByFaults &+= mapped.count
         return .mapped(GuestPhysRange(start: wStart, end: wEnd), pages: mapped.count)
     }
 
@@ -272,36 +289,56 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
 
     // MARK: Internals
 
-    private func populateOne(_ page: GuestPhysAddr, area a: MemoryArea) -> FaultResolution {
-        switch pageTable.populate(page, flags: a.flags, frame: { frame(for: page, in: a) }) {
+    /// The outcome of populating one 4 KiB page.
+    @inline(__always)
+    private func resolveOne(_ page: GuestPhysAddr, access: AccessKind, flags: MappingFlags,
+                            _ result: PageTable64<Format, HAL>.PopulateResult) -> FaultResolution {
+        switch result {
         case .mapped:
-            counters.populatedFrames += 1
-            counters.faultsMapped += 1
-            counters.pagesMappedByFaults += 1
+            counters.populatedFrames &+= 1
+            counters.faultsMapped &+= 1
+            counters.pagesMappedByFaults &+= 1
             return .mapped(GuestPhysRange(start: page, end: page + PageSize.size4K.bytes), pages: 1)
         case let .present(e):
-            return spurious(format.leafFlags(e), access: nil, area: a)
+            return spurious(format.leafFlags(e), access: access)
         case .noMemory:
-            counters.faultsOutOfMemory += 1
+            counters.faultsOutOfMemory &+= 1
             return .outOfMemory
         }
     }
 
-    private func spurious(_ leafFlags: MappingFlags, access: AccessKind?, area: MemoryArea) -> FaultResolution {
-        if let access, !leafFlags.contains(access.requiredFlags) {
-            counters.faultsDenied += 1
+    /// A fault on a page that is mapped already: refused if the leaf does not allow the
+    /// access (a permission fault), else spurious (another vCPU got there first).
+    private func spurious(_ leafFlags: MappingFlags, access: AccessKind) -> FaultResolution {
+        if !leafFlags.contains(access.requiredFlags) {
+            counters.faultsDenied &+= 1
             return .accessDenied(allowed: leafFlags)
         }
-        counters.faultsSpurious += 1
+        counters.faultsSpurious &+= 1
         return .alreadyMapped
     }
 
-    /// A zeroed frame for guest page `page` of `a`; linear areas never allocate.
-    private func frame(for page: GuestPhysAddr, in a: MemoryArea) -> HostPhysAddr? {
-        if a.isLinear { return nil }
-        guard let f = hal.allocFrame(for: page, in: a.range) else { return nil }
-        hal.zeroFrame(f)
-        return f
+    /// Maps the guest page `page` (inside the alloc area `area`) to a fresh zeroed frame
+    /// unless something translates it already: `PageTable64.populate` with the frame
+    /// allocation written out, so that the whole fault path is one inlined function.
+    @inline(__always)
+    private func populate(_ page: GuestPhysAddr, flags: MappingFlags, area: GuestPhysRange)
+        -> PageTable64<Format, HAL>.PopulateResult
+    {
+        switch pageTable.leafSlot(creating: page.raw) {
+        case let .present(e):
+            return .present(e)
+        case .noMemory:
+            return .noMemory
+        case let .empty(slot, undo):
+            guard let f = hal.allocFrame(for: page, in: area) else {
+                if let undo { pageTable.releaseChain(undo) }
+                return .noMemory
+            }
+            hal.zeroFrame(f)
+            pageTable.fill(slot, page, with: pageTable.leaf4K(f, flags: flags))
+            return .mapped(f)
+        }
     }
 
     private func rollBack(_ mapped: [(GuestPhysAddr, HostPhysAddr)]) {

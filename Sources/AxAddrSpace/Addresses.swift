@@ -81,7 +81,8 @@ extension MemoryAddress {
     }
     @inlinable public var size: UInt64 { end - start }
     @inlinable public var isEmpty: Bool { start == end }
-    @inlinable public func contains(_ a: A) -> Bool { start <= a && a < end }
+    /// One unsigned compare: below `start`, the difference wraps to a huge value.
+    @inlinable public func contains(_ a: A) -> Bool { a.raw &- start.raw < end.raw &- start.raw }
     @inlinable public func contains(_ r: AddrRange<A>) -> Bool { start <= r.start && r.end <= end }
     @inlinable public func overlaps(_ r: AddrRange<A>) -> Bool { start < r.end && r.start < end }
     public var description: String { "\(A.prefix):[\(hex(start.raw)), \(hex(end.raw)))" }

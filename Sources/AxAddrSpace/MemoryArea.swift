@@ -49,8 +49,8 @@ public struct AddrSpaceStatistics: Equatable, Sendable {
     public var populatedFrames: Int = 0
     /// Frames used by the nested page table, the root included.
     public var tableFrames: Int = 0
-    /// Calls to `handlePageFault`.
-    public var faults: Int = 0
+    /// Calls to `handlePageFault` (the sum of the outcomes below).
+    public var faults: Int { faultsMapped + faultsSpurious + faultsNotInArea + faultsDenied + faultsOutOfMemory }
     /// Faults that mapped new memory, and the pages they mapped.
     public var faultsMapped: Int = 0
     public var pagesMappedByFaults: Int = 0

@@ -43,6 +43,14 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     @usableFromInline let rootShift: UInt64
     @usableFromInline let rootMask: UInt64
     @usableFromInline let limit: UInt64
+    /// The format's entry-kind masks, kept here so the walks read them once into registers.
+    @usableFromInline let presentMask: UInt64
+    @usableFromInline let tableMask: UInt64
+    @usableFromInline let tableBits: UInt64
+    /// The last 4 KiB leaf built without its address, and for which flags: faults in one
+    /// area ask for the same flags again and again (`leaf4K`).
+    @exclusivity(unchecked) @usableFromInline var templateFlags: MappingFlags = []
+    @exclusivity(unchecked) @usableFromInline var template4K: UInt64
     private var rootFrames: Int { format.rootEntries / 512 }
 
     public init(format: Format, hal: HAL) throws(PagingError) {
@@ -59,6 +67,10 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         self.rootShift = UInt64(12 + 9 * (format.levels - 1))
         self.rootMask = UInt64(format.rootEntries - 1)
         self.limit = format.guestAddressLimit
+        self.presentMask = format.presentMask
+        self.tableMask = format.tableMask
+        self.tableBits = format.tableBits
+        self.template4K = format.leafEntry(HostPhysAddr(0), flags: [], size: .size4K)
         self.tableFrames = frames
     }
 
@@ -85,27 +97,35 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     // MARK: Queries
 
     /// The leaf entry translating `gpa`, its level and the shift of its page size, or nil.
-    /// The hot loop of every query: wrapping arithmetic and masking shifts only.
     @inline(__always) @inlinable func leaf(_ gpa: UInt64) -> (entry: UInt64, level: Int, shift: UInt64)? {
-        guard gpa < limit else { return nil }
-        var t = rootTable
+        guard gpa < limit, let l = leafInRange(gpa) else { return nil }
+        return (l.entry, Int(truncatingIfNeeded: (rootShift &- l.shift) / 9), l.shift)
+    }
+
+    /// The leaf entry translating `gpa` (below `limit`) and the shift of its page size.
+    /// The hot loop of every query: the masks in registers, the last level found by its
+    /// shift (12), wrapping arithmetic and masking shifts only.
+    @inline(__always) @inlinable func leafInRange(_ gpa: UInt64) -> (entry: UInt64, shift: UInt64)? {
+        let present = presentMask, tMask = tableMask, tBits = tableBits
         var sh = rootShift
-        var mask = rootMask
-        var level = 0
+        var e = rootTable[Int(truncatingIfNeeded: (gpa &>> sh) & rootMask)]
         while true {
-            let e = t[Int(truncatingIfNeeded: (gpa &>> sh) & mask)]
-            if !format.isPresent(e) { return nil }
-            if level == lastLevel || !format.isTable(e) { return (e, level, sh) }
-            t = table(format.address(e))
+            if e & present == 0 { return nil }
+            if sh == 12 || e & tMask != tBits { return (e, sh) }
             sh &-= 9
-            mask = 511
-            level &+= 1
+            e = table(format.address(e))[Int(truncatingIfNeeded: (gpa &>> sh) & 511)]
         }
     }
 
     /// Host-physical address of `gpa` (offset included), or nil if not mapped.
     @inlinable public func translate(_ gpa: GuestPhysAddr) -> HostPhysAddr? {
-        guard let l = leaf(gpa.raw) else { return nil }
+        guard gpa.raw < limit else { return nil }
+        return translateInRange(gpa)
+    }
+
+    /// `translate` for a `gpa` the caller knows to be below `addressLimit`.
+    @inline(__always) @inlinable func translateInRange(_ gpa: GuestPhysAddr) -> HostPhysAddr? {
+        guard let l = leafInRange(gpa.raw) else { return nil }
         let mask = (UInt64(1) &<< l.shift) &- 1
         return HostPhysAddr(format.address(l.entry).raw & ~mask | gpa.raw & mask)
     }
@@ -146,45 +166,106 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     /// in one walk. Tables created on the way are freed again if `frame()` fails.
     @inlinable public func populate(_ gpa: GuestPhysAddr, flags: MappingFlags,
                                     frame: () -> HostPhysAddr?) -> PopulateResult {
-        let v = gpa.raw
-        guard v < limit else { return .noMemory }
-        var t = rootTable
-        var created = 0
-        var firstCreated: (parent: UnsafeMutablePointer<UInt64>, index: Int)? = nil
-        for level in 0..<lastLevel {
-            let i = index(v, level)
-            let e = t[i]
-            if format.isPresent(e) {
-                if !format.isTable(e) { return .present(e) }
-                t = table(format.address(e))
-                continue
-            }
-            guard let pa = allocTable() else {
-                if let c = firstCreated { releaseChain(c.parent, c.index, level: level - created) }
+        guard gpa.raw < limit else { return .noMemory }
+        switch leafSlot(creating: gpa.raw) {
+        case let .present(e):
+            return .present(e)
+        case .noMemory:
+            return .noMemory
+        case let .empty(slot, undo):
+            guard let pa = frame() else {
+                if let undo { releaseChain(undo) }
                 return .noMemory
             }
-            if firstCreated == nil { firstCreated = (t, i) }
-            created += 1
-            t[i] = format.tableEntry(pa)
-            t = table(pa)
+            fill(slot, gpa, with: leaf4K(pa, flags: flags))
+            return .mapped(pa)
         }
-        let i = index(v, lastLevel)
-        let e = t[i]
-        if format.isPresent(e) { return .present(e) }
-        guard let pa = frame() else {
-            if let c = firstCreated { releaseChain(c.parent, c.index, level: lastLevel - created) }
-            return .noMemory
-        }
-        t[i] = format.leafEntry(pa, flags: flags, size: .size4K)
-        if format.cachesInvalidEntries { hal.invalidateTLB(format.invalidation(for: gpa, root: root)) }
-        return .mapped(pa)
     }
 
-    /// Frees a chain of freshly created (otherwise empty) tables starting at `parent[index]`.
-    @usableFromInline func releaseChain(_ parent: UnsafeMutablePointer<UInt64>, _ index: Int, level: Int) {
-        var p = parent
-        var i = index
-        var lvl = level
+    /// Where a new 4 KiB leaf goes (`leafSlot(creating:)`).
+    @usableFromInline enum LeafSlot {
+        /// The empty last-level entry. `undo` names the tables the walk created, to be
+        /// released (`releaseChain`) if the caller ends up not filling the slot.
+        case empty(UnsafeMutablePointer<UInt64>, undo: TableChain?)
+        /// A leaf translates the address already (its raw entry).
+        case present(UInt64)
+        case noMemory
+    }
+
+    /// The first entry a walk filled with a new table: `parent[index]`, in the level whose
+    /// pages are 2^`shift` bytes.
+    @usableFromInline struct TableChain {
+        @usableFromInline let parent: UnsafeMutablePointer<UInt64>
+        @usableFromInline let index: Int
+        @usableFromInline let shift: UInt64
+        @usableFromInline init(parent: UnsafeMutablePointer<UInt64>, index: Int, shift: UInt64) {
+            self.parent = parent
+            self.index = index
+            self.shift = shift
+        }
+    }
+
+    /// Walks to the last-level entry of `v` (below `limit`), creating missing tables.
+    /// The walk through existing tables only loads, so it stays in registers; creating
+    /// tables is the rare, out-of-line part.
+    @inlinable @inline(__always)
+    func leafSlot(creating v: UInt64) -> LeafSlot {
+        let present = presentMask, tMask = tableMask, tBits = tableBits
+        var t = rootTable
+        var sh = rootShift
+        var i = Int(truncatingIfNeeded: (v &>> sh) & rootMask)
+        while sh != 12 {
+            let e = t[i]
+            if e & present == 0 { return createTables(t, i, shift: sh, v) }
+            if e & tMask != tBits { return .present(e) }
+            t = table(format.address(e))
+            sh &-= 9
+            i = Int(truncatingIfNeeded: (v &>> sh) & 511)
+        }
+        let e = t[i]
+        return e & present != 0 ? .present(e) : .empty(t + i, undo: nil)
+    }
+
+    /// The rest of `leafSlot` from the empty entry `t[i]` down: a new table per level.
+    @usableFromInline @inline(never)
+    func createTables(_ t: UnsafeMutablePointer<UInt64>, _ i: Int, shift: UInt64, _ v: UInt64) -> LeafSlot {
+        let chain = TableChain(parent: t, index: i, shift: shift)
+        var t = t, i = i, sh = shift
+        while sh != 12 {
+            guard let pa = allocTable() else {
+                releaseChain(chain)  // stops at once if nothing was created yet
+                return .noMemory
+            }
+            t[i] = format.tableEntry(pa)
+            t = table(pa)
+            sh &-= 9
+            i = Int(truncatingIfNeeded: (v &>> sh) & 511)
+        }
+        return .empty(t + i, undo: chain)
+    }
+
+    /// `format.leafEntry(pa, flags: flags, size: .size4K)`, from the cached template.
+    @inlinable @inline(__always)
+    func leaf4K(_ pa: HostPhysAddr, flags: MappingFlags) -> UInt64 {
+        if flags != templateFlags {
+            templateFlags = flags
+            template4K = format.leafEntry(HostPhysAddr(0), flags: flags, size: .size4K)
+        }
+        return template4K | format.encodeAddress(pa)
+    }
+
+    /// Writes the new leaf `entry` for `gpa` into the empty `slot` from `leafSlot`.
+    @inlinable @inline(__always)
+    func fill(_ slot: UnsafeMutablePointer<UInt64>, _ gpa: GuestPhysAddr, with entry: UInt64) {
+        slot.pointee = entry
+        if format.cachesInvalidEntries { hal.invalidateTLB(format.invalidation(for: gpa, root: root)) }
+    }
+
+    /// Frees a chain of freshly created (otherwise empty) tables starting at `chain`.
+    @usableFromInline func releaseChain(_ chain: TableChain) {
+        var p = chain.parent
+        var i = chain.index
+        var lvl = Int(truncatingIfNeeded: (rootShift &- chain.shift) / 9)
         while lvl < lastLevel {
             let e = p[i]
             guard format.isPresent(e), format.isTable(e) else { break }
@@ -240,11 +321,12 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
                 failed = a
             }
             var none = InvalidationBatch()
+            var noSplits = SplitReserve()  // this call's leaves lie inside the range
             // Everything below `failed` was mapped by this call; above it only empty tables.
             clearRange(rootTable, level: 0, base: 0, lo: start.raw, hi: failed.raw, leaves: true,
-                       onLeaf: unwind, reserve: nil, flush: &none)
+                       onLeaf: unwind, reserve: &noSplits, flush: &none)
             clearRange(rootTable, level: 0, base: 0, lo: failed.raw, hi: end, leaves: false,
-                       onLeaf: unwind, reserve: nil, flush: &none)
+                       onLeaf: unwind, reserve: &noSplits, flush: &none)
             throw error
         }
         if format.cachesInvalidEntries { flush.emit(self) }
@@ -262,7 +344,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
             if level == lastLevel {
                 if format.isPresent(e) { throw .alreadyMapped(GuestPhysAddr(slot)) }
                 guard let pa = hpa(GuestPhysAddr(slot)) else { throw .noMemory(GuestPhysAddr(slot)) }
-                t[i] = format.leafEntry(pa, flags: flags, size: .size4K)
+                t[i] = leaf4K(pa, flags: flags)
                 flush.add(GuestPhysAddr(slot))
                 continue
             }
@@ -325,7 +407,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
 
     private func clearRange(_ t: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64, lo: UInt64, hi: UInt64,
                             leaves: Bool, onLeaf: (GuestPhysAddr, HostPhysAddr, PageSize) -> Void,
-                            reserve: UnsafeMutablePointer<SplitReserve>?, flush: inout InvalidationBatch) {
+                            reserve: inout SplitReserve, flush: inout InvalidationBatch) {
         if lo >= hi { return }
         let sh = shift(level)
         let span = UInt64(1) << sh
@@ -344,27 +426,18 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
                     onLeaf(GuestPhysAddr(slot), format.address(e), pageSize(level) ?? .size4K)
                     continue
                 }
-                guard let reserve, split(t, i, level: level, slot: slot, reserve: reserve) else { continue }
+                guard split(t, i, level: level, slot: slot, reserve: &reserve) else { continue }
                 isTable = true
             }
             let child = format.address(t[i])
             let childTable = table(child)
             clearRange(childTable, level: level + 1, base: slot, lo: covLo, hi: covHi, leaves: leaves,
-                       onLeaf: onLeaf, reserve: reserve, flush: &flush)
+                       onLeaf: onLeaf, reserve: &reserve, flush: &flush)
             if (whole && leaves) || isEmpty(childTable) {
                 t[i] = 0
                 flush.add(GuestPhysAddr(slot))
                 freeTableFrame(child)
             }
-        }
-    }
-
-    private func clearRange(_ t: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64, lo: UInt64, hi: UInt64,
-                            leaves: Bool, onLeaf: (GuestPhysAddr, HostPhysAddr, PageSize) -> Void,
-                            reserve: inout SplitReserve, flush: inout InvalidationBatch) {
-        withUnsafeMutablePointer(to: &reserve) { r in
-            clearRange(t, level: level, base: base, lo: lo, hi: hi, leaves: leaves, onLeaf: onLeaf,
-                       reserve: r, flush: &flush)
         }
     }
 
@@ -383,8 +456,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
                     flush.add(GuestPhysAddr(slot))
                     continue
                 }
-                let done = withUnsafeMutablePointer(to: &reserve) { split(t, i, level: level, slot: slot, reserve: $0) }
-                guard done else { continue }
+                guard split(t, i, level: level, slot: slot, reserve: &reserve) else { continue }
             }
             protectRange(table(format.address(t[i])), level: level + 1, base: slot, lo: covLo, hi: covHi,
                          flags: flags, reserve: &reserve, flush: &flush)
@@ -394,8 +466,8 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     /// Replaces the huge leaf `t[i]` by a table of 512 next-size leaves with the same
     /// translation, break-before-make: clear, invalidate, then install the table.
     private func split(_ t: UnsafeMutablePointer<UInt64>, _ i: Int, level: Int, slot: UInt64,
-                       reserve: UnsafeMutablePointer<SplitReserve>) -> Bool {
-        guard let pa = reserve.pointee.take(), let small = pageSize(level + 1) else { return false }
+                       reserve: inout SplitReserve) -> Bool {
+        guard let pa = reserve.take(), let small = pageSize(level + 1) else { return false }
         let e = t[i]
         let out = format.address(e)
         let flags = format.leafFlags(e)

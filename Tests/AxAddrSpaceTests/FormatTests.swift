@@ -217,3 +217,32 @@ import Testing
         #expect(throws: AddrSpaceError.unsupportedIPABits(49, levels: 4)) { try Stage2(levels: 4, ipaBits: 49) }
     }
 }
+
+/// What the walker's fast paths assume of every format: a leaf is its address-less template
+/// OR the encoded address, `address` inverts `encodeAddress`, and the entry-kind masks agree
+/// with the entries the format builds.
+@Suite struct FormatInvariantTests {
+    static let flagSets: [MappingFlags] = [.read, .rw, .rwx, [.read, .execute], [.read, .write, .device],
+                                           [.read, .uncached], [.read, .execute, .user]]
+
+    func check<F: NestedPagingFormat>(_ f: F) {
+        for pa in [HostPhysAddr(0x1000), HostPhysAddr(0x1234_5000), HostPhysAddr(0xf_ffff_e000)] {
+            #expect(f.address(f.encodeAddress(pa)) == pa)
+            #expect(f.isPresent(f.tableEntry(pa)) && f.isTable(f.tableEntry(pa)))
+            for flags in Self.flagSets {
+                for size in [PageSize.size4K, .size2M, .size1G] {
+                    let e = f.leafEntry(pa, flags: flags, size: size)
+                    #expect(e == f.leafEntry(HostPhysAddr(0), flags: flags, size: size) | f.encodeAddress(pa))
+                    #expect(f.isPresent(e))
+                    if size != .size4K { #expect(!f.isTable(e)) }
+                }
+            }
+        }
+        #expect(!f.isPresent(0))
+    }
+
+    @Test func ept() { check(EPT()); check(EPT(modeBasedExecute: true, normalMemoryType: .writeThrough)) }
+    @Test func npt() { check(NPT()) }
+    @Test func stage2() throws { check(try Stage2(levels: 3)); check(try Stage2(levels: 4, ipaBits: 44)) }
+    @Test func gstage() { check(GStage.sv39x4()); check(GStage.sv48x4()) }
+}

@@ -26,5 +26,34 @@ void cwalker_zero_frame_nt(void *p) {
         _mm_stream_si128(q + i + 2, z);
         _mm_stream_si128(q + i + 3, z);
     }
-    _mm_sfence();
+}
+
+void cwalker_store_fence(void) { _mm_sfence(); }
+
+#include <string.h>
+uint64_t cwalker_populate(uint8_t *base, uint64_t root, uint64_t gpa, uint64_t *bump, uint64_t *tables) {
+    /* Tables come from *tables, growing down; frames from *bump, growing up. */
+    const uint64_t mask = 0x000ffffffffff000ULL;
+    uint64_t table = root;
+    for (int level = 0; level < 3; level++) {
+        uint64_t *t = (uint64_t *)(base + table);
+        uint64_t *slot = &t[(gpa >> (39 - 9 * level)) & 511];
+        uint64_t e = *slot;
+        if (!(e & 7)) {
+            *tables -= 4096;
+            uint64_t pa = *tables;
+            memset(base + pa, 0, 4096);
+            e = pa | 7;
+            *slot = e;
+        } else if (e & 0x80) {
+            return 0;
+        }
+        table = e & mask;
+    }
+    uint64_t *slot = &((uint64_t *)(base + table))[(gpa >> 12) & 511];
+    if (*slot & 7) return 0;
+    uint64_t pa = *bump;
+    *bump += 4096;
+    *slot = pa | 7 | (6 << 3);
+    return pa;
 }

@@ -1,22 +1,37 @@
 // The Rust crate's benchmark workloads with the same kind of HAL: a free-list/bump allocator
 // over one pre-touched arena (1 GiB + 64 MiB), physToVirt = arena base + pa. Each line is
-// the median of 5 repetitions in ns/op; "zeroing" is on (the library always zeroes guest
-// frames, as the Rust crate's "HAL zeroes" column). translate is also run through a C
-// reference walker over the same tables, in the same process, and the ratio printed.
+// the median of 5 repetitions (AXBENCH_RUNS) in ns/op. The fault workloads run three times:
+// with a HAL that does not zero (the Rust table's first column), one that zeroes each frame
+// with memset, and one that zeroes ahead in batches with non-temporal stores. translate and
+// the fault path are also run through a C reference over the same arena, in the same
+// process, and the ratios printed.
 import AxAddrSpace
 import CWalker
 import Glibc
+
+/// How ArenaHAL gives guest frames their zeros.
+enum Zeroing: String, CaseIterable {
+    /// Not at all (the Rust crate's HAL; its "HAL does not zero" column).
+    case none
+    /// `zeroFrame` stores 4 KiB of zeros (memset: temporal stores, read-for-ownership).
+    case memset
+    /// Guest frames come from a small pool zeroed ahead, 32 at a time, with non-temporal
+    /// stores and one store fence per batch; `zeroFrame` has nothing left to do.
+    case nonTemporalBatch = "nt-batch"
+}
 
 final class ArenaHAL: NestedMemoryHAL {
     let base: UnsafeMutableRawPointer
     let size: UInt64
     // Single-threaded like the Rust benchmark's HAL: no runtime exclusivity checks.
-    @exclusivity(unchecked) var next: UInt64 = 0x1000
+    /// Guest frames are bump-allocated from the bottom of the arena, table frames from the
+    /// top (growing down), so the tables stay together as in the Rust benchmark, whose
+    /// lazy map_alloc creates all 515 tables before the first fault.
+    @exclusivity(unchecked) var next: UInt64 = 0
+    @exclusivity(unchecked) var tableNext: UInt64 = 0
     @exclusivity(unchecked) var free: [UInt64] = []
-    /// false: frames are handed out as they are (the Rust table's "HAL does not zero" column).
-    var zeroing = true
-    /// Zero with non-temporal stores instead of memset (AXBENCH_NT_ZERO=1).
-    let nonTemporal = getenv("AXBENCH_NT_ZERO") != nil
+    @exclusivity(unchecked) var zeroed: [UInt64] = []
+    var zeroing = Zeroing.memset
     init(size: UInt64) {
         self.size = size
         // Sound: a private anonymous mapping, backed by transparent huge pages where the
@@ -25,24 +40,49 @@ final class ArenaHAL: NestedMemoryHAL {
         base = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
         madvise(base, Int(size), 14 /* MADV_HUGEPAGE */)
         base.initializeMemory(as: UInt8.self, repeating: 0, count: Int(size))
+        reset()
     }
-    /// Starts over from an empty arena (the walker zeroes its own table frames; guest frames
-    /// are never read in these workloads).
+    /// Starts over from an empty arena (the walker zeroes its own table frames).
     func reset() {
         next = 0x1000
+        tableNext = size
         free.removeAll(keepingCapacity: true)
+        zeroed.removeAll(keepingCapacity: true)
     }
+    /// A table frame (the walker zeroes it).
     @inline(__always) func allocFrame() -> HostPhysAddr? {
-        if let f = free.popLast() { return HostPhysAddr(f) }
-        guard next + 4096 <= size else { return nil }
+        if !free.isEmpty, let f = free.popLast() { return HostPhysAddr(f) }
+        guard tableNext - 4096 >= next else { return nil }
+        tableNext -= 4096
+        return HostPhysAddr(tableNext)
+    }
+    /// A guest frame.
+    @inline(__always) func allocFrame(for gpa: GuestPhysAddr, in area: GuestPhysRange) -> HostPhysAddr? {
+        if zeroing == .nonTemporalBatch {
+            if zeroed.isEmpty { refill() }
+            return zeroed.popLast().map(HostPhysAddr.init)
+        }
+        return guestFrame()
+    }
+    @inline(__always) func guestFrame() -> HostPhysAddr? {
+        if !free.isEmpty, let f = free.popLast() { return HostPhysAddr(f) }
+        guard next + 4096 <= tableNext else { return nil }
         defer { next += 4096 }
         return HostPhysAddr(next)
     }
+    /// Zeroes up to 32 frames ahead with non-temporal stores, then fences once.
+    @inline(never) func refill() {
+        for _ in 0..<32 {
+            guard let f = guestFrame() else { break }
+            cwalker_zero_frame_nt(base + Int(f.raw))  // Sound: frames lie inside the arena.
+            zeroed.append(f.raw)
+        }
+        zeroed.reverse()  // hand them out in address order
+        cwalker_store_fence()
+    }
     @inline(__always) func zeroFrame(_ frame: HostPhysAddr) {
         // Sound: frames lie inside the arena mapping.
-        guard zeroing else { return }
-        if nonTemporal { cwalker_zero_frame_nt(base + Int(frame.raw)) }
-        else { (base + Int(frame.raw)).initializeMemory(as: UInt64.self, repeating: 0, count: 512) }
+        if zeroing == .memset { (base + Int(frame.raw)).initializeMemory(as: UInt64.self, repeating: 0, count: 512) }
     }
     @inline(__always) func deallocFrame(_ frame: HostPhysAddr) { free.append(frame.raw) }
     @inline(__always) func physToVirt(_ pa: HostPhysAddr) -> HostVirtAddr { HostVirtAddr(UInt64(UInt(bitPattern: base)) &+ pa.raw) }
@@ -74,11 +114,13 @@ let pages = Int(gib / 4096)
 nonisolated(unsafe) let hal = ArenaHAL(size: gib + (64 << 20))
 nonisolated(unsafe) var sink: UInt64 = 0
 
-/// Median of 5 runs of `body`, which returns (ns, ops).
+/// Repetitions per workload (AXBENCH_RUNS, default 5; more for profiling).
+let runs = getenv("AXBENCH_RUNS").flatMap { Int(String(cString: $0)) }.map { max(1, $0) } ?? 5
+/// Median of `runs` runs of `body`, which returns (ns, ops).
 func median(_ body: () -> (UInt64, Int)) -> Double {
     var r: [Double] = []
-    for _ in 0..<5 { let (ns, ops) = body(); r.append(Double(ns) / Double(ops)) }
-    return r.sorted()[2]
+    for _ in 0..<runs { let (ns, ops) = body(); r.append(Double(ns) / Double(ops)) }
+    return r.sorted()[runs / 2]
 }
 func fmt(_ v: Double) -> String { String(Double(Int(v * 10 + 0.5)) / 10) }
 
@@ -95,24 +137,55 @@ for i in stride(from: pages - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next()
 
 print("arena: \(hugePagesKB() / 1024) MiB on transparent huge pages")
 var rows: [(String, Double, String)] = []
-/// Runs a workload without, then with zeroing: (no-zero ns/op, zeroing ns/op).
-/// With AXBENCH_PROFILE set, only the no-zeroing half runs (for perf).
+/// With AXBENCH_PROFILE set, the fault workloads run without zeroing only (for perf).
 let profiling = getenv("AXBENCH_PROFILE") != nil
-func both(_ body: () -> Double) -> (Double, Double) {
-    hal.zeroing = false
-    let a = body()
-    hal.zeroing = true
-    return (a, profiling ? 0 : body())
-}
-var zeroRows: [(String, Double, Double, String)] = []
+/// AXBENCH_ONLY=a_fault_seq_1g,e_translate_4k runs only those workloads (for profiling).
+let only: [Substring]? = getenv("AXBENCH_ONLY").map { String(cString: $0).split(separator: ",") }
+func wanted(_ name: String) -> Bool { only?.contains(Substring(name)) ?? true }
 
-do { let (n, z) = both { median {
-    let s = lazySpace()
-    let t = now()
-    for p in 0..<pages { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
-    return (now() - t, pages)
-} }; zeroRows.append(("a_fault_seq_1g", n, z, "7.7 / 162")) }
-rows.append(("a_setup", median {
+/// A fault-path row: ns/op for each zeroing mode, the C reference (no zeroing) if any,
+/// and the Rust figures.
+struct FaultRow { var name: String; var ns: [Zeroing: Double]; var c: Double?; var rust: String }
+var faultRows: [FaultRow] = []
+func eachZeroing(_ body: () -> Double) -> [Zeroing: Double] {
+    var out: [Zeroing: Double] = [:]
+    for z in profiling ? [.none] : Zeroing.allCases {
+        hal.zeroing = z
+        out[z] = body()
+    }
+    hal.zeroing = .memset
+    return out
+}
+
+/// The C reference fault path over the same arena and layout (frames from the bottom,
+/// tables from the top), no zeroing: ns per fault for the pages in `pageOrder`.
+func cFaults(_ pageOrder: [Int]) -> Double {
+    median {
+        hal.reset()
+        let base = hal.base.assumingMemoryBound(to: UInt8.self)
+        var bump: UInt64 = 0x1000
+        var tables: UInt64 = hal.size - 0x1000
+        (base + Int(tables)).initialize(repeating: 0, count: 4096)
+        let root = tables
+        let t = now()
+        for p in pageOrder { sink &+= cwalker_populate(base, root, UInt64(p) << 12, &bump, &tables) }
+        return (now() - t, pageOrder.count)
+    }
+}
+
+func faultAll(_ pageOrder: [Int]) -> Double {
+    median {
+        let s = lazySpace()
+        let t = now()
+        for p in pageOrder { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
+        return (now() - t, pageOrder.count)
+    }
+}
+if wanted("a_fault_seq_1g") {
+    let seq = Array(0..<pages)
+    faultRows.append(FaultRow(name: "a_fault_seq_1g", ns: eachZeroing { faultAll(seq) }, c: cFaults(seq), rust: "7.7 / 162"))
+}
+if wanted("a_setup") { rows.append(("a_setup", median {
     hal.reset()
     let t = now()
     let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
@@ -120,20 +193,19 @@ rows.append(("a_setup", median {
     let d = now() - t
     withExtendedLifetime(s) {}
     return (d, pages)
-}, "4.5"))
-do { let (n, z) = both { median {
-    let s = lazySpace()
-    let t = now()
-    for p in order { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
-    return (now() - t, pages)
-} }; zeroRows.append(("b_fault_rand_1g", n, z, "9.7 / 168")) }
-do { let (n, z) = both { median {
-    hal.reset()
-    let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
-    let t = now()
-    try! s.mapAlloc(GuestPhysAddr(0), size: 256 << 20, flags: .rw, populate: true)
-    return (now() - t, 65536)
-} }; zeroRows.append(("c_populate_256m", n, z, "5.0 / 161")) }
+}, "4.5")) }
+if wanted("b_fault_rand_1g") {
+    faultRows.append(FaultRow(name: "b_fault_rand_1g", ns: eachZeroing { faultAll(order) }, c: cFaults(order), rust: "9.7 / 168"))
+}
+if wanted("c_populate_256m") {
+    faultRows.append(FaultRow(name: "c_populate_256m", ns: eachZeroing { median {
+        hal.reset()
+        let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
+        let t = now()
+        try! s.mapAlloc(GuestPhysAddr(0), size: 256 << 20, flags: .rw, populate: true)
+        return (now() - t, 65536)
+    } }, c: nil, rust: "5.0 / 161"))
+}
 
 nonisolated(unsafe) var addrs: [UInt64] = (0..<1_000_000).map { _ in rng.next() % gib }
 func translateRow(_ name: String, _ s: AddrSpace<EPT, ArenaHAL>, rust: String) -> (String, Double, String) {
@@ -151,42 +223,57 @@ func translateRow(_ name: String, _ s: AddrSpace<EPT, ArenaHAL>, rust: String) -
     }
     return (name, swift, rust + "; C reference \(fmt(c)), Swift/C \(fmt(swift / c * 100))%")
 }
-do {
+if wanted("d_translate_1g_huge") {
     hal.reset()
     let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
     try! s.mapLinear(GuestPhysAddr(0), to: HostPhysAddr(gib), size: gib, flags: .rw)
     rows.append(translateRow("d_translate_1g_huge", s, rust: "2.1"))
 }
-do {
+if wanted("d2_translate_2m") {
     hal.reset()
     let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
     try! s.mapLinear(GuestPhysAddr(0), to: HostPhysAddr(gib + (2 << 20)), size: gib, flags: .rw)
     rows.append(translateRow("d2_translate_2m", s, rust: "2.6"))
 }
-do {
+if wanted("e_translate_4k") {
     let s = lazySpace()
     for p in 0..<pages { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
     rows.append(translateRow("e_translate_4k", s, rust: "6.4"))
 }
-rows.append(("f_unmap_1g", median {
+if wanted("f_unmap_1g") { rows.append(("f_unmap_1g", median {
     let s = lazySpace()
     for p in 0..<pages { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
     let t = now()
     try! s.unmap(GuestPhysAddr(0), size: gib)
     return (now() - t, pages)
-}, "4.0"))
+}, "4.0")) }
 
-// The floor under the zeroing column: only zero 1 GiB of arena frames in order, nothing else.
-let zeroOnly = median {
-    let t = now()
-    for p in 0..<pages { hal.zeroFrame(HostPhysAddr(0x1000 + UInt64(p) << 12)) }
-    return (now() - t, pages)
+// The floor under the zeroing columns: only zero 1 GiB of arena frames in order.
+if wanted("zero_only") {
+    let memsetOnly = median {
+        let t = now()
+        for p in 0..<pages { (hal.base + 0x1000 + p << 12).initializeMemory(as: UInt64.self, repeating: 0, count: 512) }
+        return (now() - t, pages)
+    }
+    let ntOnly = median {
+        let t = now()
+        for p in 0..<pages {
+            cwalker_zero_frame_nt(hal.base + 0x1000 + p << 12)
+            if p % 32 == 31 { cwalker_store_fence() }
+        }
+        cwalker_store_fence()
+        return (now() - t, pages)
+    }
+    print("zeroing a 4 KiB frame alone (same arena, in order): memset \(fmt(memsetOnly)) ns, non-temporal in batches of 32 \(fmt(ntOnly)) ns")
 }
-print("zeroing a 4 KiB frame alone (same arena, same order): \(fmt(zeroOnly)) ns")
 print("")
-print("| workload | Swift ns/op, no zeroing / zeroing | Rust crate ns/op, no zeroing / zeroing (reference file) |")
-print("|---|---|---|")
-for (n, a, z, r) in zeroRows { print("| \(n) | \(fmt(a)) / \(fmt(z)) | \(r) |") }
+print("| workload | Swift ns/op: HAL does not zero / memset / nt-batch | Rust crate ns/op: does not zero / zeroes (reference file) | C reference fault path, no zeroing: ns, Swift/C |")
+print("|---|---|---|---|")
+for r in faultRows {
+    let swift = Zeroing.allCases.map { r.ns[$0].map(fmt) ?? "–" }.joined(separator: " / ")
+    let c = r.c.map { c in "\(fmt(c)), \(fmt((r.ns[.none] ?? 0) / c * 100))%" } ?? "–"
+    print("| \(r.name) | \(swift) | \(r.rust) | \(c) |")
+}
 print("")
 print("| workload | Swift ns/op | Rust crate ns/op (reference file) |")
 print("|---|---|---|")

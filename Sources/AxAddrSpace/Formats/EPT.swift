@@ -39,21 +39,21 @@ public struct EPT: NestedPagingFormat {
         self.normalMemoryType = normalMemoryType
     }
 
-    /// Bits that make an entry present (SDM 29.3.2): R/W/X, and user-execute with MBEC.
-    @inlinable var presentMask: UInt64 { modeBasedExecute ? 0x407 : 0x7 }
+    // SDM 29.3.2: an entry is "present" if any of bits 2:0 is set (bit 10 too with MBEC).
+    @inlinable public var presentMask: UInt64 { modeBasedExecute ? 0x407 : 0x7 }
+    // Bit 7 (page size) clear in a PML4E / PDPTE / PDE: it references a table.
+    @inlinable public var tableMask: UInt64 { EPTEntry.largePage }
+    @inlinable public var tableBits: UInt64 { 0 }
 
     public var levels: Int { 4 }
     public var rootEntries: Int { 512 }
     public func allowsHugeLeaf(_ size: PageSize) -> Bool { true }
-    // SDM 29.3.2: an entry is "present" if any of bits 2:0 is set (bit 10 too with MBEC).
-    @inlinable public func isPresent(_ raw: UInt64) -> Bool { raw & presentMask != 0 }
-    @inlinable public func isTable(_ raw: UInt64) -> Bool { raw & EPTEntry.largePage == 0 }
     @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
         // Tables grant everything; the leaf decides (SDM 29.3.3: permissions are ANDed).
-        table.raw & EPTEntry.addressMask | 0x7 | (modeBasedExecute ? EPTEntry.executeForUser : 0)
+        encodeAddress(table) | 0x7 | (modeBasedExecute ? EPTEntry.executeForUser : 0)
     }
     @inline(__always) @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
-        var e = pa.raw & EPTEntry.addressMask
+        var e = encodeAddress(pa)
         if flags.contains(.read) { e |= EPTEntry.read }
         if flags.contains(.write) { e |= EPTEntry.write }
         if flags.contains(.execute) {
@@ -69,6 +69,7 @@ public struct EPT: NestedPagingFormat {
         return e
     }
     @inlinable public func address(_ raw: UInt64) -> HostPhysAddr { HostPhysAddr(raw & EPTEntry.addressMask) }
+    @inlinable public func encodeAddress(_ pa: HostPhysAddr) -> UInt64 { pa.raw & EPTEntry.addressMask }
     @inlinable public func leafFlags(_ raw: UInt64) -> MappingFlags {
         var f: MappingFlags = []
         if raw & EPTEntry.read != 0 { f.insert(.read) }

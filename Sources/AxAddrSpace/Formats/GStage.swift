@@ -38,15 +38,16 @@ public struct GStage: NestedPagingFormat {
 
     public var rootEntries: Int { 2048 }
     public func allowsHugeLeaf(_ size: PageSize) -> Bool { true }  // megapages, gigapages
-    @inlinable public func isPresent(_ raw: UInt64) -> Bool { raw & GStagePTE.valid != 0 }
+    @inlinable public var presentMask: UInt64 { GStagePTE.valid }
     // A valid PTE with R = W = X = 0 points to the next level.
-    @inlinable public func isTable(_ raw: UInt64) -> Bool { raw & 0xe == 0 }
+    @inlinable public var tableMask: UInt64 { GStagePTE.read | GStagePTE.write | GStagePTE.execute }
+    @inlinable public var tableBits: UInt64 { 0 }
     @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
-        (table.raw >> 12) << GStagePTE.ppnShift | GStagePTE.valid
+        encodeAddress(table) | GStagePTE.valid
     }
     @inline(__always) @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
         // A and D preset: with Svade a clear A/D raises a guest-page fault instead.
-        var e = (pa.raw >> 12) << GStagePTE.ppnShift | GStagePTE.valid | GStagePTE.user
+        var e = encodeAddress(pa) | GStagePTE.valid | GStagePTE.user
             | GStagePTE.accessed | GStagePTE.dirty
         if flags.contains(.read) { e |= GStagePTE.read }
         if flags.contains(.write) { e |= GStagePTE.write }
@@ -56,6 +57,7 @@ public struct GStage: NestedPagingFormat {
     @inlinable public func address(_ raw: UInt64) -> HostPhysAddr {
         HostPhysAddr(((raw & GStagePTE.ppnMask) >> GStagePTE.ppnShift) << 12)
     }
+    @inlinable public func encodeAddress(_ pa: HostPhysAddr) -> UInt64 { (pa.raw >> 12) << GStagePTE.ppnShift }
     @inlinable public func leafFlags(_ raw: UInt64) -> MappingFlags {
         var f: MappingFlags = []
         if raw & GStagePTE.read != 0 { f.insert(.read) }

@@ -25,13 +25,15 @@ public struct NPT: NestedPagingFormat {
     public var levels: Int { 4 }
     public var rootEntries: Int { 512 }
     public func allowsHugeLeaf(_ size: PageSize) -> Bool { true }
-    @inlinable public func isPresent(_ raw: UInt64) -> Bool { raw & NPTEntry.present != 0 }
-    @inlinable public func isTable(_ raw: UInt64) -> Bool { raw & NPTEntry.pageSize == 0 }
+    @inlinable public var presentMask: UInt64 { NPTEntry.present }
+    // PS (bit 7) clear in a PML4E / PDPE / PDE: it references a table.
+    @inlinable public var tableMask: UInt64 { NPTEntry.pageSize }
+    @inlinable public var tableBits: UInt64 { 0 }
     @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
-        table.raw & NPTEntry.addressMask | NPTEntry.present | NPTEntry.writable | NPTEntry.user
+        encodeAddress(table) | NPTEntry.present | NPTEntry.writable | NPTEntry.user
     }
     @inline(__always) @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
-        var e = pa.raw & NPTEntry.addressMask | NPTEntry.present | NPTEntry.user
+        var e = encodeAddress(pa) | NPTEntry.present | NPTEntry.user
         if flags.contains(.write) { e |= NPTEntry.writable }
         if !flags.contains(.execute) { e |= NPTEntry.noExecute }
         // PAT index from PWT/PCD with the default PAT: 0b11 = UC, 0b01 = WT; for uncached
@@ -45,6 +47,7 @@ public struct NPT: NestedPagingFormat {
         // Bit 12 of a large-page entry is its PAT bit, never set by this library.
         HostPhysAddr(raw & NPTEntry.addressMask)
     }
+    @inlinable public func encodeAddress(_ pa: HostPhysAddr) -> UInt64 { pa.raw & NPTEntry.addressMask }
     @inlinable public func leafFlags(_ raw: UInt64) -> MappingFlags {
         var f: MappingFlags = .read
         if raw & NPTEntry.writable != 0 { f.insert(.write) }

@@ -11,15 +11,21 @@ public protocol NestedPagingFormat: Sendable {
     var rootEntries: Int { get }
     /// Whether a 2 MiB or 1 GiB leaf (block) may be used.
     func allowsHugeLeaf(_ size: PageSize) -> Bool
-    /// The entry translates (leaf) or points to a table.
-    func isPresent(_ raw: UInt64) -> Bool
-    /// Above the last level: the present entry points to a next-level table (else a huge leaf).
-    func isTable(_ raw: UInt64) -> Bool
+    /// An entry is present (translates, or points to a table) when any of these bits is set.
+    var presentMask: UInt64 { get }
+    /// Above the last level, a present entry points to a next-level table when
+    /// `raw & tableMask == tableBits` (else it is a huge leaf / block).
+    var tableMask: UInt64 { get }
+    var tableBits: UInt64 { get }
     func tableEntry(_ table: HostPhysAddr) -> UInt64
     /// A leaf for `pa` with `flags`. `size` tells block from page where the format cares.
     func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64
     /// The output address of a present entry (table or leaf).
     func address(_ raw: UInt64) -> HostPhysAddr
+    /// The address field of an entry for output address `pa` (the inverse of `address`):
+    /// `leafEntry(pa, …) == leafEntry(0, …) | encodeAddress(pa)`, which lets the fault path
+    /// build leaves from a template.
+    func encodeAddress(_ pa: HostPhysAddr) -> UInt64
     /// The flags of a present leaf.
     func leafFlags(_ raw: UInt64) -> MappingFlags
     /// The invalidation for one GPA, or for everything when `gpa` is `nil`.
@@ -32,6 +38,10 @@ public protocol NestedPagingFormat: Sendable {
 }
 
 extension NestedPagingFormat {
+    /// The entry translates (leaf) or points to a table.
+    @inlinable @inline(__always) public func isPresent(_ raw: UInt64) -> Bool { raw & presentMask != 0 }
+    /// Above the last level: the present entry points to a next-level table (else a huge leaf).
+    @inlinable @inline(__always) public func isTable(_ raw: UInt64) -> Bool { raw & tableMask == tableBits }
     @inlinable public var guestAddressLimit: UInt64 {
         UInt64(rootEntries) << UInt64(12 + 9 * (levels - 1))
     }

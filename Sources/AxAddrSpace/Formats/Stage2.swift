@@ -67,13 +67,15 @@ public struct Stage2: NestedPagingFormat {
 
     public var rootEntries: Int { 512 }
     public func allowsHugeLeaf(_ size: PageSize) -> Bool { true }  // level 1 and level 2 blocks
-    @inlinable public func isPresent(_ raw: UInt64) -> Bool { raw & Stage2Descriptor.valid != 0 }
-    @inlinable public func isTable(_ raw: UInt64) -> Bool { raw & Stage2Descriptor.tableOrPage != 0 }
+    @inlinable public var presentMask: UInt64 { Stage2Descriptor.valid }
+    // Above level 3, bits 1:0 = 0b11 is a table descriptor, 0b01 a block.
+    @inlinable public var tableMask: UInt64 { Stage2Descriptor.tableOrPage }
+    @inlinable public var tableBits: UInt64 { Stage2Descriptor.tableOrPage }
     @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
-        table.raw & Stage2Descriptor.addressMask | Stage2Descriptor.valid | Stage2Descriptor.tableOrPage
+        encodeAddress(table) | Stage2Descriptor.valid | Stage2Descriptor.tableOrPage
     }
     @inline(__always) @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
-        var e = pa.raw & Stage2Descriptor.addressMask | Stage2Descriptor.valid | Stage2Descriptor.accessFlag
+        var e = encodeAddress(pa) | Stage2Descriptor.valid | Stage2Descriptor.accessFlag
         if size == .size4K { e |= Stage2Descriptor.tableOrPage }
         let attr = flags.contains(.device) ? attributes.device
             : flags.contains(.uncached) ? attributes.normalNonCacheable : attributes.normal
@@ -85,6 +87,7 @@ public struct Stage2: NestedPagingFormat {
         return e
     }
     @inlinable public func address(_ raw: UInt64) -> HostPhysAddr { HostPhysAddr(raw & Stage2Descriptor.addressMask) }
+    @inlinable public func encodeAddress(_ pa: HostPhysAddr) -> UInt64 { pa.raw & Stage2Descriptor.addressMask }
     @inlinable public func leafFlags(_ raw: UInt64) -> MappingFlags {
         var f: MappingFlags = []
         if raw & Stage2Descriptor.s2apRead != 0 { f.insert(.read) }

@@ -3,5 +3,13 @@
 /// where host-physical `pa` lives at `base + pa`. Returns 0 if not mapped.
 uint64_t cwalker_translate(const uint8_t *base, uint64_t root, uint64_t gpa);
 /// Zeroes 4 KiB at `p` with non-temporal 16-byte stores (no read-for-ownership, no cache
-/// pollution): how a HAL may zero frames "with the widest stores the machine has".
+/// pollution). The stores are weakly ordered: call `cwalker_store_fence` before anything
+/// else may see the frame (once per batch of frames).
 void cwalker_zero_frame_nt(void *p);
+void cwalker_store_fence(void);
+/// Reference fault path: maps the 4 KiB page `gpa` read/write/execute (WB) in the 4-level
+/// EPT at `root`, creating zeroed tables on the way; frames come from the bump pointer
+/// `*bump` (growing up), tables from `*tables` (growing down), as ArenaHAL does. Returns
+/// the frame, or 0 if already mapped.
+/// What the Rust crate's `handle_page_fault` does, minus its area lookup.
+uint64_t cwalker_populate(uint8_t *base, uint64_t root, uint64_t gpa, uint64_t *bump, uint64_t *tables);
