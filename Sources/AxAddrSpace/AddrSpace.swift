@@ -350,18 +350,24 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
 
     /// Clears the leaves in `r`, releasing the frames of alloc areas.
     private func removeLeaves(in r: GuestPhysRange) throws(AddrSpaceError) {
-        var cache: MemoryArea? = nil
+        // The area of the previous leaf, as plain values: leaves come in address order.
+        var areaStart: UInt64 = 1, areaEnd: UInt64 = 0, releases = false
+        var released = 0
         do {
             try pageTable.unmapRegion(r.start, size: r.size, onLeaf: { gpa, f, _ in
-                if cache == nil || !(cache?.range.contains(gpa) ?? false) { cache = area(containing: gpa) }
-                if let a = cache, !a.isLinear {
+                if gpa.raw &- areaStart >= areaEnd &- areaStart {
+                    let a = area(containing: gpa)
+                    (areaStart, areaEnd, releases) = a.map { ($0.start.raw, $0.end.raw, !$0.isLinear) } ?? (1, 0, false)
+                }
+                if releases {
                     hal.deallocFrame(f)
-                    counters.populatedFrames -= 1
+                    released &+= 1
                 }
             })
         } catch {
             throw mapError(error)
         }
+        counters.populatedFrames -= released
     }
 
     private func checkRange(_ gpa: GuestPhysAddr, size: UInt64) throws(AddrSpaceError) -> GuestPhysRange {

@@ -43,10 +43,9 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     @usableFromInline let rootShift: UInt64
     @usableFromInline let rootMask: UInt64
     @usableFromInline let limit: UInt64
-    /// The format's entry-kind masks, kept here so the walks read them once into registers.
+    /// The format's present mask, kept here so the walks read it once into a register (the
+    /// table masks are constants of every format).
     @usableFromInline let presentMask: UInt64
-    @usableFromInline let tableMask: UInt64
-    @usableFromInline let tableBits: UInt64
     /// The last 4 KiB leaf built without its address, and for which flags: faults in one
     /// area ask for the same flags again and again (`leaf4K`).
     @exclusivity(unchecked) @usableFromInline var templateFlags: MappingFlags = []
@@ -68,8 +67,6 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         self.rootMask = UInt64(format.rootEntries - 1)
         self.limit = format.guestAddressLimit
         self.presentMask = format.presentMask
-        self.tableMask = format.tableMask
-        self.tableBits = format.tableBits
         self.template4K = format.leafEntry(HostPhysAddr(0), flags: [], size: .size4K)
         self.tableFrames = frames
     }
@@ -87,6 +84,10 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         UnsafeMutablePointer<UInt64>(bitPattern: UInt(hal.physToVirt(pa).raw)).unsafelyUnwrapped
     }
     @inline(__always) @inlinable func table(_ pa: HostPhysAddr) -> UnsafeMutablePointer<UInt64> { Self.pointer(hal, pa) }
+    /// `rootShift` and `rootMask` from the format: constants where the format's geometry is
+    /// (EPT, NPT), so that the walk loops have a known trip count and unroll.
+    @inline(__always) @inlinable var walkRootShift: UInt64 { UInt64(truncatingIfNeeded: 12 &+ 9 &* (format.levels &- 1)) }
+    @inline(__always) @inlinable var walkRootMask: UInt64 { UInt64(truncatingIfNeeded: format.rootEntries &- 1) }
     @inline(__always) @inlinable func shift(_ level: Int) -> UInt64 { rootShift &- 9 &* UInt64(truncatingIfNeeded: level) }
     @inline(__always) @inlinable func index(_ gpa: UInt64, _ level: Int) -> Int {
         Int(truncatingIfNeeded: (gpa &>> shift(level)) & (level == 0 ? rootMask : 511))
@@ -106,9 +107,9 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     /// The hot loop of every query: the masks in registers, the last level found by its
     /// shift (12), wrapping arithmetic and masking shifts only.
     @inline(__always) @inlinable func leafInRange(_ gpa: UInt64) -> (entry: UInt64, shift: UInt64)? {
-        let present = presentMask, tMask = tableMask, tBits = tableBits
-        var sh = rootShift
-        var e = rootTable[Int(truncatingIfNeeded: (gpa &>> sh) & rootMask)]
+        let present = presentMask, tMask = format.tableMask, tBits = format.tableBits
+        var sh = walkRootShift
+        var e = rootTable[Int(truncatingIfNeeded: (gpa &>> sh) & walkRootMask)]
         while true {
             if e & present == 0 { return nil }
             if sh == 12 || e & tMask != tBits { return (e, sh) }
@@ -210,10 +211,10 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     /// tables is the rare, out-of-line part.
     @inlinable @inline(__always)
     func leafSlot(creating v: UInt64) -> LeafSlot {
-        let present = presentMask, tMask = tableMask, tBits = tableBits
+        let present = presentMask, tMask = format.tableMask, tBits = format.tableBits
         var t = rootTable
-        var sh = rootShift
-        var i = Int(truncatingIfNeeded: (v &>> sh) & rootMask)
+        var sh = walkRootShift
+        var i = Int(truncatingIfNeeded: (v &>> sh) & walkRootMask)
         while sh != 12 {
             let e = t[i]
             if e & present == 0 { return createTables(t, i, shift: sh, v) }
@@ -409,6 +410,10 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
                             leaves: Bool, onLeaf: (GuestPhysAddr, HostPhysAddr, PageSize) -> Void,
                             reserve: inout SplitReserve, flush: inout InvalidationBatch) {
         if lo >= hi { return }
+        if level == lastLevel {
+            if leaves { clearLeaves(t, base: base, lo: lo, hi: hi, onLeaf: onLeaf, flush: &flush) }
+            return
+        }
         let sh = shift(level)
         let span = UInt64(1) << sh
         for i in index(lo, level)...index(hi - 1, level) {
@@ -438,6 +443,22 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
                 flush.add(GuestPhysAddr(slot))
                 freeTableFrame(child)
             }
+        }
+    }
+
+    /// `clearRange` in a last-level table: every 4 KiB leaf in `[lo, hi)` goes.
+    @inline(__always)
+    private func clearLeaves(_ t: UnsafeMutablePointer<UInt64>, base: UInt64, lo: UInt64, hi: UInt64,
+                             onLeaf: (GuestPhysAddr, HostPhysAddr, PageSize) -> Void,
+                             flush: inout InvalidationBatch) {
+        let present = presentMask
+        for i in Int(truncatingIfNeeded: (lo &>> 12) & 511)...Int(truncatingIfNeeded: ((hi &- 1) &>> 12) & 511) {
+            let e = t[i]
+            if e & present == 0 { continue }
+            t[i] = 0
+            let gpa = GuestPhysAddr(base | UInt64(truncatingIfNeeded: i) &<< 12)
+            flush.add(gpa)
+            onLeaf(gpa, format.address(e), .size4K)
         }
     }
 

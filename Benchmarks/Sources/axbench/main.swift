@@ -20,6 +20,30 @@ enum Zeroing: String, CaseIterable {
     case nonTemporalBatch = "nt-batch"
 }
 
+/// A stack of frame addresses with a fixed capacity: the free list of a HAL that, like the
+/// Rust benchmark's, is single-threaded (Array's copy-on-write checks cost a runtime call
+/// per push and pop).
+struct FrameStack {
+    let slots: UnsafeMutablePointer<UInt64>
+    let capacity: Int
+    var count = 0
+    init(capacity: Int) {
+        self.capacity = capacity
+        slots = .allocate(capacity: capacity)
+    }
+    var isEmpty: Bool { count == 0 }
+    @inline(__always) mutating func push(_ f: UInt64) {
+        precondition(count < capacity, "more frames freed than the arena has")
+        slots[count] = f
+        count += 1
+    }
+    @inline(__always) mutating func pop() -> UInt64? {
+        guard count > 0 else { return nil }
+        count -= 1
+        return slots[count]
+    }
+}
+
 final class ArenaHAL: NestedMemoryHAL {
     let base: UnsafeMutableRawPointer
     let size: UInt64
@@ -29,11 +53,12 @@ final class ArenaHAL: NestedMemoryHAL {
     /// lazy map_alloc creates all 515 tables before the first fault.
     @exclusivity(unchecked) var next: UInt64 = 0
     @exclusivity(unchecked) var tableNext: UInt64 = 0
-    @exclusivity(unchecked) var free: [UInt64] = []
-    @exclusivity(unchecked) var zeroed: [UInt64] = []
-    var zeroing = Zeroing.memset
+    @exclusivity(unchecked) var free: FrameStack
+    @exclusivity(unchecked) var zeroed = FrameStack(capacity: 32)
+    var zeroing = Zeroing.none
     init(size: UInt64) {
         self.size = size
+        free = FrameStack(capacity: Int(size / 4096))
         // Sound: a private anonymous mapping, backed by transparent huge pages where the
         // kernel allows (THP is "madvise" here) and pre-touched, so neither host page faults
         // nor 4 KiB TLB misses on the arena are measured — for Swift and C alike.
@@ -46,12 +71,12 @@ final class ArenaHAL: NestedMemoryHAL {
     func reset() {
         next = 0x1000
         tableNext = size
-        free.removeAll(keepingCapacity: true)
-        zeroed.removeAll(keepingCapacity: true)
+        free.count = 0
+        zeroed.count = 0
     }
     /// A table frame (the walker zeroes it).
     @inline(__always) func allocFrame() -> HostPhysAddr? {
-        if !free.isEmpty, let f = free.popLast() { return HostPhysAddr(f) }
+        if let f = free.pop() { return HostPhysAddr(f) }
         guard tableNext - 4096 >= next else { return nil }
         tableNext -= 4096
         return HostPhysAddr(tableNext)
@@ -60,31 +85,32 @@ final class ArenaHAL: NestedMemoryHAL {
     @inline(__always) func allocFrame(for gpa: GuestPhysAddr, in area: GuestPhysRange) -> HostPhysAddr? {
         if zeroing == .nonTemporalBatch {
             if zeroed.isEmpty { refill() }
-            return zeroed.popLast().map(HostPhysAddr.init)
+            return zeroed.pop().map(HostPhysAddr.init)
         }
         return guestFrame()
     }
     @inline(__always) func guestFrame() -> HostPhysAddr? {
-        if !free.isEmpty, let f = free.popLast() { return HostPhysAddr(f) }
+        if let f = free.pop() { return HostPhysAddr(f) }
         guard next + 4096 <= tableNext else { return nil }
         defer { next += 4096 }
         return HostPhysAddr(next)
     }
     /// Zeroes up to 32 frames ahead with non-temporal stores, then fences once.
     @inline(never) func refill() {
-        for _ in 0..<32 {
+        var batch: [HostPhysAddr] = []
+        for _ in 0..<zeroed.capacity {
             guard let f = guestFrame() else { break }
             cwalker_zero_frame_nt(base + Int(f.raw))  // Sound: frames lie inside the arena.
-            zeroed.append(f.raw)
+            batch.append(f)
         }
-        zeroed.reverse()  // hand them out in address order
+        for f in batch.reversed() { zeroed.push(f.raw) }  // handed out in address order
         cwalker_store_fence()
     }
     @inline(__always) func zeroFrame(_ frame: HostPhysAddr) {
         // Sound: frames lie inside the arena mapping.
         if zeroing == .memset { (base + Int(frame.raw)).initializeMemory(as: UInt64.self, repeating: 0, count: 512) }
     }
-    @inline(__always) func deallocFrame(_ frame: HostPhysAddr) { free.append(frame.raw) }
+    @inline(__always) func deallocFrame(_ frame: HostPhysAddr) { free.push(frame.raw) }
     @inline(__always) func physToVirt(_ pa: HostPhysAddr) -> HostVirtAddr { HostVirtAddr(UInt64(UInt(bitPattern: base)) &+ pa.raw) }
     @inline(__always) func virtToPhys(_ va: HostVirtAddr) -> HostPhysAddr { HostPhysAddr(va.raw - UInt64(UInt(bitPattern: base))) }
 }
@@ -122,6 +148,20 @@ func median(_ body: () -> (UInt64, Int)) -> Double {
     for _ in 0..<runs { let (ns, ops) = body(); r.append(Double(ns) / Double(ops)) }
     return r.sorted()[runs / 2]
 }
+/// Runs `swift` and `c` alternately `runs` times (so that both see the same machine: this
+/// one's speed drifts by tens of percent between seconds) and returns their medians and
+/// the median of the per-pair ratios swift / c.
+func paired(_ swift: () -> (UInt64, Int), _ c: () -> (UInt64, Int)) -> (swift: Double, c: Double, ratio: Double) {
+    var a: [Double] = [], b: [Double] = [], r: [Double] = []
+    for i in 0..<runs {
+        func one(_ body: () -> (UInt64, Int)) -> Double { let (ns, ops) = body(); return Double(ns) / Double(ops) }
+        let (x, y) = i % 2 == 0 ? (one(swift), one(c)) : { let y = one(c); return (one(swift), y) }()
+        a.append(x)
+        b.append(y)
+        r.append(x / y)
+    }
+    return (a.sorted()[runs / 2], b.sorted()[runs / 2], r.sorted()[runs / 2])
+}
 func fmt(_ v: Double) -> String { String(Double(Int(v * 10 + 0.5)) / 10) }
 
 func lazySpace() -> AddrSpace<EPT, ArenaHAL> {
@@ -145,46 +185,54 @@ func wanted(_ name: String) -> Bool { only?.contains(Substring(name)) ?? true }
 
 /// A fault-path row: ns/op for each zeroing mode, the C reference (no zeroing) if any,
 /// and the Rust figures.
-struct FaultRow { var name: String; var ns: [Zeroing: Double]; var c: Double?; var rust: String }
+struct FaultRow {
+    var name: String
+    var ns: [Zeroing: Double]
+    /// The C reference's ns/op and the median Swift/C ratio, both without zeroing.
+    var c: (ns: Double, ratio: Double)?
+    var rust: String
+}
 var faultRows: [FaultRow] = []
-func eachZeroing(_ body: () -> Double) -> [Zeroing: Double] {
+func eachZeroing(skipping skip: Zeroing? = nil, _ body: () -> Double) -> [Zeroing: Double] {
     var out: [Zeroing: Double] = [:]
-    for z in profiling ? [.none] : Zeroing.allCases {
+    for z in profiling ? [.none] : Zeroing.allCases where z != skip {
         hal.zeroing = z
         out[z] = body()
     }
-    hal.zeroing = .memset
+    hal.zeroing = .none  // the other workloads never read guest frames
     return out
 }
 
-/// The C reference fault path over the same arena and layout (frames from the bottom,
-/// tables from the top), no zeroing: ns per fault for the pages in `pageOrder`.
-func cFaults(_ pageOrder: [Int]) -> Double {
-    median {
-        hal.reset()
-        let base = hal.base.assumingMemoryBound(to: UInt8.self)
-        var bump: UInt64 = 0x1000
-        var tables: UInt64 = hal.size - 0x1000
-        (base + Int(tables)).initialize(repeating: 0, count: 4096)
-        let root = tables
-        let t = now()
-        for p in pageOrder { sink &+= cwalker_populate(base, root, UInt64(p) << 12, &bump, &tables) }
-        return (now() - t, pageOrder.count)
-    }
+/// One run of the C reference fault path over the same arena and layout (frames from the
+/// bottom, tables from the top), no zeroing, for the pages in `pageOrder`.
+func cFaults(_ pageOrder: [Int]) -> (UInt64, Int) {
+    hal.reset()
+    let base = hal.base.assumingMemoryBound(to: UInt8.self)
+    var bump: UInt64 = 0x1000
+    var tables: UInt64 = hal.size - 0x1000
+    (base + Int(tables)).initialize(repeating: 0, count: 4096)
+    let root = tables
+    let t = now()
+    for p in pageOrder { sink &+= cwalker_populate(base, root, UInt64(p) << 12, &bump, &tables) }
+    return (now() - t, pageOrder.count)
 }
 
-func faultAll(_ pageOrder: [Int]) -> Double {
-    median {
-        let s = lazySpace()
-        let t = now()
-        for p in pageOrder { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
-        return (now() - t, pageOrder.count)
-    }
+/// One run of `handlePageFault` on every page of a fresh lazy 1 GiB area, in `pageOrder`.
+func faultAll(_ pageOrder: [Int]) -> (UInt64, Int) {
+    let s = lazySpace()
+    let t = now()
+    for p in pageOrder { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
+    return (now() - t, pageOrder.count)
 }
-if wanted("a_fault_seq_1g") {
-    let seq = Array(0..<pages)
-    faultRows.append(FaultRow(name: "a_fault_seq_1g", ns: eachZeroing { faultAll(seq) }, c: cFaults(seq), rust: "7.7 / 162"))
+
+func faultRow(_ name: String, _ pageOrder: [Int], rust: String) -> FaultRow {
+    hal.zeroing = .none
+    let p = paired({ faultAll(pageOrder) }, { cFaults(pageOrder) })
+    var ns = eachZeroing(skipping: .none) { median { faultAll(pageOrder) } }
+    ns[.none] = p.swift
+    return FaultRow(name: name, ns: ns, c: (p.c, p.ratio), rust: rust)
 }
+if wanted("a_fault_seq_1g") { faultRows.append(faultRow("a_fault_seq_1g", Array(0..<pages), rust: "7.7 / 162")) }
 if wanted("a_setup") { rows.append(("a_setup", median {
     hal.reset()
     let t = now()
@@ -194,9 +242,7 @@ if wanted("a_setup") { rows.append(("a_setup", median {
     withExtendedLifetime(s) {}
     return (d, pages)
 }, "4.5")) }
-if wanted("b_fault_rand_1g") {
-    faultRows.append(FaultRow(name: "b_fault_rand_1g", ns: eachZeroing { faultAll(order) }, c: cFaults(order), rust: "9.7 / 168"))
-}
+if wanted("b_fault_rand_1g") { faultRows.append(faultRow("b_fault_rand_1g", order, rust: "9.7 / 168")) }
 if wanted("c_populate_256m") {
     faultRows.append(FaultRow(name: "c_populate_256m", ns: eachZeroing { median {
         hal.reset()
@@ -209,19 +255,18 @@ if wanted("c_populate_256m") {
 
 nonisolated(unsafe) var addrs: [UInt64] = (0..<1_000_000).map { _ in rng.next() % gib }
 func translateRow(_ name: String, _ s: AddrSpace<EPT, ArenaHAL>, rust: String) -> (String, Double, String) {
-    let swift = median {
+    let base = hal.base.assumingMemoryBound(to: UInt8.self)
+    let root = s.pageTableRoot.raw
+    let p = paired({
         let t = now()
         for a in addrs { sink &+= s.translate(GuestPhysAddr(a))?.raw ?? 0 }
         return (now() - t, addrs.count)
-    }
-    let base = hal.base.assumingMemoryBound(to: UInt8.self)
-    let root = s.pageTableRoot.raw
-    let c = median {
+    }, {
         let t = now()
         for a in addrs { sink &+= cwalker_translate(base, root, a) }
         return (now() - t, addrs.count)
-    }
-    return (name, swift, rust + "; C reference \(fmt(c)), Swift/C \(fmt(swift / c * 100))%")
+    })
+    return (name, p.swift, rust + "; C reference \(fmt(p.c)), Swift/C \(fmt(p.ratio * 100))%")
 }
 if wanted("d_translate_1g_huge") {
     hal.reset()
@@ -271,7 +316,7 @@ print("| workload | Swift ns/op: HAL does not zero / memset / nt-batch | Rust cr
 print("|---|---|---|---|")
 for r in faultRows {
     let swift = Zeroing.allCases.map { r.ns[$0].map(fmt) ?? "–" }.joined(separator: " / ")
-    let c = r.c.map { c in "\(fmt(c)), \(fmt((r.ns[.none] ?? 0) / c * 100))%" } ?? "–"
+    let c = r.c.map { c in "\(fmt(c.ns)), \(fmt(c.ratio * 100))%" } ?? "–"
     print("| \(r.name) | \(swift) | \(r.rust) | \(c) |")
 }
 print("")
