@@ -11,10 +11,12 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
     /// Areas sorted by start, never overlapping.
     // Unchecked exclusivity: the space is single-threaded by contract and never holds an
     // access to these across a call that could touch them again.
-    @exclusivity(unchecked) public private(set) var areas: [MemoryArea] = []
+    @exclusivity(unchecked) public private(set) var areas: [MemoryArea] = [] {
+        didSet { hot = HotArea() }
+    }
     @exclusivity(unchecked) private var counters = AddrSpaceStatistics()
-    /// Index of the area the last lookup found (a hint, checked before use).
-    @exclusivity(unchecked) private var lastArea = 0
+    /// The area of the last fault: faults come in runs inside one area.
+    @exclusivity(unchecked) private var hot = HotArea()
 
     /// The HAL (the page table's own, kept here so the fault path loads it directly).
     public let hal: HAL
@@ -61,14 +63,8 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
         areaIndex(gpa).map { areas[$0] }
     }
 
-    /// Index of the area containing `gpa`: the area of the last lookup if it still
-    /// matches (faults come in runs inside one area), else a binary search.
-    @inline(__always) func areaIndex(_ gpa: GuestPhysAddr) -> Int? {
-        if lastArea < areas.count, areas[lastArea].range.contains(gpa) { return lastArea }
-        return searchArea(gpa)
-    }
-
-    @inline(never) private func searchArea(_ gpa: GuestPhysAddr) -> Int? {
+    /// Index of the area containing `gpa` (binary search).
+    func areaIndex(_ gpa: GuestPhysAddr) -> Int? {
         let n = areas.count
         var lo = 0, hi = n
         while lo < hi {
@@ -76,7 +72,6 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
             if areas[mid].end <= gpa { lo = mid + 1 } else { hi = mid }
         }
         guard lo < n, areas[lo].start <= gpa else { return nil }
-        lastArea = lo
         return lo
     }
 
@@ -103,20 +98,20 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
                          populate: Bool) throws(AddrSpaceError) {
         let r = try checkNew(gpa, size: size, flags: flags)
         if populate {
-            var got = 0
-            do {
-                try pageTable.mapRegion(gpa, size: size, flags: flags, allowHuge: false,
-                    hpa: { page in
-                        guard let f = hal.allocFrame(for: page, in: r) else { return nil }
-                        hal.zeroFrame(f)
-                        got += 1
-                        return f
-                    },
-                    unwind: { _, f, _ in hal.deallocFrame(f); got -= 1 })
-            } catch {
-                throw mapError(error)
+            // Page by page, as faults would (the walk cache makes that one table lookup per
+            // page); the area is new, so no page is mapped yet.
+            var p = r.start
+            while p < r.end {
+                guard case .mapped = self.populate(p, flags: flags, area: r, invalidate: false) else {
+                    // Out of frames: give back what this call mapped (frames and tables).
+                    try? pageTable.unmapRegion(r.start, size: p - r.start, onLeaf: { _, f, _ in hal.deallocFrame(f) })
+                    throw .noMemory(p)
+                }
+                p = p + PageSize.size4K.bytes
             }
-            counters.populatedFrames += got
+            // One invalidation for the lot where invalid entries may be cached (RISC-V).
+            if format.cachesInvalidEntries { hal.invalidateTLB(format.invalidation(for: nil, root: pageTableRoot)) }
+            counters.populatedFrames += Int(r.size / PageSize.size4K.bytes)
         }
         insert(MemoryArea(range: r, flags: flags, backend: .alloc(populate: populate)))
     }
@@ -236,23 +231,28 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
     public func handlePageFault(_ gpa: GuestPhysAddr, access: AccessKind,
                                 faultAround: UInt64 = PageSize.size4K.bytes) -> FaultResolution {
         // Areas lie inside the space, so finding one is the range check too.
-        guard let i = areaIndex(gpa) else {
-            counters.faultsNotInArea &+= 1
-            return .notInArea
+        var a = hot
+        if !a.contains(gpa) {
+            guard let i = areaIndex(gpa) else {
+                counters.faultsNotInArea &+= 1
+                return .notInArea
+            }
+            a = HotArea(areas[i])
+            hot = a
         }
-        let flags = areas[i].flags
+        let flags = a.flags
         guard flags.contains(access.requiredFlags) else {
             counters.faultsDenied &+= 1
             return .accessDenied(allowed: flags)
         }
         let page = gpa.alignedDown(PageSize.size4K.bytes)
-        let area = areas[i].range
-        if areas[i].isLinear {
+        let area = a.range
+        if a.isLinear {
             // Mapped completely when created: a fault there is spurious or a permission one.
             return resolveOne(page, access: access, flags: flags, pageTable.populate(page, flags: flags, frame: { nil }))
         }
         if faultAround <= PageSize.size4K.bytes {
-            return resolveOne(page, access: access, flags: flags, populate(page, flags: flags, area: area))
+            return resolveOne(page, access: access, flags: flags, populate(page, flags: flags, area: area, invalidate: true))
         }
         let offset = (page - area.start) / faultAround * faultAround
         let wStart = area.start + offset
@@ -260,7 +260,7 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
         var mapped: [(GuestPhysAddr, HostPhysAddr)] = []
         var p = wStart
         while p < wEnd {
-            switch populate(p, flags: flags, area: area) {
+            switch populate(p, flags: flags, area: area, invalidate: true) {
             case let .mapped(f): mapped.append((p, f))
             case .present: break
             case .noMemory:
@@ -321,8 +321,9 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
     /// Maps the guest page `page` (inside the alloc area `area`) to a fresh zeroed frame
     /// unless something translates it already: `PageTable64.populate` with the frame
     /// allocation written out, so that the whole fault path is one inlined function.
+    /// `invalidate: false` leaves the invalidation a format may need to the caller.
     @inline(__always)
-    private func populate(_ page: GuestPhysAddr, flags: MappingFlags, area: GuestPhysRange)
+    private func populate(_ page: GuestPhysAddr, flags: MappingFlags, area: GuestPhysRange, invalidate: Bool)
         -> PageTable64<Format, HAL>.PopulateResult
     {
         switch pageTable.leafSlot(creating: page.raw) {
@@ -336,7 +337,11 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
                 return .noMemory
             }
             hal.zeroFrame(f)
-            pageTable.fill(slot, page, with: pageTable.leaf4K(f, flags: flags))
+            if invalidate {
+                pageTable.fill(slot, page, with: pageTable.leaf4K(f, flags: flags))
+            } else {
+                slot.pointee = pageTable.leaf4K(f, flags: flags)
+            }
             return .mapped(f)
         }
     }
@@ -416,6 +421,21 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
         case let .outOfRange(a): .outOfSpace(GuestPhysRange(start: a, end: a), space: range)
         }
     }
+}
+
+/// What the fault path needs of an area, as plain values. The default is an empty range,
+/// which contains nothing.
+private struct HotArea {
+    var start: UInt64 = 0
+    var end: UInt64 = 0
+    var flags: MappingFlags = []
+    var isLinear = false
+
+    init() {}
+    init(_ a: MemoryArea) { (start, end, flags, isLinear) = (a.start.raw, a.end.raw, a.flags, a.isLinear) }
+
+    @inline(__always) func contains(_ gpa: GuestPhysAddr) -> Bool { gpa.raw &- start < end &- start }
+    var range: GuestPhysRange { GuestPhysRange(start: GuestPhysAddr(start), end: GuestPhysAddr(end)) }
 }
 
 extension MemoryArea {

@@ -50,6 +50,12 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     /// area ask for the same flags again and again (`leaf4K`).
     @exclusivity(unchecked) @usableFromInline var templateFlags: MappingFlags = []
     @exclusivity(unchecked) @usableFromInline var template4K: UInt64
+    /// The last-level table the last `leafSlot` walk ended in and the 2 MiB-aligned guest
+    /// address it maps (`.max`: none) — a paging-structure cache, as MMUs keep one, so that
+    /// faults near the previous one skip the upper levels. Dropped whenever a table frame
+    /// is freed, the only way a cached table can stop being part of the tree.
+    @exclusivity(unchecked) @usableFromInline var cachedLeafTable: UnsafeMutablePointer<UInt64>
+    @exclusivity(unchecked) @usableFromInline var cachedLeafBase: UInt64 = .max
     private var rootFrames: Int { format.rootEntries / 512 }
 
     public init(format: Format, hal: HAL) throws(PagingError) {
@@ -61,6 +67,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         guard let root else { throw .noMemory(GuestPhysAddr(0)) }
         self.root = root
         self.rootTable = Self.pointer(hal, root)
+        self.cachedLeafTable = rootTable
         rootTable.initialize(repeating: 0, count: 512 * frames)
         self.lastLevel = format.levels - 1
         self.rootShift = UInt64(12 + 9 * (format.levels - 1))
@@ -212,6 +219,10 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     @inlinable @inline(__always)
     func leafSlot(creating v: UInt64) -> LeafSlot {
         let present = presentMask, tMask = format.tableMask, tBits = format.tableBits
+        if v & ~0x1f_ffff == cachedLeafBase {
+            let slot = cachedLeafTable + Int(truncatingIfNeeded: (v &>> 12) & 511)
+            return slot.pointee & present != 0 ? .present(slot.pointee) : .empty(slot, undo: nil)
+        }
         var t = rootTable
         var sh = walkRootShift
         var i = Int(truncatingIfNeeded: (v &>> sh) & walkRootMask)
@@ -223,6 +234,8 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
             sh &-= 9
             i = Int(truncatingIfNeeded: (v &>> sh) & 511)
         }
+        cachedLeafTable = t
+        cachedLeafBase = v & ~0x1f_ffff
         let e = t[i]
         return e & present != 0 ? .present(e) : .empty(t + i, undo: nil)
     }
@@ -242,6 +255,8 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
             sh &-= 9
             i = Int(truncatingIfNeeded: (v &>> sh) & 511)
         }
+        cachedLeafTable = t
+        cachedLeafBase = v & ~0x1f_ffff
         return .empty(t + i, undo: chain)
     }
 
@@ -293,6 +308,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         return pa
     }
     @usableFromInline func freeTableFrame(_ pa: HostPhysAddr) {
+        cachedLeafBase = .max
         hal.deallocFrame(pa)
         tableFrames -= 1
     }
