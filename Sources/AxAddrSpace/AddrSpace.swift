@@ -230,6 +230,22 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
     /// that is already mapped allocates nothing. On out-of-memory nothing stays mapped.
     public func handlePageFault(_ gpa: GuestPhysAddr, access: AccessKind,
                                 faultAround: UInt64 = PageSize.size4K.bytes) -> FaultResolution {
+        // The common case inline: one page of the lazy area the last fault was in.
+        let a = hot
+        guard a.contains(gpa), !a.isLinear, faultAround <= PageSize.size4K.bytes,
+              a.flags.contains(access.requiredFlags) else {
+            return handlePageFaultInGeneral(gpa, access: access, faultAround: faultAround)
+        }
+        let page = gpa.alignedDown(PageSize.size4K.bytes)
+        return resolveOne(page, access: access, flags: a.flags,
+                          populate(page, flags: a.flags, area: a.range, invalidate: true))
+    }
+
+    /// `handlePageFault` for every case: area lookup, refused accesses, linear areas,
+    /// fault-around windows.
+    @inline(never)
+    private func handlePageFaultInGeneral(_ gpa: GuestPhysAddr, access: AccessKind,
+                                          faultAround: UInt64) -> FaultResolution {
         // Areas lie inside the space, so finding one is the range check too.
         var a = hot
         if !a.contains(gpa) {
@@ -251,12 +267,14 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
             // Mapped completely when created: a fault there is spurious or a permission one.
             return resolveOne(page, access: access, flags: flags, pageTable.populate(page, flags: flags, frame: { nil }))
         }
-        if faultAround <= PageSize.size4K.bytes {
+        // Whole pages only: a window that is not a 4 KiB multiple is rounded down.
+        let window = max(PageSize.size4K.bytes, faultAround & ~(PageSize.size4K.bytes - 1))
+        if window == PageSize.size4K.bytes {
             return resolveOne(page, access: access, flags: flags, populate(page, flags: flags, area: area, invalidate: true))
         }
-        let offset = (page - area.start) / faultAround * faultAround
+        let offset = (page - area.start) / window * window
         let wStart = area.start + offset
-        let wEnd = min(area.end, wStart + faultAround)
+        let wEnd = min(area.end, wStart + window)
         var mapped: [(GuestPhysAddr, HostPhysAddr)] = []
         var p = wStart
         while p < wEnd {

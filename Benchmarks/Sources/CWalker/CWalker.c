@@ -31,7 +31,8 @@ void cwalker_zero_frame_nt(void *p) {
 void cwalker_store_fence(void) { _mm_sfence(); }
 
 #include <string.h>
-uint64_t cwalker_populate(uint8_t *base, uint64_t root, uint64_t gpa, uint64_t *bump, uint64_t *tables) {
+uint64_t cwalker_populate(uint8_t *base, uint64_t root, uint64_t gpa, uint64_t *bump, uint64_t *tables,
+                          int zeroing) {
     /* Tables come from *tables, growing down; frames from *bump, growing up. */
     const uint64_t mask = 0x000ffffffffff000ULL;
     uint64_t table = root;
@@ -54,6 +55,12 @@ uint64_t cwalker_populate(uint8_t *base, uint64_t root, uint64_t gpa, uint64_t *
     if (*slot & 7) return 0;
     uint64_t pa = *bump;
     *bump += 4096;
+    if (zeroing == 1) {
+        memset(base + pa, 0, 4096);
+    } else if (zeroing == 2) {
+        cwalker_zero_frame_nt(base + pa);
+        if ((pa >> 12) % 32 == 31) cwalker_store_fence();  /* one fence per 32 frames */
+    }
     *slot = pa | 7 | (6 << 3);
     return pa;
 }

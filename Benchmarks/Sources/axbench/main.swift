@@ -54,7 +54,9 @@ final class ArenaHAL: NestedMemoryHAL {
     @exclusivity(unchecked) var next: UInt64 = 0
     @exclusivity(unchecked) var tableNext: UInt64 = 0
     @exclusivity(unchecked) var free: FrameStack
+    /// Frames zeroed ahead (nt-batch mode), handed out in address order: `zeroed[taken..<count]`.
     @exclusivity(unchecked) var zeroed = FrameStack(capacity: 32)
+    @exclusivity(unchecked) var taken = 0
     var zeroing = Zeroing.none
     init(size: UInt64) {
         self.size = size
@@ -73,6 +75,7 @@ final class ArenaHAL: NestedMemoryHAL {
         tableNext = size
         free.count = 0
         zeroed.count = 0
+        taken = 0
     }
     /// A table frame (the walker zeroes it).
     @inline(__always) func allocFrame() -> HostPhysAddr? {
@@ -84,8 +87,10 @@ final class ArenaHAL: NestedMemoryHAL {
     /// A guest frame.
     @inline(__always) func allocFrame(for gpa: GuestPhysAddr, in area: GuestPhysRange) -> HostPhysAddr? {
         if zeroing == .nonTemporalBatch {
-            if zeroed.isEmpty { refill() }
-            return zeroed.pop().map(HostPhysAddr.init)
+            if taken == zeroed.count { refill() }
+            guard taken < zeroed.count else { return nil }
+            taken += 1
+            return HostPhysAddr(zeroed.slots[taken - 1])
         }
         return guestFrame()
     }
@@ -97,13 +102,13 @@ final class ArenaHAL: NestedMemoryHAL {
     }
     /// Zeroes up to 32 frames ahead with non-temporal stores, then fences once.
     @inline(never) func refill() {
-        var batch: [HostPhysAddr] = []
+        zeroed.count = 0
+        taken = 0
         for _ in 0..<zeroed.capacity {
             guard let f = guestFrame() else { break }
             cwalker_zero_frame_nt(base + Int(f.raw))  // Sound: frames lie inside the arena.
-            batch.append(f)
+            zeroed.push(f.raw)
         }
-        for f in batch.reversed() { zeroed.push(f.raw) }  // handed out in address order
         cwalker_store_fence()
     }
     @inline(__always) func zeroFrame(_ frame: HostPhysAddr) {
@@ -187,15 +192,15 @@ func wanted(_ name: String) -> Bool { only?.contains(Substring(name)) ?? true }
 /// and the Rust figures.
 struct FaultRow {
     var name: String
-    var ns: [Zeroing: Double]
-    /// The C reference's ns/op and the median Swift/C ratio, both without zeroing.
-    var c: (ns: Double, ratio: Double)?
+    /// Per zeroing mode: Swift ns/op, and the C reference's ns/op and the median Swift/C
+    /// ratio where there is a C reference.
+    var ns: [Zeroing: (swift: Double, c: Double?, ratio: Double?)]
     var rust: String
 }
 var faultRows: [FaultRow] = []
-func eachZeroing(skipping skip: Zeroing? = nil, _ body: () -> Double) -> [Zeroing: Double] {
-    var out: [Zeroing: Double] = [:]
-    for z in profiling ? [.none] : Zeroing.allCases where z != skip {
+func eachZeroing<T>(_ body: () -> T) -> [Zeroing: T] {
+    var out: [Zeroing: T] = [:]
+    for z in profiling ? [.none] : Zeroing.allCases {
         hal.zeroing = z
         out[z] = body()
     }
@@ -204,8 +209,9 @@ func eachZeroing(skipping skip: Zeroing? = nil, _ body: () -> Double) -> [Zeroin
 }
 
 /// One run of the C reference fault path over the same arena and layout (frames from the
-/// bottom, tables from the top), no zeroing, for the pages in `pageOrder`.
+/// bottom, tables from the top), zeroing as `hal.zeroing` says, for the pages in `pageOrder`.
 func cFaults(_ pageOrder: [Int]) -> (UInt64, Int) {
+    let mode: Int32 = switch hal.zeroing { case .none: 0; case .memset: 1; case .nonTemporalBatch: 2 }
     hal.reset()
     let base = hal.base.assumingMemoryBound(to: UInt8.self)
     var bump: UInt64 = 0x1000
@@ -213,7 +219,7 @@ func cFaults(_ pageOrder: [Int]) -> (UInt64, Int) {
     (base + Int(tables)).initialize(repeating: 0, count: 4096)
     let root = tables
     let t = now()
-    for p in pageOrder { sink &+= cwalker_populate(base, root, UInt64(p) << 12, &bump, &tables) }
+    for p in pageOrder { sink &+= cwalker_populate(base, root, UInt64(p) << 12, &bump, &tables, mode) }
     return (now() - t, pageOrder.count)
 }
 
@@ -226,11 +232,10 @@ func faultAll(_ pageOrder: [Int]) -> (UInt64, Int) {
 }
 
 func faultRow(_ name: String, _ pageOrder: [Int], rust: String) -> FaultRow {
-    hal.zeroing = .none
-    let p = paired({ faultAll(pageOrder) }, { cFaults(pageOrder) })
-    var ns = eachZeroing(skipping: .none) { median { faultAll(pageOrder) } }
-    ns[.none] = p.swift
-    return FaultRow(name: name, ns: ns, c: (p.c, p.ratio), rust: rust)
+    FaultRow(name: name, ns: eachZeroing {
+        let p = paired({ faultAll(pageOrder) }, { cFaults(pageOrder) })
+        return (p.swift, p.c, p.ratio)
+    }, rust: rust)
 }
 if wanted("a_fault_seq_1g") { faultRows.append(faultRow("a_fault_seq_1g", Array(0..<pages), rust: "7.7 / 162")) }
 if wanted("a_setup") { rows.append(("a_setup", median {
@@ -244,13 +249,18 @@ if wanted("a_setup") { rows.append(("a_setup", median {
 }, "4.5")) }
 if wanted("b_fault_rand_1g") { faultRows.append(faultRow("b_fault_rand_1g", order, rust: "9.7 / 168")) }
 if wanted("c_populate_256m") {
-    faultRows.append(FaultRow(name: "c_populate_256m", ns: eachZeroing { median {
-        hal.reset()
-        let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
-        let t = now()
-        try! s.mapAlloc(GuestPhysAddr(0), size: 256 << 20, flags: .rw, populate: true)
-        return (now() - t, 65536)
-    } }, c: nil, rust: "5.0 / 161"))
+    // The C reference is its fault path over the same 65,536 pages in order.
+    let first = Array(0..<65536)
+    faultRows.append(FaultRow(name: "c_populate_256m", ns: eachZeroing {
+        let p = paired({
+            hal.reset()
+            let s = try! AddrSpace(base: GuestPhysAddr(0), size: 4 * gib, format: EPT(), hal: hal)
+            let t = now()
+            try! s.mapAlloc(GuestPhysAddr(0), size: 256 << 20, flags: .rw, populate: true)
+            return (now() - t, 65536)
+        }, { cFaults(first) })
+        return (p.swift, p.c, p.ratio)
+    }, rust: "5.0 / 161"))
 }
 
 nonisolated(unsafe) var addrs: [UInt64] = (0..<1_000_000).map { _ in rng.next() % gib }
@@ -312,11 +322,14 @@ if wanted("zero_only") {
     print("zeroing a 4 KiB frame alone (same arena, in order): memset \(fmt(memsetOnly)) ns, non-temporal in batches of 32 \(fmt(ntOnly)) ns")
 }
 print("")
-print("| workload | Swift ns/op: HAL does not zero / memset / nt-batch | Rust crate ns/op: does not zero / zeroes (reference file) | C reference fault path, no zeroing: ns, Swift/C |")
+print("| workload | Swift ns/op: HAL does not zero / memset / nt-batch | Rust crate ns/op: does not zero / zeroes (reference file) | C reference fault path ns/op, same modes (Swift/C) |")
 print("|---|---|---|---|")
 for r in faultRows {
-    let swift = Zeroing.allCases.map { r.ns[$0].map(fmt) ?? "–" }.joined(separator: " / ")
-    let c = r.c.map { c in "\(fmt(c.ns)), \(fmt(c.ratio * 100))%" } ?? "–"
+    let swift = Zeroing.allCases.map { r.ns[$0].map { fmt($0.swift) } ?? "–" }.joined(separator: " / ")
+    let c = Zeroing.allCases.map { z in
+        guard let v = r.ns[z], let c = v.c, let ratio = v.ratio else { return "–" }
+        return "\(fmt(c)) (\(fmt(ratio * 100))%)"
+    }.joined(separator: " / ")
     print("| \(r.name) | \(swift) | \(r.rust) | \(c) |")
 }
 print("")

@@ -10,6 +10,8 @@ void cwalker_store_fence(void);
 /// Reference fault path: maps the 4 KiB page `gpa` read/write/execute (WB) in the 4-level
 /// EPT at `root`, creating zeroed tables on the way; frames come from the bump pointer
 /// `*bump` (growing up), tables from `*tables` (growing down), as ArenaHAL does. Returns
-/// the frame, or 0 if already mapped.
+/// the frame, or 0 if already mapped. `zeroing`: 0 none, 1 memset, 2 non-temporal stores
+/// with a store fence every 32 frames (ArenaHAL's three modes).
 /// What the Rust crate's `handle_page_fault` does, minus its area lookup.
-uint64_t cwalker_populate(uint8_t *base, uint64_t root, uint64_t gpa, uint64_t *bump, uint64_t *tables);
+uint64_t cwalker_populate(uint8_t *base, uint64_t root, uint64_t gpa, uint64_t *bump, uint64_t *tables,
+                          int zeroing);
