@@ -373,21 +373,29 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
 
     /// Clears the leaves in `r`, releasing the frames of alloc areas.
     private func removeLeaves(in r: GuestPhysRange) throws(AddrSpaceError) {
-        // The area of the previous leaf, as plain values (leaves come in address order);
-        // an empty range until the first lookup.
-        var areaStart: UInt64 = 0, areaEnd: UInt64 = 0, releases = false
         var released = 0
         do {
-            try pageTable.unmapRegion(r.start, size: r.size, onLeaf: { gpa, f, _ in
-                if gpa.raw &- areaStart >= areaEnd &- areaStart {
-                    let a = area(containing: gpa)
-                    (areaStart, areaEnd, releases) = a.map { ($0.start.raw, $0.end.raw, !$0.isLinear) } ?? (0, 0, false)
-                }
-                if releases {
+            if !areas.contains(where: { $0.isLinear && $0.range.overlaps(r) }) {
+                // Only alloc areas (the usual unmap): every leaf's frame goes back.
+                try pageTable.unmapRegion(r.start, size: r.size, onLeaf: { _, f, _ in
                     hal.deallocFrame(f)
                     released &+= 1
-                }
-            })
+                })
+            } else {
+                // The area of the previous leaf, as plain values (leaves come in address
+                // order); an empty range until the first lookup.
+                var areaStart: UInt64 = 0, areaEnd: UInt64 = 0, releases = false
+                try pageTable.unmapRegion(r.start, size: r.size, onLeaf: { gpa, f, _ in
+                    if gpa.raw &- areaStart >= areaEnd &- areaStart {
+                        let a = area(containing: gpa)
+                        (areaStart, areaEnd, releases) = a.map { ($0.start.raw, $0.end.raw, !$0.isLinear) } ?? (0, 0, false)
+                    }
+                    if releases {
+                        hal.deallocFrame(f)
+                        released &+= 1
+                    }
+                })
+            }
         } catch {
             throw mapError(error)
         }

@@ -64,3 +64,19 @@ uint64_t cwalker_populate(uint8_t *base, uint64_t root, uint64_t gpa, uint64_t *
     *slot = pa | 7 | (6 << 3);
     return pa;
 }
+
+static void unmap_level(uint8_t *base, uint64_t table, int level, uint64_t *free_slots, int64_t *free_count) {
+    const uint64_t mask = 0x000ffffffffff000ULL;
+    uint64_t *t = (uint64_t *)(base + table);
+    for (int i = 0; i < 512; i++) {
+        uint64_t e = t[i];
+        if (!(e & 7)) continue;
+        t[i] = 0;
+        if (level < 3 && !(e & 0x80)) unmap_level(base, e & mask, level + 1, free_slots, free_count);
+        free_slots[(*free_count)++] = e & mask;  /* the frame, or the emptied table */
+    }
+}
+
+void cwalker_unmap_all(uint8_t *base, uint64_t root, uint64_t *free_slots, int64_t *free_count) {
+    unmap_level(base, root, 0, free_slots, free_count);
+}

@@ -15,3 +15,7 @@ void cwalker_store_fence(void);
 /// What the Rust crate's `handle_page_fault` does, minus its area lookup.
 uint64_t cwalker_populate(uint8_t *base, uint64_t root, uint64_t gpa, uint64_t *bump, uint64_t *tables,
                           int zeroing);
+/// Reference unmap of everything below the 4-level EPT root `root`: clears every present
+/// entry and pushes each leaf's frame and each emptied table onto the free stack
+/// `free_slots[*free_count…]` (ArenaHAL's free list).
+void cwalker_unmap_all(uint8_t *base, uint64_t root, uint64_t *free_slots, int64_t *free_count);
