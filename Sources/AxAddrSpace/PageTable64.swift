@@ -50,12 +50,15 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     /// area ask for the same flags again and again (`leaf4K`).
     @exclusivity(unchecked) @usableFromInline var templateFlags: MappingFlags = []
     @exclusivity(unchecked) @usableFromInline var template4K: UInt64
-    /// The last-level table the last `leafSlot` walk ended in and the 2 MiB-aligned guest
-    /// address it maps (`.max`: none) — a paging-structure cache, as MMUs keep one, so that
-    /// faults near the previous one skip the upper levels. Dropped whenever a table frame
+    /// Paging-structure caches, as MMUs keep them: the last-level table the last
+    /// `leafSlot` walk ended in with the 2 MiB-aligned guest address it maps, and the table
+    /// above it (entries of 2 MiB) with its 1 GiB-aligned address (`.max`: none). Faults
+    /// near the previous one skip the upper levels. Both are dropped whenever a table frame
     /// is freed, the only way a cached table can stop being part of the tree.
     @exclusivity(unchecked) @usableFromInline var cachedLeafTable: UnsafeMutablePointer<UInt64>
     @exclusivity(unchecked) @usableFromInline var cachedLeafBase: UInt64 = .max
+    @exclusivity(unchecked) @usableFromInline var cachedDirTable: UnsafeMutablePointer<UInt64>
+    @exclusivity(unchecked) @usableFromInline var cachedDirBase: UInt64 = .max
     private var rootFrames: Int { format.rootEntries / 512 }
 
     public init(format: Format, hal: HAL) throws(PagingError) {
@@ -68,6 +71,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         self.root = root
         self.rootTable = Self.pointer(hal, root)
         self.cachedLeafTable = rootTable
+        self.cachedDirTable = rootTable
         rootTable.initialize(repeating: 0, count: 512 * frames)
         self.lastLevel = format.levels - 1
         self.rootShift = UInt64(12 + 9 * (format.levels - 1))
@@ -223,10 +227,24 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
             let slot = cachedLeafTable + Int(truncatingIfNeeded: (v &>> 12) & 511)
             return slot.pointee & present != 0 ? .present(slot.pointee) : .empty(slot, undo: nil)
         }
+        if v & ~0x3fff_ffff == cachedDirBase {
+            let e = cachedDirTable[Int(truncatingIfNeeded: (v &>> 21) & 511)]
+            if e & present != 0 {
+                if e & tMask != tBits { return .present(e) }
+                let t = table(format.address(e))
+                cachedLeafTable = t
+                cachedLeafBase = v & ~0x1f_ffff
+                let slot = t + Int(truncatingIfNeeded: (v &>> 12) & 511)
+                return slot.pointee & present != 0 ? .present(slot.pointee) : .empty(slot, undo: nil)
+            }
+            // No last-level table there yet: the full walk below creates it.
+        }
         var t = rootTable
         var sh = walkRootShift
         var i = Int(truncatingIfNeeded: (v &>> sh) & walkRootMask)
+        var dir = t
         while sh != 12 {
+            if sh == 21 { dir = t }  // constant-folded where the walk unrolls
             let e = t[i]
             if e & present == 0 { return createTables(t, i, shift: sh, v) }
             if e & tMask != tBits { return .present(e) }
@@ -234,10 +252,18 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
             sh &-= 9
             i = Int(truncatingIfNeeded: (v &>> sh) & 511)
         }
-        cachedLeafTable = t
-        cachedLeafBase = v & ~0x1f_ffff
+        remember(v, dir: dir, leaf: t)
         let e = t[i]
         return e & present != 0 ? .present(e) : .empty(t + i, undo: nil)
+    }
+
+    /// Fills both paging-structure caches after a walk of `v`.
+    @inlinable @inline(__always)
+    func remember(_ v: UInt64, dir: UnsafeMutablePointer<UInt64>, leaf: UnsafeMutablePointer<UInt64>) {
+        cachedDirTable = dir
+        cachedDirBase = v & ~0x3fff_ffff
+        cachedLeafTable = leaf
+        cachedLeafBase = v & ~0x1f_ffff
     }
 
     /// The rest of `leafSlot` from the empty entry `t[i]` down: a new table per level.
@@ -245,7 +271,9 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     func createTables(_ t: UnsafeMutablePointer<UInt64>, _ i: Int, shift: UInt64, _ v: UInt64) -> LeafSlot {
         let chain = TableChain(parent: t, index: i, shift: shift)
         var t = t, i = i, sh = shift
+        var dir = t
         while sh != 12 {
+            if sh == 21 { dir = t }
             guard let pa = allocTable() else {
                 releaseChain(chain)  // stops at once if nothing was created yet
                 return .noMemory
@@ -255,8 +283,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
             sh &-= 9
             i = Int(truncatingIfNeeded: (v &>> sh) & 511)
         }
-        cachedLeafTable = t
-        cachedLeafBase = v & ~0x1f_ffff
+        remember(v, dir: dir, leaf: t)  // `shift` >= 21, so the loop passed the 2 MiB level
         return .empty(t + i, undo: chain)
     }
 
@@ -309,6 +336,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     }
     @usableFromInline func freeTableFrame(_ pa: HostPhysAddr) {
         cachedLeafBase = .max
+        cachedDirBase = .max
         hal.deallocFrame(pa)
         tableFrames -= 1
     }

@@ -1,7 +1,8 @@
 import AxAddrSpace
 
 /// A HAL over a private arena that counts frames, remembers TLB invalidations, detects
-/// double frees and can be told to fail the Nth allocation from now.
+/// double frees, poisons freed frames (so that a stale pointer into one shows up) and can be
+/// told to fail the Nth allocation from now.
 final class CountingHAL: NestedMemoryHAL {
     let base: UnsafeMutableRawPointer
     let frames: Int
@@ -56,6 +57,7 @@ final class CountingHAL: NestedMemoryHAL {
     func deallocFrame(_ frame: HostPhysAddr) {
         let i = Int((frame.raw - physBase) / 4096)
         precondition(inUse.remove(i) != nil, "double or foreign free of \(frame)")
+        (base + i * 4096).initializeMemory(as: UInt8.self, repeating: 0xA5, count: 4096)
         free.append(i)
         deallocations += 1
     }
