@@ -377,10 +377,8 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
         do {
             if !areas.contains(where: { $0.isLinear && $0.range.overlaps(r) }) {
                 // Only alloc areas (the usual unmap): every leaf's frame goes back.
-                try pageTable.unmapRegion(r.start, size: r.size, onLeaf: { _, f, _ in
-                    hal.deallocFrame(f)
-                    released &+= 1
-                })
+                let hal = self.hal  // a local: the loop need not reload it through self
+                released = try pageTable.unmapRegion(r.start, size: r.size, onLeaf: { _, f, _ in hal.deallocFrame(f) })
             } else {
                 // The area of the previous leaf, as plain values (leaves come in address
                 // order); an empty range until the first lookup.

@@ -419,16 +419,19 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     /// that become empty. `onLeaf` gets each removed leaf (its guest start, frame, size).
     /// Huge leaves that stick out of the range are split first; the frames for that are
     /// reserved up front, so the only failure (`noMemory`) happens before any change.
+    /// Returns the number of leaves removed.
+    @discardableResult
     public func unmapRegion(_ start: GuestPhysAddr, size: UInt64,
-                            onLeaf: (GuestPhysAddr, HostPhysAddr, PageSize) -> Void) throws(PagingError) {
+                            onLeaf: (GuestPhysAddr, HostPhysAddr, PageSize) -> Void) throws(PagingError) -> Int {
         let (lo, hi) = try checkedRange(start, size)
-        if lo == hi { return }
+        if lo == hi { return 0 }
         var reserve = try reserveSplits(lo, hi)
         var flush = InvalidationBatch()
         clearRange(rootTable, level: 0, base: 0, lo: lo, hi: hi, leaves: true, onLeaf: onLeaf,
                    reserve: &reserve, flush: &flush)
         reserve.release(self)
         flush.emit(self)
+        return flush.leavesRemoved
     }
 
     /// Rewrites the flags of every present leaf in the range (holes are skipped), splitting
@@ -472,6 +475,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
                 if whole {
                     t[i] = 0
                     flush.add(GuestPhysAddr(slot))
+                    flush.leavesRemoved &+= 1
                     onLeaf(GuestPhysAddr(slot), format.address(e), pageSize(level) ?? .size4K)
                     continue
                 }
@@ -496,13 +500,18 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
                              onLeaf: (GuestPhysAddr, HostPhysAddr, PageSize) -> Void,
                              flush: inout InvalidationBatch) {
         let present = presentMask
-        for i in Int(truncatingIfNeeded: (lo &>> 12) & 511)...Int(truncatingIfNeeded: ((hi &- 1) &>> 12) & 511) {
+        var i = Int(truncatingIfNeeded: (lo &>> 12) & 511)
+        let last = Int(truncatingIfNeeded: ((hi &- 1) &>> 12) & 511)
+        while i <= last {
             let e = t[i]
-            if e & present == 0 { continue }
-            t[i] = 0
-            let gpa = GuestPhysAddr(base | UInt64(truncatingIfNeeded: i) &<< 12)
-            flush.add(gpa)
-            onLeaf(gpa, format.address(e), .size4K)
+            if e & present != 0 {
+                t[i] = 0
+                let gpa = GuestPhysAddr(base | UInt64(truncatingIfNeeded: i) &<< 12)
+                flush.add(gpa)
+                flush.leavesRemoved &+= 1
+                onLeaf(gpa, format.address(e), .size4K)
+            }
+            i &+= 1
         }
     }
 
@@ -605,6 +614,8 @@ struct SplitReserve {
     static let limit = 16
     var pages: [GuestPhysAddr] = []
     var overflow = false
+    /// Leaves removed by the operation (what `unmapRegion` returns).
+    var leavesRemoved = 0
     @usableFromInline init() {}
     @usableFromInline mutating func add(_ gpa: GuestPhysAddr) {
         if overflow { return }
