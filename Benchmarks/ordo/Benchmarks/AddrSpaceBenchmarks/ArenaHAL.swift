@@ -1,0 +1,1 @@
+../../../Sources/axbench/ArenaHAL.swift
