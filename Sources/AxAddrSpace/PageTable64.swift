@@ -38,10 +38,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
 
     @usableFromInline let rootTable: UnsafeMutablePointer<UInt64>
     @usableFromInline let lastLevel: Int
-    /// Geometry precomputed for the walks: shift and index mask of the root level, and the
-    /// first guest address the walk cannot translate.
-    @usableFromInline let rootShift: UInt64
-    @usableFromInline let rootMask: UInt64
+    /// The first guest address the walk cannot translate.
     @usableFromInline let limit: UInt64
     /// The format's present mask, kept here so the walks read it once into a register (the
     /// table masks are constants of every format).
@@ -74,8 +71,6 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         self.cachedDirTable = rootTable
         rootTable.initialize(repeating: 0, count: 512 * frames)
         self.lastLevel = format.levels - 1
-        self.rootShift = UInt64(12 + 9 * (format.levels - 1))
-        self.rootMask = UInt64(format.rootEntries - 1)
         self.limit = format.guestAddressLimit
         self.presentMask = format.presentMask
         self.template4K = format.leafEntry(HostPhysAddr(0), flags: [], size: .size4K)
@@ -95,10 +90,10 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         UnsafeMutablePointer<UInt64>(bitPattern: UInt(hal.physToVirt(pa).raw)).unsafelyUnwrapped
     }
     @inline(__always) @inlinable func table(_ pa: HostPhysAddr) -> UnsafeMutablePointer<UInt64> { Self.pointer(hal, pa) }
-    /// `rootShift` and `rootMask` from the format: constants where the format's geometry is
-    /// (EPT, NPT), so that the walk loops have a known trip count and unroll.
-    @inline(__always) @inlinable var walkRootShift: UInt64 { UInt64(truncatingIfNeeded: 12 &+ 9 &* (format.levels &- 1)) }
-    @inline(__always) @inlinable var walkRootMask: UInt64 { UInt64(truncatingIfNeeded: format.rootEntries &- 1) }
+    /// Shift and index mask of the root level, from the format: constants where the format's
+    /// geometry is (EPT, NPT), so that the walk loops have a known trip count and unroll.
+    @inline(__always) @inlinable var rootShift: UInt64 { UInt64(truncatingIfNeeded: 12 &+ 9 &* (format.levels &- 1)) }
+    @inline(__always) @inlinable var rootMask: UInt64 { UInt64(truncatingIfNeeded: format.rootEntries &- 1) }
     @inline(__always) @inlinable func shift(_ level: Int) -> UInt64 { rootShift &- 9 &* UInt64(truncatingIfNeeded: level) }
     @inline(__always) @inlinable func index(_ gpa: UInt64, _ level: Int) -> Int {
         Int(truncatingIfNeeded: (gpa &>> shift(level)) & (level == 0 ? rootMask : 511))
@@ -119,8 +114,8 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     /// shift (12), wrapping arithmetic and masking shifts only.
     @inline(__always) @inlinable func leafInRange(_ gpa: UInt64) -> (entry: UInt64, shift: UInt64)? {
         let present = presentMask, tMask = format.tableMask, tBits = format.tableBits
-        var sh = walkRootShift
-        var e = rootTable[Int(truncatingIfNeeded: (gpa &>> sh) & walkRootMask)]
+        var sh = rootShift
+        var e = rootTable[Int(truncatingIfNeeded: (gpa &>> sh) & rootMask)]
         while true {
             if e & present == 0 { return nil }
             if sh == 12 || e & tMask != tBits { return (e, sh) }
@@ -240,8 +235,8 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
             // No last-level table there yet: the full walk below creates it.
         }
         var t = rootTable
-        var sh = walkRootShift
-        var i = Int(truncatingIfNeeded: (v &>> sh) & walkRootMask)
+        var sh = rootShift
+        var i = Int(truncatingIfNeeded: (v &>> sh) & rootMask)
         var dir = t
         while sh != 12 {
             if sh == 21 { dir = t }  // constant-folded where the walk unrolls
