@@ -104,7 +104,7 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
             while p < r.end {
                 guard case .mapped = self.populate(p, flags: flags, area: r, invalidate: false) else {
                     // Out of frames: give back what this call mapped (frames and tables).
-                    try? pageTable.unmapRegion(r.start, size: p - r.start, onLeaf: { _, f, _ in hal.deallocFrame(f) })
+                    _ = try? pageTable.unmapRegion(r.start, size: p - r.start, onLeaf: { _, f, _ in hal.deallocFrame(f) })
                     throw .noMemory(p)
                 }
                 p = p + PageSize.size4K.bytes
@@ -367,7 +367,7 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
     private func rollBack(_ mapped: [(GuestPhysAddr, HostPhysAddr)]) {
         for (p, _) in mapped {
             // 4 KiB leaves: unmapping never splits, so it cannot fail.
-            try? pageTable.unmapRegion(p, size: PageSize.size4K.bytes, onLeaf: { _, f, _ in hal.deallocFrame(f) })
+            _ = try? pageTable.unmapRegion(p, size: PageSize.size4K.bytes, onLeaf: { _, f, _ in hal.deallocFrame(f) })
         }
     }
 
