@@ -31,15 +31,19 @@ func hugePagesKB() -> Int {
 
 let gib: UInt64 = 1 << 30
 let pages = Int(gib / 4096)
-nonisolated(unsafe) let hal = ArenaHAL(size: gib + (64 << 20))
+let hal = ArenaHAL(size: gib + (64 << 20))
 nonisolated(unsafe) var sink: UInt64 = 0
 
 /// Repetitions per workload (AXBENCH_RUNS, default 5; more for profiling).
 let runs = getenv("AXBENCH_RUNS").flatMap { Int(String(cString: $0)) }.map { max(1, $0) } ?? 5
+/// One run of `body`, which returns (ns, ops), as ns per op.
+func nsPerOp(_ body: () -> (UInt64, Int)) -> Double {
+    let (ns, ops) = body()
+    return Double(ns) / Double(ops)
+}
 /// Median of `runs` runs of `body`, which returns (ns, ops).
 func median(_ body: () -> (UInt64, Int)) -> Double {
-    var r: [Double] = []
-    for _ in 0..<runs { let (ns, ops) = body(); r.append(Double(ns) / Double(ops)) }
+    let r = (0..<runs).map { _ in nsPerOp(body) }
     return r.sorted()[runs / 2]
 }
 /// Runs `swift` and `c` alternately `runs` times (so that both see the same machine: this
@@ -48,8 +52,7 @@ func median(_ body: () -> (UInt64, Int)) -> Double {
 func paired(_ swift: () -> (UInt64, Int), _ c: () -> (UInt64, Int)) -> (swift: Double, c: Double, ratio: Double) {
     var a: [Double] = [], b: [Double] = [], r: [Double] = []
     for i in 0..<runs {
-        func one(_ body: () -> (UInt64, Int)) -> Double { let (ns, ops) = body(); return Double(ns) / Double(ops) }
-        let (x, y) = i % 2 == 0 ? (one(swift), one(c)) : { let y = one(c); return (one(swift), y) }()
+        let (x, y) = i % 2 == 0 ? (nsPerOp(swift), nsPerOp(c)) : { let y = nsPerOp(c); return (nsPerOp(swift), y) }()
         a.append(x)
         b.append(y)
         r.append(x / y)
@@ -65,6 +68,13 @@ func lazySpace() -> AddrSpace<EPT, ArenaHAL> {
     return s
 }
 
+/// `lazySpace()` with every page faulted in, in order.
+func faultedSpace() -> AddrSpace<EPT, ArenaHAL> {
+    let s = lazySpace()
+    for p in 0..<pages { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
+    return s
+}
+
 var order = Array(0..<pages)
 var rng = Rng(s: 42)
 for i in stride(from: pages - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
@@ -77,8 +87,8 @@ let profiling = getenv("AXBENCH_PROFILE") != nil
 let only: [Substring]? = getenv("AXBENCH_ONLY").map { String(cString: $0).split(separator: ",") }
 func wanted(_ name: String) -> Bool { only?.contains(Substring(name)) ?? true }
 
-/// A fault-path row: ns/op for each zeroing mode, the C reference (no zeroing) if any,
-/// and the Rust figures.
+/// A fault-path row: for each zeroing mode Swift's ns/op and the C reference's, and the
+/// Rust figures.
 struct FaultRow {
     var name: String
     /// Per zeroing mode: Swift ns/op, and the C reference's ns/op and the median Swift/C
@@ -187,26 +197,17 @@ if wanted("d2_translate_2m") {
     try! s.mapLinear(GuestPhysAddr(0), to: HostPhysAddr(gib + (2 << 20)), size: gib, flags: .rw)
     rows.append(translateRow("d2_translate_2m", s, rust: "2.6"))
 }
-if wanted("e_translate_4k") {
-    let s = lazySpace()
-    for p in 0..<pages { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
-    rows.append(translateRow("e_translate_4k", s, rust: "6.4"))
-}
+if wanted("e_translate_4k") { rows.append(translateRow("e_translate_4k", faultedSpace(), rust: "6.4")) }
 if wanted("f_unmap_1g") {
     // Both sides unmap the same faulted 1 GiB (every page, then the tables): the library
     // through `unmap`, the C reference by clearing the tree onto the HAL's free stack.
-    func faulted() -> AddrSpace<EPT, ArenaHAL> {
-        let s = lazySpace()
-        for p in 0..<pages { _ = s.handlePageFault(GuestPhysAddr(UInt64(p) << 12), access: .write) }
-        return s
-    }
     let p = paired({
-        let s = faulted()
+        let s = faultedSpace()
         let t = now()
         try! s.unmap(GuestPhysAddr(0), size: gib)
         return (now() - t, pages)
     }, {
-        let s = faulted()
+        let s = faultedSpace()
         var count = Int64(hal.free.count)
         let t = now()
         cwalker_unmap_all(hal.base.assumingMemoryBound(to: UInt8.self), s.pageTableRoot.raw, hal.free.slots, &count)

@@ -9,7 +9,7 @@ import CWalker
 import Glibc
 
 let gib: UInt64 = 1 << 30
-nonisolated(unsafe) let hal = ArenaHAL(size: gib + (64 << 20))
+let hal = ArenaHAL(size: gib + (64 << 20))
 
 func freshSpace() -> AddrSpace<EPT, ArenaHAL> {
     hal.reset()
