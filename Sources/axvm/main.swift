@@ -4,22 +4,12 @@ import CKVM
 import Glibc
 import KVM
 
-/// "64M", "1G", "512K", "4096", "2MiB" → bytes.
+/// A byte count on the command line ("64M", "1G", "512K", "4096", "2MiB"): `parseByteSize`.
 struct ByteSize: ExpressibleByArgument {
     let bytes: UInt64
     init?(argument: String) {
-        var s = argument.uppercased()
-        if s.hasSuffix("IB") { s.removeLast(2) } else if s.hasSuffix("B") { s.removeLast() }
-        var mult: UInt64 = 1
-        switch s.last {
-        case "K": mult = 1 << 10
-        case "M": mult = 1 << 20
-        case "G": mult = 1 << 30
-        default: break
-        }
-        if mult > 1 { s.removeLast() }
-        guard let n = UInt64(s), n <= UInt64.max / mult else { return nil }
-        bytes = n * mult
+        guard let n = parseByteSize(argument) else { return nil }
+        bytes = n
     }
 }
 
