@@ -295,11 +295,19 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
         return .mapped(GuestPhysRange(start: wStart, end: wEnd), pages: mapped.count)
     }
 
-    /// Same, from a decoded hardware fault record.
+    /// Same, from a decoded hardware fault record. A record whose kind is `.unrecoverable`
+    /// (external abort, alignment, reserved bit) is refused with `.unrecoverable` and
+    /// populates nothing; the other kinds, `.unknown` included, are resolved from the
+    /// space's own areas and tables, which know better than the record whether a page is
+    /// missing.
     public func handlePageFault(_ fault: NestedPageFault, faultAround: UInt64 = PageSize.size4K.bytes)
         -> FaultResolution
     {
-        handlePageFault(fault.gpa, access: fault.access, faultAround: faultAround)
+        if fault.kind == .unrecoverable {
+            counters.faultsUnrecoverable &+= 1
+            return .unrecoverable
+        }
+        return handlePageFault(fault.gpa, access: fault.access, faultAround: faultAround)
     }
 
     /// Whether the 4 KiB page at `gpa` has a translation now.

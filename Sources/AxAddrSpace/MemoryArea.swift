@@ -50,7 +50,7 @@ public struct AddrSpaceStatistics: Equatable, Sendable {
     /// Frames used by the nested page table, the root included.
     public var tableFrames: Int = 0
     /// Calls to `handlePageFault` (the sum of the outcomes below).
-    public var faults: Int { faultsMapped + faultsSpurious + faultsNotInArea + faultsDenied + faultsOutOfMemory }
+    public var faults: Int { faultsMapped + faultsSpurious + faultsNotInArea + faultsDenied + faultsOutOfMemory + faultsUnrecoverable }
     /// Faults that mapped new memory, and the pages they mapped.
     public var faultsMapped: Int = 0
     public var pagesMappedByFaults: Int = 0
@@ -60,6 +60,8 @@ public struct AddrSpaceStatistics: Equatable, Sendable {
     public var faultsNotInArea: Int = 0
     public var faultsDenied: Int = 0
     public var faultsOutOfMemory: Int = 0
+    /// Fault records refused because their kind is `.unrecoverable` (not a missing page).
+    public var faultsUnrecoverable: Int = 0
 
     public var populatedBytes: UInt64 { UInt64(populatedFrames) * PageSize.size4K.bytes }
 }

@@ -27,8 +27,15 @@ public enum NestedFaultKind: Sendable, Equatable, CustomStringConvertible {
     case permission
     /// Arm access-flag fault (AF = 0).
     case accessFlag
-    /// The architecture does not tell.
+    /// The architecture does not tell a missing page from a permission fault (RISC-V
+    /// guest-page faults). `handlePageFault` decides from its own tables, as for the kinds
+    /// above.
     case unknown
+    /// Not a missing page or a permission problem, and populating memory cannot fix it: an
+    /// Arm synchronous external abort, alignment, address-size or TLB-conflict fault; an AMD
+    /// #NPF with the reserved-bit flag. `handlePageFault` refuses it (`.unrecoverable`)
+    /// without touching the space.
+    case unrecoverable
 
     public var description: String {
         switch self {
@@ -36,6 +43,7 @@ public enum NestedFaultKind: Sendable, Equatable, CustomStringConvertible {
         case .permission: "permission"
         case .accessFlag: "access-flag"
         case .unknown: "unknown"
+        case .unrecoverable: "unrecoverable"
         }
     }
 }
@@ -71,6 +79,10 @@ public enum FaultResolution: Sendable, Equatable, CustomStringConvertible {
     case accessDenied(allowed: MappingFlags)
     /// The HAL had no frame. The space is unchanged.
     case outOfMemory
+    /// The fault record says the cause is not memory (`NestedFaultKind.unrecoverable`: an
+    /// external abort, an alignment fault, a reserved bit). Nothing was touched: stop the
+    /// guest or inject the abort.
+    case unrecoverable
 
     /// The guest may resume.
     public var isResolved: Bool {
@@ -86,6 +98,7 @@ public enum FaultResolution: Sendable, Equatable, CustomStringConvertible {
         case .notInArea: "not in any area"
         case let .accessDenied(f): "access denied (area allows \(f))"
         case .outOfMemory: "out of memory"
+        case .unrecoverable: "not a missing page (unrecoverable fault); nothing mapped"
         }
     }
 }

@@ -300,23 +300,27 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     }
 
     /// Frees a chain of freshly created (otherwise empty) tables starting at `chain`.
+    ///
+    /// Each table's only present entry (the next link) is read *before* the table's frame
+    /// goes back to the HAL: the HAL contract says nothing about a freed frame's contents
+    /// (it may be poisoned or handed out again at once), so nothing is read from or written
+    /// to a table after `freeTableFrame`.
     @usableFromInline func releaseChain(_ chain: TableChain) {
-        var p = chain.parent
-        var i = chain.index
+        var entry = chain.parent[chain.index]
         var lvl = Int(truncatingIfNeeded: (rootShift &- chain.shift) / 9)
-        while lvl < lastLevel {
-            let e = p[i]
-            guard format.isPresent(e), format.isTable(e) else { break }
-            let child = format.address(e)
-            p[i] = 0
+        guard format.isPresent(entry), format.isTable(entry) else { return }
+        chain.parent[chain.index] = 0
+        while lvl < lastLevel, format.isPresent(entry), format.isTable(entry) {
+            let child = format.address(entry)
             let childTable = table(child)
-            // The chain continues at the only present entry of the child, if any.
-            var next = -1
-            for j in 0..<512 where childTable[j] != 0 { next = j; break }
+            // The chain continues at the only present entry of the child, if any; a
+            // last-level table of the chain holds no leaf.
+            var next: UInt64 = 0
+            if lvl + 1 < lastLevel {
+                for j in 0..<512 where childTable[j] != 0 { next = childTable[j]; break }
+            }
             freeTableFrame(child)
-            guard next >= 0 else { break }
-            p = childTable
-            i = next
+            entry = next
             lvl += 1
         }
     }

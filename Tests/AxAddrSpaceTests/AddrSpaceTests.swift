@@ -217,3 +217,37 @@ import Testing
         #expect(hal.invalidations == [.stage2IPA(operand: 0x40000, vmid: 4)])
     }
 }
+
+/// A fault record whose cause is not memory must not populate anything.
+@Suite struct UnrecoverableFaultTests {
+    @Test func externalAbortOnALazyPagePopulatesNothing() throws {
+        let hal = CountingHAL()
+        let s = try AddrSpace(base: GuestPhysAddr(0x4000_0000), size: 16 << 20, format: try Stage2(), hal: hal)
+        try s.mapAlloc(GuestPhysAddr(0x4000_0000), size: 4 << 20, flags: .rw, populate: false)
+        let frames = hal.framesInUse
+        // Synchronous external abort (DFSC 0b010000) on a read of the lazy page 0x4010_0000.
+        let abort = Stage2Abort(esr: 0x24 << 26 | 1 << 25 | 0b010000, hpfar: 0x40100 << 4, far: 0x40)
+        let fault = try #require(abort.fault)
+        #expect(s.handlePageFault(fault, faultAround: 64 << 10) == .unrecoverable)
+        #expect(!s.handlePageFault(fault).isResolved)
+        #expect(s.translate(GuestPhysAddr(0x4010_0000)) == nil)
+        #expect(hal.framesInUse == frames)
+        #expect(s.statistics.faultsUnrecoverable == 2)
+        // The same page with a translation fault is populated.
+        let missing = Stage2Abort(esr: 0x24 << 26 | 1 << 25 | 0b000111, hpfar: 0x40100 << 4, far: 0x40)
+        #expect(s.handlePageFault(try #require(missing.fault)).isResolved)
+    }
+
+    /// RISC-V cannot tell a missing page from a permission fault: `.unknown` records are
+    /// resolved from the space's own tables.
+    @Test func unknownKindIsResolvedFromTheTables() throws {
+        let hal = CountingHAL()
+        let s = try AddrSpace(base: GuestPhysAddr(0x8000_0000), size: 16 << 20, format: GStage.sv39x4(), hal: hal)
+        try s.mapAlloc(GuestPhysAddr(0x8000_0000), size: 4 << 20, flags: .rw, populate: false)
+        let load = try #require(GStageFault(scause: 21, htval: 0x8000_1000 >> 2, stval: 0).fault)
+        #expect(load.kind == .unknown)
+        #expect(s.handlePageFault(load) == .mapped(GuestPhysRange(start: GuestPhysAddr(0x8000_1000), size: 4096)!, pages: 1))
+        let fetch = try #require(GStageFault(scause: 20, htval: 0x8000_1000 >> 2, stval: 0).fault)
+        #expect(s.handlePageFault(fetch) == .accessDenied(allowed: .rw))
+    }
+}

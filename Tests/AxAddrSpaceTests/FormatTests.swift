@@ -94,6 +94,9 @@ import Testing
         #expect(x == NestedPageFault(gpa: GuestPhysAddr(0x5000), access: .execute, kind: .permission))
         #expect(NPTFault(exitInfo1: 1 << 33, exitInfo2: 0).duringGuestPageWalk)
         #expect(NPTFault(exitInfo1: 1 << 33, exitInfo2: 0).fault.access == .read)
+        // RSV (bit 3): a reserved bit in a nested entry; P is set as well.
+        let rsv = NPTFault(exitInfo1: 1 << 32 | 0x8 | 0x1 | 0x2, exitInfo2: 0x5000).fault
+        #expect(rsv.kind == .unrecoverable)
     }
 }
 
@@ -101,13 +104,13 @@ import Testing
     let pa = HostPhysAddr(0x4000_0000)
 
     @Test(arguments: [
-        // VALID=1, page=2, MemAttr<<2 (normal 0xf → 0x3c, NC 0x5 → 0x14, device 0 → 0),
+        // VALID=1, page=2, MemAttr<<2 (normal 0xf → 0x3c, NC 0x5 → 0x14, device nGnRE 0x1 → 0x4),
         // S2AP R=0x40 W=0x80, SH inner=0x300, AF=0x400, XN=1<<54
         (MappingFlags.read, PageSize.size4K, UInt64(0x4000_0000 | 0x3 | 0x3c | 0x40 | 0x300 | 0x400) | 1 << 54),
         (.rw, .size4K, UInt64(0x4000_0000 | 0x3 | 0x3c | 0xc0 | 0x300 | 0x400) | 1 << 54),
         (.rwx, .size4K, 0x4000_0000 | 0x3 | 0x3c | 0xc0 | 0x300 | 0x400),
         (.rwx, .size2M, 0x4000_0000 | 0x1 | 0x3c | 0xc0 | 0x300 | 0x400),  // block: bit 1 clear
-        ([.read, .write, .device], .size4K, UInt64(0x4000_0000 | 0x3 | 0x00 | 0xc0 | 0x300 | 0x400) | 1 << 54),
+        ([.read, .write, .device], .size4K, UInt64(0x4000_0000 | 0x3 | 0x04 | 0xc0 | 0x300 | 0x400) | 1 << 54),
         ([.read, .write, .uncached], .size4K, UInt64(0x4000_0000 | 0x3 | 0x14 | 0xc0 | 0x300 | 0x400) | 1 << 54),
         ([.read, .execute], .size1G, 0x4000_0000 | 0x1 | 0x3c | 0x40 | 0x300 | 0x400),
     ] as [(MappingFlags, PageSize, UInt64)])
@@ -120,11 +123,44 @@ import Testing
     }
 
     @Test func customAttributeTable() throws {
-        let s2 = try Stage2(attributes: Stage2Attributes(normal: 0b1010, device: 0b0001))  // WT, nGnRE
+        let s2 = try Stage2(attributes: Stage2Attributes(normal: 0b1010, device: 0b0000))  // WT, nGnRnE
         #expect(Stage2Descriptor(rawValue: s2.leafEntry(pa, flags: .rw, size: .size4K)).memAttr == 0b1010)
         let dev = s2.leafEntry(pa, flags: [.read, .device], size: .size4K)
-        #expect(Stage2Descriptor(rawValue: dev).memAttr == 0b0001)
+        #expect(Stage2Descriptor(rawValue: dev).memAttr == 0b0000)
         #expect(s2.leafFlags(dev).contains(.device))
+    }
+
+    /// Linux KVM maps stage 2 device memory as Device-nGnRE (MemAttr 0b0001); so does the
+    /// default attribute table.
+    @Test func defaultDeviceMemoryIsNGnRE() throws {
+        #expect(Stage2Attributes().device == 0b0001)
+        let dev = try Stage2().leafEntry(pa, flags: [.read, .write, .device], size: .size4K)
+        #expect(Stage2Descriptor(rawValue: dev).memAttr == 0b0001)
+    }
+
+    /// Status codes that are not translation, access-flag or permission faults: a missing
+    /// page is not their cause (Arm ARM D13.2.37, DFSC/IFSC encodings).
+    @Test(arguments: [
+        (UInt64(0b000001), "address size, level 1"),
+        (0b010000, "synchronous external abort"),
+        (0b010101, "synchronous external abort on a walk, level 1"),
+        (0b011000, "parity/ECC error"),
+        (0b100001, "alignment fault"),
+        (0b110000, "TLB conflict abort"),
+        (0b110001, "unsupported atomic hardware update"),
+    ])
+    func nonTranslationAbortsAreUnrecoverable(dfsc: UInt64, what: String) {
+        let data = Stage2Abort(esr: 0x24 << 26 | 1 << 25 | dfsc, hpfar: 0x48123 << 4, far: 0x123)
+        #expect(data.fault?.kind == .unrecoverable, "\(what)")
+        let fetch = Stage2Abort(esr: 0x20 << 26 | 1 << 25 | dfsc, hpfar: 0x48123 << 4, far: 0x123)
+        #expect(fetch.fault?.kind == .unrecoverable, "\(what)")
+    }
+
+    /// FnV (ISS bit 10): FAR_EL2 is not valid, so the IPA is HPFAR's page alone.
+    @Test func farNotValidDropsThePageOffset() {
+        let a = Stage2Abort(esr: 0x24 << 26 | 1 << 25 | 1 << 10 | 0b000111, hpfar: 0x48123 << 4, far: 0xdead_beef)
+        #expect(a.farNotValid)
+        #expect(a.fault == NestedPageFault(gpa: GuestPhysAddr(0x4812_3000), access: .read, kind: .translation))
     }
 
     @Test func vtcrAndVttbr() throws {

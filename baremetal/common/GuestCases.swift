@@ -54,6 +54,9 @@ struct CaseLog {
             return .stopGuest
         case .outOfMemory:
             return .outOfMemory
+        case .unrecoverable:
+            print("\(tag) case \(currentCase) \(name): \(fault) -> \(resolution); guest stopped")
+            return .stopGuest
         }
     }
 }

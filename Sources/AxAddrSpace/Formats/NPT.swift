@@ -75,14 +75,15 @@ public struct NPTFault: Sendable, Equatable {
         self.exitInfo1 = exitInfo1
         self.exitInfo2 = exitInfo2
     }
-    /// Bit 0 P (a translation existed: permission fault), bit 1 R/W (write), bit 4 I/D
-    /// (instruction fetch), bit 32 fault on the final GPA, bit 33 fault during the guest's
-    /// own page-table walk.
+    /// Bit 0 P (a translation existed: permission fault), bit 1 R/W (write), bit 3 RSV (a
+    /// reserved bit was set in a nested table entry: the table is malformed, and populating
+    /// cannot help, so the kind is `.unrecoverable`), bit 4 I/D (instruction fetch), bit 32
+    /// fault on the final GPA, bit 33 fault during the guest's own page-table walk.
     public var fault: NestedPageFault {
         let e = exitInfo1
         let access: AccessKind = e & 0x10 != 0 ? .execute : e & 2 != 0 ? .write : .read
-        return NestedPageFault(gpa: GuestPhysAddr(exitInfo2), access: access,
-                               kind: e & 1 != 0 ? .permission : .translation)
+        let kind: NestedFaultKind = e & 8 != 0 ? .unrecoverable : e & 1 != 0 ? .permission : .translation
+        return NestedPageFault(gpa: GuestPhysAddr(exitInfo2), access: access, kind: kind)
     }
     /// The fault happened while the CPU walked the guest's own page tables.
     public var duringGuestPageWalk: Bool { exitInfo1 & (1 << 33) != 0 }

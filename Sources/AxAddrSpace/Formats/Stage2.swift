@@ -24,11 +24,16 @@
 /// outer attribute (0b00 Device, 0b01 Non-cacheable, 0b10 Write-Through, 0b11 Write-Back),
 /// bits 1:0 the inner attribute for Normal, or the Device type (0b00 nGnRnE, 0b01 nGnRE,
 /// 0b10 nGRE, 0b11 GRE). A configurable table like MAIR for stage 1.
+///
+/// The default device type is Device-nGnRE (0b0001), as Linux KVM maps stage 2 device
+/// memory (`KVM_PGTABLE_PROT_DEVICE` → `MT_S2_DEVICE_nGnRE`): early write acknowledgement is
+/// allowed, which the guest's own stage 1 attributes may still forbid (the stricter of
+/// the two stages wins, D8.5.6). Pass `device: 0b0000` for Device-nGnRnE.
 public struct Stage2Attributes: Sendable, Equatable {
     public var normal: UInt8
     public var normalNonCacheable: UInt8
     public var device: UInt8
-    public init(normal: UInt8 = 0b1111, normalNonCacheable: UInt8 = 0b0101, device: UInt8 = 0b0000) {
+    public init(normal: UInt8 = 0b1111, normalNonCacheable: UInt8 = 0b0101, device: UInt8 = 0b0001) {
         self.normal = normal & 0xf
         self.normalNonCacheable = normalNonCacheable & 0xf
         self.device = device & 0xf
@@ -146,14 +151,21 @@ public struct Stage2Abort: Sendable, Equatable {
     public var statusCode: UInt64 { esr & 0x3f }
     /// Level of the walk that faulted (from xFSC[1:0]).
     public var level: Int { Int(esr & 3) }
-    /// IPA: HPFAR_EL2.FIPA (bits 43:4) holds IPA[51:12]; the page offset comes from FAR_EL2.
+    /// FnV, ISS bit 10 (data and instruction aborts): FAR_EL2 is not valid.
+    public var farNotValid: Bool { esr & (1 << 10) != 0 }
+    /// IPA: HPFAR_EL2.FIPA (bits 43:4) holds IPA[51:12]; the page offset comes from FAR_EL2,
+    /// unless FnV says FAR_EL2 is not valid: then the IPA is the page's start (HPFAR_EL2
+    /// stays valid for stage 2 translation, access-flag and permission faults).
     public var ipa: GuestPhysAddr {
-        GuestPhysAddr(((hpfar >> 4) & 0xff_ffff_ffff) << 12 | (far & 0xfff))
+        GuestPhysAddr(((hpfar >> 4) & 0xff_ffff_ffff) << 12 | (farNotValid ? 0 : far & 0xfff))
     }
 
     /// The abort as a nested fault, or `nil` if ESR_EL2 is not an abort from a lower EL.
     /// WnR is ISS bit 6 (data aborts); xFSC 0b0001LL translation, 0b0010LL access flag,
-    /// 0b0011LL permission.
+    /// 0b0011LL permission. Every other status code — address size (0b0000LL), synchronous
+    /// external abort (0b010000, 0b0101LL on a walk), parity/ECC (0b011000, 0b0111LL),
+    /// alignment (0b100001), TLB conflict (0b110000), unsupported atomic (0b110001) — is
+    /// `.unrecoverable`: a missing page is not the cause, and `handlePageFault` refuses it.
     public var fault: NestedPageFault? {
         let access: AccessKind
         switch exceptionClass {
@@ -165,7 +177,7 @@ public struct Stage2Abort: Sendable, Equatable {
         case 0b0001: .translation
         case 0b0010: .accessFlag
         case 0b0011: .permission
-        default: .unknown
+        default: .unrecoverable
         }
         return NestedPageFault(gpa: ipa, access: access, kind: kind)
     }
