@@ -9,3 +9,4 @@ scripts/build-guests.sh
 scripts/baremetal.sh check
 swift build --build-tests
 swift test --skip-build --no-parallel "$@"
+if [ "${AXVM_SKIP_RIG:-0}" != 1 ]; then scripts/kvm-rig.sh fetch && scripts/kvm-rig.sh build x86_64 && scripts/kvm-rig.sh test x86_64 || exit 1; fi  # real kvm_amd under QEMU TCG; AXVM_SKIP_RIG=1 skips
