@@ -1,13 +1,18 @@
-// Long-mode guest: writes a pattern over every page of the test region in the order the
-// VMM chose (0 sequential, 1 random permutation, 2 strided), reads it all back, stores the
-// checksum and mismatch count in the parameter page and exits with 0 (all matched) or 1.
+// Long-mode guest: writes a pattern over every test page (page k at page_addr(k)) in the
+// order the VMM chose (0 sequential, 1 random permutation, 2 strided), reads them all back
+// in page order, stores the checksum and mismatch count in the parameter page and exits
+// with 0 (all matched) or 1. Built twice: memtest.bin drops to CPL 3 for its loops (fast
+// on kvm_pvm, which emulates guest kernel mode), memtest-kernel.bin (-DKERNEL_MODE) stays
+// at CPL 0, as real kernels run.
     .code64
     .include "defs.inc"
     .text
     HEADER 64
 entry:
     mov %rdi, %r15                  // parameter page
+#ifndef KERNEL_MODE
     call enter_user
+#endif
     lea msg_start(%rip), %rsi
     call puts
     mov P_SIZE(%r15), %r9
@@ -53,30 +58,34 @@ next_strided:
     mov %r12, %rcx
 3:  mov %rcx, %r11
 have_page:
-    shl $12, %rax
-    add P_BASE(%r15), %rax
+    call page_addr
     mov %rax, %rdi
     call fill_page
     inc %r10
     jmp write_loop
 read_phase:
-    mov P_BASE(%r15), %rdi
-    mov P_SIZE(%r15), %rsi
-    add %rdi, %rsi                  // end
     xor %r8, %r8                    // checksum
     xor %r10, %r10                  // mismatches
+    xor %r12, %r12                  // k = page being read
     movabs $GOLDEN, %rcx
-4:  cmp %rsi, %rdi
+4:  cmp %r9, %r12
     jae done
-    mov (%rdi), %rax
+    mov %r12, %rax
+    call page_addr
+    mov %rax, %rdi
+    lea 4096(%rax), %rsi            // end of the page
+5:  mov (%rdi), %rax
     add %rax, %r8
     mov %rdi, %rdx
     imul %rcx, %rdx
     xor P_SEED(%r15), %rdx
     cmp %rdx, %rax
-    je 5f
+    je 6f
     inc %r10
-5:  add $8, %rdi
+6:  add $8, %rdi
+    cmp %rsi, %rdi
+    jb 5b
+    inc %r12
     jmp 4b
 done:
     lea msg_sum(%rip), %rsi

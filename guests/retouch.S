@@ -1,4 +1,4 @@
-// Long-mode guest: fills the test region, asks the VMM to reclaim it (port 0xf5: the
+// Long-mode guest: fills the test pages (page_addr), asks the VMM to reclaim it (port 0xf5: the
 // library depopulates it and the memfd pages are punched), then reads it again: every
 // qword must be zero (fresh frames on the second touch). Exit 0 if so, 1 otherwise.
     .code64
@@ -8,28 +8,36 @@
 entry:
     mov %rdi, %r15
     call enter_user
-    mov P_BASE(%r15), %rbx
     mov P_SIZE(%r15), %r12
-    add %rbx, %r12                  // end
-    mov %rbx, %r13
+    shr $12, %r12                   // n = test pages
+    xor %r13, %r13                  // k
 1:  cmp %r12, %r13
     jae 2f
-    mov %r13, %rdi
+    mov %r13, %rax
+    call page_addr
+    mov %rax, %rdi
     call fill_page
-    add $4096, %r13
+    inc %r13
     jmp 1b
 2:  out %al, $RECLAIM
     xor %r10, %r10                  // non-zero qwords
     xor %r8, %r8                    // checksum of what is read
-    mov %rbx, %rdi
-3:  cmp %r12, %rdi
+    xor %r13, %r13
+3:  cmp %r12, %r13
     jae 5f
-    mov (%rdi), %rax
+    mov %r13, %rax
+    call page_addr
+    mov %rax, %rdi
+    lea 4096(%rax), %rsi
+4:  mov (%rdi), %rax
     add %rax, %r8
     test %rax, %rax
-    jz 4f
+    jz 6f
     inc %r10
-4:  add $8, %rdi
+6:  add $8, %rdi
+    cmp %rsi, %rdi
+    jb 4b
+    inc %r13
     jmp 3b
 5:  lea msg(%rip), %rsi           // mismatches = non-zero qwords
     jmp finish

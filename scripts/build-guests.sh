@@ -14,4 +14,7 @@ for src in *.S; do
     "$CLANG" --target=x86_64-unknown-none -c "$src" -o "build/$name.o"
     "$LLD" --oformat=binary --image-base=0 -Ttext="$base" -e 0 -o "build/$name.bin" "build/$name.o"
 done
+# memtest at CPL 0 (kernel mode): the same source with KERNEL_MODE defined.
+"$CLANG" --target=x86_64-unknown-none -DKERNEL_MODE -c memtest.S -o build/memtest-kernel.o
+"$LLD" --oformat=binary --image-base=0 -Ttext=0x100000 -e 0 -o build/memtest-kernel.bin build/memtest-kernel.o
 echo "guests built: $(ls build/*.bin | xargs -n1 basename | tr '\n' ' ')"

@@ -310,6 +310,13 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
         return handlePageFault(fault.gpa, access: fault.access, faultAround: faultAround)
     }
 
+    /// Calls `body` with the guest start and size of every mapped leaf overlapping `range`
+    /// (populated pages of alloc areas, the blocks of linear ones), in address order. The
+    /// cost follows what is mapped: a lazy 64 GiB area with 10 pages populated is 10 calls.
+    public func forEachMapping(in range: GuestPhysRange, _ body: (GuestPhysAddr, PageSize) -> Void) {
+        pageTable.forEachLeaf(in: range.start, size: range.size, body)
+    }
+
     /// Whether the 4 KiB page at `gpa` has a translation now.
     public func isPopulated(_ gpa: GuestPhysAddr) -> Bool { translate(gpa) != nil }
 

@@ -146,6 +146,31 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
                            flags: format.leafFlags(e), size: size, base: gpa.alignedDown(size.bytes))
     }
 
+    /// Calls `body` with the guest start and size of every present leaf that overlaps
+    /// `[start, start+size)`, in address order; empty tables are skipped whole, so the cost
+    /// follows what is mapped, not the size of the range.
+    public func forEachLeaf(in start: GuestPhysAddr, size: UInt64, _ body: (GuestPhysAddr, PageSize) -> Void) {
+        let lo = start.raw, hi = min(start.raw &+ size, limit)
+        guard lo < hi else { return }
+        visitLeaves(rootTable, level: 0, base: 0, lo: lo, hi: hi, body)
+    }
+    private func visitLeaves(_ t: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64, lo: UInt64, hi: UInt64,
+                             _ body: (GuestPhysAddr, PageSize) -> Void) {
+        let sh = shift(level)
+        let span = UInt64(1) << sh
+        for i in index(lo, level)...index(hi - 1, level) {
+            let e = t[i]
+            guard format.isPresent(e) else { continue }
+            let slot = base + UInt64(i) << sh
+            if level < lastLevel && format.isTable(e) {
+                visitLeaves(table(format.address(e)), level: level + 1, base: slot,
+                            lo: max(lo, slot), hi: min(hi, slot + span), body)
+            } else {
+                body(GuestPhysAddr(slot), pageSize(level) ?? .size4K)
+            }
+        }
+    }
+
     /// Raw entries along the walk of `gpa`, root first (for tests and debugging).
     public func walkEntries(_ gpa: GuestPhysAddr) -> [UInt64] {
         var out: [UInt64] = []

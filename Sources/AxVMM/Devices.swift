@@ -11,14 +11,18 @@ enum Ports {
     static let reclaim: UInt16 = 0xf5
 }
 
-/// 8250 transmit side: bytes go to stdout or to a buffer.
+/// 8250 transmit side: bytes go to stdout and to a bounded capture (the report's
+/// `serialOutput`): the first `captureLimit` bytes are kept, later ones only counted, so a
+/// guest printing forever cannot grow the VMM.
 final class Serial {
-    var captured: [UInt8] = []
+    static let captureLimit = 1 << 20
+    private(set) var captured: [UInt8] = []
+    private(set) var dropped = 0
     let toStdout: Bool
     init(toStdout: Bool) { self.toStdout = toStdout }
 
     func out(_ byte: UInt8) {
-        captured.append(byte)
+        if captured.count < Self.captureLimit { captured.append(byte) } else { dropped += 1 }
         if toStdout {
             var b = byte
             _ = write(1, &b, 1)
@@ -26,6 +30,12 @@ final class Serial {
     }
     /// LSR: transmitter holding register empty and transmitter empty (bits 5 and 6).
     var lineStatus: UInt8 { 0x60 }
+
+    /// What the guest printed, with a note when the capture overflowed.
+    var text: String {
+        let s = String(decoding: captured, as: UTF8.self)
+        return dropped == 0 ? s : s + "\n[axvm: \(dropped) more serial bytes not kept]\n"
+    }
 }
 
 import Glibc

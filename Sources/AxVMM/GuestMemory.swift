@@ -12,6 +12,10 @@ public struct RAMRegion: Sendable, Equatable {
     public var spanOffset: UInt64
     public var lazy: Bool
     public var readOnly: Bool
+    /// Under the pager's control (registered with userfaultfd): every writable area, lazy
+    /// or populated, since a populated area can be reclaimed and its next touch must go
+    /// through `handlePageFault` too. Read-only areas are never reclaimed.
+    public var registered: Bool { !readOnly }
 }
 
 /// The guest's memory: `AddrSpace` is the single source of truth; every area is mirrored
@@ -72,12 +76,18 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
                 guard let p, p != MAP_FAILED else { throw VMMError.host("mmap(window of \(range)): \(errnoString(errno))") }
                 let window = UInt64(UInt(bitPattern: p))
                 undo.append { munmap(p, Int(size)) }
-                if lazy {
+                let region = RAMRegion(range: range, window: window, slot: nextSlot, spanOffset: span,
+                                       lazy: lazy, readOnly: readOnly)
+                if !lazy && !readOnly {
+                    // Populated: the library holds every frame; map them all into the
+                    // window now (before registering, so no event is raised), so the
+                    // guest's first touches cost no fault at all.
+                    try prefault(p, size)
+                }
+                if region.registered {
                     try userfault.register(window, size)
                     undo.append { [userfault] in userfault.unregister(window, size) }
                 }
-                let region = RAMRegion(range: range, window: window, slot: nextSlot, spanOffset: span,
-                                       lazy: lazy, readOnly: readOnly)
                 do throws(KVMError) {
                     try vm.setMemorySlot(MemorySlot(slot: region.slot, guestPhysAddr: gpa.raw, size: size,
                                                     userspaceAddr: window, readOnly: readOnly))
@@ -106,8 +116,32 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
         }
     }
 
+    /// Maps every page of a fresh window writable (MADV_POPULATE_WRITE, Linux 5.14; else one
+    /// store per page). The pages are holes of the memfd, so they come in as zero pages.
+    private func prefault(_ p: UnsafeMutableRawPointer, _ size: UInt64) throws(VMMError) {
+        // MADV_POPULATE_WRITE = 23 (Linux 5.14, include/uapi/asm-generic/mman-common.h).
+        if madvise(p, Int(size), 23) == 0 { return }
+        guard errno == EINVAL else { throw .host("madvise(MADV_POPULATE_WRITE, \(size) bytes): \(errnoString(errno))") }
+        var off = 0
+        while off < Int(size) { (p + off).storeBytes(of: 0, as: UInt8.self); off += 4096 }
+    }
+
+    /// After a fatal pager failure: every registered window becomes inaccessible, then
+    /// unregistered. Threads blocked on a fault wake up, retry, and fail with EFAULT (so
+    /// KVM_RUN returns) instead of getting pages the library never handed out: no page is
+    /// populated past a failure, and the library's view stays the host's.
+    func fence() {
+        lock.withLock {
+            for r in regionList where r.registered {
+                let p = UnsafeMutableRawPointer(bitPattern: UInt(r.window))
+                _ = mprotect(p, Int(r.range.size), PROT_NONE)
+                userfault.unregister(r.window, r.range.size)
+            }
+        }
+    }
+
     private func teardown(_ r: RAMRegion) {
-        if r.lazy { userfault.unregister(r.window, r.range.size) }
+        if r.registered { userfault.unregister(r.window, r.range.size) }
         munmap(UnsafeMutableRawPointer(bitPattern: UInt(r.window)), Int(r.range.size))
         try? space.unmap(r.range.start, size: r.range.size)
         hal.releaseSpan(for: r.range)
@@ -134,6 +168,13 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
                 page = page + 4096
             }
             do throws(AddrSpaceError) { try s.write(gpa, from: bytes) } catch { throw .addrSpace(error) }
+            // The bytes went through the VMM's view of the memfd; drop that view's mappings
+            // of guest pages so they count once in the RSS (the data stays in the file).
+            page = gpa.alignedDown(4096)
+            while page < gpa + UInt64(bytes.count) {
+                if let hpa = s.translate(page) { host.dropView(hpa.raw, 4096) }
+                page = page + 4096
+            }
         }
     }
 
@@ -169,13 +210,33 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
     /// (memfd page resident or not, by mincore) disagree. Empty when they match.
     public func residencyMismatches(_ region: RAMRegion) -> [GuestPhysAddr] {
         let resident = host.residentPages(region.spanOffset, region.range.size)
-        return withSpace { s in
-            var out: [GuestPhysAddr] = []
-            for (i, isResident) in resident.enumerated() {
-                let gpa = region.range.start + UInt64(i) * 4096
-                if s.isPopulated(gpa) != isResident { out.append(gpa) }
+        var populated = [Bool](repeating: false, count: resident.count)
+        forEachPopulatedPage(region) { populated[$0] = true }
+        var out: [GuestPhysAddr] = []
+        for i in resident.indices where populated[i] != resident[i] {
+            out.append(region.range.start + UInt64(i) * 4096)
+        }
+        return out
+    }
+
+    /// Bytes of `region` the library has populated.
+    public func populatedBytes(_ region: RAMRegion) -> UInt64 {
+        var n: UInt64 = 0
+        forEachPopulatedPage(region) { _ in n += 4096 }
+        return n
+    }
+
+    /// Index (from the region's start) of each populated 4 KiB page of `region`.
+    private func forEachPopulatedPage(_ region: RAMRegion, _ body: (Int) -> Void) {
+        withSpace { s in
+            s.forEachMapping(in: region.range) { gpa, size in
+                let first = max(gpa.raw, region.range.start.raw), last = min(gpa.raw + size.bytes, region.range.end.raw)
+                var p = first
+                while p < last {
+                    body(Int((p - region.range.start.raw) / 4096))
+                    p += 4096
+                }
             }
-            return out
         }
     }
 }

@@ -23,6 +23,23 @@ public final class HostMemory: @unchecked Sendable {  // fd and mapping immutabl
     }
     deinit { munmap(base, Int(capacity)) }
 
+    /// Makes the kernel hold the pages of `[offset, offset+length)` (fresh ones read as
+    /// zero) without mapping them into the VMM: UFFDIO_CONTINUE then maps them into a
+    /// guest window. Pages already there are left as they are.
+    public func materialize(_ offset: UInt64, _ length: UInt64) throws(VMMError) {
+        while ckvm_allocate(fd.raw, Int64(offset), Int64(length)) != 0 {
+            if errno == EINTR { continue }
+            throw .host("fallocate(memfd, 0x\(String(offset, radix: 16)), \(length)): \(errnoString(errno))")
+        }
+    }
+
+    /// Drops the VMM view's mappings of `[offset, offset+length)` (the pages stay in the
+    /// file, and in any guest window): after the loader wrote guest pages through this view,
+    /// they count once in the process's RSS, not twice.
+    public func dropView(_ offset: UInt64, _ length: UInt64) {
+        _ = madvise(base + Int(offset), Int(length), MADV_DONTNEED)
+    }
+
     /// Gives the pages back to the kernel; the range reads as zeros afterwards.
     public func punchHole(_ offset: UInt64, _ length: UInt64) {
         _ = ckvm_punch_hole(fd.raw, Int64(offset), Int64(length))
@@ -44,9 +61,12 @@ public final class HostMemory: @unchecked Sendable {  // fd and mapping immutabl
 /// - Each RAM area gets a *span*: a contiguous run of the file reserved up front, and the
 ///   placement hint puts guest page `g` of the area at `span + (g − area start)`, so the
 ///   area is one `MAP_SHARED` mapping (one VMA) however its pages are touched.
-/// - Freed frames are punched out of the file, so every frame handed out is a hole: it
-///   reads as zero, and `zeroFrame` only has to make the kernel materialize it (one store
-///   of a zero byte through the VMM's view; the kernel fills the page with zeros).
+/// - Freed frames are punched out of the file, so every frame handed out is a hole that
+///   reads as zero: `zeroFrame` has nothing to do. Guest frames are never touched through
+///   the VMM's view (that would map them a second time and count them twice in the RSS):
+///   the pager materializes them with `fallocate` before UFFDIO_CONTINUE, a populated
+///   window is prefaulted through the window itself, and the loader drops its view after
+///   writing.
 ///
 /// Not thread-safe; `GuestMemory` calls it under its lock.
 public final class MemfdHAL: NestedMemoryHAL, @unchecked Sendable {  // used under GuestMemory's lock
@@ -123,8 +143,6 @@ public final class MemfdHAL: NestedMemoryHAL, @unchecked Sendable {  // used und
 
     public func zeroFrame(_ frame: HostPhysAddr) {
         // Every frame handed out is a hole of the memfd (never used, or punched on free),
-        // so it already reads as zero; one store makes the kernel allocate the zeroed page
-        // in the page cache, where UFFDIO_CONTINUE finds it.
-        (memory.base + Int(frame.raw)).storeBytes(of: 0, as: UInt8.self)
+        // so it already reads as zero. Nothing to store (see the type's comment).
     }
 }

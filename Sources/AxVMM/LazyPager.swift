@@ -1,6 +1,7 @@
 import AxAddrSpace
 import CKVM
 import Glibc
+import Synchronization
 
 /// Which nested-fault record the host CPU would produce (the host's MMU decides the
 /// format KVM uses: EPT on Intel, NPT on AMD).
@@ -29,47 +30,58 @@ public enum HostCPU: Sendable {
     }
 }
 
-/// Counters and timings of the fault thread.
+/// Counters and timings of the fault thread. Constant size however long the guest runs.
 public struct PagerStatistics: Sendable, Equatable {
     /// Faults on pages absent from the memfd, resolved by `handlePageFault` mapping memory.
     public var faults = 0
+    /// Faults at guest-physical addresses at or above `countAbove` (the memtest region;
+    /// below it: boot data, code and stack).
+    public var faultsAbove = 0
     /// Minor faults: page populated (e.g. by the loader) but not yet mapped in the window.
     public var minorFaults = 0
     /// Pages mapped by the faults.
     public var pagesMapped = 0
     /// Host-side service time of each fault (read event → guest woken), nanoseconds.
-    public var latencies: [UInt64] = []
-    /// Guest-physical address of each fault that mapped memory, in order.
-    public var faultAddresses: [UInt64] = []
+    public var latency = LatencyHistogram()
+    /// Where that time went, summed over all faults: inside `handlePageFault` (with the
+    /// wait for the address-space lock), and resolving the host side (materializing the
+    /// window's pages in the memfd, UFFDIO_CONTINUE, which also wakes the vCPU).
+    public var libraryNanos: UInt64 = 0
+    public var resolveNanos: UInt64 = 0
 
-    public func percentile(_ p: Double) -> UInt64 {
-        guard !latencies.isEmpty else { return 0 }
-        let sorted = latencies.sorted()
-        return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * p + 0.5))]
-    }
+    public func percentile(_ p: Double) -> UInt64 { latency.percentile(p) }
 }
 
-/// The fault thread: reads userfaultfd events of the lazy windows, turns each into the
-/// host's nested-fault record, resolves it with `AddrSpace.handlePageFault` and maps the
+/// The fault thread: reads userfaultfd events of the guest's RAM windows, turns each into
+/// the host's nested-fault record, resolves it with `AddrSpace.handlePageFault` and maps the
 /// populated pages into the window with UFFDIO_CONTINUE. Never runs on a vCPU thread.
 ///
-/// If it fails (out of memory, a fault the library refuses), it records the failure,
-/// unregisters every window (which wakes any thread blocked on a fault, so no vCPU hangs)
-/// and calls `onFatal` so the run loop stops the guest.
-final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // stats/failure read after join()
+/// If it fails (out of memory, a fault the library refuses), it records the failure, makes
+/// every window inaccessible (so that nothing — neither the guest nor KVM — can populate a
+/// page behind the library's back), unregisters the windows (which wakes any thread
+/// blocked on a fault: its retry fails with EFAULT, so no vCPU hangs) and calls `onFatal`
+/// so the run loop stops the guest.
+final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see the fields
     let memory: GuestMemory<Format>
     let faultAround: UInt64
     let cpu: HostCPU
+    /// Faults at or above this GPA are counted in `faultsAbove`.
+    let countAbove: UInt64
     private let stopEvent: EventFD
     private var thread: OSThread?
+    /// Written by the fault thread only; read by others after `stop()` joined it.
     private(set) var stats = PagerStatistics()
-    private(set) var failure: String?
+    /// Written by the fault thread, read by the run loop while it runs: behind a mutex.
+    private let failureBox = Mutex<String?>(nil)
+    var failure: String? { failureBox.withLock { $0 } }
+    /// Set before `start()`, read by the fault thread only.
     var onFatal: @Sendable () -> Void = {}
 
-    init(memory: GuestMemory<Format>, faultAround: UInt64, cpu: HostCPU) throws(VMMError) {
+    init(memory: GuestMemory<Format>, faultAround: UInt64, cpu: HostCPU, countAbove: UInt64 = 0) throws(VMMError) {
         self.memory = memory
         self.faultAround = faultAround
         self.cpu = cpu
+        self.countAbove = countAbove
         stopEvent = try EventFD()
     }
 
@@ -91,7 +103,8 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // sta
         defer { buffer.deallocate() }
         var fds = [pollfd(fd: uffd, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: stopEvent.fd, events: Int16(POLLIN), revents: 0)]
-        while failure == nil {
+        var failed = false
+        while !failed {
             if poll(&fds, 2, -1) < 0 {
                 if errno == EINTR { continue }
                 fail("poll(userfaultfd): \(errnoString(errno))")
@@ -107,52 +120,57 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // sta
             for i in 0..<(n / msgSize) {
                 let msg = ckvm_uffd_decode(buffer + i * msgSize)
                 guard msg.event == UFFD_EVENT_PAGEFAULT else { continue }
-                handle(address: msg.address, flags: msg.flags)
-                if failure != nil { break }
+                if !handle(address: msg.address, flags: msg.flags) { failed = true; break }
             }
         }
     }
 
-    private func handle(address: UInt64, flags: UInt64) {
+    /// Resolves one fault; false after a failure (recorded by `fail`).
+    private func handle(address: UInt64, flags: UInt64) -> Bool {
         let t0 = nowNanos()
         guard let region = memory.region(containingHostAddress: address) else {
             fail("fault at host address 0x\(String(address, radix: 16)) outside every guest window")
-            return
+            return false
         }
         let offset = (address & ~0xfff) - region.window
         let gpa = region.range.start + offset
         let write = flags & UInt64(UFFD_PAGEFAULT_FLAG_WRITE) != 0
         let fault = cpu.nestedFault(gpa: gpa.raw, write: write)
         let resolution = memory.withSpace { $0.handlePageFault(fault, faultAround: faultAround) }
+        let t1 = nowNanos()
         let window: GuestPhysRange
         switch resolution {
         case let .mapped(range, pages):
             stats.faults += 1
+            if gpa.raw >= countAbove { stats.faultsAbove += 1 }
             stats.pagesMapped += pages
-            stats.faultAddresses.append(gpa.raw)
             window = range
         case .alreadyMapped:
             stats.minorFaults += 1
             window = GuestPhysRange(start: gpa, end: gpa + 4096)
         default:
             fail("guest \(fault.access) at \(gpa): \(resolution)")
-            return
+            return false
         }
         do {
+            let span = region.spanOffset + (window.start - region.range.start)
+            try memory.host.materialize(span, window.size)
             try memory.userfault.resolve(region.window + (window.start - region.range.start), window.size,
                                          faultAddress: address)
         } catch {
             fail("\(error)")
-            return
+            return false
         }
-        stats.latencies.append(nowNanos() - t0)
+        let t2 = nowNanos()
+        stats.libraryNanos &+= t1 &- t0
+        stats.resolveNanos &+= t2 &- t1
+        stats.latency.record(t2 &- t0)
+        return true
     }
 
     private func fail(_ message: String) {
-        failure = message
-        // Release every waiter: with the windows unregistered, blocked faults retry and
-        // complete in the kernel, so the vCPU thread returns to the run loop.
-        for r in memory.regions where r.lazy { memory.userfault.unregister(r.window, r.range.size) }
+        failureBox.withLock { $0 = $0 ?? message }
+        memory.fence()
         onFatal()
     }
 }

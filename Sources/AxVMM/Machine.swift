@@ -2,6 +2,7 @@ import AxAddrSpace
 import CKVM
 import Glibc
 import KVM
+import Synchronization
 
 /// What to run and how.
 public struct VMConfig: Sendable {
@@ -12,13 +13,18 @@ public struct VMConfig: Sendable {
     public var lazy = true
     /// Pages populated per fault: 4 KiB … 2 MiB, a power of two.
     public var faultAround: UInt64 = 4096
-    /// Stop the guest after this many seconds (nil: never).
+    /// Stop the guest after this many seconds (nil: never): finite, positive, at most
+    /// `maxTimeout`.
     public var timeout: Double? = 30
     public var testOrder: GuestParams.Order = .sequential
+    /// memtest's stride in pages: 1 … the number of test pages.
     public var stridePages: UInt64 = 16
     public var seed: UInt64 = 1
     /// Bytes the memtest guest touches (0: all RAM above 2 MiB).
     public var testSize: UInt64 = 0
+    /// Spread the test pages evenly over all RAM above 2 MiB instead of taking the first
+    /// `testSize` bytes (so a small test size still reaches RAM above 4 GiB).
+    public var sparse = false
     /// Most guest memory the host populates (nil: all of it). A lazy fault beyond it is out of
     /// memory: the pager fails and the run ends with `.pagerFailure`.
     public var maxResident: UInt64?
@@ -31,19 +37,31 @@ public struct VMConfig: Sendable {
     public init(guestPath: String) { self.guestPath = guestPath }
 
     public static let maxMemory: UInt64 = 64 << 30
+    /// The longest `timeout`: one week.
+    public static let maxTimeout: Double = 7 * 86_400
     public static let testBase: UInt64 = 2 << 20
     /// A read-only area (KVM_MEM_READONLY) holding "AXVMROM!", for the read-only test guest.
     public static let romBase: UInt64 = 0xe000_0000
     public static let romSize: UInt64 = 0x1_0000
 }
 
+/// The registers of a guest that shut down.
+public struct ShutdownRegisters: Sendable, Equatable {
+    public var rip, rsp, cr0, cr3: UInt64
+}
+
 /// How a run ended.
 public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
     /// The guest wrote its exit code to the debug-exit port.
     case guestExit(code: UInt8)
+    /// `hlt` with interrupts enabled: the guest waits for an interrupt (axvm has no
+    /// interrupt sources, so this ends the run; exit status 0).
     case halted(rip: UInt64)
-    /// Triple fault or shutdown; registers at the time.
-    case shutdown(rip: UInt64, rsp: UInt64, cr0: UInt64, cr3: UInt64)
+    /// `hlt` with interrupts disabled (RFLAGS.IF = 0): nothing can ever wake the guest.
+    case deadHalt(rip: UInt64)
+    /// Triple fault or shutdown; registers at the time, when KVM kept them (kvm_amd resets
+    /// the vCPU first: nil there).
+    case shutdown(registers: ShutdownRegisters?)
     /// Access to a guest-physical address outside every area.
     case unmappedAccess(gpa: UInt64, write: Bool, size: Int, rip: UInt64)
     case readOnlyWrite(gpa: UInt64, rip: UInt64)
@@ -59,8 +77,12 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case let .guestExit(code): return "guest exit, code \(code)"
         case let .halted(rip): return "guest halted (hlt at rip \(h(rip)))"
-        case let .shutdown(rip, rsp, cr0, cr3):
-            return "guest shut down (triple fault?) at rip \(h(rip)), rsp \(h(rsp)), cr0 \(h(cr0)), cr3 \(h(cr3))"
+        case let .deadHalt(rip):
+            return "guest halted with interrupts disabled (cli; hlt at rip \(h(rip))): it can never resume; VM stopped"
+        case let .shutdown(r?):
+            return "guest shut down (triple fault?) at rip \(h(r.rip)), rsp \(h(r.rsp)), cr0 \(h(r.cr0)), cr3 \(h(r.cr3))"
+        case .shutdown(nil):
+            return "guest shut down (triple fault?); KVM reset the vCPU, so its last registers are unknown"
         case let .unmappedAccess(gpa, write, size, rip):
             return "guest \(write ? "wrote" : "read") \(size) byte(s) at unmapped GPA \(h(gpa)) (rip \(h(rip))); VM stopped"
         case let .readOnlyWrite(gpa, rip): return "guest wrote to read-only memory at GPA \(h(gpa)) (rip \(h(rip))); VM stopped"
@@ -88,6 +110,16 @@ public struct RunStatistics: Sendable {
     public var faultP50Nanos: UInt64 = 0
     public var faultP99Nanos: UInt64 = 0
     public var faultMeanNanos: UInt64 = 0
+    /// Fault service time split, summed: in `handlePageFault` (lock wait included) and
+    /// resolving the host side (fallocate + UFFDIO_CONTINUE + wake).
+    public var faultLibraryNanos: UInt64 = 0
+    public var faultResolveNanos: UInt64 = 0
+    /// The process's resident memory at the end of the run (/proc/self/status): all of it,
+    /// the shared-memory part (guest RAM and the page-table pool, each page once), and the
+    /// VMM's own overhead (VmRSS − RssShmem: code, libraries, heap, stacks).
+    public var processRSSBytes: UInt64 = 0
+    public var shmemRSSBytes: UInt64 = 0
+    public var vmmOverheadBytes: UInt64 = 0
     public var exits = 0
     public var setupSeconds = 0.0
     public var runSeconds = 0.0
@@ -128,7 +160,8 @@ public enum Machine {
         }
     }
 
-    /// Validates user-given sizes, naming the bad value.
+    /// Validates user-given values, naming the bad one. Everything that reaches the guest's
+    /// arithmetic is bounded here.
     public static func validate(_ c: VMConfig) throws(VMMError) {
         if c.memorySize & 0xfff != 0 { throw .badSize(what: "memory size", value: c.memorySize, reason: "not a multiple of 4 KiB") }
         if c.memorySize < 4 << 20 { throw .badSize(what: "memory size", value: c.memorySize, reason: "below the 4 MiB minimum") }
@@ -142,10 +175,32 @@ public enum Machine {
         if c.testSize & 0xfff != 0 || c.testSize > c.memorySize - VMConfig.testBase {
             throw .badSize(what: "test size", value: c.testSize, reason: "must be a 4 KiB multiple within RAM above 2 MiB")
         }
-        if let t = c.timeout, !(t > 0) { throw .badSize(what: "timeout", value: 0, reason: "must be positive") }
-        if let m = c.maxResident, m & 0xfff != 0 || m == 0 {
-            throw .badSize(what: "max resident", value: m, reason: "must be a non-zero multiple of 4 KiB")
+        if let t = c.timeout, !(t > 0 && t <= VMConfig.maxTimeout) {
+            throw .badValue(what: "timeout", value: "\(t)",
+                            reason: "must be a number of seconds above 0 and at most \(Int(VMConfig.maxTimeout)) (one week); 0 or none: no limit")
         }
+        let testPages = (c.testSize == 0 ? c.memorySize - VMConfig.testBase : c.testSize) / 4096
+        if c.stridePages < 1 || c.stridePages > max(1, testPages) {
+            throw .badSize(what: "stride", value: c.stridePages, reason: "must be from 1 to the \(testPages) test pages")
+        }
+        if let m = c.maxResident {
+            if m & 0xfff != 0 || m == 0 {
+                throw .badSize(what: "max resident", value: m, reason: "must be a non-zero multiple of 4 KiB")
+            }
+            if !c.lazy && m < c.memorySize {
+                throw .badSize(what: "max resident", value: m,
+                               reason: "below the \(c.memorySize) bytes (\(c.memorySize >> 20) MiB) of RAM that --populate maps up front")
+            }
+        }
+    }
+
+    /// The parameters the guest gets for `c` (validated).
+    static func guestParams(_ c: VMConfig) -> GuestParams {
+        let usable = c.memorySize - VMConfig.testBase
+        let size = c.testSize == 0 ? usable : c.testSize
+        let spacing = c.sparse && size > 0 ? max(1, (usable / 4096) / (size / 4096)) : 1
+        return GuestParams(memorySize: c.memorySize, testBase: VMConfig.testBase, testSize: size,
+                           order: c.testOrder, stridePages: c.stridePages, seed: c.seed, spacing: spacing)
     }
 }
 
@@ -182,24 +237,26 @@ final class Runner<Format: NestedPagingFormat> {
             vm = try system.createVM()
             try vm.setTSSAddress(X86Layout.tss)
             vcpu = try vm.createVCPU()
+            try vcpu.setSupportedCPUID(from: system)
         } catch {
             throw .kvm(error)
         }
         let memory = try GuestMemory(vm: vm, format: format,
                                      hostCapacity: config.memorySize + VMConfig.romSize + (256 << 20),
                                      spaceSize: 1 << 40)
-        let ram = try memory.addRAM(at: GuestPhysAddr(0), size: config.memorySize, lazy: config.lazy)
         if let m = config.maxResident { memory.withSpace { $0.hal.guestFrameLimit = Int(m / 4096) } }
+        var ram: [RAMRegion] = []
+        for r in X86Layout.ramRanges(size: config.memorySize) {
+            ram.append(try memory.addRAM(at: r.start, size: r.size, lazy: config.lazy))
+        }
         let rom = try memory.addRAM(at: GuestPhysAddr(VMConfig.romBase), size: VMConfig.romSize, lazy: false, readOnly: true)
         try memory.write(Array("AXVMROM!".utf8), at: rom.range.start)
-        let params = GuestParams(memorySize: config.memorySize, testBase: VMConfig.testBase,
-                                 testSize: config.testSize == 0 ? config.memorySize - VMConfig.testBase : config.testSize,
-                                 order: config.testOrder, stridePages: max(1, config.stridePages), seed: config.seed)
+        let params = Machine.guestParams(config)
         try X86Boot.writeBootData(memory, params: params)
         try memory.write(image.bytes, at: GuestPhysAddr(image.loadAddress))
         do { try X86Boot.setupVCPU(vcpu, image: image) } catch { throw .kvm(error) }
 
-        let pager = try LazyPager(memory: memory, faultAround: config.faultAround, cpu: cpu)
+        let pager = try LazyPager(memory: memory, faultAround: config.faultAround, cpu: cpu, countAbove: params.testBase)
         installKickHandler()
         // The kick must reach this thread even if it blocks signals (libdispatch workers
         // do): unblock SIGUSR1 for the run, restore the mask after.
@@ -215,13 +272,20 @@ final class Runner<Format: NestedPagingFormat> {
         }
         pager.onFatal = kick
         try pager.start()
-        let watchdog = try Watchdog(timeout: config.timeout, handleInterrupt: config.handleInterrupt, kick: kick)
+        let watchdog: Watchdog
+        do {
+            watchdog = try Watchdog(timeout: config.timeout, handleInterrupt: config.handleInterrupt, kick: kick)
+        } catch {
+            pager.stop()
+            throw error
+        }
         let serial = Serial(toStdout: config.serialToStdout)
         let tRun = nowNanos()
         var exits = 0
         var exit: ExitReason
         do {
-            exit = try loop(vcpu: vcpu, memory: memory, serial: serial, params: params, exits: &exits, watchdog: watchdog, pager: pager)
+            exit = try loop(vcpu: vcpu, memory: memory, ram: ram, serial: serial, params: params, exits: &exits,
+                            watchdog: watchdog, pager: pager)
         } catch {
             watchdog.stop()
             pager.stop()
@@ -232,26 +296,30 @@ final class Runner<Format: NestedPagingFormat> {
         pager.stop()
         if let f = pager.failure { exit = .pagerFailure(f) }
 
-        var report = RunReport(exit: exit, serialOutput: String(decoding: serial.captured, as: UTF8.self),
-                               statistics: RunStatistics(), config: config)
+        var report = RunReport(exit: exit, serialOutput: serial.text, statistics: RunStatistics(), config: config)
         report.checksum = (try? memory.read(GuestPhysAddr(X86Layout.params + 56), as: UInt64.self)) ?? 0
         report.mismatches = (try? memory.read(GuestPhysAddr(X86Layout.params + 64), as: UInt64.self)) ?? 0
         report.pagesTouched = (try? memory.read(GuestPhysAddr(X86Layout.params + 72), as: UInt64.self)) ?? 0
-        report.residencyMismatches = memory.residencyMismatches(ram).count
+        report.residencyMismatches = ram.reduce(0) { $0 + memory.residencyMismatches($1).count }
         let lib = memory.withSpace { $0.statistics }
+        let process = ProcessMemory.current()
         var s = RunStatistics()
         s.memoryBytes = config.memorySize
-        s.populatedBytes = populatedBytes(memory, ram)
+        s.populatedBytes = ram.reduce(0) { $0 + memory.populatedBytes($1) }
         s.tableFrames = lib.tableFrames
-        s.faults = pager.stats.faults
-        s.faultsInTestRegion = pager.stats.faultAddresses.filter {
-            $0 >= params.testBase && $0 < params.testBase + params.testSize
-        }.count
-        s.minorFaults = pager.stats.minorFaults
-        s.pagesMappedByFaults = pager.stats.pagesMapped
-        s.faultP50Nanos = pager.stats.percentile(0.5)
-        s.faultP99Nanos = pager.stats.percentile(0.99)
-        s.faultMeanNanos = pager.stats.latencies.isEmpty ? 0 : pager.stats.latencies.reduce(0, +) / UInt64(pager.stats.latencies.count)
+        let ps = pager.stats
+        s.faults = ps.faults
+        s.faultsInTestRegion = ps.faultsAbove
+        s.minorFaults = ps.minorFaults
+        s.pagesMappedByFaults = ps.pagesMapped
+        s.faultP50Nanos = ps.percentile(0.5)
+        s.faultP99Nanos = ps.percentile(0.99)
+        s.faultMeanNanos = ps.latency.mean
+        s.faultLibraryNanos = ps.libraryNanos
+        s.faultResolveNanos = ps.resolveNanos
+        s.processRSSBytes = process.rss
+        s.shmemRSSBytes = process.shmem
+        s.vmmOverheadBytes = process.rss >= process.shmem ? process.rss - process.shmem : 0
         s.exits = exits
         s.setupSeconds = Double(tRun - t0) / 1e9
         s.runSeconds = Double(tEnd - tRun) / 1e9
@@ -260,26 +328,15 @@ final class Runner<Format: NestedPagingFormat> {
         return report
     }
 
-    private func populatedBytes(_ memory: GuestMemory<Format>, _ ram: RAMRegion) -> UInt64 {
-        memory.withSpace { sp in
-            var n: UInt64 = 0
-            var p = ram.range.start
-            while p < ram.range.end {
-                if sp.isPopulated(p) { n += 4096 }
-                p = p + 4096
-            }
-            return n
-        }
-    }
-
-    private func loop(vcpu: VCPU, memory: GuestMemory<Format>, serial: Serial, params: GuestParams,
+    private func loop(vcpu: VCPU, memory: GuestMemory<Format>, ram: [RAMRegion], serial: Serial, params: GuestParams,
                       exits: inout Int, watchdog: Watchdog, pager: LazyPager<Format>) throws(VMMError) -> ExitReason {
         func rip() -> UInt64 { (try? vcpu.registers().rip) ?? 0 }
         while true {
             let exit: VCPUExit
             do { exit = try vcpu.run() } catch {
-                // EFAULT after the pager gave up: report the pager's reason.
-                if pager.failure != nil { return .interrupted }
+                // EFAULT after the pager gave up (its windows are fenced off): the caller
+                // reports the pager's reason.
+                if let f = pager.failure { return .pagerFailure(f) }
                 throw .kvm(error)
             }
             exits += 1
@@ -289,7 +346,13 @@ final class Runner<Format: NestedPagingFormat> {
                     switch port {
                     case Ports.serialData: for b in data { serial.out(b) }
                     case Ports.debugExit: return .guestExit(code: data.first ?? 0)
-                    case Ports.reclaim: try memory.reclaim(GuestPhysAddr(params.testBase), size: params.testSize)
+                    case Ports.reclaim:
+                        // Every test page: all RAM from the test base up (the test pages
+                        // may be spread over both RAM areas).
+                        for r in ram where r.range.end.raw > params.testBase {
+                            let from = GuestPhysAddr(max(r.range.start.raw, params.testBase))
+                            try memory.reclaim(from, size: r.range.end - from)
+                        }
                     default: break  // writes to absent devices are dropped, as on a bus
                     }
                 } else {
@@ -301,15 +364,24 @@ final class Runner<Format: NestedPagingFormat> {
                 let inROM = gpa >= VMConfig.romBase && gpa < VMConfig.romBase + VMConfig.romSize
                 if inROM && isWrite { return .readOnlyWrite(gpa: gpa, rip: rip()) }
                 return .unmappedAccess(gpa: gpa, write: isWrite, size: data.count, rip: rip())
-            case .hlt: return .halted(rip: rip())
+            case .hlt:
+                // RFLAGS.IF (bit 9) clear: no interrupt can end this halt.
+                let r = try? vcpu.registers()
+                if let r, r.rflags & (1 << 9) == 0 { return .deadHalt(rip: r.rip) }
+                return .halted(rip: r?.rip ?? 0)
             case .shutdown:
                 let r = try? vcpu.registers(), s = try? vcpu.specialRegisters()
-                return .shutdown(rip: r?.rip ?? 0, rsp: r?.rsp ?? 0, cr0: s?.cr0 ?? 0, cr3: s?.cr3 ?? 0)
+                // kvm_amd resets the vCPU on a shutdown intercept before exiting to us, so
+                // the registers read back are the reset state (rip 0xfff0, CR0 = ET only):
+                // the last state is lost there, and the report says so rather than show it.
+                let reset = r?.rip == 0xfff0 && s.map { $0.cr0 & 1 == 0 } ?? false
+                if reset || r == nil || s == nil { return .shutdown(registers: nil) }
+                return .shutdown(registers: .init(rip: r?.rip ?? 0, rsp: r?.rsp ?? 0, cr0: s?.cr0 ?? 0, cr3: s?.cr3 ?? 0))
             case let .failEntry(reason): return .failEntry(reason: reason)
             case let .internalError(sub, data): return .internalError(suberror: sub, data: data, rip: rip())
             case let .systemEvent(type): return .unsupportedExit(reason: 24_000 + type, rip: rip())
             case .interrupted:
-                if pager.failure != nil { return .pagerFailure(pager.failure ?? "") }
+                if let f = pager.failure { return .pagerFailure(f) }
                 if watchdog.interruptedByUser { return .interrupted }
                 if watchdog.timedOut { return .timeout(seconds: config.timeout ?? 0, rip: rip()) }
                 continue  // a stray signal: resume
@@ -320,22 +392,29 @@ final class Runner<Format: NestedPagingFormat> {
 }
 
 /// Ends a run after `timeout` seconds or on Ctrl-C, by kicking the vCPU.
-final class Watchdog: @unchecked Sendable {  // flags written before kick(), read after KVM_RUN returns
+final class Watchdog: Sendable {
     private let stopEvent: EventFD
-    private var thread: OSThread?
-    private(set) var timedOut = false
-    private(set) var interruptedByUser = false
-    private var signalFD: Int32 = -1
+    /// Written once, by `init` and `stop` on the owning thread.
+    private nonisolated(unsafe) var thread: OSThread?
+    private nonisolated(unsafe) var signalFD: Int32 = -1
+    /// Set by the watchdog thread, read by the run loop: atomics.
+    private let timedOutFlag = Atomic<Bool>(false)
+    private let interruptedFlag = Atomic<Bool>(false)
+    var timedOut: Bool { timedOutFlag.load(ordering: .acquiring) }
+    var interruptedByUser: Bool { interruptedFlag.load(ordering: .acquiring) }
 
     init(timeout: Double?, handleInterrupt: Bool, kick: @escaping @Sendable () -> Void) throws(VMMError) {
         stopEvent = try EventFD()
         if handleInterrupt {
+            // SIGINT is blocked here (the vCPU thread) and every helper thread blocks all
+            // signals from birth (OSThread), so Ctrl-C stays pending for the signalfd.
             var set = sigset_t()
             sigemptyset(&set)
             sigaddset(&set, SIGINT)
             pthread_sigmask(SIG_BLOCK, &set, nil)
             signalFD = signalfd(-1, &set, Int32(SFD_CLOEXEC))
         }
+        // `timeout` is validated (finite, at most a week), so the product fits.
         let deadline = timeout.map { nowNanos() + UInt64($0 * 1e9) }
         let sfd = signalFD
         thread = try OSThread { [self] in
@@ -345,13 +424,17 @@ final class Watchdog: @unchecked Sendable {  // flags written before kick(), rea
                 var wait: Int32 = -1
                 if let deadline {
                     let now = nowNanos()
-                    if now >= deadline { timedOut = true; kick(); return }
+                    if now >= deadline { timedOutFlag.store(true, ordering: .releasing); kick(); return }
                     wait = Int32(min((deadline - now) / 1_000_000 + 1, 1_000_000))
                 }
                 let r = poll(&fds, sfd >= 0 ? 2 : 1, wait)
                 if r < 0 && errno == EINTR { continue }
                 if fds[0].revents != 0 { return }
-                if sfd >= 0 && fds[1].revents != 0 { interruptedByUser = true; kick(); return }
+                if sfd >= 0 && fds[1].revents != 0 {
+                    interruptedFlag.store(true, ordering: .releasing)
+                    kick()
+                    return
+                }
             }
         }
     }

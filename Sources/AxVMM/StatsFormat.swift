@@ -21,7 +21,12 @@ public enum StatsFormat {
         out += "guest memory:    \(mib(s.memoryBytes)) \(r.config.lazy ? "lazy" : "populated"), populated \(mib(s.populatedBytes)) (\(fixed(pct, 1))%)\n"
         out += "faults:          \(s.faults), \(s.faultsInTestRegion) in the test region (pages mapped \(s.pagesMappedByFaults), fault-around \(r.config.faultAround / 1024) KiB; minor \(s.minorFaults))\n"
         out += "fault latency:   p50 \(micros(s.faultP50Nanos)), p99 \(micros(s.faultP99Nanos)), mean \(micros(s.faultMeanNanos))\n"
+        if s.faults + s.minorFaults > 0 {
+            let total = max(1, s.faultLibraryNanos + s.faultResolveNanos)
+            out += "fault split:     handlePageFault \(fixed(Double(s.faultLibraryNanos) * 100 / Double(total), 1))%, fallocate + UFFDIO_CONTINUE + wake \(fixed(Double(s.faultResolveNanos) * 100 / Double(total), 1))%\n"
+        }
         out += "nested tables:   \(s.tableFrames) frames\n"
+        out += "VMM memory:      RSS \(mib(s.processRSSBytes)) = guest and tables (RssShmem) \(mib(s.shmemRSSBytes)) + VMM overhead \(mib(s.vmmOverheadBytes))\n"
         out += "vCPU exits:      \(s.exits)\n"
         out += "time:            setup \(fixed(s.setupSeconds * 1000, 1)) ms, run \(fixed(s.runSeconds * 1000, 1)) ms, wall \(fixed(s.wallSeconds * 1000, 1)) ms\n"
         if r.pagesTouched > 0 {
@@ -59,7 +64,12 @@ public enum StatsFormat {
             ("fault_p50_ns", "\(s.faultP50Nanos)"),
             ("fault_p99_ns", "\(s.faultP99Nanos)"),
             ("fault_mean_ns", "\(s.faultMeanNanos)"),
+            ("fault_library_ns_total", "\(s.faultLibraryNanos)"),
+            ("fault_resolve_ns_total", "\(s.faultResolveNanos)"),
             ("table_frames", "\(s.tableFrames)"),
+            ("process_rss_bytes", "\(s.processRSSBytes)"),
+            ("shmem_rss_bytes", "\(s.shmemRSSBytes)"),
+            ("vmm_overhead_bytes", "\(s.vmmOverheadBytes)"),
             ("exits", "\(s.exits)"),
             ("setup_seconds", "\(s.setupSeconds)"),
             ("run_seconds", "\(s.runSeconds)"),

@@ -18,8 +18,17 @@ final class OSThread: @unchecked Sendable {  // handle written once before use
     private var handle = pthread_t()
     private final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
 
+    /// Starts `body` on a new thread that blocks every signal from its first instruction
+    /// (the mask is inherited from the creating thread, which blocks all signals just
+    /// around `pthread_create`). So a process-directed signal — Ctrl-C's SIGINT — can never
+    /// land on a helper thread and kill the process behind the back of the thread that
+    /// handles it (the watchdog's signalfd); only the vCPU thread takes SIGUSR1 kicks.
     init(_ body: @escaping @Sendable () -> Void) throws(VMMError) {
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        var all = sigset_t(), saved = sigset_t()
+        sigfillset(&all)
+        pthread_sigmask(SIG_SETMASK, &all, &saved)
+        defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
         let r = pthread_create(&handle, nil, { ctx in
             // Sound: ctx is the retained Box passed below, released exactly once here.
             let box = Unmanaged<Box>.fromOpaque(ctx!).takeRetainedValue()

@@ -9,8 +9,21 @@ public enum VMMError: Error, CustomStringConvertible {
     case guestImage(path: String, reason: String)
     /// A size given by the user is unusable.
     case badSize(what: String, value: UInt64, reason: String)
+    /// Any other user-given value is unusable (as typed).
+    case badValue(what: String, value: String, reason: String)
+    /// An output file cannot be used (before the guest runs) or written (after).
+    case output(path: String, reason: String)
     /// Host memory (memfd, mmap, userfaultfd) could not be set up.
     case host(String)
+
+    /// A bad user-given value (a usage error: exit status 64) rather than a failure to set
+    /// the machine up (exit status 2).
+    public var isUsageError: Bool {
+        switch self {
+        case .badSize, .badValue: true
+        default: false
+        }
+    }
 
     public var description: String {
         switch self {
@@ -18,6 +31,8 @@ public enum VMMError: Error, CustomStringConvertible {
         case let .addrSpace(e): "guest memory: \(e)"
         case let .guestImage(path, reason): "guest image \(path): \(reason)"
         case let .badSize(what, value, reason): "\(what) \(value) (0x\(String(value, radix: 16))): \(reason)"
+        case let .badValue(what, value, reason): "\(what) \(value): \(reason)"
+        case let .output(path, reason): "\(path): \(reason)"
         case let .host(m): m
         }
     }

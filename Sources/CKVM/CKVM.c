@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -36,6 +37,10 @@ int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, 
 int ckvm_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
 
 int ckvm_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+
+int ckvm_allocate(int fd, int64_t offset, int64_t length) {
+    return fallocate(fd, 0, offset, length);
+}
 
 int ckvm_punch_hole(int fd, int64_t offset, int64_t length) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
@@ -87,3 +92,17 @@ struct ckvm_uffd_fault ckvm_uffd_decode(const void *msg) {
     return f;
 }
 size_t ckvm_uffd_msg_size(void) { return sizeof(struct uffd_msg); }
+
+int ckvm_set_supported_cpuid(int kvm_fd, int vcpu_fd) {
+    // 256 entries: more than any CPU reports (KVM_MAX_CPUID_ENTRIES is 256 in 6.x).
+    enum { N = 256 };
+    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + N * sizeof(struct kvm_cpuid_entry2));
+    if (!c) { errno = ENOMEM; return -1; }
+    c->nent = N;
+    int r = ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c);
+    if (r == 0) r = ioctl(vcpu_fd, KVM_SET_CPUID2, c);
+    int saved = errno;
+    free(c);
+    errno = saved;
+    return r;
+}

@@ -80,6 +80,12 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
     /// vCPU thread to interrupt a running guest).
     public func requestImmediateExit() { ckvm_run_set_immediate_exit(kvmRun, 1) }
 
+    /// Gives the vCPU the CPUID that `system` supports (KVM_GET_SUPPORTED_CPUID →
+    /// KVM_SET_CPUID2), as Firecracker and crosvm do before the first run.
+    public func setSupportedCPUID(from system: KVMSystem) throws(KVMError) {
+        _ = try check("KVM_SET_CPUID2", retryOnInterrupt: true) { ckvm_set_supported_cpuid(system.fd.raw, fd.raw) }
+    }
+
     public func registers() throws(KVMError) -> kvm_regs {
         try get(CKVM_KVM_GET_REGS, "KVM_GET_REGS", kvm_regs())
     }

@@ -13,6 +13,17 @@ struct ByteSize: ExpressibleByArgument {
     }
 }
 
+/// `--timeout`: seconds (finite, above 0; `Machine.validate` bounds it), or `0` / `none`
+/// for no limit.
+struct Timeout: ExpressibleByArgument {
+    let seconds: Double?
+    init?(argument: String) {
+        if argument == "none" { seconds = nil; return }
+        guard let v = Double(argument), v.isFinite, v >= 0 else { return nil }
+        seconds = v == 0 ? nil : v
+    }
+}
+
 extension GuestParams.Order: ExpressibleByArgument {
     public init?(argument: String) {
         switch argument {
@@ -56,6 +67,7 @@ struct Check: ParsableCommand {
             print("userfaultfd: not usable: \(String(cString: strerror(errno)))")
             ok = false
         }
+        print("KVM flavour: \(KVMFlavour.detect())")
         print("host CPU: \(HostCPU.detect() == .amd ? "AMD (nested faults decoded as #NPF)" : "Intel (nested faults decoded as EPT violations)")")
         if !ok { throw ExitCode(1) }
     }
@@ -68,11 +80,13 @@ struct Run: ParsableCommand {
     @Option(help: "Guest RAM, e.g. 64M, 1G (4 KiB multiple).") var memory = ByteSize(argument: "64M")!
     @Flag(help: "Populate RAM on first touch (default) or all before start.") var paging: Paging = .lazy
     @Option(help: "Pages populated per fault: 4K … 2M.") var faultAround = ByteSize(argument: "4K")!
-    @Option(help: "Stop the guest after this many seconds.") var timeout: Double = 30
+    @Option(help: "Stop the guest after this many seconds (at most 604800, a week; 0 or none: no limit).")
+    var timeout = Timeout(argument: "30")!
     @Option(help: "memtest order: sequential, random, strided.") var order: GuestParams.Order = .sequential
     @Option(help: "memtest stride in pages.") var stride: UInt64 = 16
     @Option(help: "memtest seed.") var seed: UInt64 = 1
     @Option(help: "Bytes memtest touches (default: all RAM above 2 MiB).") var testSize: ByteSize?
+    @Flag(help: "Spread memtest's pages evenly over all RAM above 2 MiB (with a small --test-size).") var sparse = false
     @Option(help: "Most guest memory populated (lazy faults beyond it stop the VM).") var maxResident: ByteSize?
     @Flag(help: "Print statistics.") var stats = false
     @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
@@ -80,38 +94,56 @@ struct Run: ParsableCommand {
 
     enum Paging: EnumerableFlag { case lazy, populate }
 
-    func run() throws {
+    func config() -> VMConfig {
         var c = VMConfig(guestPath: guest)
         c.memorySize = memory.bytes
         c.lazy = paging == .lazy
         c.faultAround = faultAround.bytes
-        c.timeout = timeout
+        c.timeout = timeout.seconds
         c.testOrder = order
         c.stridePages = stride
         c.seed = seed
         c.testSize = testSize?.bytes ?? 0
+        c.sparse = sparse
         c.maxResident = maxResident?.bytes
         c.serialToStdout = true
         c.handleInterrupt = true
         c.kvmPath = kvm
+        return c
+    }
+
+    /// Bad option values are usage errors (exit status 64, with the usage text), found
+    /// before anything runs.
+    func validate() throws {
+        do { try Machine.validate(config()) } catch { throw ValidationError("\(error)") }
+    }
+
+    func run() throws {
+        // The statistics file is opened (and checked: a regular file we can write) before
+        // the guest runs, so a bad path costs no run.
+        var json: OutputFile?
+        if let path = statsJson {
+            do { json = try OutputFile(path: path) } catch {
+                eprint("axvm: error: \(error)")
+                throw ExitCode(2)
+            }
+        }
         let report: RunReport
         do {
-            report = try Machine.run(c)
+            report = try Machine.run(config())
         } catch {
+            json?.discard()
             eprint("axvm: error: \(error)")
-            throw ExitCode(2)
+            throw ExitCode(error.isUsageError ? 64 : 2)
         }
         let normal: Bool = if case .guestExit = report.exit { true } else { false }
         if !stats && !normal { eprint("axvm: \(report.exit)") }
         if stats { print(StatsFormat.text(report), terminator: "") }
-        if let path = statsJson {
-            let json = StatsFormat.json(report)
-            guard let f = fopen(path, "w") else {
-                eprint("axvm: error: cannot write \(path): \(String(cString: strerror(errno)))")
+        if let file = json {
+            do { try file.write(StatsFormat.json(report)) } catch {
+                eprint("axvm: error: \(error)")
                 throw ExitCode(2)
             }
-            fputs(json, f)
-            fclose(f)
         }
         if report.exitStatus != 0 { throw ExitCode(report.exitStatus) }
     }

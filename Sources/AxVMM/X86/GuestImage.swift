@@ -16,7 +16,7 @@ public struct GuestImage: Sendable {
     public var loadAddress: UInt64 { mode == .real ? 0x10000 : 0x10_0000 }
 
     public init(path: String) throws(VMMError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)  // a FIFO must not block the open
         guard fd >= 0 else {
             let e = errno
             throw .guestImage(path: path, reason: e == ENOENT ? "no such file" : errnoString(e))

@@ -41,6 +41,10 @@ extern const unsigned long CKVM_UFFDIO_ZEROPAGE;
 extern const unsigned long CKVM_UFFDIO_CONTINUE;
 extern const int CKVM_KVM_EXIT_MEMORY_FAULT;
 
+/// KVM_GET_SUPPORTED_CPUID on the system fd, then KVM_SET_CPUID2 on the vCPU: the guest
+/// sees what this KVM can offer (without it KVM assumes, among others, a 36-bit
+/// MAXPHYADDR and treats guest page-table entries above 64 GiB as reserved).
+int ckvm_set_supported_cpuid(int kvm_fd, int vcpu_fd);
 /// ioctl(2) with a pointer argument; returns -1 and sets errno on failure.
 int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg);
 /// ioctl(2) with an integer argument.
@@ -48,6 +52,9 @@ int ckvm_ioctl_int(int fd, unsigned long request, unsigned long arg);
 
 /// memfd_create(2).
 int ckvm_memfd_create(const char *name, unsigned int flags);
+/// fallocate(2), mode 0: allocates the file's pages (shmem: in the page cache, zero on
+/// first use) without mapping them anywhere.
+int ckvm_allocate(int fd, int64_t offset, int64_t length);
 /// fallocate(2) with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: frees the pages.
 int ckvm_punch_hole(int fd, int64_t offset, int64_t length);
 
