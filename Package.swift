@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "CWalker", path: "Benchmarks/Sources/CWalker"),
         .executableTarget(name: "axbench", dependencies: ["AxAddrSpace", "CWalker"], path: "Benchmarks/Sources/axbench"),
         .testTarget(name: "AxAddrSpaceTests", dependencies: ["AxAddrSpace"]),
-        .testTarget(name: "AxVMMTests", dependencies: ["AxVMM", "KVM"]),
+        .testTarget(name: "AxVMMTests", dependencies: ["AxVMM", "KVM", "CKVM"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,4 @@
-// Long-mode guest: fills the test pages (page_addr), asks the VMM to reclaim it (port 0xf5: the
+// Long-mode guest, two rounds of: fills the test pages (page_addr), asks the VMM to reclaim it (port 0xf5: the
 // library depopulates it and the memfd pages are punched), then reads it again: every
 // qword must be zero (fresh frames on the second touch). Exit 0 if so, 1 otherwise.
     .code64
@@ -10,6 +10,10 @@ entry:
     call enter_user
     mov P_SIZE(%r15), %r12
     shr $12, %r12                   // n = test pages
+    xor %r10, %r10                  // non-zero qwords, over both rounds
+    xor %r8, %r8                    // checksum of what is read
+    mov $2, %r14                    // rounds: a second reclaim must work like the first
+round:
     xor %r13, %r13                  // k
 1:  cmp %r12, %r13
     jae 2f
@@ -20,8 +24,6 @@ entry:
     inc %r13
     jmp 1b
 2:  out %al, $RECLAIM
-    xor %r10, %r10                  // non-zero qwords
-    xor %r8, %r8                    // checksum of what is read
     xor %r13, %r13
 3:  cmp %r12, %r13
     jae 5f
@@ -39,7 +41,9 @@ entry:
     jb 4b
     inc %r13
     jmp 3b
-5:  lea msg(%rip), %rsi           // mismatches = non-zero qwords
+5:  dec %r14
+    jnz round
+    lea msg(%rip), %rsi           // mismatches = non-zero qwords
     jmp finish
 
     .include "lib.inc"

@@ -41,11 +41,13 @@ public struct LatencyHistogram: Sendable, Equatable {
     }
 
     /// The value at quantile `q` (0…1): the middle of the bucket holding the ⌈q·count⌉-th
-    /// smallest value, clamped to the exact min and max. 0 when empty.
+    /// smallest value, clamped to the exact min and max (q = 1: the exact max). 0 when
+    /// empty.
     public func percentile(_ q: Double) -> UInt64 {
         guard count > 0 else { return 0 }
         let clamped = q.isNaN ? 0 : Swift.min(1, Swift.max(0, q))
         let rank = Swift.max(1, UInt64((clamped * Double(count)).rounded(.up)))
+        if rank >= count { return max }
         var seen: UInt64 = 0
         for (b, c) in counts.enumerated() where c > 0 {
             seen += c

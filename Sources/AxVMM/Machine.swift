@@ -30,7 +30,8 @@ public struct VMConfig: Sendable {
     public var maxResident: UInt64?
     /// Also copy the guest's serial output to stdout.
     public var serialToStdout = false
-    /// Stop cleanly on Ctrl-C (blocks SIGINT in the calling thread; for the CLI).
+    /// Stop cleanly on Ctrl-C (for the CLI): SIGINT is blocked in the calling thread from
+    /// the start of the run and stays blocked after it; pending ones are consumed.
     public var handleInterrupt = false
     public var kvmPath = "/dev/kvm"
 
@@ -194,6 +195,9 @@ public enum Machine {
         }
     }
 
+    /// `guestParams`, for tests that work out what a guest must report.
+    public static func guestParamsForTests(_ c: VMConfig) -> GuestParams { guestParams(c) }
+
     /// The parameters the guest gets for `c` (validated).
     static func guestParams(_ c: VMConfig) -> GuestParams {
         let usable = c.memorySize - VMConfig.testBase
@@ -260,11 +264,12 @@ final class Runner<Format: NestedPagingFormat> {
         installKickHandler()
         // The kick must reach this thread even if it blocks signals (libdispatch workers
         // do): unblock SIGUSR1 for the run, restore the mask after.
+        // Only SIGUSR1's state is restored afterwards: SIGINT stays as the watchdog left it.
         var kickSet = sigset_t(), savedMask = sigset_t()
         sigemptyset(&kickSet)
         sigaddset(&kickSet, SIGUSR1)
         pthread_sigmask(SIG_UNBLOCK, &kickSet, &savedMask)
-        defer { pthread_sigmask(SIG_SETMASK, &savedMask, nil) }
+        defer { if sigismember(&savedMask, SIGUSR1) == 1 { pthread_sigmask(SIG_BLOCK, &kickSet, nil) } }
         let vcpuThread = pthread_self()
         let kick: @Sendable () -> Void = {
             vcpu.requestImmediateExit()
@@ -412,7 +417,7 @@ final class Watchdog: Sendable {
             sigemptyset(&set)
             sigaddset(&set, SIGINT)
             pthread_sigmask(SIG_BLOCK, &set, nil)
-            signalFD = signalfd(-1, &set, Int32(SFD_CLOEXEC))
+            signalFD = signalfd(-1, &set, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
         }
         // `timeout` is validated (finite, at most a week), so the product fits.
         let deadline = timeout.map { nowNanos() + UInt64($0 * 1e9) }
@@ -431,6 +436,7 @@ final class Watchdog: Sendable {
                 if r < 0 && errno == EINTR { continue }
                 if fds[0].revents != 0 { return }
                 if sfd >= 0 && fds[1].revents != 0 {
+                    Self.consume(sfd)
                     interruptedFlag.store(true, ordering: .releasing)
                     kick()
                     return
@@ -439,10 +445,23 @@ final class Watchdog: Sendable {
         }
     }
 
+    /// Reads the pending signals off the signalfd: a SIGINT left pending would be
+    /// delivered — and kill the process — as soon as anything unblocks it.
+    private static func consume(_ fd: Int32) {
+        var info = signalfd_siginfo()
+        while read(fd, &info, MemoryLayout<signalfd_siginfo>.size) > 0 {}
+    }
+
+    /// Stops the thread. SIGINT stays blocked in the run's thread (a Ctrl-C typed while
+    /// the CLI prints the results must not kill it half-way); any pending one is consumed.
     func stop() {
         stopEvent.signal()
         thread?.join()
         thread = nil
-        if signalFD >= 0 { close(signalFD); signalFD = -1 }
+        if signalFD >= 0 {
+            Self.consume(signalFD)
+            close(signalFD)
+            signalFD = -1
+        }
     }
 }

@@ -106,3 +106,15 @@ int ckvm_set_supported_cpuid(int kvm_fd, int vcpu_fd) {
     errno = saved;
     return r;
 }
+
+int ckvm_open_pty(char *slave_name, size_t length) {
+    int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (grantpt(fd) != 0 || unlockpt(fd) != 0 || ptsname_r(fd, slave_name, length) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}

@@ -39,6 +39,34 @@ func expectedChecksum(base: UInt64, size: UInt64, seed: UInt64) -> UInt64 {
     return sum
 }
 
+/// The same sum over the test pages the guest touches (page k at `testPageAddress(k)`).
+func expectedChecksum(_ p: GuestParams) -> UInt64 {
+    var sum: UInt64 = 0
+    for k in 0..<p.testPages {
+        sum &+= expectedChecksum(base: p.testPageAddress(k), size: 4096, seed: p.seed)
+    }
+    return sum
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+func readFile(_ path: String) -> String? {
+    guard let f = fopen(path, "r") else { return nil }
+    defer { fclose(f) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = fread(&buf, 1, buf.count, f)
+        if n == 0 { break }
+        out += buf[0..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
 /// Open file descriptors of this process.
 func openFDCount() -> Int {
     guard let d = opendir("/proc/self/fd") else { return -1 }

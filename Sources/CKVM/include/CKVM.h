@@ -45,6 +45,10 @@ extern const int CKVM_KVM_EXIT_MEMORY_FAULT;
 /// sees what this KVM can offer (without it KVM assumes, among others, a 36-bit
 /// MAXPHYADDR and treats guest page-table entries above 64 GiB as reserved).
 int ckvm_set_supported_cpuid(int kvm_fd, int vcpu_fd);
+/// A new pseudo-terminal: returns the master fd (close-on-exec) and writes the slave's
+/// path into `slave_name` (posix_openpt needs _XOPEN_SOURCE, which this header cannot set
+/// for Swift). For tests that drive axvm from a terminal.
+int ckvm_open_pty(char *slave_name, size_t length);
 /// ioctl(2) with a pointer argument; returns -1 and sets errno on failure.
 int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg);
 /// ioctl(2) with an integer argument.
