@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): Embedded Swift build of the library,
-# the assembly guests, the bare-metal hypervisors, then every swift-testing test.
+# the assembly guests, the bare-metal hypervisors, a short fuzzing pass, every
+# swift-testing test (plain and under ThreadSanitizer), then the kvm_amd rig.
 # With AXVM_REQUIRE_KVM=1 the KVM tests fail instead of skipping when KVM is unusable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/embedded-check.sh
 scripts/build-guests.sh
 scripts/baremetal.sh check
+scripts/fuzz.sh 20000  # short libFuzzer pass over every untrusted input (Fuzz/)
 swift build --build-tests
 swift test --skip-build --no-parallel "$@"
+# The same suite under ThreadSanitizer (its own build path): any report fails the run.
+swift build --build-tests --sanitize=thread --scratch-path .build-tsan
+TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" swift test --skip-build --sanitize=thread --scratch-path .build-tsan --no-parallel "$@"
 if [ "${AXVM_SKIP_RIG:-0}" != 1 ]; then scripts/kvm-rig.sh fetch && scripts/kvm-rig.sh build x86_64 && scripts/kvm-rig.sh test x86_64 || exit 1; fi  # real kvm_amd under QEMU TCG; AXVM_SKIP_RIG=1 skips
