@@ -1,5 +1,5 @@
-// Long-mode guest: writes a pattern over every test page (page k at page_addr(k)) in the
-// order the VMM chose (0 sequential, 1 random permutation, 2 strided), reads them all back
+// Long-mode guest, run by every vCPU: writes a pattern over its test pages (split mode:
+// its share; overlap mode: all of them; page k at page_addr(k)) in the order the VMM chose (0 sequential, 1 random permutation, 2 strided), reads them all back
 // in page order, stores the checksum and mismatch count in the parameter page and exits
 // with 0 (all matched) or 1. Built twice: memtest.bin drops to CPL 3 for its loops (fast
 // on kvm_pvm, which emulates guest kernel mode), memtest-kernel.bin (-DKERNEL_MODE) stays
@@ -9,15 +9,19 @@
     .text
     HEADER 64
 entry:
-    mov %rdi, %r15                  // parameter page
+    call vcpu_setup                 // r15 = parameter page, rbp = this vCPU's slot
 #ifndef KERNEL_MODE
     call enter_user
 #endif
+    cmpq $0, S_INDEX(%rbp)
+    jne 0f
     lea msg_start(%rip), %rsi
     call puts
-    mov P_SIZE(%r15), %r9
-    shr $12, %r9                    // n = pages
-    mov %r9, R_PAGES(%r15)
+0:  mov P_SIZE(%r15), %rax
+    shr $12, %rax
+    call vcpu_share                 // this vCPU's pages, from S_FIRST(%rbp)
+    mov %rax, %r9                   // n = pages
+    mov %r9, S_PAGES(%rbp)
     // M = next power of two >= n, for the random permutation x' = (5x + c) mod M
     mov $1, %r13
 1:  cmp %r9, %r13
@@ -25,7 +29,9 @@ entry:
     shl $1, %r13
     jmp 1b
 2:  dec %r13                        // r13 = M - 1 (mask)
-    mov P_SEED(%r15), %r14
+    mov P_SEED(%r15), %r14          // c = seed + 2 * index: each vCPU its own order
+    mov S_INDEX(%rbp), %rax
+    lea (%r14, %rax, 2), %r14
     or $1, %r14                     // c odd: full period (Hull-Dobell)
     xor %r10, %r10                  // k = pages written
     xor %r11, %r11                  // random state x / strided page p
@@ -58,6 +64,7 @@ next_strided:
     mov %r12, %rcx
 3:  mov %rcx, %r11
 have_page:
+    add S_FIRST(%rbp), %rax
     call page_addr
     mov %rax, %rdi
     call fill_page
@@ -71,6 +78,7 @@ read_phase:
 4:  cmp %r9, %r12
     jae done
     mov %r12, %rax
+    add S_FIRST(%rbp), %rax
     call page_addr
     mov %rax, %rdi
     lea 4096(%rax), %rsi            // end of the page

@@ -1,4 +1,4 @@
-// Long-mode guest, two rounds of: fills the test pages (page_addr), asks the VMM to reclaim it (port 0xf5: the
+// Long-mode guest, on every vCPU (each its share of the pages), two rounds of: fills the test pages (page_addr), asks the VMM to reclaim it (port 0xf5: the
 // library depopulates it and the memfd pages are punched), then reads it again: every
 // qword must be zero (fresh frames on the second touch). Exit 0 if so, 1 otherwise.
     .code64
@@ -6,10 +6,12 @@
     .text
     HEADER 64
 entry:
-    mov %rdi, %r15
+    call vcpu_setup
     call enter_user
-    mov P_SIZE(%r15), %r12
-    shr $12, %r12                   // n = test pages
+    mov P_SIZE(%r15), %rax
+    shr $12, %rax
+    call vcpu_split                 // each vCPU its own share, whatever the mode
+    mov %rax, %r12                  // n = this vCPU's pages
     xor %r10, %r10                  // non-zero qwords, over both rounds
     xor %r8, %r8                    // checksum of what is read
     mov $2, %r14                    // rounds: a second reclaim must work like the first
@@ -18,6 +20,7 @@ round:
 1:  cmp %r12, %r13
     jae 2f
     mov %r13, %rax
+    add S_FIRST(%rbp), %rax
     call page_addr
     mov %rax, %rdi
     call fill_page
@@ -28,6 +31,7 @@ round:
 3:  cmp %r12, %r13
     jae 5f
     mov %r13, %rax
+    add S_FIRST(%rbp), %rax
     call page_addr
     mov %rax, %rdi
     lea 4096(%rax), %rsi

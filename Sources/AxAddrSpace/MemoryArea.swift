@@ -45,6 +45,7 @@ public struct MemoryArea: Equatable, Sendable, CustomStringConvertible {
 
 /// Counters of an address space, for the hypervisor's statistics.
 public struct AddrSpaceStatistics: Equatable, Sendable {
+    public init() {}
     /// Guest frames allocated from the HAL and mapped now (alloc areas).
     public var populatedFrames: Int = 0
     /// Frames used by the nested page table, the root included.

@@ -14,27 +14,32 @@ enum Ports {
 /// 8250 transmit side: bytes go to stdout and to a bounded capture (the report's
 /// `serialOutput`): the first `captureLimit` bytes are kept, later ones only counted, so a
 /// guest printing forever cannot grow the VMM.
-final class Serial {
+final class Serial: @unchecked Sendable {  // state behind `lock`
     static let captureLimit = 1 << 20
-    private(set) var captured: [UInt8] = []
-    private(set) var dropped = 0
+    private let lock = Lock()
+    private var captured: [UInt8] = []
+    private var dropped = 0
     let toStdout: Bool
     init(toStdout: Bool) { self.toStdout = toStdout }
 
-    func out(_ byte: UInt8) {
-        if captured.count < Self.captureLimit { captured.append(byte) } else { dropped += 1 }
-        if toStdout {
-            var b = byte
-            _ = write(1, &b, 1)
+    /// Bytes one `out` instruction wrote (any vCPU).
+    func out(_ bytes: UnsafeMutableRawBufferPointer) {
+        lock.withLock {
+            for b in bytes {
+                if captured.count < Self.captureLimit { captured.append(b) } else { dropped += 1 }
+            }
         }
+        if toStdout, let p = bytes.baseAddress { _ = write(1, p, bytes.count) }
     }
     /// LSR: transmitter holding register empty and transmitter empty (bits 5 and 6).
     var lineStatus: UInt8 { 0x60 }
 
     /// What the guest printed, with a note when the capture overflowed.
     var text: String {
-        let s = String(decoding: captured, as: UTF8.self)
-        return dropped == 0 ? s : s + "\n[axvm: \(dropped) more serial bytes not kept]\n"
+        lock.withLock {
+            let s = String(decoding: captured, as: UTF8.self)
+            return dropped == 0 ? s : s + "\n[axvm: \(dropped) more serial bytes not kept]\n"
+        }
     }
 }
 

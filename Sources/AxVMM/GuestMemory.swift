@@ -24,6 +24,13 @@ public struct RAMRegion: Sendable, Equatable {
 /// Thread-safe: the vCPU thread (loader, hypercalls) and the fault thread share it.
 public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable {  // state behind `lock`
     let lock = Lock()
+    /// Orders fault resolution against reclaim. A fault thread holds it shared from
+    /// `handlePageFault` until UFFDIO_CONTINUE has mapped the pages (several threads at
+    /// once); a reclaim holds it exclusively. Without it a reclaim could punch a page
+    /// between the library mapping it and CONTINUE (which then fails), or after the
+    /// thread's fallocate (which would bring the page back behind the library's back).
+    /// Lock order: `resolution`, then `lock`.
+    let resolution = RWLock()
     let space: AddrSpace<Format, MemfdHAL>
     let hal: MemfdHAL
     let vm: VirtualMachine
@@ -201,8 +208,10 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
     /// guest touch faults again.
     @discardableResult
     public func reclaim(_ gpa: GuestPhysAddr, size: UInt64) throws(VMMError) -> Int {
-        try withSpace { s throws(VMMError) -> Int in
-            do throws(AddrSpaceError) { return try s.depopulate(gpa, size: size) } catch { throw .addrSpace(error) }
+        try resolution.exclusive { () throws(VMMError) -> Int in
+            try withSpace { s throws(VMMError) -> Int in
+                do throws(AddrSpaceError) { return try s.depopulate(gpa, size: size) } catch { throw .addrSpace(error) }
+            }
         }
     }
 

@@ -30,79 +30,123 @@ public enum HostCPU: Sendable {
     }
 }
 
-/// Counters and timings of the fault thread. Constant size however long the guest runs.
+/// Counters and timings of the fault threads (summed), or of one. Constant size however
+/// long the guest runs.
 public struct PagerStatistics: Sendable, Equatable {
     /// Faults on pages absent from the memfd, resolved by `handlePageFault` mapping memory.
     public var faults = 0
     /// Faults at guest-physical addresses at or above `countAbove` (the memtest region;
     /// below it: boot data, code and stack).
     public var faultsAbove = 0
-    /// Minor faults: page populated (e.g. by the loader) but not yet mapped in the window.
+    /// Events for pages already populated: by the loader, or by another fault thread for
+    /// another vCPU touching the same page (answered with CONTINUE, EEXIST, wake).
     public var minorFaults = 0
     /// Pages mapped by the faults.
     public var pagesMapped = 0
-    /// Host-side service time of each fault (read event → guest woken), nanoseconds.
+    /// Host-side service time of each event (read → guest woken), nanoseconds.
     public var latency = LatencyHistogram()
-    /// Where that time went, summed over all faults: inside `handlePageFault` (with the
+    /// Where that time went, summed over all events: inside `handlePageFault` (with the
     /// wait for the address-space lock), and resolving the host side (materializing the
     /// window's pages in the memfd, UFFDIO_CONTINUE, which also wakes the vCPU).
     public var libraryNanos: UInt64 = 0
     public var resolveNanos: UInt64 = 0
 
     public func percentile(_ p: Double) -> UInt64 { latency.percentile(p) }
+    /// Time spent serving events.
+    public var busyNanos: UInt64 { libraryNanos &+ resolveNanos }
+
+    mutating func merge(_ o: PagerStatistics) {
+        faults += o.faults
+        faultsAbove += o.faultsAbove
+        minorFaults += o.minorFaults
+        pagesMapped += o.pagesMapped
+        latency.merge(o.latency)
+        libraryNanos &+= o.libraryNanos
+        resolveNanos &+= o.resolveNanos
+    }
 }
 
-/// The fault thread: reads userfaultfd events of the guest's RAM windows, turns each into
-/// the host's nested-fault record, resolves it with `AddrSpace.handlePageFault` and maps the
-/// populated pages into the window with UFFDIO_CONTINUE. Never runs on a vCPU thread.
+/// The fault threads: each reads events of the guest's RAM windows from the one
+/// userfaultfd (a message goes to exactly one reader), turns it into the host's nested-fault
+/// record, resolves it with `AddrSpace.handlePageFault` and maps the populated pages into
+/// the window with UFFDIO_CONTINUE. Never a vCPU thread.
 ///
-/// If it fails (out of memory, a fault the library refuses), it records the failure, makes
-/// every window inaccessible (so that nothing — neither the guest nor KVM — can populate a
-/// page behind the library's back), unregisters the windows (which wakes any thread
-/// blocked on a fault: its retry fails with EFAULT, so no vCPU hangs) and calls `onFatal`
-/// so the run loop stops the guest.
+/// Several threads may serve events for the same page (two vCPUs touched it): the library
+/// maps it once, under `GuestMemory`'s lock; the other thread gets `.alreadyMapped`, and its
+/// CONTINUE finds the page mapped (EEXIST) and only wakes its vCPU. Resolution runs under
+/// `GuestMemory.resolution` (shared), so a reclaim never lands in the middle of one.
+///
+/// If a thread fails (out of memory, a fault the library refuses), it records the failure,
+/// makes every window inaccessible (so that nothing — neither the guest nor KVM — can
+/// populate a page behind the library's back), unregisters the windows (which wakes any
+/// thread blocked on a fault: its retry fails with EFAULT, so no vCPU hangs) and calls
+/// `onFatal` so the run loop stops the guest.
 final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see the fields
     let memory: GuestMemory<Format>
     let faultAround: UInt64
     let cpu: HostCPU
     /// Faults at or above this GPA are counted in `faultsAbove`.
     let countAbove: UInt64
+    let threadCount: Int
     private let stopEvent: EventFD
-    private var thread: OSThread?
-    /// Written by the fault thread only; read by others after `stop()` joined it.
-    private(set) var stats = PagerStatistics()
-    /// Written by the fault thread, read by the run loop while it runs: behind a mutex.
+    private var threads: [OSThread] = []
+    /// One box per thread, written by its thread only, read after `stop()` joined them (the
+    /// join orders the accesses). Boxes, not array elements: the array is never mutated.
+    private final class Box: @unchecked Sendable { var value = PagerStatistics() }
+    private let perThread: [Box]
+    /// Written by the fault threads, read by the run loop while it runs: behind a mutex.
     private let failureBox = Mutex<String?>(nil)
     var failure: String? { failureBox.withLock { $0 } }
-    /// Set before `start()`, read by the fault thread only.
+    /// Set before `start()`, read by the fault threads only.
     var onFatal: @Sendable () -> Void = {}
 
-    init(memory: GuestMemory<Format>, faultAround: UInt64, cpu: HostCPU, countAbove: UInt64 = 0) throws(VMMError) {
+    init(memory: GuestMemory<Format>, faultAround: UInt64, cpu: HostCPU, countAbove: UInt64 = 0,
+         threads: Int = 1) throws(VMMError) {
         self.memory = memory
         self.faultAround = faultAround
         self.cpu = cpu
         self.countAbove = countAbove
+        self.threadCount = max(1, threads)
+        perThread = (0..<max(1, threads)).map { _ in Box() }
         stopEvent = try EventFD()
     }
 
     func start() throws(VMMError) {
-        thread = try OSThread { [self] in self.loop() }
+        for i in 0..<threadCount {
+            let t: OSThread
+            do { t = try OSThread { [self] in self.loop(i) } } catch {
+                stop()
+                throw error
+            }
+            threads.append(t)
+        }
     }
 
-    /// Stops and joins the thread; afterwards `stats` and `failure` are final.
+    /// Stops and joins the threads; afterwards `stats` and `failure` are final.
     func stop() {
         stopEvent.signal()
-        thread?.join()
-        thread = nil
+        for t in threads { t.join() }
+        threads.removeAll()
     }
 
-    private func loop() {
+    /// All threads' statistics together (after `stop()`).
+    var stats: PagerStatistics {
+        var s = PagerStatistics()
+        for t in perThread { s.merge(t.value) }
+        return s
+    }
+    /// Each thread's statistics (after `stop()`).
+    var threadStats: [PagerStatistics] { perThread.map { $0.value } }
+
+    private func loop(_ index: Int) {
         let uffd = memory.userfault.fd.raw
         let msgSize = ckvm_uffd_msg_size()
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: msgSize * 64, alignment: 8)
         defer { buffer.deallocate() }
         var fds = [pollfd(fd: uffd, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: stopEvent.fd, events: Int16(POLLIN), revents: 0)]
+        var stats = PagerStatistics()
+        defer { perThread[index].value = stats }
         var failed = false
         while !failed {
             if poll(&fds, 2, -1) < 0 {
@@ -111,6 +155,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
                 break
             }
             if fds[1].revents != 0 { break }
+            // With several threads, another one may have taken the message: EAGAIN.
             let n = read(uffd, buffer, msgSize * 64)
             if n < 0 {
                 if errno == EAGAIN || errno == EINTR { continue }
@@ -120,13 +165,13 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
             for i in 0..<(n / msgSize) {
                 let msg = ckvm_uffd_decode(buffer + i * msgSize)
                 guard msg.event == UFFD_EVENT_PAGEFAULT else { continue }
-                if !handle(address: msg.address, flags: msg.flags) { failed = true; break }
+                if !handle(address: msg.address, flags: msg.flags, &stats) { failed = true; break }
             }
         }
     }
 
     /// Resolves one fault; false after a failure (recorded by `fail`).
-    private func handle(address: UInt64, flags: UInt64) -> Bool {
+    private func handle(address: UInt64, flags: UInt64, _ stats: inout PagerStatistics) -> Bool {
         let t0 = nowNanos()
         guard let region = memory.region(containingHostAddress: address) else {
             fail("fault at host address 0x\(String(address, radix: 16)) outside every guest window")
@@ -136,29 +181,34 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
         let gpa = region.range.start + offset
         let write = flags & UInt64(UFFD_PAGEFAULT_FLAG_WRITE) != 0
         let fault = cpu.nestedFault(gpa: gpa.raw, write: write)
-        let resolution = memory.withSpace { $0.handlePageFault(fault, faultAround: faultAround) }
-        let t1 = nowNanos()
-        let window: GuestPhysRange
-        switch resolution {
-        case let .mapped(range, pages):
-            stats.faults += 1
-            if gpa.raw >= countAbove { stats.faultsAbove += 1 }
-            stats.pagesMapped += pages
-            window = range
-        case .alreadyMapped:
-            stats.minorFaults += 1
-            window = GuestPhysRange(start: gpa, end: gpa + 4096)
-        default:
-            fail("guest \(fault.access) at \(gpa): \(resolution)")
-            return false
+        var t1: UInt64 = 0
+        let outcome: Result<Void, VMMError> = memory.resolution.shared {
+            let resolution = memory.withSpace { $0.handlePageFault(fault, faultAround: faultAround) }
+            t1 = nowNanos()
+            let window: GuestPhysRange
+            switch resolution {
+            case let .mapped(range, pages):
+                stats.faults += 1
+                if gpa.raw >= countAbove { stats.faultsAbove += 1 }
+                stats.pagesMapped += pages
+                window = range
+            case .alreadyMapped:
+                stats.minorFaults += 1
+                window = GuestPhysRange(start: gpa, end: gpa + 4096)
+            default:
+                return .failure(.host("guest \(fault.access) at \(gpa): \(resolution)"))
+            }
+            return Result { () throws(VMMError) in
+                // Materialize even for .alreadyMapped: the thread that mapped the page may
+                // not have reached its fallocate yet, and CONTINUE needs the page.
+                let span = region.spanOffset + (window.start - region.range.start)
+                try memory.host.materialize(span, window.size)
+                try memory.userfault.resolve(region.window + (window.start - region.range.start), window.size,
+                                             faultAddress: address)
+            }
         }
-        do {
-            let span = region.spanOffset + (window.start - region.range.start)
-            try memory.host.materialize(span, window.size)
-            try memory.userfault.resolve(region.window + (window.start - region.range.start), window.size,
-                                         faultAddress: address)
-        } catch {
-            fail("\(error)")
+        if case let .failure(e) = outcome {
+            fail("\(e)")
             return false
         }
         let t2 = nowNanos()

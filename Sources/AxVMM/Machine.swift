@@ -25,6 +25,13 @@ public struct VMConfig: Sendable {
     /// Spread the test pages evenly over all RAM above 2 MiB instead of taking the first
     /// `testSize` bytes (so a small test size still reaches RAM above 4 GiB).
     public var sparse = false
+    /// vCPUs, each on its own thread: 1 … `X86Layout.maxVCPUs` (and KVM's limit).
+    public var vcpus = 1
+    /// How memtest's vCPUs share the test pages.
+    public var memtestMode: GuestParams.Mode = .split
+    /// Threads serving the userfaultfd's events: 1 … 64 (nil: one per vCPU, at most the
+    /// host's CPUs).
+    public var faultThreads: Int?
     /// Most guest memory the host populates (nil: all of it). A lazy fault beyond it is out of
     /// memory: the pager fails and the run ends with `.pagerFailure`.
     public var maxResident: UInt64?
@@ -122,6 +129,11 @@ public struct RunStatistics: Sendable {
     public var shmemRSSBytes: UInt64 = 0
     public var vmmOverheadBytes: UInt64 = 0
     public var exits = 0
+    /// Each vCPU's exits and run time, and each fault thread's share.
+    public var vcpus: [VCPUStatistics] = []
+    public var faultThreads: [PagerStatistics] = []
+    /// The library's own counters at the end (populated frames, pages mapped by faults…).
+    public var addrSpace = AddrSpaceStatistics()
     public var setupSeconds = 0.0
     public var runSeconds = 0.0
     public var wallSeconds = 0.0
@@ -136,6 +148,9 @@ public struct RunReport: Sendable {
     public var checksum: UInt64 = 0
     public var mismatches: UInt64 = 0
     public var pagesTouched: UInt64 = 0
+    /// Each vCPU's checksum (overlap mode: all equal the full one; split mode: they sum
+    /// to it).
+    public var vcpuChecksums: [UInt64] = []
     /// Pages where AddrSpace and the host (mincore) disagreed at the end (should be 0).
     public var residencyMismatches = 0
     public var config: VMConfig
@@ -180,6 +195,12 @@ public enum Machine {
             throw .badValue(what: "timeout", value: "\(t)",
                             reason: "must be a number of seconds above 0 and at most \(Int(VMConfig.maxTimeout)) (one week); 0 or none: no limit")
         }
+        if c.vcpus < 1 || c.vcpus > X86Layout.maxVCPUs {
+            throw .badValue(what: "vCPUs", value: "\(c.vcpus)", reason: "must be from 1 to \(X86Layout.maxVCPUs)")
+        }
+        if let t = c.faultThreads, t < 1 || t > 64 {
+            throw .badValue(what: "fault threads", value: "\(t)", reason: "must be from 1 to 64")
+        }
         let testPages = (c.testSize == 0 ? c.memorySize - VMConfig.testBase : c.testSize) / 4096
         if c.stridePages < 1 || c.stridePages > max(1, testPages) {
             throw .badSize(what: "stride", value: c.stridePages, reason: "must be from 1 to the \(testPages) test pages")
@@ -203,21 +224,15 @@ public enum Machine {
         let usable = c.memorySize - VMConfig.testBase
         let size = c.testSize == 0 ? usable : c.testSize
         let spacing = c.sparse && size > 0 ? max(1, (usable / 4096) / (size / 4096)) : 1
-        return GuestParams(memorySize: c.memorySize, testBase: VMConfig.testBase, testSize: size,
-                           order: c.testOrder, stridePages: c.stridePages, seed: c.seed, spacing: spacing)
+        var p = GuestParams(memorySize: c.memorySize, testBase: VMConfig.testBase, testSize: size,
+                            order: c.testOrder, stridePages: c.stridePages, seed: c.seed, spacing: spacing)
+        p.vcpus = UInt64(c.vcpus)
+        p.mode = c.memtestMode
+        return p
     }
 }
 
-/// SIGUSR1 interrupts KVM_RUN (EINTR); the handler itself does nothing.
-private func installKickHandler() {
-    var sa = sigaction()
-    sa.__sigaction_handler.sa_handler = { _ in }
-    sigemptyset(&sa.sa_mask)
-    sa.sa_flags = 0  // no SA_RESTART: KVM_RUN must return
-    sigaction(SIGUSR1, &sa, nil)
-}
-
-final class Runner<Format: NestedPagingFormat> {
+final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immutable; vCPU threads share it
     let config: VMConfig
     let format: Format
     let cpu: HostCPU
@@ -235,15 +250,27 @@ final class Runner<Format: NestedPagingFormat> {
         if image.loadAddress + UInt64(image.bytes.count) > min(config.memorySize, VMConfig.testBase) {
             throw .guestImage(path: image.path, reason: "\(image.bytes.count) bytes at \(hex(image.loadAddress)) do not fit below the test region at 2 MiB of the \(config.memorySize)-byte RAM")
         }
-        let system: KVMSystem, vm: VirtualMachine, vcpu: VCPU
+        let system: KVMSystem, vm: VirtualMachine
+        var vcpus: [VCPU] = []
         do {
             system = try KVMSystem(path: config.kvmPath)
+            let limit = Int(system.checkExtension(KVM_CAP_MAX_VCPUS))
+            if limit > 0 && config.vcpus > limit {
+                throw VMMError.badValue(what: "vCPUs", value: "\(config.vcpus)", reason: "above this KVM's limit of \(limit)")
+            }
             vm = try system.createVM()
             try vm.setTSSAddress(X86Layout.tss)
-            vcpu = try vm.createVCPU()
-            try vcpu.setSupportedCPUID(from: system)
+            for i in 0..<config.vcpus {
+                let v = try vm.createVCPU(id: UInt(i))
+                try v.setSupportedCPUID(from: system)
+                vcpus.append(v)
+            }
+        } catch let e as VMMError {
+            throw e
+        } catch let e as KVMError {
+            throw .kvm(e)
         } catch {
-            throw .kvm(error)
+            throw .host("\(error)")
         }
         let memory = try GuestMemory(vm: vm, format: format,
                                      hostCapacity: config.memorySize + VMConfig.romSize + (256 << 20),
@@ -258,53 +285,89 @@ final class Runner<Format: NestedPagingFormat> {
         let params = Machine.guestParams(config)
         try X86Boot.writeBootData(memory, params: params)
         try memory.write(image.bytes, at: GuestPhysAddr(image.loadAddress))
-        do { try X86Boot.setupVCPU(vcpu, image: image) } catch { throw .kvm(error) }
-
-        let pager = try LazyPager(memory: memory, faultAround: config.faultAround, cpu: cpu, countAbove: params.testBase)
-        installKickHandler()
-        // The kick must reach this thread even if it blocks signals (libdispatch workers
-        // do): unblock SIGUSR1 for the run, restore the mask after.
-        // Only SIGUSR1's state is restored afterwards: SIGINT stays as the watchdog left it.
-        var kickSet = sigset_t(), savedMask = sigset_t()
-        sigemptyset(&kickSet)
-        sigaddset(&kickSet, SIGUSR1)
-        pthread_sigmask(SIG_UNBLOCK, &kickSet, &savedMask)
-        defer { if sigismember(&savedMask, SIGUSR1) == 1 { pthread_sigmask(SIG_BLOCK, &kickSet, nil) } }
-        let vcpuThread = pthread_self()
-        let kick: @Sendable () -> Void = {
-            vcpu.requestImmediateExit()
-            pthread_kill(vcpuThread, SIGUSR1)
+        for (i, v) in vcpus.enumerated() {
+            do { try X86Boot.setupVCPU(v, image: image, index: i) } catch { throw .kvm(error) }
         }
-        pager.onFatal = kick
+
+        let threads = config.faultThreads ?? min(config.vcpus, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        let pager = try LazyPager(memory: memory, faultAround: config.faultAround, cpu: cpu,
+                                  countAbove: params.testBase, threads: threads)
+        let control = RunControl(vcpus: vcpus)
+        installKickHandler()
+        // The kick must reach the vCPU threads even if they block signals (helper threads
+        // do from birth; libdispatch workers do): each unblocks SIGUSR1 for its run. Only
+        // SIGUSR1's state is restored afterwards: SIGINT stays as the watchdog left it.
+        let wasBlocked = unblockKick()
+        defer { if wasBlocked { blockKick() } }
+        pager.onFatal = { control.kickAll() }
         try pager.start()
         let watchdog: Watchdog
         do {
-            watchdog = try Watchdog(timeout: config.timeout, handleInterrupt: config.handleInterrupt, kick: kick)
+            watchdog = try Watchdog(timeout: config.timeout, handleInterrupt: config.handleInterrupt,
+                                    kick: { control.kickAll() })
         } catch {
             pager.stop()
             throw error
         }
         let serial = Serial(toStdout: config.serialToStdout)
+        let vcpuList = vcpus, ramList = ram
         let tRun = nowNanos()
-        var exits = 0
-        var exit: ExitReason
-        do {
-            exit = try loop(vcpu: vcpu, memory: memory, ram: ram, serial: serial, params: params, exits: &exits,
-                            watchdog: watchdog, pager: pager)
-        } catch {
-            watchdog.stop()
-            pager.stop()
-            throw error
+        // vCPU 0 runs on this thread, the others on their own.
+        let results = VCPUResults(count: config.vcpus)
+        var others: [OSThread] = []
+        for i in 1..<max(1, config.vcpus) {
+            do {
+                others.append(try OSThread { [self] in
+                    _ = unblockKick()
+                    results.set(i, runVCPU(vcpuList[i], index: i, memory: memory, ram: ramList, serial: serial,
+                                           params: params, control: control, watchdog: watchdog, pager: pager))
+                })
+            } catch {
+                control.fail(error)
+                break
+            }
         }
+        results.set(0, runVCPU(vcpus[0], index: 0, memory: memory, ram: ram, serial: serial, params: params,
+                               control: control, watchdog: watchdog, pager: pager))
+        for t in others { t.join() }
         let tEnd = nowNanos()
         watchdog.stop()
         pager.stop()
-        if let f = pager.failure { exit = .pagerFailure(f) }
+        if let e = control.error { throw e }
+        let outcomes = results.all
+        var exit: ExitReason
+        if let f = pager.failure {
+            exit = .pagerFailure(f)
+        } else if let e = control.end {
+            exit = e
+        } else {
+            // Every vCPU ended by itself: the first non-zero exit code, else 0.
+            let codes = outcomes.map { r -> UInt8 in if case let .exited(c) = r.outcome { c } else { 0 } }
+            if outcomes.allSatisfy({ if case .halted = $0.outcome { true } else { false } }),
+               case let .halted(rip) = outcomes[0].outcome {
+                exit = .halted(rip: rip)
+            } else {
+                exit = .guestExit(code: codes.first { $0 != 0 } ?? 0)
+            }
+        }
 
         var report = RunReport(exit: exit, serialOutput: serial.text, statistics: RunStatistics(), config: config)
-        report.checksum = (try? memory.read(GuestPhysAddr(X86Layout.params + 56), as: UInt64.self)) ?? 0
-        report.mismatches = (try? memory.read(GuestPhysAddr(X86Layout.params + 64), as: UInt64.self)) ?? 0
-        report.pagesTouched = (try? memory.read(GuestPhysAddr(X86Layout.params + 72), as: UInt64.self)) ?? 0
+        var slots: [(checksum: UInt64, mismatches: UInt64, pages: UInt64)] = []
+        for i in 0..<config.vcpus {
+            let base = X86Layout.vcpuSlot(i)
+            slots.append(((try? memory.read(GuestPhysAddr(base), as: UInt64.self)) ?? 0,
+                          (try? memory.read(GuestPhysAddr(base + 8), as: UInt64.self)) ?? 0,
+                          (try? memory.read(GuestPhysAddr(base + 16), as: UInt64.self)) ?? 0))
+        }
+        report.vcpuChecksums = slots.map { $0.checksum }
+        report.mismatches = slots.reduce(0) { $0 &+ $1.mismatches }
+        if config.memtestMode == .overlap {
+            report.checksum = slots[0].checksum
+            report.pagesTouched = slots[0].pages
+        } else {
+            report.checksum = slots.reduce(0) { $0 &+ $1.checksum }
+            report.pagesTouched = slots.reduce(0) { $0 &+ $1.pages }
+        }
         report.residencyMismatches = ram.reduce(0) { $0 + memory.residencyMismatches($1).count }
         let lib = memory.withSpace { $0.statistics }
         let process = ProcessMemory.current()
@@ -312,6 +375,7 @@ final class Runner<Format: NestedPagingFormat> {
         s.memoryBytes = config.memorySize
         s.populatedBytes = ram.reduce(0) { $0 + memory.populatedBytes($1) }
         s.tableFrames = lib.tableFrames
+        s.addrSpace = lib
         let ps = pager.stats
         s.faults = ps.faults
         s.faultsInTestRegion = ps.faultsAbove
@@ -322,10 +386,12 @@ final class Runner<Format: NestedPagingFormat> {
         s.faultMeanNanos = ps.latency.mean
         s.faultLibraryNanos = ps.libraryNanos
         s.faultResolveNanos = ps.resolveNanos
+        s.faultThreads = pager.threadStats
+        s.vcpus = outcomes.map { $0.stats }
         s.processRSSBytes = process.rss
         s.shmemRSSBytes = process.shmem
         s.vmmOverheadBytes = process.rss >= process.shmem ? process.rss - process.shmem : 0
-        s.exits = exits
+        s.exits = s.vcpus.reduce(0) { $0 + $1.exits }
         s.setupSeconds = Double(tRun - t0) / 1e9
         s.runSeconds = Double(tEnd - tRun) / 1e9
         s.wallSeconds = Double(nowNanos() - t0) / 1e9
@@ -333,15 +399,40 @@ final class Runner<Format: NestedPagingFormat> {
         return report
     }
 
+    /// One vCPU's loop, with its statistics. Ends of the whole run go through `control`.
+    private func runVCPU(_ vcpu: VCPU, index: Int, memory: GuestMemory<Format>, ram: [RAMRegion], serial: Serial,
+                         params: GuestParams, control: RunControl, watchdog: Watchdog,
+                         pager: LazyPager<Format>) -> VCPUResult {
+        control.register(index)
+        var stats = VCPUStatistics()
+        let t0 = nowNanos()
+        var outcome = VCPUOutcome.stopped
+        do {
+            outcome = try loop(vcpu: vcpu, memory: memory, ram: ram, serial: serial, params: params,
+                               exits: &stats.exits, control: control, watchdog: watchdog, pager: pager)
+        } catch {
+            control.fail(error)
+        }
+        stats.runNanos = nowNanos() - t0
+        return VCPUResult(outcome: outcome, stats: stats)
+    }
+
     private func loop(vcpu: VCPU, memory: GuestMemory<Format>, ram: [RAMRegion], serial: Serial, params: GuestParams,
-                      exits: inout Int, watchdog: Watchdog, pager: LazyPager<Format>) throws(VMMError) -> ExitReason {
+                      exits: inout Int, control: RunControl, watchdog: Watchdog,
+                      pager: LazyPager<Format>) throws(VMMError) -> VCPUOutcome {
         func rip() -> UInt64 { (try? vcpu.registers().rip) ?? 0 }
+        /// An end of the whole VM: every other vCPU is stopped.
+        func fatal(_ reason: ExitReason) -> VCPUOutcome {
+            control.end(reason)
+            return .stopped
+        }
         while true {
+            if control.isStopping { return .stopped }
             let exit: VCPUExit
             do { exit = try vcpu.run() } catch {
-                // EFAULT after the pager gave up (its windows are fenced off): the caller
+                // EFAULT after the pager gave up (its windows are fenced off): the run
                 // reports the pager's reason.
-                if let f = pager.failure { return .pagerFailure(f) }
+                if let f = pager.failure { return fatal(.pagerFailure(f)) }
                 throw .kvm(error)
             }
             exits += 1
@@ -349,8 +440,8 @@ final class Runner<Format: NestedPagingFormat> {
             case let .io(port, isOut, _, data):
                 if isOut {
                     switch port {
-                    case Ports.serialData: for b in data { serial.out(b) }
-                    case Ports.debugExit: return .guestExit(code: data.first ?? 0)
+                    case Ports.serialData: serial.out(data)
+                    case Ports.debugExit: return .exited(data.first ?? 0)
                     case Ports.reclaim:
                         // Every test page: all RAM from the test base up (the test pages
                         // may be spread over both RAM areas).
@@ -367,12 +458,12 @@ final class Runner<Format: NestedPagingFormat> {
                 }
             case let .mmio(gpa, isWrite, data):
                 let inROM = gpa >= VMConfig.romBase && gpa < VMConfig.romBase + VMConfig.romSize
-                if inROM && isWrite { return .readOnlyWrite(gpa: gpa, rip: rip()) }
-                return .unmappedAccess(gpa: gpa, write: isWrite, size: data.count, rip: rip())
+                if inROM && isWrite { return fatal(.readOnlyWrite(gpa: gpa, rip: rip())) }
+                return fatal(.unmappedAccess(gpa: gpa, write: isWrite, size: data.count, rip: rip()))
             case .hlt:
                 // RFLAGS.IF (bit 9) clear: no interrupt can end this halt.
                 let r = try? vcpu.registers()
-                if let r, r.rflags & (1 << 9) == 0 { return .deadHalt(rip: r.rip) }
+                if let r, r.rflags & (1 << 9) == 0 { return fatal(.deadHalt(rip: r.rip)) }
                 return .halted(rip: r?.rip ?? 0)
             case .shutdown:
                 let r = try? vcpu.registers(), s = try? vcpu.specialRegisters()
@@ -380,20 +471,35 @@ final class Runner<Format: NestedPagingFormat> {
                 // the registers read back are the reset state (rip 0xfff0, CR0 = ET only):
                 // the last state is lost there, and the report says so rather than show it.
                 let reset = r?.rip == 0xfff0 && s.map { $0.cr0 & 1 == 0 } ?? false
-                if reset || r == nil || s == nil { return .shutdown(registers: nil) }
-                return .shutdown(registers: .init(rip: r?.rip ?? 0, rsp: r?.rsp ?? 0, cr0: s?.cr0 ?? 0, cr3: s?.cr3 ?? 0))
-            case let .failEntry(reason): return .failEntry(reason: reason)
-            case let .internalError(sub, data): return .internalError(suberror: sub, data: data, rip: rip())
-            case let .systemEvent(type): return .unsupportedExit(reason: 24_000 + type, rip: rip())
+                if reset || r == nil || s == nil { return fatal(.shutdown(registers: nil)) }
+                return fatal(.shutdown(registers: .init(rip: r?.rip ?? 0, rsp: r?.rsp ?? 0, cr0: s?.cr0 ?? 0, cr3: s?.cr3 ?? 0)))
+            case let .failEntry(reason): return fatal(.failEntry(reason: reason))
+            case let .internalError(sub, data): return fatal(.internalError(suberror: sub, data: data, rip: rip()))
+            case let .systemEvent(type): return fatal(.unsupportedExit(reason: 24_000 + type, rip: rip()))
             case .interrupted:
-                if let f = pager.failure { return .pagerFailure(f) }
-                if watchdog.interruptedByUser { return .interrupted }
-                if watchdog.timedOut { return .timeout(seconds: config.timeout ?? 0, rip: rip()) }
+                if let f = pager.failure { return fatal(.pagerFailure(f)) }
+                if watchdog.interruptedByUser { return fatal(.interrupted) }
+                if watchdog.timedOut { return fatal(.timeout(seconds: config.timeout ?? 0, rip: rip())) }
+                if control.isStopping { return .stopped }
                 continue  // a stray signal: resume
-            case let .unsupported(reason): return .unsupportedExit(reason: reason, rip: rip())
+            case let .unsupported(reason): return fatal(.unsupportedExit(reason: reason, rip: rip()))
             }
         }
     }
+}
+
+/// A vCPU's outcome and statistics.
+struct VCPUResult: Sendable {
+    var outcome: VCPUOutcome
+    var stats: VCPUStatistics
+}
+
+/// The vCPU threads' results: each slot written once by its thread, read after the joins.
+final class VCPUResults: Sendable {
+    private let slots: Mutex<[VCPUResult]>
+    init(count: Int) { slots = Mutex(Array(repeating: VCPUResult(outcome: .stopped, stats: VCPUStatistics()), count: max(1, count))) }
+    func set(_ i: Int, _ r: VCPUResult) { slots.withLock { $0[i] = r } }
+    var all: [VCPUResult] { slots.withLock { $0 } }
 }
 
 /// Ends a run after `timeout` seconds or on Ctrl-C, by kicking the vCPU.

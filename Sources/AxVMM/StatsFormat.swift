@@ -28,6 +28,16 @@ public enum StatsFormat {
         out += "nested tables:   \(s.tableFrames) frames\n"
         out += "VMM memory:      RSS \(mib(s.processRSSBytes)) = guest and tables (RssShmem) \(mib(s.shmemRSSBytes)) + VMM overhead \(mib(s.vmmOverheadBytes))\n"
         out += "vCPU exits:      \(s.exits)\n"
+        if s.vcpus.count > 1 {
+            for (i, v) in s.vcpus.enumerated() {
+                out += "  vCPU \(i):        \(v.exits) exits, \(fixed(Double(v.runNanos) / 1e6, 1)) ms\n"
+            }
+        }
+        if s.faultThreads.count > 1 {
+            for (i, t) in s.faultThreads.enumerated() {
+                out += "  fault thread \(i): \(t.faults) faults, \(t.minorFaults) minor, \(t.pagesMapped) pages, busy \(fixed(Double(t.busyNanos) / 1e6, 1)) ms\n"
+            }
+        }
         out += "time:            setup \(fixed(s.setupSeconds * 1000, 1)) ms, run \(fixed(s.runSeconds * 1000, 1)) ms, wall \(fixed(s.wallSeconds * 1000, 1)) ms\n"
         if r.pagesTouched > 0 {
             out += "memtest:         \(r.pagesTouched) pages, checksum 0x\(String(r.checksum, radix: 16)), mismatches \(r.mismatches)\n"
@@ -71,6 +81,13 @@ public enum StatsFormat {
             ("shmem_rss_bytes", "\(s.shmemRSSBytes)"),
             ("vmm_overhead_bytes", "\(s.vmmOverheadBytes)"),
             ("exits", "\(s.exits)"),
+            ("vcpus", "[" + s.vcpus.map { "{\"exits\": \($0.exits), \"run_ns\": \($0.runNanos)}" }.joined(separator: ", ") + "]"),
+            ("fault_threads", "[" + s.faultThreads.map {
+                "{\"faults\": \($0.faults), \"minor_faults\": \($0.minorFaults), \"pages_mapped\": \($0.pagesMapped), \"busy_ns\": \($0.busyNanos)}"
+            }.joined(separator: ", ") + "]"),
+            ("library_populated_frames", "\(s.addrSpace.populatedFrames)"),
+            ("library_pages_mapped_by_faults", "\(s.addrSpace.pagesMappedByFaults)"),
+            ("vcpu_checksums", "[" + r.vcpuChecksums.map { "\($0)" }.joined(separator: ", ") + "]"),
             ("setup_seconds", "\(s.setupSeconds)"),
             ("run_seconds", "\(s.runSeconds)"),
             ("wall_seconds", "\(s.wallSeconds)"),

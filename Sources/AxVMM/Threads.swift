@@ -13,6 +13,24 @@ final class Lock: @unchecked Sendable {  // the mutex itself is the synchronizat
     }
 }
 
+/// A pthread reader-writer lock: many fault threads resolve faults at once (shared), a
+/// reclaim excludes them all (exclusive).
+final class RWLock: @unchecked Sendable {  // the rwlock itself is the synchronization
+    private let l = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+    init() { pthread_rwlock_init(l, nil) }
+    deinit { pthread_rwlock_destroy(l); l.deallocate() }
+    func shared<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        pthread_rwlock_rdlock(l)
+        defer { pthread_rwlock_unlock(l) }
+        return try body()
+    }
+    func exclusive<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        pthread_rwlock_wrlock(l)
+        defer { pthread_rwlock_unlock(l) }
+        return try body()
+    }
+}
+
 /// A joinable OS thread running `body` (no Foundation).
 final class OSThread: @unchecked Sendable {  // handle written once before use
     private var handle = pthread_t()

@@ -5,6 +5,7 @@
 #include <linux/falloc.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -117,4 +118,49 @@ int ckvm_open_pty(char *slave_name, size_t length) {
         return -1;
     }
     return fd;
+}
+
+// --- Linux guests (axvm boot) ----------------------------------------------------------------
+
+int ckvm_create_irqchip(int vm_fd) { return ioctl(vm_fd, KVM_CREATE_IRQCHIP, 0); }
+
+int ckvm_create_pit2(int vm_fd) {
+    struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+    return ioctl(vm_fd, KVM_CREATE_PIT2, &pit);
+}
+
+int ckvm_irq_line(int vm_fd, uint32_t irq, uint32_t level) {
+    struct kvm_irq_level l = { .irq = irq, .level = level };
+    return ioctl(vm_fd, KVM_IRQ_LINE, &l);
+}
+
+int ckvm_set_identity_map_addr(int vm_fd, uint64_t addr) {
+    return ioctl(vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &addr);
+}
+
+int ckvm_set_lapic_lint(int vcpu_fd) {
+    struct kvm_lapic_state s;
+    if (ioctl(vcpu_fd, KVM_GET_LAPIC, &s) != 0) return -1;
+    // Intel SDM vol. 3A §11.5.1: LVT LINT0 at 0x350, LINT1 at 0x360; delivery mode in bits
+    // 8-10 (ExtINT 7, NMI 4), mask bit 16 clear.
+    uint32_t lint0, lint1;
+    memcpy(&lint0, s.regs + 0x350, 4);
+    memcpy(&lint1, s.regs + 0x360, 4);
+    lint0 = (lint0 & ~0x10700u) | (7u << 8);
+    lint1 = (lint1 & ~0x10700u) | (4u << 8);
+    memcpy(s.regs + 0x350, &lint0, 4);
+    memcpy(s.regs + 0x360, &lint1, 4);
+    return ioctl(vcpu_fd, KVM_SET_LAPIC, &s);
+}
+
+int ckvm_set_msrs(int vcpu_fd, const uint32_t *index, const uint64_t *value, uint32_t n) {
+    struct kvm_msrs *m = calloc(1, sizeof(*m) + n * sizeof(struct kvm_msr_entry));
+    if (!m) { errno = ENOMEM; return -1; }
+    m->nmsrs = n;
+    for (uint32_t i = 0; i < n; i++) { m->entries[i].index = index[i]; m->entries[i].data = value[i]; }
+    int r = ioctl(vcpu_fd, KVM_SET_MSRS, m);
+    int saved = errno;
+    free(m);
+    errno = saved;
+    return r;
 }

@@ -24,6 +24,16 @@ struct Timeout: ExpressibleByArgument {
     }
 }
 
+extension GuestParams.Mode: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument {
+        case "split": self = .split
+        case "overlap": self = .overlap
+        default: return nil
+        }
+    }
+}
+
 extension GuestParams.Order: ExpressibleByArgument {
     public init?(argument: String) {
         switch argument {
@@ -87,6 +97,10 @@ struct Run: ParsableCommand {
     @Option(help: "memtest seed.") var seed: UInt64 = 1
     @Option(help: "Bytes memtest touches (default: all RAM above 2 MiB).") var testSize: ByteSize?
     @Flag(help: "Spread memtest's pages evenly over all RAM above 2 MiB (with a small --test-size).") var sparse = false
+    @Option(help: "vCPUs, each on its own thread (1 … 64).") var vcpus = 1
+    @Option(help: "How memtest's vCPUs share the pages: split (each its share) or overlap (all of them, each in its own order).")
+    var memtestMode: GuestParams.Mode = .split
+    @Option(help: "Threads serving lazy faults (1 … 64; default: one per vCPU, at most the host's CPUs).") var faultThreads: Int?
     @Option(help: "Most guest memory populated (lazy faults beyond it stop the VM).") var maxResident: ByteSize?
     @Flag(help: "Print statistics.") var stats = false
     @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
@@ -105,6 +119,9 @@ struct Run: ParsableCommand {
         c.seed = seed
         c.testSize = testSize?.bytes ?? 0
         c.sparse = sparse
+        c.vcpus = vcpus
+        c.memtestMode = memtestMode
+        c.faultThreads = faultThreads
         c.maxResident = maxResident?.bytes
         c.serialToStdout = true
         c.handleInterrupt = true

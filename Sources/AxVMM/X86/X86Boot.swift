@@ -14,6 +14,13 @@ public enum X86Layout {
     /// above a real-mode image (0x10000–0x1f000), below the stack.
     public static let pageDirectories: UInt64 = 0x2_0000
     public static let longModeStack: UInt64 = 0x8_0000
+    /// vCPU i's stack top: 1 KiB each below `longModeStack` (the guests use a few hundred
+    /// bytes), 64 vCPUs down to 0x7_0000, above the page directories.
+    public static func stackTop(vcpu i: Int) -> UInt64 { longModeStack - UInt64(i) * 0x400 }
+    /// vCPU slots in the parameter page: 48 bytes each from offset 0x100 (checksum,
+    /// mismatches, pages, first page, index).
+    public static func vcpuSlot(_ i: Int) -> UInt64 { params + 0x100 + UInt64(i) * 48 }
+    public static let maxVCPUs = 64
     /// KVM's three-page real-mode TSS area, below 4 GiB and outside RAM.
     public static let tss: UInt64 = 0xfffb_d000
     /// RAM is laid out as on a PC: up to 3 GiB below the 32-bit hole, the rest from 4 GiB.
@@ -41,7 +48,10 @@ public enum X86Layout {
 /// Parameters the VMM gives a guest and results it reports, at `X86Layout.params`.
 /// Offsets (u64 each): 0 magic, 8 memory size, 16 test base, 24 test size, 32 order
 /// (0 sequential, 1 random, 2 strided), 40 stride in pages, 48 seed, 56 checksum (out),
-/// 64 mismatches (out), 72 pages touched (out), 80 hole start, 88 hole size, 96 spacing.
+/// 64 mismatches (out), 72 pages touched (out), 80 hole start, 88 hole size, 96 spacing,
+/// 104 vCPUs, 112 mode (0 split: each vCPU its share of the test pages; 1 overlap: every
+/// vCPU all of them, each in its own order). From 0x100, a 48-byte slot per vCPU
+/// (`X86Layout.vcpuSlot`): its checksum, mismatches, pages (out), first page and index.
 ///
 /// Test page `k` (0 ≤ k < test size / 4 KiB) is at `a = base + k · spacing · 4 KiB`, plus
 /// the hole size if `a` ≥ the hole start (`testPageAddress`): the guests skip the 32-bit
@@ -50,6 +60,8 @@ public enum X86Layout {
 public struct GuestParams: Sendable {
     public static let magic: UInt64 = 0x4d52_4150_4d56_5841  // "AXVMPARM"
     public enum Order: UInt64, Sendable, CaseIterable { case sequential = 0, random = 1, strided = 2 }
+    /// How the vCPUs share the test pages.
+    public enum Mode: UInt64, Sendable, CaseIterable { case split = 0, overlap = 1 }
     public var memorySize: UInt64
     public var testBase: UInt64
     public var testSize: UInt64
@@ -61,6 +73,18 @@ public struct GuestParams: Sendable {
     public var holeSize: UInt64 = 0
     /// Pages from one test page to the next (1: contiguous).
     public var spacing: UInt64 = 1
+    public var vcpus: UInt64 = 1
+    public var mode: Mode = .split
+
+    /// The test pages vCPU `i` works on (`vcpu_share` in guests/lib.inc): indexes
+    /// `first..<first+count`.
+    public func share(of i: UInt64) -> (first: UInt64, count: UInt64) {
+        if mode == .overlap { return (0, testPages) }
+        // The guest's mul/div: a 128-bit product divided by the vCPU count.
+        let a = UInt64((UInt128(testPages) * UInt128(i)) / UInt128(vcpus))
+        let b = UInt64((UInt128(testPages) * UInt128(i + 1)) / UInt128(vcpus))
+        return (a, b - a)
+    }
 
     public init(memorySize: UInt64, testBase: UInt64, testSize: UInt64, order: Order, stridePages: UInt64,
                 seed: UInt64, spacing: UInt64 = 1) {
@@ -89,7 +113,8 @@ enum X86Boot {
     static func writeBootData<F>(_ mem: GuestMemory<F>, params: GuestParams) throws(VMMError) {
         var words: [UInt64] = [GuestParams.magic, params.memorySize, params.testBase, params.testSize,
                                params.order.rawValue, params.stridePages, params.seed, 0, 0, 0,
-                               params.holeStart, params.holeSize, params.spacing]
+                               params.holeStart, params.holeSize, params.spacing, params.vcpus,
+                               params.mode.rawValue]
         try mem.write(words, at: GuestPhysAddr(X86Layout.params))
         // GDT (Intel SDM vol. 3A §3.4.5): null, 64-bit code (0x08), data (0x10), and the
         // same at DPL 3 — user code (0x18, selector 0x1b), user data (0x20, selector 0x23).
@@ -109,7 +134,7 @@ enum X86Boot {
 
     /// Registers for the image's mode: 64-bit long mode with paging (CR0.PE|PG, CR4.PAE,
     /// EFER.LME|LMA) or real mode with CS = load address >> 4.
-    static func setupVCPU(_ vcpu: VCPU, image: GuestImage) throws(KVMError) {
+    static func setupVCPU(_ vcpu: VCPU, image: GuestImage, index: Int = 0) throws(KVMError) {
         var sregs = try vcpu.specialRegisters()
         var regs = kvm_regs()
         regs.rflags = 2
@@ -121,7 +146,7 @@ enum X86Boot {
                 sregs[keyPath: kp].base = image.loadAddress
             }
             regs.rip = image.entryOffset
-            regs.rsp = 0xfff0
+            regs.rsp = 0xfff0 - UInt64(index) * 0x100
         case .long:
             var code = kvm_segment()
             code.base = 0; code.limit = 0xffff_ffff; code.selector = 0x08
@@ -137,8 +162,9 @@ enum X86Boot {
             sregs.cr0 = 1 << 0 | 1 << 4 | 1 << 5 | 1 << 31  // PE, ET, NE, PG
             sregs.efer = 1 << 8 | 1 << 10                // LME, LMA
             regs.rip = image.loadAddress + image.entryOffset
-            regs.rsp = X86Layout.longModeStack
+            regs.rsp = X86Layout.stackTop(vcpu: index)
             regs.rdi = X86Layout.params
+            regs.rsi = UInt64(index)
         }
         try vcpu.setSpecialRegisters(sregs)
         try vcpu.setRegisters(regs)

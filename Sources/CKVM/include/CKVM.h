@@ -86,4 +86,19 @@ struct ckvm_uffd_fault { uint8_t event; uint64_t flags; uint64_t address; };
 struct ckvm_uffd_fault ckvm_uffd_decode(const void *msg);
 size_t ckvm_uffd_msg_size(void);
 
+// --- Linux guests (axvm boot): in-kernel irqchip, PIT, LAPIC LVTs, MSRs -------------------
+/// KVM_CREATE_IRQCHIP: in-kernel 8259 PICs, IOAPIC and a LAPIC per vCPU (before any vCPU).
+int ckvm_create_irqchip(int vm_fd);
+/// KVM_CREATE_PIT2 with KVM_PIT_SPEAKER_DUMMY (port 0x61 reads handled in the kernel).
+int ckvm_create_pit2(int vm_fd);
+/// KVM_IRQ_LINE: sets GSI `irq` (routed to the PIC and the IOAPIC) to `level`.
+int ckvm_irq_line(int vm_fd, uint32_t irq, uint32_t level);
+/// KVM_SET_IDENTITY_MAP_ADDR: the page KVM uses for real mode on VMX without unrestricted guest.
+int ckvm_set_identity_map_addr(int vm_fd, uint64_t addr);
+/// KVM_GET_LAPIC, LVT LINT0 := ExtINT and LINT1 := NMI (as a PC BIOS leaves them for virtual
+/// wire mode), KVM_SET_LAPIC.
+int ckvm_set_lapic_lint(int vcpu_fd);
+/// KVM_SET_MSRS with `n` (index, value) pairs; returns how many KVM set (or -1, errno).
+int ckvm_set_msrs(int vcpu_fd, const uint32_t *index, const uint64_t *value, uint32_t n);
+
 #endif

@@ -1,0 +1,90 @@
+/// An 8250/16450 UART at COM1 (ports 0x3f8–0x3ff), enough for Linux's 8250 driver and
+/// console=ttyS0: transmit, the transmitter-empty interrupt on IRQ 4, the divisor latch,
+/// scratch register and loopback (the driver's probe checks both). No receive path, no FIFO.
+/// Register map: National Semiconductor PC16550D data sheet, table II.
+final class UART8250 {
+    static let base: UInt16 = 0x3f8
+    static let ports: ClosedRange<UInt16> = 0x3f8...0x3ff
+
+    /// IER bit 1: interrupt when the transmit holding register is empty.
+    private static let ierTHRI: UInt8 = 0x02
+    private static let lcrDLAB: UInt8 = 0x80
+    private static let mcrLoop: UInt8 = 0x10
+
+    private var ier: UInt8 = 0
+    private var lcr: UInt8 = 0x03       // 8N1
+    private var mcr: UInt8 = 0x08       // OUT2
+    private var scratch: UInt8 = 0
+    private var divisor: UInt16 = 12    // 9600 baud
+    /// A transmitter-empty interrupt is pending (cleared by reading IIR or by writing THR).
+    private var thrEmptyPending = false
+    /// Bytes the guest sent (the console).
+    let sink: (UInt8) -> Void
+    /// Raises the UART's interrupt (an edge on IRQ 4).
+    let interrupt: () -> Void
+
+    init(sink: @escaping (UInt8) -> Void, interrupt: @escaping () -> Void) {
+        self.sink = sink
+        self.interrupt = interrupt
+    }
+
+    func write(port: UInt16, _ value: UInt8) {
+        let dlab = lcr & Self.lcrDLAB != 0
+        switch port - Self.base {
+        case 0 where dlab: divisor = divisor & 0xff00 | UInt16(value)
+        case 0:
+            // In loopback the byte goes back to the receiver (which we do not model), not out.
+            if mcr & Self.mcrLoop == 0 { sink(value) }
+            // Transmission is instantaneous: the holding register is empty again at once.
+            thrEmptyPending = false
+            raiseTHREmpty()
+        case 1 where dlab: divisor = divisor & 0x00ff | UInt16(value) << 8
+        case 1:
+            let was = ier
+            ier = value & 0x0f
+            // Enabling THRI with the register empty interrupts at once (as on the chip).
+            if ier & Self.ierTHRI != 0 && was & Self.ierTHRI == 0 { raiseTHREmpty() }
+            if ier & Self.ierTHRI == 0 { thrEmptyPending = false }
+        case 2: break                        // FCR: no FIFO
+        case 3: lcr = value
+        case 4: mcr = value & 0x1f
+        case 7: scratch = value
+        default: break                       // LSR, MSR: read-only
+        }
+    }
+
+    func read(port: UInt16) -> UInt8 {
+        let dlab = lcr & Self.lcrDLAB != 0
+        switch port - Self.base {
+        case 0 where dlab: return UInt8(divisor & 0xff)
+        case 0: return 0                     // RBR: nothing received
+        case 1 where dlab: return UInt8(divisor >> 8)
+        case 1: return ier
+        case 2:
+            // IIR: 0x02 = THR empty, 0x01 = none pending; reading it clears THR empty.
+            if thrEmptyPending && ier & Self.ierTHRI != 0 {
+                thrEmptyPending = false
+                return 0x02
+            }
+            return 0x01
+        case 3: return lcr
+        case 4: return mcr
+        case 5: return 0x60                  // LSR: THR empty, transmitter empty, no data
+        case 6:
+            // MSR: in loopback the modem inputs follow MCR (CTS←RTS, DSR←DTR, RI←OUT1,
+            // DCD←OUT2); otherwise carrier, data set ready and clear to send.
+            if mcr & Self.mcrLoop != 0 {
+                return (mcr & 0x02) << 3 | (mcr & 0x01) << 5 | (mcr & 0x04) << 4 | (mcr & 0x08) << 4
+            }
+            return 0xb0
+        case 7: return scratch
+        default: return 0xff
+        }
+    }
+
+    private func raiseTHREmpty() {
+        guard ier & Self.ierTHRI != 0 else { return }
+        thrEmptyPending = true
+        interrupt()
+    }
+}
