@@ -50,7 +50,7 @@ struct AxvmCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "axvm",
         abstract: "A KVM hypervisor whose guest memory is an AxAddrSpace address space.",
-        subcommands: [Check.self, Run.self])
+        subcommands: [Check.self, Run.self, Boot.self])
 }
 
 struct Check: ParsableCommand {
@@ -170,4 +170,84 @@ struct Run: ParsableCommand {
 func eprint(_ line: String) {
     let bytes = Array((line + "\n").utf8)
     _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+
+/// `axvm boot`: a Linux bzImage with an optional initrd, on lazily populated RAM.
+struct Boot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot a Linux kernel (x86_64 bzImage, 64-bit boot protocol) on lazily populated RAM.",
+        discussion: """
+            Devices: an 8250 UART on COM1 (console=ttyS0, IRQ 4), the in-kernel PIC, IOAPIC, \
+            LAPIC and PIT, an i8042 whose reset line ends the VM (reboot=k). The run ends \
+            normally (status 0) when the guest reboots or powers off through it. Exit status: \
+            2 for a bad kernel, initrd or command line (the message says what is wrong), \
+            64 for bad option values, 3 if the guest crashes, 124 on timeout.
+            Needs KVM with hardware virtualization (kvm_amd, kvm_intel): on kvm_pvm a stock \
+            kernel cannot run, and axvm boot says so at once.
+            """)
+
+    @Option(help: "Linux kernel (bzImage, e.g. /boot/vmlinuz-*).") var kernel: String
+    @Option(help: "Initial ramdisk (cpio archive, may be compressed).") var initrd: String?
+    @Option(help: "Kernel command line.") var cmdline = LinuxBootConfig.defaultCmdline
+    @Option(help: "Guest RAM, e.g. 256M, 1G (4 KiB multiple).") var memory = ByteSize(argument: "256M")!
+    @Flag(help: "Populate RAM on first touch (default) or all before start.") var paging: Run.Paging = .lazy
+    @Option(help: "Pages populated per fault: 4K … 2M.") var faultAround = ByteSize(argument: "4K")!
+    @Option(help: "Stop the guest after this many seconds (at most 604800; 0 or none: no limit).")
+    var timeout = Timeout(argument: "120")!
+    @Option(help: "Console text that marks the end of the boot (its time is reported).")
+    var initMarker = LinuxBootConfig.defaultInitMarker
+    @Flag(help: "Do not copy the guest's console to stdout.") var quiet = false
+    @Flag(help: "Print statistics.") var stats = false
+    @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
+    @Option(help: "KVM device.") var kvm = "/dev/kvm"
+    @Flag(help: .hidden) var forceKvmPvm = false
+
+    func config() -> LinuxBootConfig {
+        var c = LinuxBootConfig(kernelPath: kernel)
+        c.initrdPath = initrd
+        c.cmdline = cmdline
+        c.memorySize = memory.bytes
+        c.lazy = paging == .lazy
+        c.faultAround = faultAround.bytes
+        c.timeout = timeout.seconds
+        c.initMarker = initMarker
+        c.serialToStdout = !quiet
+        c.handleInterrupt = true
+        c.kvmPath = kvm
+        c.allowKVMPVM = forceKvmPvm
+        return c
+    }
+
+    func validate() throws {
+        do { try LinuxMachine.validate(config()) } catch { throw ValidationError("\(error)") }
+    }
+
+    func run() throws {
+        var json: OutputFile?
+        if let path = statsJson {
+            do { json = try OutputFile(path: path) } catch {
+                eprint("axvm: error: \(error)")
+                throw ExitCode(2)
+            }
+        }
+        let report: LinuxBootReport
+        do {
+            report = try LinuxMachine.boot(config())
+        } catch {
+            json?.discard()
+            eprint("axvm: error: \(error)")
+            if case let .vmm(e) = error, e.isUsageError { throw ExitCode(64) }
+            throw ExitCode(2)
+        }
+        if report.exit != .reset { eprint("axvm: \(report.exit)") }
+        if stats { print(LinuxStatsFormat.text(report), terminator: "") } else { print(LinuxStatsFormat.summary(report)) }
+        if let file = json {
+            do { try file.write(LinuxStatsFormat.json(report)) } catch {
+                eprint("axvm: error: \(error)")
+                throw ExitCode(2)
+            }
+        }
+        if report.exit.exitStatus != 0 { throw ExitCode(report.exit.exitStatus) }
+    }
 }

@@ -183,7 +183,9 @@ public struct LinuxKernel: Sendable {
 
     public init(path: String) throws(LinuxBootError) {
         let bytes: [UInt8]
-        do { bytes = try readRegularFile(path, limit: Self.maxFileSize) } catch { throw .kernel(path: path, reason: error.reason) }
+        do {
+            bytes = try readRegularFile(path, limit: Self.maxFileSize) { "\($0) bytes, more than the \(Self.maxFileSize >> 20) MiB limit" }
+        } catch { throw .kernel(path: path, reason: error.reason) }
         try self.init(path: path, bytes: bytes)
     }
 
@@ -241,7 +243,7 @@ public struct LinuxBootPlan: Sendable {
         let lowEnd = low.end.raw
         let footprint = kernel.footprintEnd
         guard lowEnd >= footprint else {
-            throw .memory(reason: "\(lowEnd >> 20) MiB below 4 GiB, but this kernel needs RAM up to \(hex(footprint)) (\((footprint + 0xfffff) >> 20) MiB: loaded at \(hex(kernel.loadAddress)), init_size \(hex(UInt64(h.initSize))))")
+            throw .memory(reason: "RAM below 4 GiB ends at \(lowEnd >> 20) MiB, but this kernel needs RAM up to \(hex(footprint)) (\((footprint + 0xfffff) >> 20) MiB: loaded at \(hex(kernel.loadAddress)), init_size \(hex(UInt64(h.initSize))))")
         }
         var address: UInt64 = 0
         if initrdSize > 0 {
@@ -336,7 +338,8 @@ public struct LinuxBootPlan: Sendable {
 }
 
 /// Reads a regular file of at most `limit` bytes (a FIFO must not block the open).
-func readRegularFile(_ path: String, limit: Int) throws(LinuxSetupHeader.Invalid) -> [UInt8] {
+func readRegularFile(_ path: String, limit: Int,
+                     tooLarge: (Int) -> String = { "\($0) bytes, more than the limit" }) throws(LinuxSetupHeader.Invalid) -> [UInt8] {
     let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
     guard fd >= 0 else {
         let e = errno
@@ -347,7 +350,7 @@ func readRegularFile(_ path: String, limit: Int) throws(LinuxSetupHeader.Invalid
     guard fstat(fd, &st) == 0 else { throw .init("fstat: \(errnoString(errno))") }
     guard st.st_mode & S_IFMT == S_IFREG else { throw .init("not a regular file") }
     guard st.st_size > 0 else { throw .init("file is empty") }
-    guard st.st_size <= limit else { throw .init("\(st.st_size) bytes, more than the \(limit >> 20) MiB limit") }
+    guard st.st_size <= limit else { throw .init(tooLarge(Int(st.st_size))) }
     var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
     var done = 0
     while done < bytes.count {

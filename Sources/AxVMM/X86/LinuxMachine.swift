@@ -1,0 +1,416 @@
+import AxAddrSpace
+import CKVM
+import Glibc
+import KVM
+
+/// What Linux kernel to boot and how (`axvm boot`).
+public struct LinuxBootConfig: Sendable {
+    public var kernelPath: String
+    public var initrdPath: String?
+    public var cmdline = LinuxBootConfig.defaultCmdline
+    /// Guest RAM in bytes, a multiple of 4 KiB (at most 64 GiB; the kernel's header says
+    /// how much it needs at least).
+    public var memorySize: UInt64 = 256 << 20
+    public var lazy = true
+    public var faultAround: UInt64 = 4096
+    public var timeout: Double? = 120
+    /// The run's boot time is when this text first appears on the serial console.
+    public var initMarker = LinuxBootConfig.defaultInitMarker
+    public var serialToStdout = false
+    public var handleInterrupt = false
+    public var kvmPath = "/dev/kvm"
+    /// Try even on kvm_pvm (which cannot run a stock kernel): for experiments.
+    public var allowKVMPVM = false
+
+    public init(kernelPath: String) { self.kernelPath = kernelPath }
+
+    /// Serial console; `reboot=k`: reboot through the i8042 (axvm's way out); no PCI
+    /// bus to probe; the i8042 without keyboard and mouse ports; quiet.
+    public static let defaultCmdline = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nokbd quiet"
+    /// What scripts/linux-guest-initramfs.sh's init prints first.
+    public static let defaultInitMarker = "axvm-linux: init reached"
+}
+
+/// How a Linux run ended.
+public enum LinuxExitReason: Sendable, Equatable, CustomStringConvertible {
+    /// The guest pulsed the reset line through the i8042 (`reboot`, or `poweroff` with
+    /// reboot=k when there is no ACPI): the normal end.
+    case reset
+    /// Triple fault or shutdown.
+    case shutdown
+    case timeout(seconds: Double, rip: UInt64)
+    case interrupted
+    case pagerFailure(String)
+    /// KVM could not emulate an instruction (KVM_INTERNAL_ERROR_EMULATION).
+    case emulationFailure(rip: UInt64, data: [UInt64], kvmPVM: Bool)
+    case internalError(suberror: UInt32, data: [UInt64], rip: UInt64)
+    case failEntry(reason: UInt64)
+    case systemEvent(type: UInt32)
+    case unsupportedExit(reason: UInt32, rip: UInt64)
+
+    public var description: String {
+        func h(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+        switch self {
+        case .reset: return "guest reset the machine (i8042 reset line: reboot or power-off)"
+        case .shutdown: return "guest shut down (triple fault)"
+        case let .timeout(s, rip): return "timeout: guest still running after \(s) s (rip \(h(rip)))"
+        case .interrupted: return "interrupted (Ctrl-C)"
+        case let .pagerFailure(m): return "lazy pager failed: \(m)"
+        case let .emulationFailure(rip, data, pvm):
+            return "KVM could not emulate an instruction at rip \(h(rip)) (data \(data.map(h)))"
+                + (pvm ? ": kvm_pvm cannot run stock Linux kernels (see axvm boot --help)" : "")
+        case let .internalError(sub, data, rip):
+            return "KVM internal error, suberror \(sub), data \(data.map(h)) (rip \(h(rip)))"
+        case let .failEntry(r): return "VM entry failed, hardware reason \(h(r))"
+        case let .systemEvent(t): return "KVM system event \(t)"
+        case let .unsupportedExit(r, rip): return "unsupported KVM exit reason \(r) at rip \(h(rip))"
+        }
+    }
+
+    /// The CLI's exit status: 0 for the normal end, 124 timeout, 130 Ctrl-C, 3 otherwise.
+    public var exitStatus: Int32 {
+        switch self {
+        case .reset: 0
+        case .timeout: 124
+        case .interrupted: 130
+        default: 3
+        }
+    }
+}
+
+/// The outcome of `LinuxMachine.boot`.
+public struct LinuxBootReport: Sendable {
+    public var exit: LinuxExitReason
+    public var serialOutput: String
+    public var statistics: RunStatistics
+    /// Seconds from the start of `boot` (files read, memory set up, kernel loaded) to the
+    /// first appearance of the init marker on the console; nil if it never appeared.
+    public var initMarkerSeconds: Double?
+    /// Guest RAM populated when the marker appeared.
+    public var populatedAtMarker: UInt64?
+    /// Pages where AddrSpace and the host (mincore) disagreed at the end (should be 0).
+    public var residencyMismatches = 0
+    public var config: LinuxBootConfig
+    public var plan: LinuxBootPlan
+
+    /// "MemTotal: N kB" as the guest printed it (from /proc/meminfo), in KiB.
+    public var memTotalKiB: UInt64? {
+        for line in serialOutput.split(separator: "\n") {
+            guard let i = line.firstRange(of: "MemTotal:") else { continue }
+            return UInt64(line[i.upperBound...].drop { $0 == " " }.prefix { $0.isNumber })
+        }
+        return nil
+    }
+}
+
+/// Boots a Linux bzImage on KVM with its RAM in an `AddrSpace`, lazily populated.
+public enum LinuxMachine {
+    /// The checks made before anything runs: sizes bounded (usage errors).
+    public static func validate(_ c: LinuxBootConfig) throws(VMMError) {
+        if c.memorySize & 0xfff != 0 { throw .badSize(what: "memory size", value: c.memorySize, reason: "not a multiple of 4 KiB") }
+        if c.memorySize < 4 << 20 { throw .badSize(what: "memory size", value: c.memorySize, reason: "below the 4 MiB minimum") }
+        if c.memorySize > VMConfig.maxMemory {
+            throw .badSize(what: "memory size", value: c.memorySize, reason: "above the \(VMConfig.maxMemory >> 30) GiB maximum")
+        }
+        let fa = c.faultAround
+        if fa < 4096 || fa > 2 << 20 || fa & (fa - 1) != 0 {
+            throw .badSize(what: "fault-around", value: fa, reason: "must be a power of two from 4 KiB to 2 MiB")
+        }
+        if let t = c.timeout, !(t > 0 && t <= VMConfig.maxTimeout) {
+            throw .badValue(what: "timeout", value: "\(t)",
+                            reason: "must be a number of seconds above 0 and at most \(Int(VMConfig.maxTimeout)) (one week); 0 or none: no limit")
+        }
+        if c.initMarker.isEmpty || c.initMarker.utf8.count > 256 {
+            throw .badValue(what: "init marker", value: c.initMarker, reason: "must be 1 to 256 bytes")
+        }
+    }
+
+    /// Reads and checks the kernel, initrd and command line against the RAM layout: every
+    /// input error is found here, before KVM is opened.
+    public static func plan(_ c: LinuxBootConfig) throws(LinuxBootError) -> (LinuxBootPlan, initrd: [UInt8]) {
+        do { try validate(c) } catch { throw .vmm(error) }
+        let kernel = try LinuxKernel(path: c.kernelPath)
+        var initrd: [UInt8] = []
+        if let p = c.initrdPath {
+            // Larger than RAM cannot fit: refused before reading it.
+            do {
+                initrd = try readRegularFile(p, limit: Int(min(c.memorySize, 4 << 30))) { size in
+                    "\(size) bytes do not fit in RAM: larger than the \(c.memorySize >> 20) MiB of guest RAM"
+                }
+            } catch {
+                throw .initrd(path: p, reason: error.reason)
+            }
+        }
+        let plan = try LinuxBootPlan(kernel: kernel, ram: X86Layout.ramRanges(size: c.memorySize), cmdline: c.cmdline,
+                                     initrdPath: c.initrdPath, initrdSize: UInt64(initrd.count))
+        return (plan, initrd)
+    }
+
+    public static func boot(_ c: LinuxBootConfig) throws(LinuxBootError) -> LinuxBootReport {
+        let t0 = nowNanos()
+        let (plan, initrd) = try plan(c)
+        let flavour = KVMFlavour.detect()
+        if flavour.module == .kvmPVM && !c.allowKVMPVM {
+            throw .unsupportedKVM("""
+                this host's KVM is \(flavour): it cannot boot a stock Linux kernel (guest kernel \
+                code is emulated, and its emulator lacks instructions Linux uses, e.g. cmpxchg16b, \
+                xsaves/xrstors; QEMU and kvmtool fail the same way). Boot on kvm_amd or kvm_intel, \
+                e.g. in the rig: scripts/kvm-rig.sh test x86_64
+                """)
+        }
+        do {
+            switch HostCPU.detect() {
+            case .amd: return try LinuxRunner(config: c, plan: plan, initrd: initrd, format: NPT(), cpu: .amd,
+                                              kvmPVM: flavour.module == .kvmPVM, t0: t0).run()
+            case .intel: return try LinuxRunner(config: c, plan: plan, initrd: initrd, format: EPT(), cpu: .intel,
+                                                kvmPVM: flavour.module == .kvmPVM, t0: t0).run()
+            }
+        } catch {
+            throw .vmm(error)
+        }
+    }
+}
+
+/// SIGUSR1 interrupts KVM_RUN (EINTR); the handler does nothing. As `Machine`'s.
+private func installLinuxKickHandler() {
+    var sa = sigaction()
+    sa.__sigaction_handler.sa_handler = { _ in }
+    sigemptyset(&sa.sa_mask)
+    sa.sa_flags = 0  // no SA_RESTART: KVM_RUN must return
+    sigaction(SIGUSR1, &sa, nil)
+}
+
+/// The guest's console: bytes to stdout (optionally) and to a bounded capture (the report's
+/// `serialOutput`): the first `captureLimit` bytes are kept, later ones only counted.
+struct LinuxConsole {
+    static let captureLimit = 1 << 20
+    private(set) var captured: [UInt8] = []
+    private(set) var dropped = 0
+    let toStdout: Bool
+
+    mutating func out(_ bytes: [UInt8]) {
+        let room = max(0, Self.captureLimit - captured.count)
+        captured += bytes.prefix(room)
+        dropped += max(0, bytes.count - room)
+        if toStdout { _ = bytes.withUnsafeBytes { write(1, $0.baseAddress, $0.count) } }
+    }
+
+    var text: String {
+        let s = String(decoding: captured, as: UTF8.self)
+        return dropped == 0 ? s : s + "\n[axvm: \(dropped) more console bytes not kept]\n"
+    }
+}
+
+/// Finds a fixed text in a byte stream, one byte at a time.
+struct MarkerMatcher {
+    let marker: [UInt8]
+    private var window: [UInt8] = []
+    init(_ text: String) { marker = Array(text.utf8) }
+    /// True on the byte that completes the marker.
+    mutating func feed(_ b: UInt8) -> Bool {
+        window.append(b)
+        if window.count > marker.count { window.removeFirst() }
+        return window == marker
+    }
+}
+
+final class LinuxRunner<Format: NestedPagingFormat> {
+    let config: LinuxBootConfig
+    let plan: LinuxBootPlan
+    let initrd: [UInt8]
+    let format: Format
+    let cpu: HostCPU
+    let kvmPVM: Bool
+    let t0: UInt64
+
+    init(config: LinuxBootConfig, plan: LinuxBootPlan, initrd: [UInt8], format: Format, cpu: HostCPU, kvmPVM: Bool, t0: UInt64) {
+        self.config = config
+        self.plan = plan
+        self.initrd = initrd
+        self.format = format
+        self.cpu = cpu
+        self.kvmPVM = kvmPVM
+        self.t0 = t0
+    }
+
+    func run() throws(VMMError) -> LinuxBootReport {
+        let system: KVMSystem, vm: VirtualMachine, vcpu: VCPU
+        do {
+            system = try KVMSystem(path: config.kvmPath)
+            vm = try system.createVM()
+            try vm.setTSSAddress(X86Layout.tss)
+            try vm.setIdentityMapAddress(X86Layout.tss - 0x1000)
+            try vm.createIRQChip()
+            try vm.createPIT2()
+            vcpu = try vm.createVCPU()
+            try vcpu.setSupportedCPUID(from: system)
+            try vcpu.setLocalInterruptsForVirtualWire()
+        } catch {
+            throw .kvm(error)
+        }
+        let memory = try GuestMemory(vm: vm, format: format, hostCapacity: config.memorySize + (256 << 20),
+                                     spaceSize: 1 << 40)
+        var ram: [RAMRegion] = []
+        for r in plan.ram { ram.append(try memory.addRAM(at: r.start, size: r.size, lazy: config.lazy)) }
+        try load(memory)
+        do { try LinuxBoot.setupVCPU(vcpu, entry: plan.kernel.entryPoint) } catch { throw .kvm(error) }
+
+        let pager = try LazyPager(memory: memory, faultAround: config.faultAround, cpu: cpu, countAbove: 0)
+        installLinuxKickHandler()
+        var kickSet = sigset_t(), savedMask = sigset_t()
+        sigemptyset(&kickSet)
+        sigaddset(&kickSet, SIGUSR1)
+        pthread_sigmask(SIG_UNBLOCK, &kickSet, &savedMask)
+        defer { if sigismember(&savedMask, SIGUSR1) == 1 { pthread_sigmask(SIG_BLOCK, &kickSet, nil) } }
+        let vcpuThread = pthread_self()
+        let kick: @Sendable () -> Void = {
+            vcpu.requestImmediateExit()
+            pthread_kill(vcpuThread, SIGUSR1)
+        }
+        pager.onFatal = kick
+        try pager.start()
+        let watchdog: Watchdog
+        do {
+            watchdog = try Watchdog(timeout: config.timeout, handleInterrupt: config.handleInterrupt, kick: kick)
+        } catch {
+            pager.stop()
+            throw error
+        }
+        let tRun = nowNanos()
+        var state = LoopState(marker: MarkerMatcher(config.initMarker), serial: LinuxConsole(toStdout: config.serialToStdout))
+        var exit: LinuxExitReason
+        do {
+            exit = try loop(vcpu: vcpu, vm: vm, memory: memory, ram: ram, state: &state, watchdog: watchdog, pager: pager)
+        } catch {
+            watchdog.stop()
+            pager.stop()
+            throw error
+        }
+        let tEnd = nowNanos()
+        watchdog.stop()
+        pager.stop()
+        if let f = pager.failure { exit = .pagerFailure(f) }
+
+        let lib = memory.withSpace { $0.statistics }
+        let process = ProcessMemory.current()
+        var s = RunStatistics()
+        s.memoryBytes = config.memorySize
+        s.populatedBytes = ram.reduce(0) { $0 + memory.populatedBytes($1) }
+        s.tableFrames = lib.tableFrames
+        let ps = pager.stats
+        s.faults = ps.faults
+        s.faultsInTestRegion = ps.faultsAbove
+        s.minorFaults = ps.minorFaults
+        s.pagesMappedByFaults = ps.pagesMapped
+        s.faultP50Nanos = ps.percentile(0.5)
+        s.faultP99Nanos = ps.percentile(0.99)
+        s.faultMeanNanos = ps.latency.mean
+        s.faultLibraryNanos = ps.libraryNanos
+        s.faultResolveNanos = ps.resolveNanos
+        s.processRSSBytes = process.rss
+        s.shmemRSSBytes = process.shmem
+        s.vmmOverheadBytes = process.rss >= process.shmem ? process.rss - process.shmem : 0
+        s.exits = state.exits
+        s.setupSeconds = Double(tRun - t0) / 1e9
+        s.runSeconds = Double(tEnd - tRun) / 1e9
+        s.wallSeconds = Double(nowNanos() - t0) / 1e9
+        var report = LinuxBootReport(exit: exit, serialOutput: state.serial.text, statistics: s, config: config, plan: plan)
+        report.initMarkerSeconds = state.markerAt.map { Double($0 - t0) / 1e9 }
+        report.populatedAtMarker = state.populatedAtMarker
+        report.residencyMismatches = ram.reduce(0) { $0 + memory.residencyMismatches($1).count }
+        return report
+    }
+
+    /// Zero page, command line, GDT, page tables, the kernel and the initrd, written through
+    /// the address space (lazy pages populated on the way, as a guest touch would).
+    private func load(_ memory: GuestMemory<Format>) throws(VMMError) {
+        try memory.write(plan.zeroPage(), at: GuestPhysAddr(LinuxLayout.zeroPage))
+        try memory.write(plan.cmdline, at: GuestPhysAddr(LinuxLayout.cmdline))
+        try memory.write(LinuxBootPlan.gdt, at: GuestPhysAddr(LinuxLayout.gdt))
+        let t = LinuxBootPlan.pageTables()
+        try memory.write(t.pml4, at: GuestPhysAddr(LinuxLayout.pml4))
+        try memory.write(t.pdpt, at: GuestPhysAddr(LinuxLayout.pdpt))
+        try memory.write(t.directories, at: GuestPhysAddr(LinuxLayout.pageDirectories))
+        var result: Result<Void, VMMError> = .success(())
+        plan.kernel.protectedModeKernel.withUnsafeBytes { b in
+            result = Result { () throws(VMMError) in try memory.write(b, at: GuestPhysAddr(plan.kernel.loadAddress)) }
+        }
+        try result.get()
+        if !initrd.isEmpty { try memory.write(initrd, at: GuestPhysAddr(plan.initrdAddress)) }
+    }
+
+    struct LoopState {
+        var marker: MarkerMatcher
+        var serial: LinuxConsole
+        var exits = 0
+        var markerAt: UInt64?
+        var populatedAtMarker: UInt64?
+    }
+
+    private func loop(vcpu: VCPU, vm: VirtualMachine, memory: GuestMemory<Format>, ram: [RAMRegion], state: inout LoopState,
+                      watchdog: Watchdog, pager: LazyPager<Format>) throws(VMMError) -> LinuxExitReason {
+        func rip() -> UInt64 { (try? vcpu.registers().rip) ?? 0 }
+        let i8042 = I8042()
+        // The UART's bytes go through `state`; a local buffer keeps the closure out of inout.
+        var pending: [UInt8] = []
+        let uart = UART8250(sink: { pending.append($0) }, interrupt: { try? vm.pulseIRQ(LinuxLayout.serialIRQ) })
+        while true {
+            let exit: VCPUExit
+            do { exit = try vcpu.run() } catch {
+                if let f = pager.failure { return .pagerFailure(f) }
+                throw .kvm(error)
+            }
+            state.exits += 1
+            switch exit {
+            case let .io(port, isOut, _, data):
+                if isOut {
+                    for b in data {
+                        if UART8250.ports.contains(port) {
+                            uart.write(port: port, b)
+                        } else if port == I8042.dataPort || port == I8042.commandPort {
+                            i8042.write(port: port, b)
+                        }
+                    }
+                    if !pending.isEmpty { state.serial.out(pending) }
+                    for b in pending where state.markerAt == nil {
+                        if state.marker.feed(b) {
+                            state.markerAt = nowNanos()
+                            state.populatedAtMarker = ram.reduce(0) { $0 + memory.populatedBytes($1) }
+                        }
+                    }
+                    pending.removeAll(keepingCapacity: true)
+                    if i8042.resetRequested { return .reset }
+                } else {
+                    for i in 0..<data.count {
+                        if UART8250.ports.contains(port) {
+                            data[i] = uart.read(port: port)
+                        } else if port == I8042.dataPort || port == I8042.commandPort {
+                            data[i] = i8042.read(port: port)
+                        } else {
+                            data[i] = 0xff  // absent devices float high
+                        }
+                    }
+                }
+            case let .mmio(_, isWrite, data):
+                // Nothing is mapped outside RAM (the LAPIC and IOAPIC are in the kernel):
+                // reads see an empty bus, writes are dropped.
+                if !isWrite { for i in 0..<data.count { data[i] = 0xff } }
+            case .hlt:
+                continue  // the in-kernel LAPIC handles hlt; a stray exit resumes
+            case .shutdown: return .shutdown
+            case let .failEntry(reason): return .failEntry(reason: reason)
+            case let .internalError(sub, data):
+                // KVM_INTERNAL_ERROR_EMULATION = 1 (include/uapi/linux/kvm.h).
+                if sub == 1 { return .emulationFailure(rip: rip(), data: data, kvmPVM: kvmPVM) }
+                return .internalError(suberror: sub, data: data, rip: rip())
+            case let .systemEvent(type): return .systemEvent(type: type)
+            case .interrupted:
+                if let f = pager.failure { return .pagerFailure(f) }
+                if watchdog.interruptedByUser { return .interrupted }
+                if watchdog.timedOut { return .timeout(seconds: config.timeout ?? 0, rip: rip()) }
+                continue
+            case let .unsupported(reason): return .unsupportedExit(reason: reason, rip: rip())
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+/// Human and JSON renderings of a Linux boot's report (keys shared with `StatsFormat` where
+/// the meaning is the same).
+public enum LinuxStatsFormat {
+    static func mib(_ b: UInt64) -> String { StatsFormat.fixed(Double(b) / 1048576, 1) + " MiB" }
+    static func micros(_ ns: UInt64) -> String { StatsFormat.fixed(Double(ns) / 1000, 1) + " µs" }
+
+    /// The demo line: how much of its RAM Linux touched.
+    public static func summary(_ r: LinuxBootReport) -> String {
+        let s = r.statistics
+        let kind = r.config.lazy ? "lazy" : "populated"
+        let marker = r.initMarkerSeconds.map { ", reached init in \(StatsFormat.fixed($0, 2)) s" } ?? ", never reached init"
+        return "Linux booted with \(s.memoryBytes >> 20) MiB of \(kind) RAM\(marker) and touched \(mib(s.populatedBytes)) (\(s.populatedBytes / 4096) pages)"
+    }
+
+    public static func text(_ r: LinuxBootReport) -> String {
+        let s = r.statistics
+        let pct = s.memoryBytes == 0 ? 0 : Double(s.populatedBytes) * 100 / Double(s.memoryBytes)
+        var out = ""
+        out += "exit:            \(r.exit)\n"
+        out += "init marker:     " + (r.initMarkerSeconds.map { "at \(StatsFormat.fixed($0, 3)) s after start" } ?? "not seen") + " (\"\(r.config.initMarker)\")\n"
+        if let m = r.memTotalKiB { out += "guest MemTotal:  \(m) kB\n" }
+        out += "guest memory:    \(mib(s.memoryBytes)) \(r.config.lazy ? "lazy" : "populated"), populated \(mib(s.populatedBytes)) = \(s.populatedBytes / 4096) pages (\(StatsFormat.fixed(pct, 1))%)"
+        if let p = r.populatedAtMarker { out += ", \(mib(p)) at the init marker" }
+        out += "\n"
+        out += "faults:          \(s.faults) (pages mapped \(s.pagesMappedByFaults), fault-around \(r.config.faultAround / 1024) KiB; minor \(s.minorFaults))\n"
+        out += "fault latency:   p50 \(micros(s.faultP50Nanos)), p99 \(micros(s.faultP99Nanos)), mean \(micros(s.faultMeanNanos))\n"
+        out += "nested tables:   \(s.tableFrames) frames\n"
+        out += "VMM memory:      RSS \(mib(s.processRSSBytes)) = guest and tables (RssShmem) \(mib(s.shmemRSSBytes)) + VMM overhead \(mib(s.vmmOverheadBytes))\n"
+        out += "vCPU exits:      \(s.exits)\n"
+        out += "time:            setup \(StatsFormat.fixed(s.setupSeconds * 1000, 1)) ms, run \(StatsFormat.fixed(s.runSeconds * 1000, 1)) ms, wall \(StatsFormat.fixed(s.wallSeconds * 1000, 1)) ms\n"
+        out += "host check:      \(r.residencyMismatches == 0 ? "AddrSpace and mincore agree on every RAM page" : "\(r.residencyMismatches) pages disagree between AddrSpace and mincore")\n"
+        out += summary(r) + "\n"
+        return out
+    }
+
+    public static func json(_ r: LinuxBootReport) -> String {
+        let s = r.statistics
+        func q(_ x: String) -> String {
+            var o = "\""
+            for c in x.unicodeScalars {
+                switch c {
+                case "\"": o += "\\\""
+                case "\\": o += "\\\\"
+                case "\n": o += "\\n"
+                default: if c.value < 0x20 { o += "?" } else { o.unicodeScalars.append(c) }
+                }
+            }
+            return o + "\""
+        }
+        let fields: [(String, String)] = [
+            ("exit", q(r.exit.description)),
+            ("exit_status", "\(r.exit.exitStatus)"),
+            ("memory_bytes", "\(s.memoryBytes)"),
+            ("lazy", "\(r.config.lazy)"),
+            ("populated_bytes", "\(s.populatedBytes)"),
+            ("populated_pages", "\(s.populatedBytes / 4096)"),
+            ("populated_at_marker_bytes", r.populatedAtMarker.map { "\($0)" } ?? "null"),
+            ("init_marker_seconds", r.initMarkerSeconds.map { "\($0)" } ?? "null"),
+            ("mem_total_kib", r.memTotalKiB.map { "\($0)" } ?? "null"),
+            ("faults", "\(s.faults)"),
+            ("minor_faults", "\(s.minorFaults)"),
+            ("pages_mapped_by_faults", "\(s.pagesMappedByFaults)"),
+            ("fault_around_bytes", "\(r.config.faultAround)"),
+            ("fault_p50_ns", "\(s.faultP50Nanos)"),
+            ("fault_p99_ns", "\(s.faultP99Nanos)"),
+            ("fault_mean_ns", "\(s.faultMeanNanos)"),
+            ("table_frames", "\(s.tableFrames)"),
+            ("process_rss_bytes", "\(s.processRSSBytes)"),
+            ("shmem_rss_bytes", "\(s.shmemRSSBytes)"),
+            ("vmm_overhead_bytes", "\(s.vmmOverheadBytes)"),
+            ("exits", "\(s.exits)"),
+            ("setup_seconds", "\(s.setupSeconds)"),
+            ("run_seconds", "\(s.runSeconds)"),
+            ("wall_seconds", "\(s.wallSeconds)"),
+            ("residency_mismatches", "\(r.residencyMismatches)"),
+            ("kernel_cmdline", q(r.config.cmdline)),
+            ("initrd_address", "\(r.plan.initrdAddress)"),
+            ("initrd_bytes", "\(r.plan.initrdSize)"),
+        ]
+        return "{\n" + fields.map { "  \(q($0.0)): \($0.1)" }.joined(separator: ",\n") + "\n}\n"
+    }
+}
