@@ -31,6 +31,11 @@ final class Serial: @unchecked Sendable {  // state behind `lock`
         }
         if toStdout, let p = bytes.baseAddress { _ = write(1, p, bytes.count) }
     }
+    /// One byte (e.g. an 8250 THR write).
+    func out(_ byte: UInt8) {
+        var b = byte
+        withUnsafeMutableBytes(of: &b) { out($0) }
+    }
     /// LSR: transmitter holding register empty and transmitter empty (bits 5 and 6).
     var lineStatus: UInt8 { 0x60 }
 
