@@ -124,6 +124,145 @@ measure_round() {
         --stats-json /tmp/s.json > /dev/null 2>&1 && measure "axvm populated"
 }
 
+# --- Linux on axvm (axvm boot) and QEMU microvm, same kernel, initramfs and command line ----
+LINUX_MEM=256M
+LINUX_MEM_BYTES=268435456
+LINUX_CMDLINE="console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nokbd quiet"
+LINUX_MARKER="axvm-linux: init reached"
+LINUX_ARGS="--kernel /linux/vmlinuz --initrd /linux/initramfs.cpio.gz --memory $LINUX_MEM --timeout 300"
+
+# bootwatch NAME CMD...: runs CMD in the background (output in /tmp/NAME.out) and notes, when
+# the init marker first appears, the seconds since start (boot) and the process's VmRSS and
+# RssAnon in kB (rss, anon); st and dt: exit status and total seconds.
+bootwatch() {
+    local n=$1 t0 pid
+    shift
+    boot=-; rss=-; anon=-
+    rm -f /tmp/s.json
+    t0=$(up)
+    "$@" > /tmp/$n.out 2>&1 < /dev/null &
+    pid=$!
+    while kill -0 $pid 2>/dev/null; do
+        if [ "$boot" = - ] && grep -q "$LINUX_MARKER" /tmp/$n.out; then
+            boot=$(since "$t0")
+            rss=$(sed -n 's/^VmRSS: *\([0-9]*\) kB/\1/p' /proc/$pid/status 2>/dev/null)
+            anon=$(sed -n 's/^RssAnon: *\([0-9]*\) kB/\1/p' /proc/$pid/status 2>/dev/null)
+        fi
+        usleep 50000
+    done
+    wait $pid; st=$?
+    dt=$(since "$t0")
+    if [ "$boot" = - ] && grep -q "$LINUX_MARKER" /tmp/$n.out; then boot="$dt (exit)"; fi
+}
+
+# linux_axvm NAME ARGS...: axvm boot, console shown as "[NAME] line" (CRs dropped).
+linux_axvm() {
+    name=$1; shift
+    bootwatch $name /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json "$@"
+    tr -d '\r' < /tmp/$name.out | sed "s/^/[$name] /"
+    cp /tmp/s.json /tmp/$name.json 2>/dev/null || rm -f /tmp/$name.json
+}
+
+linux_line() {
+    if [ ! -f /tmp/s.json ]; then echo "$name: exit $st, no statistics"; return; fi
+    local m="init marker seen"
+    [ "$(jf init_marker_seconds)" = null ] && m="init marker not seen"
+    echo "$name: exit $st, $(jf exit), $m, host check $(host_check)"
+}
+
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+
+linux_cases() {
+    echo "rig: Linux on axvm: $(ls -l /linux/vmlinuz | awk '{print $5}')-byte kernel, $LINUX_MEM, cmdline \"$LINUX_CMDLINE\""
+    linux_axvm linux-lazy
+    result "$(linux_line)"
+    local lazy_pop lazy_mt lazy_boot=$boot
+    lazy_pop=$(jf populated_bytes); lazy_mt=$(jf mem_total_kib)
+    linux_axvm linux-populated --populate
+    result "$(linux_line)"
+    local pop_mt
+    pop_mt=$(jf mem_total_kib)
+    name=linux-memtotal
+    if [ -n "$lazy_mt" ] && [ "$lazy_mt" != null ] && [ "$lazy_mt" = "$pop_mt" ]; then
+        result "linux-memtotal: lazy and populated see the same MemTotal"
+    else
+        result "linux-memtotal: lazy sees ${lazy_mt:-?} kB, populated ${pop_mt:-?} kB"
+    fi
+    name=linux-lazy-touched
+    if [ -n "$lazy_pop" ] && [ "$lazy_pop" -gt 0 ] && [ $((lazy_pop * 4)) -lt $LINUX_MEM_BYTES ]; then
+        result "linux-lazy-touched: populated below a quarter of RAM"
+    else
+        result "linux-lazy-touched: populated ${lazy_pop:-?} bytes of $LINUX_MEM_BYTES"
+    fi
+    echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy, $boot s populated"
+
+    # Bad input: exit status 2 and the reason, before any VM exists.
+    rm -f /tmp/s.json
+    axrun linux-bad-kernel boot --kernel /axvm
+    result "linux-bad-kernel: exit $st, $(sed -n 's/^axvm: error: //p' /tmp/out)"
+    head -c 1000000 /linux/vmlinuz > /tmp/truncated.bin
+    axrun linux-truncated boot --kernel /tmp/truncated.bin
+    result "linux-truncated: exit $st, $(sed -n 's/^axvm: error: \(kernel [^:]*: truncated\):.*/\1/p' /tmp/out)"
+    axrun linux-initrd-too-big boot --kernel /linux/vmlinuz --initrd /linux/vmlinuz --memory 84M
+    local fit="initrd fits?"
+    grep -q '^axvm: error: initrd /linux/vmlinuz: .* do not fit in RAM' /tmp/out && fit="initrd does not fit in RAM"
+    result "linux-initrd-too-big: exit $st, $fit"
+    axrun linux-cmdline-too-long boot --kernel /linux/vmlinuz --cmdline "$(head -c 3000 /dev/zero | tr '\0' a)"
+    result "linux-cmdline-too-long: exit $st, $(sed -n 's/^axvm: error: //p' /tmp/out)"
+}
+
+# linux_peer ROUNDS: axvm lazy, axvm populated and QEMU microvm (-enable-kvm) boot the same
+# kernel and initramfs with the same command line and RAM, ROUNDS times interleaved; boot to
+# init (the marker seen on the console) and memory, side by side.
+linux_peer() {
+    local rounds=$1 r=1 q=/usr/bin/qemu-system-x86_64 qanon0=-
+    : > /tmp/peer
+    if [ -x $q ]; then
+        # QEMU's own anonymous memory without the guest running (-S: paused at start).
+        $q -enable-kvm -M microvm -cpu host -m 256M -nographic -no-reboot -S \
+            -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE" > /tmp/qs.out 2>&1 < /dev/null &
+        local qp=$!
+        sleep 3
+        qanon0=$(sed -n 's/^RssAnon: *\([0-9]*\) kB/\1/p' /proc/$qp/status 2>/dev/null)
+        kill $qp 2>/dev/null; wait $qp 2>/dev/null
+    fi
+    while [ $r -le $rounds ]; do
+        echo "rig: Linux boot round $r of $rounds"
+        for cfg in lazy populate qemu; do
+            case $cfg in
+                lazy) bootwatch peer-lazy /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --quiet
+                      echo "axvm lazy 4K|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
+                populate) bootwatch peer-pop /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --quiet --populate
+                      echo "axvm populated|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
+                qemu) [ -x $q ] || continue
+                      bootwatch peer-qemu $q -enable-kvm -M microvm -cpu host -m 256M -nographic -no-reboot \
+                          -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE"
+                      echo "QEMU microvm|$boot|$rss|$(awk -v a="$anon" -v b="$qanon0" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "?"; else printf "%.1f", (a - b) / 1024 }')|$st|-" >> /tmp/peer
+                      [ $r = 1 ] && tr -d '\r' < /tmp/peer-qemu.out | grep -e 'axvm-linux' -e MemTotal | sed 's/^/[qemu-microvm] /' ;;
+            esac
+        done
+        r=$((r + 1))
+    done
+    echo
+    echo "Linux boot, $LINUX_MEM, same kernel/initramfs/cmdline, median of $rounds: seconds from process start to the init"
+    echo "marker on the console (polled every 50 ms), the process's VmRSS then, guest memory populated then (axvm: AddrSpace's"
+    echo "populated bytes; QEMU: RssAnon growth over a paused QEMU's $qanon0 kB); axvm's own marker time in the last column"
+    echo "| VMM            | boot to init s | VmRSS at init MiB | guest memory populated MiB | exit | axvm's own s |"
+    echo "|----------------|----------------|-------------------|----------------------------|------|--------------|"
+    awk -F'|' '
+        function sort(list, v,   n, i, j, t) {
+            n = split(list, v, " ")
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+            return n
+        }
+        function median(list,   v, n) { n = sort(list, v); return n ? v[int((n + 1) / 2)] : "-" }
+        { if (!($1 in b)) order[++k] = $1
+          b[$1] = b[$1] " " $2; r[$1] = r[$1] " " ($3 == "-" || $3 == "" ? "" : $3 / 1024); p[$1] = p[$1] " " $4; s[$1] = s[$1] " " $5; o[$1] = o[$1] " " $6 }
+        END { for (i = 1; i <= k; i++) { l = order[i]
+                  printf "| %-14s | %14s | %17.1f | %26s | %4s | %12s |\n", l, median(b[l]), median(r[l]), median(p[l]), s[l], median(o[l]) } }' /tmp/peer
+    echo
+}
+
 suite() {
     local t_suite
     t_suite=$(up)
@@ -192,6 +331,13 @@ suite() {
         echo "memtest-kernel: skipped (guests/build/memtest-kernel.bin absent)"
     fi
 
+    if [ -f /linux/vmlinuz ]; then
+        linux_cases
+        linux_peer 1
+    else
+        echo "linux: skipped (no /linux/vmlinuz in the initramfs)"
+    fi
+
     echo "rig: cases took $(since "$t_suite") s"
     local round=2 t_measure
     t_measure=$(up)
@@ -238,6 +384,15 @@ if [ "${1:-}" = suite ]; then
 fi
 setup
 case " $(cat /proc/cmdline) " in
+    *" rig=linux "*)
+        # scripts/kvm-rig.sh linux x86_64: the Linux cases and the QEMU comparison only.
+        : > /tmp/table
+        linux_cases
+        linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
+        cat /tmp/table
+        echo "rig: $npass passed, $nfail failed"
+        echo "RIG DONE"
+        ;;
     *" rig=shell "*)
         echo "rig: shell; /init suite runs the suite; poweroff -f leaves"
         setsid cttyhack sh

@@ -7,6 +7,7 @@
 #   scripts/kvm-rig.sh test x86_64      boot, run rig/init.sh's suite, compare with rig/expected-x86_64.txt
 #   scripts/kvm-rig.sh shell x86_64     boot to a busybox prompt (Ctrl-A x leaves QEMU)
 #   scripts/kvm-rig.sh compare x86_64 [LOG]  check a saved log (default: the last test's) again
+#   scripts/kvm-rig.sh linux x86_64 [ROUNDS]  Linux on axvm vs QEMU microvm only, ROUNDS (3) rounds
 # Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig), outside git; AXVM_RIG_REFRESH=1 makes
 # fetch look up the current kernel again. Build output: .build-rig/rig-x86_64/.
 # AXVM_RIG_TIMEOUT (seconds, default 600; a normal run takes 2-3 minutes) bounds the boot of `test`.
@@ -118,6 +119,21 @@ for line in open(sys.argv[1]):
 EOF
 }
 
+# QEMU for the microvm peer of `axvm boot`: the binary, its libraries at the paths ldd
+# names, and its firmware (microvm boots through qboot, bios-microvm.bin).
+copy_qemu() {
+    local root=$1 q
+    q=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 missing: run scripts/setup.sh"
+    mkdir -p "$root/usr/bin" "$root/usr/share"
+    cp "$q" "$root/usr/bin/qemu-system-x86_64"
+    ldd "$q" | grep -o '/[^ ]*' | while read -r lib; do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+    cp -rL /usr/share/qemu "$root/usr/share/"
+    if [ -d /usr/share/seabios ]; then cp -rL /usr/share/seabios "$root/usr/share/"; fi
+}
+
 build_x86_64() {
     local kdir bb swift_bin
     kdir=$(kernel_dir)
@@ -147,6 +163,12 @@ build_x86_64() {
     cp "$bb" "$root/bin/busybox"
     cp "$kdir"/modules/*.ko "$root/modules/"
     cp guests/build/*.bin "$root/guests/"
+    # Linux on axvm: the same Debian kernel as the guest, a busybox initramfs for it, and
+    # QEMU for the microvm peer (AXVM_RIG_NO_QEMU=1 leaves it out: 15 MB less).
+    mkdir -p "$root/linux"
+    cp "$kdir/vmlinuz" "$root/linux/vmlinuz"
+    BUSYBOX=$bb scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
+    [ "${AXVM_RIG_NO_QEMU:-0}" = 1 ] || copy_qemu "$root"
     cp rig/init.sh "$root/init"
     chmod +x "$root/init"
     resolve_expectations rig/expected-x86_64.txt > "$root/rig/expected.txt"
@@ -227,6 +249,22 @@ compare_x86_64() {
     return $status
 }
 
+# linux_x86_64 [ROUNDS]: only the Linux cases and ROUNDS (default 3) interleaved boots of
+# axvm lazy, axvm populated and QEMU microvm, for the comparison in the README.
+linux_x86_64() {
+    local log=$out/linux.log limit=${AXVM_RIG_TIMEOUT:-900} rounds=${1:-3}
+    local -a qemu
+    qemu_x86_64 rig=linux rig_rounds=$rounds
+    echo "kvm-rig: booting for the Linux cases and $rounds comparison rounds (timeout $limit s), log in $log"
+    set +e
+    timeout "$limit" "${qemu[@]}" </dev/null 2>&1 | sed -u 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g; s/\r//g' | tee "$log"
+    local qstatus=${PIPESTATUS[0]}
+    set -e
+    [ "$qstatus" = 124 ] && { echo "kvm-rig: FAIL: timed out after $limit s"; return 1; }
+    grep -qx 'RIG DONE' "$log" || { echo "kvm-rig: FAIL: did not finish (QEMU status $qstatus)"; return 1; }
+    ! grep -q '^| .* | FAIL |' "$log"
+}
+
 shell_x86_64() {
     echo "kvm-rig: booting to a shell; 'poweroff -f' or Ctrl-A x to leave"
     local -a qemu
@@ -238,9 +276,9 @@ verb=${1:-}
 arch=${2:-x86_64}
 case "$verb" in
     fetch) fetch ;;
-    build|test|shell|compare)
+    build|test|shell|compare|linux)
         [ "$arch" = x86_64 ] || die "only x86_64 is wired up (arm64: see kvm-rigs.md)"
         shift $(($# < 2 ? $# : 2))
         "${verb}_$arch" "$@" ;;
-    *) echo "usage: $0 fetch | build x86_64 | test x86_64 | shell x86_64 | compare x86_64 [LOG]" >&2; exit 2 ;;
+    *) echo "usage: $0 fetch | build x86_64 | test x86_64 | shell x86_64 | compare x86_64 [LOG] | linux x86_64 [ROUNDS]" >&2; exit 2 ;;
 esac

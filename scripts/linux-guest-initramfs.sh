@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# A tiny initramfs for Linux guests of `axvm boot` (and QEMU microvm in the rig): busybox-static
+# and an /init that prints a marker, the RAM the kernel sees (MemTotal) and reboots, which
+# ends the VM (axvm: i8042 reset with reboot=k; QEMU: -no-reboot).
+#   scripts/linux-guest-initramfs.sh [OUT]   default OUT: .build-rig/linux-guest/initramfs.cpio.gz
+# busybox: $BUSYBOX, else the rig's cache (scripts/kvm-rig.sh fetch), else /bin/busybox if static.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-.build-rig/linux-guest/initramfs.cpio.gz}
+cache=${AXVM_RIG_CACHE:-$HOME/.cache/axvm-rig}
+bb=${BUSYBOX:-$cache/busybox/bin/busybox}
+if [ ! -x "$bb" ]; then
+    if [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; then bb=/bin/busybox
+    else echo "linux-guest-initramfs: no static busybox: run scripts/kvm-rig.sh fetch (or set BUSYBOX)" >&2; exit 1; fi
+fi
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,proc,dev}
+cp "$bb" "$root/bin/busybox"
+cat > "$root/init" <<'INIT'
+#!/bin/busybox sh
+# The kernel opens /dev/console for init only if the node exists: mount devtmpfs and take it.
+/bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
+exec 0</dev/console 1>/dev/console 2>&1
+/bin/busybox mount -t proc proc /proc
+echo "axvm-linux: init reached"
+/bin/busybox grep '^MemTotal:' /proc/meminfo
+echo "axvm-linux: rebooting to end the VM"
+/bin/busybox reboot -f
+INIT
+chmod +x "$root/init"
+mkdir -p "$(dirname "$out")"
+(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | "$bb" cpio -o -H newc 2>/dev/null) | gzip -9 > "$out"
+echo "linux-guest-initramfs: $out ($(du -h "$out" | cut -f1))"
