@@ -70,7 +70,7 @@ func replace(_ b: [UInt8], _ what: [UInt8], with c: UInt8) -> [UInt8] {
 /// 1024). Tolerated unless AXVM_FUZZ_STRICT=1; delete with the fix.
 let strict = getenv("AXVM_FUZZ_STRICT").map { String(cString: $0) == "1" } ?? false
 func knownDeviation(_ text: String, _ got: UInt64?) -> Bool {
-    !strict && reference(text) == nil && got != nil && reference(text, lenient: true) == got
+    false  // parseByteSize now folds ASCII only and wants a multiplier before "iB"
 }
 
 let suffixes = ["", "B", "K", "KB", "KiB", "m", "mb", "MIB", "G", "gB", "GiB", "t", "TB", "tib"]

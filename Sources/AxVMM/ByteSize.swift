@@ -1,21 +1,34 @@
 /// Parses a byte count as the command line writes it: "4096", "512K", "64M", "1G", "2MiB",
-/// "8GB" (binary multiples, case-insensitive). Nil for anything else: an empty string,
-/// a sign, a fraction, an unknown suffix, or a value that does not fit in 64 bits.
-/// Shared by every front end so that they accept exactly the same spellings.
+/// "8GB" (binary multiples; the letters K/M/G/T, B and "iB" in either ASCII case, "iB" only
+/// after a multiplier). Nil for anything else: an empty string, a sign, a fraction, a
+/// non-ASCII letter that merely case-folds to one of these (dotless ı, the Kelvin sign), or a
+/// value that does not fit in 64 bits. Shared by every front end so that they accept exactly
+/// the same spellings.
 public func parseByteSize(_ text: String) -> UInt64? {
-    var s = Substring(text.uppercased())
-    if s.hasSuffix("IB") { s = s.dropLast(2) } else if s.hasSuffix("B") { s = s.dropLast() }
+    // ASCII bytes only, upper-cased by hand (String.uppercased() folds non-ASCII letters).
+    var b = Array(text.utf8).map { $0 >= 0x61 && $0 <= 0x7a ? $0 - 0x20 : $0 }
+    var hadIB = false
+    if b.last == UInt8(ascii: "B") {
+        b.removeLast()
+        if b.last == UInt8(ascii: "I") { b.removeLast(); hadIB = true }
+    }
     var shift: UInt64 = 0
-    switch s.last {
-    case "K": shift = 10
-    case "M": shift = 20
-    case "G": shift = 30
-    case "T": shift = 40
+    switch b.last {
+    case UInt8(ascii: "K"): shift = 10
+    case UInt8(ascii: "M"): shift = 20
+    case UInt8(ascii: "G"): shift = 30
+    case UInt8(ascii: "T"): shift = 40
     default: break
     }
-    if shift > 0 { s = s.dropLast() }
-    // Digits only: UInt64("+5") would accept a sign.
-    guard !s.isEmpty, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let n = UInt64(s) else { return nil }
+    if shift > 0 { b.removeLast() } else if hadIB { return nil }  // "5iB": iB needs a multiplier
+    guard !b.isEmpty, b.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+    var n: UInt64 = 0
+    for d in b {
+        let (m, o1) = n.multipliedReportingOverflow(by: 10)
+        let (s, o2) = m.addingReportingOverflow(UInt64(d - 0x30))
+        if o1 || o2 { return nil }
+        n = s
+    }
     guard n <= UInt64.max >> shift else { return nil }
     return n << shift
 }

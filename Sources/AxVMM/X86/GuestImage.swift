@@ -51,7 +51,7 @@ public struct GuestImage: Sendable {
             throw .guestImage(path: path, reason: "entry offset \(entry) is past the end of the \(bytes.count)-byte image")
         }
         if mode == .real && bytes.count > 0xf000 {
-            throw .guestImage(path: path, reason: "real-mode image of \(bytes.count) bytes does not fit its 64 KiB segment")
+            throw .guestImage(path: path, reason: "real-mode image of \(bytes.count) bytes does not fit below its stack in the 64 KiB segment (0xf000 bytes at most)")
         }
         self.path = path
         self.bytes = bytes
