@@ -1,0 +1,289 @@
+import AxAddrSpace
+import AxVMM
+import Glibc
+import Testing
+
+/// A synthetic bzImage: boot sector + `setupSects` setup sectors with a setup header as
+/// boot.rst lays it out, then `kernelBytes` of "protected-mode kernel".
+func syntheticBzImage(setupSects: UInt8 = 4, kernelBytes: Int = 64 << 10, version: UInt16 = 0x020f,
+                      loadFlags: UInt8 = 0x01, xloadFlags: UInt16 = 0x03, cmdlineSize: UInt32 = 2047,
+                      initrdAddrMax: UInt32 = 0x7fff_ffff, initSize: UInt32 = 16 << 20,
+                      relocatable: Bool = true, magic: String = "HdrS") -> [UInt8] {
+    var b = [UInt8](repeating: 0, count: (Int(setupSects) + 1) * 512 + kernelBytes)
+    func put<T: FixedWidthInteger>(_ v: T, _ o: Int) {
+        withUnsafeBytes(of: v.littleEndian) { for (i, x) in $0.enumerated() { b[o + i] = x } }
+    }
+    b[0x1f1] = setupSects
+    put(UInt32(kernelBytes / 16), 0x1f4)
+    put(UInt16(0xaa55), 0x1fe)
+    b[0x200] = 0xeb; b[0x201] = 0x6a          // jmp: the header ends at 0x202 + 0x6a = 0x26c
+    for (i, c) in magic.utf8.prefix(4).enumerated() { b[0x202 + i] = c }
+    put(version, 0x206)
+    b[0x211] = loadFlags
+    put(initrdAddrMax, 0x22c)
+    put(UInt32(0x20_0000), 0x230)             // kernel_alignment
+    b[0x234] = relocatable ? 1 : 0
+    b[0x235] = 21
+    put(xloadFlags, 0x236)
+    put(cmdlineSize, 0x238)
+    put(UInt64(0x100_0000), 0x258)            // pref_address: 16 MiB
+    put(initSize, 0x260)
+    for i in 0..<kernelBytes { b[(Int(setupSects) + 1) * 512 + i] = UInt8(truncatingIfNeeded: i &* 7) }
+    return b
+}
+
+private func reason(_ bytes: [UInt8]) -> String {
+    do {
+        _ = try LinuxKernel(path: "k", bytes: bytes)
+        return "accepted"
+    } catch { return "\(error)" }
+}
+
+private func le<T: FixedWidthInteger>(_ p: [UInt8], _ o: Int, _: T.Type) -> T {
+    var v = T.zero
+    for i in 0..<MemoryLayout<T>.size { v |= T(p[o + i]) << (8 * i) }
+    return v
+}
+
+@Suite struct LinuxSetupHeaderTests {
+    @Test func parsesAValidHeader() throws {
+        let k = try LinuxKernel(path: "k", bytes: syntheticBzImage())
+        #expect(k.header.version == 0x020f)
+        #expect(k.header.setupBytes == 5 * 512)
+        #expect(k.header.kernelBytes == 64 << 10)
+        #expect(k.header.cmdlineSize == 2047)
+        #expect(k.header.headerEnd == 0x26c)
+        #expect(k.loadAddress == 0x10_0000)
+        #expect(k.entryPoint == 0x10_0200)
+        #expect(k.protectedModeKernel.count == 64 << 10)
+        #expect(k.protectedModeKernel.first == 0 && k.protectedModeKernel.dropFirst().first == 7)
+        // Runs from pref_address (16 MiB) for init_size.
+        #expect(k.footprintEnd == 0x100_0000 + (16 << 20))
+    }
+
+    @Test func setupSectsZeroMeansFour() throws {
+        var b = syntheticBzImage(setupSects: 4)
+        b[0x1f1] = 0
+        #expect(try LinuxKernel(path: "k", bytes: b).header.setupBytes == 5 * 512)
+    }
+
+    @Test func hostileHeaders() {
+        #expect(reason([]) == "kernel k: not a bzImage: 0 bytes, too short for the boot sector and setup header")
+        #expect(reason(Array("#!/bin/sh\necho hello\n".utf8)).contains("too short"))
+        #expect(reason(syntheticBzImage(magic: "HdrX")) == "kernel k: not a bzImage: no \"HdrS\" setup header magic at offset 0x202")
+        #expect(reason(Array(syntheticBzImage().prefix(0x210))) == "kernel k: truncated: 528 bytes, shorter than the 0x264-byte setup header")
+        #expect(reason(Array(syntheticBzImage().dropLast(1))).hasPrefix("kernel k: truncated: 68095 bytes, but the header promises 2560 bytes of setup and 65536 of kernel"))
+        #expect(reason(syntheticBzImage(version: 0x0206)).contains("boot protocol 2.6 is too old: axvm needs 2.12 or later"))
+        #expect(reason(syntheticBzImage(loadFlags: 0)).contains("a zImage, not a bzImage"))
+        #expect(reason(syntheticBzImage(xloadFlags: 0)).contains("no 64-bit entry point"))
+        #expect(reason(syntheticBzImage(initSize: 4096)).contains("init_size 0x1000 is smaller than"))
+        var badBoot = syntheticBzImage()
+        badBoot[0x1fe] = 0
+        #expect(reason(badBoot).contains("boot flag 0xaa00"))
+        var longJump = syntheticBzImage()
+        longJump[0x201] = 0xff
+        #expect(reason(longJump).contains("setup header ends at 0x301"))
+        var noKernel = syntheticBzImage()
+        noKernel[0x1f4] = 0; noKernel[0x1f5] = 0
+        #expect(reason(noKernel).contains("syssize is 0"))
+    }
+
+    /// Every prefix of a valid image and every single-byte corruption of its header is
+    /// either accepted or refused with a reason: never a crash.
+    @Test func truncationsAndCorruptionsNeverCrash() {
+        let good = syntheticBzImage(kernelBytes: 4096)
+        for n in stride(from: 0, through: good.count, by: 37) { _ = reason(Array(good.prefix(n))) }
+        for o in 0x1f1..<0x270 {
+            for v: UInt8 in [0, 0xff, 0x80] {
+                var b = good
+                b[o] = v
+                _ = reason(b)
+            }
+        }
+    }
+
+    @Test func missingAndNonRegularFiles() {
+        func fileReason(_ path: String) -> String {
+            do { _ = try LinuxKernel(path: path); return "accepted" } catch { return "\(error)" }
+        }
+        #expect(fileReason("/nonexistent/bzImage") == "kernel /nonexistent/bzImage: no such file")
+        #expect(fileReason("/tmp") == "kernel /tmp: not a regular file")
+        #expect(fileReason("/dev/null") == "kernel /dev/null: not a regular file")
+    }
+}
+
+@Suite struct LinuxBootPlanTests {
+    let kernel = try! LinuxKernel(path: "k", bytes: syntheticBzImage())
+    let ram256 = X86Layout.ramRanges(size: 256 << 20)
+
+    @Test func e820TilesTheAreasExactly() {
+        for size: UInt64 in [64 << 20, 256 << 20, 3 << 30, 5 << 30] {
+            let ram = X86Layout.ramRanges(size: size)
+            let map = LinuxBootPlan.e820Map(ram: ram)
+            // Entries are ordered, do not overlap, and their union is exactly the areas.
+            var covered: [(UInt64, UInt64)] = []
+            for e in map {
+                if let last = covered.last, last.1 == e.address { covered[covered.count - 1].1 = e.end } else { covered.append((e.address, e.end)) }
+            }
+            #expect(covered.map { $0.0 } == ram.map { $0.start.raw })
+            #expect(covered.map { $0.1 } == ram.map { $0.end.raw })
+            for (a, b) in zip(map, map.dropFirst()) { #expect(a.end <= b.address) }
+            // RAM adds up to the memory size minus the reserved EBDA..1 MiB hole.
+            let ramBytes = map.filter { $0.kind == .ram }.reduce(0) { $0 + $1.size }
+            #expect(ramBytes == size - (LinuxLayout.highMemory - LinuxLayout.ebda))
+        }
+        let map = LinuxBootPlan.e820Map(ram: ram256)
+        #expect(map == [E820Entry(address: 0, size: 0x9_fc00, kind: .ram),
+                        E820Entry(address: 0x9_fc00, size: 0x6_0400, kind: .reserved),
+                        E820Entry(address: 0x10_0000, size: (256 << 20) - 0x10_0000, kind: .ram)])
+    }
+
+    @Test func zeroPageFields() throws {
+        let plan = try LinuxBootPlan(kernel: kernel, ram: ram256, cmdline: "console=ttyS0", initrdSize: 1 << 20)
+        let p = plan.zeroPage()
+        #expect(p.count == 4096)
+        // The kernel's own header is copied (magic, version), the loader's fields are set.
+        #expect(Array(p[0x202..<0x206]) == Array("HdrS".utf8))
+        #expect(le(p, 0x206, UInt16.self) == 0x020f)
+        #expect(p[0x210] == 0xff)
+        #expect(p[0x211] & 0x81 == 0x81)
+        #expect(le(p, 0x228, UInt32.self) == UInt32(LinuxLayout.cmdline))
+        #expect(le(p, 0x218, UInt32.self) == UInt32(plan.initrdAddress))
+        #expect(le(p, 0x21c, UInt32.self) == 1 << 20)
+        // The initrd: as high as RAM allows, page aligned, above the kernel's footprint.
+        #expect(plan.initrdAddress == (256 << 20) - (1 << 20))
+        #expect(plan.initrdAddress >= kernel.footprintEnd)
+        #expect(plan.cmdline == Array("console=ttyS0".utf8) + [0])
+        // e820 table at 0x2d0, count at 0x1e8.
+        #expect(p[0x1e8] == 3)
+        for (i, e) in plan.e820.enumerated() {
+            let o = 0x2d0 + 20 * i
+            #expect(le(p, o, UInt64.self) == e.address)
+            #expect(le(p, o + 8, UInt64.self) == e.size)
+            #expect(le(p, o + 16, UInt32.self) == e.kind.rawValue)
+        }
+        // Nothing past the table's three entries.
+        #expect(p[(0x2d0 + 60)...].allSatisfy { $0 == 0 })
+    }
+
+    @Test func initrdPlacementRespectsInitrdAddrMax() throws {
+        let k = try LinuxKernel(path: "k", bytes: syntheticBzImage(initrdAddrMax: 0x07ff_ffff))
+        let plan = try LinuxBootPlan(kernel: k, ram: ram256, cmdline: "", initrdSize: 5000)
+        #expect(plan.initrdAddress == (0x0800_0000 - 5000) & ~0xfff)
+        #expect(plan.initrdAddress + 5000 <= 0x0800_0000)
+    }
+
+    @Test func badInputs() {
+        func planError(_ cmdline: String = "", initrd: UInt64 = 0, memory: UInt64 = 256 << 20,
+                       kernel k: LinuxKernel? = nil) -> String {
+            do {
+                _ = try LinuxBootPlan(kernel: k ?? kernel, ram: X86Layout.ramRanges(size: memory), cmdline: cmdline,
+                                      initrdPath: "initrd.gz", initrdSize: initrd)
+                return "accepted"
+            } catch { return "\(error)" }
+        }
+        #expect(planError(String(repeating: "a", count: 2047)) == "accepted")
+        #expect(planError(String(repeating: "a", count: 2048))
+            == "kernel command line: 2048 bytes, longer than the 2047 bytes this kernel accepts (cmdline_size)")
+        let small = try! LinuxKernel(path: "k", bytes: syntheticBzImage(cmdlineSize: 255))
+        #expect(planError(String(repeating: "a", count: 256), kernel: small).contains("longer than the 255 bytes"))
+        #expect(planError("a\u{0}b") == "kernel command line: contains a NUL byte")
+        // 256 MiB of RAM, the kernel's footprint ends at 32 MiB: 224 MiB fit, 224 MiB + 1 do not.
+        #expect(planError(initrd: 224 << 20) == "accepted")
+        #expect(planError(initrd: (224 << 20) + 1).hasPrefix("initrd initrd.gz: 234881025 bytes do not fit in RAM: 234881024 bytes free"))
+        #expect(planError(memory: 16 << 20).hasPrefix("guest memory: RAM below 4 GiB ends at 16 MiB, but this kernel needs RAM up to 0x2000000"))
+    }
+
+    @Test func identityMapCoversFourGiB() {
+        let t = LinuxBootPlan.pageTables()
+        #expect(t.pml4 == [LinuxLayout.pdpt | 3])
+        #expect(t.pdpt.count == 4 && t.pdpt[3] == (LinuxLayout.pageDirectories + 0x3000) | 3)
+        #expect(t.directories.count == 2048)
+        #expect(t.directories[1] == 0x20_0000 | 0x83)
+        #expect(t.directories.last == (0xffe0_0000 | 0x83))
+        // The tables and the GDT sit in the first page frames below the command line.
+        #expect(LinuxLayout.pageDirectories + 4 * 0x1000 <= LinuxLayout.cmdline)
+        #expect(LinuxLayout.zeroPage + 0x1000 <= LinuxLayout.stack + 16)
+        #expect(LinuxBootPlan.gdt[2] == 0x00af_9b00_0000_ffff && LinuxBootPlan.gdt[3] == 0x00cf_9300_0000_ffff)
+    }
+}
+
+/// `axvm boot` as a user runs it: bad input exits 2 at once with the reason on stderr, on any
+/// host; on kvm_pvm a valid kernel is refused at once with the reason.
+@Suite(.serialized) struct LinuxBootCommandLineTests {
+    /// The axvm binary built next to the test bundle (any scratch path).
+    var axvm: String {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        let exe = n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+        return String(exe[..<(exe.lastIndex(of: "/") ?? exe.endIndex)]) + "/axvm"
+    }
+
+    /// Runs axvm; returns its exit status, standard error and the seconds it took.
+    func run(_ args: [String]) throws -> (status: Int32, stderr: String, seconds: Double) {
+        try #require(access(axvm, X_OK) == 0, "\(axvm) missing: build the axvm product first")
+        let errPath = "/tmp/axvm-boot-test-\(getpid()).err"
+        defer { unlink(errPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        var pid = pid_t()
+        let argv = ([axvm] + args).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let t0 = monotonicSeconds()
+        try #require(posix_spawn(&pid, axvm, &actions, nil, argv, environ) == 0)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return (status & 0x7f == 0 ? (status >> 8) & 0xff : -(status & 0x7f), readFile(errPath) ?? "", monotonicSeconds() - t0)
+    }
+
+    func write(_ bytes: [UInt8], _ name: String) -> String {
+        let path = "/tmp/axvm-boot-test-\(getpid())-\(name)"
+        let f = fopen(path, "w")!
+        _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
+        fclose(f)
+        return path
+    }
+
+    @Test func badInputExitsTwoWithTheReason() throws {
+        let good = write(syntheticBzImage(), "good")
+        let truncated = write(Array(syntheticBzImage().prefix(4000)), "truncated")
+        let big = write([UInt8](repeating: 1, count: 19_660_800), "initrd")  // 18.75 MiB
+        defer { for p in [good, truncated, big] { unlink(p) } }
+
+        var r = try run(["boot", "--kernel", "/etc/hostname"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("kernel /etc/hostname: not a bzImage"))
+        r = try run(["boot", "--kernel", truncated])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("truncated: 4000 bytes, but the header promises"))
+        r = try run(["boot", "--kernel", good, "--initrd", big, "--memory", "40M"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("initrd \(big): 19660800 bytes do not fit in RAM"))
+        r = try run(["boot", "--kernel", good, "--initrd", big, "--memory", "16M"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("larger than the 16 MiB of guest RAM"))
+        r = try run(["boot", "--kernel", good, "--cmdline", String(repeating: "x", count: 2048)])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("kernel command line: 2048 bytes, longer than the 2047 bytes"))
+        r = try run(["boot", "--kernel", "/nonexistent"])
+        #expect(r.status == 2 && r.stderr.contains("kernel /nonexistent: no such file"))
+        r = try run(["boot", "--kernel", good, "--memory", "5000"])
+        #expect(r.status == 64)
+    }
+
+    /// On kvm_pvm a kernel that passes every check is refused before a VM exists, fast,
+    /// naming kvm_pvm; elsewhere this test has nothing to check.
+    @Test(.enabled(if: KVMFlavour.detect().module == .kvmPVM, "the KVM here is not kvm_pvm"))
+    func kvmPVMRefusesAtOnce() throws {
+        let good = write(syntheticBzImage(), "pvm")
+        defer { unlink(good) }
+        let r = try run(["boot", "--kernel", good, "--timeout", "30"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("this host's KVM is kvm_pvm"))
+        #expect(r.stderr.contains("cannot boot a stock Linux kernel"))
+        #expect(r.seconds < 5)
+    }
+}
