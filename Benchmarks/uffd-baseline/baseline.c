@@ -67,7 +67,11 @@ int main(int argc, char **argv) {
     if (!lazy) for (uint64_t o = 0; o < mem; o += 4096) view[o] = 0;
 
     // Boot data, as axvm lays it out (Sources/AxVMM/X86/X86Boot.swift).
-    uint64_t params[10] = { 0x4d5241504d565841ull, mem, 2 << 20, mem - (2 << 20), strtoull(argv[4], 0, 0), 16, strtoull(argv[5], 0, 0) };
+    // The parameter page of Sources/AxVMM/X86/X86Boot.swift (GuestParams): magic, memory,
+    // test base, test size, order, stride, seed, 3 results, hole start and size (no hole
+    // below 3 GiB), spacing 1, one vCPU, split mode. vCPU 0's results are at 0x100.
+    uint64_t params[15] = { 0x4d5241504d565841ull, mem, 2 << 20, mem - (2 << 20), strtoull(argv[4], 0, 0), 16,
+                            strtoull(argv[5], 0, 0), 0, 0, 0, 0xc0000000ull, 0, 1, 1, 0 };
     memcpy(view + 0x7000, params, sizeof params);
     uint64_t gdt[5] = { 0, 0x00af9b000000ffffull, 0x00cf93000000ffffull, 0x00affb000000ffffull, 0x00cff3000000ffffull };
     memcpy(view + 0x500, gdt, sizeof gdt);
@@ -106,7 +110,7 @@ int main(int argc, char **argv) {
     s.cr3 = 0x9000; s.cr4 = 1 << 5; s.cr0 = 1 | 1 << 4 | 1 << 5 | 1u << 31; s.efer = 1 << 8 | 1 << 10;
     CHECK(ioctl(vcpu, KVM_SET_SREGS, &s));
     struct kvm_regs r = { 0 };
-    r.rflags = 2; r.rip = 0x100000 + entry; r.rsp = 0x80000; r.rdi = 0x7000;
+    r.rflags = 2; r.rip = 0x100000 + entry; r.rsp = 0x80000; r.rdi = 0x7000; r.rsi = 0;
     CHECK(ioctl(vcpu, KVM_SET_REGS, &r));
 
     uint64_t t0 = now_ns();
@@ -122,6 +126,6 @@ int main(int argc, char **argv) {
     }
     uint64_t t1 = now_ns();
     printf("pages=%llu faults=%ld run_ns=%llu checksum=%llx\n", (unsigned long long)((mem - (2 << 20)) >> 12), faults,
-           (unsigned long long)(t1 - t0), (unsigned long long)*(uint64_t *)(view + 0x7000 + 56));
+           (unsigned long long)(t1 - t0), (unsigned long long)*(uint64_t *)(view + 0x7000 + 0x100));
     return 0;
 }
