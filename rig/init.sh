@@ -291,6 +291,10 @@ suite() {
             --timeout 300 --stats-json /tmp/s.json
         result "$(memtest_line)"
         measure "axvm lazy, $fa fault-around"
+        # Where the host side of a fault goes under real nested paging.
+        lib=$(jf fault_library_ns_total); res=$(jf fault_resolve_ns_total)
+        [ -n "$lib" ] && [ -n "$res" ] && [ $((lib + res)) -gt 0 ] &&
+            echo "fault split, $fa: handlePageFault (with the lock) $((lib * 100 / (lib + res)))%, fallocate + UFFDIO_CONTINUE + wake $((res * 100 / (lib + res)))%, $(( (lib + res) / $(jf faults) / 1000 )) us per fault"
     done
     baseline baseline-populated populated
     axrun memtest-random-populated run /guests/memtest.bin --memory $MEM --order random --populate \
@@ -303,6 +307,11 @@ suite() {
             --timeout 300 --stats-json /tmp/s.json
         result "$(memtest_line)"
     done
+
+    # Two vCPUs touching the same pages (overlap mode), two fault threads: each page once.
+    axrun memtest-overlap-2vcpus run /guests/memtest.bin --memory $MEM --order random --vcpus 2 --fault-threads 2 \
+        --memtest-mode overlap --timeout 300 --stats-json /tmp/s.json
+    result "$(memtest_line)"
 
     axrun retouch run /guests/retouch.bin --memory $MEM --timeout 300 --stats-json /tmp/s.json
     result "$(memtest_line)"
