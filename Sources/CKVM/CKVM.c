@@ -164,3 +164,22 @@ int ckvm_set_msrs(int vcpu_fd, const uint32_t *index, const uint64_t *value, uin
     errno = saved;
     return r;
 }
+
+int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd) {
+    enum { N = 256 };
+    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + N * sizeof(struct kvm_cpuid_entry2));
+    if (!c) { errno = ENOMEM; return -1; }
+    c->nent = N;
+    int r = ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c);
+    if (r == 0) {
+        for (uint32_t i = 0; i < c->nent; i++) {
+            // Intel SDM vol. 2A, CPUID leaf 1: ECX bit 31 is reserved for hypervisor use.
+            if (c->entries[i].function == 1) c->entries[i].ecx |= 1u << 31;
+        }
+        r = ioctl(vcpu_fd, KVM_SET_CPUID2, c);
+    }
+    int saved = errno;
+    free(c);
+    errno = saved;
+    return r;
+}

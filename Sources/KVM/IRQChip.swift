@@ -38,6 +38,12 @@ extension VCPU {
         _ = try check("KVM_SET_LAPIC") { ckvm_set_lapic_lint(fd.raw) }
     }
 
+    /// The CPUID this KVM supports, with the hypervisor-present bit (CPUID.1:ECX[31]) that
+    /// guest operating systems look for before they use KVM's paravirtual clock.
+    public func setSupportedCPUIDWithHypervisorBit(from system: KVMSystem) throws(KVMError) {
+        _ = try check("KVM_SET_CPUID2") { ckvm_set_supported_cpuid_hypervisor(system.fd.raw, fd.raw) }
+    }
+
     /// KVM_SET_MSRS; fails naming the first MSR KVM did not take.
     public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws(KVMError) {
         let index = msrs.map(\.index), value = msrs.map(\.value)

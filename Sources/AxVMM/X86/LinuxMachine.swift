@@ -243,7 +243,7 @@ final class LinuxRunner<Format: NestedPagingFormat> {
             try vm.createIRQChip()
             try vm.createPIT2()
             vcpu = try vm.createVCPU()
-            try vcpu.setSupportedCPUID(from: system)
+            try vcpu.setSupportedCPUIDWithHypervisorBit(from: system)
             try vcpu.setLocalInterruptsForVirtualWire()
         } catch {
             throw .kvm(error)
