@@ -139,6 +139,34 @@ public struct RunStatistics: Sendable {
     public var wallSeconds = 0.0
 }
 
+extension RunStatistics {
+    /// Memory, fault and process figures at the end of a run (after the pager stopped):
+    /// what every front end reports the same way.
+    init<F>(memory: GuestMemory<F>, ram: [RAMRegion], pager: LazyPager<F>, memorySize: UInt64) {
+        self.init()
+        let lib = memory.withSpace { $0.statistics }
+        let process = ProcessMemory.current()
+        memoryBytes = memorySize
+        populatedBytes = ram.reduce(0) { $0 + memory.populatedBytes($1) }
+        tableFrames = lib.tableFrames
+        addrSpace = lib
+        let ps = pager.stats
+        faults = ps.faults
+        faultsInTestRegion = ps.faultsAbove
+        minorFaults = ps.minorFaults
+        pagesMappedByFaults = ps.pagesMapped
+        faultP50Nanos = ps.percentile(0.5)
+        faultP99Nanos = ps.percentile(0.99)
+        faultMeanNanos = ps.latency.mean
+        faultLibraryNanos = ps.libraryNanos
+        faultResolveNanos = ps.resolveNanos
+        faultThreads = pager.threadStats
+        processRSSBytes = process.rss
+        shmemRSSBytes = process.shmem
+        vmmOverheadBytes = process.rss >= process.shmem ? process.rss - process.shmem : 0
+    }
+}
+
 /// The outcome of `Machine.run`.
 public struct RunReport: Sendable {
     public var exit: ExitReason
@@ -179,15 +207,7 @@ public enum Machine {
     /// Validates user-given values, naming the bad one. Everything that reaches the guest's
     /// arithmetic is bounded here.
     public static func validate(_ c: VMConfig) throws(VMMError) {
-        if c.memorySize & 0xfff != 0 { throw .badSize(what: "memory size", value: c.memorySize, reason: "not a multiple of 4 KiB") }
-        if c.memorySize < 4 << 20 { throw .badSize(what: "memory size", value: c.memorySize, reason: "below the 4 MiB minimum") }
-        if c.memorySize > VMConfig.maxMemory {
-            throw .badSize(what: "memory size", value: c.memorySize, reason: "above the \(VMConfig.maxMemory >> 30) GiB maximum")
-        }
-        let fa = c.faultAround
-        if fa < 4096 || fa > 2 << 20 || fa & (fa - 1) != 0 {
-            throw .badSize(what: "fault-around", value: fa, reason: "must be a power of two from 4 KiB to 2 MiB")
-        }
+        try validateMemory(c.memorySize, faultAround: c.faultAround)
         if c.testSize & 0xfff != 0 || c.testSize > c.memorySize - VMConfig.testBase {
             throw .badSize(what: "test size", value: c.testSize, reason: "must be a 4 KiB multiple within RAM above 2 MiB")
         }
@@ -213,6 +233,18 @@ public enum Machine {
                 throw .badSize(what: "max resident", value: m,
                                reason: "below the \(c.memorySize) bytes (\(c.memorySize >> 20) MiB) of RAM that --populate maps up front")
             }
+        }
+    }
+
+    /// The checks every front end makes on guest RAM and the fault-around window.
+    public static func validateMemory(_ memorySize: UInt64, faultAround fa: UInt64) throws(VMMError) {
+        if memorySize & 0xfff != 0 { throw .badSize(what: "memory size", value: memorySize, reason: "not a multiple of 4 KiB") }
+        if memorySize < 4 << 20 { throw .badSize(what: "memory size", value: memorySize, reason: "below the 4 MiB minimum") }
+        if memorySize > VMConfig.maxMemory {
+            throw .badSize(what: "memory size", value: memorySize, reason: "above the \(VMConfig.maxMemory >> 30) GiB maximum")
+        }
+        if fa < 4096 || fa > 2 << 20 || fa & (fa - 1) != 0 {
+            throw .badSize(what: "fault-around", value: fa, reason: "must be a power of two from 4 KiB to 2 MiB")
         }
     }
 
@@ -369,28 +401,8 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
             report.pagesTouched = slots.reduce(0) { $0 &+ $1.pages }
         }
         report.residencyMismatches = ram.reduce(0) { $0 + memory.residencyMismatches($1).count }
-        let lib = memory.withSpace { $0.statistics }
-        let process = ProcessMemory.current()
-        var s = RunStatistics()
-        s.memoryBytes = config.memorySize
-        s.populatedBytes = ram.reduce(0) { $0 + memory.populatedBytes($1) }
-        s.tableFrames = lib.tableFrames
-        s.addrSpace = lib
-        let ps = pager.stats
-        s.faults = ps.faults
-        s.faultsInTestRegion = ps.faultsAbove
-        s.minorFaults = ps.minorFaults
-        s.pagesMappedByFaults = ps.pagesMapped
-        s.faultP50Nanos = ps.percentile(0.5)
-        s.faultP99Nanos = ps.percentile(0.99)
-        s.faultMeanNanos = ps.latency.mean
-        s.faultLibraryNanos = ps.libraryNanos
-        s.faultResolveNanos = ps.resolveNanos
-        s.faultThreads = pager.threadStats
+        var s = RunStatistics(memory: memory, ram: ram, pager: pager, memorySize: config.memorySize)
         s.vcpus = outcomes.map { $0.stats }
-        s.processRSSBytes = process.rss
-        s.shmemRSSBytes = process.shmem
-        s.vmmOverheadBytes = process.rss >= process.shmem ? process.rss - process.shmem : 0
         s.exits = s.vcpus.reduce(0) { $0 + $1.exits }
         s.setupSeconds = Double(tRun - t0) / 1e9
         s.runSeconds = Double(tEnd - tRun) / 1e9
