@@ -125,8 +125,8 @@ measure_round() {
 }
 
 # --- Linux on axvm (axvm boot) and QEMU microvm, same kernel, initramfs and command line ----
-LINUX_MEM=256M
-LINUX_MEM_BYTES=268435456
+LINUX_MEM=512M
+LINUX_MEM_BYTES=536870912
 LINUX_CMDLINE="console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nokbd quiet"
 LINUX_MARKER="axvm-linux: init reached"
 LINUX_ARGS="--kernel /linux/vmlinuz --initrd /linux/initramfs.cpio.gz --memory $LINUX_MEM --timeout 300"
@@ -189,12 +189,15 @@ linux_cases() {
         result "linux-memtotal: lazy sees ${lazy_mt:-?} kB, populated ${pop_mt:-?} kB"
     fi
     name=linux-lazy-touched
-    if [ -n "$lazy_pop" ] && [ "$lazy_pop" -gt 0 ] && [ $((lazy_pop * 4)) -lt $LINUX_MEM_BYTES ]; then
-        result "linux-lazy-touched: populated below a quarter of RAM"
+    if [ -n "$lazy_pop" ] && [ "$lazy_pop" -gt 0 ] && [ $((lazy_pop * 3)) -lt $LINUX_MEM_BYTES ]; then
+        result "linux-lazy-touched: populated below a third of RAM"
     else
         result "linux-lazy-touched: populated ${lazy_pop:-?} bytes of $LINUX_MEM_BYTES"
     fi
-    echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy, $boot s populated"
+    local pop_boot=$boot
+    linux_axvm linux-lazy-64K --fault-around 64K
+    result "$(linux_line)"
+    echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $boot s lazy 64K, $pop_boot s populated"
 
     # Bad input: exit status 2 and the reason, before any VM exists.
     rm -f /tmp/s.json
@@ -219,7 +222,7 @@ linux_peer() {
     : > /tmp/peer
     if [ -x $q ]; then
         # QEMU's own anonymous memory without the guest running (-S: paused at start).
-        $q -enable-kvm -M microvm -cpu host -m 256M -nographic -no-reboot -S \
+        $q -enable-kvm -M microvm -cpu host -m $LINUX_MEM -nographic -no-reboot -S \
             -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE" > /tmp/qs.out 2>&1 < /dev/null &
         local qp=$!
         sleep 3
@@ -228,14 +231,16 @@ linux_peer() {
     fi
     while [ $r -le $rounds ]; do
         echo "rig: Linux boot round $r of $rounds"
-        for cfg in lazy populate qemu; do
+        for cfg in lazy lazy64 populate qemu; do
             case $cfg in
                 lazy) bootwatch peer-lazy /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --quiet
                       echo "axvm lazy 4K|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
+                lazy64) bootwatch peer-lazy64 /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --quiet --fault-around 64K
+                      echo "axvm lazy 64K|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
                 populate) bootwatch peer-pop /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --quiet --populate
                       echo "axvm populated|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
                 qemu) [ -x $q ] || continue
-                      bootwatch peer-qemu $q -enable-kvm -M microvm -cpu host -m 256M -nographic -no-reboot \
+                      bootwatch peer-qemu $q -enable-kvm -M microvm -cpu host -m $LINUX_MEM -nographic -no-reboot \
                           -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE"
                       echo "QEMU microvm|$boot|$rss|$(awk -v a="$anon" -v b="$qanon0" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "?"; else printf "%.1f", (a - b) / 1024 }')|$st|-" >> /tmp/peer
                       [ $r = 1 ] && tr -d '\r' < /tmp/peer-qemu.out | grep -e 'axvm-linux' -e MemTotal | sed 's/^/[qemu-microvm] /' ;;
