@@ -95,7 +95,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
     private final class Box: @unchecked Sendable { var value = PagerStatistics() }
     private let perThread: [Box]
     /// Written by the fault threads, read by the run loop while it runs: behind a mutex.
-    private let failureBox = Mutex<String?>(nil)
+    private let failureBox = Locked<String?>(nil)
     var failure: String? { failureBox.withLock { $0 } }
     /// Set before `start()`, read by the fault threads only.
     var onFatal: @Sendable () -> Void = {}

@@ -508,8 +508,8 @@ struct VCPUResult: Sendable {
 
 /// The vCPU threads' results: each slot written once by its thread, read after the joins.
 final class VCPUResults: Sendable {
-    private let slots: Mutex<[VCPUResult]>
-    init(count: Int) { slots = Mutex(Array(repeating: VCPUResult(outcome: .stopped, stats: VCPUStatistics()), count: max(1, count))) }
+    private let slots: Locked<[VCPUResult]>
+    init(count: Int) { slots = Locked(Array(repeating: VCPUResult(outcome: .stopped, stats: VCPUStatistics()), count: max(1, count))) }
     func set(_ i: Int, _ r: VCPUResult) { slots.withLock { $0[i] = r } }
     var all: [VCPUResult] { slots.withLock { $0 } }
 }

@@ -13,6 +13,18 @@ final class Lock: @unchecked Sendable {  // the mutex itself is the synchronizat
     }
 }
 
+/// A value behind a `Lock`. Used instead of `Synchronization.Mutex`, whose Linux futex
+/// implementation ThreadSanitizer cannot see (it reports the guarded accesses as races);
+/// pthread mutexes it understands.
+final class Locked<Value>: @unchecked Sendable {  // `value` only under `lock`
+    private let lock = Lock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func withLock<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
+        try lock.withLock { () throws(E) -> R in try body(&value) }
+    }
+}
+
 /// A pthread reader-writer lock: many fault threads resolve faults at once (shared), a
 /// reclaim excludes them all (exclusive).
 final class RWLock: @unchecked Sendable {  // the rwlock itself is the synchronization

@@ -26,14 +26,14 @@ public struct VCPUStatistics: Sendable, Equatable {
 /// Stopping a vCPU: set its `immediate_exit` (KVM_RUN returns at once if it is about to
 /// enter) and send its thread SIGUSR1 (interrupts a running KVM_RUN with EINTR).
 final class RunControl: Sendable {
-    private let firstEnd = Mutex<ExitReason?>(nil)
-    private let firstError = Mutex<VMMError?>(nil)
+    private let firstEnd = Locked<ExitReason?>(nil)
+    private let firstError = Locked<VMMError?>(nil)
     private let stopping = Atomic<Bool>(false)
     /// The vCPUs and, once each thread has started, its pthread (0 before).
-    private let targets: Mutex<[(vcpu: VCPU, thread: pthread_t?)]>
+    private let targets: Locked<[(vcpu: VCPU, thread: pthread_t?)]>
 
     init(vcpus: [VCPU]) {
-        targets = Mutex(vcpus.map { ($0, nil) })
+        targets = Locked(vcpus.map { ($0, nil) })
     }
 
     var isStopping: Bool { stopping.load(ordering: .acquiring) }
