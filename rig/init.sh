@@ -139,6 +139,7 @@ bootwatch() {
     shift
     boot=-; rss=-; anon=-
     rm -f /tmp/s.json
+    : > /tmp/$n.out
     t0=$(up)
     "$@" > /tmp/$n.out 2>&1 < /dev/null &
     pid=$!
@@ -216,13 +217,15 @@ linux_cases() {
 
 # linux_peer ROUNDS: axvm lazy, axvm populated and QEMU microvm (-enable-kvm) boot the same
 # kernel and initramfs with the same command line and RAM, ROUNDS times interleaved; boot to
-# init (the marker seen on the console) and memory, side by side.
+# init (the marker seen on the console) and memory, side by side. QEMU gets an i8042 as axvm
+# has one: microvm has none, and reboot=k without it falls back to a real-mode BIOS restart
+# that boots the guest again and again (-no-reboot only catches a reset).
 linux_peer() {
     local rounds=$1 r=1 q=/usr/bin/qemu-system-x86_64 qanon0=-
     : > /tmp/peer
     if [ -x $q ]; then
         # QEMU's own anonymous memory without the guest running (-S: paused at start).
-        $q -enable-kvm -M microvm -cpu host -m $LINUX_MEM -nographic -no-reboot -S \
+        timeout -s KILL 60 $q -enable-kvm -M microvm -cpu host -m $LINUX_MEM -device i8042 -nographic -no-reboot -S \
             -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE" > /tmp/qs.out 2>&1 < /dev/null &
         local qp=$!
         sleep 3
@@ -230,7 +233,7 @@ linux_peer() {
         kill $qp 2>/dev/null; wait $qp 2>/dev/null
     fi
     while [ $r -le $rounds ]; do
-        echo "rig: Linux boot round $r of $rounds"
+        echo "rig: Linux boot round $r of $rounds (axvm lazy 4K, lazy 64K, populated, QEMU microvm)"
         for cfg in lazy lazy64 populate qemu; do
             case $cfg in
                 lazy) bootwatch peer-lazy /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --quiet
@@ -240,11 +243,12 @@ linux_peer() {
                 populate) bootwatch peer-pop /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --quiet --populate
                       echo "axvm populated|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
                 qemu) [ -x $q ] || continue
-                      bootwatch peer-qemu $q -enable-kvm -M microvm -cpu host -m $LINUX_MEM -nographic -no-reboot \
+                      bootwatch peer-qemu timeout -s KILL 300 $q -enable-kvm -M microvm -cpu host -m $LINUX_MEM -device i8042 -nographic -no-reboot \
                           -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE"
                       echo "QEMU microvm|$boot|$rss|$(awk -v a="$anon" -v b="$qanon0" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "?"; else printf "%.1f", (a - b) / 1024 }')|$st|-" >> /tmp/peer
                       [ $r = 1 ] && tr -d '\r' < /tmp/peer-qemu.out | grep -e 'axvm-linux' -e MemTotal | sed 's/^/[qemu-microvm] /' ;;
             esac
+            echo "rig:   $(tail -1 /tmp/peer)"
         done
         r=$((r + 1))
     done
