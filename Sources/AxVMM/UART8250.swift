@@ -22,13 +22,21 @@ final class UART8250 {
     let sink: (UInt8) -> Void
     /// Raises the UART's interrupt (an edge on IRQ 4).
     let interrupt: () -> Void
+    /// Told after every register access whether the interrupt output is asserted (a THR-empty
+    /// interrupt pending and enabled), for `IRQResampler`.
+    let level: (Bool) -> Void
 
-    init(sink: @escaping (UInt8) -> Void, interrupt: @escaping () -> Void) {
+    init(sink: @escaping (UInt8) -> Void, interrupt: @escaping () -> Void, level: @escaping (Bool) -> Void = { _ in }) {
         self.sink = sink
         self.interrupt = interrupt
+        self.level = level
     }
 
+    /// The interrupt output: on a real 8250 a level that stays high until IIR is read.
+    var asserted: Bool { thrEmptyPending && ier & Self.ierTHRI != 0 }
+
     func write(port: UInt16, _ value: UInt8) {
+        defer { level(asserted) }
         let dlab = lcr & Self.lcrDLAB != 0
         switch port - Self.base {
         case 0 where dlab: divisor = divisor & 0xff00 | UInt16(value)
@@ -54,6 +62,7 @@ final class UART8250 {
     }
 
     func read(port: UInt16) -> UInt8 {
+        defer { level(asserted) }
         let dlab = lcr & Self.lcrDLAB != 0
         switch port - Self.base {
         case 0 where dlab: return UInt8(divisor & 0xff)
@@ -80,6 +89,11 @@ final class UART8250 {
         case 7: return scratch
         default: return 0xff
         }
+    }
+
+    /// For a report on a stuck guest: the interrupt enables and whether an interrupt waits.
+    var state: String {
+        "IER 0x\(String(ier, radix: 16)), THR-empty interrupt \(thrEmptyPending ? "pending" : "not pending")"
     }
 
     private func raiseTHREmpty() {

@@ -190,3 +190,9 @@ int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd) {
     errno = saved;
     return r;
 }
+
+int ckvm_get_mp_state(int vcpu_fd) {
+    struct kvm_mp_state s;
+    if (ioctl(vcpu_fd, KVM_GET_MP_STATE, &s) != 0) return -1;
+    return (int)s.mp_state;
+}

@@ -45,6 +45,12 @@ extension VCPU {
         _ = try check("KVM_SET_CPUID2") { ckvm_set_supported_cpuid_hypervisor(system.fd.raw, fd.raw) }
     }
 
+    /// KVM_GET_MP_STATE (with the in-kernel irqchip): 0 runnable, 3 halted (waiting for an
+    /// interrupt), … (include/uapi/linux/kvm.h).
+    public func multiprocessingState() throws(KVMError) -> UInt32 {
+        UInt32(try check("KVM_GET_MP_STATE") { ckvm_get_mp_state(fd.raw) })
+    }
+
     /// KVM_SET_MSRS; fails naming the first MSR KVM did not take.
     public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws(KVMError) {
         let index = msrs.map(\.index), value = msrs.map(\.value)

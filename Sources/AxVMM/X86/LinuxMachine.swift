@@ -38,7 +38,8 @@ public enum LinuxExitReason: Sendable, Equatable, CustomStringConvertible {
     case reset
     /// Triple fault or shutdown.
     case shutdown
-    case timeout(seconds: Double, rip: UInt64)
+    /// `state`: what the vCPU and the UART were doing (for a boot that hangs).
+    case timeout(seconds: Double, rip: UInt64, state: String)
     case interrupted
     case pagerFailure(String)
     /// KVM could not emulate an instruction (KVM_INTERNAL_ERROR_EMULATION).
@@ -53,7 +54,7 @@ public enum LinuxExitReason: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .reset: return "guest reset the machine (i8042 reset line: reboot or power-off)"
         case .shutdown: return "guest shut down (triple fault)"
-        case let .timeout(s, rip): return "timeout: guest still running after \(s) s (rip \(h(rip)))"
+        case let .timeout(s, rip, state): return "timeout: guest still running after \(s) s (rip \(h(rip)); \(state))"
         case .interrupted: return "interrupted (Ctrl-C)"
         case let .pagerFailure(m): return "lazy pager failed: \(m)"
         case let .emulationFailure(rip, data, pvm):
@@ -90,6 +91,9 @@ public struct LinuxBootReport: Sendable {
     public var populatedAtMarker: UInt64?
     /// Pages where AddrSpace and the host (mincore) disagreed at the end (should be 0).
     public var residencyMismatches = 0
+    /// Times the UART's interrupt was pulsed again because the guest left it pending for a
+    /// whole period (`IRQResampler`).
+    public var serialIRQResamples = 0
     public var config: LinuxBootConfig
     public var plan: LinuxBootPlan
 
@@ -317,6 +321,7 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         var report = LinuxBootReport(exit: exit, serialOutput: state.serial.text, statistics: s, config: config, plan: plan)
         report.initMarkerSeconds = state.markerAt.map { Double($0 - t0) / 1e9 }
         report.populatedAtMarker = state.populatedAtMarker
+        report.serialIRQResamples = state.serialIRQResamples
         report.residencyMismatches = ram.reduce(0) { $0 + memory.residencyMismatches($1).count }
         return report
     }
@@ -345,6 +350,7 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         var exits = 0
         var markerAt: UInt64?
         var populatedAtMarker: UInt64?
+        var serialIRQResamples = 0
     }
 
     private func loop(vcpu: VCPU, vm: VirtualMachine, memory: GuestMemory<Format>, ram: [RAMRegion], state: inout LoopState,
@@ -353,7 +359,14 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         let i8042 = I8042()
         // The UART's bytes go through `state`; a local buffer keeps the closure out of inout.
         var pending: [UInt8] = []
-        let uart = UART8250(sink: { pending.append($0) }, interrupt: { try? vm.pulseIRQ(LinuxLayout.serialIRQ) })
+        let resampler = try IRQResampler(vm: vm, irq: LinuxLayout.serialIRQ)
+        defer {
+            resampler.stop()
+            state.serialIRQResamples = resampler.resampled
+        }
+        let uart = UART8250(sink: { pending.append($0) },
+                            interrupt: { resampler.edge(); try? vm.pulseIRQ(LinuxLayout.serialIRQ) },
+                            level: { resampler.set($0) })
         while true {
             let exit: VCPUExit
             do { exit = try vcpu.run() } catch {
@@ -407,7 +420,12 @@ final class LinuxRunner<Format: NestedPagingFormat> {
             case .interrupted:
                 if let f = pager.failure { return .pagerFailure(f) }
                 if watchdog.interruptedByUser { return .interrupted }
-                if watchdog.timedOut { return .timeout(seconds: config.timeout ?? 0, rip: rip()) }
+                if watchdog.timedOut {
+                    // KVM_MP_STATE_HALTED = 3: in hlt, waiting for an interrupt.
+                    let mp = (try? vcpu.multiprocessingState()).map { $0 == 3 ? "vCPU halted" : "vCPU runnable (mp state \($0))" } ?? "vCPU state unknown"
+                    return .timeout(seconds: config.timeout ?? 0, rip: rip(),
+                                    state: "\(mp); UART \(uart.state); \(state.exits) exits")
+                }
                 continue
             case let .unsupported(reason): return .unsupportedExit(reason: reason, rip: rip())
             }

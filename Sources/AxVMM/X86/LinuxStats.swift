@@ -26,7 +26,7 @@ public enum LinuxStatsFormat {
         out += "fault latency:   p50 \(micros(s.faultP50Nanos)), p99 \(micros(s.faultP99Nanos)), mean \(micros(s.faultMeanNanos))\n"
         out += "nested tables:   \(s.tableFrames) frames\n"
         out += "VMM memory:      RSS \(mib(s.processRSSBytes)) = guest and tables (RssShmem) \(mib(s.shmemRSSBytes)) + VMM overhead \(mib(s.vmmOverheadBytes))\n"
-        out += "vCPU exits:      \(s.exits)\n"
+        out += "vCPU exits:      \(s.exits) (UART interrupt re-delivered \(r.serialIRQResamples) times)\n"
         out += "time:            setup \(StatsFormat.fixed(s.setupSeconds * 1000, 1)) ms, run \(StatsFormat.fixed(s.runSeconds * 1000, 1)) ms, wall \(StatsFormat.fixed(s.wallSeconds * 1000, 1)) ms\n"
         out += "host check:      \(r.residencyMismatches == 0 ? "AddrSpace and mincore agree on every RAM page" : "\(r.residencyMismatches) pages disagree between AddrSpace and mincore")\n"
         out += summary(r) + "\n"
@@ -69,6 +69,7 @@ public enum LinuxStatsFormat {
             ("shmem_rss_bytes", "\(s.shmemRSSBytes)"),
             ("vmm_overhead_bytes", "\(s.vmmOverheadBytes)"),
             ("exits", "\(s.exits)"),
+            ("serial_irq_resamples", "\(r.serialIRQResamples)"),
             ("setup_seconds", "\(s.setupSeconds)"),
             ("run_seconds", "\(s.runSeconds)"),
             ("wall_seconds", "\(s.wallSeconds)"),

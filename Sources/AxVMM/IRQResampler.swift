@@ -1,0 +1,59 @@
+import Glibc
+import KVM
+import Synchronization
+
+/// Re-delivers a level-triggered device interrupt that the guest has not serviced.
+///
+/// The 8250's interrupt output is a level that stays high until the guest reads IIR; axvm
+/// gives it to KVM as an edge (a pulse on KVM_IRQ_LINE, as the PIC is edge-triggered for ISA
+/// lines). In the kvm_amd rig, Linux sometimes sat halted at its first user-space console write
+/// with the UART's THR-empty interrupt pending and enabled, and no further exit ever came
+/// (`axvm boot` timeout: "vCPU halted; UART IER 0x7, THR-empty interrupt pending"): the edge
+/// was lost between KVM_IRQ_LINE and the guest. A real line would still be high; this thread
+/// plays that part: when the output has stayed asserted for a whole period without a new
+/// edge, it pulses the line again. A pulse the guest did not need costs it one interrupt
+/// whose handler finds IIR "no interrupt".
+final class IRQResampler: Sendable {
+    private let stopEvent: EventFD
+    /// Written once by init and stop, on the owning thread.
+    private nonisolated(unsafe) var thread: OSThread?
+    private let asserted = Atomic<Bool>(false)
+    /// Counts edges given by the device model, so a period with a fresh edge is skipped.
+    private let edges = Atomic<UInt64>(0)
+    private let pulsesAdded = Atomic<Int>(0)
+
+    /// Pulses `irq` on `vm` every `periodMillis` while `assert(true)` holds and no `edge()`
+    /// came in between.
+    init(vm: VirtualMachine, irq: UInt32, periodMillis: Int32 = 20) throws(VMMError) {
+        stopEvent = try EventFD()
+        let stopFD = stopEvent.fd
+        thread = try OSThread { [self] in
+            var fds = [pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+            var lastEdges = UInt64.max
+            while true {
+                let r = poll(&fds, 1, periodMillis)
+                if r > 0 { return }
+                if r < 0 && errno != EINTR { return }
+                let e = edges.load(ordering: .acquiring)
+                if asserted.load(ordering: .acquiring) && e == lastEdges {
+                    try? vm.pulseIRQ(irq)
+                    pulsesAdded.add(1, ordering: .relaxed)
+                }
+                lastEdges = e
+            }
+        }
+    }
+
+    /// The device's interrupt output now.
+    func set(_ level: Bool) { asserted.store(level, ordering: .releasing) }
+    /// The device model pulsed the line itself.
+    func edge() { edges.add(1, ordering: .releasing) }
+    /// Pulses this thread added.
+    var resampled: Int { pulsesAdded.load(ordering: .relaxed) }
+
+    func stop() {
+        stopEvent.signal()
+        thread?.join()
+        thread = nil
+    }
+}
