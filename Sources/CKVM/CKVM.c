@@ -175,13 +175,6 @@ int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd) {
         for (uint32_t i = 0; i < c->nent; i++) {
             // Intel SDM vol. 2A, CPUID leaf 1: ECX bit 31 is reserved for hypervisor use.
             if (c->entries[i].function == 1) c->entries[i].ecx |= 1u << 31;
-            // KVM's paravirtual leaf (Documentation/virt/kvm/x86/cpuid.rst): no async page
-            // faults (KVM_FEATURE_ASYNC_PF bit 4, _VMEXIT bit 10, _INT bit 14). With them,
-            // a guest user-mode touch of a page that userfaultfd has not supplied yet is
-            // turned into "page not present" for the guest while a kernel worker waits for
-            // the page; Linux then never saw "page ready" and hung at its first user
-            // process (seen in the kvm_amd rig). Without them the vCPU simply waits.
-            if (c->entries[i].function == 0x40000001) c->entries[i].eax &= ~((1u << 4) | (1u << 10) | (1u << 14));
         }
         r = ioctl(vcpu_fd, KVM_SET_CPUID2, c);
     }

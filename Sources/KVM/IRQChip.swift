@@ -39,8 +39,7 @@ extension VCPU {
     }
 
     /// The CPUID this KVM supports, with the hypervisor-present bit (CPUID.1:ECX[31]) that
-    /// guest operating systems look for before they use KVM's paravirtual clock, and without
-    /// KVM's async page faults (a guest whose RAM comes from userfaultfd hangs with them).
+    /// guest operating systems look for before they use KVM's paravirtual clock.
     public func setSupportedCPUIDWithHypervisorBit(from system: KVMSystem) throws(KVMError) {
         _ = try check("KVM_SET_CPUID2") { ckvm_set_supported_cpuid_hypervisor(system.fd.raw, fd.raw) }
     }

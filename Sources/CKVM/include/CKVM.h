@@ -102,8 +102,7 @@ int ckvm_set_lapic_lint(int vcpu_fd);
 int ckvm_set_msrs(int vcpu_fd, const uint32_t *index, const uint64_t *value, uint32_t n);
 /// As ckvm_set_supported_cpuid, plus CPUID.1:ECX bit 31 (hypervisor present), which KVM does
 /// not report itself: without it Linux never looks at the KVM leaves (0x40000000), so it
-/// finds no kvm-clock and must calibrate the TSC against the PIT. Async page faults are
-/// left out of KVM's paravirtual features (they hang a guest whose RAM is under userfaultfd).
+/// finds no kvm-clock and must calibrate the TSC against the PIT.
 int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd);
 /// KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE (0), _HALTED (3), …; -1 and errno on failure.
 int ckvm_get_mp_state(int vcpu_fd);
