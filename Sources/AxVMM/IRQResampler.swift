@@ -6,13 +6,17 @@ import Synchronization
 ///
 /// The 8250's interrupt output is a level that stays high until the guest reads IIR; axvm
 /// gives it to KVM as an edge (a pulse on KVM_IRQ_LINE, as the PIC is edge-triggered for ISA
-/// lines). In the kvm_amd rig, Linux sometimes sat halted at its first user-space console write
-/// with the UART's THR-empty interrupt pending and enabled, and no further exit ever came
-/// (`axvm boot` timeout: "vCPU halted; UART IER 0x7, THR-empty interrupt pending"): the edge
-/// was lost between KVM_IRQ_LINE and the guest. A real line would still be high; this thread
-/// plays that part: when the output has stayed asserted for a whole period without a new
-/// edge, it pulses the line again. A pulse the guest did not need costs it one interrupt
-/// whose handler finds IIR "no interrupt".
+/// lines). In the kvm_amd rig, Linux sometimes sat halted at its first user-space console
+/// write, with the UART's THR-empty interrupt pending and enabled and no further exit
+/// (`axvm boot` timeout: "vCPU halted; UART IER 0x7, THR-empty interrupt pending"; 3 of 3
+/// boots with 2 MiB fault-around, 2 of 4 with 4 KiB at 512 MiB). A real line would still be
+/// high; this thread plays that part: when the output has stayed asserted for a whole period
+/// without a new edge, it pulses the line again (a pulse the guest did not need costs it one
+/// interrupt whose handler finds IIR "no interrupt"). With this thread running the hang has
+/// not come back, and it has not had to pulse once (`serial_irq_resamples` 0): the interrupt
+/// was late, not lost, and its delivery seems to wait for some host activity that a process
+/// waking every 20 ms provides (the rig's single emulated CPU is otherwise idle and
+/// tickless; its SVM is QEMU TCG's). Root cause not established.
 final class IRQResampler: Sendable {
     private let stopEvent: EventFD
     /// Written once by init and stop, on the owning thread.
