@@ -236,11 +236,11 @@ linux_peer() {
         echo "rig: Linux boot round $r of $rounds (axvm lazy 4K, lazy 64K, populated, QEMU microvm)"
         for cfg in lazy lazy64 populate qemu; do
             case $cfg in
-                lazy) bootwatch peer-lazy /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --quiet
+                lazy) bootwatch peer-lazy /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json
                       echo "axvm lazy 4K|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
-                lazy64) bootwatch peer-lazy64 /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --quiet --fault-around 64K
+                lazy64) bootwatch peer-lazy64 /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --fault-around 64K
                       echo "axvm lazy 64K|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
-                populate) bootwatch peer-pop /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --quiet --populate
+                populate) bootwatch peer-pop /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --populate
                       echo "axvm populated|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
                 qemu) [ -x $q ] || continue
                       bootwatch peer-qemu timeout -s KILL 300 $q -enable-kvm -M microvm -cpu host -m $LINUX_MEM -device i8042 -nographic -no-reboot \

@@ -28,7 +28,9 @@ final class IRQResampler: Sendable {
 
     /// Pulses `irq` on `vm` every `periodMillis` while `assert(true)` holds and no `edge()`
     /// came in between.
-    init(vm: VirtualMachine, irq: UInt32, periodMillis: Int32 = 20) throws(VMMError) {
+    /// `kick` is called with each added pulse: it brings the vCPU out of KVM_RUN, so that the
+    /// run loop can look at a vCPU halted with the interrupt pending.
+    init(vm: VirtualMachine, irq: UInt32, periodMillis: Int32 = 20, kick: @escaping @Sendable () -> Void) throws(VMMError) {
         stopEvent = try EventFD()
         let stopFD = stopEvent.fd
         thread = try OSThread { [self] in
@@ -41,6 +43,7 @@ final class IRQResampler: Sendable {
                 let e = edges.load(ordering: .acquiring)
                 if asserted.load(ordering: .acquiring) && e == lastEdges {
                     try? vm.pulseIRQ(irq)
+                    kick()
                     pulsesAdded.add(1, ordering: .relaxed)
                 }
                 lastEdges = e

@@ -189,3 +189,8 @@ int ckvm_get_mp_state(int vcpu_fd) {
     if (ioctl(vcpu_fd, KVM_GET_MP_STATE, &s) != 0) return -1;
     return (int)s.mp_state;
 }
+
+int ckvm_set_mp_state(int vcpu_fd, uint32_t state) {
+    struct kvm_mp_state s = { .mp_state = state };
+    return ioctl(vcpu_fd, KVM_SET_MP_STATE, &s);
+}

@@ -50,6 +50,11 @@ extension VCPU {
         UInt32(try check("KVM_GET_MP_STATE") { ckvm_get_mp_state(fd.raw) })
     }
 
+    /// KVM_SET_MP_STATE (0 runnable).
+    public func setMultiprocessingState(_ state: UInt32) throws(KVMError) {
+        _ = try check("KVM_SET_MP_STATE") { ckvm_set_mp_state(fd.raw, state) }
+    }
+
     /// KVM_SET_MSRS; fails naming the first MSR KVM did not take.
     public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws(KVMError) {
         let index = msrs.map(\.index), value = msrs.map(\.value)

@@ -94,6 +94,9 @@ public struct LinuxBootReport: Sendable {
     /// Times the UART's interrupt was pulsed again because the guest left it pending for a
     /// whole period (`IRQResampler`).
     public var serialIRQResamples = 0
+    /// Times the run loop found the vCPU halted with that interrupt pending and made it
+    /// runnable.
+    public var haltedWakeups = 0
     public var config: LinuxBootConfig
     public var plan: LinuxBootPlan
 
@@ -284,7 +287,8 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         var state = LoopState(marker: MarkerMatcher(config.initMarker), serial: LinuxConsole(toStdout: config.serialToStdout))
         var exit: LinuxExitReason
         do {
-            exit = try loop(vcpu: vcpu, vm: vm, memory: memory, ram: ram, state: &state, watchdog: watchdog, pager: pager)
+            exit = try loop(vcpu: vcpu, vm: vm, memory: memory, ram: ram, state: &state, watchdog: watchdog, pager: pager,
+                            kick: kick)
         } catch {
             watchdog.stop()
             pager.stop()
@@ -322,6 +326,7 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         report.initMarkerSeconds = state.markerAt.map { Double($0 - t0) / 1e9 }
         report.populatedAtMarker = state.populatedAtMarker
         report.serialIRQResamples = state.serialIRQResamples
+        report.haltedWakeups = state.haltedWakeups
         report.residencyMismatches = ram.reduce(0) { $0 + memory.residencyMismatches($1).count }
         return report
     }
@@ -351,15 +356,16 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         var markerAt: UInt64?
         var populatedAtMarker: UInt64?
         var serialIRQResamples = 0
+        var haltedWakeups = 0
     }
 
     private func loop(vcpu: VCPU, vm: VirtualMachine, memory: GuestMemory<Format>, ram: [RAMRegion], state: inout LoopState,
-                      watchdog: Watchdog, pager: LazyPager<Format>) throws(VMMError) -> LinuxExitReason {
+                      watchdog: Watchdog, pager: LazyPager<Format>, kick: @escaping @Sendable () -> Void) throws(VMMError) -> LinuxExitReason {
         func rip() -> UInt64 { (try? vcpu.registers().rip) ?? 0 }
         let i8042 = I8042()
         // The UART's bytes go through `state`; a local buffer keeps the closure out of inout.
         var pending: [UInt8] = []
-        let resampler = try IRQResampler(vm: vm, irq: LinuxLayout.serialIRQ)
+        let resampler = try IRQResampler(vm: vm, irq: LinuxLayout.serialIRQ, kick: kick)
         defer {
             resampler.stop()
             state.serialIRQResamples = resampler.resampled
@@ -425,6 +431,13 @@ final class LinuxRunner<Format: NestedPagingFormat> {
                     let mp = (try? vcpu.multiprocessingState()).map { $0 == 3 ? "vCPU halted" : "vCPU runnable (mp state \($0))" } ?? "vCPU state unknown"
                     return .timeout(seconds: config.timeout ?? 0, rip: rip(),
                                     state: "\(mp); UART \(uart.state); \(state.exits) exits")
+                }
+                // The resampler's kick: a vCPU halted (KVM_MP_STATE_HALTED = 3) while the UART's
+                // interrupt has been pending for a whole period is made runnable, so that
+                // KVM looks at the pending interrupt again on entry.
+                if uart.asserted, (try? vcpu.multiprocessingState()) == 3 {
+                    try? vcpu.setMultiprocessingState(0)
+                    state.haltedWakeups += 1
                 }
                 continue
             case let .unsupported(reason): return .unsupportedExit(reason: reason, rip: rip())

@@ -26,7 +26,7 @@ public enum LinuxStatsFormat {
         out += "fault latency:   p50 \(micros(s.faultP50Nanos)), p99 \(micros(s.faultP99Nanos)), mean \(micros(s.faultMeanNanos))\n"
         out += "nested tables:   \(s.tableFrames) frames\n"
         out += "VMM memory:      RSS \(mib(s.processRSSBytes)) = guest and tables (RssShmem) \(mib(s.shmemRSSBytes)) + VMM overhead \(mib(s.vmmOverheadBytes))\n"
-        out += "vCPU exits:      \(s.exits) (UART interrupt re-delivered \(r.serialIRQResamples) times)\n"
+        out += "vCPU exits:      \(s.exits) (UART interrupt re-delivered \(r.serialIRQResamples) times, halted vCPU woken \(r.haltedWakeups) times)\n"
         out += "time:            setup \(StatsFormat.fixed(s.setupSeconds * 1000, 1)) ms, run \(StatsFormat.fixed(s.runSeconds * 1000, 1)) ms, wall \(StatsFormat.fixed(s.wallSeconds * 1000, 1)) ms\n"
         out += "host check:      \(r.residencyMismatches == 0 ? "AddrSpace and mincore agree on every RAM page" : "\(r.residencyMismatches) pages disagree between AddrSpace and mincore")\n"
         out += summary(r) + "\n"
@@ -70,6 +70,7 @@ public enum LinuxStatsFormat {
             ("vmm_overhead_bytes", "\(s.vmmOverheadBytes)"),
             ("exits", "\(s.exits)"),
             ("serial_irq_resamples", "\(r.serialIRQResamples)"),
+            ("halted_wakeups", "\(r.haltedWakeups)"),
             ("setup_seconds", "\(s.setupSeconds)"),
             ("run_seconds", "\(s.runSeconds)"),
             ("wall_seconds", "\(s.wallSeconds)"),

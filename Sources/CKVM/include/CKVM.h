@@ -106,5 +106,7 @@ int ckvm_set_msrs(int vcpu_fd, const uint32_t *index, const uint64_t *value, uin
 int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd);
 /// KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE (0), _HALTED (3), …; -1 and errno on failure.
 int ckvm_get_mp_state(int vcpu_fd);
+/// KVM_SET_MP_STATE.
+int ckvm_set_mp_state(int vcpu_fd, uint32_t state);
 
 #endif
