@@ -146,8 +146,8 @@ bootwatch() {
     while kill -0 $pid 2>/dev/null; do
         if [ "$boot" = - ] && grep -q "$LINUX_MARKER" /tmp/$n.out; then
             boot=$(since "$t0")
-            rss=$(sed -n 's/^VmRSS: *\([0-9]*\) kB/\1/p' /proc/$pid/status 2>/dev/null)
-            anon=$(sed -n 's/^RssAnon: *\([0-9]*\) kB/\1/p' /proc/$pid/status 2>/dev/null)
+            rss=$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/$pid/status 2>/dev/null)
+            anon=$(sed -n 's/^RssAnon:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/$pid/status 2>/dev/null)
         fi
         usleep 50000
     done
@@ -229,7 +229,7 @@ linux_peer() {
             -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE" > /tmp/qs.out 2>&1 < /dev/null &
         local qp=$!
         sleep 3
-        qanon0=$(sed -n 's/^RssAnon: *\([0-9]*\) kB/\1/p' /proc/$qp/status 2>/dev/null)
+        qanon0=$(sed -n 's/^RssAnon:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/$qp/status 2>/dev/null)
         kill $qp 2>/dev/null; wait $qp 2>/dev/null
     fi
     while [ $r -le $rounds ]; do
