@@ -199,8 +199,11 @@ linux_cases() {
     linux_axvm linux-lazy-64K --fault-around 64K
     result "$(linux_line)"
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $boot s lazy 64K, $pop_boot s populated"
+}
 
-    # Bad input: exit status 2 and the reason, before any VM exists.
+# linux_bad_input: axvm boot refuses malformed kernels, oversized initrds and command lines
+# (exit status 2 and the reason, before any VM exists). Part of every `test`.
+linux_bad_input() {
     rm -f /tmp/s.json
     axrun linux-bad-kernel boot --kernel /axvm
     result "linux-bad-kernel: exit $st, $(sed -n 's/^axvm: error: //p' /tmp/out)"
@@ -349,9 +352,11 @@ suite() {
         echo "memtest-kernel: skipped (guests/build/memtest-kernel.bin absent)"
     fi
 
+    # The Linux boots themselves run in `scripts/kvm-rig.sh linux x86_64` (not in CI yet: a
+    # lazy boot sometimes stops at Linux's first console write, see the README); the bad-input
+    # cases are quick and deterministic.
     if [ -f /linux/vmlinuz ]; then
-        linux_cases
-        linux_peer 1
+        linux_bad_input
     else
         echo "linux: skipped (no /linux/vmlinuz in the initramfs)"
     fi
@@ -406,6 +411,7 @@ case " $(cat /proc/cmdline) " in
         # scripts/kvm-rig.sh linux x86_64: the Linux cases and the QEMU comparison only.
         : > /tmp/table
         linux_cases
+        linux_bad_input
         linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
         cat /tmp/table
         echo "rig: $npass passed, $nfail failed"
