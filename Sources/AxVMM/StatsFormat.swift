@@ -11,6 +11,24 @@ public enum StatsFormat {
         }
         return s
     }
+    /// A JSON string literal: quotes, backslashes and newlines escaped, other control
+    /// characters replaced by "?".
+    static func jsonString(_ x: String) -> String {
+        var o = "\""
+        for c in x.unicodeScalars {
+            switch c {
+            case "\"": o += "\\\""
+            case "\\": o += "\\\\"
+            case "\n": o += "\\n"
+            default: if c.value < 0x20 { o += "?" } else { o.unicodeScalars.append(c) }
+            }
+        }
+        return o + "\""
+    }
+    /// One field a line (the rig's scripts read them with sed), values already JSON.
+    static func jsonObject(_ fields: [(String, String)]) -> String {
+        "{\n" + fields.map { "  \(jsonString($0.0)): \($0.1)" }.joined(separator: ",\n") + "\n}\n"
+    }
     static func micros(_ ns: UInt64) -> String { fixed(Double(ns) / 1000, 1) + " µs" }
 
     public static func text(_ r: RunReport) -> String {
@@ -48,18 +66,7 @@ public enum StatsFormat {
 
     public static func json(_ r: RunReport) -> String {
         let s = r.statistics
-        func q(_ x: String) -> String {
-            var o = "\""
-            for c in x.unicodeScalars {
-                switch c {
-                case "\"": o += "\\\""
-                case "\\": o += "\\\\"
-                case "\n": o += "\\n"
-                default: if c.value < 0x20 { o += "?" } else { o.unicodeScalars.append(c) }
-                }
-            }
-            return o + "\""
-        }
+        let q = StatsFormat.jsonString
         let fields: [(String, String)] = [
             ("exit", q(r.exit.description)),
             ("exit_status", "\(r.exitStatus)"),
@@ -96,6 +103,6 @@ public enum StatsFormat {
             ("pages_touched", "\(r.pagesTouched)"),
             ("residency_mismatches", "\(r.residencyMismatches)"),
         ]
-        return "{\n" + fields.map { "  \(q($0.0)): \($0.1)" }.joined(separator: ",\n") + "\n}\n"
+        return StatsFormat.jsonObject(fields)
     }
 }

@@ -114,15 +114,7 @@ public struct LinuxBootReport: Sendable {
 public enum LinuxMachine {
     /// The checks made before anything runs: sizes bounded (usage errors).
     public static func validate(_ c: LinuxBootConfig) throws(VMMError) {
-        if c.memorySize & 0xfff != 0 { throw .badSize(what: "memory size", value: c.memorySize, reason: "not a multiple of 4 KiB") }
-        if c.memorySize < 4 << 20 { throw .badSize(what: "memory size", value: c.memorySize, reason: "below the 4 MiB minimum") }
-        if c.memorySize > VMConfig.maxMemory {
-            throw .badSize(what: "memory size", value: c.memorySize, reason: "above the \(VMConfig.maxMemory >> 30) GiB maximum")
-        }
-        let fa = c.faultAround
-        if fa < 4096 || fa > 2 << 20 || fa & (fa - 1) != 0 {
-            throw .badSize(what: "fault-around", value: fa, reason: "must be a power of two from 4 KiB to 2 MiB")
-        }
+        try Machine.validateMemory(c.memorySize, faultAround: c.faultAround)
         if let t = c.timeout, !(t > 0 && t <= VMConfig.maxTimeout) {
             throw .badValue(what: "timeout", value: "\(t)",
                             reason: "must be a number of seconds above 0 and at most \(Int(VMConfig.maxTimeout)) (one week); 0 or none: no limit")
@@ -299,25 +291,7 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         pager.stop()
         if let f = pager.failure { exit = .pagerFailure(f) }
 
-        let lib = memory.withSpace { $0.statistics }
-        let process = ProcessMemory.current()
-        var s = RunStatistics()
-        s.memoryBytes = config.memorySize
-        s.populatedBytes = ram.reduce(0) { $0 + memory.populatedBytes($1) }
-        s.tableFrames = lib.tableFrames
-        let ps = pager.stats
-        s.faults = ps.faults
-        s.faultsInTestRegion = ps.faultsAbove
-        s.minorFaults = ps.minorFaults
-        s.pagesMappedByFaults = ps.pagesMapped
-        s.faultP50Nanos = ps.percentile(0.5)
-        s.faultP99Nanos = ps.percentile(0.99)
-        s.faultMeanNanos = ps.latency.mean
-        s.faultLibraryNanos = ps.libraryNanos
-        s.faultResolveNanos = ps.resolveNanos
-        s.processRSSBytes = process.rss
-        s.shmemRSSBytes = process.shmem
-        s.vmmOverheadBytes = process.rss >= process.shmem ? process.rss - process.shmem : 0
+        var s = RunStatistics(memory: memory, ram: ram, pager: pager, memorySize: config.memorySize)
         s.exits = state.exits
         s.setupSeconds = Double(tRun - t0) / 1e9
         s.runSeconds = Double(tEnd - tRun) / 1e9

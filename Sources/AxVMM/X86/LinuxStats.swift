@@ -35,18 +35,7 @@ public enum LinuxStatsFormat {
 
     public static func json(_ r: LinuxBootReport) -> String {
         let s = r.statistics
-        func q(_ x: String) -> String {
-            var o = "\""
-            for c in x.unicodeScalars {
-                switch c {
-                case "\"": o += "\\\""
-                case "\\": o += "\\\\"
-                case "\n": o += "\\n"
-                default: if c.value < 0x20 { o += "?" } else { o.unicodeScalars.append(c) }
-                }
-            }
-            return o + "\""
-        }
+        let q = StatsFormat.jsonString
         let fields: [(String, String)] = [
             ("exit", q(r.exit.description)),
             ("exit_status", "\(r.exit.exitStatus)"),
@@ -79,6 +68,6 @@ public enum LinuxStatsFormat {
             ("initrd_address", "\(r.plan.initrdAddress)"),
             ("initrd_bytes", "\(r.plan.initrdSize)"),
         ]
-        return "{\n" + fields.map { "  \(q($0.0)): \($0.1)" }.joined(separator: ",\n") + "\n}\n"
+        return StatsFormat.jsonObject(fields)
     }
 }
