@@ -138,13 +138,7 @@ struct Run: ParsableCommand {
     func run() throws {
         // The statistics file is opened (and checked: a regular file we can write) before
         // the guest runs, so a bad path costs no run.
-        var json: OutputFile?
-        if let path = statsJson {
-            do { json = try OutputFile(path: path) } catch {
-                eprint("axvm: error: \(error)")
-                throw ExitCode(2)
-            }
-        }
+        var json = try openStatsFile(statsJson)
         let report: RunReport
         do {
             report = try Machine.run(config())
@@ -156,13 +150,28 @@ struct Run: ParsableCommand {
         let normal: Bool = if case .guestExit = report.exit { true } else { false }
         if !stats && !normal { eprint("axvm: \(report.exit)") }
         if stats { print(StatsFormat.text(report), terminator: "") }
-        if let file = json {
-            do { try file.write(StatsFormat.json(report)) } catch {
-                eprint("axvm: error: \(error)")
-                throw ExitCode(2)
-            }
-        }
+        try writeStats(json.take(), StatsFormat.json(report))
         if report.exitStatus != 0 { throw ExitCode(report.exitStatus) }
+    }
+}
+
+/// The `--stats-json` file, opened and checked before the guest runs (a bad path costs no
+/// run): exit status 2 if it cannot be used.
+func openStatsFile(_ path: String?) throws -> OutputFile? {
+    guard let path else { return nil }
+    do { return try OutputFile(path: path) } catch {
+        eprint("axvm: error: \(error)")
+        throw ExitCode(2)
+    }
+}
+
+/// Writes the statistics into the file from `openStatsFile` (nothing without one); a failed
+/// write or close is exit status 2.
+func writeStats(_ file: consuming OutputFile?, _ json: String) throws {
+    guard let file else { return }
+    do { try file.write(json) } catch {
+        eprint("axvm: error: \(error)")
+        throw ExitCode(2)
     }
 }
 
@@ -224,13 +233,7 @@ struct Boot: ParsableCommand {
     }
 
     func run() throws {
-        var json: OutputFile?
-        if let path = statsJson {
-            do { json = try OutputFile(path: path) } catch {
-                eprint("axvm: error: \(error)")
-                throw ExitCode(2)
-            }
-        }
+        var json = try openStatsFile(statsJson)
         let report: LinuxBootReport
         do {
             report = try LinuxMachine.boot(config())
@@ -242,12 +245,7 @@ struct Boot: ParsableCommand {
         }
         if report.exit != .reset { eprint("axvm: \(report.exit)") }
         if stats { print(LinuxStatsFormat.text(report), terminator: "") } else { print(LinuxStatsFormat.summary(report)) }
-        if let file = json {
-            do { try file.write(LinuxStatsFormat.json(report)) } catch {
-                eprint("axvm: error: \(error)")
-                throw ExitCode(2)
-            }
-        }
+        try writeStats(json.take(), LinuxStatsFormat.json(report))
         if report.exit.exitStatus != 0 { throw ExitCode(report.exit.exitStatus) }
     }
 }
