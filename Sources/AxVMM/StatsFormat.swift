@@ -29,6 +29,11 @@ public enum StatsFormat {
     static func jsonObject(_ fields: [(String, String)]) -> String {
         "{\n" + fields.map { "  \(jsonString($0.0)): \($0.1)" }.joined(separator: ",\n") + "\n}\n"
     }
+    /// The "host check" line: whether AddrSpace and mincore agreed on every RAM page.
+    static func hostCheck(_ mismatches: Int) -> String {
+        "host check:      " + (mismatches == 0 ? "AddrSpace and mincore agree on every RAM page"
+                                                : "\(mismatches) pages disagree between AddrSpace and mincore") + "\n"
+    }
     static func micros(_ ns: UInt64) -> String { fixed(Double(ns) / 1000, 1) + " µs" }
 
     public static func text(_ r: RunReport) -> String {
@@ -60,7 +65,7 @@ public enum StatsFormat {
         if r.pagesTouched > 0 {
             out += "memtest:         \(r.pagesTouched) pages, checksum 0x\(String(r.checksum, radix: 16)), mismatches \(r.mismatches)\n"
         }
-        out += "host check:      \(r.residencyMismatches == 0 ? "AddrSpace and mincore agree on every RAM page" : "\(r.residencyMismatches) pages disagree between AddrSpace and mincore")\n"
+        out += StatsFormat.hostCheck(r.residencyMismatches)
         return out
     }
 

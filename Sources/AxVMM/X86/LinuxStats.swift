@@ -28,7 +28,7 @@ public enum LinuxStatsFormat {
         out += "VMM memory:      RSS \(mib(s.processRSSBytes)) = guest and tables (RssShmem) \(mib(s.shmemRSSBytes)) + VMM overhead \(mib(s.vmmOverheadBytes))\n"
         out += "vCPU exits:      \(s.exits) (UART interrupt re-delivered \(r.serialIRQResamples) times, halted vCPU woken \(r.haltedWakeups) times)\n"
         out += "time:            setup \(StatsFormat.fixed(s.setupSeconds * 1000, 1)) ms, run \(StatsFormat.fixed(s.runSeconds * 1000, 1)) ms, wall \(StatsFormat.fixed(s.wallSeconds * 1000, 1)) ms\n"
-        out += "host check:      \(r.residencyMismatches == 0 ? "AddrSpace and mincore agree on every RAM page" : "\(r.residencyMismatches) pages disagree between AddrSpace and mincore")\n"
+        out += StatsFormat.hostCheck(r.residencyMismatches)
         out += summary(r) + "\n"
         return out
     }
