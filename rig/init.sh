@@ -171,6 +171,16 @@ linux_line() {
     echo "$name: exit $st, $(jf exit), $m, host check $(host_check)"
 }
 
+# awk functions for the tables: sort(list, v) sorts a space-separated list of numbers into v
+# and returns the count; median(list) is its median ("-" for an empty list).
+AWK_MEDIAN='
+        function sort(list, v,   n, i, j, t) {
+            n = split(list, v, " ")
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+            return n
+        }
+        function median(list,   v, n) { n = sort(list, v); return n ? v[int((n + 1) / 2)] : "-" }
+'
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
 linux_cases() {
@@ -261,13 +271,7 @@ linux_peer() {
     echo "populated bytes; QEMU: RssAnon growth over a paused QEMU's $qanon0 kB); axvm's own marker time in the last column"
     echo "| VMM            | boot to init s | VmRSS at init MiB | guest memory populated MiB | exit | axvm's own s |"
     echo "|----------------|----------------|-------------------|----------------------------|------|--------------|"
-    awk -F'|' '
-        function sort(list, v,   n, i, j, t) {
-            n = split(list, v, " ")
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
-            return n
-        }
-        function median(list,   v, n) { n = sort(list, v); return n ? v[int((n + 1) / 2)] : "-" }
+    awk -F'|' "$AWK_MEDIAN"'
         { if (!($1 in b)) order[++k] = $1
           b[$1] = b[$1] " " $2; r[$1] = r[$1] " " ($3 == "-" || $3 == "" ? "" : $3 / 1024); p[$1] = p[$1] " " $4; s[$1] = s[$1] " " $5; o[$1] = o[$1] " " $6 }
         END { for (i = 1; i <= k; i++) { l = order[i]
@@ -382,13 +386,7 @@ suite() {
     echo "the stack page too); fault service p50/p99 (the C baseline times no single fault)"
     echo "| configuration                  | ns/page | min-max ns/page | vs C lazy | vs axvm populated | faults | p50 µs | p99 µs |"
     echo "|--------------------------------|---------|-----------------|-----------|-------------------|--------|--------|--------|"
-    awk -F'|' '
-        function sort(list, v,   n, i, j, t) {
-            n = split(list, v, " ")
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
-            return n
-        }
-        function median(list,   v, n) { n = sort(list, v); return v[int((n + 1) / 2)] }
+    awk -F'|' "$AWK_MEDIAN"'
         function range(list,   v, n) { n = sort(list, v); return v[1] "-" v[n] }
         { if (!($1 in ns)) order[++k] = $1
           ns[$1] = ns[$1] " " $2; f[$1] = $3; a[$1] = a[$1] " " $4; b[$1] = b[$1] " " $5 }
