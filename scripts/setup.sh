@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the demos and tests use (QEMU system emulators for the
-# bare-metal hypervisors: AArch64, RISC-V, x86_64 with SVM under TCG). Idempotent; needs root or sudo for apt-get.
+# bare-metal hypervisors: AArch64, RISC-V, x86_64 with SVM under TCG), and for the arm64 KVM
+# rig (scripts/kvm-rig.sh ... aarch64): the arm64 architecture in dpkg and arm64 glibc and
+# libgcc, so that the toolchain's clang links static aarch64 binaries
+# (clang --target=aarch64-linux-gnu -static: crt1.o, libc.a, <linux/kvm.h> from libc6-dev and
+# linux-libc-dev; crtbeginT.o, libgcc.a, libgcc_eh.a from libgcc-12-dev).
+# Idempotent and quiet when nothing is missing; needs root or sudo for apt-get.
 set -euo pipefail
+sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
 need=()
 command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm)
 command -v qemu-system-riscv64 >/dev/null || need+=(qemu-system-misc)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+update=0
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $sudo dpkg --add-architecture arm64
+    update=1
+fi
+for p in libc6-dev:arm64 libgcc-12-dev:arm64; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ] || [ $update = 1 ]; then
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" > /dev/null
 fi
