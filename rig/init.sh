@@ -1,11 +1,17 @@
 #!/bin/busybox sh
-# PID 1 of the KVM rig's initramfs (scripts/kvm-rig.sh): loads kvm_amd, then either runs the
-# suite (kernel parameter rig=test), prints a results table and a first-touch measurement
-# and powers off, or gives a shell (rig=shell). `/init suite` runs the suite from that shell.
-# Every case prints one line that scripts/kvm-rig.sh looks for in rig/expected-x86_64.txt
-# (here /rig/expected.txt, checksums resolved); a case passes when its line is there.
+# PID 1 of the KVM rig's initramfs (scripts/kvm-rig.sh): loads kvm_amd (x86_64; on aarch64
+# KVM is built into the kernel), then either runs the suite (kernel parameter rig=test),
+# prints a results table and a first-touch measurement and powers off, or gives a shell
+# (rig=shell). `/init suite` runs the suite from that shell.
+# Every case prints one line that scripts/kvm-rig.sh looks for in rig/expected-x86_64.txt or
+# rig/expected-aarch64.txt (here /rig/expected.txt, checksums resolved; on aarch64 the lines
+# for the CPU model in rig_cpu=, see expected_for_cpu in kvm-rig.sh); a case passes when its
+# line is there.
+ARCH=$(/bin/busybox uname -m)
+EXPECTED=/rig/expected.txt
 MEM=64M                  # memtest RAM; the test region is everything above 2 MiB
 MEM_MIB=64
+PIN=                     # aarch64 with more than one CPU: "taskset 1" (see setup)
 ROUNDS=5                 # first-touch measurement: median of this many interleaved rounds
 CAP=16M                  # --max-resident for the case that must hit it
 CAP_BYTES=16777216
@@ -23,6 +29,10 @@ setup() {
     mount -t tmpfs tmp /tmp
     dmesg -n 1                        # keep kernel messages off the console
     echo; echo "rig: init at $(up) s after boot, kernel $(uname -r)"
+    if [ "$ARCH" = aarch64 ]; then
+        setup_aarch64
+        return
+    fi
     local t0 m
     t0=$(up)
     for m in irqbypass kvm ccp kvm-amd; do
@@ -30,6 +40,23 @@ setup() {
     done
     echo "rig: kvm modules loaded in $(since "$t0") s"
     dmesg | grep -i -e 'kvm' -e 'svm' -e 'nested paging' | sed 's/^/[dmesg] /'
+}
+
+# arm64: KVM is built in and initialized at boot (VHE or nVHE by the CPU model). The
+# expectations are narrowed to this CPU model's lines ("{max} ..." / "{cortex-a57} ...").
+# Under TCG a userfaultfd wake-up of a thread on another emulated CPU costs ~10x a wake-up on
+# the same one (kvm-rigs.md): with more than one CPU, axvm and the baseline run pinned to CPU 0
+# (all their threads: vCPUs and fault threads).
+setup_aarch64() {
+    CPU=$(sed -n 's/.*rig_cpu=\([^ ]*\).*/\1/p' /proc/cmdline)
+    echo "rig: arm64, -cpu ${CPU:-?}, $(grep -c ^processor /proc/cpuinfo) CPU(s), KVM built in"
+    dmesg | grep -i -e 'kvm' -e 'hyp' -e 'el2' | sed 's/^/[dmesg] /'
+    sed -n "s/^{$CPU} //p; /^{/!p" /rig/expected.txt > /tmp/expected.txt
+    EXPECTED=/tmp/expected.txt
+    if [ "$(grep -c ^processor /proc/cpuinfo)" -gt 1 ]; then
+        PIN="taskset 1"
+        echo "rig: axvm and the baseline run pinned to CPU 0 ($PIN)"
+    fi
 }
 
 # Field of the last run's --stats-json (numbers bare, strings without quotes).
@@ -41,13 +68,14 @@ axrun() {
     rm -f /tmp/s.json
     local t0
     t0=$(up)
-    /axvm "$@" > /tmp/out 2>&1; st=$?
+    $PIN /axvm "$@" > /tmp/out 2>&1; st=$?
     dt=$(since "$t0")
     sed "s/^/[$name] /" /tmp/out
 }
 
-# The exit description without register values (they differ by build and by CPU).
-exit_msg() { jf exit | sed 's/ (rip 0x[0-9a-f]*)//; s/ at rip 0x[0-9a-f]*, rsp .*$//'; }
+# The exit description without register values (they differ by build and by CPU); on
+# aarch64 the same with pc for rip (assumed: " (pc 0x...)", " at pc 0x..., ...").
+exit_msg() { jf exit | sed 's/ (rip 0x[0-9a-f]*)//; s/ at rip 0x[0-9a-f]*, rsp .*$//; s/ (pc 0x[0-9a-f]*)//; s/ at pc 0x[0-9a-f]*,.*$//'; }
 host_check() { [ "$(jf residency_mismatches)" = 0 ] && echo ok || echo "$(jf residency_mismatches) pages disagree"; }
 memtest_line() {
     if [ ! -f /tmp/s.json ]; then echo "$name: exit $st, no statistics"; return; fi
@@ -60,7 +88,7 @@ npass=0; nfail=0
 result() {
     echo "$1"
     local r=FAIL
-    if grep -qxF -- "$1" /rig/expected.txt; then r=pass; npass=$((npass + 1)); else nfail=$((nfail + 1)); fi
+    if grep -qxF -- "$1" $EXPECTED; then r=pass; npass=$((npass + 1)); else nfail=$((nfail + 1)); fi
     local f=- m=- p50=- p99=-
     if [ -f /tmp/s.json ]; then
         f=$(jf faults)
@@ -95,7 +123,7 @@ baseline() {
     name=$1
     local t0 o
     t0=$(up)
-    o=$(/baseline /guests/memtest.bin $MEM_MIB "$2" 1 1 2>&1); st=$?
+    o=$($PIN /baseline /guests/memtest.bin $MEM_MIB "$2" 1 1 2>&1); st=$?
     dt=$(since "$t0")
     rm -f /tmp/s.json
     echo "[$name] $o"
@@ -112,15 +140,15 @@ baseline() {
 # One more round of the measured configurations, in the suite's order; no checks.
 measure_round() {
     local o fa
-    o=$(/baseline /guests/memtest.bin $MEM_MIB lazy 1 1) && measure_baseline lazy "$o"
+    o=$($PIN /baseline /guests/memtest.bin $MEM_MIB lazy 1 1) && measure_baseline lazy "$o"
     for fa in 4K 64K 2M; do
         rm -f /tmp/s.json
-        /axvm run /guests/memtest.bin --memory $MEM --order random --fault-around $fa --timeout 300 \
+        $PIN /axvm run /guests/memtest.bin --memory $MEM --order random --fault-around $fa --timeout 300 \
             --stats-json /tmp/s.json > /dev/null 2>&1 && measure "axvm lazy, $fa fault-around"
     done
-    o=$(/baseline /guests/memtest.bin $MEM_MIB populated 1 1) && measure_baseline populated "$o"
+    o=$($PIN /baseline /guests/memtest.bin $MEM_MIB populated 1 1) && measure_baseline populated "$o"
     rm -f /tmp/s.json
-    /axvm run /guests/memtest.bin --memory $MEM --order random --populate --timeout 300 \
+    $PIN /axvm run /guests/memtest.bin --memory $MEM --order random --populate --timeout 300 \
         --stats-json /tmp/s.json > /dev/null 2>&1 && measure "axvm populated"
 }
 
@@ -280,6 +308,10 @@ linux_peer() {
 }
 
 suite() {
+    if [ "$ARCH" = aarch64 ]; then
+        suite_aarch64
+        return
+    fi
     local t_suite
     t_suite=$(up)
     : > /tmp/table; : > /tmp/measure
@@ -365,6 +397,13 @@ suite() {
         echo "linux: skipped (no /linux/vmlinuz in the initramfs)"
     fi
 
+    finish_suite "$t_suite"
+}
+
+# finish_suite T_SUITE: rounds 2..ROUNDS of the first-touch measurement, then the results
+# table and the measurement table; T_SUITE: the uptime the suite started at.
+finish_suite() {
+    local t_suite=$1
     echo "rig: cases took $(since "$t_suite") s"
     local round=2 t_measure
     t_measure=$(up)
@@ -390,7 +429,7 @@ suite() {
         function range(list,   v, n) { n = sort(list, v); return v[1] "-" v[n] }
         { if (!($1 in ns)) order[++k] = $1
           ns[$1] = ns[$1] " " $2; f[$1] = $3; a[$1] = a[$1] " " $4; b[$1] = b[$1] " " $5 }
-        END { base = median(ns["C baseline, lazy"]); pop = median(ns["axvm populated"])
+        END { base = median(ns["C baseline, lazy"]) + 0; pop = median(ns["axvm populated"]) + 0
               for (i = 1; i <= k; i++) { l = order[i]; m = median(ns[l])
                   printf "| %-30s | %7d | %15s | %8.2fx | %16.2fx | %6s | %6s | %6s |\n", l, m, range(ns[l]),
                          base ? m / base : 0, pop ? m / pop : 0, f[l], median(a[l]), median(b[l]) } }' /tmp/measure
@@ -399,7 +438,114 @@ suite() {
     echo "rig: $npass passed, $nfail failed"
 }
 
+# have_guest GUEST CASE...: whether /guests/GUEST.bin is there; if not, says each CASE is
+# skipped (scripts/kvm-rig.sh compare aarch64 fails on these unless AXVM_RIG_PARTIAL=1).
+have_guest() {
+    local g=$1 c
+    [ -f /guests/$g.bin ] && return 0
+    shift
+    for c in "$@"; do echo "$c: skipped (guest /guests/$g.bin absent)"; done
+    return 1
+}
+
+# The AArch64 suite: the x86 cases with the AArch64 guests (guests/aarch64, same names and
+# the same axvm command line), RAM at 0x4000_0000 (checksums over [RAM + 2 MiB, RAM + MEM)),
+# then the same two tables.
+suite_aarch64() {
+    local t_suite fa order
+    t_suite=$(up)
+    : > /tmp/table; : > /tmp/measure
+    echo "rig: suite (arm64, -cpu $CPU), memtest RAM $MEM (test region above RAM + 2 MiB), seed 1"
+
+    # The kernel's KVM: VHE (-cpu max: the kernel runs at EL2) or nVHE (cortex-a57: "Hyp
+    # mode", KVM's hyp code at EL2), the IPA size limit (stage 2 input bits).
+    name=kernel-kvm; st=-; dt=-; rm -f /tmp/s.json
+    local mode ipa
+    mode=$(dmesg | sed -n 's/.*kvm \[[0-9]*\]: \([A-Za-z]*\) mode initialized successfully.*/\1/p' | head -1)
+    ipa=$(dmesg | sed -n 's/.*kvm \[[0-9]*\]: IPA Size Limit: \([0-9]*\) bits.*/\1/p' | head -1)
+    result "kernel-kvm: ${mode:-no} mode initialized, IPA Size Limit ${ipa:-?} bits"
+
+    axrun check check
+    result "check: exit $st, $(grep '^KVM flavour:' /tmp/out)"
+
+    if have_guest hello hello; then
+        axrun hello run /guests/hello.bin --stats-json /tmp/s.json
+        result "hello: exit $st, $(jf exit)"
+    fi
+
+    # Fault-around 4K/64K/2M, random order with the C baseline interleaved (the measurement
+    # table is one run), then sequential.
+    if have_guest memtest baseline-lazy baseline-populated memtest-random-lazy-4K memtest-random-lazy-64K \
+        memtest-random-lazy-2M memtest-random-populated memtest-sequential-lazy-4K memtest-sequential-lazy-64K \
+        memtest-sequential-lazy-2M memtest-overlap-2vcpus max-resident; then
+        baseline baseline-lazy lazy
+        for fa in 4K 64K 2M; do
+            axrun memtest-random-lazy-$fa run /guests/memtest.bin --memory $MEM --order random --fault-around $fa \
+                --timeout 300 --stats-json /tmp/s.json
+            result "$(memtest_line)"
+            measure "axvm lazy, $fa fault-around"
+            lib=$(jf fault_library_ns_total); res=$(jf fault_resolve_ns_total)
+            [ -n "$lib" ] && [ -n "$res" ] && [ $((lib + res)) -gt 0 ] &&
+                echo "fault split, $fa: handlePageFault (with the lock) $((lib * 100 / (lib + res)))%, fallocate + UFFDIO_CONTINUE + wake $((res * 100 / (lib + res)))%, $(( (lib + res) / $(jf faults) / 1000 )) us per fault"
+        done
+        baseline baseline-populated populated
+        axrun memtest-random-populated run /guests/memtest.bin --memory $MEM --order random --populate \
+            --timeout 300 --stats-json /tmp/s.json
+        result "$(memtest_line)"
+        measure "axvm populated"
+        for fa in 4K 64K 2M; do
+            axrun memtest-sequential-lazy-$fa run /guests/memtest.bin --memory $MEM --order sequential --fault-around $fa \
+                --timeout 300 --stats-json /tmp/s.json
+            result "$(memtest_line)"
+        done
+        # Two vCPUs touching the same pages (overlap mode), two fault threads: each page once.
+        axrun memtest-overlap-2vcpus run /guests/memtest.bin --memory $MEM --order random --vcpus 2 --fault-threads 2 \
+            --memtest-mode overlap --timeout 300 --stats-json /tmp/s.json
+        result "$(memtest_line)"
+        axrun max-resident run /guests/memtest.bin --memory $MEM --max-resident $CAP --timeout 300 --stats-json /tmp/s.json
+        local msg cap
+        msg=$(exit_msg)
+        case "$msg" in "lazy pager failed: "*"out of memory"*) msg="lazy pager failed: out of memory" ;; esac
+        cap="populated $(jf populated_bytes) bytes, over the cap"
+        [ -n "$(jf populated_bytes)" ] && [ "$(jf populated_bytes)" -le $CAP_BYTES ] && cap="populated within the cap"
+        result "max-resident: exit $st, $msg, $cap"
+    fi
+
+    if have_guest retouch retouch; then
+        axrun retouch run /guests/retouch.bin --memory $MEM --timeout 300 --stats-json /tmp/s.json
+        result "$(memtest_line)"
+    fi
+    if have_guest romwrite romwrite; then
+        axrun romwrite run /guests/romwrite.bin --stats-json /tmp/s.json
+        result "romwrite: exit $st, $(exit_msg)"
+    fi
+    if have_guest outside outside; then
+        axrun outside run /guests/outside.bin --stats-json /tmp/s.json
+        result "outside: exit $st, $(exit_msg)"
+    fi
+    if have_guest abort abort; then
+        axrun abort run /guests/abort.bin --stats-json /tmp/s.json
+        result "abort: exit $st, $(exit_msg)"
+    fi
+    if have_guest spin spin; then
+        axrun spin run /guests/spin.bin --timeout 2 --stats-json /tmp/s.json
+        result "spin: exit $st, $(exit_msg)"
+    fi
+
+    if [ -f /guests/memtest.bin ]; then
+        finish_suite "$t_suite"
+    else
+        echo "rig: no memtest guest: no first-touch measurement"
+        echo "| case                       | ok?  | exit | faults | minor | p50 µs    | p99 µs    | time s |"
+        echo "|----------------------------|------|------|--------|-------|-----------|-----------|--------|"
+        cat /tmp/table
+        echo "rig: suite took $(since "$t_suite") s"
+        echo "rig: $npass passed, $nfail failed"
+    fi
+}
+
 if [ "${1:-}" = suite ]; then
+    [ "$ARCH" = aarch64 ] && setup_aarch64 > /dev/null
     suite
     exit
 fi

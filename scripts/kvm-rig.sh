@@ -8,8 +8,18 @@
 #   scripts/kvm-rig.sh shell x86_64     boot to a busybox prompt (Ctrl-A x leaves QEMU)
 #   scripts/kvm-rig.sh compare x86_64 [LOG]  check a saved log (default: the last test's) again
 #   scripts/kvm-rig.sh linux x86_64 [ROUNDS]  Linux on axvm vs QEMU microvm only, ROUNDS (3) rounds
-# Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig), outside git; AXVM_RIG_REFRESH=1 makes
-# fetch look up the current kernel again. Build output: .build-rig/rig-x86_64/.
+# arm64 (KVM at EL2, built into Debian's arm64 kernel; qemu-system-aarch64 -M virt,virtualization=on):
+#   scripts/kvm-rig.sh fetch aarch64     linux-image-6.1.0-*-arm64-unsigned + busybox-static:arm64
+#   scripts/kvm-rig.sh build aarch64     static aarch64 axvm (scripts/build-static.sh aarch64, or the
+#                                        binary AXVM_RIG_AXVM names), guests/build/aarch64 (or the
+#                                        .bin files in AXVM_RIG_GUESTS), C baseline
+#   scripts/kvm-rig.sh test aarch64 [max|cortex-a57|both]  -cpu max (VHE) and/or cortex-a57 (nVHE);
+#                                        default both, compared with rig/expected-aarch64.txt
+#   scripts/kvm-rig.sh shell aarch64 [max|cortex-a57]      boot to a busybox prompt
+#   scripts/kvm-rig.sh compare aarch64 [max|cortex-a57|both]  check the saved logs again
+# Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory), outside
+# git; AXVM_RIG_REFRESH=1 makes fetch look up the current kernel again. Build output:
+# .build-rig/rig-x86_64/, .build-rig/rig-aarch64/.
 # AXVM_RIG_TIMEOUT (seconds, default 600; a normal run takes 2-3 minutes) bounds the boot of `test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -190,10 +200,11 @@ qemu_x86_64() {  # sets qemu=(command line); arguments: extra kernel parameters
           -append "console=ttyS0 rdinit=/init panic=-1 quiet $*")
 }
 
-test_x86_64() {
-    local log=$out/test.log start end status=0 limit=${AXVM_RIG_TIMEOUT:-600}
-    local -a qemu
-    qemu_x86_64 rig=test
+# rig_boot LOG LIMIT: runs "${qemu[@]}" with a LIMIT-second timeout, its console cleaned
+# and saved in LOG; sets rig_qstatus (QEMU's status, 124: timed out), rig_total (seconds QEMU
+# ran) and rig_boot (seconds from QEMU start to init's first line, "?" if none).
+rig_boot() {
+    local log=$1 limit=$2 start end
     rm -f "$out/init-time"
     start=$(date +%s.%N)
     echo "kvm-rig: booting (timeout $limit s), log in $log"
@@ -204,48 +215,63 @@ test_x86_64() {
             case $line in *"rig: init at "*) date +%s.%N > "$out/init-time" ;; esac
             printf '%s\n' "$line"
         done | tee "$log"
-    local qstatus=${PIPESTATUS[0]}
+    rig_qstatus=${PIPESTATUS[0]}
     set -e
     end=$(date +%s.%N)
-    local total boot
-    total=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
-    boot=$( [ -f "$out/init-time" ] && awk -v a="$start" -v b="$(cat "$out/init-time")" 'BEGIN { printf "%.1f", b - a }' || echo "?")
-    echo "kvm-rig: QEMU ran $total s"
-    if [ "$qstatus" = 124 ]; then
+    rig_total=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+    rig_boot=$( [ -f "$out/init-time" ] && awk -v a="$start" -v b="$(cat "$out/init-time")" 'BEGIN { printf "%.1f", b - a }' || echo "?")
+    echo "kvm-rig: QEMU ran $rig_total s"
+}
+
+test_x86_64() {
+    local log=$out/test.log status=0 limit=${AXVM_RIG_TIMEOUT:-600}
+    local -a qemu
+    qemu_x86_64 rig=test
+    rig_boot "$log" "$limit"
+    if [ "$rig_qstatus" = 124 ]; then
         echo "kvm-rig: FAIL: timed out after $limit s (boot or a case hung)"
         return 1
     fi
-    grep -qx 'RIG DONE' "$log" || { echo "kvm-rig: FAIL: the suite did not finish (QEMU status $qstatus)"; return 1; }
+    grep -qx 'RIG DONE' "$log" || { echo "kvm-rig: FAIL: the suite did not finish (QEMU status $rig_qstatus)"; return 1; }
     compare_x86_64 "$log" || status=1
-    echo "kvm-rig: timings: QEMU start to init $boot s (kernel uptime at init" \
-        "$(sed -n 's/^rig: init at \([0-9.]*\) s.*/\1/p' "$log") s), suite $(sed -n 's/^rig: suite took \([0-9.]*\) s/\1/p' "$log") s, QEMU total $total s"
+    echo "kvm-rig: timings: QEMU start to init $rig_boot s (kernel uptime at init" \
+        "$(sed -n 's/^rig: init at \([0-9.]*\) s.*/\1/p' "$log") s), suite $(sed -n 's/^rig: suite took \([0-9.]*\) s/\1/p' "$log") s, QEMU total $rig_total s"
     return $status
 }
 
 # compare_x86_64 [LOG [EXPECTED]]: the rig's output (default: the last test's) against the
 # expectations (default: rig/expected-x86_64.txt; the linux verb: rig/expected-linux-x86_64.txt).
 compare_x86_64() {
-    local log=${1:-$out/test.log} expected=${2:-rig/expected-x86_64.txt} missing=0 name status=0
+    local log=${1:-$out/test.log} expected=${2:-rig/expected-x86_64.txt}
     [ -f "$log" ] || die "no log $log: run $0 test x86_64"
     # The build's copy has the checksums resolved; resolve again if the template changed.
     resolve_expectations "$expected" > "$out/expected.txt"
-    # Every expected line must appear as a whole line, except those of a case the rig skipped.
+    check_log "$log" "$out/expected.txt" rig/expected-x86_64.txt x86_64
+}
+
+# check_log LOG RESOLVED TEMPLATE LABEL: every line of RESOLVED (expectations, checksums
+# resolved) must appear in LOG as a whole line, except those of a case the rig skipped (the
+# case: the text before the first colon, or the name in brackets of a "[case] output" line);
+# and no row of the results table may say FAIL.
+check_log() {
+    local log=$1 resolved=$2 template=$3 label=$4 missing=0 name status=0
     while IFS= read -r line; do
         grep -qxF -- "$line" "$log" && continue
         name=${line%%:*}
+        case $line in "["*"] "*) name=${line#[}; name=${name%%]*} ;; esac
         if grep -qx -- "$name: skipped.*" "$log"; then continue; fi
         [ $missing = 0 ] && echo "kvm-rig: expected lines missing from the rig's output:"
         echo "  - $line"
         missing=$((missing + 1))
-    done < "$out/expected.txt"
+    done < "$resolved"
     [ $missing = 0 ] || status=1
     if grep -q '^| .* | FAIL |' "$log"; then
-        echo "kvm-rig: failed cases (their lines are not in rig/expected-x86_64.txt):"
+        echo "kvm-rig: failed cases (their lines are not in $template):"
         grep '^| .* | FAIL |' "$log"
         status=1
     fi
     if [ $status = 0 ]; then
-        echo "kvm-rig: x86_64: every expected line present ($(wc -l < "$out/expected.txt") lines)"
+        echo "kvm-rig: $label: every expected line present ($(wc -l < "$resolved") lines)"
     fi
     return $status
 }
@@ -273,13 +299,264 @@ shell_x86_64() {
     "${qemu[@]}"
 }
 
+# --- arm64 ---------------------------------------------------------------------------------
+# KVM at EL2 (kvm-rigs.md, "arm64: KVM at EL2"): Debian's arm64 kernel (KVM built in) under
+# qemu-system-aarch64 -M virt,virtualization=on, TCG. -cpu max,pauth-impdef=on gives VHE
+# (the kernel runs at EL2), -cpu cortex-a57 nVHE (the kernel at EL1, KVM's hyp code at EL2).
+# Cache: $cache/arm64, laid out as the x86 one.
+cache_a64=$cache/arm64
+A64_CPUS="max cortex-a57"
+
+kernel_package_aarch64() {
+    local abi
+    abi=$(apt-cache depends linux-image-arm64:arm64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-arm64\)\(:arm64\)\{0,1\}$/\1/p' | head -1)
+    if [ -n "$abi" ] && apt-cache show "linux-image-$abi-unsigned:arm64" >/dev/null 2>&1; then
+        echo "linux-image-$abi-unsigned"
+        return
+    fi
+    apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-arm64-unsigned$' | cut -d' ' -f1 | sort -V | tail -1
+}
+
+fetch_aarch64() {
+    mkdir -p "$cache_a64/debs"
+    if [ -f "$cache_a64/kernel-package" ] && [ -f "$cache_a64/busybox/bin/busybox" ] && [ "${AXVM_RIG_REFRESH:-0}" != 1 ]; then
+        local pkg
+        pkg=$(cat "$cache_a64/kernel-package")
+        if [ -f "$cache_a64/$pkg/vmlinuz" ]; then
+            echo "kvm-rig: cached: $pkg, busybox-static:arm64 ($cache_a64)"
+            return
+        fi
+    fi
+    # apt knows arm64 packages only with the architecture added (scripts/setup.sh does).
+    dpkg --print-foreign-architectures | grep -qx arm64 || die "dpkg has no arm64 architecture: run scripts/setup.sh"
+    local pkg
+    pkg=$(kernel_package_aarch64)
+    if [ -z "$pkg" ]; then
+        apt-get update -qq
+        pkg=$(kernel_package_aarch64)
+    fi
+    [ -n "$pkg" ] || die "no linux-image-6.1.0-*-arm64-unsigned package known to apt (run scripts/setup.sh)"
+    (
+        cd "$cache_a64/debs"
+        ls "${pkg}"_*_arm64.deb >/dev/null 2>&1 || apt-get download -q "$pkg:arm64" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
+        ls busybox-static_*_arm64.deb >/dev/null 2>&1 || apt-get download -q busybox-static:arm64 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
+    )
+    local kdeb bdeb
+    kdeb=$(ls "$cache_a64/debs/${pkg}"_*_arm64.deb 2>/dev/null | sort -V | tail -1)
+    bdeb=$(ls "$cache_a64/debs"/busybox-static_*_arm64.deb 2>/dev/null | sort -V | tail -1)
+    [ -n "$kdeb" ] || die "apt-get download $pkg:arm64 failed"
+    [ -n "$bdeb" ] || die "apt-get download busybox-static:arm64 failed"
+
+    # The kernel image and its config only: KVM is built in, no modules needed.
+    local dir=$cache_a64/$pkg tmp=$cache_a64/$pkg.tmp
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp" --wildcards './boot/vmlinuz-*' './boot/config-*'
+    cp "$tmp"/boot/vmlinuz-* "$tmp/vmlinuz"
+    cp "$tmp"/boot/config-* "$tmp/config"
+    local opt
+    for opt in CONFIG_KVM CONFIG_USERFAULTFD CONFIG_HAVE_ARCH_USERFAULTFD_MINOR; do
+        grep -q "^$opt=y" "$tmp/config" || die "$pkg: $opt is not y"
+    done
+    rm -rf "$tmp/boot" "$dir"
+    mv "$tmp" "$dir"
+
+    rm -rf "$cache_a64/busybox" && mkdir -p "$cache_a64/busybox"
+    dpkg-deb -x "$bdeb" "$cache_a64/busybox"
+    echo "$pkg" > "$cache_a64/kernel-package"
+    echo "kvm-rig: fetched $(basename "$kdeb"), $(basename "$bdeb") into $cache_a64"
+}
+
+# is_static_aarch64 FILE: an ELF for AArch64 (e_machine 183) with no program interpreter.
+is_static_aarch64() {
+    [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ] || return 1
+    [ "$(od -An -tu2 -j18 -N2 "$1" | tr -d ' ')" = 183 ] || return 1
+    ! "$(dirname "$(command -v swiftc)")/llvm-objdump" -p "$1" | grep -q '^ *INTERP '
+}
+
+# cpio_newc DIR: DIR's tree as a cpio "newc" archive on stdout (what the kernel unpacks as an
+# initramfs), names sorted, owner root, for hosts without a cpio that runs natively.
+cpio_newc() {
+    python3 - "$1" <<'EOF'
+import os, stat, sys
+root, out, ino = sys.argv[1], sys.stdout.buffer, 1
+def entry(name, st, data):
+    global ino
+    name = name.encode() + b"\0"
+    hdr = b"070701" + b"".join(b"%08X" % v for v in (ino, st.st_mode, 0, 0, 1, int(st.st_mtime), len(data), 0, 0, 0, 0, len(name), 0))
+    ino += 1
+    out.write(hdr + name + b"\0" * (-(110 + len(name)) % 4) + data + b"\0" * (-len(data) % 4))
+paths = []
+for d, dirs, files in os.walk(root):
+    for n in dirs + files:
+        paths.append(os.path.relpath(os.path.join(d, n), root))
+for rel in sorted(paths):
+    full = os.path.join(root, rel)
+    st = os.lstat(full)
+    if stat.S_ISLNK(st.st_mode): data = os.readlink(full).encode()
+    elif stat.S_ISREG(st.st_mode): data = open(full, "rb").read()
+    else: data = b""
+    entry(rel, st, data)
+entry("TRAILER!!!", os.stat_result((0,) * 10), b"")
+EOF
+}
+
+build_aarch64() {
+    local kdir bb swift_bin axvm
+    [ -f "$cache_a64/kernel-package" ] || die "nothing fetched for arm64 yet: run $0 fetch aarch64"
+    kdir=$cache_a64/$(cat "$cache_a64/kernel-package")
+    bb=$cache_a64/busybox/bin/busybox
+    [ -f "$kdir/vmlinuz" ] && [ -f "$bb" ] || die "arm64 kernel or busybox missing: run $0 fetch aarch64"
+    swift_bin=$(dirname "$(command -v swiftc)")
+    mkdir -p "$out"
+
+    # axvm: a static Embedded Swift binary (no aarch64 Linux Swift runtime exists here).
+    if [ -n "${AXVM_RIG_AXVM:-}" ]; then
+        axvm=$AXVM_RIG_AXVM
+        echo "kvm-rig: axvm: $axvm (AXVM_RIG_AXVM), not built"
+    elif [ -x scripts/build-static.sh ]; then
+        echo "kvm-rig: scripts/build-static.sh aarch64"
+        if ! scripts/build-static.sh aarch64 > "$out/build-static.log" 2>&1; then
+            tail -40 "$out/build-static.log"
+            die "scripts/build-static.sh aarch64 failed (log: $out/build-static.log)"
+        fi
+        axvm=.build-static/aarch64/axvm
+    else
+        die "scripts/build-static.sh is missing: it builds the static aarch64 axvm (.build-static/aarch64/axvm); or name a static aarch64 binary in AXVM_RIG_AXVM"
+    fi
+    [ -f "$axvm" ] || die "no axvm at $axvm"
+    is_static_aarch64 "$axvm" || die "$axvm is not a static AArch64 ELF binary"
+
+    # The guests: guests/aarch64/*.S built by scripts/build-guests.sh, or the .bin files of
+    # the directory AXVM_RIG_GUESTS names (nothing built then).
+    local guests=${AXVM_RIG_GUESTS:-guests/build/aarch64}
+    if [ -z "${AXVM_RIG_GUESTS:-}" ]; then scripts/build-guests.sh; fi
+    if ! ls "$guests"/*.bin >/dev/null 2>&1; then
+        echo "kvm-rig: warning: no AArch64 guests in $guests (scripts/build-guests.sh builds guests/aarch64/*.S); their cases will be skipped"
+    fi
+
+    rm -rf "$out/root" && mkdir -p "$out/root"/{bin,sbin,proc,sys,dev,tmp,guests,rig}
+    local root=$out/root
+    cp "$axvm" "$root/axvm"
+    "$swift_bin/llvm-objcopy" --strip-all "$root/axvm"
+    "$swift_bin/clang" --target=aarch64-linux-gnu -static -fuse-ld=lld -pthread -O2 \
+        -o "$root/baseline" Benchmarks/uffd-baseline/baseline.c \
+        || die "the aarch64 C baseline does not build (static arm64 glibc missing? run scripts/setup.sh)"
+    "$swift_bin/llvm-objcopy" --strip-all "$root/baseline"
+    cp "$bb" "$root/bin/busybox"
+    if ls "$guests"/*.bin >/dev/null 2>&1; then cp "$guests"/*.bin "$root/guests/"; fi
+    cp rig/init.sh "$root/init"
+    chmod +x "$root/init"
+    resolve_expectations rig/expected-aarch64.txt > "$root/rig/expected.txt"
+    cp rig/expected-aarch64.txt "$root/rig/"
+    # The arm64 busybox does not run here: the archive is written by cpio_newc.
+    cpio_newc "$root" | gzip -1 > "$out/initramfs.cpio.gz"
+    cp "$kdir/vmlinuz" "$out/vmlinuz"
+    cp "$root/rig/expected.txt" "$out/expected.txt"
+    echo "kvm-rig: $out/initramfs.cpio.gz ($(du -h "$out/initramfs.cpio.gz" | cut -f1)), kernel $(cat "$cache_a64/kernel-package")," \
+        "guests: $(ls "$root/guests" | tr '\n' ' ')"
+}
+
+# -smp 1: the fault thread then always runs on the vCPU thread's CPU. Under TCG a wake-up of
+# a thread on the other emulated CPU costs ~10x (kvm-rigs.md); AXVM_RIG_SMP=2 boots two CPUs,
+# and rig/init.sh then pins axvm and the baseline to CPU 0 with taskset.
+qemu_aarch64() {  # sets qemu=(command line); arguments: CPU model, extra kernel parameters
+    local cpu=$1 model
+    shift
+    case $cpu in
+        max) model=max,pauth-impdef=on ;;   # pauth-impdef: cheap pointer authentication under TCG
+        cortex-a57) model=cortex-a57 ;;
+        *) die "CPU model $cpu: max or cortex-a57" ;;
+    esac
+    command -v qemu-system-aarch64 >/dev/null || die "qemu-system-aarch64 missing: run scripts/setup.sh"
+    [ -f "$out/initramfs.cpio.gz" ] || die "no initramfs: run $0 build aarch64"
+    qemu=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -accel tcg -cpu "$model" -m 2G
+          -smp "${AXVM_RIG_SMP:-1}" -nographic -no-reboot -nic none -kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
+          -append "console=ttyAMA0 rdinit=/init panic=-1 quiet rig_cpu=$cpu $*")
+}
+
+a64_cpus() {  # the CPU models a test/compare argument names
+    case ${1:-both} in
+        both) echo "$A64_CPUS" ;;
+        max|cortex-a57) echo "$1" ;;
+        *) die "CPU model $1: max, cortex-a57 or both" ;;
+    esac
+}
+
+# expected_for_cpu CPU < RESOLVED: the expectations of one CPU model. Lines starting with
+# "{max} " or "{cortex-a57} " hold for that model only (the prefix goes), the others for both.
+expected_for_cpu() {
+    sed -n "s/^{$1} //p; /^{/!p"
+}
+
+test_aarch64() {
+    local cpu status=0 limit=${AXVM_RIG_TIMEOUT:-600} summary=""
+    local -a qemu
+    for cpu in $(a64_cpus "${1:-both}"); do
+        local log=$out/test-$cpu.log
+        echo "kvm-rig: arm64, -cpu $cpu"
+        qemu_aarch64 "$cpu" rig=test
+        rig_boot "$log" "$limit"
+        if [ "$rig_qstatus" = 124 ]; then
+            echo "kvm-rig: FAIL ($cpu): timed out after $limit s (boot or a case hung)"
+            status=1; continue
+        fi
+        if ! grep -qx 'RIG DONE' "$log"; then
+            echo "kvm-rig: FAIL ($cpu): the suite did not finish (QEMU status $rig_qstatus)"
+            status=1; continue
+        fi
+        compare_aarch64 "$cpu" || status=1
+        summary="$summary
+kvm-rig: timings ($cpu): QEMU start to init $rig_boot s (kernel uptime at init $(sed -n 's/^rig: init at \([0-9.]*\) s.*/\1/p' "$log") s), suite $(sed -n 's/^rig: suite took \([0-9.]*\) s/\1/p' "$log") s, QEMU total $rig_total s"
+    done
+    [ -z "$summary" ] || echo "${summary#?}"
+    return $status
+}
+
+# compare_aarch64 [max|cortex-a57|both]: the saved logs (test-CPU.log) against
+# rig/expected-aarch64.txt. A case the rig skipped because its guest is missing fails here
+# unless AXVM_RIG_PARTIAL=1 (while guests/aarch64 is being written).
+compare_aarch64() {
+    local cpu status=0 log skipped
+    for cpu in $(a64_cpus "${1:-both}"); do
+        log=$out/test-$cpu.log
+        [ -f "$log" ] || die "no log $log: run $0 test aarch64 $cpu"
+        resolve_expectations rig/expected-aarch64.txt | expected_for_cpu "$cpu" > "$out/expected-$cpu.txt"
+        check_log "$log" "$out/expected-$cpu.txt" rig/expected-aarch64.txt "aarch64 -cpu $cpu" || status=1
+        skipped=$(grep -c '^[a-z0-9-]*: skipped (guest .* absent)' "$log" || true)
+        if [ "$skipped" -gt 0 ]; then
+            echo "kvm-rig: aarch64 -cpu $cpu: $skipped case(s) skipped for a missing guest:"
+            grep '^[a-z0-9-]*: skipped (guest .* absent)' "$log" | sed 's/^/  /'
+            [ "${AXVM_RIG_PARTIAL:-0}" = 1 ] || status=1
+        fi
+    done
+    return $status
+}
+
+shell_aarch64() {
+    echo "kvm-rig: booting to a shell; 'poweroff -f' or Ctrl-A x to leave"
+    local -a qemu
+    qemu_aarch64 "${1:-max}" rig=shell
+    "${qemu[@]}"
+}
+
 verb=${1:-}
 arch=${2:-x86_64}
 case "$verb" in
-    fetch) fetch ;;
+    fetch)
+        case "$arch" in
+            x86_64) fetch ;;
+            aarch64) fetch_aarch64 ;;
+            *) die "fetch: x86_64 or aarch64" ;;
+        esac ;;
     build|test|shell|compare|linux)
-        [ "$arch" = x86_64 ] || die "only x86_64 is wired up (arm64: see kvm-rigs.md)"
+        case "$verb/$arch" in
+            */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64) ;;
+            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare)" ;;
+        esac
+        out=$repo/.build-rig/rig-$arch
         shift $(($# < 2 ? $# : 2))
         "${verb}_$arch" "$@" ;;
-    *) echo "usage: $0 fetch | build x86_64 | test x86_64 | shell x86_64 | compare x86_64 [LOG] | linux x86_64 [ROUNDS]" >&2; exit 2 ;;
+    *) echo "usage: $0 fetch [x86_64|aarch64] | build x86_64|aarch64 | test x86_64 | test aarch64 [max|cortex-a57|both]" >&2
+       echo "       | shell x86_64 | shell aarch64 [max|cortex-a57] | compare x86_64 [LOG] | compare aarch64 [CPU|both] | linux x86_64 [ROUNDS]" >&2
+       exit 2 ;;
 esac

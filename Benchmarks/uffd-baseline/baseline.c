@@ -8,7 +8,11 @@
 //                 [VCPUS [FAULT_THREADS [split|overlap [BATCH [view|fallocate [poll|exclusive]]]]]]
 // Defaults 1, 1, split, 1, view, poll. Every vCPU runs on its own thread from the same long-mode
 // entry with rsi = its index and its own stack (Sources/AxVMM/X86/X86Boot.swift); the run
-// ends when every vCPU has written its exit code to port 0xf4. The fault threads all poll and
+// ends when every vCPU has written its exit code to port 0xf4.
+// Built for aarch64 (the arm64 KVM rig, scripts/kvm-rig.sh build aarch64), the same VMM runs
+// the AArch64 guests (guests/aarch64/defs.inc): RAM at 0x4000_0000, entry at EL1h with the
+// MMU on (an identity map of 1 GiB blocks the VMM writes), x0 = the parameter page, x1 = the
+// vCPU index, and the run ends when every vCPU has stored its exit code to MMIO 0x0910_0000. The fault threads all poll and
 // read the one non-blocking userfaultfd (a message goes to one reader; the others get EAGAIN).
 // BATCH: messages a fault thread reads at once at most (axvm reads up to 64), served one after
 // the other. view: a missing page is brought into the memfd by a write fault through the VMM's
@@ -35,6 +39,7 @@
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,8 +55,18 @@
 #define CHECK(x) do { if ((x) < 0) { perror(#x); exit(2); } } while (0)
 #define MAX_VCPUS 64   // the parameter page's slots (X86Layout.maxVCPUs)
 #define MAX_THREADS 64
-#define PARAMS 0x7000
+#define PARAMS 0x7000                      // offsets from the start of RAM (the view)
 #define SLOT(i) (PARAMS + 0x100 + 48 * (i))
+#if defined(__aarch64__)
+// guests/aarch64/defs.inc: RAM from 1 GiB; devices are MMIO below it.
+#define RAM_BASE 0x40000000ull
+#define L1_TABLE 0x9000                    // the stage 1 table of 1 GiB blocks, RAM + 0x9000
+#define EXIT_DEV 0x09100000ull             // 32-bit store: this vCPU's exit code
+#define STACK_TOP 0x80000                  // vCPU i's sp: RAM + STACK_TOP - 1 KiB * i, as on x86
+#define CORE_REG(r) (KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offsetof(struct kvm_regs, r) / sizeof(uint32_t)))
+#else
+#define RAM_BASE 0ull
+#endif
 
 static uint8_t *view, *window;
 static int uffd, mfd, batch = 1, fill_fallocate, exclusive;
@@ -162,6 +177,14 @@ static void *vcpu_thread(void *arg) {
     for (;;) {
         if (ioctl(v->fd, KVM_RUN, 0) < 0) { if (errno == EINTR) continue; perror("KVM_RUN"); exit(2); }
         struct kvm_run *run = v->run;
+#if defined(__aarch64__)
+        if (run->exit_reason == KVM_EXIT_MMIO) {
+            // The exit device ends this vCPU; UART writes are dropped, reads (FR) give 0.
+            if (run->mmio.is_write && run->mmio.phys_addr == EXIT_DEV) { v->code = run->mmio.data[0]; break; }
+            if (!run->mmio.is_write) memset(run->mmio.data, 0, sizeof run->mmio.data);
+            continue;
+        }
+#endif
         if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_OUT) {
             if (run->io.port == 0xf4) { v->code = *((uint8_t *)run + run->io.data_offset); break; }
             continue;
@@ -210,14 +233,30 @@ int main(int argc, char **argv) {
     // The parameter page (GuestParams): magic, memory, test base, test size, order, stride,
     // seed, 3 unused results, hole start and size (no hole below 3 GiB), spacing 1, vCPUs,
     // mode (0 split, 1 overlap). vCPU i's results are at 0x100 + 48·i.
-    uint64_t params[15] = { 0x4d5241504d565841ull, mem, 2 << 20, mem - (2 << 20), strtoull(argv[4], 0, 0), 16,
-                            strtoull(argv[5], 0, 0), 0, 0, 0, 0xc0000000ull, 0, 1, (uint64_t)nv, (uint64_t)overlap };
+    // aarch64: the test base and the hole are guest-physical, RAM + 2 MiB; no hole (size 0).
+#if defined(__aarch64__)
+    uint64_t hole_start = RAM_BASE + mem;
+#else
+    uint64_t hole_start = 0xc0000000ull;
+#endif
+    uint64_t params[15] = { 0x4d5241504d565841ull, mem, RAM_BASE + (2 << 20), mem - (2 << 20), strtoull(argv[4], 0, 0), 16,
+                            strtoull(argv[5], 0, 0), 0, 0, 0, hole_start, 0, 1, (uint64_t)nv, (uint64_t)overlap };
     memcpy(view + PARAMS, params, sizeof params);
+#if defined(__aarch64__)
+    // Stage 1 identity map (guests/aarch64/defs.inc): 1 GiB blocks; block 0 (the devices, the
+    // ROM) Device-nGnRnE (AttrIndx 0), the blocks of RAM Normal write-back (AttrIndx 1), inner
+    // shareable; AF set on all, so the guest takes no access-flag faults.
+    uint64_t *l1 = (uint64_t *)(view + L1_TABLE);
+    l1[0] = 1ull << 10 | 1;
+    for (uint64_t gib = 1; gib < (RAM_BASE + mem + (1ull << 30) - 1) >> 30; gib++)
+        l1[gib] = gib << 30 | 1ull << 10 | 3ull << 8 | 1ull << 2 | 1;
+#else
     uint64_t gdt[5] = { 0, 0x00af9b000000ffffull, 0x00cf93000000ffffull, 0x00affb000000ffffull, 0x00cff3000000ffffull };
     memcpy(view + 0x500, gdt, sizeof gdt);
     *(uint64_t *)(view + 0x9000) = 0xa000 | 7;
     for (int i = 0; i < 4; i++) ((uint64_t *)(view + 0xa000))[i] = (0xb000 + i * 0x1000) | 7;
     for (int i = 0; i < 2048; i++) ((uint64_t *)(view + 0xb000))[i] = ((uint64_t)i << 21) | 0x87;
+#endif
     memcpy(view + 0x100000, image, n);
 
     if (lazy) {
@@ -237,10 +276,16 @@ int main(int argc, char **argv) {
 
     int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC); CHECK(kvm);
     int vm = ioctl(kvm, KVM_CREATE_VM, 0); CHECK(vm);
+#if !defined(__aarch64__)
     CHECK(ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000));
-    struct kvm_userspace_memory_region region = { 0, 0, 0, mem, (uint64_t)window };
+#endif
+    struct kvm_userspace_memory_region region = { 0, 0, RAM_BASE, mem, (uint64_t)window };
     CHECK(ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region));
     int runsize = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0); CHECK(runsize);
+#if defined(__aarch64__)
+    struct kvm_vcpu_init init;
+    CHECK(ioctl(vm, KVM_ARM_PREFERRED_TARGET, &init));
+#endif
     // No KVM_SET_CPUID2: the guest needs no CPUID leaf, and the identity map's physical
     // addresses stay far below the default MAXPHYADDR.
     for (int i = 0; i < nv; i++) {
@@ -248,6 +293,27 @@ int main(int argc, char **argv) {
         v->fd = ioctl(vm, KVM_CREATE_VCPU, i); CHECK(v->fd);
         v->run = mmap(0, runsize, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
         if (v->run == MAP_FAILED) { perror("mmap(kvm_run)"); return 2; }
+#if defined(__aarch64__)
+        CHECK(ioctl(v->fd, KVM_ARM_VCPU_INIT, &init));
+        // MAIR: attr 0 Device-nGnRnE, attr 1 Normal WB. TCR: T0SZ 25 (39-bit VA), walks inner
+        // and outer write-back, inner shareable, 4 KiB granule, EPD1 (no TTBR1 walks), IPS
+        // 40 bits. SCTLR: M, C, I and the RES1 bits.
+        struct { uint64_t id, value; } regs[] = {
+            { ARM64_SYS_REG(3, 0, 10, 2, 0), 0xff00 },                                                // MAIR_EL1
+            { ARM64_SYS_REG(3, 0, 2, 0, 2), 25 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23 | 2ull << 32 }, // TCR_EL1
+            { ARM64_SYS_REG(3, 0, 2, 0, 0), RAM_BASE + L1_TABLE },                                    // TTBR0_EL1
+            { ARM64_SYS_REG(3, 0, 1, 0, 0), 0x30d01805 },                                             // SCTLR_EL1
+            { CORE_REG(regs.pstate), 0x3c5 },                                                         // EL1h, DAIF masked
+            { CORE_REG(sp_el1), RAM_BASE + STACK_TOP - 0x400 * (uint64_t)i },
+            { CORE_REG(regs.regs[0]), RAM_BASE + PARAMS },
+            { CORE_REG(regs.regs[1]), (uint64_t)i },
+            { CORE_REG(regs.pc), RAM_BASE + 0x100000 + entry },
+        };
+        for (size_t k = 0; k < sizeof regs / sizeof regs[0]; k++) {
+            struct kvm_one_reg r = { regs[k].id, (uint64_t)&regs[k].value };
+            if (ioctl(v->fd, KVM_SET_ONE_REG, &r) < 0) { fprintf(stderr, "KVM_SET_ONE_REG %#llx: %s\n", (unsigned long long)regs[k].id, strerror(errno)); return 2; }
+        }
+#else
         struct kvm_sregs s; CHECK(ioctl(v->fd, KVM_GET_SREGS, &s));
         struct kvm_segment code = { .base = 0, .limit = 0xffffffff, .selector = 8, .type = 11, .present = 1, .s = 1, .l = 1, .g = 1 };
         struct kvm_segment data = code; data.selector = 0x10; data.type = 3; data.db = 1; data.l = 0;
@@ -258,6 +324,7 @@ int main(int argc, char **argv) {
         struct kvm_regs r = { 0 };
         r.rflags = 2; r.rip = 0x100000 + entry; r.rsp = 0x80000 - 0x400 * (uint64_t)i; r.rdi = PARAMS; r.rsi = i;
         CHECK(ioctl(v->fd, KVM_SET_REGS, &r));
+#endif
     }
 
     pthread_barrier_init(&start_line, 0, nv);
