@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Assembles guests/*.S into flat binaries guests/build/*.bin with the Swift toolchain's
 # clang and ld.lld. Real-mode guests (".code16") are linked at 0, long-mode ones at 1 MiB.
+# The AArch64 guests (guests/aarch64/*.S, contract in guests/aarch64/defs.inc) go to
+# guests/build/aarch64/*.bin, linked at RAM + 1 MiB (0x40100000).
 set -euo pipefail
 cd "$(dirname "$0")/../guests"
 swift_bin=$(dirname "$(command -v swiftc)")
@@ -17,4 +19,11 @@ done
 # memtest at CPL 0 (kernel mode): the same source with KERNEL_MODE defined.
 "$CLANG" --target=x86_64-unknown-none -DKERNEL_MODE -c memtest.S -o build/memtest-kernel.o
 "$LLD" --oformat=binary --image-base=0 -Ttext=0x100000 -e 0 -o build/memtest-kernel.bin build/memtest-kernel.o
-echo "guests built: $(ls build/*.bin | xargs -n1 basename | tr '\n' ' ')"
+# AArch64 guests, assembled in guests/aarch64 (their .include "defs.inc" / "lib.inc").
+mkdir -p build/aarch64
+for src in aarch64/*.S; do
+    name=$(basename "$src" .S)
+    (cd aarch64 && "$CLANG" --target=aarch64-none-elf -c "$name.S" -o "../build/aarch64/$name.o")
+    "$LLD" --oformat=binary --image-base=0 -Ttext=0x40100000 -e 0 -o "build/aarch64/$name.bin" "build/aarch64/$name.o"
+done
+echo "guests built: $(ls build/*.bin | xargs -n1 basename | tr '\n' ' ')aarch64: $(ls build/aarch64/*.bin | xargs -n1 basename | tr '\n' ' ')"
