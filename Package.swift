@@ -10,7 +10,6 @@ let package = Package(
         .executable(name: "axvm", targets: ["axvm"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
@@ -20,7 +19,8 @@ let package = Package(
         // <linux/kvm.h>, <linux/userfaultfd.h>: ioctl numbers and kvm_run fields for Swift.
         .target(name: "CKVM"),
         // Thin typed Swift over the KVM API: one type per file descriptor.
-        .target(name: "KVM", dependencies: ["CKVM", .product(name: "SystemPackage", package: "swift-system")]),
+        // (No swift-system: it does not build in Embedded Swift; `Errno` is our own.)
+        .target(name: "KVM", dependencies: ["CKVM"]),
         // The hypervisor: memfd HAL, memslot mirror, lazy pager, x86 boot, run loop.
         .target(name: "AxVMM", dependencies: ["AxAddrSpace", "KVM", "CKVM"]),
         .executableTarget(name: "axvm", dependencies: ["AxVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

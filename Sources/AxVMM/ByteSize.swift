@@ -32,3 +32,20 @@ public func parseByteSize(_ text: String) -> UInt64? {
     guard n <= UInt64.max >> shift else { return nil }
     return n << shift
 }
+
+extension Array where Element == UInt8 {
+    /// Whether the UTF-8 of `text` occurs in these bytes (String.contains(String) needs
+    /// _StringProcessing, which Embedded Swift does not have).
+    func containsBytes(of text: String) -> Bool { offset(of: text) != nil }
+
+    /// Where the UTF-8 of `text` first occurs in these bytes.
+    func offset(of text: String) -> Int? {
+        let pattern = Array(text.utf8)
+        guard !pattern.isEmpty else { return 0 }
+        guard count >= pattern.count else { return nil }
+        for i in 0...(count - pattern.count) where self[i] == pattern[0] {
+            if self[i..<(i + pattern.count)].elementsEqual(pattern) { return i }
+        }
+        return nil
+    }
+}

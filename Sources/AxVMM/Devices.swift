@@ -48,4 +48,8 @@ final class Serial: @unchecked Sendable {  // state behind `lock`
     }
 }
 
+#if canImport(Glibc)
 import Glibc
+#endif
+import CKVM
+import KVM

@@ -1,22 +1,37 @@
+#if canImport(Glibc)
 import Glibc
+#endif
+import CKVM
+import KVM
 
 /// A flat-binary guest from `guests/`: a 16-byte header, then code.
 ///
-/// Header: magic `AXG1`, u32 mode (16 = real mode, 64 = long mode), u64 entry offset
+/// Header: magic `AXG1`, u32 mode (16 = x86 real mode, 64 = x86 long mode, 0xAA64 = AArch64
+/// EL1), u64 entry offset
 /// from the load address.
 public struct GuestImage: Sendable {
-    public enum Mode: UInt32, Sendable { case real = 16, long = 64 }
+    public enum Mode: UInt32, Sendable {
+        case real = 16, long = 64, aarch64 = 0xAA64
+        /// The architecture that runs it.
+        public var arch: GuestArch { self == .aarch64 ? .aarch64 : .x86_64 }
+    }
     public let path: String
     public let bytes: [UInt8]
     public let mode: Mode
     public let entryOffset: UInt64
 
     /// Where the image is loaded: real-mode guests at 0x10000 (CS = 0x1000), long-mode
-    /// guests at 1 MiB.
-    public var loadAddress: UInt64 { mode == .real ? 0x10000 : 0x10_0000 }
+    /// guests at 1 MiB, AArch64 guests at RAM + 1 MiB (0x4010_0000).
+    public var loadAddress: UInt64 {
+        switch mode {
+        case .real: 0x10000
+        case .long: 0x10_0000
+        case .aarch64: AArch64Layout.imageBase
+        }
+    }
 
     public init(path: String) throws(VMMError) {
-        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)  // a FIFO must not block the open
+        let fd = ckvm_open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)  // a FIFO must not block the open
         guard fd >= 0 else {
             let e = errno
             throw .guestImage(path: path, reason: e == ENOENT ? "no such file" : errnoString(e))
@@ -24,7 +39,7 @@ public struct GuestImage: Sendable {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .guestImage(path: path, reason: errnoString(errno)) }
-        guard st.st_mode & S_IFMT == S_IFREG else { throw .guestImage(path: path, reason: "not a regular file") }
+        guard st.st_mode & mode_t(S_IFMT) == mode_t(S_IFREG) else { throw .guestImage(path: path, reason: "not a regular file") }
         guard st.st_size > 0 else { throw .guestImage(path: path, reason: "file is empty") }
         guard st.st_size <= 64 << 20 else { throw .guestImage(path: path, reason: "\(st.st_size) bytes, more than the 64 MiB limit") }
         var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
@@ -44,7 +59,7 @@ public struct GuestImage: Sendable {
         }
         let modeRaw = bytes[4..<8].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
         guard let mode = Mode(rawValue: modeRaw) else {
-            throw .guestImage(path: path, reason: "unknown mode \(modeRaw) in header (expected 16 or 64)")
+            throw .guestImage(path: path, reason: "unknown mode \(modeRaw) in header (expected 16 or 64 for x86, 0xAA64 for AArch64)")
         }
         let entry = bytes[8..<16].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         guard entry < UInt64(bytes.count) else {

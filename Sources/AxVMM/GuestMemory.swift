@@ -1,5 +1,8 @@
 import AxAddrSpace
+#if canImport(Glibc)
 import Glibc
+#endif
+import CKVM
 import KVM
 
 /// One RAM area as KVM sees it: a memslot over one host window of the memfd.

@@ -1,6 +1,8 @@
 import AxAddrSpace
 import CKVM
+#if canImport(Glibc)
 import Glibc
+#endif
 import KVM
 
 /// The host's "physical memory": one sparse memfd, mapped once into the VMM.

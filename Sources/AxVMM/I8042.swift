@@ -1,3 +1,5 @@
+// x86 only: the Linux/x86 boot and its PC devices.
+#if arch(x86_64)
 /// The i8042 keyboard controller, only as far as Linux uses it without a keyboard: its
 /// probe (self-test, command byte) passes, and command 0xFE (pulse the reset line, what
 /// `reboot=k` does) ends the VM. Ports 0x60 (data) and 0x64 (status/command).
@@ -34,3 +36,4 @@ final class I8042 {
         }
     }
 }
+#endif

@@ -1,4 +1,9 @@
+// x86 only: the Linux/x86 boot and its PC devices.
+#if arch(x86_64)
+#if canImport(Glibc)
 import Glibc
+#endif
+import CKVM
 import KVM
 import Synchronization
 
@@ -64,3 +69,4 @@ final class IRQResampler: Sendable {
         thread = nil
     }
 }
+#endif

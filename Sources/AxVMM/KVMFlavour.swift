@@ -1,4 +1,8 @@
+#if canImport(Glibc)
 import Glibc
+#endif
+import CKVM
+import KVM
 
 /// Which KVM implementation serves /dev/kvm, from the loaded modules in /sys/module, and
 /// how it translates guest memory: hardware nested paging (AMD NPT, Intel EPT) or shadow

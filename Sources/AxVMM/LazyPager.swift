@@ -1,33 +1,56 @@
 import AxAddrSpace
 import CKVM
+#if canImport(Glibc)
 import Glibc
+#endif
+import KVM
 import Synchronization
 
 /// Which nested-fault record the host CPU would produce (the host's MMU decides the
-/// format KVM uses: EPT on Intel, NPT on AMD).
+/// format of the fault the library decodes).
 public enum HostCPU: Sendable {
-    case amd, intel
+    case amd, intel, arm64
 
-    /// From /proc/cpuinfo's vendor_id; AMD if unknown.
+    /// arm64 from uname; on x86 the vendor from /proc/cpuinfo's vendor_id, AMD if unknown.
     public static func detect() -> HostCPU {
+        if GuestArch.host == .aarch64 { return .arm64 }
         guard let f = fopen("/proc/cpuinfo", "r") else { return .amd }
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 256)
         while fgets(&line, 256, f) != nil {
             let s = String(cString: line)
-            if s.hasPrefix("vendor_id") { return s.contains("GenuineIntel") ? .intel : .amd }
+            if s.hasPrefix("vendor_id") { return Array(s.utf8).containsBytes(of: "GenuineIntel") ? .intel : .amd }
         }
         return .amd
     }
 
     /// The record a hardware nested fault at `gpa` would carry, decoded by the library's
-    /// decoder for this CPU: #NPF EXITINFO1/2 on AMD, EPT-violation qualification on Intel.
+    /// decoder for this CPU: #NPF EXITINFO1/2 on AMD, EPT-violation qualification on Intel,
+    /// ESR_EL2/HPFAR_EL2/FAR_EL2 of a stage 2 data abort on arm64.
     func nestedFault(gpa: UInt64, write: Bool) -> NestedPageFault {
         switch self {
         case .amd: NPTFault(exitInfo1: 1 << 32 | (write ? 0x2 : 0) | 0x4, exitInfo2: gpa).fault
         case .intel: EPTViolation(qualification: write ? 0x2 : 0x1, guestPhysicalAddress: gpa).fault
+        case .arm64: AArch64Faults.stage2Abort(ipa: gpa, write: write).fault
+                         ?? NestedPageFault(gpa: GuestPhysAddr(gpa), access: write ? .write : .read, kind: .translation)
         }
     }
+}
+
+/// The guest architecture axvm runs: the host's own (KVM runs guests of its host's ISA).
+public enum GuestArch: String, Sendable {
+    case x86_64, aarch64
+
+    /// From uname(2)'s machine field.
+    public static let host: GuestArch = {
+        var u = utsname()
+        guard uname(&u) == 0 else { return .x86_64 }
+        let machine = withUnsafeBytes(of: &u.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return machine == "aarch64" ? .aarch64 : .x86_64
+    }()
+
+    /// The name the guest's program counter has in reports.
+    public var pcName: String { self == .aarch64 ? "pc" : "rip" }
 }
 
 /// Counters and timings of the fault threads (summed), or of one. Constant size however

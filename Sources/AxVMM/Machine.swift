@@ -1,6 +1,8 @@
 import AxAddrSpace
 import CKVM
+#if canImport(Glibc)
 import Glibc
+#endif
 import KVM
 import Synchronization
 
@@ -47,8 +49,10 @@ public struct VMConfig: Sendable {
     public static let maxMemory: UInt64 = 64 << 30
     /// The longest `timeout`: one week.
     public static let maxTimeout: Double = 7 * 86_400
+    /// The test region starts this far into RAM (x86: at 2 MiB; arm64: at 1 GiB + 2 MiB).
     public static let testBase: UInt64 = 2 << 20
-    /// A read-only area (KVM_MEM_READONLY) holding "AXVMROM!", for the read-only test guest.
+    /// A read-only area (KVM_MEM_READONLY) holding "AXVMROM!", for the read-only test guest
+    /// (x86; arm64: `AArch64Layout.romBase`).
     public static let romBase: UInt64 = 0xe000_0000
     public static let romSize: UInt64 = 0x1_0000
 }
@@ -79,28 +83,36 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
     case internalError(suberror: UInt32, data: [UInt64], rip: UInt64)
     case failEntry(reason: UInt64)
     case unsupportedExit(reason: UInt32, rip: UInt64)
+    /// arm64: a data abort outside the memslots that KVM cannot emulate (no instruction
+    /// syndrome), as the library's `Stage2Abort` decoder reads the record KVM gave.
+    case unemulatedAbort(ipa: UInt64, esr: UInt64, fault: String, rip: UInt64)
 
-    public var description: String {
+    public var description: String { description(pcName: "rip") }
+
+    /// The text, calling the program counter `pcName` ("rip" on x86, "pc" on arm64).
+    public func description(pcName: String) -> String {
         func h(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
         switch self {
         case let .guestExit(code): return "guest exit, code \(code)"
-        case let .halted(rip): return "guest halted (hlt at rip \(h(rip)))"
+        case let .halted(rip): return "guest halted (hlt at \(pcName) \(h(rip)))"
         case let .deadHalt(rip):
-            return "guest halted with interrupts disabled (cli; hlt at rip \(h(rip))): it can never resume; VM stopped"
+            return "guest halted with interrupts disabled (cli; hlt at \(pcName) \(h(rip))): it can never resume; VM stopped"
         case let .shutdown(r?):
-            return "guest shut down (triple fault?) at rip \(h(r.rip)), rsp \(h(r.rsp)), cr0 \(h(r.cr0)), cr3 \(h(r.cr3))"
+            return "guest shut down (triple fault?) at \(pcName) \(h(r.rip)), rsp \(h(r.rsp)), cr0 \(h(r.cr0)), cr3 \(h(r.cr3))"
         case .shutdown(nil):
             return "guest shut down (triple fault?); KVM reset the vCPU, so its last registers are unknown"
         case let .unmappedAccess(gpa, write, size, rip):
-            return "guest \(write ? "wrote" : "read") \(size) byte(s) at unmapped GPA \(h(gpa)) (rip \(h(rip))); VM stopped"
-        case let .readOnlyWrite(gpa, rip): return "guest wrote to read-only memory at GPA \(h(gpa)) (rip \(h(rip))); VM stopped"
-        case let .timeout(s, rip): return "timeout: guest still running after \(s) s (rip \(h(rip)))"
+            return "guest \(write ? "wrote" : "read") \(size) byte(s) at unmapped GPA \(h(gpa)) (\(pcName) \(h(rip))); VM stopped"
+        case let .readOnlyWrite(gpa, rip): return "guest wrote to read-only memory at GPA \(h(gpa)) (\(pcName) \(h(rip))); VM stopped"
+        case let .timeout(s, rip): return "timeout: guest still running after \(s) s (\(pcName) \(h(rip)))"
         case .interrupted: return "interrupted (Ctrl-C)"
         case let .pagerFailure(m): return "lazy pager failed: \(m)"
         case let .internalError(sub, data, rip):
-            return "KVM internal error, suberror \(sub), data \(data.map(h)) (rip \(h(rip)))"
+            return "KVM internal error, suberror \(sub), data \(data.map(h)) (\(pcName) \(h(rip)))"
         case let .failEntry(r): return "VM entry failed, hardware reason \(h(r))"
-        case let .unsupportedExit(r, rip): return "unsupported KVM exit reason \(r) at rip \(h(rip))"
+        case let .unsupportedExit(r, rip): return "unsupported KVM exit reason \(r) at \(pcName) \(h(rip))"
+        case let .unemulatedAbort(ipa, esr, fault, rip):
+            return "guest data abort at IPA \(h(ipa)) that KVM cannot emulate (no instruction syndrome; ESR_EL2 \(h(esr)): \(fault)) at \(pcName) \(h(rip)); VM stopped"
         }
     }
 }
@@ -182,6 +194,11 @@ public struct RunReport: Sendable {
     /// Pages where AddrSpace and the host (mincore) disagreed at the end (should be 0).
     public var residencyMismatches = 0
     public var config: VMConfig
+    /// The architecture that ran the guest (the host's).
+    public var arch: GuestArch = .x86_64
+
+    /// The end of the run in words, with the program counter named as on this architecture.
+    public var exitDescription: String { exit.description(pcName: arch.pcName) }
 
     /// The process exit status the CLI uses: the guest's code, or 2+ for VMM-side ends.
     public var exitStatus: Int32 {
@@ -195,12 +212,20 @@ public struct RunReport: Sendable {
     }
 }
 
-/// Runs one x86_64 guest on KVM with its memory managed by `AddrSpace`.
+/// Runs one guest on KVM with its memory managed by `AddrSpace`: an x86_64 guest on an x86
+/// host (nested faults as AMD #NPF or Intel EPT violations), an AArch64 guest on an arm64
+/// host (stage 2 aborts).
 public enum Machine {
     public static func run(_ config: VMConfig) throws(VMMError) -> RunReport {
         switch HostCPU.detect() {
-        case .amd: try Runner(config: config, format: NPT(), cpu: .amd).run()
-        case .intel: try Runner(config: config, format: EPT(), cpu: .intel).run()
+        case .amd: return try Runner(config: config, format: NPT(), cpu: .amd).run()
+        case .intel: return try Runner(config: config, format: EPT(), cpu: .intel).run()
+        case .arm64:
+            // A 40-bit IPA space, as KVM's default VM type (`AArch64Boot.createVM` checks
+            // the host's limit).
+            let format: Stage2
+            do { format = try Stage2(levels: 4, ipaBits: 40) } catch { throw .addrSpace(error) }
+            return try Runner(config: config, format: format, cpu: .arm64).run()
         }
     }
 
@@ -215,7 +240,7 @@ public enum Machine {
             throw .badValue(what: "timeout", value: "\(t)",
                             reason: "must be a number of seconds above 0 and at most \(Int(VMConfig.maxTimeout)) (one week); 0 or none: no limit")
         }
-        if c.vcpus < 1 || c.vcpus > X86Layout.maxVCPUs {
+        if c.vcpus < 1 || c.vcpus > X86Layout.maxVCPUs {  // the parameter page's 64 slots, both arches
             throw .badValue(what: "vCPUs", value: "\(c.vcpus)", reason: "must be from 1 to \(X86Layout.maxVCPUs)")
         }
         if let t = c.faultThreads, t < 1 || t > 64 {
@@ -249,15 +274,18 @@ public enum Machine {
     }
 
     /// `guestParams`, for tests that work out what a guest must report.
-    public static func guestParamsForTests(_ c: VMConfig) -> GuestParams { guestParams(c) }
+    public static func guestParamsForTests(_ c: VMConfig, arch: GuestArch = .x86_64) -> GuestParams {
+        guestParams(c, arch: arch)
+    }
 
     /// The parameters the guest gets for `c` (validated).
-    static func guestParams(_ c: VMConfig) -> GuestParams {
+    static func guestParams(_ c: VMConfig, arch: GuestArch = .x86_64) -> GuestParams {
         let usable = c.memorySize - VMConfig.testBase
         let size = c.testSize == 0 ? usable : c.testSize
         let spacing = c.sparse && size > 0 ? max(1, (usable / 4096) / (size / 4096)) : 1
-        var p = GuestParams(memorySize: c.memorySize, testBase: VMConfig.testBase, testSize: size,
-                            order: c.testOrder, stridePages: c.stridePages, seed: c.seed, spacing: spacing)
+        let ramBase = arch == .aarch64 ? AArch64Layout.ramBase : 0
+        var p = GuestParams(memorySize: c.memorySize, testBase: ramBase + VMConfig.testBase, testSize: size,
+                            order: c.testOrder, stridePages: c.stridePages, seed: c.seed, spacing: spacing, arch: arch)
         p.vcpus = UInt64(c.vcpus)
         p.mode = c.memtestMode
         return p
@@ -268,58 +296,114 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
     let config: VMConfig
     let format: Format
     let cpu: HostCPU
+    let arch: GuestArch
 
     init(config: VMConfig, format: Format, cpu: HostCPU) {
         self.config = config
         self.format = format
         self.cpu = cpu
+        self.arch = cpu == .arm64 ? .aarch64 : .x86_64
+    }
+
+    /// The layout's addresses for this architecture.
+    var ramRanges: [GuestPhysRange] {
+        arch == .aarch64 ? AArch64Layout.ramRanges(size: config.memorySize) : X86Layout.ramRanges(size: config.memorySize)
+    }
+    var romBase: UInt64 { arch == .aarch64 ? AArch64Layout.romBase : VMConfig.romBase }
+    var paramsAddress: UInt64 { arch == .aarch64 ? AArch64Layout.params : X86Layout.params }
+    func vcpuSlot(_ i: Int) -> UInt64 { arch == .aarch64 ? AArch64Layout.vcpuSlot(i) : X86Layout.vcpuSlot(i) }
+
+    /// The VM and its vCPUs, set up for this architecture.
+    private func createVM() throws(VMMError) -> (KVMSystem, VirtualMachine, [VCPU]) {
+        let system: KVMSystem
+        do { system = try KVMSystem(path: config.kvmPath) } catch { throw .kvm(error) }
+        let limit = Int(system.checkExtension(KVM_CAP_MAX_VCPUS))
+        if limit > 0 && config.vcpus > limit {
+            throw .badValue(what: "vCPUs", value: "\(config.vcpus)", reason: "above this KVM's limit of \(limit)")
+        }
+        switch arch {
+        case .aarch64:
+            let (vm, vcpus) = try AArch64Boot.createVM(system: system, vcpus: config.vcpus,
+                                                       ramEnd: AArch64Layout.ramBase + config.memorySize)
+            return (system, vm, vcpus)
+        case .x86_64:
+            #if arch(x86_64)
+            do {
+                let vm = try system.createVM()
+                try vm.setTSSAddress(X86Layout.tss)
+                var vcpus: [VCPU] = []
+                for i in 0..<config.vcpus {
+                    let v = try vm.createVCPU(id: UInt(i))
+                    try v.setSupportedCPUID(from: system)
+                    vcpus.append(v)
+                }
+                return (system, vm, vcpus)
+            } catch { throw .kvm(error) }
+            #else
+            throw .host("x86_64 guests need an x86_64 host")
+            #endif
+        }
+    }
+
+    /// Identity map, descriptor tables (x86) or stage 1 table (arm64), and each vCPU's
+    /// registers for `image`.
+    private func boot(_ memory: GuestMemory<Format>, params: GuestParams, image: GuestImage, vcpus: [VCPU]) throws(VMMError) {
+        try memory.write(params.words, at: GuestPhysAddr(paramsAddress))
+        switch arch {
+        case .aarch64:
+            try memory.write(AArch64Layout.stage1Entries(ramEnd: params.ramEnd), at: GuestPhysAddr(AArch64Layout.stage1Table))
+            for (i, v) in vcpus.enumerated() {
+                do { try AArch64Boot.setupVCPU(v, entry: image.loadAddress + image.entryOffset, index: i) } catch { throw .kvm(error) }
+            }
+        case .x86_64:
+            #if arch(x86_64)
+            try X86Boot.writeBootData(memory, params: params)
+            for (i, v) in vcpus.enumerated() {
+                do { try X86Boot.setupVCPU(v, image: image, index: i) } catch { throw .kvm(error) }
+            }
+            #endif
+        }
+    }
+
+    /// The guest's program counter, for reports (0 if KVM will not say).
+    func programCounter(_ vcpu: VCPU) -> UInt64 {
+        switch arch {
+        case .aarch64: return (try? vcpu.register(AArch64Register.pc)) ?? 0
+        case .x86_64:
+            #if arch(x86_64)
+            return (try? vcpu.registers().rip) ?? 0
+            #else
+            return 0
+            #endif
+        }
     }
 
     func run() throws(VMMError) -> RunReport {
         let t0 = nowNanos()
         try Machine.validate(config)
         let image = try GuestImage(path: config.guestPath)
-        if image.loadAddress + UInt64(image.bytes.count) > min(config.memorySize, VMConfig.testBase) {
-            throw .guestImage(path: image.path, reason: "\(image.bytes.count) bytes at \(hex(image.loadAddress)) do not fit below the test region at 2 MiB of the \(config.memorySize)-byte RAM")
+        if image.mode.arch != arch {
+            throw .guestImage(path: image.path, reason: "an \(image.mode.arch.rawValue) guest; this \(arch.rawValue) host runs \(arch.rawValue) guests (guests/build/\(arch == .aarch64 ? "aarch64/" : ""))")
         }
-        let system: KVMSystem, vm: VirtualMachine
-        var vcpus: [VCPU] = []
-        do {
-            system = try KVMSystem(path: config.kvmPath)
-            let limit = Int(system.checkExtension(KVM_CAP_MAX_VCPUS))
-            if limit > 0 && config.vcpus > limit {
-                throw VMMError.badValue(what: "vCPUs", value: "\(config.vcpus)", reason: "above this KVM's limit of \(limit)")
-            }
-            vm = try system.createVM()
-            try vm.setTSSAddress(X86Layout.tss)
-            for i in 0..<config.vcpus {
-                let v = try vm.createVCPU(id: UInt(i))
-                try v.setSupportedCPUID(from: system)
-                vcpus.append(v)
-            }
-        } catch let e as VMMError {
-            throw e
-        } catch let e as KVMError {
-            throw .kvm(e)
-        } catch {
-            throw .host("\(error)")
+        let ramBase = arch == .aarch64 ? AArch64Layout.ramBase : 0
+        if image.loadAddress + UInt64(image.bytes.count) > ramBase + min(config.memorySize, VMConfig.testBase) {
+            throw .guestImage(path: image.path, reason: "\(image.bytes.count) bytes at \(hex(image.loadAddress)) do not fit below the test region at 2 MiB into the \(config.memorySize)-byte RAM")
         }
+        let (system, vm, vcpus) = try createVM()
+        _ = system
         let memory = try GuestMemory(vm: vm, format: format,
                                      hostCapacity: config.memorySize + VMConfig.romSize + (256 << 20),
                                      spaceSize: 1 << 40)
         if let m = config.maxResident { memory.withSpace { $0.hal.guestFrameLimit = Int(m / 4096) } }
         var ram: [RAMRegion] = []
-        for r in X86Layout.ramRanges(size: config.memorySize) {
+        for r in ramRanges {
             ram.append(try memory.addRAM(at: r.start, size: r.size, lazy: config.lazy))
         }
-        let rom = try memory.addRAM(at: GuestPhysAddr(VMConfig.romBase), size: VMConfig.romSize, lazy: false, readOnly: true)
+        let rom = try memory.addRAM(at: GuestPhysAddr(romBase), size: VMConfig.romSize, lazy: false, readOnly: true)
         try memory.write(Array("AXVMROM!".utf8), at: rom.range.start)
-        let params = Machine.guestParams(config)
-        try X86Boot.writeBootData(memory, params: params)
+        let params = Machine.guestParams(config, arch: arch)
+        try boot(memory, params: params, image: image, vcpus: vcpus)
         try memory.write(image.bytes, at: GuestPhysAddr(image.loadAddress))
-        for (i, v) in vcpus.enumerated() {
-            do { try X86Boot.setupVCPU(v, image: image, index: i) } catch { throw .kvm(error) }
-        }
 
         let threads = config.faultThreads ?? min(config.vcpus, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         let pager = try LazyPager(memory: memory, faultAround: config.faultAround, cpu: cpu,
@@ -384,9 +468,10 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
         }
 
         var report = RunReport(exit: exit, serialOutput: serial.text, statistics: RunStatistics(), config: config)
+        report.arch = arch
         var slots: [(checksum: UInt64, mismatches: UInt64, pages: UInt64)] = []
         for i in 0..<config.vcpus {
-            let base = X86Layout.vcpuSlot(i)
+            let base = vcpuSlot(i)
             slots.append(((try? memory.read(GuestPhysAddr(base), as: UInt64.self)) ?? 0,
                           (try? memory.read(GuestPhysAddr(base + 8), as: UInt64.self)) ?? 0,
                           (try? memory.read(GuestPhysAddr(base + 16), as: UInt64.self)) ?? 0))
@@ -432,7 +517,7 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
     private func loop(vcpu: VCPU, memory: GuestMemory<Format>, ram: [RAMRegion], serial: Serial, params: GuestParams,
                       exits: inout Int, control: RunControl, watchdog: Watchdog,
                       pager: LazyPager<Format>) throws(VMMError) -> VCPUOutcome {
-        func rip() -> UInt64 { (try? vcpu.registers().rip) ?? 0 }
+        func rip() -> UInt64 { programCounter(vcpu) }
         /// An end of the whole VM: every other vCPU is stopped.
         func fatal(_ reason: ExitReason) -> VCPUOutcome {
             control.end(reason)
@@ -454,13 +539,7 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
                     switch port {
                     case Ports.serialData: serial.out(data)
                     case Ports.debugExit: return .exited(data.first ?? 0)
-                    case Ports.reclaim:
-                        // Every test page: all RAM from the test base up (the test pages
-                        // may be spread over both RAM areas).
-                        for r in ram where r.range.end.raw > params.testBase {
-                            let from = GuestPhysAddr(max(r.range.start.raw, params.testBase))
-                            try memory.reclaim(from, size: r.range.end - from)
-                        }
+                    case Ports.reclaim: try reclaimTestRegion(memory, ram: ram, params: params)
                     default: break  // writes to absent devices are dropped, as on a bus
                     }
                 } else {
@@ -469,9 +548,20 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
                     for i in 0..<data.count { data[i] = value }
                 }
             case let .mmio(gpa, isWrite, data):
-                let inROM = gpa >= VMConfig.romBase && gpa < VMConfig.romBase + VMConfig.romSize
+                if arch == .aarch64 {
+                    switch AArch64Devices.access(gpa: gpa, isWrite: isWrite, data: data, serial: serial) {
+                    case .handled: continue
+                    case let .exit(code): return .exited(code)
+                    case .reclaim:
+                        try reclaimTestRegion(memory, ram: ram, params: params)
+                        continue
+                    case .none: break
+                    }
+                }
+                let inROM = gpa >= romBase && gpa < romBase + VMConfig.romSize
                 if inROM && isWrite { return fatal(.readOnlyWrite(gpa: gpa, rip: rip())) }
                 return fatal(.unmappedAccess(gpa: gpa, write: isWrite, size: data.count, rip: rip()))
+            #if arch(x86_64)
             case .hlt:
                 // RFLAGS.IF (bit 9) clear: no interrupt can end this halt.
                 let r = try? vcpu.registers()
@@ -485,6 +575,16 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
                 let reset = r?.rip == 0xfff0 && s.map { $0.cr0 & 1 == 0 } ?? false
                 if reset || r == nil || s == nil { return fatal(.shutdown(registers: nil)) }
                 return fatal(.shutdown(registers: .init(rip: r?.rip ?? 0, rsp: r?.rsp ?? 0, cr0: s?.cr0 ?? 0, cr3: s?.cr3 ?? 0)))
+            #else
+            case .hlt: return .halted(rip: rip())
+            case .shutdown: return fatal(.shutdown(registers: nil))
+            #endif
+            case let .armNISV(iss, ipa):
+                // The abort KVM could not emulate, through the library's decoder: the record
+                // says what the guest did (a read or write, which fault), the IPA where.
+                let record = AArch64Faults.unemulated(esrISS: iss, ipa: ipa)
+                let what = record.fault.map { "\($0)" } ?? "not a data abort"
+                return fatal(.unemulatedAbort(ipa: record.ipa.raw, esr: record.esr, fault: what, rip: rip()))
             case let .failEntry(reason): return fatal(.failEntry(reason: reason))
             case let .internalError(sub, data): return fatal(.internalError(suberror: sub, data: data, rip: rip()))
             case let .systemEvent(type): return fatal(.unsupportedExit(reason: 24_000 + type, rip: rip()))
@@ -496,6 +596,17 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
                 continue  // a stray signal: resume
             case let .unsupported(reason): return fatal(.unsupportedExit(reason: reason, rip: rip()))
             }
+        }
+    }
+}
+
+extension Runner {
+    /// Every test page: all RAM from the test base up (the test pages may be spread over
+    /// both x86 RAM areas).
+    func reclaimTestRegion(_ memory: GuestMemory<Format>, ram: [RAMRegion], params: GuestParams) throws(VMMError) {
+        for r in ram where r.range.end.raw > params.testBase {
+            let from = GuestPhysAddr(max(r.range.start.raw, params.testBase))
+            try memory.reclaim(from, size: r.range.end - from)
         }
     }
 }

@@ -1,4 +1,8 @@
+#if canImport(Glibc)
 import Glibc
+#endif
+import CKVM
+import KVM
 
 /// A file for results (the statistics JSON), opened before the guest runs so that a bad
 /// path fails at once: only a regular file is accepted (a FIFO would block, a device such
@@ -12,10 +16,10 @@ public struct OutputFile: ~Copyable {
     public init(path: String) throws(VMMError) {
         // O_NONBLOCK: opening a FIFO for writing must not wait for a reader.
         var created = true
-        var fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NONBLOCK | O_CLOEXEC, 0o644)
+        var fd = ckvm_open_mode(path, O_WRONLY | O_CREAT | O_EXCL | O_NONBLOCK | O_CLOEXEC, 0o644)
         if fd < 0 && errno == EEXIST {
             created = false
-            fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+            fd = ckvm_open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
         }
         guard fd >= 0 else { throw .output(path: path, reason: "cannot open for writing: \(errnoString(errno))") }
         var st = stat()
@@ -24,7 +28,7 @@ public struct OutputFile: ~Copyable {
             close(fd)
             throw .output(path: path, reason: "fstat: \(errnoString(e))")
         }
-        guard st.st_mode & S_IFMT == S_IFREG else {
+        guard st.st_mode & mode_t(S_IFMT) == mode_t(S_IFREG) else {
             close(fd)
             throw .output(path: path, reason: "not a regular file (a FIFO, device or directory cannot take the statistics)")
         }
@@ -46,7 +50,7 @@ public struct OutputFile: ~Copyable {
         let bytes = Array(text.utf8)
         var done = 0
         while done < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+            let n = bytes.withUnsafeBytes { ckvm_write(fd, $0.baseAddress! + done, $0.count - done) }
             if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
             guard n > 0 else {
                 let e = errno

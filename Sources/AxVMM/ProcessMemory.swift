@@ -1,4 +1,8 @@
+#if canImport(Glibc)
 import Glibc
+#endif
+import CKVM
+import KVM
 
 /// This process's resident memory, from /proc/self/status (Linux, values in kB there).
 public struct ProcessMemory: Sendable {

@@ -1,3 +1,4 @@
+import AxAddrSpace
 /// Human and JSON renderings of a run's statistics.
 public enum StatsFormat {
     static func mib(_ b: UInt64) -> String { fixed(Double(b) / 1048576, 1) + " MiB" }

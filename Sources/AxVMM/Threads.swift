@@ -1,5 +1,8 @@
 import CKVM
+#if canImport(Glibc)
 import Glibc
+#endif
+import KVM
 
 /// A pthread mutex for state shared between the vCPU thread and the fault thread.
 final class Lock: @unchecked Sendable {  // the mutex itself is the synchronization

@@ -1,3 +1,5 @@
+// x86 only: the Linux/x86 boot and its PC devices.
+#if arch(x86_64)
 /// An 8250/16450 UART at COM1 (ports 0x3f8–0x3ff), enough for Linux's 8250 driver and
 /// console=ttyS0: transmit, the transmitter-empty interrupt on IRQ 4, the divisor latch,
 /// scratch register and loopback (the driver's probe checks both). No receive path, no FIFO.
@@ -102,3 +104,4 @@ final class UART8250 {
         interrupt()
     }
 }
+#endif

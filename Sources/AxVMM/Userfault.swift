@@ -1,5 +1,7 @@
 import CKVM
+#if canImport(Glibc)
 import Glibc
+#endif
 import KVM
 
 /// A userfaultfd with the shmem minor-fault feature (Linux 5.13+).

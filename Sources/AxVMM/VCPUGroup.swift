@@ -1,5 +1,7 @@
 import CKVM
+#if canImport(Glibc)
 import Glibc
+#endif
 import KVM
 import Synchronization
 

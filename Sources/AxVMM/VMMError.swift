@@ -40,4 +40,7 @@ public enum VMMError: Error, CustomStringConvertible {
 
 func errnoString(_ e: Int32) -> String { String(cString: strerror(e)) }
 
+#if canImport(Glibc)
 import Glibc
+#endif
+import CKVM

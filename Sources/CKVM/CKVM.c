@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <sched.h>
 
 const unsigned long CKVM_KVM_GET_API_VERSION = KVM_GET_API_VERSION;
 const unsigned long CKVM_KVM_CREATE_VM = KVM_CREATE_VM;
@@ -19,8 +20,8 @@ const unsigned long CKVM_KVM_CREATE_VCPU = KVM_CREATE_VCPU;
 const unsigned long CKVM_KVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
 const unsigned long CKVM_KVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
 const unsigned long CKVM_KVM_RUN = KVM_RUN;
-const unsigned long CKVM_KVM_GET_REGS = KVM_GET_REGS;
-const unsigned long CKVM_KVM_SET_REGS = KVM_SET_REGS;
+const unsigned long CKVM_KVM_GET_REGS = KVM_GET_REGS;    // struct kvm_regs differs per arch:
+const unsigned long CKVM_KVM_SET_REGS = KVM_SET_REGS;    // the Swift side uses these on x86 only
 const unsigned long CKVM_KVM_GET_SREGS = KVM_GET_SREGS;
 const unsigned long CKVM_KVM_SET_SREGS = KVM_SET_SREGS;
 
@@ -33,6 +34,41 @@ const unsigned long CKVM_UFFDIO_COPY = UFFDIO_COPY;
 const unsigned long CKVM_UFFDIO_ZEROPAGE = UFFDIO_ZEROPAGE;
 const unsigned long CKVM_UFFDIO_CONTINUE = UFFDIO_CONTINUE;
 const int CKVM_KVM_EXIT_MEMORY_FAULT = KVM_EXIT_MEMORY_FAULT;
+
+int ckvm_errno(void) { return errno; }
+void ckvm_set_errno(int value) { errno = value; }
+int ckvm_open(const char *path, int flags) { return open(path, flags); }
+int ckvm_open_mode(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
+int ckvm_close(int fd) { return close(fd); }
+long ckvm_write(int fd, const void *buffer, size_t count) { return write(fd, buffer, count); }
+
+// arm64 ioctls, from the generic _IOR/_IOW with our copy of struct kvm_vcpu_init (same size).
+const unsigned long CKVM_KVM_ARM_PREFERRED_TARGET = _IOR(KVMIO, 0xaf, struct ckvm_arm_vcpu_init);
+const unsigned long CKVM_KVM_ARM_VCPU_INIT = _IOW(KVMIO, 0xae, struct ckvm_arm_vcpu_init);
+const unsigned long CKVM_KVM_GET_ONE_REG = KVM_GET_ONE_REG;
+const unsigned long CKVM_KVM_SET_ONE_REG = KVM_SET_ONE_REG;
+const unsigned long CKVM_KVM_ENABLE_CAP = KVM_ENABLE_CAP;
+
+int ckvm_enable_cap(int fd, uint32_t cap, uint64_t arg0) {
+    struct kvm_enable_cap c;
+    memset(&c, 0, sizeof c);
+    c.cap = cap;
+    c.args[0] = arg0;
+    return ioctl(fd, KVM_ENABLE_CAP, &c);
+}
+uint64_t ckvm_run_arm_nisv_esr_iss(const struct kvm_run *run) { return run->arm_nisv.esr_iss; }
+uint64_t ckvm_run_arm_nisv_fault_ipa(const struct kvm_run *run) { return run->arm_nisv.fault_ipa; }
+uint64_t ckvm_run_system_event_data0(const struct kvm_run *run) {
+    return run->system_event.ndata > 0 ? run->system_event.data[0] : 0;
+}
+
+int ckvm_pin_thread(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set);
+}
+int ckvm_current_cpu(void) { return sched_getcpu(); }
 
 int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 int ckvm_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
@@ -94,6 +130,7 @@ struct ckvm_uffd_fault ckvm_uffd_decode(const void *msg) {
 }
 size_t ckvm_uffd_msg_size(void) { return sizeof(struct uffd_msg); }
 
+#if defined(__x86_64__)
 int ckvm_set_supported_cpuid(int kvm_fd, int vcpu_fd) {
     // 256 entries: more than any CPU reports (KVM_MAX_CPUID_ENTRIES is 256 in 6.x).
     enum { N = 256 };
@@ -108,6 +145,8 @@ int ckvm_set_supported_cpuid(int kvm_fd, int vcpu_fd) {
     return r;
 }
 
+#endif
+
 int ckvm_open_pty(char *slave_name, size_t length) {
     int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) return -1;
@@ -120,6 +159,7 @@ int ckvm_open_pty(char *slave_name, size_t length) {
     return fd;
 }
 
+#if defined(__x86_64__)
 // --- Linux guests (axvm boot) ----------------------------------------------------------------
 
 int ckvm_create_irqchip(int vm_fd) { return ioctl(vm_fd, KVM_CREATE_IRQCHIP, 0); }
@@ -194,3 +234,4 @@ int ckvm_set_mp_state(int vcpu_fd, uint32_t state) {
     struct kvm_mp_state s = { .mp_state = state };
     return ioctl(vcpu_fd, KVM_SET_MP_STATE, &s);
 }
+#endif

@@ -1,3 +1,5 @@
+// x86 only: the Linux/x86 boot and its PC devices.
+#if arch(x86_64)
 import CKVM
 
 /// The in-kernel interrupt controllers and timer a Linux guest needs (8259 PICs, IOAPIC,
@@ -57,10 +59,11 @@ extension VCPU {
 
     /// KVM_SET_MSRS; fails naming the first MSR KVM did not take.
     public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws(KVMError) {
-        let index = msrs.map(\.index), value = msrs.map(\.value)
+        let index = msrs.map { $0.index }, value = msrs.map { $0.value }
         let n = try check("KVM_SET_MSRS") { ckvm_set_msrs(fd.raw, index, value, UInt32(msrs.count)) }
         if Int(n) < msrs.count {
             throw .ioctl("KVM_SET_MSRS (MSR 0x\(String(msrs[Int(n)].index, radix: 16)) refused)", .invalidArgument)
         }
     }
 }
+#endif

@@ -1,4 +1,4 @@
-import SystemPackage
+
 
 /// A failed KVM or userfaultfd operation, naming what failed and the errno.
 public enum KVMError: Error, Equatable, CustomStringConvertible {

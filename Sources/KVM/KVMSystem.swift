@@ -1,6 +1,8 @@
 import CKVM
+#if canImport(Glibc)
 import Glibc
-import SystemPackage
+#endif
+
 
 /// `/dev/kvm`: the system file descriptor (rust-vmm's `Kvm`).
 public final class KVMSystem: @unchecked Sendable {  // immutable after init
@@ -9,8 +11,8 @@ public final class KVMSystem: @unchecked Sendable {  // immutable after init
 
     /// Opens the device and checks the API version (12).
     public init(path: String = "/dev/kvm") throws(KVMError) {
-        let raw = Glibc.open(path, O_RDWR | O_CLOEXEC)
-        guard raw >= 0 else { throw .open(path: path, Errno(rawValue: errno)) }
+        let raw = ckvm_open(path, O_RDWR | O_CLOEXEC)
+        guard raw >= 0 else { throw .open(path: path, Errno.current) }
         fd = OwnedFD(raw)
         self.path = path
         let v = try ioctl(raw, CKVM_KVM_GET_API_VERSION, "KVM_GET_API_VERSION", value: 0)
@@ -37,10 +39,13 @@ public final class KVMSystem: @unchecked Sendable {  // immutable after init
         ("KVM_CAP_SET_TSS_ADDR", KVM_CAP_SET_TSS_ADDR),
         ("KVM_CAP_IRQCHIP", KVM_CAP_IRQCHIP),
         ("KVM_CAP_EXT_CPUID", KVM_CAP_EXT_CPUID),
+        ("KVM_CAP_ARM_VM_IPA_SIZE", KVM_CAP_ARM_VM_IPA_SIZE),
+        ("KVM_CAP_ARM_NISV_TO_USER", KVM_CAP_ARM_NISV_TO_USER),
     ]
 
-    public func createVM() throws(KVMError) -> VirtualMachine {
-        let raw = try ioctl(fd.raw, CKVM_KVM_CREATE_VM, "KVM_CREATE_VM", value: 0)
+    /// KVM_CREATE_VM. `type`: 0, or on arm64 the IPA size in bits (KVM_VM_TYPE_ARM_IPA_SIZE).
+    public func createVM(type: UInt = 0) throws(KVMError) -> VirtualMachine {
+        let raw = try ioctl(fd.raw, CKVM_KVM_CREATE_VM, "KVM_CREATE_VM(type \(type))", value: type)
         return VirtualMachine(fd: OwnedFD(raw), system: self)
     }
 }

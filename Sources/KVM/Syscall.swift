@@ -1,6 +1,8 @@
 import CKVM
+#if canImport(Glibc)
 import Glibc
-import SystemPackage
+#endif
+
 
 /// The one funnel for system calls returning -1/errno: turns failure into `KVMError`
 /// and retries EINTR unless told not to (KVM_RUN reports EINTR as an exit of its own).
@@ -10,7 +12,7 @@ func check(_ name: @autoclosure () -> String, retryOnInterrupt: Bool = true,
     while true {
         let r = call()
         if r >= 0 { return r }
-        let e = Errno(rawValue: errno)
+        let e = Errno.current
         if e == .interrupted && retryOnInterrupt { continue }
         throw .ioctl(name(), e)
     }
@@ -29,5 +31,5 @@ func ioctl(_ fd: Int32, _ request: UInt, _ name: @autoclosure () -> String, valu
 public final class OwnedFD: @unchecked Sendable {  // immutable after init
     public let raw: Int32
     public init(_ raw: Int32) { self.raw = raw }
-    deinit { _ = Glibc.close(raw) }
+    deinit { _ = ckvm_close(raw) }
 }

@@ -1,6 +1,8 @@
 import CKVM
+#if canImport(Glibc)
 import Glibc
-import SystemPackage
+#endif
+
 
 /// Why `KVM_RUN` returned (rust-vmm's `VcpuExit`). Data pointers are valid until the next run.
 public enum VCPUExit {
@@ -15,6 +17,10 @@ public enum VCPUExit {
     /// KVM could not handle something itself (emulation failure, …).
     case internalError(suberror: UInt32, data: [UInt64])
     case systemEvent(type: UInt32)
+    /// arm64: a data abort outside the memslots that KVM cannot emulate (no instruction
+    /// syndrome, e.g. a load pair), with ESR_EL2's ISS bits and the IPA (KVM_EXIT_ARM_NISV;
+    /// needs KVM_CAP_ARM_NISV_TO_USER).
+    case armNISV(esrISS: UInt64, ipa: UInt64)
     /// KVM_RUN returned EINTR (a signal or `immediate_exit`): timeout, Ctrl-C, shutdown.
     case interrupted
     /// Any other exit reason (KVM_EXIT_*).
@@ -71,6 +77,8 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
             return .internalError(suberror: ckvm_run_internal_suberror(kvmRun),
                                   data: (0..<n).map { ckvm_run_internal_data(kvmRun, $0) })
         case KVM_EXIT_SYSTEM_EVENT: return .systemEvent(type: ckvm_run_system_event_type(kvmRun))
+        case KVM_EXIT_ARM_NISV:
+            return .armNISV(esrISS: ckvm_run_arm_nisv_esr_iss(kvmRun), ipa: ckvm_run_arm_nisv_fault_ipa(kvmRun))
         case KVM_EXIT_INTR: return .interrupted
         default: return .unsupported(reason: reason)
         }
@@ -79,6 +87,39 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
     /// Makes the current or next KVM_RUN return `.interrupted` (pair with a signal to the
     /// vCPU thread to interrupt a running guest).
     public func requestImmediateExit() { ckvm_run_set_immediate_exit(kvmRun, 1) }
+
+    // --- arm64 --------------------------------------------------------------------------
+
+    /// KVM_ARM_VCPU_INIT: resets the vCPU to `target` (from
+    /// `VirtualMachine.preferredTarget()`) with the feature bits set in `features[0]`.
+    public func armInit(target: UInt32, features: UInt32) throws(KVMError) {
+        var initArgs = ckvm_arm_vcpu_init()
+        initArgs.target = target
+        initArgs.features.0 = features
+        _ = try ioctl(fd.raw, CKVM_KVM_ARM_VCPU_INIT, "KVM_ARM_VCPU_INIT(target \(target))", &initArgs)
+    }
+
+    /// KVM_SET_ONE_REG: a 64-bit register by id (arm64 core and system registers).
+    public func setRegister(_ id: UInt64, _ value: UInt64) throws(KVMError) {
+        var v = value
+        try withUnsafeMutablePointer(to: &v) { (p) throws(KVMError) in
+            var reg = kvm_one_reg(id: id, addr: UInt64(UInt(bitPattern: p)))
+            _ = try ioctl(fd.raw, CKVM_KVM_SET_ONE_REG, "KVM_SET_ONE_REG(0x\(String(id, radix: 16)))", &reg)
+        }
+    }
+
+    /// KVM_GET_ONE_REG: a 64-bit register by id.
+    public func register(_ id: UInt64) throws(KVMError) -> UInt64 {
+        var v: UInt64 = 0
+        try withUnsafeMutablePointer(to: &v) { (p) throws(KVMError) in
+            var reg = kvm_one_reg(id: id, addr: UInt64(UInt(bitPattern: p)))
+            _ = try ioctl(fd.raw, CKVM_KVM_GET_ONE_REG, "KVM_GET_ONE_REG(0x\(String(id, radix: 16)))", &reg)
+        }
+        return v
+    }
+
+    #if arch(x86_64)
+    // --- x86 (struct kvm_regs and kvm_sregs are x86's here) ----------------------------
 
     /// Gives the vCPU the CPUID that `system` supports (KVM_GET_SUPPORTED_CPUID →
     /// KVM_SET_CPUID2), as Firecracker and crosvm do before the first run.
@@ -98,6 +139,8 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
     public func setSpecialRegisters(_ sregs: kvm_sregs) throws(KVMError) {
         try set(sregs, CKVM_KVM_SET_SREGS, "KVM_SET_SREGS")
     }
+
+    #endif
 
     /// An ioctl that fills a register struct.
     private func get<T>(_ request: UInt, _ name: String, _ empty: T) throws(KVMError) -> T {

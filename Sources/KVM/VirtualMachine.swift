@@ -1,5 +1,7 @@
 import CKVM
+#if canImport(Glibc)
 import Glibc
+#endif
 
 /// One memory slot: guest-physical range backed by host virtual memory.
 public struct MemorySlot: Equatable, Sendable {
@@ -46,6 +48,18 @@ public final class VirtualMachine: @unchecked Sendable {  // immutable after ini
     /// x86: the three pages KVM needs for real-mode emulation (KVM_SET_TSS_ADDR).
     public func setTSSAddress(_ addr: UInt64) throws(KVMError) {
         _ = try ioctl(fd.raw, CKVM_KVM_SET_TSS_ADDR, "KVM_SET_TSS_ADDR", value: UInt(addr))
+    }
+
+    /// arm64: KVM_ARM_PREFERRED_TARGET, the vCPU target that matches the host CPU.
+    public func preferredTarget() throws(KVMError) -> UInt32 {
+        var t = ckvm_arm_vcpu_init()
+        _ = try ioctl(fd.raw, CKVM_KVM_ARM_PREFERRED_TARGET, "KVM_ARM_PREFERRED_TARGET", &t)
+        return t.target
+    }
+
+    /// KVM_ENABLE_CAP on the VM with one argument.
+    public func enableCapability(_ cap: Int32, _ arg0: UInt64 = 0, name: String) throws(KVMError) {
+        _ = try check("KVM_ENABLE_CAP(\(name))") { ckvm_enable_cap(fd.raw, UInt32(cap), arg0) }
     }
 
     public func createVCPU(id: UInt = 0) throws(KVMError) -> VCPU {

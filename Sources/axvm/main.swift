@@ -1,7 +1,9 @@
 import ArgumentParser
 import AxVMM
 import CKVM
+#if canImport(Glibc)
 import Glibc
+#endif
 import KVM
 
 /// A byte count on the command line ("64M", "1G", "512K", "4096", "2MiB"): `parseByteSize`.
@@ -18,30 +20,22 @@ struct ByteSize: ExpressibleByArgument {
 struct Timeout: ExpressibleByArgument {
     let seconds: Double?
     init?(argument: String) {
-        if argument == "none" { seconds = nil; return }
-        guard let v = Double(argument), v.isFinite, v >= 0 else { return nil }
-        seconds = v == 0 ? nil : v
+        guard let v = Frontend.parseTimeout(argument) else { return nil }
+        seconds = v
     }
 }
 
 extension GuestParams.Mode: ExpressibleByArgument {
     public init?(argument: String) {
-        switch argument {
-        case "split": self = .split
-        case "overlap": self = .overlap
-        default: return nil
-        }
+        guard let m = Frontend.parseMode(argument) else { return nil }
+        self = m
     }
 }
 
 extension GuestParams.Order: ExpressibleByArgument {
     public init?(argument: String) {
-        switch argument {
-        case "sequential", "seq": self = .sequential
-        case "random": self = .random
-        case "strided": self = .strided
-        default: return nil
-        }
+        guard let o = Frontend.parseOrder(argument) else { return nil }
+        self = o
     }
 }
 
@@ -50,7 +44,12 @@ struct AxvmCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "axvm",
         abstract: "A KVM hypervisor whose guest memory is an AxAddrSpace address space.",
-        subcommands: [Check.self, Run.self, Boot.self])
+        subcommands: subcommands)
+    #if arch(x86_64)
+    static let subcommands: [ParsableCommand.Type] = [Check.self, Run.self, Boot.self]
+    #else
+    static let subcommands: [ParsableCommand.Type] = [Check.self, Run.self]  // axvm boot: x86 Linux only
+    #endif
 }
 
 struct Check: ParsableCommand {
@@ -58,28 +57,7 @@ struct Check: ParsableCommand {
     @Option(help: "KVM device.") var kvm = "/dev/kvm"
 
     func run() throws {
-        var ok = true
-        do {
-            let sys = try KVMSystem(path: kvm)
-            print("KVM: \(kvm) usable, API version 12, vCPU mmap size \(try sys.vcpuMmapSize()) bytes")
-            for (name, cap) in KVMSystem.interestingCapabilities {
-                print("  \(name): \(sys.checkExtension(cap))")
-            }
-        } catch {
-            print("KVM: \(error)")
-            ok = false
-        }
-        let fd = ckvm_userfaultfd(O_CLOEXEC)
-        if fd >= 0 {
-            print("userfaultfd: usable (minor faults on shmem needed: Linux 5.13+)")
-            close(fd)
-        } else {
-            print("userfaultfd: not usable: \(String(cString: strerror(errno)))")
-            ok = false
-        }
-        print("KVM flavour: \(KVMFlavour.detect())")
-        print("host CPU: \(HostCPU.detect() == .amd ? "AMD (nested faults decoded as #NPF)" : "Intel (nested faults decoded as EPT violations)")")
-        if !ok { throw ExitCode(1) }
+        if !Frontend.check(kvmPath: kvm) { throw ExitCode(1) }
     }
 }
 
@@ -136,52 +114,13 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        // The statistics file is opened (and checked: a regular file we can write) before
-        // the guest runs, so a bad path costs no run.
-        var json = try openStatsFile(statsJson)
-        let report: RunReport
-        do {
-            report = try Machine.run(config())
-        } catch {
-            json?.discard()
-            eprint("axvm: error: \(error)")
-            throw ExitCode(error.isUsageError ? 64 : 2)
-        }
-        let normal: Bool = if case .guestExit = report.exit { true } else { false }
-        if !stats && !normal { eprint("axvm: \(report.exit)") }
-        if stats { print(StatsFormat.text(report), terminator: "") }
-        try writeStats(json.take(), StatsFormat.json(report))
-        if report.exitStatus != 0 { throw ExitCode(report.exitStatus) }
+        do { try Frontend.run(config(), stats: stats, statsJSON: statsJson) } catch { throw ExitCode(error.status) }
     }
 }
 
-/// The `--stats-json` file, opened and checked before the guest runs (a bad path costs no
-/// run): exit status 2 if it cannot be used.
-func openStatsFile(_ path: String?) throws -> OutputFile? {
-    guard let path else { return nil }
-    do { return try OutputFile(path: path) } catch {
-        eprint("axvm: error: \(error)")
-        throw ExitCode(2)
-    }
-}
+func eprint(_ line: String) { Frontend.eprint(line) }
 
-/// Writes the statistics into the file from `openStatsFile` (nothing without one); a failed
-/// write or close is exit status 2.
-func writeStats(_ file: consuming OutputFile?, _ json: String) throws {
-    guard let file else { return }
-    do { try file.write(json) } catch {
-        eprint("axvm: error: \(error)")
-        throw ExitCode(2)
-    }
-}
-
-/// A line on standard error (fd 2; the C `stderr` global is not concurrency-safe).
-func eprint(_ line: String) {
-    let bytes = Array((line + "\n").utf8)
-    _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-}
-
-
+#if arch(x86_64)
 /// `axvm boot`: a Linux bzImage with an optional initrd, on lazily populated RAM.
 struct Boot: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -233,7 +172,8 @@ struct Boot: ParsableCommand {
     }
 
     func run() throws {
-        var json = try openStatsFile(statsJson)
+        var json: OutputFile?
+        do { json = try Frontend.openStatsFile(statsJson) } catch { throw ExitCode(error.status) }
         let report: LinuxBootReport
         do {
             report = try LinuxMachine.boot(config())
@@ -245,7 +185,8 @@ struct Boot: ParsableCommand {
         }
         if report.exit != .reset { eprint("axvm: \(report.exit)") }
         if stats { print(LinuxStatsFormat.text(report), terminator: "") } else { print(LinuxStatsFormat.summary(report)) }
-        try writeStats(json.take(), LinuxStatsFormat.json(report))
+        do { try Frontend.writeStats(json.take(), LinuxStatsFormat.json(report)) } catch { throw ExitCode(error.status) }
         if report.exit.exitStatus != 0 { throw ExitCode(report.exit.exitStatus) }
     }
 }
+#endif

@@ -1,6 +1,10 @@
+// x86 only: the Linux/x86 boot and its PC devices.
+#if arch(x86_64)
 import AxAddrSpace
 import CKVM
+#if canImport(Glibc)
 import Glibc
+#endif
 import KVM
 
 /// Why a Linux boot cannot start: each case names the input and what is wrong with it.
@@ -340,7 +344,7 @@ public struct LinuxBootPlan: Sendable {
 /// Reads a regular file of at most `limit` bytes (a FIFO must not block the open).
 func readRegularFile(_ path: String, limit: Int,
                      tooLarge: (Int) -> String = { "\($0) bytes, more than the limit" }) throws(LinuxSetupHeader.Invalid) -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+    let fd = ckvm_open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
     guard fd >= 0 else {
         let e = errno
         throw .init(e == ENOENT ? "no such file" : "cannot open: \(errnoString(e))")
@@ -348,7 +352,7 @@ func readRegularFile(_ path: String, limit: Int,
     defer { close(fd) }
     var st = stat()
     guard fstat(fd, &st) == 0 else { throw .init("fstat: \(errnoString(errno))") }
-    guard st.st_mode & S_IFMT == S_IFREG else { throw .init("not a regular file") }
+    guard st.st_mode & mode_t(S_IFMT) == mode_t(S_IFREG) else { throw .init("not a regular file") }
     guard st.st_size > 0 else { throw .init("file is empty") }
     guard st.st_size <= limit else { throw .init(tooLarge(Int(st.st_size))) }
     var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
@@ -399,3 +403,4 @@ enum LinuxBoot {
         ])
     }
 }
+#endif

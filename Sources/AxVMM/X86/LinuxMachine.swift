@@ -1,6 +1,10 @@
+// x86 only: the Linux/x86 boot and its PC devices.
+#if arch(x86_64)
 import AxAddrSpace
 import CKVM
+#if canImport(Glibc)
 import Glibc
+#endif
 import KVM
 
 /// What Linux kernel to boot and how (`axvm boot`).
@@ -103,8 +107,10 @@ public struct LinuxBootReport: Sendable {
     /// "MemTotal: N kB" as the guest printed it (from /proc/meminfo), in KiB.
     public var memTotalKiB: UInt64? {
         for line in serialOutput.split(separator: "\n") {
-            guard let i = line.firstRange(of: "MemTotal:") else { continue }
-            return UInt64(line[i.upperBound...].drop { $0 == " " }.prefix { $0.isNumber })
+            let bytes = Array(line.utf8)
+            guard let i = bytes.offset(of: "MemTotal:") else { continue }
+            let digits = bytes[(i + 9)...].drop { $0 == UInt8(ascii: " ") }.prefix { $0 >= 0x30 && $0 <= 0x39 }
+            return UInt64(String(decoding: digits, as: UTF8.self))
         }
         return nil
     }
@@ -157,12 +163,13 @@ public enum LinuxMachine {
                 e.g. in the rig: scripts/kvm-rig.sh test x86_64
                 """)
         }
-        do {
+        do throws(VMMError) {
             switch HostCPU.detect() {
             case .amd: return try LinuxRunner(config: c, plan: plan, initrd: initrd, format: NPT(), cpu: .amd,
                                               kvmPVM: flavour.module == .kvmPVM, t0: t0).run()
             case .intel: return try LinuxRunner(config: c, plan: plan, initrd: initrd, format: EPT(), cpu: .intel,
                                                 kvmPVM: flavour.module == .kvmPVM, t0: t0).run()
+            case .arm64: throw VMMError.host("axvm boot runs x86 Linux kernels on x86 hosts")
             }
         } catch {
             throw .vmm(error)
@@ -397,6 +404,7 @@ final class LinuxRunner<Format: NestedPagingFormat> {
                 if sub == 1 { return .emulationFailure(rip: rip(), data: data, kvmPVM: kvmPVM) }
                 return .internalError(suberror: sub, data: data, rip: rip())
             case let .systemEvent(type): return .systemEvent(type: type)
+            case .armNISV: return .unsupportedExit(reason: UInt32(KVM_EXIT_ARM_NISV), rip: rip())  // arm64 only
             case .interrupted:
                 if let f = pager.failure { return .pagerFailure(f) }
                 if watchdog.interruptedByUser { return .interrupted }
@@ -419,3 +427,4 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         }
     }
 }
+#endif

@@ -1,3 +1,5 @@
+// x86 only: the Linux/x86 boot and its PC devices.
+#if arch(x86_64)
 /// Human and JSON renderings of a Linux boot's report (keys shared with `StatsFormat` where
 /// the meaning is the same).
 public enum LinuxStatsFormat {
@@ -71,3 +73,4 @@ public enum LinuxStatsFormat {
         return StatsFormat.jsonObject(fields)
     }
 }
+#endif

@@ -45,77 +45,11 @@ public enum X86Layout {
     }
 }
 
-/// Parameters the VMM gives a guest and results it reports, at `X86Layout.params`.
-/// Offsets (u64 each): 0 magic, 8 memory size, 16 test base, 24 test size, 32 order
-/// (0 sequential, 1 random, 2 strided), 40 stride in pages, 48 seed, 56 checksum (out),
-/// 64 mismatches (out), 72 pages touched (out), 80 hole start, 88 hole size, 96 spacing,
-/// 104 vCPUs, 112 mode (0 split: each vCPU its share of the test pages; 1 overlap: every
-/// vCPU all of them, each in its own order). From 0x100, a 48-byte slot per vCPU
-/// (`X86Layout.vcpuSlot`): its checksum, mismatches, pages (out), first page and index.
-///
-/// Test page `k` (0 ≤ k < test size / 4 KiB) is at `a = base + k · spacing · 4 KiB`, plus
-/// the hole size if `a` ≥ the hole start (`testPageAddress`): the guests skip the 32-bit
-/// hole exactly as the VMM lays RAM out, and with spacing > 1 (`--sparse`) the test pages
-/// are spread over all of RAM.
-public struct GuestParams: Sendable {
-    public static let magic: UInt64 = 0x4d52_4150_4d56_5841  // "AXVMPARM"
-    public enum Order: UInt64, Sendable, CaseIterable { case sequential = 0, random = 1, strided = 2 }
-    /// How the vCPUs share the test pages.
-    public enum Mode: UInt64, Sendable, CaseIterable { case split = 0, overlap = 1 }
-    public var memorySize: UInt64
-    public var testBase: UInt64
-    public var testSize: UInt64
-    public var order: Order
-    public var stridePages: UInt64
-    public var seed: UInt64
-    /// Guest RAM is absent from `holeStart` for `holeSize` bytes (size 0: no hole).
-    public var holeStart: UInt64 = X86Layout.lowRAMLimit
-    public var holeSize: UInt64 = 0
-    /// Pages from one test page to the next (1: contiguous).
-    public var spacing: UInt64 = 1
-    public var vcpus: UInt64 = 1
-    public var mode: Mode = .split
-
-    /// The test pages vCPU `i` works on (`vcpu_share` in guests/lib.inc): indexes
-    /// `first..<first+count`.
-    public func share(of i: UInt64) -> (first: UInt64, count: UInt64) {
-        if mode == .overlap { return (0, testPages) }
-        // The guest's mul/div: a 128-bit product divided by the vCPU count.
-        let a = UInt64((UInt128(testPages) * UInt128(i)) / UInt128(vcpus))
-        let b = UInt64((UInt128(testPages) * UInt128(i + 1)) / UInt128(vcpus))
-        return (a, b - a)
-    }
-
-    public init(memorySize: UInt64, testBase: UInt64, testSize: UInt64, order: Order, stridePages: UInt64,
-                seed: UInt64, spacing: UInt64 = 1) {
-        self.memorySize = memorySize
-        self.testBase = testBase
-        self.testSize = testSize
-        self.order = order
-        self.stridePages = stridePages
-        self.seed = seed
-        self.spacing = spacing
-        if memorySize > X86Layout.lowRAMLimit { holeSize = X86Layout.highRAMBase - X86Layout.lowRAMLimit }
-    }
-
-    public var testPages: UInt64 { testSize / 4096 }
-    /// Where test page `k` lies (the formula the guests use).
-    public func testPageAddress(_ k: UInt64) -> UInt64 {
-        let a = testBase + k * spacing * 4096
-        return holeSize > 0 && a >= holeStart ? a + holeSize : a
-    }
-    /// The highest guest-physical address of RAM, plus one.
-    public var ramEnd: UInt64 { X86Layout.ramAddress(memorySize - 1) + 1 }
-}
-
+#if arch(x86_64)
 enum X86Boot {
-    /// Writes the identity page tables and GDT, and the parameter page.
+    /// Writes the identity page tables and GDT (the parameter page is the caller's).
     static func writeBootData<F>(_ mem: GuestMemory<F>, params: GuestParams) throws(VMMError) {
-        var words: [UInt64] = [GuestParams.magic, params.memorySize, params.testBase, params.testSize,
-                               params.order.rawValue, params.stridePages, params.seed, 0, 0, 0,
-                               params.holeStart, params.holeSize, params.spacing, params.vcpus,
-                               params.mode.rawValue]
-        try mem.write(words, at: GuestPhysAddr(X86Layout.params))
+        var words: [UInt64]
         // GDT (Intel SDM vol. 3A §3.4.5): null, 64-bit code (0x08), data (0x10), and the
         // same at DPL 3 — user code (0x18, selector 0x1b), user data (0x20, selector 0x23).
         words = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff, 0x00af_fb00_0000_ffff, 0x00cf_f300_0000_ffff]
@@ -141,10 +75,11 @@ enum X86Boot {
         switch image.mode {
         case .real:
             let seg = UInt16(image.loadAddress >> 4)
-            for kp in [\kvm_sregs.cs, \.ds, \.es, \.ss, \.fs, \.gs] as [WritableKeyPath<kvm_sregs, kvm_segment>] {
-                sregs[keyPath: kp].selector = seg
-                sregs[keyPath: kp].base = image.loadAddress
-            }
+            var segment = sregs.cs
+            segment.selector = seg
+            segment.base = image.loadAddress
+            sregs.cs = segment; sregs.ds = segment; sregs.es = segment
+            sregs.ss = segment; sregs.fs = segment; sregs.gs = segment
             regs.rip = image.entryOffset
             regs.rsp = 0xfff0 - UInt64(index) * 0x100
         case .long:
@@ -165,8 +100,11 @@ enum X86Boot {
             regs.rsp = X86Layout.stackTop(vcpu: index)
             regs.rdi = X86Layout.params
             regs.rsi = UInt64(index)
+        case .aarch64:
+            return  // not an x86 image: Runner refuses it before any vCPU is set up
         }
         try vcpu.setSpecialRegisters(sregs)
         try vcpu.setRegisters(regs)
     }
 }
+#endif

@@ -12,6 +12,34 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/mman.h>
+// The rest of libc the VMM calls. A SwiftPM build also has them from Glibc; the Embedded
+// build (scripts/build-static.sh) has no Glibc module and sees libc through this header only.
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/klog.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+/// errno of the calling thread (a macro in glibc and musl, so not a Swift value by itself).
+int ckvm_errno(void);
+/// open(2) is variadic in C (no Swift import without the Glibc overlay): fixed forms.
+int ckvm_open(const char *path, int flags);
+int ckvm_open_mode(const char *path, int flags, unsigned int mode);
+/// close(2) and write(2) under names no Swift type member shadows.
+int ckvm_close(int fd);
+long ckvm_write(int fd, const void *buffer, size_t count);
+void ckvm_set_errno(int value);
 
 // Linux 6.8: KVM_EXIT_MEMORY_FAULT (guest_memfd / private memory faults).
 #ifndef KVM_EXIT_MEMORY_FAULT
@@ -41,10 +69,34 @@ extern const unsigned long CKVM_UFFDIO_ZEROPAGE;
 extern const unsigned long CKVM_UFFDIO_CONTINUE;
 extern const int CKVM_KVM_EXIT_MEMORY_FAULT;
 
+// --- arm64 (compiled on every host: the numbers are computed here, not taken from the
+// arch's <asm/kvm.h>, so x86 builds type-check and unit-test the arm64 code too) -----------
+/// struct kvm_vcpu_init (arch/arm64/include/uapi/asm/kvm.h): target and feature bits.
+struct ckvm_arm_vcpu_init { uint32_t target; uint32_t features[7]; };
+extern const unsigned long CKVM_KVM_ARM_PREFERRED_TARGET;
+extern const unsigned long CKVM_KVM_ARM_VCPU_INIT;
+extern const unsigned long CKVM_KVM_GET_ONE_REG;
+extern const unsigned long CKVM_KVM_SET_ONE_REG;
+extern const unsigned long CKVM_KVM_ENABLE_CAP;
+/// KVM_ENABLE_CAP on a VM or vCPU fd with args[0] = `arg0`.
+int ckvm_enable_cap(int fd, uint32_t cap, uint64_t arg0);
+/// KVM_EXIT_ARM_NISV: a data abort outside the memslots that KVM cannot emulate (no valid
+/// instruction syndrome); ESR_EL2's ISS bits and the faulting IPA.
+uint64_t ckvm_run_arm_nisv_esr_iss(const struct kvm_run *run);
+uint64_t ckvm_run_arm_nisv_fault_ipa(const struct kvm_run *run);
+/// KVM_EXIT_SYSTEM_EVENT's first data word (the PSCI reset type on arm64), 0 if none.
+uint64_t ckvm_run_system_event_data0(const struct kvm_run *run);
+/// Pins the calling thread to `cpu` (sched_setaffinity); -1 and errno on failure.
+int ckvm_pin_thread(int cpu);
+/// The CPU the calling thread runs on now (sched_getcpu), -1 if unknown.
+int ckvm_current_cpu(void);
+
+#if defined(__x86_64__)
 /// KVM_GET_SUPPORTED_CPUID on the system fd, then KVM_SET_CPUID2 on the vCPU: the guest
 /// sees what this KVM can offer (without it KVM assumes, among others, a 36-bit
 /// MAXPHYADDR and treats guest page-table entries above 64 GiB as reserved).
 int ckvm_set_supported_cpuid(int kvm_fd, int vcpu_fd);
+#endif
 /// A new pseudo-terminal: returns the master fd (close-on-exec) and writes the slave's
 /// path into `slave_name` (posix_openpt needs _XOPEN_SOURCE, which this header cannot set
 /// for Swift). For tests that drive axvm from a terminal.
@@ -86,6 +138,7 @@ struct ckvm_uffd_fault { uint8_t event; uint64_t flags; uint64_t address; };
 struct ckvm_uffd_fault ckvm_uffd_decode(const void *msg);
 size_t ckvm_uffd_msg_size(void);
 
+#if defined(__x86_64__)
 // --- Linux guests (axvm boot): in-kernel irqchip, PIT, LAPIC LVTs, MSRs -------------------
 /// KVM_CREATE_IRQCHIP: in-kernel 8259 PICs, IOAPIC and a LAPIC per vCPU (before any vCPU).
 int ckvm_create_irqchip(int vm_fd);
@@ -108,5 +161,6 @@ int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd);
 int ckvm_get_mp_state(int vcpu_fd);
 /// KVM_SET_MP_STATE.
 int ckvm_set_mp_state(int vcpu_fd, uint32_t state);
+#endif
 
 #endif

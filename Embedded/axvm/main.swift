@@ -1,0 +1,168 @@
+import AxVMM
+
+// The Embedded Swift front end of axvm (scripts/build-static.sh): `check` and `run` with the
+// options, values and exit statuses of the SwiftPM front end (Sources/axvm, which uses
+// swift-argument-parser; Embedded Swift cannot build it). Values are parsed and validated by
+// the shared code (parseByteSize, Frontend, Machine.validate); this file only maps names.
+
+let usage = """
+    USAGE: axvm check [--kvm <kvm>]
+           axvm run <guest> [--memory <memory>] [--lazy|--populate] [--fault-around <size>]
+                    [--timeout <seconds>] [--order sequential|random|strided] [--stride <pages>]
+                    [--seed <n>] [--test-size <size>] [--sparse] [--vcpus <n>]
+                    [--memtest-mode split|overlap] [--fault-threads <n>] [--max-resident <size>]
+                    [--stats] [--stats-json <file>] [--kvm <kvm>]
+    (axvm boot, Linux/x86, is in the SwiftPM build only.)
+    """
+
+/// A usage error: the message, the usage text, exit status 64 (as swift-argument-parser).
+struct UsageError: Error { let message: String }
+
+@_cdecl("axvm_main")
+func axvmMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> Int32 {
+    var args: [String] = []
+    for i in 1..<Int(max(argc, 1)) {
+        if let p = argv[i] { args.append(String(cString: p)) }
+    }
+    do {
+        return try command(args)
+    } catch {
+        Frontend.eprint("Error: \(error.message)")
+        Frontend.eprint(usage)
+        return Frontend.usageStatus
+    }
+}
+
+func command(_ args: [String]) throws(UsageError) -> Int32 {
+    guard let verb = args.first else { print(usage); return 0 }
+    var options = try Options(Array(args.dropFirst()))
+    switch verb {
+    case "-h", "--help", "help":
+        print(usage)
+        return 0
+    case "check":
+        try options.expectNoPositionals()
+        let kvm = try options.take("--kvm") ?? "/dev/kvm"
+        try options.expectEmpty()
+        return Frontend.check(kvmPath: kvm) ? 0 : 1
+    case "run":
+        let (config, stats, statsJSON) = try runConfig(&options)
+        do { try Machine.validate(config) } catch { throw UsageError(message: "\(error)") }
+        do { try Frontend.run(config, stats: stats, statsJSON: statsJSON) } catch { return error.status }
+        return 0
+    default:
+        throw UsageError(message: "unknown subcommand '\(verb)' (check or run)")
+    }
+}
+
+/// `axvm run`'s options into a configuration (values checked by `Machine.validate` later).
+func runConfig(_ o: inout Options) throws(UsageError) -> (VMConfig, Bool, String?) {
+    guard o.positionals.count == 1 else {
+        throw UsageError(message: o.positionals.isEmpty ? "missing expected argument '<guest>'" : "unexpected argument '\(o.positionals[1])'")
+    }
+    var c = VMConfig(guestPath: o.positionals[0])
+    c.serialToStdout = true
+    c.handleInterrupt = true
+    if let v = try o.size("--memory") { c.memorySize = v }
+    let lazy = o.flag("--lazy"), populate = o.flag("--populate")
+    if lazy && populate { throw UsageError(message: "--lazy and --populate cannot be combined") }
+    c.lazy = !populate
+    if let v = try o.size("--fault-around") { c.faultAround = v }
+    if let s = try o.take("--timeout") {
+        guard let t = Frontend.parseTimeout(s) else { throw o.invalid(s, "--timeout") }
+        c.timeout = t
+    }
+    if let s = try o.take("--order") {
+        guard let v = Frontend.parseOrder(s) else { throw o.invalid(s, "--order") }
+        c.testOrder = v
+    }
+    if let v = try o.integer("--stride") { c.stridePages = v }
+    if let v = try o.integer("--seed") { c.seed = v }
+    if let v = try o.size("--test-size") { c.testSize = v }
+    c.sparse = o.flag("--sparse")
+    if let v = try o.integer("--vcpus") { c.vcpus = Int(truncatingIfNeeded: v) }
+    if let s = try o.take("--memtest-mode") {
+        guard let v = Frontend.parseMode(s) else { throw o.invalid(s, "--memtest-mode") }
+        c.memtestMode = v
+    }
+    if let v = try o.integer("--fault-threads") { c.faultThreads = Int(truncatingIfNeeded: v) }
+    if let v = try o.size("--max-resident") { c.maxResident = v }
+    let stats = o.flag("--stats")
+    let json = try o.take("--stats-json")
+    if let v = try o.take("--kvm") { c.kvmPath = v }
+    try o.expectEmpty()
+    return (c, stats, json)
+}
+
+/// The arguments after the subcommand: `--name value`, `--name=value`, flags, positionals.
+struct Options {
+    var named: [(name: String, value: String?)] = []
+    var positionals: [String] = []
+
+    init(_ args: [String]) throws(UsageError) {
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            if a.hasPrefix("--") {
+                if let eq = a.firstIndex(of: "=") {
+                    named.append((String(a[..<eq]), String(a[a.index(after: eq)...])))
+                } else {
+                    named.append((a, nil))
+                    // The value of a non-flag option is the next argument (bound in `take`).
+                    if !Self.flags.contains(a) && i + 1 < args.count {
+                        named[named.count - 1].value = args[i + 1]
+                        i += 1
+                    }
+                }
+            } else {
+                positionals.append(a)
+            }
+            i += 1
+        }
+    }
+
+    static let flags: Set<String> = ["--lazy", "--populate", "--sparse", "--stats", "--help"]
+
+    /// The value of option `name` (the last one given), removed from the list.
+    mutating func take(_ name: String) throws(UsageError) -> String? {
+        var value: String?? = nil
+        named.removeAll { entry in
+            guard entry.name == name else { return false }
+            value = .some(entry.value)
+            return true
+        }
+        guard let v = value else { return nil }
+        guard let v else { throw UsageError(message: "missing value for '\(name)'") }
+        return v
+    }
+
+    mutating func flag(_ name: String) -> Bool {
+        let before = named.count
+        named.removeAll { $0.name == name }
+        return named.count != before
+    }
+
+    mutating func size(_ name: String) throws(UsageError) -> UInt64? {
+        guard let s = try take(name) else { return nil }
+        guard let v = parseByteSize(s) else { throw invalid(s, name) }
+        return v
+    }
+
+    mutating func integer(_ name: String) throws(UsageError) -> UInt64? {
+        guard let s = try take(name) else { return nil }
+        guard let v = UInt64(s) else { throw invalid(s, name) }
+        return v
+    }
+
+    func invalid(_ value: String, _ name: String) -> UsageError {
+        UsageError(message: "the value '\(value)' is invalid for '\(name)'")
+    }
+
+    func expectEmpty() throws(UsageError) {
+        if let first = named.first { throw UsageError(message: "unknown option '\(first.name)'") }
+    }
+
+    func expectNoPositionals() throws(UsageError) {
+        if let p = positionals.first { throw UsageError(message: "unexpected argument '\(p)'") }
+    }
+}

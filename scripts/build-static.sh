@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds axvm as one static Linux executable with Embedded Swift (no Swift runtime to copy):
+#   scripts/build-static.sh aarch64   → .build-static/aarch64/axvm  (for arm64 KVM hosts and the arm64 rig)
+#   scripts/build-static.sh x86_64    → .build-static/x86_64/axvm
+# There is no aarch64 Linux Swift runtime for this toolchain, but Embedded Swift needs none:
+# the modules (AxAddrSpace, KVM, AxVMM, the front end in Embedded/axvm) are compiled for the
+# bare-metal triple with Linux's headers, and clang links them against static glibc.
+# Recipe and limits: ../shared/reference/kvm-rigs.md. Needs libc6-dev:ARCH (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+arch=${1:-aarch64}
+case "$arch" in
+    aarch64) swift_target=aarch64-none-none-elf; c_target=aarch64-linux-gnu ;;
+    x86_64) swift_target=x86_64-unknown-none-elf; c_target=x86_64-linux-gnu ;;
+    *) echo "build-static: unknown architecture $arch (aarch64 or x86_64)" >&2; exit 2 ;;
+esac
+[ -d "/usr/include/$c_target" ] || { echo "build-static: /usr/include/$c_target missing: install libc6-dev:${arch/aarch64/arm64} (scripts/setup.sh)" >&2; exit 2; }
+swift_bin=$(dirname "$(command -v swiftc)")
+toolchain=$(dirname "$swift_bin")
+out=.build-static/$arch
+obj=$out/obj
+rm -rf "$obj" && mkdir -p "$obj"
+
+# CKVM as a clang module; libc comes through its header (no Glibc module in Embedded mode).
+cat > "$obj/module.modulemap" <<MAP
+module CKVM {
+    header "$PWD/Sources/CKVM/include/CKVM.h"
+    export *
+}
+MAP
+common=(-target "$swift_target" -enable-experimental-feature Embedded -wmo -parse-as-library -Osize
+        -swift-version 6 -Xfrontend -disable-stack-protector -I "$obj" -Xcc -fmodule-map-file="$obj/module.modulemap"
+        -Xcc -isystem -Xcc "/usr/include/$c_target" -Xcc -isystem -Xcc /usr/include
+        -Xcc -D__linux__ -Xcc -D__gnu_linux__ -Xcc -Dlinux -Xcc -D__unix__)
+# compile MODULE SOURCES...: a module (.swiftmodule for the next ones) and its object.
+compile() {
+    local module=$1; shift
+    "$swift_bin/swiftc" "${common[@]}" -module-name "$module" -emit-module -emit-module-path "$obj/$module.swiftmodule" \
+        -c "$@" -o "$obj/$module.o"
+}
+compile AxAddrSpace Sources/AxAddrSpace/*.swift Sources/AxAddrSpace/Formats/*.swift
+compile KVM Sources/KVM/*.swift
+compile AxVMM Sources/AxVMM/*.swift Sources/AxVMM/X86/*.swift Sources/AxVMM/AArch64/*.swift
+compile axvm Embedded/axvm/*.swift
+for c in Sources/CKVM/CKVM.c Embedded/axvm/start.c; do
+    "$swift_bin/clang" --target=$c_target -O2 -c "$c" -I Sources/CKVM/include -o "$obj/$(basename "$c" .c).o"
+done
+"$swift_bin/clang" --target=$c_target -static -fuse-ld=lld -pthread -o "$out/axvm" "$obj"/*.o \
+    "$toolchain/lib/swift/embedded/$swift_target/libswiftUnicodeDataTables.a" -lm
+"$swift_bin/llvm-objcopy" --strip-all "$out/axvm"
+echo "build-static: $out/axvm ($(wc -c < "$out/axvm") bytes, static $arch, Embedded Swift)"
