@@ -51,9 +51,9 @@ setup_aarch64() {
     CPU=$(sed -n 's/.*rig_cpu=\([^ ]*\).*/\1/p' /proc/cmdline)
     echo "rig: arm64, -cpu ${CPU:-?}, $(grep -c ^processor /proc/cpuinfo) CPU(s), KVM built in"
     dmesg | grep -i -e 'kvm' -e 'hyp' -e 'el2' | sed 's/^/[dmesg] /'
-    sed -n "s/^{$CPU} //p; /^{/!p" /rig/expected.txt > /tmp/expected.txt
+    sed -n "/^{/!p; s/^{$CPU} //p" /rig/expected.txt > /tmp/expected.txt
     EXPECTED=/tmp/expected.txt
-    if [ "$(grep -c ^processor /proc/cpuinfo)" -gt 1 ]; then
+    if [ "$(grep -c ^processor /proc/cpuinfo)" -gt 1 ] && ! grep -qw rig_nopin /proc/cmdline; then
         PIN="taskset 1"
         echo "rig: axvm and the baseline run pinned to CPU 0 ($PIN)"
     fi

@@ -458,7 +458,7 @@ build_aarch64() {
 
 # -smp 1: the fault thread then always runs on the vCPU thread's CPU. Under TCG a wake-up of
 # a thread on the other emulated CPU costs ~10x (kvm-rigs.md); AXVM_RIG_SMP=2 boots two CPUs,
-# and rig/init.sh then pins axvm and the baseline to CPU 0 with taskset.
+# and rig/init.sh then pins axvm and the baseline to CPU 0 with taskset (AXVM_RIG_PIN=0: not).
 qemu_aarch64() {  # sets qemu=(command line); arguments: CPU model, extra kernel parameters
     local cpu=$1 model
     shift
@@ -471,7 +471,7 @@ qemu_aarch64() {  # sets qemu=(command line); arguments: CPU model, extra kernel
     [ -f "$out/initramfs.cpio.gz" ] || die "no initramfs: run $0 build aarch64"
     qemu=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -accel tcg -cpu "$model" -m 2G
           -smp "${AXVM_RIG_SMP:-1}" -nographic -no-reboot -nic none -kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
-          -append "console=ttyAMA0 rdinit=/init panic=-1 quiet rig_cpu=$cpu $*")
+          -append "console=ttyAMA0 rdinit=/init panic=-1 quiet rig_cpu=$cpu$([ "${AXVM_RIG_PIN:-1}" = 1 ] || echo ' rig_nopin') $*")
 }
 
 a64_cpus() {  # the CPU models a test/compare argument names
@@ -485,7 +485,7 @@ a64_cpus() {  # the CPU models a test/compare argument names
 # expected_for_cpu CPU < RESOLVED: the expectations of one CPU model. Lines starting with
 # "{max} " or "{cortex-a57} " hold for that model only (the prefix goes), the others for both.
 expected_for_cpu() {
-    sed -n "s/^{$1} //p; /^{/!p"
+    sed -n "/^{/!p; s/^{$1} //p"
 }
 
 test_aarch64() {
