@@ -39,7 +39,7 @@ public struct GuestImage: Sendable {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .guestImage(path: path, reason: errnoString(errno)) }
-        guard st.st_mode & mode_t(S_IFMT) == mode_t(S_IFREG) else { throw .guestImage(path: path, reason: "not a regular file") }
+        guard ckvm_is_regular_file(st.st_mode) != 0 else { throw .guestImage(path: path, reason: "not a regular file") }
         guard st.st_size > 0 else { throw .guestImage(path: path, reason: "file is empty") }
         guard st.st_size <= 64 << 20 else { throw .guestImage(path: path, reason: "\(st.st_size) bytes, more than the 64 MiB limit") }
         var bytes = [UInt8](repeating: 0, count: Int(st.st_size))

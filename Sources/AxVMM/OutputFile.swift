@@ -28,7 +28,7 @@ public struct OutputFile: ~Copyable {
             close(fd)
             throw .output(path: path, reason: "fstat: \(errnoString(e))")
         }
-        guard st.st_mode & mode_t(S_IFMT) == mode_t(S_IFREG) else {
+        guard ckvm_is_regular_file(st.st_mode) != 0 else {
             close(fd)
             throw .output(path: path, reason: "not a regular file (a FIFO, device or directory cannot take the statistics)")
         }

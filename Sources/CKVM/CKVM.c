@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <sched.h>
+#include <sys/stat.h>
 
 const unsigned long CKVM_KVM_GET_API_VERSION = KVM_GET_API_VERSION;
 const unsigned long CKVM_KVM_CREATE_VM = KVM_CREATE_VM;
@@ -40,6 +41,7 @@ void ckvm_set_errno(int value) { errno = value; }
 int ckvm_open(const char *path, int flags) { return open(path, flags); }
 int ckvm_open_mode(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
 int ckvm_close(int fd) { return close(fd); }
+int ckvm_is_regular_file(unsigned int mode) { return S_ISREG(mode); }
 long ckvm_write(int fd, const void *buffer, size_t count) { return write(fd, buffer, count); }
 
 // arm64 ioctls, from the generic _IOR/_IOW with our copy of struct kvm_vcpu_init (same size).

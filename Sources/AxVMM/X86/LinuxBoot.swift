@@ -352,7 +352,7 @@ func readRegularFile(_ path: String, limit: Int,
     defer { close(fd) }
     var st = stat()
     guard fstat(fd, &st) == 0 else { throw .init("fstat: \(errnoString(errno))") }
-    guard st.st_mode & mode_t(S_IFMT) == mode_t(S_IFREG) else { throw .init("not a regular file") }
+    guard ckvm_is_regular_file(st.st_mode) != 0 else { throw .init("not a regular file") }
     guard st.st_size > 0 else { throw .init("file is empty") }
     guard st.st_size <= limit else { throw .init(tooLarge(Int(st.st_size))) }
     var bytes = [UInt8](repeating: 0, count: Int(st.st_size))

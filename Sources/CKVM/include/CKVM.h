@@ -38,6 +38,9 @@ int ckvm_open(const char *path, int flags);
 int ckvm_open_mode(const char *path, int flags, unsigned int mode);
 /// close(2) and write(2) under names no Swift type member shadows.
 int ckvm_close(int fd);
+/// S_ISREG(mode): S_IFMT is a mode_t in Glibc's overlay but an int macro here, and both
+/// would be visible to Swift.
+int ckvm_is_regular_file(unsigned int mode);
 long ckvm_write(int fd, const void *buffer, size_t count);
 void ckvm_set_errno(int value);
 
