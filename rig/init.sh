@@ -465,8 +465,9 @@ suite_aarch64() {
     ipa=$(dmesg | sed -n 's/.*kvm \[[0-9]*\]: IPA Size Limit: \([0-9]*\) bits.*/\1/p' | head -1)
     result "kernel-kvm: ${mode:-no} mode initialized, IPA Size Limit ${ipa:-?} bits"
 
+    # axvm check's flavour line and the line after it (IPA size, preferred target).
     axrun check check
-    result "check: exit $st, $(grep '^KVM flavour:' /tmp/out)"
+    result "check: exit $st, $(grep '^KVM flavour:' /tmp/out), $(grep -m1 '^ *IPA size:' /tmp/out | sed 's/^ *//')"
 
     if have_guest hello hello; then
         axrun hello run /guests/hello.bin --stats-json /tmp/s.json
