@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real KVM beyond this machine's kvm_pvm: a Debian kernel booted under QEMU's pure emulator
 # (TCG) with an AMD CPU model that has SVM and nested paging, so kvm_amd loads with NPT and
-# axvm runs on it from an initramfs. Recipe: ../shared/reference/kvm-rigs.md.
+# axvm runs on it from an initramfs; and Debian's arm64 kernel under qemu-system-aarch64 at EL2,
+# so arm64 KVM (VHE or nVHE) runs the static aarch64 axvm. Recipe: ../shared/reference/kvm-rigs.md.
 #   scripts/kvm-rig.sh fetch            Debian kernel + busybox-static .debs, cached and unpacked
 #   scripts/kvm-rig.sh build x86_64     axvm (static Swift stdlib), guests, C baseline, initramfs
 #   scripts/kvm-rig.sh test x86_64      boot, run rig/init.sh's suite, compare with rig/expected-x86_64.txt
@@ -20,7 +21,8 @@
 # Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory), outside
 # git; AXVM_RIG_REFRESH=1 makes fetch look up the current kernel again. Build output:
 # .build-rig/rig-x86_64/, .build-rig/rig-aarch64/.
-# AXVM_RIG_TIMEOUT (seconds, default 600; a normal run takes 2-3 minutes) bounds the boot of `test`.
+# AXVM_RIG_TIMEOUT (seconds, default 600; a normal run takes 2-3 minutes) bounds the boot of `test`
+# (on arm64: of each CPU model's boot). AXVM_RIG_SMP (arm64, default 1) and AXVM_RIG_PIN: see qemu_aarch64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
