@@ -47,5 +47,6 @@ for c in Sources/CKVM/CKVM.c Embedded/axvm/start.c; do
 done
 "$swift_bin/clang" --target=$c_target -static -fuse-ld=lld -pthread -o "$out/axvm" "$obj"/*.o \
     "$toolchain/lib/swift/embedded/$swift_target/libswiftUnicodeDataTables.a" -lm
+cp "$out/axvm" "$obj/axvm.debug"
 "$swift_bin/llvm-objcopy" --strip-all "$out/axvm"
 echo "build-static: $out/axvm ($(wc -c < "$out/axvm") bytes, static $arch, Embedded Swift)"

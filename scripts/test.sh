@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/embedded-check.sh
 scripts/build-guests.sh
+scripts/test-static.sh  # Embedded Swift static axvm (aarch64, x86_64): same errors, same results
 scripts/baremetal.sh check
 scripts/fuzz.sh 20000  # short libFuzzer pass over every untrusted input (Fuzz/)
 swift build --build-tests

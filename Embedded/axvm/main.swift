@@ -58,7 +58,7 @@ func command(_ args: [String]) throws(UsageError) -> Int32 {
 /// `axvm run`'s options into a configuration (values checked by `Machine.validate` later).
 func runConfig(_ o: inout Options) throws(UsageError) -> (VMConfig, Bool, String?) {
     guard o.positionals.count == 1 else {
-        throw UsageError(message: o.positionals.isEmpty ? "missing expected argument '<guest>'" : "unexpected argument '\(o.positionals[1])'")
+        throw UsageError(message: o.positionals.isEmpty ? "Missing expected argument '<guest>'" : "Unexpected argument '\(o.positionals[1])'")
     }
     var c = VMConfig(guestPath: o.positionals[0])
     c.serialToStdout = true
@@ -95,8 +95,16 @@ func runConfig(_ o: inout Options) throws(UsageError) -> (VMConfig, Bool, String
 }
 
 /// The arguments after the subcommand: `--name value`, `--name=value`, flags, positionals.
+/// (No `String?` inside the stored arguments: Optional<String> in an array of tuples was
+/// miscompiled at -Osize for aarch64 by Swift 6.3.1 in Embedded mode — the small-string
+/// flags of the value came out cleared and reading it crashed.)
 struct Options {
-    var named: [(name: String, value: String?)] = []
+    struct Named {
+        var name: String
+        var value: String
+        var hasValue: Bool
+    }
+    var named: [Named] = []
     var positionals: [String] = []
 
     init(_ args: [String]) throws(UsageError) {
@@ -105,14 +113,13 @@ struct Options {
             let a = args[i]
             if a.hasPrefix("--") {
                 if let eq = a.firstIndex(of: "=") {
-                    named.append((String(a[..<eq]), String(a[a.index(after: eq)...])))
+                    named.append(Named(name: String(a[..<eq]), value: String(a[a.index(after: eq)...]), hasValue: true))
+                } else if !Self.flags.contains(a) && i + 1 < args.count {
+                    // The value of a non-flag option is the next argument.
+                    named.append(Named(name: a, value: args[i + 1], hasValue: true))
+                    i += 1
                 } else {
-                    named.append((a, nil))
-                    // The value of a non-flag option is the next argument (bound in `take`).
-                    if !Self.flags.contains(a) && i + 1 < args.count {
-                        named[named.count - 1].value = args[i + 1]
-                        i += 1
-                    }
+                    named.append(Named(name: a, value: "", hasValue: false))
                 }
             } else {
                 positionals.append(a)
@@ -125,15 +132,22 @@ struct Options {
 
     /// The value of option `name` (the last one given), removed from the list.
     mutating func take(_ name: String) throws(UsageError) -> String? {
-        var value: String?? = nil
-        named.removeAll { entry in
-            guard entry.name == name else { return false }
-            value = .some(entry.value)
-            return true
+        var found = false, hasValue = false
+        var value = ""
+        var kept: [Named] = []
+        for entry in named {
+            if entry.name == name {
+                found = true
+                hasValue = entry.hasValue
+                value = entry.value
+            } else {
+                kept.append(entry)
+            }
         }
-        guard let v = value else { return nil }
-        guard let v else { throw UsageError(message: "missing value for '\(name)'") }
-        return v
+        named = kept
+        guard found else { return nil }
+        guard hasValue else { throw UsageError(message: "Missing value for '\(name) <\(name.dropFirst(2))>'") }
+        return value
     }
 
     mutating func flag(_ name: String) -> Bool {
@@ -155,14 +169,15 @@ struct Options {
     }
 
     func invalid(_ value: String, _ name: String) -> UsageError {
-        UsageError(message: "the value '\(value)' is invalid for '\(name)'")
+        // swift-argument-parser's wording, with its <metavariable> from the option's name.
+        UsageError(message: "The value '\(value)' is invalid for '\(name) <\(name.dropFirst(2))>'")
     }
 
     func expectEmpty() throws(UsageError) {
-        if let first = named.first { throw UsageError(message: "unknown option '\(first.name)'") }
+        if let first = named.first { throw UsageError(message: "Unknown option '\(first.name)'") }
     }
 
     func expectNoPositionals() throws(UsageError) {
-        if let p = positionals.first { throw UsageError(message: "unexpected argument '\(p)'") }
+        if let p = positionals.first { throw UsageError(message: "Unexpected argument '\(p)'") }
     }
 }
