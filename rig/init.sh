@@ -74,8 +74,15 @@ axrun() {
 }
 
 # The exit description without register values (they differ by build and by CPU); on
-# aarch64 axvm names pc instead of rip (" (pc 0x...)", " at pc 0x...").
-exit_msg() { jf exit | sed 's/ (rip 0x[0-9a-f]*)//; s/ at rip 0x[0-9a-f]*, rsp .*$//; s/ (pc 0x[0-9a-f]*)//; s/ at pc 0x[0-9a-f]*//'; }
+# aarch64 axvm names pc instead of rip (" (pc 0x...)", " at pc 0x..."; the stats file's
+# abort text said "at rip 0x..." when this was written, so that goes too).
+exit_msg() {
+    if [ "$ARCH" = aarch64 ]; then
+        jf exit | sed 's/ (\(pc\|rip\) 0x[0-9a-f]*)//; s/ at \(pc\|rip\) 0x[0-9a-f]*//'
+    else
+        jf exit | sed 's/ (rip 0x[0-9a-f]*)//; s/ at rip 0x[0-9a-f]*, rsp .*$//'
+    fi
+}
 host_check() { [ "$(jf residency_mismatches)" = 0 ] && echo ok || echo "$(jf residency_mismatches) pages disagree"; }
 memtest_line() {
     if [ ! -f /tmp/s.json ]; then echo "$name: exit $st, no statistics"; return; fi
