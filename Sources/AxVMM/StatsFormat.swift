@@ -41,7 +41,7 @@ public enum StatsFormat {
         let s = r.statistics
         let pct = s.memoryBytes == 0 ? 0 : Double(s.populatedBytes) * 100 / Double(s.memoryBytes)
         var out = ""
-        out += "exit:            \(r.exit)\n"
+        out += "exit:            \(r.exitDescription)\n"
         out += "guest memory:    \(mib(s.memoryBytes)) \(r.config.lazy ? "lazy" : "populated"), populated \(mib(s.populatedBytes)) (\(fixed(pct, 1))%)\n"
         out += "faults:          \(s.faults), \(s.faultsInTestRegion) in the test region (pages mapped \(s.pagesMappedByFaults), fault-around \(r.config.faultAround / 1024) KiB; minor \(s.minorFaults))\n"
         out += "fault latency:   p50 \(micros(s.faultP50Nanos)), p99 \(micros(s.faultP99Nanos)), mean \(micros(s.faultMeanNanos))\n"
@@ -74,7 +74,7 @@ public enum StatsFormat {
         let s = r.statistics
         let q = StatsFormat.jsonString
         let fields: [(String, String)] = [
-            ("exit", q(r.exit.description)),
+            ("exit", q(r.exitDescription)),
             ("exit_status", "\(r.exitStatus)"),
             ("memory_bytes", "\(s.memoryBytes)"),
             ("lazy", "\(r.config.lazy)"),
