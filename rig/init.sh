@@ -395,11 +395,13 @@ suite() {
         echo "memtest-kernel: skipped (guests/build/memtest-kernel.bin absent)"
     fi
 
-    # The Linux boots themselves run in `scripts/kvm-rig.sh linux x86_64` (not in CI yet: a
-    # lazy boot sometimes stops at Linux's first console write, see the README); the bad-input
-    # cases are quick and deterministic.
+    # Linux on axvm: lazy 4K, populated, lazy 64K to the init marker and back out, the bad
+    # inputs, and one round of the comparison with QEMU microvm (`scripts/kvm-rig.sh linux`
+    # runs more rounds).
     if [ -f /linux/vmlinuz ]; then
+        linux_cases
         linux_bad_input
+        linux_peer 1
     else
         echo "linux: skipped (no /linux/vmlinuz in the initramfs)"
     fi

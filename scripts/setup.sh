@@ -12,6 +12,8 @@ need=()
 command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm)
 command -v qemu-system-riscv64 >/dev/null || need+=(qemu-system-misc)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+# qemu-aarch64-static runs the static aarch64 axvm's option parsing here (scripts/test-static.sh).
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 update=0
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64

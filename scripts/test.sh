@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): Embedded Swift build of the library,
-# the assembly guests, the bare-metal hypervisors, a short fuzzing pass, every
-# swift-testing test (plain and under ThreadSanitizer), then the kvm_amd rig.
+# the assembly guests, the static Embedded Swift axvm (aarch64, x86_64) against the SwiftPM
+# one, the bare-metal hypervisors, a short fuzzing pass, every swift-testing test (plain and
+# under ThreadSanitizer), then the two KVM rigs (kvm_amd; arm64 VHE and nVHE).
 # With AXVM_REQUIRE_KVM=1 the KVM tests fail instead of skipping when KVM is unusable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,4 +16,10 @@ swift test --skip-build --no-parallel "$@"
 # The same suite under ThreadSanitizer (its own build path): any report fails the run.
 swift build --build-tests --sanitize=thread --scratch-path .build-tsan
 TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" swift test --skip-build --sanitize=thread --scratch-path .build-tsan --no-parallel "$@"
-if [ "${AXVM_SKIP_RIG:-0}" != 1 ]; then scripts/kvm-rig.sh fetch && scripts/kvm-rig.sh build x86_64 && scripts/kvm-rig.sh test x86_64 || exit 1; fi  # real kvm_amd under QEMU TCG; AXVM_SKIP_RIG=1 skips
+# The KVM rigs (AXVM_SKIP_RIG=1 skips both): real kvm_amd with NPT under QEMU TCG, the guest
+# suite and Linux on axvm; real arm64 KVM at EL2, VHE (-cpu max) and nVHE (-cpu cortex-a57),
+# the AArch64 guest suite with the static Embedded Swift axvm.
+if [ "${AXVM_SKIP_RIG:-0}" != 1 ]; then
+    scripts/kvm-rig.sh fetch && scripts/kvm-rig.sh build x86_64 && scripts/kvm-rig.sh test x86_64 || exit 1
+    scripts/kvm-rig.sh fetch aarch64 && scripts/kvm-rig.sh build aarch64 && scripts/kvm-rig.sh test aarch64 both || exit 1
+fi
