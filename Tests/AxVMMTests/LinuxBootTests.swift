@@ -3,6 +3,8 @@ import AxVMM
 import Glibc
 import Testing
 
+// Linux/x86 boot: compiled on x86_64 hosts only, as the code it tests.
+#if arch(x86_64)
 /// A synthetic bzImage: boot sector + `setupSects` setup sectors with a setup header as
 /// boot.rst lays it out, then `kernelBytes` of "protected-mode kernel".
 func syntheticBzImage(setupSects: UInt8 = 4, kernelBytes: Int = 64 << 10, version: UInt16 = 0x020f,
@@ -287,3 +289,4 @@ private func le<T: FixedWidthInteger>(_ p: [UInt8], _ o: Int, _: T.Type) -> T {
         #expect(r.seconds < 5)
     }
 }
+#endif
