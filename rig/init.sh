@@ -314,6 +314,28 @@ linux_peer() {
     echo
 }
 
+# first_touch_cases: memtest random lazy 4K / 64K / 2M and populated, with the C baseline
+# interleaved (the first round of the measurement table), and where the host side of a fault
+# goes under real nested paging. Both architectures' suites.
+first_touch_cases() {
+    baseline baseline-lazy lazy
+    for fa in 4K 64K 2M; do
+        axrun memtest-random-lazy-$fa run /guests/memtest.bin --memory $MEM --order random --fault-around $fa \
+            --timeout 300 --stats-json /tmp/s.json
+        result "$(memtest_line)"
+        measure "axvm lazy, $fa fault-around"
+        # Where the host side of a fault goes under real nested paging.
+        lib=$(jf fault_library_ns_total); res=$(jf fault_resolve_ns_total)
+        [ -n "$lib" ] && [ -n "$res" ] && [ $((lib + res)) -gt 0 ] &&
+            echo "fault split, $fa: handlePageFault (with the lock) $((lib * 100 / (lib + res)))%, fallocate + UFFDIO_CONTINUE + wake $((res * 100 / (lib + res)))%, $(( (lib + res) / $(jf faults) / 1000 )) us per fault"
+    done
+    baseline baseline-populated populated
+    axrun memtest-random-populated run /guests/memtest.bin --memory $MEM --order random --populate \
+        --timeout 300 --stats-json /tmp/s.json
+    result "$(memtest_line)"
+    measure "axvm populated"
+}
+
 suite() {
     if [ "$ARCH" = aarch64 ]; then
         suite_aarch64
@@ -340,22 +362,7 @@ suite() {
 
     # Fault-around: one fault per window of the test region; random order as in
     # bench-faults.sh, with the C baseline interleaved so the measurement table is one run.
-    baseline baseline-lazy lazy
-    for fa in 4K 64K 2M; do
-        axrun memtest-random-lazy-$fa run /guests/memtest.bin --memory $MEM --order random --fault-around $fa \
-            --timeout 300 --stats-json /tmp/s.json
-        result "$(memtest_line)"
-        measure "axvm lazy, $fa fault-around"
-        # Where the host side of a fault goes under real nested paging.
-        lib=$(jf fault_library_ns_total); res=$(jf fault_resolve_ns_total)
-        [ -n "$lib" ] && [ -n "$res" ] && [ $((lib + res)) -gt 0 ] &&
-            echo "fault split, $fa: handlePageFault (with the lock) $((lib * 100 / (lib + res)))%, fallocate + UFFDIO_CONTINUE + wake $((res * 100 / (lib + res)))%, $(( (lib + res) / $(jf faults) / 1000 )) us per fault"
-    done
-    baseline baseline-populated populated
-    axrun memtest-random-populated run /guests/memtest.bin --memory $MEM --order random --populate \
-        --timeout 300 --stats-json /tmp/s.json
-    result "$(memtest_line)"
-    measure "axvm populated"
+    first_touch_cases
     # Other orders: the same checksum as the populated run (it depends on the seed only).
     for order in sequential strided; do
         axrun memtest-$order-lazy-4K run /guests/memtest.bin --memory $MEM --order $order \
@@ -488,21 +495,7 @@ suite_aarch64() {
     if have_guest memtest baseline-lazy baseline-populated memtest-random-lazy-4K memtest-random-lazy-64K \
         memtest-random-lazy-2M memtest-random-populated memtest-sequential-lazy-4K memtest-sequential-lazy-64K \
         memtest-sequential-lazy-2M memtest-overlap-2vcpus max-resident; then
-        baseline baseline-lazy lazy
-        for fa in 4K 64K 2M; do
-            axrun memtest-random-lazy-$fa run /guests/memtest.bin --memory $MEM --order random --fault-around $fa \
-                --timeout 300 --stats-json /tmp/s.json
-            result "$(memtest_line)"
-            measure "axvm lazy, $fa fault-around"
-            lib=$(jf fault_library_ns_total); res=$(jf fault_resolve_ns_total)
-            [ -n "$lib" ] && [ -n "$res" ] && [ $((lib + res)) -gt 0 ] &&
-                echo "fault split, $fa: handlePageFault (with the lock) $((lib * 100 / (lib + res)))%, fallocate + UFFDIO_CONTINUE + wake $((res * 100 / (lib + res)))%, $(( (lib + res) / $(jf faults) / 1000 )) us per fault"
-        done
-        baseline baseline-populated populated
-        axrun memtest-random-populated run /guests/memtest.bin --memory $MEM --order random --populate \
-            --timeout 300 --stats-json /tmp/s.json
-        result "$(memtest_line)"
-        measure "axvm populated"
+        first_touch_cases
         for fa in 4K 64K 2M; do
             axrun memtest-sequential-lazy-$fa run /guests/memtest.bin --memory $MEM --order sequential --fault-around $fa \
                 --timeout 300 --stats-json /tmp/s.json

@@ -33,16 +33,35 @@ die() { echo "kvm-rig: $*" >&2; exit 1; }
 
 # --- fetch ---------------------------------------------------------------------------------
 
-# The unsigned twin of the kernel Debian's linux-image-amd64 points at (its modules are
-# the same; the unsigned package has no shim dependency), else the highest 6.1.0-N.
+# kernel_package ARCH (amd64 | arm64): the unsigned twin of the kernel Debian's
+# linux-image-ARCH points at (its modules are the same; the unsigned package has no shim
+# dependency), else the highest 6.1.0-N.
 kernel_package() {
-    local abi
-    abi=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -1)
-    if [ -n "$abi" ] && apt-cache show "linux-image-$abi-unsigned" >/dev/null 2>&1; then
+    local arch=$1 q="" abi
+    [ "$arch" = amd64 ] || q=":$arch"
+    abi=$(apt-cache depends "linux-image-$arch$q" 2>/dev/null | sed -n "s/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-$arch\)\(:$arch\)\{0,1\}\$/\1/p" | head -1)
+    if [ -n "$abi" ] && apt-cache show "linux-image-$abi-unsigned$q" >/dev/null 2>&1; then
         echo "linux-image-$abi-unsigned"
         return
     fi
-    apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' | cut -d' ' -f1 | sort -V | tail -1
+    apt-cache search --names-only "^linux-image-6\.1\.0-[0-9]+-$arch-unsigned\$" | cut -d' ' -f1 | sort -V | tail -1
+}
+
+# download_debs DIR PKG ARCH: the kernel package and busybox-static for ARCH into DIR (once);
+# sets kdeb and bdeb to the .deb files.
+download_debs() {
+    local dir=$1 pkg=$2 arch=$3 q=""
+    [ "$arch" = amd64 ] || q=":$arch"
+    (
+        cd "$dir"
+        # apt-get download as root warns that _apt cannot write here; the download works.
+        ls "${pkg}"_*_"$arch".deb >/dev/null 2>&1 || apt-get download -q "$pkg$q" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
+        ls busybox-static_*_"$arch".deb >/dev/null 2>&1 || apt-get download -q "busybox-static$q" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
+    )
+    kdeb=$(ls "$dir/${pkg}"_*_"$arch".deb 2>/dev/null | sort -V | tail -1)
+    bdeb=$(ls "$dir"/busybox-static_*_"$arch".deb 2>/dev/null | sort -V | tail -1)
+    [ -n "$kdeb" ] || die "apt-get download $pkg$q failed"
+    [ -n "$bdeb" ] || die "apt-get download busybox-static$q failed"
 }
 
 fetch() {
@@ -56,23 +75,14 @@ fetch() {
         fi
     fi
     local pkg
-    pkg=$(kernel_package)
+    pkg=$(kernel_package amd64)
     if [ -z "$pkg" ]; then
         apt-get update -qq
-        pkg=$(kernel_package)
+        pkg=$(kernel_package amd64)
     fi
     [ -n "$pkg" ] || die "no linux-image-6.1.0-*-amd64-unsigned package known to apt"
-    (
-        cd "$cache/debs"
-        # apt-get download as root warns that _apt cannot write here; the download works.
-        ls "${pkg}"_*.deb >/dev/null 2>&1 || apt-get download -q "$pkg" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
-        ls busybox-static_*.deb >/dev/null 2>&1 || apt-get download -q busybox-static 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
-    )
     local kdeb bdeb
-    kdeb=$(ls "$cache/debs/${pkg}"_*.deb 2>/dev/null | sort -V | tail -1)
-    bdeb=$(ls "$cache/debs"/busybox-static_*.deb 2>/dev/null | sort -V | tail -1)
-    [ -n "$kdeb" ] || die "apt-get download $pkg failed"
-    [ -n "$bdeb" ] || die "apt-get download busybox-static failed"
+    download_debs "$cache/debs" "$pkg" amd64
 
     # Unpack the kernel image and the four KVM modules only (the .deb holds ~400 MB of modules).
     local dir=$cache/$pkg tmp=$cache/$pkg.tmp
@@ -313,16 +323,6 @@ shell_x86_64() {
 cache_a64=$cache/arm64
 A64_CPUS="max cortex-a57"
 
-kernel_package_aarch64() {
-    local abi
-    abi=$(apt-cache depends linux-image-arm64:arm64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-arm64\)\(:arm64\)\{0,1\}$/\1/p' | head -1)
-    if [ -n "$abi" ] && apt-cache show "linux-image-$abi-unsigned:arm64" >/dev/null 2>&1; then
-        echo "linux-image-$abi-unsigned"
-        return
-    fi
-    apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-arm64-unsigned$' | cut -d' ' -f1 | sort -V | tail -1
-}
-
 fetch_aarch64() {
     mkdir -p "$cache_a64/debs"
     if [ -f "$cache_a64/kernel-package" ] && [ -f "$cache_a64/busybox/bin/busybox" ] && [ "${AXVM_RIG_REFRESH:-0}" != 1 ]; then
@@ -336,22 +336,14 @@ fetch_aarch64() {
     # apt knows arm64 packages only with the architecture added (scripts/setup.sh does).
     dpkg --print-foreign-architectures | grep -qx arm64 || die "dpkg has no arm64 architecture: run scripts/setup.sh"
     local pkg
-    pkg=$(kernel_package_aarch64)
+    pkg=$(kernel_package arm64)
     if [ -z "$pkg" ]; then
         apt-get update -qq
-        pkg=$(kernel_package_aarch64)
+        pkg=$(kernel_package arm64)
     fi
     [ -n "$pkg" ] || die "no linux-image-6.1.0-*-arm64-unsigned package known to apt (run scripts/setup.sh)"
-    (
-        cd "$cache_a64/debs"
-        ls "${pkg}"_*_arm64.deb >/dev/null 2>&1 || apt-get download -q "$pkg:arm64" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
-        ls busybox-static_*_arm64.deb >/dev/null 2>&1 || apt-get download -q busybox-static:arm64 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
-    )
     local kdeb bdeb
-    kdeb=$(ls "$cache_a64/debs/${pkg}"_*_arm64.deb 2>/dev/null | sort -V | tail -1)
-    bdeb=$(ls "$cache_a64/debs"/busybox-static_*_arm64.deb 2>/dev/null | sort -V | tail -1)
-    [ -n "$kdeb" ] || die "apt-get download $pkg:arm64 failed"
-    [ -n "$bdeb" ] || die "apt-get download busybox-static:arm64 failed"
+    download_debs "$cache_a64/debs" "$pkg" arm64
 
     # The kernel image and its config only: KVM is built in, no modules needed.
     local dir=$cache_a64/$pkg tmp=$cache_a64/$pkg.tmp
