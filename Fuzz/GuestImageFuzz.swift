@@ -1,4 +1,4 @@
-// libFuzzer target: `GuestImage(path:bytes:)` (Sources/AxVMM/X86/GuestImage.swift), the
+// libFuzzer target: `GuestImage(path:bytes:)` (Sources/AxVMM/GuestImage.swift), the
 // guest image header parser. Input: the image file's bytes. Built against the AxVMM module
 // (swift build into .build-fuzz) by scripts/fuzz.sh.
 //
@@ -10,7 +10,7 @@ import AxVMM
 
 let path = "fuzz/guest.bin"
 
-/// Header: "AXG1", u32 mode (16 real, 64 long), u64 entry offset, all little-endian; the
+/// Header: "AXG1", u32 mode (16 real, 64 long, 0xAA64 AArch64 EL1), u64 entry offset, all little-endian; the
 /// entry must lie inside the image; a real-mode image must fit below 0xf000 (its 64 KiB
 /// segment at 0x10000, minus the top 4 KiB).
 func expectation(_ b: [UInt8]) -> (mode: UInt32, entry: UInt64)? {
@@ -18,7 +18,7 @@ func expectation(_ b: [UInt8]) -> (mode: UInt32, entry: UInt64)? {
     var mode: UInt32 = 0, entry: UInt64 = 0
     for i in 0..<4 { mode |= UInt32(b[4 + i]) << (8 * UInt32(i)) }
     for i in 0..<8 { entry |= UInt64(b[8 + i]) << (8 * UInt64(i)) }
-    guard mode == 16 || mode == 64, entry < UInt64(b.count) else { return nil }
+    guard mode == 16 || mode == 64 || mode == 0xAA64, entry < UInt64(b.count) else { return nil }
     if mode == 16 && b.count > 0xf000 { return nil }
     return (mode, entry)
 }
@@ -39,7 +39,8 @@ func check(_ bytes: [UInt8]) -> GuestImage? {
         invariant(g.mode.rawValue == expected.mode, "\(record()): mode \(g.mode), header says \(expected.mode)")
         invariant(g.entryOffset == expected.entry, "\(record()): entry \(g.entryOffset), header says \(expected.entry)")
         invariant(g.entryOffset < UInt64(g.bytes.count), "\(record()): entry \(g.entryOffset) outside the image")
-        let load: UInt64 = g.mode == .real ? 0x10000 : 0x10_0000
+        // Real mode at 0x10000, long mode at 1 MiB, AArch64 at RAM (1 GiB) + 1 MiB.
+        let load: UInt64 = g.mode == .real ? 0x10000 : g.mode == .aarch64 ? 0x4010_0000 : 0x10_0000
         invariant(g.loadAddress == load, "\(record()): load address \(g.loadAddress)")
         // Loaded, the image stays inside what its mode can reach: the 64 KiB real-mode
         // segment at 0x10000, or the 64 MiB file limit above 1 MiB for long mode.
