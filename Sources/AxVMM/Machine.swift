@@ -313,8 +313,8 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
     var paramsAddress: UInt64 { arch == .aarch64 ? AArch64Layout.params : X86Layout.params }
     func vcpuSlot(_ i: Int) -> UInt64 { arch == .aarch64 ? AArch64Layout.vcpuSlot(i) : X86Layout.vcpuSlot(i) }
 
-    /// The VM and its vCPUs, set up for this architecture.
-    private func createVM() throws(VMMError) -> (KVMSystem, VirtualMachine, [VCPU]) {
+    /// The VM and its vCPUs, set up for this architecture (the VM keeps /dev/kvm open).
+    private func createVM() throws(VMMError) -> (VirtualMachine, [VCPU]) {
         let system: KVMSystem
         do { system = try KVMSystem(path: config.kvmPath) } catch { throw .kvm(error) }
         let limit = Int(system.checkExtension(KVM_CAP_MAX_VCPUS))
@@ -323,9 +323,8 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
         }
         switch arch {
         case .aarch64:
-            let (vm, vcpus) = try AArch64Boot.createVM(system: system, vcpus: config.vcpus,
-                                                       ramEnd: AArch64Layout.ramBase + config.memorySize)
-            return (system, vm, vcpus)
+            return try AArch64Boot.createVM(system: system, vcpus: config.vcpus,
+                                            ramEnd: AArch64Layout.ramBase + config.memorySize)
         case .x86_64:
             #if arch(x86_64)
             do {
@@ -337,7 +336,7 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
                     try v.setSupportedCPUID(from: system)
                     vcpus.append(v)
                 }
-                return (system, vm, vcpus)
+                return (vm, vcpus)
             } catch { throw .kvm(error) }
             #else
             throw .host("x86_64 guests need an x86_64 host")
@@ -389,8 +388,7 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
         if image.loadAddress + UInt64(image.bytes.count) > ramBase + min(config.memorySize, VMConfig.testBase) {
             throw .guestImage(path: image.path, reason: "\(image.bytes.count) bytes at \(hex(image.loadAddress)) do not fit below the test region at 2 MiB into the \(config.memorySize)-byte RAM")
         }
-        let (system, vm, vcpus) = try createVM()
-        _ = system
+        let (vm, vcpus) = try createVM()
         let memory = try GuestMemory(vm: vm, format: format,
                                      hostCapacity: config.memorySize + VMConfig.romSize + (256 << 20),
                                      spaceSize: 1 << 40)
