@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build-guests.sh
 swift build -c release --product axvm
+# The guest of the host's architecture (guests/build/aarch64 on arm64 hosts).
+guest=guests/build/memtest.bin
+[ "$(uname -m)" = aarch64 ] && guest=guests/build/aarch64/memtest.bin
 .build/release/axvm check
 echo
-.build/release/axvm run guests/build/memtest.bin --memory 256M --order random --stats "$@"
+.build/release/axvm run "$guest" --memory 256M --order random --stats "$@"
