@@ -232,6 +232,25 @@ int ckvm_get_mp_state(int vcpu_fd) {
     return (int)s.mp_state;
 }
 
+int ckvm_irq_state(int vm_fd, int vcpu_fd, uint32_t pin, struct ckvm_irq_state *out) {
+    if (pin >= KVM_IOAPIC_NUM_PINS) { errno = EINVAL; return -1; }
+    struct kvm_irqchip chip;
+    memset(&chip, 0, sizeof chip);
+    chip.chip_id = KVM_IRQCHIP_IOAPIC;
+    if (ioctl(vm_fd, KVM_GET_IRQCHIP, &chip) < 0) return -1;
+    out->vector = chip.chip.ioapic.redirtbl[pin].fields.vector;
+    out->masked = chip.chip.ioapic.redirtbl[pin].fields.mask;
+    struct kvm_lapic_state lapic;
+    if (ioctl(vcpu_fd, KVM_GET_LAPIC, &lapic) < 0) return -1;
+    // IRR and ISR: 8 registers of 32 bits, 16 bytes apart, from APIC offsets 0x200 and 0x100.
+    uint32_t v = out->vector, word;
+    memcpy(&word, lapic.regs + 0x200 + (v / 32) * 0x10, 4);
+    out->irr = (word >> (v % 32)) & 1;
+    memcpy(&word, lapic.regs + 0x100 + (v / 32) * 0x10, 4);
+    out->isr = (word >> (v % 32)) & 1;
+    return 0;
+}
+
 int ckvm_set_mp_state(int vcpu_fd, uint32_t state) {
     struct kvm_mp_state s = { .mp_state = state };
     return ioctl(vcpu_fd, KVM_SET_MP_STATE, &s);

@@ -52,6 +52,14 @@ extension VCPU {
         UInt32(try check("KVM_GET_MP_STATE") { ckvm_get_mp_state(fd.raw) })
     }
 
+    /// `vm`'s IOAPIC pin `pin`: its vector and mask, and that vector's IRR/ISR bits in this
+    /// vCPU's LAPIC, in words (for the report on a guest that stopped with an interrupt pending).
+    public func interruptState(pin: UInt32, vm: VirtualMachine) -> String {
+        var s = ckvm_irq_state()
+        guard ckvm_irq_state(vm.fd.raw, fd.raw, pin, &s) == 0 else { return "interrupt state unknown (\(Errno.current))" }
+        return "IOAPIC pin \(pin) → vector 0x\(String(s.vector, radix: 16))\(s.masked != 0 ? " (masked)" : ""), LAPIC IRR \(s.irr) ISR \(s.isr)"
+    }
+
     /// KVM_SET_MP_STATE (0 runnable).
     public func setMultiprocessingState(_ state: UInt32) throws(KVMError) {
         _ = try check("KVM_SET_MP_STATE") { ckvm_set_mp_state(fd.raw, state) }

@@ -412,7 +412,7 @@ final class LinuxRunner<Format: NestedPagingFormat> {
                     // KVM_MP_STATE_HALTED = 3: in hlt, waiting for an interrupt.
                     let mp = (try? vcpu.multiprocessingState()).map { $0 == 3 ? "vCPU halted" : "vCPU runnable (mp state \($0))" } ?? "vCPU state unknown"
                     return .timeout(seconds: config.timeout ?? 0, rip: rip(),
-                                    state: "\(mp); UART \(uart.state); \(state.exits) exits")
+                                    state: "\(mp); UART \(uart.state); \(vcpu.interruptState(pin: LinuxLayout.serialIRQ, vm: vm)); \(state.exits) exits")
                 }
                 // The resampler's kick: a vCPU halted (KVM_MP_STATE_HALTED = 3) while the UART's
                 // interrupt has been pending for a whole period is made runnable, so that

@@ -164,6 +164,11 @@ int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd);
 int ckvm_get_mp_state(int vcpu_fd);
 /// KVM_SET_MP_STATE.
 int ckvm_set_mp_state(int vcpu_fd, uint32_t state);
+/// Where the interrupt of IOAPIC pin `pin` stands, for a report on a stuck guest: the vector
+/// and mask bit of its redirection entry (KVM_GET_IRQCHIP), and whether that vector is
+/// requested (IRR) or in service (ISR) in the vCPU's LAPIC (KVM_GET_LAPIC). 0 or -1 (errno).
+struct ckvm_irq_state { uint32_t vector, masked, irr, isr; };
+int ckvm_irq_state(int vm_fd, int vcpu_fd, uint32_t pin, struct ckvm_irq_state *out);
 #endif
 
 #endif
