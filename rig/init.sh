@@ -314,6 +314,18 @@ linux_peer() {
     echo
 }
 
+# max_resident_case: memtest with --max-resident below what it touches: the pager fails with
+# out of memory, and populated memory stays within the cap. Both architectures' suites.
+max_resident_case() {
+    axrun max-resident run /guests/memtest.bin --memory $MEM --max-resident $CAP --timeout 300 --stats-json /tmp/s.json
+    local msg cap
+    msg=$(exit_msg)
+    case "$msg" in "lazy pager failed: "*"out of memory"*) msg="lazy pager failed: out of memory" ;; esac
+    cap="populated $(jf populated_bytes) bytes, over the cap"
+    [ -n "$(jf populated_bytes)" ] && [ "$(jf populated_bytes)" -le $CAP_BYTES ] && cap="populated within the cap"
+    result "max-resident: exit $st, $msg, $cap"
+}
+
 # first_touch_cases: memtest random lazy 4K / 64K / 2M and populated, with the C baseline
 # interleaved (the first round of the measurement table), and where the host side of a fault
 # goes under real nested paging. Both architectures' suites.
@@ -386,13 +398,7 @@ suite() {
     axrun spin run /guests/spin.bin --timeout 2 --stats-json /tmp/s.json
     result "spin: exit $st, $(exit_msg)"
 
-    axrun max-resident run /guests/memtest.bin --memory $MEM --max-resident $CAP --timeout 300 --stats-json /tmp/s.json
-    local msg cap
-    msg=$(exit_msg)
-    case "$msg" in "lazy pager failed: "*"out of memory"*) msg="lazy pager failed: out of memory" ;; esac
-    cap="populated $(jf populated_bytes) bytes, over the cap"
-    [ -n "$(jf populated_bytes)" ] && [ "$(jf populated_bytes)" -le $CAP_BYTES ] && cap="populated within the cap"
-    result "max-resident: exit $st, $msg, $cap"
+    max_resident_case
 
     # Kernel-mode memtest (guest CPL 0 is not emulated here, unlike on kvm_pvm).
     if [ -f /guests/memtest-kernel.bin ]; then
@@ -505,13 +511,7 @@ suite_aarch64() {
         axrun memtest-overlap-2vcpus run /guests/memtest.bin --memory $MEM --order random --vcpus 2 --fault-threads 2 \
             --memtest-mode overlap --timeout 300 --stats-json /tmp/s.json
         result "$(memtest_line)"
-        axrun max-resident run /guests/memtest.bin --memory $MEM --max-resident $CAP --timeout 300 --stats-json /tmp/s.json
-        local msg cap
-        msg=$(exit_msg)
-        case "$msg" in "lazy pager failed: "*"out of memory"*) msg="lazy pager failed: out of memory" ;; esac
-        cap="populated $(jf populated_bytes) bytes, over the cap"
-        [ -n "$(jf populated_bytes)" ] && [ "$(jf populated_bytes)" -le $CAP_BYTES ] && cap="populated within the cap"
-        result "max-resident: exit $st, $msg, $cap"
+        max_resident_case
     fi
 
     if have_guest retouch retouch; then

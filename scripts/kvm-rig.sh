@@ -47,6 +47,18 @@ kernel_package() {
     apt-cache search --names-only "^linux-image-6\.1\.0-[0-9]+-$arch-unsigned\$" | cut -d' ' -f1 | sort -V | tail -1
 }
 
+# kernel_package_or_update ARCH: kernel_package, after an apt-get update if apt knows none.
+kernel_package_or_update() {
+    local pkg
+    pkg=$(kernel_package "$1")
+    if [ -z "$pkg" ]; then
+        apt-get update -qq
+        pkg=$(kernel_package "$1")
+    fi
+    [ -n "$pkg" ] || die "no linux-image-6.1.0-*-$1-unsigned package known to apt (run scripts/setup.sh)"
+    echo "$pkg"
+}
+
 # download_debs DIR PKG ARCH: the kernel package and busybox-static for ARCH into DIR (once);
 # sets kdeb and bdeb to the .deb files.
 download_debs() {
@@ -74,14 +86,8 @@ fetch() {
             return
         fi
     fi
-    local pkg
-    pkg=$(kernel_package amd64)
-    if [ -z "$pkg" ]; then
-        apt-get update -qq
-        pkg=$(kernel_package amd64)
-    fi
-    [ -n "$pkg" ] || die "no linux-image-6.1.0-*-amd64-unsigned package known to apt"
-    local kdeb bdeb
+    local pkg kdeb bdeb
+    pkg=$(kernel_package_or_update amd64)
     download_debs "$cache/debs" "$pkg" amd64
 
     # Unpack the kernel image and the four KVM modules only (the .deb holds ~400 MB of modules).
@@ -335,14 +341,8 @@ fetch_aarch64() {
     fi
     # apt knows arm64 packages only with the architecture added (scripts/setup.sh does).
     dpkg --print-foreign-architectures | grep -qx arm64 || die "dpkg has no arm64 architecture: run scripts/setup.sh"
-    local pkg
-    pkg=$(kernel_package arm64)
-    if [ -z "$pkg" ]; then
-        apt-get update -qq
-        pkg=$(kernel_package arm64)
-    fi
-    [ -n "$pkg" ] || die "no linux-image-6.1.0-*-arm64-unsigned package known to apt (run scripts/setup.sh)"
-    local kdeb bdeb
+    local pkg kdeb bdeb
+    pkg=$(kernel_package_or_update arm64)
     download_debs "$cache_a64/debs" "$pkg" arm64
 
     # The kernel image and its config only: KVM is built in, no modules needed.
