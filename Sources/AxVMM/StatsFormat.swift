@@ -70,6 +70,31 @@ public enum StatsFormat {
         return out
     }
 
+    /// The JSON fields of `axvm run` and `axvm boot` that come from `RunStatistics` alike, in
+    /// their order: fault service, the process's memory and exits, the timings.
+    static func faultFields(_ s: RunStatistics, faultAround: UInt64) -> [(String, String)] {
+        [("minor_faults", "\(s.minorFaults)"),
+         ("pages_mapped_by_faults", "\(s.pagesMappedByFaults)"),
+         ("fault_around_bytes", "\(faultAround)"),
+         ("fault_p50_ns", "\(s.faultP50Nanos)"),
+         ("fault_p99_ns", "\(s.faultP99Nanos)"),
+         ("fault_mean_ns", "\(s.faultMeanNanos)")]
+    }
+
+    static func processFields(_ s: RunStatistics) -> [(String, String)] {
+        [("table_frames", "\(s.tableFrames)"),
+         ("process_rss_bytes", "\(s.processRSSBytes)"),
+         ("shmem_rss_bytes", "\(s.shmemRSSBytes)"),
+         ("vmm_overhead_bytes", "\(s.vmmOverheadBytes)"),
+         ("exits", "\(s.exits)")]
+    }
+
+    static func timeFields(_ s: RunStatistics) -> [(String, String)] {
+        [("setup_seconds", "\(s.setupSeconds)"),
+         ("run_seconds", "\(s.runSeconds)"),
+         ("wall_seconds", "\(s.wallSeconds)")]
+    }
+
     public static func json(_ r: RunReport) -> String {
         let s = r.statistics
         let q = StatsFormat.jsonString
@@ -81,19 +106,10 @@ public enum StatsFormat {
             ("populated_bytes", "\(s.populatedBytes)"),
             ("faults", "\(s.faults)"),
             ("faults_in_test_region", "\(s.faultsInTestRegion)"),
-            ("minor_faults", "\(s.minorFaults)"),
-            ("pages_mapped_by_faults", "\(s.pagesMappedByFaults)"),
-            ("fault_around_bytes", "\(r.config.faultAround)"),
-            ("fault_p50_ns", "\(s.faultP50Nanos)"),
-            ("fault_p99_ns", "\(s.faultP99Nanos)"),
-            ("fault_mean_ns", "\(s.faultMeanNanos)"),
+        ] + faultFields(s, faultAround: r.config.faultAround) + [
             ("fault_library_ns_total", "\(s.faultLibraryNanos)"),
             ("fault_resolve_ns_total", "\(s.faultResolveNanos)"),
-            ("table_frames", "\(s.tableFrames)"),
-            ("process_rss_bytes", "\(s.processRSSBytes)"),
-            ("shmem_rss_bytes", "\(s.shmemRSSBytes)"),
-            ("vmm_overhead_bytes", "\(s.vmmOverheadBytes)"),
-            ("exits", "\(s.exits)"),
+        ] + processFields(s) + [
             ("vcpus", "[" + s.vcpus.map { "{\"exits\": \($0.exits), \"run_ns\": \($0.runNanos)}" }.joined(separator: ", ") + "]"),
             ("fault_threads", "[" + s.faultThreads.map {
                 "{\"faults\": \($0.faults), \"minor_faults\": \($0.minorFaults), \"pages_mapped\": \($0.pagesMapped), \"busy_ns\": \($0.busyNanos)}"
@@ -101,9 +117,7 @@ public enum StatsFormat {
             ("library_populated_frames", "\(s.addrSpace.populatedFrames)"),
             ("library_pages_mapped_by_faults", "\(s.addrSpace.pagesMappedByFaults)"),
             ("vcpu_checksums", "[" + r.vcpuChecksums.map { "\($0)" }.joined(separator: ", ") + "]"),
-            ("setup_seconds", "\(s.setupSeconds)"),
-            ("run_seconds", "\(s.runSeconds)"),
-            ("wall_seconds", "\(s.wallSeconds)"),
+        ] + timeFields(s) + [
             ("checksum", "\(r.checksum)"),
             ("mismatches", "\(r.mismatches)"),
             ("pages_touched", "\(r.pagesTouched)"),
