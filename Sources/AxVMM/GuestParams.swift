@@ -59,7 +59,7 @@ public struct GuestParams: Sendable {
             // PC layout: RAM above 3 GiB moves past the 32-bit hole to 4 GiB.
             if memorySize > X86Layout.lowRAMLimit { holeSize = X86Layout.highRAMBase - X86Layout.lowRAMLimit }
         case .aarch64:
-            ramBase = AArch64Layout.ramBase
+            ramBase = arch.ramBase
             holeStart = UInt64.max  // one contiguous RAM area
         }
     }

@@ -49,6 +49,9 @@ public enum GuestArch: String, Sendable {
         return machine == "aarch64" ? .aarch64 : .x86_64
     }()
 
+    /// Where guest RAM starts: 0 on x86, 1 GiB on arm64 (`AArch64Layout.ramBase`).
+    public var ramBase: UInt64 { self == .aarch64 ? AArch64Layout.ramBase : 0 }
+
     /// The name the guest's program counter has in reports.
     public var pcName: String { self == .aarch64 ? "pc" : "rip" }
 }

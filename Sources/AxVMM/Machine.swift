@@ -283,8 +283,7 @@ public enum Machine {
         let usable = c.memorySize - VMConfig.testBase
         let size = c.testSize == 0 ? usable : c.testSize
         let spacing = c.sparse && size > 0 ? max(1, (usable / 4096) / (size / 4096)) : 1
-        let ramBase = arch == .aarch64 ? AArch64Layout.ramBase : 0
-        var p = GuestParams(memorySize: c.memorySize, testBase: ramBase + VMConfig.testBase, testSize: size,
+        var p = GuestParams(memorySize: c.memorySize, testBase: arch.ramBase + VMConfig.testBase, testSize: size,
                             order: c.testOrder, stridePages: c.stridePages, seed: c.seed, spacing: spacing, arch: arch)
         p.vcpus = UInt64(c.vcpus)
         p.mode = c.memtestMode
@@ -296,13 +295,13 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
     let config: VMConfig
     let format: Format
     let cpu: HostCPU
-    let arch: GuestArch
+    /// The guests' architecture: the host CPU's.
+    var arch: GuestArch { cpu == .arm64 ? .aarch64 : .x86_64 }
 
     init(config: VMConfig, format: Format, cpu: HostCPU) {
         self.config = config
         self.format = format
         self.cpu = cpu
-        self.arch = cpu == .arm64 ? .aarch64 : .x86_64
     }
 
     /// The layout's addresses for this architecture.
@@ -384,8 +383,7 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
         if image.mode.arch != arch {
             throw .guestImage(path: image.path, reason: "an \(image.mode.arch.rawValue) guest; this \(arch.rawValue) host runs \(arch.rawValue) guests (guests/build/\(arch == .aarch64 ? "aarch64/" : ""))")
         }
-        let ramBase = arch == .aarch64 ? AArch64Layout.ramBase : 0
-        if image.loadAddress + UInt64(image.bytes.count) > ramBase + min(config.memorySize, VMConfig.testBase) {
+        if image.loadAddress + UInt64(image.bytes.count) > arch.ramBase + min(config.memorySize, VMConfig.testBase) {
             throw .guestImage(path: image.path, reason: "\(image.bytes.count) bytes at \(hex(image.loadAddress)) do not fit below the test region at 2 MiB into the \(config.memorySize)-byte RAM")
         }
         let (vm, vcpus) = try createVM()
