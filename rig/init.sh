@@ -314,6 +314,14 @@ linux_peer() {
     echo
 }
 
+# overlap_case: two vCPUs touching the same pages (overlap mode), two fault threads: each
+# page once. Both architectures' suites.
+overlap_case() {
+    axrun memtest-overlap-2vcpus run /guests/memtest.bin --memory $MEM --order random --vcpus 2 --fault-threads 2 \
+        --memtest-mode overlap --timeout 300 --stats-json /tmp/s.json
+    result "$(memtest_line)"
+}
+
 # max_resident_case: memtest with --max-resident below what it touches: the pager fails with
 # out of memory, and populated memory stays within the cap. Both architectures' suites.
 max_resident_case() {
@@ -382,10 +390,7 @@ suite() {
         result "$(memtest_line)"
     done
 
-    # Two vCPUs touching the same pages (overlap mode), two fault threads: each page once.
-    axrun memtest-overlap-2vcpus run /guests/memtest.bin --memory $MEM --order random --vcpus 2 --fault-threads 2 \
-        --memtest-mode overlap --timeout 300 --stats-json /tmp/s.json
-    result "$(memtest_line)"
+    overlap_case
 
     axrun retouch run /guests/retouch.bin --memory $MEM --timeout 300 --stats-json /tmp/s.json
     result "$(memtest_line)"
@@ -507,10 +512,7 @@ suite_aarch64() {
                 --timeout 300 --stats-json /tmp/s.json
             result "$(memtest_line)"
         done
-        # Two vCPUs touching the same pages (overlap mode), two fault threads: each page once.
-        axrun memtest-overlap-2vcpus run /guests/memtest.bin --memory $MEM --order random --vcpus 2 --fault-threads 2 \
-            --memtest-mode overlap --timeout 300 --stats-json /tmp/s.json
-        result "$(memtest_line)"
+        overlap_case
         max_resident_case
     fi
 
