@@ -164,17 +164,25 @@ LINUX_MEM=512M
 LINUX_MEM_BYTES=536870912
 LINUX_CMDLINE="console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nokbd quiet"
 LINUX_MARKER="axvm-linux: init reached"
-LINUX_ARGS="--kernel /linux/vmlinuz --initrd /linux/initramfs.cpio.gz --memory $LINUX_MEM --timeout 300"
+# A boot takes 20-40 s here; 150 s leaves room for a slow host and still ends a hung boot with
+# axvm's own timeout report (vCPU and UART state) well inside the rig's 600 s.
+LINUX_ARGS="--kernel /linux/vmlinuz --initrd /linux/initramfs.cpio.gz --memory $LINUX_MEM --timeout 150"
 
 # bootwatch NAME CMD...: runs CMD in the background (output in /tmp/NAME.out) and notes, when
 # the init marker first appears, the seconds since start (boot) and the process's VmRSS and
-# RssAnon in kB (rss, anon); st and dt: exit status and total seconds.
+# RssAnon in kB (rss, anon); st and dt: exit status and total seconds. With LIVE=1 the output
+# is also shown as it comes, as "[NAME] line" (CRs dropped), so a boot that hangs until the
+# rig's own timeout still shows how far it got.
 bootwatch() {
-    local n=$1 t0 pid
+    local n=$1 t0 pid tailpid=
     shift
     boot=-; rss=-; anon=-
     rm -f /tmp/s.json
     : > /tmp/$n.out
+    if [ "${LIVE:-0}" = 1 ]; then
+        sh -c 'echo $$ > /tmp/tail.pid; exec tail -f "$1"' tail /tmp/$n.out | tr -d '\r' | sed "s/^/[$n] /" &
+        tailpid=$!
+    fi
     t0=$(up)
     "$@" > /tmp/$n.out 2>&1 < /dev/null &
     pid=$!
@@ -188,14 +196,18 @@ bootwatch() {
     done
     wait $pid; st=$?
     dt=$(since "$t0")
+    if [ -n "$tailpid" ]; then
+        usleep 1200000  # busybox tail -f looks at the file once a second: let it print the last lines
+        kill "$(cat /tmp/tail.pid)" 2>/dev/null
+        wait $tailpid 2>/dev/null
+    fi
     if [ "$boot" = - ] && grep -q "$LINUX_MARKER" /tmp/$n.out; then boot="$dt (exit)"; fi
 }
 
 # linux_axvm NAME ARGS...: axvm boot, console shown as "[NAME] line" (CRs dropped).
 linux_axvm() {
     name=$1; shift
-    bootwatch $name /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json "$@"
-    tr -d '\r' < /tmp/$name.out | sed "s/^/[$name] /"
+    LIVE=1 bootwatch $name /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json "$@"
     cp /tmp/s.json /tmp/$name.json 2>/dev/null || rm -f /tmp/$name.json
 }
 
@@ -244,6 +256,26 @@ linux_cases() {
     linux_axvm linux-lazy-64K --fault-around 64K
     result "$(linux_line)"
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $boot s lazy 64K, $pop_boot s populated"
+}
+
+# linux_soak N [ARGS...]: N lazy boots in a row (`scripts/kvm-rig.sh soak x86_64 N`), one line
+# each; a boot that does not end with the guest's reset shows its console's last lines and
+# axvm's report. For hunting boots that hang now and then.
+linux_soak() {
+    local n=$1 i=1 bad=0
+    shift
+    echo "rig: soak: $n boots of axvm boot $LINUX_ARGS $*"
+    while [ $i -le $n ]; do
+        bootwatch soak /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json "$@"
+        echo "rig: soak boot $i of $n: exit $st, $(jf exit), init at $boot s, $dt s in all, $(jf serial_irq_resamples) resamples, $(jf halted_wakeups) halted wake-ups, $(jf exits) exits"
+        [ -f /tmp/s.json ] && sed -n 's/^  "interrupt_waits": \[\(..*\)\],*$/\1/p' /tmp/s.json | sed 's/", "/"\n"/g' | sed 's/^/rig:   interrupt wait /'
+        if [ "$st" != 0 ]; then
+            bad=$((bad + 1))
+            tr -d '\r' < /tmp/soak.out | tail -25 | sed 's/^/[soak] /'
+        fi
+        i=$((i + 1))
+    done
+    echo "rig: soak: $bad of $n boots failed"
 }
 
 # linux_bad_input: axvm boot refuses malformed kernels, oversized initrds and command lines
@@ -564,6 +596,12 @@ case " $(cat /proc/cmdline) " in
         linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
         cat /tmp/table
         echo "rig: $npass passed, $nfail failed"
+        echo "RIG DONE"
+        ;;
+    *" rig=soak "*)
+        # scripts/kvm-rig.sh soak x86_64 N [AXVM BOOT ARGS]: N Linux boots in a row.
+        linux_soak "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)" \
+            $(sed -n 's/.*rig_args=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
         echo "RIG DONE"
         ;;
     *" rig=shell "*)

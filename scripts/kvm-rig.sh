@@ -9,6 +9,7 @@
 #   scripts/kvm-rig.sh shell x86_64     boot to a busybox prompt (Ctrl-A x leaves QEMU)
 #   scripts/kvm-rig.sh compare x86_64 [LOG]  check a saved log (default: the last test's) again
 #   scripts/kvm-rig.sh linux x86_64 [ROUNDS]  Linux on axvm vs QEMU microvm only, ROUNDS (3) rounds
+#   scripts/kvm-rig.sh soak x86_64 [N] [ARGS]  N (10) lazy Linux boots in a row, ARGS to axvm boot
 # arm64 (KVM at EL2, built into Debian's arm64 kernel; qemu-system-aarch64 -M virt,virtualization=on):
 #   scripts/kvm-rig.sh fetch aarch64     linux-image-6.1.0-*-arm64-unsigned + busybox-static:arm64
 #   scripts/kvm-rig.sh build aarch64     static aarch64 axvm (scripts/build-static.sh aarch64, or the
@@ -216,6 +217,9 @@ qemu_x86_64() {  # sets qemu=(command line); arguments: extra kernel parameters
     qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu qemu64,+svm,+npt -m 4G -smp 1
           -nographic -no-reboot -nic none -kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
           -append "console=ttyS0 rdinit=/init panic=-1 quiet $*")
+    # AXVM_RIG_MONITOR=PATH: QEMU's monitor on a Unix socket, to look at a rig that stopped
+    # (e.g. `echo "info registers" | socat - UNIX-CONNECT:PATH`).
+    if [ -n "${AXVM_RIG_MONITOR:-}" ]; then qemu+=(-monitor "unix:$AXVM_RIG_MONITOR,server,nowait"); fi
 }
 
 # rig_boot LOG LIMIT: runs "${qemu[@]}" with a LIMIT-second timeout, its console cleaned
@@ -312,6 +316,26 @@ linux_x86_64() {
     [ "$qstatus" = 124 ] && { echo "kvm-rig: FAIL: timed out after $limit s"; return 1; }
     grep -qx 'RIG DONE' "$log" || { echo "kvm-rig: FAIL: did not finish (QEMU status $qstatus)"; return 1; }
     compare_x86_64 "$log" linux
+}
+
+# soak_x86_64 [N] [AXVM BOOT ARGS...]: N (default 10) lazy Linux boots in a row, one line each
+# (exit, time to init, the UART resampler's counters); a failed boot shows its console's tail
+# and axvm's report. Arguments go to every `axvm boot` (no spaces or commas inside one).
+soak_x86_64() {
+    local log=$out/soak.log n=${1:-10} args
+    shift $(($# < 1 ? $# : 1))
+    args=$(IFS=,; echo "$*")
+    local limit=${AXVM_RIG_TIMEOUT:-$((60 + n * 170))}
+    local -a qemu
+    qemu_x86_64 rig=soak rig_rounds=$n ${args:+rig_args=$args}
+    echo "kvm-rig: booting for $n Linux boots (timeout $limit s), log in $log"
+    set +e
+    timeout "$limit" "${qemu[@]}" </dev/null 2>&1 | sed -u 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g; s/\r//g' | tee "$log"
+    local qstatus=${PIPESTATUS[0]}
+    set -e
+    [ "$qstatus" = 124 ] && { echo "kvm-rig: FAIL: timed out after $limit s"; return 1; }
+    grep -qx 'RIG DONE' "$log" || { echo "kvm-rig: FAIL: did not finish (QEMU status $qstatus)"; return 1; }
+    grep -q '^rig: soak: 0 of ' "$log"
 }
 
 shell_x86_64() {
@@ -546,7 +570,7 @@ case "$verb" in
             aarch64) fetch_aarch64 ;;
             *) die "fetch: x86_64 or aarch64" ;;
         esac ;;
-    build|test|shell|compare|linux)
+    build|test|shell|compare|linux|soak)
         case "$verb/$arch" in
             */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64) ;;
             *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare)" ;;
@@ -556,5 +580,6 @@ case "$verb" in
         "${verb}_$arch" "$@" ;;
     *) echo "usage: $0 fetch [x86_64|aarch64] | build x86_64|aarch64 | test x86_64 | test aarch64 [max|cortex-a57|both]" >&2
        echo "       | shell x86_64 | shell aarch64 [max|cortex-a57] | compare x86_64 [LOG] | compare aarch64 [CPU|both] | linux x86_64 [ROUNDS]" >&2
+       echo "       | soak x86_64 [N] [AXVM BOOT ARGS]" >&2
        exit 2 ;;
 esac

@@ -10,18 +10,19 @@ import Synchronization
 /// Re-delivers a level-triggered device interrupt that the guest has not serviced.
 ///
 /// The 8250's interrupt output is a level that stays high until the guest reads IIR; axvm
-/// gives it to KVM as an edge (a pulse on KVM_IRQ_LINE, as the PIC is edge-triggered for ISA
-/// lines). In the kvm_amd rig, Linux sometimes sat halted at its first user-space console
-/// write, with the UART's THR-empty interrupt pending and enabled and no further exit
-/// (`axvm boot` timeout: "vCPU halted; UART IER 0x7, THR-empty interrupt pending"; 3 of 3
-/// boots with 2 MiB fault-around, 2 of 4 with 4 KiB at 512 MiB). A real line would still be
-/// high; this thread plays that part: when the output has stayed asserted for a whole period
-/// without a new edge, it pulses the line again (a pulse the guest did not need costs it one
-/// interrupt whose handler finds IIR "no interrupt"). With this thread running the hang has
-/// not come back, and it has not had to pulse once (`serial_irq_resamples` 0): the interrupt
-/// was late, not lost, and its delivery seems to wait for some host activity that a process
-/// waking every 20 ms provides (the rig's single emulated CPU is otherwise idle and
-/// tickless; its SVM is QEMU TCG's). Root cause not established.
+/// gives it to KVM as an edge (a pulse on KVM_IRQ_LINE: ISA lines are edge-triggered). A real
+/// line would still be high; this thread plays that part: when the output has stayed asserted
+/// for a whole period without a new edge, it pulses the line again (a pulse the guest did not
+/// need costs it one interrupt whose handler finds IIR "no interrupt") and kicks the vCPU, so
+/// the run loop can look at where the interrupt stands (`LinuxBootReport.interruptWaits`)
+/// and make a vCPU halted with it pending runnable.
+///
+/// History: before axvm gave Linux an MP table (`MPTable`), Linux took the UART's interrupt
+/// from the 8259 PIC in virtual-wire mode, and in the kvm_amd rig lazy boots sat now and then
+/// with the PIC requesting IRQ 4 (and IRQ 0) unmasked, the guest's IF set, and nothing
+/// injected for tens of milliseconds (3 of 11 boots; in older builds until the timeout). With
+/// the IOAPIC in use no boot has needed this thread (0 pulses in the soak runs, README);
+/// it stays as the device model's level.
 final class IRQResampler: Sendable {
     private let stopEvent: EventFD
     /// Written once by init and stop, on the owning thread.

@@ -125,6 +125,16 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
     var failure: String? { failureBox.withLock { $0 } }
     /// Set before `start()`, read by the fault threads only.
     var onFatal: @Sendable () -> Void = {}
+    /// What each fault thread is doing, for `releaseStuckVCPUs`' report: atomics, read
+    /// while the threads run.
+    private final class Activity: Sendable {
+        /// The page being resolved, `idle` when none.
+        let gpa = Atomic<UInt64>(Activity.idle)
+        let since = Atomic<UInt64>(0)
+        let served = Atomic<UInt64>(0)
+        static var idle: UInt64 { .max }
+    }
+    private let activity: [Activity]
 
     init(memory: GuestMemory<Format>, faultAround: UInt64, cpu: HostCPU, countAbove: UInt64 = 0,
          threads: Int = 1) throws(VMMError) {
@@ -134,6 +144,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
         self.countAbove = countAbove
         self.threadCount = max(1, threads)
         perThread = (0..<max(1, threads)).map { _ in Box() }
+        activity = (0..<max(1, threads)).map { _ in Activity() }
         stopEvent = try EventFD()
     }
 
@@ -195,7 +206,12 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
             for i in 0..<(n / msgSize) {
                 let msg = ckvm_uffd_decode(buffer + i * msgSize)
                 guard msg.event == UFFD_EVENT_PAGEFAULT else { continue }
+                let a = activity[index]
+                a.since.store(nowNanos(), ordering: .relaxed)
+                a.gpa.store(msg.address, ordering: .releasing)
                 if !handle(address: msg.address, flags: msg.flags, &stats) { failed = true; break }
+                a.gpa.store(Activity.idle, ordering: .releasing)
+                a.served.add(1, ordering: .relaxed)
             }
         }
     }
@@ -246,6 +262,26 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
         stats.resolveNanos &+= t2 &- t1
         stats.latency.record(t2 &- t0)
         return true
+    }
+
+    /// The run did not end after its vCPUs were told to stop (`Watchdog`): a vCPU is
+    /// blocked in the host kernel, most likely on a guest page no fault thread is
+    /// resolving. Records that as the run's failure with what the fault threads are doing
+    /// (host address of the page each one is on and for how long, events waiting in the
+    /// userfaultfd) and fences guest memory, which wakes every waiter with EFAULT.
+    func releaseStuckVCPUs() {
+        let now = nowNanos()
+        var pending = pollfd(fd: memory.userfault.fd.raw, events: Int16(POLLIN), revents: 0)
+        let waiting = poll(&pending, 1, 0) > 0
+        let threads = activity.enumerated().map { i, a in
+            let at = a.gpa.load(ordering: .acquiring), served = a.served.load(ordering: .relaxed)
+            let state = at == Activity.idle ? "idle"
+                : "on host address 0x\(String(at, radix: 16)) for \(StatsFormat.fixed(Double(now &- a.since.load(ordering: .relaxed)) / 1e9, 1)) s"
+            return "fault thread \(i) \(state) after \(served) faults"
+        }
+        fail("a vCPU did not leave KVM_RUN within \(Watchdog.graceMillis / 1000) s of the stop request (blocked in the host kernel); "
+            + threads.joined(separator: ", ") + "; userfaultfd events \(waiting ? "waiting unread" : "none waiting")"
+            + "; guest memory fenced to release it")
     }
 
     private func fail(_ message: String) {

@@ -416,7 +416,7 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
         let watchdog: Watchdog
         do {
             watchdog = try Watchdog(timeout: config.timeout, handleInterrupt: config.handleInterrupt,
-                                    kick: { control.kickAll() })
+                                    kick: { control.kickAll() }, stuck: { pager.releaseStuckVCPUs() })
         } catch {
             pager.stop()
             throw error
@@ -633,7 +633,16 @@ final class Watchdog: Sendable {
     var timedOut: Bool { timedOutFlag.load(ordering: .acquiring) }
     var interruptedByUser: Bool { interruptedFlag.load(ordering: .acquiring) }
 
-    init(timeout: Double?, handleInterrupt: Bool, kick: @escaping @Sendable () -> Void) throws(VMMError) {
+    /// How long the run may take to end after the kick before `stuck` is called.
+    static let graceMillis: Int32 = 5000
+
+    /// `kick` stops the vCPUs at the deadline or on Ctrl-C. If the run has not ended
+    /// (`stop()`) `graceMillis` after that, `stuck` is called once, on this thread: a vCPU
+    /// that a kick cannot reach is blocked in the host kernel — in 6.1, KVM waits for a
+    /// guest page killably, so a fault the pager never answered holds KVM_RUN against any
+    /// signal — and `stuck` releases it (the pager fences guest memory) and says why.
+    init(timeout: Double?, handleInterrupt: Bool, kick: @escaping @Sendable () -> Void,
+         graceMillis: Int32 = Watchdog.graceMillis, stuck: @escaping @Sendable () -> Void = {}) throws(VMMError) {
         stopEvent = try EventFD()
         if handleInterrupt {
             // SIGINT is blocked here (the vCPU thread) and every helper thread blocks all
@@ -654,7 +663,12 @@ final class Watchdog: Sendable {
                 var wait: Int32 = -1
                 if let deadline {
                     let now = nowNanos()
-                    if now >= deadline { timedOutFlag.store(true, ordering: .releasing); kick(); return }
+                    if now >= deadline {
+                        timedOutFlag.store(true, ordering: .releasing)
+                        kick()
+                        Self.awaitStop(&fds[0], graceMillis: graceMillis, stuck: stuck)
+                        return
+                    }
                     wait = Int32(min((deadline - now) / 1_000_000 + 1, 1_000_000))
                 }
                 let r = poll(&fds, sfd >= 0 ? 2 : 1, wait)
@@ -664,9 +678,22 @@ final class Watchdog: Sendable {
                     Self.consume(sfd)
                     interruptedFlag.store(true, ordering: .releasing)
                     kick()
+                    Self.awaitStop(&fds[0], graceMillis: graceMillis, stuck: stuck)
                     return
                 }
             }
+        }
+    }
+
+    /// After the kick: waits up to `graceMillis` for `stop()`, else calls `stuck`.
+    private static func awaitStop(_ stopFD: inout pollfd, graceMillis: Int32, stuck: @Sendable () -> Void) {
+        let end = nowNanos() + UInt64(graceMillis) * 1_000_000
+        while true {
+            let now = nowNanos()
+            if now >= end { stuck(); return }
+            let r = poll(&stopFD, 1, Int32((end - now) / 1_000_000 + 1))
+            if r > 0 { return }
+            if r < 0 && errno != EINTR { stuck(); return }
         }
     }
 

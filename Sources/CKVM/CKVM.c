@@ -232,22 +232,65 @@ int ckvm_get_mp_state(int vcpu_fd) {
     return (int)s.mp_state;
 }
 
-int ckvm_irq_state(int vm_fd, int vcpu_fd, uint32_t pin, struct ckvm_irq_state *out) {
+static uint32_t lapic_reg(const struct kvm_lapic_state *l, unsigned offset) {
+    uint32_t v;
+    memcpy(&v, l->regs + offset, 4);
+    return v;
+}
+
+// The highest vector set in one of the LAPIC's 256-bit registers (IRR at 0x200, ISR at 0x100:
+// eight 32-bit words 16 bytes apart), -1 if none.
+static int lapic_highest(const struct kvm_lapic_state *l, unsigned base) {
+    for (int w = 7; w >= 0; w--) {
+        uint32_t v = lapic_reg(l, base + (unsigned)w * 0x10);
+        if (v) return w * 32 + 31 - __builtin_clz(v);
+    }
+    return -1;
+}
+
+int ckvm_intr_snapshot(int vm_fd, int vcpu_fd, uint32_t pin, struct ckvm_intr_snapshot *out) {
     if (pin >= KVM_IOAPIC_NUM_PINS) { errno = EINVAL; return -1; }
+    memset(out, 0, sizeof *out);
     struct kvm_irqchip chip;
+    memset(&chip, 0, sizeof chip);
+    chip.chip_id = KVM_IRQCHIP_PIC_MASTER;
+    if (ioctl(vm_fd, KVM_GET_IRQCHIP, &chip) < 0) return -1;
+    out->pic_irr = chip.chip.pic.irr;
+    out->pic_imr = chip.chip.pic.imr;
+    out->pic_isr = chip.chip.pic.isr;
+    out->pic_last_irr = chip.chip.pic.last_irr;
+    out->pic_irq_base = chip.chip.pic.irq_base;
+    out->pic_special_mask = chip.chip.pic.special_mask;
+    out->pic_auto_eoi = chip.chip.pic.auto_eoi;
     memset(&chip, 0, sizeof chip);
     chip.chip_id = KVM_IRQCHIP_IOAPIC;
     if (ioctl(vm_fd, KVM_GET_IRQCHIP, &chip) < 0) return -1;
-    out->vector = chip.chip.ioapic.redirtbl[pin].fields.vector;
-    out->masked = chip.chip.ioapic.redirtbl[pin].fields.mask;
+    out->ioapic_vector = chip.chip.ioapic.redirtbl[pin].fields.vector;
+    out->ioapic_masked = chip.chip.ioapic.redirtbl[pin].fields.mask;
+    out->ioapic_irr = (chip.chip.ioapic.irr >> pin) & 1;
     struct kvm_lapic_state lapic;
     if (ioctl(vcpu_fd, KVM_GET_LAPIC, &lapic) < 0) return -1;
-    // IRR and ISR: 8 registers of 32 bits, 16 bytes apart, from APIC offsets 0x200 and 0x100.
-    uint32_t v = out->vector, word;
-    memcpy(&word, lapic.regs + 0x200 + (v / 32) * 0x10, 4);
-    out->irr = (word >> (v % 32)) & 1;
-    memcpy(&word, lapic.regs + 0x100 + (v / 32) * 0x10, 4);
-    out->isr = (word >> (v % 32)) & 1;
+    out->lapic_svr = lapic_reg(&lapic, 0xf0);
+    out->lapic_tpr = lapic_reg(&lapic, 0x80);
+    out->lapic_lvt0 = lapic_reg(&lapic, 0x350);
+    out->lapic_lvt_timer = lapic_reg(&lapic, 0x320);
+    out->lapic_timer_current = lapic_reg(&lapic, 0x390);
+    out->lapic_irr_highest = lapic_highest(&lapic, 0x200);
+    out->lapic_isr_highest = lapic_highest(&lapic, 0x100);
+    struct kvm_regs regs;
+    if (ioctl(vcpu_fd, KVM_GET_REGS, &regs) < 0) return -1;
+    out->rflags = regs.rflags;
+    out->rip = regs.rip;
+    struct kvm_vcpu_events ev;
+    memset(&ev, 0, sizeof ev);
+    if (ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &ev) < 0) return -1;
+    out->interrupt_injected = ev.interrupt.injected;
+    out->interrupt_nr = ev.interrupt.nr;
+    out->interrupt_shadow = ev.interrupt.shadow;
+    out->nmi_pending = ev.nmi.pending;
+    struct kvm_mp_state mp;
+    if (ioctl(vcpu_fd, KVM_GET_MP_STATE, &mp) < 0) return -1;
+    out->mp_state = mp.mp_state;
     return 0;
 }
 

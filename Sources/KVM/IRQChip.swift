@@ -52,12 +52,24 @@ extension VCPU {
         UInt32(try check("KVM_GET_MP_STATE") { ckvm_get_mp_state(fd.raw) })
     }
 
-    /// `vm`'s IOAPIC pin `pin`: its vector and mask, and that vector's IRR/ISR bits in this
-    /// vCPU's LAPIC, in words (for the report on a guest that stopped with an interrupt pending).
-    public func interruptState(pin: UInt32, vm: VirtualMachine) -> String {
-        var s = ckvm_irq_state()
-        guard ckvm_irq_state(vm.fd.raw, fd.raw, pin, &s) == 0 else { return "interrupt state unknown (\(Errno.current))" }
-        return "IOAPIC pin \(pin) → vector 0x\(String(s.vector, radix: 16))\(s.masked != 0 ? " (masked)" : ""), LAPIC IRR \(s.irr) ISR \(s.isr)"
+    /// Where the interrupt on ISA line `line` stands, in words, for a report on a guest that
+    /// waits for it (`ckvm_intr_snapshot`): e.g. "mp halted, RFLAGS 0x246 (IF 1), shadow 0,
+    /// injected -, NMI 0; PIC IRR 0x10 IMR 0xe8 ISR 0x0 last 0x0 base 0x30; IOAPIC pin 4
+    /// vector 0x0 masked IRR 0; LAPIC LVT0 0x700 TPR 0x0 SVR 0x1ff IRR - ISR - timer
+    /// 0x400ec current 0x0".
+    public func interruptState(line: UInt32, vm: VirtualMachine) -> String {
+        var s = ckvm_intr_snapshot()
+        guard ckvm_intr_snapshot(vm.fd.raw, fd.raw, line, &s) == 0 else { return "interrupt state unknown (\(Errno.current))" }
+        func hex<T: BinaryInteger>(_ v: T) -> String { "0x" + String(v, radix: 16) }
+        func vec(_ v: Int32) -> String { v < 0 ? "-" : hex(v) }
+        let mp = s.mp_state == 3 ? "halted" : s.mp_state == 0 ? "runnable" : "\(s.mp_state)"
+        return "mp \(mp), RIP \(hex(s.rip)), RFLAGS \(hex(s.rflags)) (IF \((s.rflags >> 9) & 1)), shadow \(s.interrupt_shadow), "
+            + "injected \(s.interrupt_injected != 0 ? hex(s.interrupt_nr) : "-"), NMI \(s.nmi_pending); "
+            + "PIC IRR \(hex(s.pic_irr)) IMR \(hex(s.pic_imr)) ISR \(hex(s.pic_isr)) last \(hex(s.pic_last_irr)) "
+            + "base \(hex(s.pic_irq_base))\(s.pic_special_mask != 0 ? " special-mask" : "")\(s.pic_auto_eoi != 0 ? " auto-EOI" : ""); "
+            + "IOAPIC pin \(line) vector \(hex(s.ioapic_vector))\(s.ioapic_masked != 0 ? " masked" : "") IRR \(s.ioapic_irr); "
+            + "LAPIC LVT0 \(hex(s.lapic_lvt0)) TPR \(hex(s.lapic_tpr)) SVR \(hex(s.lapic_svr)) IRR \(vec(s.lapic_irr_highest)) "
+            + "ISR \(vec(s.lapic_isr_highest)) timer \(hex(s.lapic_lvt_timer)) current \(hex(s.lapic_timer_current))"
     }
 
     /// KVM_SET_MP_STATE (0 runnable).

@@ -150,6 +150,7 @@ struct Boot: ParsableCommand {
     @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
     @Option(help: "KVM device.") var kvm = "/dev/kvm"
     @Flag(help: .hidden) var forceKvmPvm = false
+    @Flag(help: .hidden) var noMpTable = false
 
     func config() -> LinuxBootConfig {
         var c = LinuxBootConfig(kernelPath: kernel)
@@ -164,6 +165,7 @@ struct Boot: ParsableCommand {
         c.handleInterrupt = true
         c.kvmPath = kvm
         c.allowKVMPVM = forceKvmPvm
+        c.mpTable = !noMpTable
         return c
     }
 

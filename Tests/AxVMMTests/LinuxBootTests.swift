@@ -210,6 +210,54 @@ private func le<T: FixedWidthInteger>(_ p: [UInt8], _ o: Int, _: T.Type) -> T {
     }
 }
 
+/// The MP table, read back the way Linux's mpparse.c reads it.
+@Suite struct MPTableTests {
+    let base: UInt64 = LinuxLayout.mpTable
+    func sum(_ b: ArraySlice<UInt8>) -> UInt8 { b.reduce(0, &+) }
+
+    @Test func floatingPointerAndHeaderAreValid() {
+        for cpus in [1, 2, 8] {
+            let t = MPTable.build(cpus: cpus, at: base)
+            #expect(Array(t[0..<4]) == Array("_MP_".utf8))
+            #expect(sum(t[0..<16]) == 0, "floating pointer checksum")
+            #expect(t[8] == 1 && t[9] == 4 && t[11] == 0, "1 paragraph, rev 1.4, a configuration table")
+            let config = Int(le(t, 4, UInt32.self) - UInt32(base))
+            #expect(config == 16)
+            #expect(Array(t[config..<config + 4]) == Array("PCMP".utf8))
+            let length = Int(le(t, config + 4, UInt16.self))
+            #expect(config + length == t.count)
+            #expect(sum(t[config..<config + length]) == 0, "configuration table checksum")
+            #expect(le(t, config + 36, UInt32.self) == 0xfee0_0000)
+            // Entries: cpus processors (20 bytes), then 8-byte entries; their count matches.
+            var o = config + 44, counts = [UInt8: Int](), ints: [(irq: UInt8, apic: UInt8, pin: UInt8)] = []
+            var lints: [(type: UInt8, lint: UInt8)] = [], ioapicID: UInt8?
+            for _ in 0..<Int(le(t, config + 34, UInt16.self)) {
+                let type = t[o]
+                counts[type, default: 0] += 1
+                if type == 2 { ioapicID = t[o + 1]; #expect(le(t, o + 4, UInt32.self) == 0xfec0_0000 && t[o + 3] & 1 == 1) }
+                if type == 3 { ints.append((t[o + 5], t[o + 6], t[o + 7])) }
+                if type == 4 { lints.append((t[o + 1], t[o + 7])) }
+                if type == 0 { #expect(t[o + 3] == (t[o + 1] == 0 ? 3 : 1), "CPU 0 is the bootstrap processor") }
+                o += type == 0 ? 20 : 8
+            }
+            #expect(o == t.count)
+            #expect(counts == [0: cpus, 1: 1, 2: 1, 3: 16, 4: 2])
+            #expect(ioapicID == UInt8(cpus), "the IOAPIC's id is not a CPU's")
+            #expect(ints.map { $0.irq } == Array(0..<16) && ints.allSatisfy { $0.pin == $0.irq && $0.apic == ioapicID })
+            #expect(lints.map { $0.type } == [3, 1] && lints.map { $0.lint } == [0, 1], "LINT0 ExtINT, LINT1 NMI")
+        }
+    }
+
+    @Test func fitsWhereLinuxLooks() {
+        // mpparse.c scans [639 KiB, 640 KiB) for the floating pointer, on 16-byte boundaries;
+        // the table (axvm boot has one vCPU) stays in that KiB, in the e820 "reserved" range.
+        #expect(LinuxLayout.mpTable == 639 * 1024 && LinuxLayout.mpTable % 16 == 0)
+        #expect(LinuxLayout.mpTable + UInt64(MPTable.build(cpus: 1, at: LinuxLayout.mpTable).count) <= 640 * 1024)
+        let reserved = LinuxBootPlan.e820Map(ram: [GuestPhysRange(start: GuestPhysAddr(0), end: GuestPhysAddr(64 << 20))])[1]
+        #expect(reserved.address == LinuxLayout.mpTable && reserved.kind == .reserved)
+    }
+}
+
 /// `axvm boot` as a user runs it: bad input exits 2 at once with the reason on stderr, on any
 /// host; on kvm_pvm a valid kernel is refused at once with the reason.
 @Suite(.serialized) struct LinuxBootCommandLineTests {

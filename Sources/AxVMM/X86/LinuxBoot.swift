@@ -168,6 +168,9 @@ public enum LinuxLayout {
     /// Start of the extended BIOS data area: e820 says "reserved" from here to 1 MiB.
     public static let ebda: UInt64 = 0x9_fc00
     public static let highMemory: UInt64 = 0x10_0000
+    /// The MP table (`MPTable`): the last KiB of base memory, where Linux looks first after
+    /// the EBDA's (inside the e820 "reserved" range).
+    public static let mpTable: UInt64 = ebda
     /// The protected-mode kernel of a relocatable bzImage is loaded at 1 MiB and entered at
     /// +0x200 (startup_64); its decompressor moves it where it wants.
     public static let kernel: UInt64 = 0x10_0000

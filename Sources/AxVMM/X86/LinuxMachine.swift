@@ -25,6 +25,10 @@ public struct LinuxBootConfig: Sendable {
     public var kvmPath = "/dev/kvm"
     /// Try even on kvm_pvm (which cannot run a stock kernel): for experiments.
     public var allowKVMPVM = false
+    /// Give the guest an MP table (`MPTable`), so that Linux takes device interrupts through
+    /// the IOAPIC; false: none, Linux runs the APIC in virtual-wire mode on the 8259 PIC
+    /// (the way boots stalled in the rig: README, "Linux on axvm"). For experiments.
+    public var mpTable = true
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 
@@ -101,6 +105,10 @@ public struct LinuxBootReport: Sendable {
     /// Times the run loop found the vCPU halted with that interrupt pending and made it
     /// runnable.
     public var haltedWakeups = 0
+    /// The first few times the run loop found the UART's interrupt pending for a whole
+    /// resampler period: seconds since start and where the interrupt stood
+    /// (`VCPU.interruptState`), for tracking down why a guest did not take it.
+    public var interruptWaits: [String] = []
     public var config: LinuxBootConfig
     public var plan: LinuxBootPlan
 
@@ -277,7 +285,8 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         try pager.start()
         let watchdog: Watchdog
         do {
-            watchdog = try Watchdog(timeout: config.timeout, handleInterrupt: config.handleInterrupt, kick: kick)
+            watchdog = try Watchdog(timeout: config.timeout, handleInterrupt: config.handleInterrupt, kick: kick,
+                                    stuck: { pager.releaseStuckVCPUs() })
         } catch {
             pager.stop()
             throw error
@@ -308,6 +317,7 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         report.populatedAtMarker = state.populatedAtMarker
         report.serialIRQResamples = state.serialIRQResamples
         report.haltedWakeups = state.haltedWakeups
+        report.interruptWaits = state.interruptWaits
         report.residencyMismatches = ram.reduce(0) { $0 + memory.residencyMismatches($1).count }
         return report
     }
@@ -317,6 +327,9 @@ final class LinuxRunner<Format: NestedPagingFormat> {
     private func load(_ memory: GuestMemory<Format>) throws(VMMError) {
         try memory.write(plan.zeroPage(), at: GuestPhysAddr(LinuxLayout.zeroPage))
         try memory.write(plan.cmdline, at: GuestPhysAddr(LinuxLayout.cmdline))
+        if config.mpTable {
+            try memory.write(MPTable.build(cpus: 1, at: LinuxLayout.mpTable), at: GuestPhysAddr(LinuxLayout.mpTable))
+        }
         try memory.write(LinuxBootPlan.gdt, at: GuestPhysAddr(LinuxLayout.gdt))
         let t = LinuxBootPlan.pageTables()
         try memory.write(t.pml4, at: GuestPhysAddr(LinuxLayout.pml4))
@@ -338,6 +351,8 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         var populatedAtMarker: UInt64?
         var serialIRQResamples = 0
         var haltedWakeups = 0
+        var interruptWaits: [String] = []
+        static var interruptWaitsKept: Int { 4 }
     }
 
     private func loop(vcpu: VCPU, vm: VirtualMachine, memory: GuestMemory<Format>, ram: [RAMRegion], state: inout LoopState,
@@ -412,14 +427,20 @@ final class LinuxRunner<Format: NestedPagingFormat> {
                     // KVM_MP_STATE_HALTED = 3: in hlt, waiting for an interrupt.
                     let mp = (try? vcpu.multiprocessingState()).map { $0 == 3 ? "vCPU halted" : "vCPU runnable (mp state \($0))" } ?? "vCPU state unknown"
                     return .timeout(seconds: config.timeout ?? 0, rip: rip(),
-                                    state: "\(mp); UART \(uart.state); \(vcpu.interruptState(pin: LinuxLayout.serialIRQ, vm: vm)); \(state.exits) exits")
+                                    state: "\(mp); UART \(uart.state); \(vcpu.interruptState(line: LinuxLayout.serialIRQ, vm: vm)); \(state.exits) exits")
                 }
                 // The resampler's kick: a vCPU halted (KVM_MP_STATE_HALTED = 3) while the UART's
                 // interrupt has been pending for a whole period is made runnable, so that
                 // KVM looks at the pending interrupt again on entry.
-                if uart.asserted, (try? vcpu.multiprocessingState()) == 3 {
-                    try? vcpu.setMultiprocessingState(0)
-                    state.haltedWakeups += 1
+                if uart.asserted {
+                    if state.interruptWaits.count < LoopState.interruptWaitsKept {
+                        let at = StatsFormat.fixed(Double(nowNanos() - t0) / 1e9, 3)
+                        state.interruptWaits.append("\(at) s: \(vcpu.interruptState(line: LinuxLayout.serialIRQ, vm: vm))")
+                    }
+                    if (try? vcpu.multiprocessingState()) == 3 {
+                        try? vcpu.setMultiprocessingState(0)
+                        state.haltedWakeups += 1
+                    }
                 }
                 continue
             case let .unsupported(reason): return .unsupportedExit(reason: reason, rip: rip())

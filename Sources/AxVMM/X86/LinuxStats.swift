@@ -29,6 +29,7 @@ public enum LinuxStatsFormat {
         out += "nested tables:   \(s.tableFrames) frames\n"
         out += "VMM memory:      RSS \(mib(s.processRSSBytes)) = guest and tables (RssShmem) \(mib(s.shmemRSSBytes)) + VMM overhead \(mib(s.vmmOverheadBytes))\n"
         out += "vCPU exits:      \(s.exits) (UART interrupt re-delivered \(r.serialIRQResamples) times, halted vCPU woken \(r.haltedWakeups) times)\n"
+        for w in r.interruptWaits { out += "interrupt wait:  \(w)\n" }
         out += "time:            setup \(StatsFormat.fixed(s.setupSeconds * 1000, 1)) ms, run \(StatsFormat.fixed(s.runSeconds * 1000, 1)) ms, wall \(StatsFormat.fixed(s.wallSeconds * 1000, 1)) ms\n"
         out += StatsFormat.hostCheck(r.residencyMismatches)
         out += summary(r) + "\n"
@@ -52,6 +53,7 @@ public enum LinuxStatsFormat {
         ] + StatsFormat.faultFields(s, faultAround: r.config.faultAround) + StatsFormat.processFields(s) + [
             ("serial_irq_resamples", "\(r.serialIRQResamples)"),
             ("halted_wakeups", "\(r.haltedWakeups)"),
+            ("interrupt_waits", "[" + r.interruptWaits.map(q).joined(separator: ", ") + "]"),
         ] + StatsFormat.timeFields(s) + [
             ("residency_mismatches", "\(r.residencyMismatches)"),
             ("kernel_cmdline", q(r.config.cmdline)),

@@ -164,11 +164,22 @@ int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd);
 int ckvm_get_mp_state(int vcpu_fd);
 /// KVM_SET_MP_STATE.
 int ckvm_set_mp_state(int vcpu_fd, uint32_t state);
-/// Where the interrupt of IOAPIC pin `pin` stands, for a report on a stuck guest: the vector
-/// and mask bit of its redirection entry (KVM_GET_IRQCHIP), and whether that vector is
-/// requested (IRR) or in service (ISR) in the vCPU's LAPIC (KVM_GET_LAPIC). 0 or -1 (errno).
-struct ckvm_irq_state { uint32_t vector, masked, irr, isr; };
-int ckvm_irq_state(int vm_fd, int vcpu_fd, uint32_t pin, struct ckvm_irq_state *out);
+/// Where a device interrupt stands, for a report on a guest that waits for it: the master
+/// 8259's registers (KVM_GET_IRQCHIP; Linux without an MP table or ACPI uses the PIC through
+/// LINT0), IOAPIC pin `pin`'s entry, the LAPIC's LVT0, TPR, SVR, timer and highest
+/// requested/in-service vectors (KVM_GET_LAPIC), RFLAGS and RIP, KVM's pending event state
+/// (KVM_GET_VCPU_EVENTS: an injected interrupt, the STI/MOV SS shadow) and the mp state.
+/// 0, or -1 and errno.
+struct ckvm_intr_snapshot {
+    uint8_t pic_irr, pic_imr, pic_isr, pic_last_irr, pic_irq_base, pic_special_mask, pic_auto_eoi;
+    uint8_t ioapic_vector, ioapic_masked, ioapic_irr;
+    uint8_t interrupt_injected, interrupt_nr, interrupt_shadow, nmi_pending;
+    uint32_t lapic_svr, lapic_tpr, lapic_lvt0, lapic_lvt_timer, lapic_timer_current;
+    int32_t lapic_irr_highest, lapic_isr_highest;
+    uint32_t mp_state;
+    uint64_t rflags, rip;
+};
+int ckvm_intr_snapshot(int vm_fd, int vcpu_fd, uint32_t pin, struct ckvm_intr_snapshot *out);
 #endif
 
 #endif
