@@ -217,9 +217,63 @@ qemu_x86_64() {  # sets qemu=(command line); arguments: extra kernel parameters
     qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu qemu64,+svm,+npt -m 4G -smp 1
           -nographic -no-reboot -nic none -kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
           -append "console=ttyS0 rdinit=/init panic=-1 quiet $*")
-    # AXVM_RIG_MONITOR=PATH: QEMU's monitor on a Unix socket, to look at a rig that stopped
-    # (e.g. `echo "info registers" | socat - UNIX-CONNECT:PATH`).
-    if [ -n "${AXVM_RIG_MONITOR:-}" ]; then qemu+=(-monitor "unix:$AXVM_RIG_MONITOR,server,nowait"); fi
+    # QEMU's monitor on a Unix socket (AXVM_RIG_MONITOR, default in the build directory), for
+    # stall_watch and for looking at a rig by hand (monitor_query).
+    qemu+=(-monitor "unix:${AXVM_RIG_MONITOR:-$out/monitor.sock},server,nowait")
+}
+
+# monitor_query SOCKET COMMAND...: QEMU monitor commands' output (python3 or socat; nothing
+# if neither is installed).
+monitor_query() {
+    local sock=$1; shift
+    if command -v python3 > /dev/null; then
+        python3 - "$sock" "$@" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(1)
+def drain():
+    out = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d: break
+            out += d
+    except socket.timeout: pass
+    return out.decode(errors="replace")
+drain()
+for cmd in sys.argv[2:]:
+    s.send((cmd + "\n").encode())
+    print("(qemu) " + cmd)
+    print("\n".join(l for l in drain().replace("\r", "").split("\n")[1:] if not l.startswith("(qemu)")))
+PY
+    elif command -v socat > /dev/null; then
+        printf '%s\n' "$@" | socat -t 2 - "UNIX-CONNECT:$sock" | tr -d '\r' | sed 's/\x1b\[[0-9;]*[A-Za-z]//g'
+    fi
+}
+
+# stall_watch SOCKET: runs beside a rig boot. A QEMU that has used no CPU time for 60 s has
+# its emulated CPU halted with nothing to wake it — not even the rig kernel's timer, which
+# every case's own timeout needs (seen once in ~80 Linux boots, and in a CI run that then
+# sat out the rig's 600 s). It says so with QEMU's view of the CPU and LAPIC, and ends QEMU
+# so that the run fails at once, saying why, instead of at the rig's timeout.
+stall_watch() {
+    local sock=$1 pid="" last=-1 same=0 t i
+    for i in $(seq 100); do
+        pid=$(pgrep -f "^qemu-system-[a-z0-9_]+ .*unix:$sock,server" | head -1)
+        [ -n "$pid" ] && break
+        sleep 0.2
+    done
+    [ -n "$pid" ] || return 0
+    while t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null); do
+        if [ "$t" = "$last" ]; then same=$((same + 1)); else same=0; fi
+        last=$t
+        if [ $same -ge 6 ]; then
+            echo "kvm-rig: STALL: QEMU has used no CPU time for 60 s: the rig's emulated CPU is halted and nothing wakes it (a QEMU TCG stop, not a spinning guest); its state:"
+            monitor_query "$sock" "info registers" "info lapic" | grep -E '^(\(qemu\)|RIP|RFL|CR0|EFER|LVT|Timer|ISR|IRR|TPR|APR|PPR|SPIV|ESR|ICR| *PC=|PSTATE)' | sed 's/^/kvm-rig:   /'
+            kill "$pid" 2>/dev/null
+            return 0
+        fi
+        sleep 10
+    done
 }
 
 # rig_boot LOG LIMIT: runs "${qemu[@]}" with a LIMIT-second timeout, its console cleaned
@@ -231,6 +285,8 @@ rig_boot() {
     start=$(date +%s.%N)
     echo "kvm-rig: booting (timeout $limit s), log in $log"
     set +e
+    stall_watch "${AXVM_RIG_MONITOR:-$out/monitor.sock}" &
+    local watcher=$!
     # The firmware and kernel's terminal escapes and CRs go, so lines compare as text.
     timeout "$limit" "${qemu[@]}" </dev/null 2>&1 | sed -u 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g; s/\r//g' \
         | while IFS= read -r line; do   # note when init starts, for the boot time
@@ -238,6 +294,7 @@ rig_boot() {
             printf '%s\n' "$line"
         done | tee "$log"
     rig_qstatus=${PIPESTATUS[0]}
+    kill $watcher 2>/dev/null; wait $watcher 2>/dev/null
     set -e
     end=$(date +%s.%N)
     rig_total=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
@@ -245,16 +302,21 @@ rig_boot() {
     echo "kvm-rig: QEMU ran $rig_total s"
 }
 
+# rig_finished LOG LIMIT: after rig_boot, whether the rig ran to its end ("RIG DONE").
+rig_finished() {
+    if [ "$rig_qstatus" = 124 ]; then
+        echo "kvm-rig: FAIL: timed out after $2 s (boot or a case hung)"
+        return 1
+    fi
+    grep -qx 'RIG DONE' "$1" || { echo "kvm-rig: FAIL: the rig did not finish (QEMU status $rig_qstatus)"; return 1; }
+}
+
 test_x86_64() {
     local log=$out/test.log status=0 limit=${AXVM_RIG_TIMEOUT:-600}
     local -a qemu
     qemu_x86_64 rig=test
     rig_boot "$log" "$limit"
-    if [ "$rig_qstatus" = 124 ]; then
-        echo "kvm-rig: FAIL: timed out after $limit s (boot or a case hung)"
-        return 1
-    fi
-    grep -qx 'RIG DONE' "$log" || { echo "kvm-rig: FAIL: the suite did not finish (QEMU status $rig_qstatus)"; return 1; }
+    rig_finished "$log" "$limit" || return 1
     compare_x86_64 "$log" || status=1
     echo "kvm-rig: timings: QEMU start to init $rig_boot s (kernel uptime at init" \
         "$(sed -n 's/^rig: init at \([0-9.]*\) s.*/\1/p' "$log") s), suite $(sed -n 's/^rig: suite took \([0-9.]*\) s/\1/p' "$log") s, QEMU total $rig_total s"
@@ -308,13 +370,9 @@ linux_x86_64() {
     local log=$out/linux.log limit=${AXVM_RIG_TIMEOUT:-900} rounds=${1:-3}
     local -a qemu
     qemu_x86_64 rig=linux rig_rounds=$rounds
-    echo "kvm-rig: booting for the Linux cases and $rounds comparison rounds (timeout $limit s), log in $log"
-    set +e
-    timeout "$limit" "${qemu[@]}" </dev/null 2>&1 | sed -u 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g; s/\r//g' | tee "$log"
-    local qstatus=${PIPESTATUS[0]}
-    set -e
-    [ "$qstatus" = 124 ] && { echo "kvm-rig: FAIL: timed out after $limit s"; return 1; }
-    grep -qx 'RIG DONE' "$log" || { echo "kvm-rig: FAIL: did not finish (QEMU status $qstatus)"; return 1; }
+    echo "kvm-rig: booting for the Linux cases and $rounds comparison rounds"
+    rig_boot "$log" "$limit"
+    rig_finished "$log" "$limit" || return 1
     compare_x86_64 "$log" linux
 }
 
@@ -328,13 +386,9 @@ soak_x86_64() {
     local limit=${AXVM_RIG_TIMEOUT:-$((60 + n * 170))}
     local -a qemu
     qemu_x86_64 rig=soak rig_rounds=$n ${args:+rig_args=$args}
-    echo "kvm-rig: booting for $n Linux boots (timeout $limit s), log in $log"
-    set +e
-    timeout "$limit" "${qemu[@]}" </dev/null 2>&1 | sed -u 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g; s/\r//g' | tee "$log"
-    local qstatus=${PIPESTATUS[0]}
-    set -e
-    [ "$qstatus" = 124 ] && { echo "kvm-rig: FAIL: timed out after $limit s"; return 1; }
-    grep -qx 'RIG DONE' "$log" || { echo "kvm-rig: FAIL: did not finish (QEMU status $qstatus)"; return 1; }
+    echo "kvm-rig: booting for $n Linux boots"
+    rig_boot "$log" "$limit"
+    rig_finished "$log" "$limit" || return 1
     grep -q '^rig: soak: 0 of ' "$log"
 }
 
@@ -493,7 +547,8 @@ qemu_aarch64() {  # sets qemu=(command line); arguments: CPU model, extra kernel
     [ -f "$out/initramfs.cpio.gz" ] || die "no initramfs: run $0 build aarch64"
     qemu=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -accel tcg -cpu "$model" -m 2G
           -smp "${AXVM_RIG_SMP:-1}" -nographic -no-reboot -nic none -kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
-          -append "console=ttyAMA0 rdinit=/init panic=-1 quiet rig_cpu=$cpu$([ "${AXVM_RIG_PIN:-1}" = 1 ] || echo ' rig_nopin') $*")
+          -append "console=ttyAMA0 rdinit=/init panic=-1 quiet rig_cpu=$cpu$([ "${AXVM_RIG_PIN:-1}" = 1 ] || echo ' rig_nopin') $*"
+          -monitor "unix:${AXVM_RIG_MONITOR:-$out/monitor.sock},server,nowait")
 }
 
 a64_cpus() {  # the CPU models a test/compare argument names
