@@ -252,7 +252,7 @@ PY
 
 # stall_watch SOCKET: runs beside a rig boot. A QEMU that has used no CPU time for 60 s has
 # its emulated CPU halted with nothing to wake it — not even the rig kernel's timer, which
-# every case's own timeout needs. Seen in 2 of ~115 Linux boots in the kvm_amd rig (both
+# every case's own timeout needs. Seen in 2 of ~100 Linux boots in the kvm_amd rig (both
 # with a second rig running beside it) and probably in a CI run that sat out the rig's 600 s:
 # QEMU 7.2's TCG had the rig kernel halted (EFER.SVME set: the outer kernel, not axvm's
 # guest) with IF set and the LAPIC timer's vector requested, and an NMI from the monitor did
