@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A tiny initramfs for Linux guests of `axvm boot` (and QEMU microvm in the rig): busybox-static
-# and an /init that prints a marker, the RAM the kernel sees (MemTotal) and reboots, which
-# ends the VM (axvm: i8042 reset with reboot=k; QEMU: -no-reboot).
+# and an /init that prints a marker, the RAM the kernel sees (MemTotal) and the controller of
+# the serial interrupt, and reboots, which ends the VM (axvm: i8042 reset with reboot=k;
+# QEMU: -no-reboot).
 #   scripts/linux-guest-initramfs.sh [OUT]   default OUT: .build-rig/linux-guest/initramfs.cpio.gz
 # busybox: $BUSYBOX, else the rig's cache (scripts/kvm-rig.sh fetch), else /bin/busybox if static.
 set -euo pipefail
@@ -25,6 +26,9 @@ exec 0</dev/console 1>/dev/console 2>&1
 /bin/busybox mount -t proc proc /proc
 echo "axvm-linux: init reached"
 /bin/busybox grep '^MemTotal:' /proc/meminfo
+# Which interrupt controller delivers the UART's interrupt ("IO-APIC 4-edge" with axvm's MP
+# table; "XT-PIC" when Linux runs the 8259 in virtual-wire mode).
+/bin/busybox awk '/ttyS/ { print "axvm-linux: serial interrupt:", $3, $4 }' /proc/interrupts
 echo "axvm-linux: rebooting to end the VM"
 /bin/busybox reboot -f
 INIT
