@@ -128,8 +128,8 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
     /// What each fault thread is doing, for `releaseStuckVCPUs`' report: atomics, read
     /// while the threads run.
     private final class Activity: Sendable {
-        /// The page being resolved, `idle` when none.
-        let gpa = Atomic<UInt64>(Activity.idle)
+        /// Host address of the fault being resolved, `idle` when none.
+        let address = Atomic<UInt64>(Activity.idle)
         let since = Atomic<UInt64>(0)
         let served = Atomic<UInt64>(0)
         static var idle: UInt64 { .max }
@@ -208,9 +208,9 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
                 guard msg.event == UFFD_EVENT_PAGEFAULT else { continue }
                 let a = activity[index]
                 a.since.store(nowNanos(), ordering: .relaxed)
-                a.gpa.store(msg.address, ordering: .releasing)
+                a.address.store(msg.address, ordering: .releasing)
                 if !handle(address: msg.address, flags: msg.flags, &stats) { failed = true; break }
-                a.gpa.store(Activity.idle, ordering: .releasing)
+                a.address.store(Activity.idle, ordering: .releasing)
                 a.served.add(1, ordering: .relaxed)
             }
         }
@@ -274,7 +274,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
         var pending = pollfd(fd: memory.userfault.fd.raw, events: Int16(POLLIN), revents: 0)
         let waiting = poll(&pending, 1, 0) > 0
         let threads = activity.enumerated().map { i, a in
-            let at = a.gpa.load(ordering: .acquiring), served = a.served.load(ordering: .relaxed)
+            let at = a.address.load(ordering: .acquiring), served = a.served.load(ordering: .relaxed)
             let state = at == Activity.idle ? "idle"
                 : "on host address 0x\(String(at, radix: 16)) for \(StatsFormat.fixed(Double(now &- a.since.load(ordering: .relaxed)) / 1e9, 1)) s"
             return "fault thread \(i) \(state) after \(served) faults"
