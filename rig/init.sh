@@ -40,6 +40,13 @@ setup() {
     done
     echo "rig: kvm modules loaded in $(since "$t0") s"
     dmesg | grep -i -e 'kvm' -e 'svm' -e 'nested paging' | sed 's/^/[dmesg] /'
+    # One empty VM for the whole rig. KVM 6.1 turns SVM on at the first VM and off after the
+    # last, so without it every case toggles SVM; the emulator stalls seen (kvm-rig.sh,
+    # stall_watch) came where one run had ended and the next begun.
+    if [ -x /baseline ]; then
+        /baseline hold-vm &
+        echo "rig: one empty VM held for the whole rig (SVM stays on between cases)"
+    fi
 }
 
 # arm64: KVM is built in and initialized at boot (VHE or nVHE by the CPU model). The

@@ -6,6 +6,7 @@
 //
 // Usage: baseline GUEST.bin MEMORY_MiB lazy|populated ORDER SEED
 //                 [VCPUS [FAULT_THREADS [split|overlap [BATCH [view|fallocate [poll|exclusive]]]]]]
+//        baseline hold-vm   (one empty VM until killed: see main)
 // Defaults 1, 1, split, 1, view, poll. Every vCPU runs on its own thread from the same long-mode
 // entry with rsi = its index and its own stack (Sources/AxVMM/X86/X86Boot.swift); the run
 // ends when every vCPU has written its exit code to port 0xf4.
@@ -199,6 +200,14 @@ static void *vcpu_thread(void *arg) {
 }
 
 int main(int argc, char **argv) {
+    // `baseline hold-vm`: creates one empty VM and sleeps until killed. KVM 6.1 turns SVM on
+    // when the first VM is created and off after the last is destroyed; the x86 rig keeps
+    // this VM so that SVM is not toggled between its cases (rig/init.sh, setup).
+    if (argc == 2 && strcmp(argv[1], "hold-vm") == 0) {
+        int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC); CHECK(kvm);
+        CHECK(ioctl(kvm, KVM_CREATE_VM, 0));
+        for (;;) pause();
+    }
     if (argc < 6) {
         fprintf(stderr, "usage: %s GUEST MiB lazy|populated ORDER SEED [VCPUS [FAULT_THREADS [split|overlap [BATCH [view|fallocate [poll|exclusive]]]]]]\n", argv[0]);
         return 2;
