@@ -116,25 +116,24 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
     let threadCount: Int
     private let stopEvent: EventFD
     private var threads: [OSThread] = []
-    /// One box per thread, written by its thread only, read after `stop()` joined them (the
-    /// join orders the accesses). Boxes, not array elements: the array is never mutated.
-    private final class Box: @unchecked Sendable { var value = PagerStatistics() }
+    /// One box per thread. `value` is written by its thread only and read after `stop()`
+    /// joined them (the join orders the accesses); the atomics say what the thread is doing
+    /// while it runs, for `releaseStuckVCPUs`' report. Boxes, not array elements: the array
+    /// is never mutated.
+    private final class Box: @unchecked Sendable {
+        var value = PagerStatistics()
+        /// Host address of the fault being resolved, `idle` when none.
+        let address = Atomic<UInt64>(Box.idle)
+        let since = Atomic<UInt64>(0)
+        let served = Atomic<UInt64>(0)
+        static var idle: UInt64 { .max }
+    }
     private let perThread: [Box]
     /// Written by the fault threads, read by the run loop while it runs: behind a mutex.
     private let failureBox = Locked<String?>(nil)
     var failure: String? { failureBox.withLock { $0 } }
     /// Set before `start()`, read by the fault threads only.
     var onFatal: @Sendable () -> Void = {}
-    /// What each fault thread is doing, for `releaseStuckVCPUs`' report: atomics, read
-    /// while the threads run.
-    private final class Activity: Sendable {
-        /// Host address of the fault being resolved, `idle` when none.
-        let address = Atomic<UInt64>(Activity.idle)
-        let since = Atomic<UInt64>(0)
-        let served = Atomic<UInt64>(0)
-        static var idle: UInt64 { .max }
-    }
-    private let activity: [Activity]
 
     init(memory: GuestMemory<Format>, faultAround: UInt64, cpu: HostCPU, countAbove: UInt64 = 0,
          threads: Int = 1) throws(VMMError) {
@@ -144,7 +143,6 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
         self.countAbove = countAbove
         self.threadCount = max(1, threads)
         perThread = (0..<max(1, threads)).map { _ in Box() }
-        activity = (0..<max(1, threads)).map { _ in Activity() }
         stopEvent = try EventFD()
     }
 
@@ -206,11 +204,11 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
             for i in 0..<(n / msgSize) {
                 let msg = ckvm_uffd_decode(buffer + i * msgSize)
                 guard msg.event == UFFD_EVENT_PAGEFAULT else { continue }
-                let a = activity[index]
+                let a = perThread[index]
                 a.since.store(nowNanos(), ordering: .relaxed)
                 a.address.store(msg.address, ordering: .releasing)
                 if !handle(address: msg.address, flags: msg.flags, &stats) { failed = true; break }
-                a.address.store(Activity.idle, ordering: .releasing)
+                a.address.store(Box.idle, ordering: .releasing)
                 a.served.add(1, ordering: .relaxed)
             }
         }
@@ -273,9 +271,9 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
         let now = nowNanos()
         var pending = pollfd(fd: memory.userfault.fd.raw, events: Int16(POLLIN), revents: 0)
         let waiting = poll(&pending, 1, 0) > 0
-        let threads = activity.enumerated().map { i, a in
+        let threads = perThread.enumerated().map { i, a in
             let at = a.address.load(ordering: .acquiring), served = a.served.load(ordering: .relaxed)
-            let state = at == Activity.idle ? "idle"
+            let state = at == Box.idle ? "idle"
                 : "on host address 0x\(String(at, radix: 16)) for \(StatsFormat.fixed(Double(now &- a.since.load(ordering: .relaxed)) / 1e9, 1)) s"
             return "fault thread \(i) \(state) after \(served) faults"
         }

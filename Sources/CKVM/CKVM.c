@@ -288,9 +288,9 @@ int ckvm_intr_snapshot(int vm_fd, int vcpu_fd, uint32_t pin, struct ckvm_intr_sn
     out->interrupt_nr = ev.interrupt.nr;
     out->interrupt_shadow = ev.interrupt.shadow;
     out->nmi_pending = ev.nmi.pending;
-    struct kvm_mp_state mp;
-    if (ioctl(vcpu_fd, KVM_GET_MP_STATE, &mp) < 0) return -1;
-    out->mp_state = mp.mp_state;
+    int mp = ckvm_get_mp_state(vcpu_fd);
+    if (mp < 0) return -1;
+    out->mp_state = (uint32_t)mp;
     return 0;
 }
 

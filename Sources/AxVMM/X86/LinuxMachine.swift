@@ -424,10 +424,9 @@ final class LinuxRunner<Format: NestedPagingFormat> {
                 if let f = pager.failure { return .pagerFailure(f) }
                 if watchdog.interruptedByUser { return .interrupted }
                 if watchdog.timedOut {
-                    // KVM_MP_STATE_HALTED = 3: in hlt, waiting for an interrupt.
-                    let mp = (try? vcpu.multiprocessingState()).map { $0 == 3 ? "vCPU halted" : "vCPU runnable (mp state \($0))" } ?? "vCPU state unknown"
+                    // The interrupt state starts with the mp state: halted (in hlt) or runnable.
                     return .timeout(seconds: config.timeout ?? 0, rip: rip(),
-                                    state: "\(mp); UART \(uart.state); \(vcpu.interruptState(line: LinuxLayout.serialIRQ, vm: vm)); \(state.exits) exits")
+                                    state: "UART \(uart.state); \(vcpu.interruptState(line: LinuxLayout.serialIRQ, vm: vm)); \(state.exits) exits")
                 }
                 // The resampler's kick: a vCPU halted (KVM_MP_STATE_HALTED = 3) while the UART's
                 // interrupt has been pending for a whole period is made runnable, so that
