@@ -20,9 +20,10 @@ import Synchronization
 /// History: before axvm gave Linux an MP table (`MPTable`), Linux took the UART's interrupt
 /// from the 8259 PIC in virtual-wire mode, and in the kvm_amd rig lazy boots sat now and then
 /// with the PIC requesting IRQ 4 (and IRQ 0) unmasked, the guest's IF set, and nothing
-/// injected for tens of milliseconds (3 of 11 boots; in older builds until the timeout). With
-/// the IOAPIC in use no boot has needed this thread (0 pulses in the soak runs, README);
-/// it stays as the device model's level.
+/// injected for tens of milliseconds (4 of 17 soak boots needed this thread; in older builds
+/// they sat until the timeout). With the IOAPIC in use it pulsed in 1 of 78 boots, while the
+/// guest had interrupts off (README, "Interrupts and stalls"); it stays as the device
+/// model's level.
 final class IRQResampler: Sendable {
     private let stopEvent: EventFD
     /// Written once by init and stop, on the owning thread.
