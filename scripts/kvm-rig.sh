@@ -217,10 +217,12 @@ qemu_x86_64() {  # sets qemu=(command line); arguments: extra kernel parameters
     qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu qemu64,+svm,+npt -m 4G -smp 1
           -nographic -no-reboot -nic none -kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
           -append "console=ttyS0 rdinit=/init panic=-1 quiet $*")
-    # QEMU's monitor on a Unix socket (AXVM_RIG_MONITOR, default in the build directory), for
-    # stall_watch and for looking at a rig by hand (monitor_query).
-    qemu+=(-monitor "unix:${AXVM_RIG_MONITOR:-$out/monitor.sock},server,nowait")
+    qemu+=(-monitor "unix:$(monitor_socket),server,nowait")
 }
+
+# monitor_socket: where the rig's QEMU monitor listens (AXVM_RIG_MONITOR, default in the build
+# directory), for stall_watch and for looking at a rig by hand (monitor_query).
+monitor_socket() { echo "${AXVM_RIG_MONITOR:-$out/monitor.sock}"; }
 
 # monitor_query SOCKET COMMAND...: QEMU monitor commands' output (python3 or socat; nothing
 # if neither is installed).
@@ -228,7 +230,7 @@ monitor_query() {
     local sock=$1; shift
     if command -v python3 > /dev/null; then
         python3 - "$sock" "$@" <<'PY'
-import socket, sys, time
+import socket, sys
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(1)
 def drain():
     out = b""
@@ -290,7 +292,7 @@ rig_boot() {
     start=$(date +%s.%N)
     echo "kvm-rig: booting (timeout $limit s), log in $log"
     set +e
-    stall_watch "${AXVM_RIG_MONITOR:-$out/monitor.sock}" &
+    stall_watch "$(monitor_socket)" &
     local watcher=$!
     # The firmware and kernel's terminal escapes and CRs go, so lines compare as text.
     timeout "$limit" "${qemu[@]}" </dev/null 2>&1 | sed -u 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g; s/\r//g' \
@@ -568,7 +570,7 @@ qemu_aarch64() {  # sets qemu=(command line); arguments: CPU model, extra kernel
     qemu=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -accel tcg -cpu "$model" -m 2G
           -smp "${AXVM_RIG_SMP:-1}" -nographic -no-reboot -nic none -kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
           -append "console=ttyAMA0 rdinit=/init panic=-1 quiet rig_cpu=$cpu$([ "${AXVM_RIG_PIN:-1}" = 1 ] || echo ' rig_nopin') $*"
-          -monitor "unix:${AXVM_RIG_MONITOR:-$out/monitor.sock},server,nowait")
+          -monitor "unix:$(monitor_socket),server,nowait")
 }
 
 a64_cpus() {  # the CPU models a test/compare argument names
