@@ -29,6 +29,12 @@ cases=(
     "run guests/build/memtest.bin --order up"
     "run guests/build/memtest.bin --fault-around 3K"
     "run guests/build/memtest.bin --stats-json /dev/full"
+    "run guests/build/memtest.bin --vcpus -1"
+    "run guests/build/memtest.bin --memory -1"
+    "run guests/build/memtest.bin --stride -1"
+    "run guests/build/memtest.bin --test-size 0"
+    "run guests/build/memtest.bin --memory 16M --test-size 4K --order strided"
+    "run guests/build/memtest.bin --order 1"
 )
 runners=("$x86")
 if command -v qemu-aarch64-static > /dev/null; then runners+=("qemu-aarch64-static $arm"); fi

@@ -20,6 +20,16 @@ struct UsageError: Error { let message: String }
 
 @_cdecl("axvm_main")
 func axvmMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> Int32 {
+    // First: the terminating signals go through `Termination` from the start of the process,
+    // and arguments must be UTF-8 (as the SwiftPM front end).
+    do { try Termination.install() } catch {
+        Frontend.eprint("axvm: error: \(error)")
+        return 2
+    }
+    if let bad = Frontend.invalidUTF8Argument(argv, count: Int(argc)) {
+        Frontend.eprint("Error: \(bad)")
+        return Frontend.usageStatus
+    }
     var args: [String] = []
     for i in 1..<Int(max(argc, 1)) {
         if let p = argv[i] { args.append(String(cString: p)) }
@@ -44,7 +54,9 @@ func command(_ args: [String]) throws(UsageError) -> Int32 {
         try options.expectNoPositionals()
         let kvm = try options.take("--kvm") ?? "/dev/kvm"
         try options.expectEmpty()
-        return Frontend.check(kvmPath: kvm) ? 0 : 1
+        let ok = Frontend.check(kvmPath: kvm)
+        do { try Frontend.finish(status: ok ? 0 : 1, json: nil, { _ in "" }, text: nil) } catch { return error.status }
+        return 0
     case "run":
         let (config, stats, statsJSON) = try runConfig(&options)
         do { try Machine.validate(config) } catch { throw UsageError(message: "\(error)") }
@@ -69,23 +81,23 @@ func runConfig(_ o: inout Options) throws(UsageError) -> (VMConfig, Bool, String
     c.lazy = !populate
     if let v = try o.size("--fault-around") { c.faultAround = v }
     if let s = try o.take("--timeout") {
-        guard let t = Frontend.parseTimeout(s) else { throw o.invalid(s, "--timeout") }
+        guard let t = Frontend.parseTimeout(s) else { throw o.invalid(s, "--timeout", Frontend.Rule.timeout) }
         c.timeout = t
     }
     if let s = try o.take("--order") {
-        guard let v = Frontend.parseOrder(s) else { throw o.invalid(s, "--order") }
+        guard let v = Frontend.parseOrder(s) else { throw o.invalidChoice(s, "--order", GuestParams.Order.allCases.map { $0.name }) }
         c.testOrder = v
     }
     if let v = try o.integer("--stride") { c.stridePages = v }
     if let v = try o.integer("--seed") { c.seed = v }
     if let v = try o.size("--test-size") { c.testSize = v }
     c.sparse = o.flag("--sparse")
-    if let v = try o.integer("--vcpus") { c.vcpus = Int(truncatingIfNeeded: v) }
+    if let v = try o.signedCount("--vcpus") { c.vcpus = v }
     if let s = try o.take("--memtest-mode") {
-        guard let v = Frontend.parseMode(s) else { throw o.invalid(s, "--memtest-mode") }
+        guard let v = Frontend.parseMode(s) else { throw o.invalidChoice(s, "--memtest-mode", GuestParams.Mode.allCases.map { $0.name }) }
         c.memtestMode = v
     }
-    if let v = try o.integer("--fault-threads") { c.faultThreads = Int(truncatingIfNeeded: v) }
+    if let v = try o.signedCount("--fault-threads") { c.faultThreads = v }
     if let v = try o.size("--max-resident") { c.maxResident = v }
     let stats = o.flag("--stats")
     let json = try o.take("--stats-json")
@@ -158,19 +170,33 @@ struct Options {
 
     mutating func size(_ name: String) throws(UsageError) -> UInt64? {
         guard let s = try take(name) else { return nil }
-        guard let v = parseByteSize(s) else { throw invalid(s, name) }
+        guard let v = parseByteSize(s) else { throw invalid(s, name, Frontend.Rule.size) }
         return v
     }
 
     mutating func integer(_ name: String) throws(UsageError) -> UInt64? {
         guard let s = try take(name) else { return nil }
-        guard let v = UInt64(s) else { throw invalid(s, name) }
+        guard let v = UInt64(s) else { throw invalid(s, name, Frontend.Rule.count) }
         return v
     }
 
-    func invalid(_ value: String, _ name: String) -> UsageError {
+    /// A count that validation bounds: a sign is kept, so "-1" is refused naming the range.
+    mutating func signedCount(_ name: String) throws(UsageError) -> Int? {
+        guard let s = try take(name) else { return nil }
+        guard let v = Int(s) else { throw invalid(s, name, Frontend.Rule.count) }
+        return v
+    }
+
+    func invalid(_ value: String, _ name: String, _ rule: String) -> UsageError {
         // swift-argument-parser's wording, with its <metavariable> from the option's name.
-        UsageError(message: "The value '\(value)' is invalid for '\(name) <\(name.dropFirst(2))>'")
+        UsageError(message: "The value '\(value)' is invalid for '\(name) <\(name.dropFirst(2))>': \(rule)")
+    }
+
+    /// swift-argument-parser's wording for a value that is none of the names `choices`.
+    func invalidChoice(_ value: String, _ name: String, _ choices: [String]) -> UsageError {
+        let quoted = choices.map { "'" + $0 + "'" }
+        let list = quoted.count > 1 ? quoted.dropLast().joined(separator: ", ") + " or " + (quoted.last ?? "") : quoted.joined()
+        return UsageError(message: "The value '\(value)' is invalid for '\(name) <\(name.dropFirst(2))>'. Please provide one of \(list).")
     }
 
     func expectEmpty() throws(UsageError) {

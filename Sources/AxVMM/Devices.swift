@@ -29,7 +29,7 @@ final class Serial: @unchecked Sendable {  // state behind `lock`
                 if captured.count < Self.captureLimit { captured.append(b) } else { dropped += 1 }
             }
         }
-        if toStdout, let p = bytes.baseAddress { _ = write(1, p, bytes.count) }
+        if toStdout { StandardStreams.write(1, UnsafeRawBufferPointer(bytes)) }
     }
     /// One byte (e.g. an 8250 THR write).
     func out(_ byte: UInt8) {

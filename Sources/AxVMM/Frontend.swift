@@ -28,21 +28,49 @@ public enum Frontend {
         return .some(v == 0 ? nil : v)
     }
 
-    public static func parseOrder(_ s: String) -> GuestParams.Order? {
-        switch s {
-        case "sequential", "seq": .sequential
-        case "random": .random
-        case "strided": .strided
-        default: nil
+    /// What each kind of option value must look like: the second half of the message that
+    /// refuses a value both front ends cannot parse ("The value '-1' is invalid for
+    /// '--memory <memory>': …").
+    public enum Rule {
+        public static let size = "must be a size in bytes: a whole number with an optional K, M, G or T suffix (e.g. 4096, 512K, 64M, 1G)"
+        public static let timeout = "must be a number of seconds above 0 and at most \(Int(VMConfig.maxTimeout)) (one week), or 0 or none for no limit"
+        public static let count = "must be a whole number (no sign)"
+    }
+
+    /// The first argument that is not UTF-8, as a usage error naming it and the offending
+    /// byte (nil if all are): Swift's `String` would replace the byte, so the path opened or
+    /// the command line passed would not be the one given.
+    public static func invalidUTF8Argument(_ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>, count: Int) -> String? {
+        for i in 1..<max(count, 1) {
+            guard let p = argv[i] else { continue }
+            let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
+            if let offset = firstInvalidUTF8(bytes) {
+                return "argument \(i) has the byte 0x\(String(bytes[offset], radix: 16)) at offset \(offset), which is not UTF-8: axvm takes UTF-8 arguments"
+            }
+        }
+        return nil
+    }
+
+    /// The offset of the first byte that does not belong to a valid UTF-8 sequence.
+    static func firstInvalidUTF8(_ bytes: [UInt8]) -> Int? {
+        var it = bytes.makeIterator()
+        var decoder = UTF8()
+        var offset = 0
+        while true {
+            switch decoder.decode(&it) {
+            case let .scalarValue(v): offset += UTF8.width(v)
+            case .emptyInput: return nil
+            case .error: return offset
+            }
         }
     }
 
+    public static func parseOrder(_ s: String) -> GuestParams.Order? {
+        s == "seq" ? .sequential : GuestParams.Order.allCases.first { $0.name == s }
+    }
+
     public static func parseMode(_ s: String) -> GuestParams.Mode? {
-        switch s {
-        case "split": .split
-        case "overlap": .overlap
-        default: nil
-        }
+        GuestParams.Mode.allCases.first { $0.name == s }
     }
 
     // --- check --------------------------------------------------------------------------
@@ -55,47 +83,52 @@ public enum Frontend {
         do {
             let sys = try KVMSystem(path: kvmPath)
             system = sys
-            print("KVM: \(kvmPath) usable, API version 12, vCPU mmap size \(try sys.vcpuMmapSize()) bytes")
+            say("KVM: \(kvmPath) usable, API version 12, vCPU mmap size \(try sys.vcpuMmapSize()) bytes")
             for (name, cap) in KVMSystem.interestingCapabilities {
-                print("  \(name): \(sys.checkExtension(cap))")
+                say("  \(name): \(sys.checkExtension(cap))")
             }
         } catch {
-            print("KVM: \(error)")
+            say("KVM: \(error)")
             ok = false
         }
         let fd = ckvm_userfaultfd(O_CLOEXEC)
         if fd >= 0 {
-            print("userfaultfd: usable (minor faults on shmem needed: Linux 5.13+)")
+            say("userfaultfd: usable (minor faults on shmem needed: Linux 5.13+)")
             close(fd)
         } else {
-            print("userfaultfd: not usable: \(Errno.current)")
+            say("userfaultfd: not usable: \(Errno.current)")
             ok = false
         }
         switch HostCPU.detect() {
         case .arm64:
             let ipa = system.map { AArch64Host(system: $0).ipaBits } ?? 0
             let target = system.flatMap { AArch64Host.preferredTarget(system: $0) }
-            print("KVM flavour: arm64 KVM at EL2, \(AArch64Host.hypMode() ?? "VHE or nVHE unknown (kernel log not readable)")")
-            print("  IPA size: \(ipa == 0 ? "40 bits (KVM_CAP_ARM_VM_IPA_SIZE absent)" : "\(ipa) bits"), preferred target: \(target.map { "\($0)" } ?? "unknown")")
-            print("host CPU: arm64 (nested faults decoded as stage 2 aborts: ESR_EL2, HPFAR_EL2, FAR_EL2)")
+            say("KVM flavour: arm64 KVM at EL2, \(AArch64Host.hypMode() ?? "VHE or nVHE unknown (kernel log not readable)")")
+            say("  IPA size: \(ipa == 0 ? "40 bits (KVM_CAP_ARM_VM_IPA_SIZE absent)" : "\(ipa) bits"), preferred target: \(target.map { "\($0)" } ?? "unknown")")
+            say("host CPU: arm64 (nested faults decoded as stage 2 aborts: ESR_EL2, HPFAR_EL2, FAR_EL2)")
         case .amd:
-            print("KVM flavour: \(KVMFlavour.detect())")
-            print("host CPU: AMD (nested faults decoded as #NPF)")
+            say("KVM flavour: \(KVMFlavour.detect())")
+            say("host CPU: AMD (nested faults decoded as #NPF)")
         case .intel:
-            print("KVM flavour: \(KVMFlavour.detect())")
-            print("host CPU: Intel (nested faults decoded as EPT violations)")
+            say("KVM flavour: \(KVMFlavour.detect())")
+            say("host CPU: Intel (nested faults decoded as EPT violations)")
         }
         return ok
     }
 
     // --- run ----------------------------------------------------------------------------
 
+    /// Exit status when the results could not be written (standard output, standard error
+    /// or the statistics file): BSD sysexits EX_IOERR.
+    public static let outputFailureStatus: Int32 = 74
+
     /// Runs a guest as `axvm run` does: the statistics file checked first, the end of the
     /// run on stderr unless it was a normal guest exit, the statistics if asked for.
     /// Returns normally for status 0; throws the status otherwise (64 usage, 2 set-up, the
-    /// guest's code, 3, 124, 130: `RunReport.exitStatus`).
+    /// guest's code, 3, 124, 128 + a signal: `RunReport.exitStatus`; 74 if the results
+    /// could not be written).
     public static func run(_ config: VMConfig, stats: Bool, statsJSON: String?) throws(Exit) {
-        var json = try openStatsFile(statsJSON)
+        let json = try openStatsFile(statsJSON, inputs: [("guest image", config.guestPath)])
         let report: RunReport
         do {
             report = try Machine.run(config)
@@ -106,34 +139,49 @@ public enum Frontend {
         }
         let normal: Bool = if case .guestExit = report.exit { true } else { false }
         if !stats && !normal { eprint("axvm: \(report.exitDescription)") }
-        if stats { print(StatsFormat.text(report), terminator: "") }
-        try writeStats(json.take(), StatsFormat.json(report))
-        if report.exitStatus != 0 { throw Exit(report.exitStatus) }
+        try finish(status: report.exitStatus, json: json, { StatsFormat.json(report, exitStatus: $0) },
+                   text: stats ? StatsFormat.text(report) : nil)
     }
 
-    /// The `--stats-json` file, opened and checked before the guest runs (a bad path costs
-    /// no run): exit status 2 if it cannot be used.
-    public static func openStatsFile(_ path: String?) throws(Exit) -> OutputFile? {
-        guard let path else { return nil }
-        do { return try OutputFile(path: path) } catch {
-            eprint("axvm: error: \(error)")
-            throw Exit(2)
+    /// The end of every run: the statistics file written (before standard output, which
+    /// may be a closed terminal), the text printed, then the exit status — 128 + the
+    /// signal if a terminating signal arrived at any time (also while the results were
+    /// written), else 74 if a write failed, else `status`. `jsonText` makes the JSON for
+    /// the exit status it will report. Throws any status but 0.
+    public static func finish(status: Int32, json: consuming OutputFile?, _ jsonText: (Int32) -> String,
+                              text: String?) throws(Exit) {
+        func current() -> Int32 { Termination.signal.map { 128 + $0 } ?? status }
+        var failed = false
+        if let file = json.take() {
+            do { try file.write(jsonText(current())) } catch {
+                eprint("axvm: error: \(error)")
+                failed = true
+            }
         }
+        if let text { StandardStreams.out(text) }
+        if let signal = Termination.signal { throw Exit(128 + signal) }
+        if let f = StandardStreams.failure {
+            eprint("axvm: error: \(f)")
+            failed = true
+        }
+        if failed { throw Exit(outputFailureStatus) }
+        if status != 0 { throw Exit(status) }
     }
 
-    /// Writes the statistics into the file from `openStatsFile` (nothing without one); a
-    /// failed write or close is exit status 2.
-    public static func writeStats(_ file: consuming OutputFile?, _ json: String) throws(Exit) {
-        guard let file else { return }
-        do { try file.write(json) } catch {
+    /// The `--stats-json` file, checked before the guest runs (a bad path costs no run;
+    /// nothing is written to it until the results are complete): exit status 2 if it
+    /// cannot be used or is one of `inputs` (what each is, its path).
+    public static func openStatsFile(_ path: String?, inputs: [(String, String)]) throws(Exit) -> OutputFile? {
+        guard let path else { return nil }
+        do { return try OutputFile(path: path, inputs: inputs) } catch {
             eprint("axvm: error: \(error)")
             throw Exit(2)
         }
     }
 
     /// A line on standard error (fd 2; the C `stderr` global is not concurrency-safe).
-    public static func eprint(_ line: String) {
-        let bytes = Array((line + "\n").utf8)
-        _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    }
+    public static func eprint(_ line: String) { StandardStreams.err(line) }
+
+    /// A line on standard output, checked (`StandardStreams`).
+    public static func say(_ line: String) { StandardStreams.out(line + "\n") }
 }

@@ -128,13 +128,25 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
 
     /// Maps every page of a fresh window writable (MADV_POPULATE_WRITE, Linux 5.14; else one
     /// store per page). The pages are holes of the memfd, so they come in as zero pages.
+    /// In pieces of `prefaultChunk` bytes with a `Termination` check between them: a large
+    /// guest takes seconds to populate, and a signal must end that too.
     private func prefault(_ p: UnsafeMutableRawPointer, _ size: UInt64) throws(VMMError) {
-        // MADV_POPULATE_WRITE = 23 (Linux 5.14, include/uapi/asm-generic/mman-common.h).
-        if madvise(p, Int(size), 23) == 0 { return }
-        guard errno == EINVAL else { throw .host("madvise(MADV_POPULATE_WRITE, \(size) bytes): \(errnoString(errno))") }
-        var off = 0
-        while off < Int(size) { (p + off).storeBytes(of: 0, as: UInt8.self); off += 4096 }
+        var done: UInt64 = 0
+        while done < size {
+            try Termination.checkpoint("populate")
+            let n = Int(min(Self.prefaultChunk, size - done))
+            let q = p + Int(done)
+            // MADV_POPULATE_WRITE = 23 (Linux 5.14, include/uapi/asm-generic/mman-common.h).
+            if madvise(q, n, 23) != 0 {
+                guard errno == EINVAL else { throw .host("madvise(MADV_POPULATE_WRITE, \(n) bytes): \(errnoString(errno))") }
+                var off = 0
+                while off < n { (q + off).storeBytes(of: 0, as: UInt8.self); off += 4096 }
+            }
+            done += UInt64(n)
+        }
+        try Termination.check()
     }
+    static var prefaultChunk: UInt64 { 64 << 20 }
 
     /// After a fatal pager failure: every registered window becomes inaccessible, then
     /// unregistered. Threads blocked on a fault wake up, retry, and fail with EFAULT (so

@@ -15,9 +15,23 @@ import AxAddrSpace
 /// are spread over all of RAM.
 public struct GuestParams: Sendable {
     public static let magic: UInt64 = 0x4d52_4150_4d56_5841  // "AXVMPARM"
-    public enum Order: UInt64, Sendable, CaseIterable { case sequential = 0, random = 1, strided = 2 }
+    public enum Order: UInt64, Sendable, CaseIterable {
+        case sequential = 0, random = 1, strided = 2
+        /// The name the command line uses (no reflection in Embedded Swift: spelled out).
+        public var name: String {
+            switch self {
+            case .sequential: "sequential"
+            case .random: "random"
+            case .strided: "strided"
+            }
+        }
+    }
     /// How the vCPUs share the test pages.
-    public enum Mode: UInt64, Sendable, CaseIterable { case split = 0, overlap = 1 }
+    public enum Mode: UInt64, Sendable, CaseIterable {
+        case split = 0, overlap = 1
+        /// The name the command line uses.
+        public var name: String { self == .split ? "split" : "overlap" }
+    }
     public var memorySize: UInt64
     public var testBase: UInt64
     public var testSize: UInt64

@@ -207,6 +207,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
                 let a = perThread[index]
                 a.since.store(nowNanos(), ordering: .relaxed)
                 a.address.store(msg.address, ordering: .releasing)
+                Termination.pause(at: "fault")  // the test hook: a signal while a fault is served
                 if !handle(address: msg.address, flags: msg.flags, &stats) { failed = true; break }
                 a.address.store(Box.idle, ordering: .releasing)
                 a.served.add(1, ordering: .relaxed)

@@ -19,11 +19,13 @@ public struct VMConfig: Sendable {
     /// `maxTimeout`.
     public var timeout: Double? = 30
     public var testOrder: GuestParams.Order = .sequential
-    /// memtest's stride in pages: 1 … the number of test pages.
-    public var stridePages: UInt64 = 16
+    /// memtest's stride in pages for the strided order: 1 … the number of test pages (nil:
+    /// `defaultStride`).
+    public var stridePages: UInt64?
     public var seed: UInt64 = 1
-    /// Bytes the memtest guest touches (0: all RAM above 2 MiB).
-    public var testSize: UInt64 = 0
+    /// Bytes the memtest guest touches: a 4 KiB multiple, at least 4 KiB (nil: all RAM above
+    /// 2 MiB).
+    public var testSize: UInt64?
     /// Spread the test pages evenly over all RAM above 2 MiB instead of taking the first
     /// `testSize` bytes (so a small test size still reaches RAM above 4 GiB).
     public var sparse = false
@@ -39,14 +41,16 @@ public struct VMConfig: Sendable {
     public var maxResident: UInt64?
     /// Also copy the guest's serial output to stdout.
     public var serialToStdout = false
-    /// Stop cleanly on Ctrl-C (for the CLI): SIGINT is blocked in the calling thread from
-    /// the start of the run and stays blocked after it; pending ones are consumed.
+    /// End the run cleanly on SIGINT, SIGTERM, SIGHUP and SIGQUIT (for the CLI):
+    /// `Termination.install()` (which the front ends call first thing anyway) and the
+    /// watchdog kicks the vCPUs when one arrives.
     public var handleInterrupt = false
     public var kvmPath = "/dev/kvm"
 
     public init(guestPath: String) { self.guestPath = guestPath }
 
     public static let maxMemory: UInt64 = 64 << 30
+    public static let defaultStride: UInt64 = 16
     /// The longest `timeout`: one week.
     public static let maxTimeout: Double = 7 * 86_400
     /// The test region starts this far into RAM (x86: at 2 MiB; arm64: at 1 GiB + 2 MiB).
@@ -78,7 +82,8 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
     case unmappedAccess(gpa: UInt64, write: Bool, size: Int, rip: UInt64)
     case readOnlyWrite(gpa: UInt64, rip: UInt64)
     case timeout(seconds: Double, rip: UInt64)
-    case interrupted
+    /// A terminating signal (`Termination`): exit status 128 + its number.
+    case interrupted(signal: Int32)
     case pagerFailure(String)
     case internalError(suberror: UInt32, data: [UInt64], rip: UInt64)
     case failEntry(reason: UInt64)
@@ -105,7 +110,7 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
             return "guest \(write ? "wrote" : "read") \(size) byte(s) at unmapped GPA \(h(gpa)) (\(pcName) \(h(rip))); VM stopped"
         case let .readOnlyWrite(gpa, rip): return "guest wrote to read-only memory at GPA \(h(gpa)) (\(pcName) \(h(rip))); VM stopped"
         case let .timeout(s, rip): return "timeout: guest still running after \(s) s (\(pcName) \(h(rip)))"
-        case .interrupted: return "interrupted (Ctrl-C)"
+        case let .interrupted(signal): return "interrupted by \(Termination.describe(signal))"
         case let .pagerFailure(m): return "lazy pager failed: \(m)"
         case let .internalError(sub, data, rip):
             return "KVM internal error, suberror \(sub), data \(data.map(h)) (\(pcName) \(h(rip)))"
@@ -152,6 +157,19 @@ public struct RunStatistics: Sendable {
 }
 
 extension RunStatistics {
+    /// The figures of a run that ended during set-up (a terminating signal): how long set-up
+    /// took and the process's memory; no guest memory is left populated.
+    init(setUpUntilNow t0: UInt64, memorySize: UInt64) {
+        self.init()
+        let process = ProcessMemory.current()
+        memoryBytes = memorySize
+        processRSSBytes = process.rss
+        shmemRSSBytes = process.shmem
+        vmmOverheadBytes = process.rss >= process.shmem ? process.rss - process.shmem : 0
+        setupSeconds = Double(nowNanos() - t0) / 1e9
+        wallSeconds = setupSeconds
+    }
+
     /// Memory, fault and process figures at the end of a run (after the pager stopped):
     /// what every front end reports the same way.
     init<F>(memory: GuestMemory<F>, ram: [RAMRegion], pager: LazyPager<F>, memorySize: UInt64) {
@@ -187,7 +205,14 @@ public struct RunReport: Sendable {
     /// What the guest wrote in the parameter page (memtest guests).
     public var checksum: UInt64 = 0
     public var mismatches: UInt64 = 0
-    public var pagesTouched: UInt64 = 0
+    /// The test pages the guest set out to touch (it announces them before it starts).
+    public var pagesPlanned: UInt64 = 0
+    /// The test pages it touched: `pagesPlanned` when the guest ran to its own exit; nil
+    /// when the run ended before (a fault beyond --max-resident, a timeout, a signal…), as
+    /// the guest does not say how far it got.
+    public var pagesTouched: UInt64? {
+        if case .guestExit = exit { pagesPlanned } else { nil }
+    }
     /// Each vCPU's checksum (overlap mode: all equal the full one; split mode: they sum
     /// to it).
     public var vcpuChecksums: [UInt64] = []
@@ -205,7 +230,7 @@ public struct RunReport: Sendable {
         switch exit {
         case let .guestExit(code): Int32(code)
         case .halted: 0
-        case .interrupted: 130
+        case let .interrupted(signal): 128 + signal
         case .timeout: 124
         default: 3
         }
@@ -233,8 +258,10 @@ public enum Machine {
     /// arithmetic is bounded here.
     public static func validate(_ c: VMConfig) throws(VMMError) {
         try validateMemory(c.memorySize, faultAround: c.faultAround)
-        if c.testSize & 0xfff != 0 || c.testSize > c.memorySize - VMConfig.testBase {
-            throw .badSize(what: "test size", value: c.testSize, reason: "must be a 4 KiB multiple within RAM above 2 MiB")
+        let usable = c.memorySize - VMConfig.testBase
+        if let size = c.testSize, size & 0xfff != 0 || size == 0 || size > usable {
+            throw .badSize(what: "test size", value: size,
+                           reason: "must be a 4 KiB multiple from 4 KiB to the \(usable) bytes of RAM above 2 MiB (leave --test-size out for all of it)")
         }
         if let t = c.timeout, !(t > 0 && t <= VMConfig.maxTimeout) {
             throw .badValue(what: "timeout", value: "\(t)",
@@ -246,9 +273,14 @@ public enum Machine {
         if let t = c.faultThreads, t < 1 || t > 64 {
             throw .badValue(what: "fault threads", value: "\(t)", reason: "must be from 1 to 64")
         }
-        let testPages = (c.testSize == 0 ? c.memorySize - VMConfig.testBase : c.testSize) / 4096
-        if c.stridePages < 1 || c.stridePages > max(1, testPages) {
-            throw .badSize(what: "stride", value: c.stridePages, reason: "must be from 1 to the \(testPages) test pages")
+        // A stride the user gave is checked whatever the order; the default only where it
+        // is used, and the message says it is the default.
+        let testPages = (c.testSize ?? usable) / 4096
+        let stride = c.stridePages ?? VMConfig.defaultStride
+        if (c.stridePages != nil || c.testOrder == .strided) && (stride < 1 || stride > testPages) {
+            let given = c.stridePages == nil ? " (the default stride; --stride sets it)" : ""
+            throw .badSize(what: "stride", value: stride,
+                           reason: "must be from 1 to the \(testPages) test pages\(given)")
         }
         if let m = c.maxResident {
             if m & 0xfff != 0 || m == 0 {
@@ -281,10 +313,10 @@ public enum Machine {
     /// The parameters the guest gets for `c` (validated).
     static func guestParams(_ c: VMConfig, arch: GuestArch = .x86_64) -> GuestParams {
         let usable = c.memorySize - VMConfig.testBase
-        let size = c.testSize == 0 ? usable : c.testSize
+        let size = c.testSize ?? usable
         let spacing = c.sparse && size > 0 ? max(1, (usable / 4096) / (size / 4096)) : 1
         var p = GuestParams(memorySize: c.memorySize, testBase: arch.ramBase + VMConfig.testBase, testSize: size,
-                            order: c.testOrder, stridePages: c.stridePages, seed: c.seed, spacing: spacing, arch: arch)
+                            order: c.testOrder, stridePages: c.stridePages ?? VMConfig.defaultStride, seed: c.seed, spacing: spacing, arch: arch)
         p.vcpus = UInt64(c.vcpus)
         p.mode = c.memtestMode
         return p
@@ -376,10 +408,22 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
         }
     }
 
+    /// Runs the guest; a terminating signal during set-up ends it with a report too.
     func run() throws(VMMError) -> RunReport {
         let t0 = nowNanos()
+        do { return try runGuest(t0: t0) } catch {
+            guard case let .interrupted(signal) = error else { throw error }
+            var report = RunReport(exit: .interrupted(signal: signal), serialOutput: "",
+                                   statistics: RunStatistics(setUpUntilNow: t0, memorySize: config.memorySize), config: config)
+            report.arch = arch
+            return report
+        }
+    }
+
+    private func runGuest(t0: UInt64) throws(VMMError) -> RunReport {
         try Machine.validate(config)
         let image = try GuestImage(path: config.guestPath)
+        try Termination.checkpoint("setup")
         if image.mode.arch != arch {
             throw .guestImage(path: image.path, reason: "an \(image.mode.arch.rawValue) guest; this \(arch.rawValue) host runs \(arch.rawValue) guests (guests/build/\(arch == .aarch64 ? "aarch64/" : ""))")
         }
@@ -401,6 +445,7 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
         try boot(memory, params: params, image: image, vcpus: vcpus)
         try memory.write(image.bytes, at: GuestPhysAddr(image.loadAddress))
 
+        try Termination.check()
         let threads = config.faultThreads ?? min(config.vcpus, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         let pager = try LazyPager(memory: memory, faultAround: config.faultAround, cpu: cpu,
                                   countAbove: params.testBase, threads: threads)
@@ -476,10 +521,10 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
         report.mismatches = slots.reduce(0) { $0 &+ $1.mismatches }
         if config.memtestMode == .overlap {
             report.checksum = slots[0].checksum
-            report.pagesTouched = slots[0].pages
+            report.pagesPlanned = slots[0].pages
         } else {
             report.checksum = slots.reduce(0) { $0 &+ $1.checksum }
-            report.pagesTouched = slots.reduce(0) { $0 &+ $1.pages }
+            report.pagesPlanned = slots.reduce(0) { $0 &+ $1.pages }
         }
         report.residencyMismatches = ram.reduce(0) { $0 + memory.residencyMismatches($1).count }
         var s = RunStatistics(memory: memory, ram: ram, pager: pager, memorySize: config.memorySize)
@@ -586,7 +631,7 @@ final class Runner<Format: NestedPagingFormat>: @unchecked Sendable {  // immuta
             case let .systemEvent(type): return fatal(.unsupportedExit(reason: 24_000 + type, rip: rip()))
             case .interrupted:
                 if let f = pager.failure { return fatal(.pagerFailure(f)) }
-                if watchdog.interruptedByUser { return fatal(.interrupted) }
+                if let signal = watchdog.interruptSignal { return fatal(.interrupted(signal: signal)) }
                 if watchdog.timedOut { return fatal(.timeout(seconds: config.timeout ?? 0, rip: rip())) }
                 if control.isStopping { return .stopped }
                 continue  // a stray signal: resume
@@ -626,17 +671,18 @@ final class Watchdog: Sendable {
     private let stopEvent: EventFD
     /// Written once, by `init` and `stop` on the owning thread.
     private nonisolated(unsafe) var thread: OSThread?
-    private nonisolated(unsafe) var signalFD: Int32 = -1
     /// Set by the watchdog thread, read by the run loop: atomics.
     private let timedOutFlag = Atomic<Bool>(false)
     private let interruptedFlag = Atomic<Bool>(false)
     var timedOut: Bool { timedOutFlag.load(ordering: .acquiring) }
-    var interruptedByUser: Bool { interruptedFlag.load(ordering: .acquiring) }
+    /// The terminating signal that ended the run (`Termination`), if one did.
+    var interruptSignal: Int32? { interruptedFlag.load(ordering: .acquiring) ? Termination.signal : nil }
 
     /// How long the run may take to end after the kick before `stuck` is called.
     static let graceMillis: Int32 = 5000
 
-    /// `kick` stops the vCPUs at the deadline or on Ctrl-C. If the run has not ended
+    /// `kick` stops the vCPUs at the deadline or on a terminating signal (with
+    /// `handleInterrupt`: `Termination`). If the run has not ended
     /// (`stop()`) `graceMillis` after that, `stuck` is called once, on this thread: a vCPU
     /// that a kick cannot reach is blocked in the host kernel — in 6.1, KVM waits for a
     /// guest page killably, so a fault the pager never answered holds KVM_RUN against any
@@ -644,18 +690,10 @@ final class Watchdog: Sendable {
     init(timeout: Double?, handleInterrupt: Bool, kick: @escaping @Sendable () -> Void,
          graceMillis: Int32 = Watchdog.graceMillis, stuck: @escaping @Sendable () -> Void = {}) throws(VMMError) {
         stopEvent = try EventFD()
-        if handleInterrupt {
-            // SIGINT is blocked here (the vCPU thread) and every helper thread blocks all
-            // signals from birth (OSThread), so Ctrl-C stays pending for the signalfd.
-            var set = sigset_t()
-            sigemptyset(&set)
-            sigaddset(&set, SIGINT)
-            pthread_sigmask(SIG_BLOCK, &set, nil)
-            signalFD = signalfd(-1, &set, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
-        }
+        if handleInterrupt { try Termination.install() }
         // `timeout` is validated (finite, at most a week), so the product fits.
         let deadline = timeout.map { nowNanos() + UInt64($0 * 1e9) }
-        let sfd = signalFD
+        let sfd = handleInterrupt ? Termination.eventFD : -1
         thread = try OSThread { [self] in
             var fds = [pollfd(fd: stopEvent.fd, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: sfd, events: Int16(POLLIN), revents: 0)]
@@ -675,7 +713,6 @@ final class Watchdog: Sendable {
                 if r < 0 && errno == EINTR { continue }
                 if fds[0].revents != 0 { return }
                 if sfd >= 0 && fds[1].revents != 0 {
-                    Self.consume(sfd)
                     interruptedFlag.store(true, ordering: .releasing)
                     kick()
                     Self.awaitStop(&fds[0], graceMillis: graceMillis, stuck: stuck)
@@ -697,23 +734,11 @@ final class Watchdog: Sendable {
         }
     }
 
-    /// Reads the pending signals off the signalfd: a SIGINT left pending would be
-    /// delivered — and kill the process — as soon as anything unblocks it.
-    private static func consume(_ fd: Int32) {
-        var info = signalfd_siginfo()
-        while read(fd, &info, MemoryLayout<signalfd_siginfo>.size) > 0 {}
-    }
-
-    /// Stops the thread. SIGINT stays blocked in the run's thread (a Ctrl-C typed while
-    /// the CLI prints the results must not kill it half-way); any pending one is consumed.
+    /// Stops the thread. The signals stay blocked (`Termination`): one that arrives while
+    /// the CLI prints the results is recorded, not fatal.
     func stop() {
         stopEvent.signal()
         thread?.join()
         thread = nil
-        if signalFD >= 0 {
-            Self.consume(signalFD)
-            close(signalFD)
-            signalFD = -1
-        }
     }
 }

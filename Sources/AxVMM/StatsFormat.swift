@@ -63,8 +63,10 @@ public enum StatsFormat {
             }
         }
         out += "time:            setup \(fixed(s.setupSeconds * 1000, 1)) ms, run \(fixed(s.runSeconds * 1000, 1)) ms, wall \(fixed(s.wallSeconds * 1000, 1)) ms\n"
-        if r.pagesTouched > 0 {
-            out += "memtest:         \(r.pagesTouched) pages, checksum 0x\(String(r.checksum, radix: 16)), mismatches \(r.mismatches)\n"
+        if let touched = r.pagesTouched, touched > 0 {
+            out += "memtest:         \(touched) pages, checksum 0x\(String(r.checksum, radix: 16)), mismatches \(r.mismatches)\n"
+        } else if r.pagesPlanned > 0 {
+            out += "memtest:         did not finish (\(r.pagesPlanned) pages planned; no checksum)\n"
         }
         out += StatsFormat.hostCheck(r.residencyMismatches)
         return out
@@ -95,12 +97,14 @@ public enum StatsFormat {
          ("wall_seconds", "\(s.wallSeconds)")]
     }
 
-    public static func json(_ r: RunReport) -> String {
+    /// `exitStatus`: the process's, when it differs from the run's (a signal that came
+    /// after the guest ended).
+    public static func json(_ r: RunReport, exitStatus: Int32? = nil) -> String {
         let s = r.statistics
         let q = StatsFormat.jsonString
         let fields: [(String, String)] = [
             ("exit", q(r.exitDescription)),
-            ("exit_status", "\(r.exitStatus)"),
+            ("exit_status", "\(exitStatus ?? r.exitStatus)"),
             ("memory_bytes", "\(s.memoryBytes)"),
             ("lazy", "\(r.config.lazy)"),
             ("populated_bytes", "\(s.populatedBytes)"),
@@ -120,7 +124,8 @@ public enum StatsFormat {
         ] + timeFields(s) + [
             ("checksum", "\(r.checksum)"),
             ("mismatches", "\(r.mismatches)"),
-            ("pages_touched", "\(r.pagesTouched)"),
+            ("pages_planned", "\(r.pagesPlanned)"),
+            ("pages_touched", r.pagesTouched.map { "\($0)" } ?? "null"),
             ("residency_mismatches", "\(r.residencyMismatches)"),
         ]
         return StatsFormat.jsonObject(fields)

@@ -74,6 +74,8 @@ final class OSThread: @unchecked Sendable {  // handle written once before use
         }
     }
     func join() { pthread_join(handle, nil) }
+    /// For a thread that lives as long as the process: nobody joins it.
+    func detach() { pthread_detach(handle) }
 }
 
 /// Monotonic nanoseconds.

@@ -15,6 +15,9 @@ public enum VMMError: Error, CustomStringConvertible {
     case output(path: String, reason: String)
     /// Host memory (memfd, mmap, userfaultfd) could not be set up.
     case host(String)
+    /// A terminating signal (`Termination`) arrived during a set-up step; the runner turns
+    /// it into a report whose exit is `.interrupted`.
+    case interrupted(signal: Int32)
 
     /// A bad user-given value (a usage error: exit status 64) rather than a failure to set
     /// the machine up (exit status 2).
@@ -34,6 +37,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case let .badValue(what, value, reason): "\(what) \(value): \(reason)"
         case let .output(path, reason): "\(path): \(reason)"
         case let .host(m): m
+        case let .interrupted(signal): "interrupted by \(Termination.describe(signal))"
         }
     }
 }

@@ -42,6 +42,7 @@ int ckvm_open(const char *path, int flags) { return open(path, flags); }
 int ckvm_open_mode(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
 int ckvm_close(int fd) { return close(fd); }
 int ckvm_is_regular_file(unsigned int mode) { return S_ISREG(mode); }
+int ckvm_mkstemp_cloexec(char *template_) { return mkostemp(template_, O_CLOEXEC); }
 long ckvm_write(int fd, const void *buffer, size_t count) { return write(fd, buffer, count); }
 
 // arm64 ioctls, from the generic _IOR/_IOW with our copy of struct kvm_vcpu_init (same size).

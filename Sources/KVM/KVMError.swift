@@ -8,6 +8,8 @@ public enum KVMError: Error, Equatable, CustomStringConvertible {
     case ioctl(String, Errno)
     /// Another system call failed.
     case syscall(String, Errno)
+    /// The device opened but does not answer KVM_GET_API_VERSION: not a KVM device.
+    case notKVM(path: String, Errno)
     /// The kernel speaks another KVM API version than 12.
     case apiVersion(Int32)
     /// A capability this VMM needs is missing.
@@ -23,6 +25,7 @@ public enum KVMError: Error, Equatable, CustomStringConvertible {
             }
         case let .ioctl(name, e): "\(name) failed: \(e)"
         case let .syscall(name, e): "\(name) failed: \(e)"
+        case let .notKVM(path, e): "\(path) is not a KVM device (KVM_GET_API_VERSION failed: \(e))"
         case let .apiVersion(v): "KVM API version \(v), expected 12"
         case let .missingCapability(c): "KVM lacks the capability \(c)"
         }

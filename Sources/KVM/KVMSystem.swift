@@ -15,7 +15,11 @@ public final class KVMSystem: @unchecked Sendable {  // immutable after init
         guard raw >= 0 else { throw .open(path: path, Errno.current) }
         fd = OwnedFD(raw)
         self.path = path
-        let v = try ioctl(raw, CKVM_KVM_GET_API_VERSION, "KVM_GET_API_VERSION", value: 0)
+        let v: Int32
+        do { v = try ioctl(raw, CKVM_KVM_GET_API_VERSION, "KVM_GET_API_VERSION", value: 0) } catch {
+            if case let .ioctl(_, e) = error { throw .notKVM(path: path, e) }
+            throw error
+        }
         guard v == KVM_API_VERSION else { throw .apiVersion(v) }
     }
 

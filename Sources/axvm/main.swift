@@ -9,38 +9,95 @@ import KVM
 /// A byte count on the command line ("64M", "1G", "512K", "4096", "2MiB"): `parseByteSize`.
 struct ByteSize: ExpressibleByArgument {
     let bytes: UInt64
+    let text: String
     init?(argument: String) {
         guard let n = parseByteSize(argument) else { return nil }
         bytes = n
+        text = argument
     }
+    var defaultValueDescription: String { text }
+    /// For `@Option(transform:)`: a refused value names the rule.
+    static let parse = rule(Frontend.Rule.size) { ByteSize(argument: $0) }
 }
 
 /// `--timeout`: seconds (finite, above 0; `Machine.validate` bounds it), or `0` / `none`
 /// for no limit.
 struct Timeout: ExpressibleByArgument {
     let seconds: Double?
+    let text: String
     init?(argument: String) {
         guard let v = Frontend.parseTimeout(argument) else { return nil }
         seconds = v
+        text = argument
+    }
+    var defaultValueDescription: String { text }
+    static let parse = rule(Frontend.Rule.timeout) { Timeout(argument: $0) }
+}
+
+/// A value parser for `@Option(transform:)` whose refusal says what the value must be:
+/// "The value '-1' is invalid for '--stride <stride>': must be a whole number (no sign)".
+func rule<T>(_ rule: String, _ parse: @escaping @Sendable (String) -> T?) -> @Sendable (String) throws -> T {
+    { text in
+        guard let v = parse(text) else { throw ValidationError(rule) }
+        return v
+    }
+}
+let wholeNumber = rule(Frontend.Rule.count) { UInt64($0) }
+/// Counts that `validate` bounds: a sign is kept, so "-1" is refused naming the range.
+let count = rule(Frontend.Rule.count) { Int($0) }
+
+/// An option whose values have names (`--order`, `--memtest-mode`): help and errors list
+/// the names. (Not the enums themselves: swift-argument-parser shows a RawRepresentable
+/// enum's default by its raw value, a number the option then refuses.)
+protocol NamedValue: CaseIterable, Sendable {
+    var name: String { get }
+    static func parse(_ text: String) -> Self?
+    static var descriptions: [String: String] { get }
+}
+
+struct Choice<Value: NamedValue>: ExpressibleByArgument {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+    init?(argument: String) {
+        guard let v = Value.parse(argument) else { return nil }
+        value = v
+    }
+    static var allValueStrings: [String] { Value.allCases.map(\.name) }
+    static var allValueDescriptions: [String: String] { Value.descriptions }
+    var defaultValueDescription: String { value.name }
+}
+
+extension GuestParams.Order: NamedValue {
+    static func parse(_ text: String) -> Self? { Frontend.parseOrder(text) }
+    static var descriptions: [String: String] {
+        ["sequential": "page after page", "random": "a permutation of the pages from --seed", "strided": "--stride pages apart"]
     }
 }
 
-extension GuestParams.Mode: ExpressibleByArgument {
-    public init?(argument: String) {
-        guard let m = Frontend.parseMode(argument) else { return nil }
-        self = m
-    }
-}
-
-extension GuestParams.Order: ExpressibleByArgument {
-    public init?(argument: String) {
-        guard let o = Frontend.parseOrder(argument) else { return nil }
-        self = o
+extension GuestParams.Mode: NamedValue {
+    static func parse(_ text: String) -> Self? { Frontend.parseMode(text) }
+    static var descriptions: [String: String] {
+        ["split": "each vCPU its share of the pages", "overlap": "every vCPU all the pages, each in its own order"]
     }
 }
 
 @main
 struct AxvmCommand: ParsableCommand {
+    /// Before anything else: the terminating signals go through `Termination` from the
+    /// start of the process, and arguments must be UTF-8 (Swift's `String` would replace
+    /// a bad byte, so a path or command line would silently change).
+    static func main() {
+        do { try Termination.install() } catch {
+            Frontend.eprint("axvm: error: \(error)")
+            Glibc.exit(2)
+        }
+        if let bad = Frontend.invalidUTF8Argument(CommandLine.unsafeArgv, count: Int(CommandLine.argc)) {
+            Frontend.eprint("Error: \(bad)")
+            Glibc.exit(Frontend.usageStatus)
+        }
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "axvm",
         abstract: "A KVM hypervisor whose guest memory is an AxAddrSpace address space.",
@@ -57,7 +114,8 @@ struct Check: ParsableCommand {
     @Option(help: "KVM device.") var kvm = "/dev/kvm"
 
     func run() throws {
-        if !Frontend.check(kvmPath: kvm) { throw ExitCode(1) }
+        let ok = Frontend.check(kvmPath: kvm)
+        do { try Frontend.finish(status: ok ? 0 : 1, json: nil, { _ in "" }, text: nil) } catch { throw ExitCode(error.status) }
     }
 }
 
@@ -65,21 +123,29 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a guest from guests/build.")
 
     @Argument(help: "Guest image (e.g. guests/build/memtest.bin).") var guest: String
-    @Option(help: "Guest RAM, e.g. 64M, 1G (4 KiB multiple).") var memory = ByteSize(argument: "64M")!
+    @Option(parsing: .unconditional, help: "Guest RAM, e.g. 64M, 1G (4 KiB multiple).", transform: ByteSize.parse)
+    var memory = ByteSize(argument: "64M")!
     @Flag(help: "Populate RAM on first touch (default) or all before start.") var paging: Paging = .lazy
-    @Option(help: "Pages populated per fault: 4K … 2M.") var faultAround = ByteSize(argument: "4K")!
-    @Option(help: "Stop the guest after this many seconds (at most 604800, a week; 0 or none: no limit).")
+    @Option(parsing: .unconditional, help: "Pages populated per fault: 4K … 2M.", transform: ByteSize.parse)
+    var faultAround = ByteSize(argument: "4K")!
+    @Option(parsing: .unconditional, help: "Stop the guest after this many seconds (at most 604800, a week; 0 or none: no limit).",
+            transform: Timeout.parse)
     var timeout = Timeout(argument: "30")!
-    @Option(help: "memtest order: sequential, random, strided.") var order: GuestParams.Order = .sequential
-    @Option(help: "memtest stride in pages.") var stride: UInt64 = 16
-    @Option(help: "memtest seed.") var seed: UInt64 = 1
-    @Option(help: "Bytes memtest touches (default: all RAM above 2 MiB).") var testSize: ByteSize?
+    @Option(parsing: .unconditional, help: "memtest order.") var order = Choice(GuestParams.Order.sequential)
+    @Option(parsing: .unconditional, help: "memtest stride in pages, for --order strided (default: 16).", transform: wholeNumber)
+    var stride: UInt64?
+    @Option(parsing: .unconditional, help: "memtest seed.", transform: wholeNumber) var seed: UInt64 = 1
+    @Option(parsing: .unconditional, help: "Bytes memtest touches (default: all RAM above 2 MiB).", transform: ByteSize.parse)
+    var testSize: ByteSize?
     @Flag(help: "Spread memtest's pages evenly over all RAM above 2 MiB (with a small --test-size).") var sparse = false
-    @Option(help: "vCPUs, each on its own thread (1 … 64).") var vcpus = 1
-    @Option(help: "How memtest's vCPUs share the pages: split (each its share) or overlap (all of them, each in its own order).")
-    var memtestMode: GuestParams.Mode = .split
-    @Option(help: "Threads serving lazy faults (1 … 64; default: one per vCPU, at most the host's CPUs).") var faultThreads: Int?
-    @Option(help: "Most guest memory populated (lazy faults beyond it stop the VM).") var maxResident: ByteSize?
+    @Option(parsing: .unconditional, help: "vCPUs, each on its own thread (1 … 64).", transform: count) var vcpus = 1
+    @Option(parsing: .unconditional, help: "How memtest's vCPUs share the pages.")
+    var memtestMode = Choice(GuestParams.Mode.split)
+    @Option(parsing: .unconditional, help: "Threads serving lazy faults (1 … 64; default: one per vCPU, at most the host's CPUs).",
+            transform: count)
+    var faultThreads: Int?
+    @Option(parsing: .unconditional, help: "Most guest memory populated (lazy faults beyond it stop the VM).", transform: ByteSize.parse)
+    var maxResident: ByteSize?
     @Flag(help: "Print statistics.") var stats = false
     @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
     @Option(help: "KVM device.") var kvm = "/dev/kvm"
@@ -92,13 +158,13 @@ struct Run: ParsableCommand {
         c.lazy = paging == .lazy
         c.faultAround = faultAround.bytes
         c.timeout = timeout.seconds
-        c.testOrder = order
+        c.testOrder = order.value
         c.stridePages = stride
         c.seed = seed
-        c.testSize = testSize?.bytes ?? 0
+        c.testSize = testSize?.bytes
         c.sparse = sparse
         c.vcpus = vcpus
-        c.memtestMode = memtestMode
+        c.memtestMode = memtestMode.value
         c.faultThreads = faultThreads
         c.maxResident = maxResident?.bytes
         c.serialToStdout = true
@@ -137,11 +203,14 @@ struct Boot: ParsableCommand {
 
     @Option(help: "Linux kernel (bzImage, e.g. /boot/vmlinuz-*).") var kernel: String
     @Option(help: "Initial ramdisk (cpio archive, may be compressed).") var initrd: String?
-    @Option(help: "Kernel command line.") var cmdline = LinuxBootConfig.defaultCmdline
-    @Option(help: "Guest RAM, e.g. 256M, 1G (4 KiB multiple).") var memory = ByteSize(argument: "256M")!
+    @Option(parsing: .unconditional, help: "Kernel command line.") var cmdline = LinuxBootConfig.defaultCmdline
+    @Option(parsing: .unconditional, help: "Guest RAM, e.g. 256M, 1G (4 KiB multiple).", transform: ByteSize.parse)
+    var memory = ByteSize(argument: "256M")!
     @Flag(help: "Populate RAM on first touch (default) or all before start.") var paging: Run.Paging = .lazy
-    @Option(help: "Pages populated per fault: 4K … 2M.") var faultAround = ByteSize(argument: "4K")!
-    @Option(help: "Stop the guest after this many seconds (at most 604800; 0 or none: no limit).")
+    @Option(parsing: .unconditional, help: "Pages populated per fault: 4K … 2M.", transform: ByteSize.parse)
+    var faultAround = ByteSize(argument: "4K")!
+    @Option(parsing: .unconditional, help: "Stop the guest after this many seconds (at most 604800; 0 or none: no limit).",
+            transform: Timeout.parse)
     var timeout = Timeout(argument: "120")!
     @Option(help: "Console text that marks the end of the boot (its time is reported).")
     var initMarker = LinuxBootConfig.defaultInitMarker
@@ -175,7 +244,8 @@ struct Boot: ParsableCommand {
 
     func run() throws {
         var json: OutputFile?
-        do { json = try Frontend.openStatsFile(statsJson) } catch { throw ExitCode(error.status) }
+        let inputs = [("kernel", kernel)] + (initrd.map { [("initrd", $0)] } ?? [])
+        do { json = try Frontend.openStatsFile(statsJson, inputs: inputs) } catch { throw ExitCode(error.status) }
         let report: LinuxBootReport
         do {
             report = try LinuxMachine.boot(config())
@@ -186,9 +256,10 @@ struct Boot: ParsableCommand {
             throw ExitCode(2)
         }
         if report.exit != .reset { eprint("axvm: \(report.exit)") }
-        if stats { print(LinuxStatsFormat.text(report), terminator: "") } else { print(LinuxStatsFormat.summary(report)) }
-        do { try Frontend.writeStats(json.take(), LinuxStatsFormat.json(report)) } catch { throw ExitCode(error.status) }
-        if report.exit.exitStatus != 0 { throw ExitCode(report.exit.exitStatus) }
+        let text = stats ? LinuxStatsFormat.text(report) : LinuxStatsFormat.summary(report) + "\n"
+        do { try Frontend.finish(status: report.exit.exitStatus, json: json.take(), { LinuxStatsFormat.json(report, exitStatus: $0) }, text: text) } catch {
+            throw ExitCode(error.status)
+        }
     }
 }
 #endif

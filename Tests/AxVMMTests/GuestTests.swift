@@ -388,7 +388,7 @@ struct CommandLineTests {
         #expect(waited == pid, "axvm did not end after ^C")
         #expect(status & 0x7f == 0, "killed by signal \(status & 0x7f): \(output)")
         #expect((status >> 8) & 0xff == 130, "\(output)")
-        #expect(output.contains("interrupted (Ctrl-C)"), "\(output)")
+        #expect(output.contains("interrupted by SIGINT (Ctrl-C)"), "\(output)")
         #expect(output.contains("vCPU exits:"), "statistics missing: \(output)")
     }
 

@@ -48,7 +48,8 @@ public enum LinuxExitReason: Sendable, Equatable, CustomStringConvertible {
     case shutdown
     /// `state`: what the vCPU and the UART were doing (for a boot that hangs).
     case timeout(seconds: Double, rip: UInt64, state: String)
-    case interrupted
+    /// A terminating signal (`Termination`): exit status 128 + its number.
+    case interrupted(signal: Int32)
     case pagerFailure(String)
     /// KVM could not emulate an instruction (KVM_INTERNAL_ERROR_EMULATION).
     case emulationFailure(rip: UInt64, data: [UInt64], kvmPVM: Bool)
@@ -63,7 +64,7 @@ public enum LinuxExitReason: Sendable, Equatable, CustomStringConvertible {
         case .reset: return "guest reset the machine (i8042 reset line: reboot or power-off)"
         case .shutdown: return "guest shut down (triple fault)"
         case let .timeout(s, rip, state): return "timeout: guest still running after \(s) s (rip \(h(rip)); \(state))"
-        case .interrupted: return "interrupted (Ctrl-C)"
+        case let .interrupted(signal): return "interrupted by \(Termination.describe(signal))"
         case let .pagerFailure(m): return "lazy pager failed: \(m)"
         case let .emulationFailure(rip, data, pvm):
             return "KVM could not emulate an instruction at rip \(h(rip)) (data \(data.map(h)))"
@@ -76,12 +77,13 @@ public enum LinuxExitReason: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// The CLI's exit status: 0 for the normal end, 124 timeout, 130 Ctrl-C, 3 otherwise.
+    /// The CLI's exit status: 0 for the normal end, 124 timeout, 128 + the signal when
+    /// interrupted (130 for Ctrl-C), 3 otherwise.
     public var exitStatus: Int32 {
         switch self {
         case .reset: 0
         case .timeout: 124
-        case .interrupted: 130
+        case let .interrupted(signal): 128 + signal
         default: 3
         }
     }
@@ -162,6 +164,9 @@ public enum LinuxMachine {
     public static func boot(_ c: LinuxBootConfig) throws(LinuxBootError) -> LinuxBootReport {
         let t0 = nowNanos()
         let (plan, initrd) = try plan(c)
+        // The device first, so that a bad --kvm is named as such rather than judged by the
+        // host's modules.
+        do { _ = try KVMSystem(path: c.kvmPath) } catch { throw .vmm(.kvm(error)) }
         let flavour = KVMFlavour.detect()
         if flavour.module == .kvmPVM && !c.allowKVMPVM {
             throw .unsupportedKVM("""
@@ -206,7 +211,7 @@ struct LinuxConsole {
         let room = max(0, Self.captureLimit - captured.count)
         captured += bytes.prefix(room)
         dropped += max(0, bytes.count - room)
-        if toStdout { _ = bytes.withUnsafeBytes { write(1, $0.baseAddress, $0.count) } }
+        if toStdout { StandardStreams.write(1, bytes) }
     }
 
     var text: String {
@@ -247,7 +252,18 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         self.t0 = t0
     }
 
+    /// Boots the kernel; a terminating signal during set-up ends it with a report too.
     func run() throws(VMMError) -> LinuxBootReport {
+        do { return try boot() } catch {
+            guard case let .interrupted(signal) = error else { throw error }
+            return LinuxBootReport(exit: .interrupted(signal: signal), serialOutput: "",
+                                   statistics: RunStatistics(setUpUntilNow: t0, memorySize: config.memorySize),
+                                   config: config, plan: plan)
+        }
+    }
+
+    private func boot() throws(VMMError) -> LinuxBootReport {
+        try Termination.checkpoint("setup")
         let system: KVMSystem, vm: VirtualMachine, vcpu: VCPU
         do {
             system = try KVMSystem(path: config.kvmPath)
@@ -268,6 +284,7 @@ final class LinuxRunner<Format: NestedPagingFormat> {
         for r in plan.ram { ram.append(try memory.addRAM(at: r.start, size: r.size, lazy: config.lazy)) }
         try load(memory)
         do { try LinuxBoot.setupVCPU(vcpu, entry: plan.kernel.entryPoint) } catch { throw .kvm(error) }
+        try Termination.check()
 
         let pager = try LazyPager(memory: memory, faultAround: config.faultAround, cpu: cpu, countAbove: 0)
         installLinuxKickHandler()
@@ -422,7 +439,7 @@ final class LinuxRunner<Format: NestedPagingFormat> {
             case .armNISV: return .unsupportedExit(reason: UInt32(KVM_EXIT_ARM_NISV), rip: rip())  // arm64 only
             case .interrupted:
                 if let f = pager.failure { return .pagerFailure(f) }
-                if watchdog.interruptedByUser { return .interrupted }
+                if let signal = watchdog.interruptSignal { return .interrupted(signal: signal) }
                 if watchdog.timedOut {
                     // The interrupt state starts with the mp state: halted (in hlt) or runnable.
                     return .timeout(seconds: config.timeout ?? 0, rip: rip(),

@@ -36,12 +36,13 @@ public enum LinuxStatsFormat {
         return out
     }
 
-    public static func json(_ r: LinuxBootReport) -> String {
+    /// `exitStatus`: the process's, when it differs from the run's (see `StatsFormat.json`).
+    public static func json(_ r: LinuxBootReport, exitStatus: Int32? = nil) -> String {
         let s = r.statistics
         let q = StatsFormat.jsonString
         let fields: [(String, String)] = [
             ("exit", q(r.exit.description)),
-            ("exit_status", "\(r.exit.exitStatus)"),
+            ("exit_status", "\(exitStatus ?? r.exit.exitStatus)"),
             ("memory_bytes", "\(s.memoryBytes)"),
             ("lazy", "\(r.config.lazy)"),
             ("populated_bytes", "\(s.populatedBytes)"),

@@ -41,6 +41,8 @@ int ckvm_close(int fd);
 /// S_ISREG(mode): S_IFMT is a mode_t in Glibc's overlay but an int macro here, and both
 /// would be visible to Swift.
 int ckvm_is_regular_file(unsigned int mode);
+/// mkostemp(template, O_CLOEXEC): a new file named from `template` (its XXXXXX replaced).
+int ckvm_mkstemp_cloexec(char *template_);
 long ckvm_write(int fd, const void *buffer, size_t count);
 void ckvm_set_errno(int value);
 
