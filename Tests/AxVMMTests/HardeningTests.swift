@@ -238,6 +238,27 @@ struct SignalTests {
     }
 }
 
+#if arch(x86_64)
+extension SignalTests {
+    /// A Linux boot ends the same way (the boot's set-up: KVM, memory, kernel and initrd
+    /// loaded). A synthetic kernel; `--force-kvm-pvm` lets it past the kvm_pvm refusal.
+    @Test(arguments: [SIGTERM, SIGHUP])
+    func signalEndsALinuxBootsSetup(signal: Int32) throws {
+        let kernel = temporaryPath("signal-bzImage"), json = temporaryPath("signal-boot.json"), out = temporaryPath("signal-boot.txt")
+        defer { unlink(kernel); unlink(json); unlink(out) }
+        try #require(writeFile(kernel, syntheticBzImage()))
+        var p = try AxvmProcess(["boot", "--kernel", kernel, "--force-kvm-pvm", "--stats", "--stats-json", json],
+                                environment: ["AXVM_PAUSE_AT=setup"], stdoutPath: out)
+        let reached = p.awaitStderr("paused at setup")
+        #expect(reached, "\(p.errText)")
+        kill(p.pid, signal)
+        #expect(p.wait() == 128 + signal, "\(p.errText)")
+        #expect(String(decoding: fileBytes(json) ?? [], as: UTF8.self).contains("\"exit_status\": \(128 + signal)"))
+        #expect(p.errText.contains("interrupted by SIG"), "\(p.errText)")
+    }
+}
+#endif
+
 /// Messages name the value the user gave and the rule, not a default or a raw number.
 @Suite(.enabled(if: KVMGate.enabled, "KVM is not usable here"), .serialized)
 struct MessageTests {
