@@ -37,7 +37,7 @@ public enum Termination {
         pthread_sigmask(SIG_BLOCK, &set, nil)
         // A write to a closed pipe returns EPIPE (`StandardStreams` ends the run through
         // `request(SIGPIPE)`) instead of killing the process half-way through its results.
-        Glibc.signal(SIGPIPE, SIG_IGN)
+        ckvm_ignore_sigpipe()
         let sfd = signalfd(-1, &set, Int32(SFD_CLOEXEC))
         guard sfd >= 0 else { throw .host("signalfd: \(errnoString(errno))") }
         let efd = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <sched.h>
 #include <sys/stat.h>
+#include <signal.h>
 
 const unsigned long CKVM_KVM_GET_API_VERSION = KVM_GET_API_VERSION;
 const unsigned long CKVM_KVM_CREATE_VM = KVM_CREATE_VM;
@@ -43,6 +44,7 @@ int ckvm_open_mode(const char *path, int flags, unsigned int mode) { return open
 int ckvm_close(int fd) { return close(fd); }
 int ckvm_is_regular_file(unsigned int mode) { return S_ISREG(mode); }
 int ckvm_mkstemp_cloexec(char *template_) { return mkostemp(template_, O_CLOEXEC); }
+void ckvm_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 long ckvm_write(int fd, const void *buffer, size_t count) { return write(fd, buffer, count); }
 
 // arm64 ioctls, from the generic _IOR/_IOW with our copy of struct kvm_vcpu_init (same size).

@@ -43,6 +43,8 @@ int ckvm_close(int fd);
 int ckvm_is_regular_file(unsigned int mode);
 /// mkostemp(template, O_CLOEXEC): a new file named from `template` (its XXXXXX replaced).
 int ckvm_mkstemp_cloexec(char *template_);
+/// signal(SIGPIPE, SIG_IGN): a write to a closed pipe returns EPIPE instead of killing the process.
+void ckvm_ignore_sigpipe(void);
 long ckvm_write(int fd, const void *buffer, size_t count);
 void ckvm_set_errno(int value);
 
