@@ -12,7 +12,10 @@ let usage = """
                     [--seed <n>] [--test-size <size>] [--sparse] [--vcpus <n>]
                     [--memtest-mode split|overlap] [--fault-threads <n>] [--max-resident <size>]
                     [--stats] [--stats-json <file>] [--kvm <kvm>]
-    (axvm boot, Linux/x86, is in the SwiftPM build only.)
+           axvm boot --kernel <bzImage> [--initrd <file>] [--cmdline <text>] [--memory <memory>]
+                    [--lazy|--populate] [--fault-around <size>] [--timeout <seconds>]
+                    [--init-marker <text>] [--quiet] [--stats] [--stats-json <file>] [--kvm <kvm>]
+    (axvm boot: x86_64 Linux kernels, on x86_64 hosts.)
     """
 
 /// A usage error: the message, the usage text, exit status 64 (as swift-argument-parser).
@@ -62,8 +65,15 @@ func command(_ args: [String]) throws(UsageError) -> Int32 {
         do { try Machine.validate(config) } catch { throw UsageError(message: "\(error)") }
         do { try Frontend.run(config, stats: stats, statsJSON: statsJSON) } catch { return error.status }
         return 0
+    #if arch(x86_64)
+    case "boot":
+        let (config, stats, statsJSON) = try bootConfig(&options)
+        do { try LinuxMachine.validate(config) } catch { throw UsageError(message: "\(error)") }
+        do { try Frontend.boot(config, stats: stats, statsJSON: statsJSON) } catch { return error.status }
+        return 0
+    #endif
     default:
-        throw UsageError(message: "unknown subcommand '\(verb)' (check or run)")
+        throw UsageError(message: "unknown subcommand '\(verb)' (check, run or boot)")
     }
 }
 
@@ -106,6 +116,36 @@ func runConfig(_ o: inout Options) throws(UsageError) -> (VMConfig, Bool, String
     return (c, stats, json)
 }
 
+#if arch(x86_64)
+/// `axvm boot`'s options into a configuration (values checked by `LinuxMachine.validate`).
+func bootConfig(_ o: inout Options) throws(UsageError) -> (LinuxBootConfig, Bool, String?) {
+    try o.expectNoPositionals()
+    guard let kernel = try o.take("--kernel") else { throw UsageError(message: "Missing expected argument '--kernel <kernel>'") }
+    var c = LinuxBootConfig(kernelPath: kernel)
+    c.handleInterrupt = true
+    c.initrdPath = try o.take("--initrd")
+    if let v = try o.take("--cmdline") { c.cmdline = v }
+    if let v = try o.size("--memory") { c.memorySize = v }
+    let lazy = o.flag("--lazy"), populate = o.flag("--populate")
+    if lazy && populate { throw UsageError(message: "--lazy and --populate cannot be combined") }
+    c.lazy = !populate
+    if let v = try o.size("--fault-around") { c.faultAround = v }
+    if let s = try o.take("--timeout") {
+        guard let t = Frontend.parseTimeout(s) else { throw o.invalid(s, "--timeout", Frontend.Rule.timeout) }
+        c.timeout = t
+    }
+    if let v = try o.take("--init-marker") { c.initMarker = v }
+    c.serialToStdout = !o.flag("--quiet")
+    c.allowKVMPVM = o.flag("--force-kvm-pvm")
+    c.mpTable = !o.flag("--no-mp-table")
+    let stats = o.flag("--stats")
+    let json = try o.take("--stats-json")
+    if let v = try o.take("--kvm") { c.kvmPath = v }
+    try o.expectEmpty()
+    return (c, stats, json)
+}
+#endif
+
 /// The arguments after the subcommand: `--name value`, `--name=value`, flags, positionals.
 /// (No `String?` inside the stored arguments: Optional<String> in an array of tuples was
 /// miscompiled at -Osize for aarch64 by Swift 6.3.1 in Embedded mode — the small-string
@@ -140,7 +180,7 @@ struct Options {
         }
     }
 
-    static let flags: Set<String> = ["--lazy", "--populate", "--sparse", "--stats", "--help"]
+    static let flags: Set<String> = ["--lazy", "--populate", "--sparse", "--stats", "--help", "--quiet", "--force-kvm-pvm", "--no-mp-table"]
 
     /// The value of option `name` (the last one given), removed from the list.
     mutating func take(_ name: String) throws(UsageError) -> String? {

@@ -143,6 +143,28 @@ public enum Frontend {
                    text: stats ? StatsFormat.text(report) : nil)
     }
 
+    #if arch(x86_64)
+    /// Boots a Linux kernel as `axvm boot` does (both front ends): the statistics file
+    /// checked first (and refused if it is the kernel or the initrd), the end of the run on
+    /// stderr unless the guest reset the machine, the statistics or a summary line.
+    public static func boot(_ config: LinuxBootConfig, stats: Bool, statsJSON: String?) throws(Exit) {
+        let inputs = [("kernel", config.kernelPath)] + (config.initrdPath.map { [("initrd", $0)] } ?? [])
+        let json = try openStatsFile(statsJSON, inputs: inputs)
+        let report: LinuxBootReport
+        do {
+            report = try LinuxMachine.boot(config)
+        } catch {
+            json?.discard()
+            eprint("axvm: error: \(error)")
+            if case let .vmm(e) = error, e.isUsageError { throw Exit(usageStatus) }
+            throw Exit(2)
+        }
+        if report.exit != .reset { eprint("axvm: \(report.exit)") }
+        let text = stats ? LinuxStatsFormat.text(report) : LinuxStatsFormat.summary(report) + "\n"
+        try finish(status: report.exit.exitStatus, json: json, { LinuxStatsFormat.json(report, exitStatus: $0) }, text: text)
+    }
+    #endif
+
     /// The end of every run: the statistics file written (before standard output, which
     /// may be a closed terminal), the text printed, then the exit status — 128 + the
     /// signal if a terminating signal arrived at any time (also while the results were

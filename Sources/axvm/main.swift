@@ -243,23 +243,7 @@ struct Boot: ParsableCommand {
     }
 
     func run() throws {
-        var json: OutputFile?
-        let inputs = [("kernel", kernel)] + (initrd.map { [("initrd", $0)] } ?? [])
-        do { json = try Frontend.openStatsFile(statsJson, inputs: inputs) } catch { throw ExitCode(error.status) }
-        let report: LinuxBootReport
-        do {
-            report = try LinuxMachine.boot(config())
-        } catch {
-            json?.discard()
-            eprint("axvm: error: \(error)")
-            if case let .vmm(e) = error, e.isUsageError { throw ExitCode(64) }
-            throw ExitCode(2)
-        }
-        if report.exit != .reset { eprint("axvm: \(report.exit)") }
-        let text = stats ? LinuxStatsFormat.text(report) : LinuxStatsFormat.summary(report) + "\n"
-        do { try Frontend.finish(status: report.exit.exitStatus, json: json.take(), { LinuxStatsFormat.json(report, exitStatus: $0) }, text: text) } catch {
-            throw ExitCode(error.status)
-        }
+        do { try Frontend.boot(config(), stats: stats, statsJSON: statsJson) } catch { throw ExitCode(error.status) }
     }
 }
 #endif
