@@ -10,7 +10,8 @@ import Testing
 func syntheticBzImage(setupSects: UInt8 = 4, kernelBytes: Int = 64 << 10, version: UInt16 = 0x020f,
                       loadFlags: UInt8 = 0x01, xloadFlags: UInt16 = 0x03, cmdlineSize: UInt32 = 2047,
                       initrdAddrMax: UInt32 = 0x7fff_ffff, initSize: UInt32 = 16 << 20,
-                      relocatable: Bool = true, magic: String = "HdrS") -> [UInt8] {
+                      relocatable: Bool = true, prefAddress: UInt64 = 0x100_0000,
+                      magic: String = "HdrS") -> [UInt8] {
     var b = [UInt8](repeating: 0, count: (Int(setupSects) + 1) * 512 + kernelBytes)
     func put<T: FixedWidthInteger>(_ v: T, _ o: Int) {
         withUnsafeBytes(of: v.littleEndian) { for (i, x) in $0.enumerated() { b[o + i] = x } }
@@ -28,7 +29,7 @@ func syntheticBzImage(setupSects: UInt8 = 4, kernelBytes: Int = 64 << 10, versio
     b[0x235] = 21
     put(xloadFlags, 0x236)
     put(cmdlineSize, 0x238)
-    put(UInt64(0x100_0000), 0x258)            // pref_address: 16 MiB
+    put(prefAddress, 0x258)                   // pref_address: 16 MiB unless told
     put(initSize, 0x260)
     for i in 0..<kernelBytes { b[(Int(setupSects) + 1) * 512 + i] = UInt8(truncatingIfNeeded: i &* 7) }
     return b
@@ -207,6 +208,141 @@ private func le<T: FixedWidthInteger>(_ p: [UInt8], _ o: Int, _: T.Type) -> T {
         #expect(LinuxLayout.pageDirectories + 4 * 0x1000 <= LinuxLayout.cmdline)
         #expect(LinuxLayout.zeroPage + 0x1000 <= LinuxLayout.stack + 16)
         #expect(LinuxBootPlan.gdt[2] == 0x00af_9b00_0000_ffff && LinuxBootPlan.gdt[3] == 0x00cf_9300_0000_ffff)
+    }
+}
+
+/// Crafted headers whose numbers made the loader's own arithmetic trap, or that it accepted
+/// although they put the kernel over its own boot data (issue 17). Each is refused with a
+/// reason that names the bad value; none may crash the process.
+@Suite struct HostileKernelHeaderTests {
+    func planReason(_ image: [UInt8], memory: UInt64 = 256 << 20, initrd: UInt64 = 0) -> String {
+        do {
+            let k = try LinuxKernel(path: "k", bytes: image)
+            _ = try LinuxBootPlan(kernel: k, ram: X86Layout.ramRanges(size: memory), cmdline: "",
+                                  initrdPath: "initrd", initrdSize: initrd)
+            return "accepted"
+        } catch { return "\(error)" }
+    }
+
+    /// A non-relocatable kernel linked at the top of the address space: the load address plus
+    /// its size wrapped (trapped in `footprintEnd`).
+    @Test func preferredAddressAtTheTopOfTheSpace() {
+        let r = planReason(syntheticBzImage(relocatable: false, prefAddress: 0xffff_ffff_ffff_f000))
+        #expect(r == "kernel k: pref_address 0xfffffffffffff000 + init_size 0x1000000 is past the end of the 64-bit address space")
+    }
+
+    /// A relocatable kernel runs from pref_address for init_size: the sum wrapped as well.
+    @Test func relocatableWithPreferredAddressAtTheTop() {
+        let r = planReason(syntheticBzImage(relocatable: true, prefAddress: .max))
+        #expect(r == "kernel k: pref_address 0xffffffffffffffff + init_size 0x1000000 is past the end of the 64-bit address space")
+    }
+
+    /// A footprint that fits in 64 bits but not in RAM: the refusal's own rounding to MiB,
+    /// `(footprint + 0xfffff) >> 20`, wrapped.
+    @Test func footprintNearTheTopIsRefusedWithoutTrappingInTheMessage() {
+        let r = planReason(syntheticBzImage(initSize: 0x00ff_ff00, prefAddress: 0xffff_ffff_ff00_0000))
+        #expect(r.hasPrefix("guest memory: RAM below 4 GiB ends at 256 MiB, but this kernel needs RAM up to 0xffffffffffffff00 (17592186044416 MiB"))
+    }
+
+    /// A non-relocatable kernel linked at 0 would be loaded over the GDT, the zero page, the
+    /// page tables and the command line.
+    @Test func nonRelocatableAtZeroOverlapsTheBootData() {
+        let r = planReason(syntheticBzImage(relocatable: false, prefAddress: 0))
+        #expect(r == "kernel [0x0, 0x1000000) overlaps the GDT [0x500, 0x520)")
+        // Linked just above the command line's buffer, it still covers the MP table.
+        let high = planReason(syntheticBzImage(initSize: 1 << 20, relocatable: false, prefAddress: 0x9_f000))
+        #expect(high == "kernel [0x9f000, 0x19f000) overlaps the MP table [0x9fc00, 0x9fd3c)")
+    }
+
+    /// init_size need not be page aligned: the initrd, rounded down to a page, must still
+    /// start above the kernel's footprint (it was put 0x800 bytes into it).
+    @Test func initrdStaysAboveAnUnalignedFootprint() throws {
+        let image = syntheticBzImage(initSize: (16 << 20) + 0x800)
+        let footprint: UInt64 = (32 << 20) + 0x800
+        // Fits only if the initrd may start inside the footprint's last page.
+        let size = (256 << 20) - footprint - 0x100
+        #expect(planReason(image, initrd: size).hasPrefix("initrd initrd: \(size) bytes do not fit in RAM"))
+        let k = try LinuxKernel(path: "k", bytes: image)
+        let plan = try LinuxBootPlan(kernel: k, ram: X86Layout.ramRanges(size: 256 << 20), cmdline: "",
+                                     initrdSize: size - 0x1000)
+        #expect(plan.initrdAddress >= footprint)
+    }
+}
+
+/// `axvm boot`'s checks of the initrd work from its size (fstat), not its bytes.
+@Suite(.serialized) struct InitrdRefusalTests {
+    /// A field of /proc/self/status in bytes (VmRSS: now; VmHWM: the peak since the last
+    /// `resetPeak()`).
+    func status(_ field: String) -> Int64 {
+        let status = readFile("/proc/self/status") ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix(field + ":") {
+            return (Int64(line.dropFirst(field.count + 1).filter { $0.isNumber }) ?? 0) << 10
+        }
+        return 0
+    }
+
+    /// Resets VmHWM to the current RSS (proc(5), /proc/pid/clear_refs, "5"), so that a buffer
+    /// read and freed inside the measured call still shows.
+    func resetPeak() {
+        let fd = open("/proc/self/clear_refs", O_WRONLY)
+        if fd >= 0 { _ = write(fd, "5", 1); close(fd) }
+    }
+
+    /// Runs `LinuxMachine.plan` and returns its refusal, the seconds it took and how far the
+    /// peak RSS rose above the RSS before it.
+    func refusal(_ c: LinuxBootConfig) -> (reason: String, seconds: Double, grown: Int64) {
+        resetPeak()
+        let rss0 = status("VmRSS"), t0 = monotonicSeconds()
+        var reason = "accepted"
+        do { _ = try LinuxMachine.plan(c) } catch { reason = "\(error)" }
+        return (reason, monotonicSeconds() - t0, status("VmHWM") - rss0)
+    }
+
+    func sparseFile(_ name: String, size: Int) throws -> String {
+        let path = "/tmp/axvm-initrd-test-\(getpid())-\(name)"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        try #require(ftruncate(fd, off_t(size)) == 0)
+        return path
+    }
+
+    /// 1 GiB of sparse initrd, 2 GiB of RAM, but the kernel's initrd_addr_max is 256 MiB: it
+    /// cannot fit, which the file's size says without reading it (it was read into the heap,
+    /// 1 GiB of RSS, before the placement refused it).
+    @Test func sparseInitrdPastInitrdAddrMaxIsRefusedWithoutReading() throws {
+        let kernel = try sparseFile("kernel", size: 0)
+        let image = syntheticBzImage(initrdAddrMax: 0x0fff_ffff)
+        let f = fopen(kernel, "w")
+        _ = image.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
+        fclose(f)
+        let initrd = try sparseFile("initrd", size: 1 << 30)
+        defer { unlink(kernel); unlink(initrd) }
+        var c = LinuxBootConfig(kernelPath: kernel)
+        c.initrdPath = initrd
+        c.memorySize = 2 << 30
+        let (reason, seconds, grown) = refusal(c)
+        #expect(reason.hasPrefix("initrd \(initrd): 1073741824 bytes do not fit in RAM"))
+        #expect(reason.contains("initrd_addr_max 0xfffffff"))
+        #expect(seconds < 2, "refused after \(seconds) s")
+        #expect(grown < 64 << 20, "RSS grew by \(grown >> 20) MiB")
+    }
+
+    /// Larger than the guest's RAM: refused from the size alone, as before.
+    @Test func sparseInitrdLargerThanRAMIsRefusedWithoutReading() throws {
+        let kernel = try sparseFile("kernel2", size: 0)
+        let image = syntheticBzImage()
+        let f = fopen(kernel, "w")
+        _ = image.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
+        fclose(f)
+        let initrd = try sparseFile("initrd2", size: 3 << 30)
+        defer { unlink(kernel); unlink(initrd) }
+        var c = LinuxBootConfig(kernelPath: kernel)
+        c.initrdPath = initrd
+        let (reason, seconds, grown) = refusal(c)
+        #expect(reason == "initrd \(initrd): 3221225472 bytes do not fit in RAM: larger than the 256 MiB of guest RAM")
+        #expect(seconds < 2, "refused after \(seconds) s")
+        #expect(grown < 64 << 20, "RSS grew by \(grown >> 20) MiB")
     }
 }
 
