@@ -15,6 +15,9 @@ public enum VMMError: Error, CustomStringConvertible {
     case output(path: String, reason: String)
     /// Host memory (memfd, mmap, userfaultfd) could not be set up.
     case host(String)
+    /// An input file (an initrd) could not be read where it was measured: `offset` is the byte
+    /// the read stopped at.
+    case input(path: String, offset: UInt64, reason: String)
 
     /// A bad user-given value (a usage error: exit status 64) rather than a failure to set
     /// the machine up (exit status 2).
@@ -34,6 +37,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case let .badValue(what, value, reason): "\(what) \(value): \(reason)"
         case let .output(path, reason): "\(path): \(reason)"
         case let .host(m): m
+        case let .input(path, offset, reason): "\(path): \(reason) at offset \(offset) (0x\(String(offset, radix: 16)))"
         }
     }
 }
