@@ -2,6 +2,7 @@
 #if arch(x86_64)
 import AxAddrSpace
 import CKVM
+import KVM
 #if canImport(Glibc)
 import Glibc
 #endif
