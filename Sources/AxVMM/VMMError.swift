@@ -18,6 +18,9 @@ public enum VMMError: Error, CustomStringConvertible {
     /// A terminating signal (`Termination`) arrived during a set-up step; the runner turns
     /// it into a report whose exit is `.interrupted`.
     case interrupted(signal: Int32)
+    /// An input file (an initrd) could not be read where it was measured: `offset` is the byte
+    /// the read stopped at.
+    case input(path: String, offset: UInt64, reason: String)
 
     /// A bad user-given value (a usage error: exit status 64) rather than a failure to set
     /// the machine up (exit status 2).
@@ -38,6 +41,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case let .output(path, reason): "\(path): \(reason)"
         case let .host(m): m
         case let .interrupted(signal): "interrupted by \(Termination.describe(signal))"
+        case let .input(path, offset, reason): "\(path): \(reason) at offset \(offset) (0x\(String(offset, radix: 16)))"
         }
     }
 }

@@ -242,14 +242,19 @@ struct SignalTests {
 extension SignalTests {
     /// A Linux boot ends the same way (the boot's set-up: KVM, memory, kernel and initrd
     /// loaded). A synthetic kernel; `--force-kvm-pvm` lets it past the kvm_pvm refusal.
-    @Test(arguments: [SIGTERM, SIGHUP])
-    func signalEndsALinuxBootsSetup(signal: Int32) throws {
+    @Test(arguments: [(SIGTERM, "setup"), (SIGHUP, "setup"), (SIGINT, "load"), (SIGQUIT, "load")])
+    func signalEndsALinuxBootsSetup(signal: Int32, phase: String) throws {
         let kernel = temporaryPath("signal-bzImage"), json = temporaryPath("signal-boot.json"), out = temporaryPath("signal-boot.txt")
-        defer { unlink(kernel); unlink(json); unlink(out) }
+        let initrd = temporaryPath("signal-initrd")
+        defer { unlink(kernel); unlink(json); unlink(out); unlink(initrd) }
         try #require(writeFile(kernel, syntheticBzImage()))
-        var p = try AxvmProcess(["boot", "--kernel", kernel, "--force-kvm-pvm", "--stats", "--stats-json", json],
-                                environment: ["AXVM_PAUSE_AT=setup"], stdoutPath: out)
-        let reached = p.awaitStderr("paused at setup")
+        // A 32 MiB sparse initrd: several chunks of loading.
+        let fd = open(initrd, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        try #require(fd >= 0 && ftruncate(fd, 32 << 20) == 0)
+        close(fd)
+        var p = try AxvmProcess(["boot", "--kernel", kernel, "--initrd", initrd, "--force-kvm-pvm", "--stats", "--stats-json", json],
+                                environment: ["AXVM_PAUSE_AT=\(phase)"], stdoutPath: out)
+        let reached = p.awaitStderr("paused at \(phase)")
         #expect(reached, "\(p.errText)")
         kill(p.pid, signal)
         #expect(p.wait() == 128 + signal, "\(p.errText)")

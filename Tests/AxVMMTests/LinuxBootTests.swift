@@ -10,7 +10,8 @@ import Testing
 func syntheticBzImage(setupSects: UInt8 = 4, kernelBytes: Int = 64 << 10, version: UInt16 = 0x020f,
                       loadFlags: UInt8 = 0x01, xloadFlags: UInt16 = 0x03, cmdlineSize: UInt32 = 2047,
                       initrdAddrMax: UInt32 = 0x7fff_ffff, initSize: UInt32 = 16 << 20,
-                      relocatable: Bool = true, magic: String = "HdrS") -> [UInt8] {
+                      relocatable: Bool = true, prefAddress: UInt64 = 0x100_0000,
+                      magic: String = "HdrS") -> [UInt8] {
     var b = [UInt8](repeating: 0, count: (Int(setupSects) + 1) * 512 + kernelBytes)
     func put<T: FixedWidthInteger>(_ v: T, _ o: Int) {
         withUnsafeBytes(of: v.littleEndian) { for (i, x) in $0.enumerated() { b[o + i] = x } }
@@ -28,7 +29,7 @@ func syntheticBzImage(setupSects: UInt8 = 4, kernelBytes: Int = 64 << 10, versio
     b[0x235] = 21
     put(xloadFlags, 0x236)
     put(cmdlineSize, 0x238)
-    put(UInt64(0x100_0000), 0x258)            // pref_address: 16 MiB
+    put(prefAddress, 0x258)                   // pref_address: 16 MiB unless told
     put(initSize, 0x260)
     for i in 0..<kernelBytes { b[(Int(setupSects) + 1) * 512 + i] = UInt8(truncatingIfNeeded: i &* 7) }
     return b
@@ -45,6 +46,15 @@ private func le<T: FixedWidthInteger>(_ p: [UInt8], _ o: Int, _: T.Type) -> T {
     var v = T.zero
     for i in 0..<MemoryLayout<T>.size { v |= T(p[o + i]) << (8 * i) }
     return v
+}
+
+/// Writes `bytes` to a file in /tmp named after this process and `name`; returns its path.
+func writeTempFile(_ bytes: [UInt8], _ name: String) -> String {
+    let path = "/tmp/axvm-boot-test-\(getpid())-\(name)"
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    close(fd)
+    return path
 }
 
 @Suite struct LinuxSetupHeaderTests {
@@ -210,6 +220,341 @@ private func le<T: FixedWidthInteger>(_ p: [UInt8], _ o: Int, _: T.Type) -> T {
     }
 }
 
+/// Crafted headers whose numbers made the loader's own arithmetic trap, or that it accepted
+/// although they put the kernel over its own boot data (issue 17). Each is refused with a
+/// reason that names the bad value; none may crash the process.
+@Suite struct HostileKernelHeaderTests {
+    func planReason(_ image: [UInt8], memory: UInt64 = 256 << 20, initrd: UInt64 = 0) -> String {
+        do {
+            let k = try LinuxKernel(path: "k", bytes: image)
+            _ = try LinuxBootPlan(kernel: k, ram: X86Layout.ramRanges(size: memory), cmdline: "",
+                                  initrdPath: "initrd", initrdSize: initrd)
+            return "accepted"
+        } catch { return "\(error)" }
+    }
+
+    /// A non-relocatable kernel linked at the top of the address space: the load address plus
+    /// its size wrapped (trapped in `footprintEnd`).
+    @Test func preferredAddressAtTheTopOfTheSpace() {
+        let r = planReason(syntheticBzImage(relocatable: false, prefAddress: 0xffff_ffff_ffff_f000))
+        #expect(r == "kernel k: pref_address 0xfffffffffffff000 + init_size 0x1000000 is past the end of the 64-bit address space")
+    }
+
+    /// A relocatable kernel runs from pref_address for init_size: the sum wrapped as well.
+    @Test func relocatableWithPreferredAddressAtTheTop() {
+        let r = planReason(syntheticBzImage(relocatable: true, prefAddress: .max))
+        #expect(r == "kernel k: pref_address 0xffffffffffffffff + init_size 0x1000000 is past the end of the 64-bit address space")
+    }
+
+    /// A footprint that fits in 64 bits but not in RAM: the refusal's own rounding to MiB,
+    /// `(footprint + 0xfffff) >> 20`, wrapped.
+    @Test func footprintNearTheTopIsRefusedWithoutTrappingInTheMessage() {
+        let r = planReason(syntheticBzImage(initSize: 0x00ff_ff00, prefAddress: 0xffff_ffff_ff00_0000))
+        #expect(r.hasPrefix("guest memory: RAM below 4 GiB ends at 256 MiB, but this kernel needs RAM up to 0xffffffffffffff00 (17592186044416 MiB"))
+    }
+
+    /// A non-relocatable kernel linked at 0 would be loaded over the GDT, the zero page, the
+    /// page tables and the command line.
+    @Test func nonRelocatableAtZeroOverlapsTheBootData() {
+        let r = planReason(syntheticBzImage(relocatable: false, prefAddress: 0))
+        #expect(r == "kernel [0x0, 0x1000000) overlaps the GDT [0x500, 0x520)")
+        // Linked just above the command line's buffer, it still covers the MP table.
+        let high = planReason(syntheticBzImage(initSize: 1 << 20, relocatable: false, prefAddress: 0x9_f000))
+        #expect(high == "kernel [0x9f000, 0x19f000) overlaps the MP table [0x9fc00, 0x9fcf0)")
+    }
+
+    /// init_size need not be page aligned: the initrd, rounded down to a page, must still
+    /// start above the kernel's footprint (it was put 0x800 bytes into it).
+    @Test func initrdStaysAboveAnUnalignedFootprint() throws {
+        let image = syntheticBzImage(initSize: (16 << 20) + 0x800)
+        let footprint: UInt64 = (32 << 20) + 0x800
+        // Fits only if the initrd may start inside the footprint's last page.
+        let size = (256 << 20) - footprint - 0x100
+        #expect(planReason(image, initrd: size).hasPrefix("initrd initrd: \(size) bytes do not fit in RAM"))
+        let k = try LinuxKernel(path: "k", bytes: image)
+        let plan = try LinuxBootPlan(kernel: k, ram: X86Layout.ramRanges(size: 256 << 20), cmdline: "",
+                                     initrdSize: size - 0x1000)
+        #expect(plan.initrdAddress >= footprint)
+    }
+}
+
+/// Every accepted plan puts each range inside RAM and no two on top of each other; the
+/// refusals name both ranges.
+@Suite struct LinuxBootPlacementTests {
+    func assertSound(_ plan: LinuxBootPlan, _ context: String) {
+        for p in plan.placements {
+            #expect(plan.ram.contains { $0.contains(p.range) }, "\(context): \(p) outside RAM")
+            #expect(!p.range.isEmpty, "\(context): \(p) empty")
+            for q in plan.placements where q.name != p.name {
+                #expect(!p.range.overlaps(q.range), "\(context): \(p) overlaps \(q)")
+            }
+        }
+    }
+
+    @Test func placementsOfADefaultBoot() throws {
+        let k = try LinuxKernel(path: "k", bytes: syntheticBzImage())
+        let plan = try LinuxBootPlan(kernel: k, ram: X86Layout.ramRanges(size: 256 << 20), cmdline: "console=ttyS0",
+                                     initrdSize: 5000)
+        #expect(plan.placements.map(\.description) == [
+            "kernel [0x100000, 0x2000000)", "initrd [0xfffe000, 0xffff388)", "GDT [0x500, 0x520)",
+            "zero page [0x7000, 0x8000)", "stack [0x8000, 0x9000)", "page tables [0x9000, 0xf000)",
+            "command line [0x20000, 0x2000e)", "MP table [0x9fc00, 0x9fcf0)",
+        ])
+        #expect(plan.mpTable == MPTable.build(cpus: 1, at: LinuxLayout.mpTable))
+        let none = try LinuxBootPlan(kernel: k, ram: X86Layout.ramRanges(size: 256 << 20), cmdline: "", mpTable: false)
+        #expect(none.mpTable.isEmpty && !none.placements.contains { $0.name == "MP table" || $0.name == "initrd" })
+        assertSound(plan, "default")
+    }
+
+    /// Non-relocatable kernels linked anywhere in the first MiBs, with init_sizes of every
+    /// alignment, RAM sizes around the footprint and initrds around the room left: each is
+    /// planned soundly or refused with a `LinuxBootError`.
+    @Test func sweepOfPreferredAddressesAndSizes() throws {
+        var accepted = 0, refused = 0
+        for relocatable in [false, true] {
+            for pref: UInt64 in [0, 0x500, 0x7000, 0x1_0000, 0x9_f000, 0xa_0000, 0x10_0000, 0x40_0000, 0xbfff_f000, 0xffff_ffff_0000_0000] {
+                for initSize: UInt32 in [0x1_0000, 0x10_0800, 16 << 20, 0xffff_ffff] {
+                    for memory: UInt64 in [4 << 20, 64 << 20, 4 << 30] {
+                        for initrd: UInt64 in [0, 1, 40 << 20, 3 << 30] {
+                            let image = syntheticBzImage(kernelBytes: 0x1_0000, initSize: initSize, relocatable: relocatable,
+                                                         prefAddress: pref)
+                            let context = "relocatable \(relocatable) pref \(pref) init_size \(initSize) memory \(memory) initrd \(initrd)"
+                            do {
+                                let k = try LinuxKernel(path: "k", bytes: image)
+                                let plan = try LinuxBootPlan(kernel: k, ram: X86Layout.ramRanges(size: memory), cmdline: "x",
+                                                             initrdPath: "i", initrdSize: initrd)
+                                assertSound(plan, context)
+                                accepted += 1
+                            } catch {
+                                #expect(!"\(error)".isEmpty)
+                                refused += 1
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(accepted > 100 && refused > 100, "\(accepted) accepted, \(refused) refused")
+    }
+
+    /// A RAM list that stops short of the command line's buffer: refused, naming the range.
+    @Test func rangeOutsideRAMIsRefused() throws {
+        let k = try LinuxKernel(path: "k", bytes: syntheticBzImage(kernelBytes: 0x800, initSize: 0x1000, relocatable: false,
+                                                                   prefAddress: 0x1_0000))
+        let ram = [GuestPhysRange(start: GuestPhysAddr(0), end: GuestPhysAddr(0x1_1000))]
+        #expect(throws: LinuxBootError.self) { try LinuxBootPlan(kernel: k, ram: ram, cmdline: "") }
+        do {
+            _ = try LinuxBootPlan(kernel: k, ram: ram, cmdline: "")
+        } catch {
+            #expect("\(error)" == "command line [0x20000, 0x20001) is not inside guest RAM ([0x0, 0x11000))")
+            guard case let .outsideRAM(p, _) = error else { Issue.record("\(error)"); return }
+            #expect(p.name == "command line")
+        }
+    }
+
+    /// The overlap is a typed error carrying both placements.
+    @Test func overlapIsTyped() throws {
+        let k = try LinuxKernel(path: "k", bytes: syntheticBzImage(relocatable: false, prefAddress: 0x7800))
+        do {
+            _ = try LinuxBootPlan(kernel: k, ram: X86Layout.ramRanges(size: 64 << 20), cmdline: "")
+            Issue.record("accepted")
+        } catch {
+            guard case let .overlap(a, b) = error else { Issue.record("\(error)"); return }
+            #expect(a.name == "kernel" && b.name == "zero page")
+            #expect("\(error)" == "kernel [0x7800, 0x1007800) overlaps the zero page [0x7000, 0x8000)")
+        }
+    }
+
+    /// A kernel too small to hold the 64-bit entry point at +0x200.
+    @Test func kernelWithoutItsEntryPointIsRefused() {
+        do {
+            _ = try LinuxKernel(path: "k", bytes: syntheticBzImage(kernelBytes: 0x200))
+            Issue.record("accepted")
+        } catch {
+            #expect("\(error)" == "kernel k: syssize 0x20: a 512-byte kernel has no 64-bit entry point at offset 0x200")
+        }
+    }
+}
+
+/// The initrd is copied from its file in chunks, with progress after each.
+@Suite struct LinuxInitrdCopyTests {
+    func file(_ name: String, _ bytes: [UInt8]) -> String { writeTempFile(bytes, "copy-" + name) }
+
+    @Test func copiesInChunksWithProgress() throws {
+        let bytes = (0..<(2 * 4096 + 5)).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        let path = file("chunks", bytes)
+        defer { unlink(path) }
+        let initrd = try LinuxInitrd(path: path, limit: 1 << 20) { "\($0) too large" }
+        #expect(initrd.size == UInt64(bytes.count))
+        var copied: [UInt8] = [], offsets: [UInt64] = [], calls: [UInt64] = []
+        try initrd.copy(chunkSize: 4096, to: { chunk, offset in
+            offsets.append(offset)
+            copied += chunk
+        }, progress: { done, total in
+            #expect(total == UInt64(bytes.count))
+            calls.append(done)
+        })
+        #expect(copied == bytes)
+        #expect(offsets == [0, 4096, 8192])
+        #expect(calls == [4096, 8192, 8197])
+    }
+
+    /// What progress throws ends the copy at once (the caller's way to stop a long load).
+    @Test func progressCanAbort() throws {
+        let path = file("abort", [UInt8](repeating: 7, count: 3 * 4096))
+        defer { unlink(path) }
+        let initrd = try LinuxInitrd(path: path, limit: 1 << 20) { "\($0) too large" }
+        var chunks = 0
+        #expect(throws: VMMError.self) {
+            try initrd.copy(chunkSize: 4096, to: { _, _ in chunks += 1 }, progress: { _, _ throws(VMMError) in
+                throw .host("stop")
+            })
+        }
+        #expect(chunks == 1)
+    }
+
+    /// A file that shrank after it was measured: a typed error with the path and the offset.
+    @Test func shrunkFileIsATypedErrorNamingTheOffset() throws {
+        let path = file("shrink", [UInt8](repeating: 1, count: 3 * 4096))
+        defer { unlink(path) }
+        let initrd = try LinuxInitrd(path: path, limit: 1 << 20) { "\($0) too large" }
+        truncate(path, 5000)
+        do {
+            try initrd.copy(chunkSize: 4096, to: { _, _ in }, progress: { _, _ in })
+            Issue.record("copied a file that shrank")
+        } catch {
+            guard case let .input(p, offset, _) = error else { Issue.record("\(error)"); return }
+            #expect(p == path && offset == 5000)
+            #expect("\(error)" == "\(path): initrd ended early (it was 12288 bytes when measured: the file shrank) at offset 5000 (0x1388)")
+        }
+    }
+
+    @Test func emptyAndTooLargeAreRefusedWhenOpened() throws {
+        let empty = file("empty", [])
+        defer { unlink(empty) }
+        #expect(throws: LinuxBootError.self) { try LinuxInitrd(path: empty, limit: 1 << 20) { "\($0)" } }
+        let two = file("two", [1, 2])
+        defer { unlink(two) }
+        do {
+            _ = try LinuxInitrd(path: two, limit: 1) { "\($0) bytes, over 1" }
+            Issue.record("accepted")
+        } catch {
+            #expect("\(error)" == "initrd \(two): 2 bytes, over 1")
+        }
+    }
+}
+
+/// `LinuxMachine.boot` end to end with a tiny "kernel" that checks the initrd the loader
+/// copied: its entry point reads ramdisk_image and ramdisk_size from the zero page (RSI),
+/// compares the initrd's first and last four bytes with "ITRD" and "END!", and resets
+/// through the i8042 if both match (else it halts: a timeout). The initrd spans several
+/// chunks and is sparse in between; the peak RSS shows it is not read into the heap.
+@Suite(.serialized) struct LinuxInitrdLoadTests {
+    static let entryCode: [UInt8] = [
+        0x8b, 0x86, 0x18, 0x02, 0x00, 0x00,  // mov eax, [rsi+0x218]   ramdisk_image
+        0x8b, 0x8e, 0x1c, 0x02, 0x00, 0x00,  // mov ecx, [rsi+0x21c]   ramdisk_size
+        0x8b, 0x10,                          // mov edx, [rax]
+        0x81, 0xfa, 0x49, 0x54, 0x52, 0x44,  // cmp edx, "ITRD"
+        0x75, 0x10,                          // jne halt
+        0x8b, 0x54, 0x08, 0xfc,              // mov edx, [rax+rcx-4]
+        0x81, 0xfa, 0x45, 0x4e, 0x44, 0x21,  // cmp edx, "END!"
+        0x75, 0x04,                          // jne halt
+        0xb0, 0xfe,                          // mov al, 0xfe
+        0xe6, 0x64,                          // out 0x64, al           i8042: pulse reset
+        0xf4,                                // halt: hlt
+        0xeb, 0xfd,                          // jmp halt
+    ]
+
+    @Test(.enabled(if: KVMGate.enabled, "KVM unusable here")) func initrdReachesGuestMemory() throws {
+        var image = syntheticBzImage(kernelBytes: 0x1000)
+        let entry = 5 * 512 + 0x200
+        image.replaceSubrange(entry..<(entry + Self.entryCode.count), with: Self.entryCode)
+        let kernel = writeTempFile(image, "load-kernel"), initrd = writeTempFile(Array("ITRD".utf8), "load-initrd")
+        defer { unlink(kernel); unlink(initrd) }
+        let size = (96 << 20) + 12  // 24 chunks and a bit, not a multiple of a page
+        let fd = open(initrd, O_WRONLY)
+        _ = pwrite(fd, "END!", 4, off_t(size - 4))  // sparse in between
+        close(fd)
+        var c = LinuxBootConfig(kernelPath: kernel)
+        c.initrdPath = initrd
+        c.allowKVMPVM = true
+        c.timeout = 20
+        c.memorySize = 256 << 20
+        let rss0 = InitrdRefusalTests().status("VmRSS")
+        InitrdRefusalTests().resetPeak()
+        let r = try LinuxMachine.boot(c)
+        let grown = InitrdRefusalTests().status("VmHWM") - rss0
+        #expect(r.exit == .reset, "\(r.exit)")
+        #expect(r.plan.initrdSize == UInt64(size))
+        // The guest RAM the copy populated is the memfd's, not the heap's; no 96 MiB buffer.
+        #expect(r.statistics.populatedBytes >= UInt64(size))
+        #expect(grown < 64 << 20, "peak RSS grew by \(grown >> 20) MiB")
+    }
+}
+
+/// `axvm boot`'s checks of the initrd work from its size (fstat), not its bytes.
+@Suite(.serialized) struct InitrdRefusalTests {
+    /// A field of /proc/self/status in bytes (VmRSS: now; VmHWM: the peak since the last
+    /// `resetPeak()`).
+    func status(_ field: String) -> Int64 {
+        let status = readFile("/proc/self/status") ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix(field + ":") {
+            return (Int64(line.dropFirst(field.count + 1).filter { $0.isNumber }) ?? 0) << 10
+        }
+        return 0
+    }
+
+    /// Resets VmHWM to the current RSS (proc(5), /proc/pid/clear_refs, "5"), so that a buffer
+    /// read and freed inside the measured call still shows.
+    func resetPeak() {
+        let fd = open("/proc/self/clear_refs", O_WRONLY)
+        if fd >= 0 { _ = write(fd, "5", 1); close(fd) }
+    }
+
+    /// Runs `LinuxMachine.plan` and returns its refusal, the seconds it took and how far the
+    /// peak RSS rose above the RSS before it.
+    func refusal(_ c: LinuxBootConfig) -> (reason: String, seconds: Double, grown: Int64) {
+        resetPeak()
+        let rss0 = status("VmRSS"), t0 = monotonicSeconds()
+        var reason = "accepted"
+        do { _ = try LinuxMachine.plan(c) } catch { reason = "\(error)" }
+        return (reason, monotonicSeconds() - t0, status("VmHWM") - rss0)
+    }
+
+    /// Plans a boot of `image` in `memory` bytes of RAM with a sparse initrd of `size` bytes
+    /// (ftruncate: nothing to read but zeros, and nothing on disk).
+    func refusal(_ image: [UInt8], initrd size: Int, memory: UInt64)
+        throws -> (initrd: String, reason: String, seconds: Double, grown: Int64) {
+        let kernel = writeTempFile(image, "kernel"), initrd = writeTempFile([], "sparse-initrd")
+        defer { unlink(kernel); unlink(initrd) }
+        try #require(truncate(initrd, off_t(size)) == 0)
+        var c = LinuxBootConfig(kernelPath: kernel)
+        c.initrdPath = initrd
+        c.memorySize = memory
+        let (reason, seconds, grown) = refusal(c)
+        return (initrd, reason, seconds, grown)
+    }
+
+    /// 1 GiB of sparse initrd, 2 GiB of RAM, but the kernel's initrd_addr_max is 256 MiB: it
+    /// cannot fit, which the file's size says without reading it (it was read into the heap,
+    /// 1 GiB of RSS, before the placement refused it).
+    @Test func sparseInitrdPastInitrdAddrMaxIsRefusedWithoutReading() throws {
+        let r = try refusal(syntheticBzImage(initrdAddrMax: 0x0fff_ffff), initrd: 1 << 30, memory: 2 << 30)
+        #expect(r.reason.hasPrefix("initrd \(r.initrd): 1073741824 bytes do not fit in RAM"))
+        #expect(r.reason.contains("initrd_addr_max 0xfffffff"))
+        #expect(r.seconds < 2, "refused after \(r.seconds) s")
+        #expect(r.grown < 64 << 20, "RSS grew by \(r.grown >> 20) MiB")
+    }
+
+    /// Larger than the guest's RAM: refused from the size alone, as before.
+    @Test func sparseInitrdLargerThanRAMIsRefusedWithoutReading() throws {
+        let r = try refusal(syntheticBzImage(), initrd: 3 << 30, memory: 256 << 20)
+        #expect(r.reason == "initrd \(r.initrd): 3221225472 bytes do not fit in RAM: larger than the 256 MiB of guest RAM")
+        #expect(r.seconds < 2, "refused after \(r.seconds) s")
+        #expect(r.grown < 64 << 20, "RSS grew by \(r.grown >> 20) MiB")
+    }
+}
+
 /// The MP table, read back the way Linux's mpparse.c reads it.
 @Suite struct MPTableTests {
     let base: UInt64 = LinuxLayout.mpTable
@@ -289,13 +634,7 @@ private func le<T: FixedWidthInteger>(_ p: [UInt8], _ o: Int, _: T.Type) -> T {
         return (status & 0x7f == 0 ? (status >> 8) & 0xff : -(status & 0x7f), readFile(errPath) ?? "", monotonicSeconds() - t0)
     }
 
-    func write(_ bytes: [UInt8], _ name: String) -> String {
-        let path = "/tmp/axvm-boot-test-\(getpid())-\(name)"
-        let f = fopen(path, "w")!
-        _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
-        fclose(f)
-        return path
-    }
+    func write(_ bytes: [UInt8], _ name: String) -> String { writeTempFile(bytes, name) }
 
     @Test func badInputExitsTwoWithTheReason() throws {
         let good = write(syntheticBzImage(), "good")

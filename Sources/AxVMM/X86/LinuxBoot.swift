@@ -19,6 +19,10 @@ public enum LinuxBootError: Error, CustomStringConvertible {
     case memory(reason: String)
     /// This KVM cannot run a stock Linux kernel (kvm_pvm).
     case unsupportedKVM(String)
+    /// Two things the boot would put in guest memory overlap (`LinuxBootPlan.placements`).
+    case overlap(LinuxBootPlan.Placement, LinuxBootPlan.Placement)
+    /// Something the boot would put in guest memory is not inside one RAM area.
+    case outsideRAM(LinuxBootPlan.Placement, ram: [GuestPhysRange])
     case vmm(VMMError)
 
     public var description: String {
@@ -28,6 +32,9 @@ public enum LinuxBootError: Error, CustomStringConvertible {
         case let .cmdline(reason): "kernel command line: \(reason)"
         case let .memory(reason): "guest memory: \(reason)"
         case let .unsupportedKVM(m): m
+        case let .overlap(a, b): "\(a) overlaps the \(b)"
+        case let .outsideRAM(p, ram):
+            "\(p) is not inside guest RAM (\(ram.map { "[\(hex($0.start.raw)), \(hex($0.end.raw)))" }.joined(separator: ", ")))"
         case let .vmm(e): "\(e)"
         }
     }
@@ -68,8 +75,10 @@ public struct LinuxSetupHeader: Sendable, Equatable {
     /// End of the header: 0x202 + the byte at 0x201 (the jump's offset).
     public var headerEnd: Int
 
-    /// Bytes before the protected-mode kernel: the boot sector and the setup sectors.
+    /// Bytes before the protected-mode kernel: the boot sector and the setup sectors (at most
+    /// 256 * 512).
     public var setupBytes: Int { (setupSectors + 1) * 512 }
+    /// syssize paragraphs: below 2^36, so the product of the 32-bit field cannot overflow.
     public var kernelBytes: Int { Int(sysSize) * 16 }
 
     /// Parses and validates the header of `bytes`; `reason` strings name what is wrong.
@@ -118,7 +127,7 @@ public struct LinuxSetupHeader: Sendable, Equatable {
         guard b.count >= setupBytes + kernelBytes else {
             throw Invalid("truncated: \(b.count) bytes, but the header promises \(setupBytes) bytes of setup and \(kernelBytes) of kernel (\(setupBytes + kernelBytes) in all)")
         }
-        guard initSize >= UInt32(kernelBytes) else {
+        guard UInt64(initSize) >= UInt64(kernelBytes) else {
             throw Invalid("init_size \(hex(initSize)) is smaller than the \(kernelBytes)-byte kernel")
         }
         guard kernelAlignment != 0, kernelAlignment & (kernelAlignment - 1) == 0 else {
@@ -197,15 +206,31 @@ public struct LinuxKernel: Sendable {
     }
 
     public init(path: String, bytes: [UInt8]) throws(LinuxBootError) {
-        do { header = try LinuxSetupHeader(parsing: bytes) } catch { throw .kernel(path: path, reason: error.reason) }
+        let h: LinuxSetupHeader
+        do { h = try LinuxSetupHeader(parsing: bytes) } catch { throw .kernel(path: path, reason: error.reason) }
+        guard UInt64(h.kernelBytes) > LinuxLayout.entryOffset else {
+            throw .kernel(path: path, reason: "syssize \(hex(UInt64(h.sysSize))): a \(h.kernelBytes)-byte kernel has no 64-bit entry point at offset \(hex(LinuxLayout.entryOffset))")
+        }
+        let load = h.relocatable ? LinuxLayout.kernel : h.preferredAddress
+        // pref_address and init_size are the file's: their sum may wrap. The kernel's bytes
+        // (kernelBytes <= init_size, checked by the header) and its entry point (+0x200,
+        // inside them) start at `load`, at or below `max(load, pref)`, so they end at or
+        // below this sum: one checked addition bounds them all.
+        guard let end = checkedSum(max(load, h.preferredAddress), UInt64(h.initSize)) else {
+            throw .kernel(path: path, reason: "pref_address \(hex(h.preferredAddress)) + init_size \(hex(UInt64(h.initSize))) is past the end of the 64-bit address space")
+        }
+        header = h
         self.path = path
         self.bytes = bytes
+        loadAddress = load
+        entryPoint = load + LinuxLayout.entryOffset  // below `end` (above)
+        footprintEnd = end
     }
 
     /// Where the protected-mode kernel goes: 1 MiB if relocatable, else where it was linked.
-    public var loadAddress: UInt64 { header.relocatable ? LinuxLayout.kernel : header.preferredAddress }
+    public let loadAddress: UInt64
     /// The 64-bit entry point (boot.rst, "64-bit BOOT PROTOCOL").
-    public var entryPoint: UInt64 { loadAddress + LinuxLayout.entryOffset }
+    public let entryPoint: UInt64
     /// The protected-mode kernel: everything after the setup sectors, syssize paragraphs.
     public var protectedModeKernel: ArraySlice<UInt8> {
         bytes[header.setupBytes..<(header.setupBytes + header.kernelBytes)]
@@ -213,16 +238,32 @@ public struct LinuxKernel: Sendable {
     /// The end of the memory the kernel may use before it reads the e820 map: init_size from
     /// the higher of the load address and its preferred address (the decompressor of a
     /// relocatable kernel runs at or above LOAD_PHYSICAL_ADDR = pref_address). The initrd
-    /// goes above it.
-    public var footprintEnd: UInt64 {
-        max(loadAddress + UInt64(header.kernelBytes), max(loadAddress, header.preferredAddress) + UInt64(header.initSize))
-    }
+    /// goes above it; the plan reserves [loadAddress, footprintEnd) for the kernel.
+    public let footprintEnd: UInt64
+}
+
+/// `a + b`, or nil if the sum is past 2^64 - 1: for numbers that come from files.
+func checkedSum(_ a: UInt64, _ b: UInt64) -> UInt64? {
+    let (sum, wrapped) = a.addingReportingOverflow(b)
+    return wrapped ? nil : sum
 }
 
 /// Everything a 64-bit Linux boot puts in guest memory, worked out from the kernel header,
 /// the RAM areas, the command line and the initrd size, before any memory exists. Pure, so
 /// it is tested on any host.
 public struct LinuxBootPlan: Sendable {
+    /// One range the boot puts in guest memory, named as a refusal names it.
+    public struct Placement: Sendable, Equatable, CustomStringConvertible {
+        public var name: String
+        public var range: GuestPhysRange
+        /// `[start, end)`: `end` is at least `start` (the callers' arithmetic is checked).
+        public init(_ name: String, _ start: UInt64, end: UInt64) {
+            self.name = name
+            range = GuestPhysRange(start: GuestPhysAddr(start), end: GuestPhysAddr(end))
+        }
+        public var description: String { "\(name) [\(hex(range.start.raw)), \(hex(range.end.raw)))" }
+    }
+
     public let kernel: LinuxKernel
     /// The AddrSpace RAM areas, in order.
     public let ram: [GuestPhysRange]
@@ -231,10 +272,18 @@ public struct LinuxBootPlan: Sendable {
     public let cmdline: [UInt8]
     public let initrdAddress: UInt64
     public let initrdSize: UInt64
+    /// The MP table (`MPTable`, one CPU) at `LinuxLayout.mpTable`; empty: none.
+    public let mpTable: [UInt8]
+    /// Everything the boot writes or keeps for the kernel in guest memory: the kernel (its
+    /// init_size footprint), the initrd, then the boot data in address order (GDT, zero
+    /// page, initial stack, page tables, command line, MP table). The plan exists only if each
+    /// lies inside one RAM area and no two overlap.
+    public let placements: [Placement]
 
+    /// Numbers read from the kernel (and the initrd's size) are hostile: the arithmetic on them
+    /// is checked, and a refusal names the value.
     public init(kernel: LinuxKernel, ram: [GuestPhysRange], cmdline: String,
-                initrdPath: String? = nil, initrdSize: UInt64 = 0) throws(LinuxBootError) {
-        func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+                initrdPath: String? = nil, initrdSize: UInt64 = 0, mpTable: Bool = true) throws(LinuxBootError) {
         let h = kernel.header
         let text = Array(cmdline.utf8)
         guard !text.contains(0) else { throw .cmdline(reason: "contains a NUL byte") }
@@ -250,25 +299,54 @@ public struct LinuxBootPlan: Sendable {
         let lowEnd = low.end.raw
         let footprint = kernel.footprintEnd
         guard lowEnd >= footprint else {
-            throw .memory(reason: "RAM below 4 GiB ends at \(lowEnd >> 20) MiB, but this kernel needs RAM up to \(hex(footprint)) (\((footprint + 0xfffff) >> 20) MiB: loaded at \(hex(kernel.loadAddress)), init_size \(hex(UInt64(h.initSize))))")
+            // In MiB rounded up, without the `+ 0xfffff` that wraps near 2^64.
+            let mib = footprint >> 20 + (footprint & 0xfffff == 0 ? 0 : 1)
+            throw .memory(reason: "RAM below 4 GiB ends at \(lowEnd >> 20) MiB, but this kernel needs RAM up to \(hex(footprint)) (\(mib) MiB: loaded at \(hex(kernel.loadAddress)), init_size \(hex(UInt64(h.initSize))))")
         }
         var address: UInt64 = 0
         if initrdSize > 0 {
             // As high as the header allows (initrd_addr_max is the last byte's address),
-            // page-aligned, above everything the kernel uses before it reads the memory map.
+            // page-aligned, from the first page boundary above everything the kernel uses
+            // before it reads the memory map (init_size need not be page aligned).
             let top = min(lowEnd, UInt64(h.initrdAddressMax) + 1)
-            let free = top > footprint ? top - footprint : 0
+            let floor = checkedSum(footprint, 0xfff).map { $0 & ~0xfff } ?? .max
+            let free = top > floor ? top - floor : 0
             guard initrdSize <= free else {
-                throw .initrd(path: initrdPath ?? "", reason: "\(initrdSize) bytes do not fit in RAM: \(free) bytes free between the kernel's \(hex(footprint)) and \(hex(top)) (RAM below 4 GiB or initrd_addr_max \(hex(UInt64(h.initrdAddressMax))))")
+                throw .initrd(path: initrdPath ?? "", reason: "\(initrdSize) bytes do not fit in RAM: \(free) bytes free between the kernel's \(hex(floor)) and \(hex(top)) (RAM below 4 GiB or initrd_addr_max \(hex(UInt64(h.initrdAddressMax))))")
             }
-            address = (top - initrdSize) & ~0xfff
+            address = (top - initrdSize) & ~0xfff  // at or above `floor`, a page boundary
         }
+        let mp = mpTable ? MPTable.build(cpus: 1, at: LinuxLayout.mpTable) : []
+        var places = [Placement("kernel", kernel.loadAddress, end: footprint)]
+        if initrdSize > 0 { places.append(Placement("initrd", address, end: address + initrdSize)) }  // <= top
+        let stackPage = LinuxLayout.stack & ~0xfff
+        places += [
+            Placement("GDT", LinuxLayout.gdt, end: LinuxLayout.gdt + UInt64(Self.gdt.count * 8)),
+            Placement("zero page", LinuxLayout.zeroPage, end: LinuxLayout.zeroPage + 0x1000),
+            Placement("stack", stackPage, end: stackPage + 0x1000),
+            Placement("page tables", LinuxLayout.pml4,
+                      end: LinuxLayout.pageDirectories + LinuxLayout.identityMappedGiB * 0x1000),
+            Placement("command line", LinuxLayout.cmdline, end: LinuxLayout.cmdline + UInt64(text.count + 1)),
+        ]
+        if !mp.isEmpty { places.append(Placement("MP table", LinuxLayout.mpTable, end: LinuxLayout.mpTable + UInt64(mp.count))) }
+        try Self.validate(places, ram: ram)
         self.kernel = kernel
         self.ram = ram
         self.cmdline = text + [0]
         self.initrdAddress = address
         self.initrdSize = initrdSize
+        self.mpTable = mp
+        placements = places
         e820 = Self.e820Map(ram: ram)
+    }
+
+    /// Throws unless every placement lies inside one RAM area and no two overlap; a refusal
+    /// names the range (and the other one of an overlap, the later in the list).
+    static func validate(_ places: [Placement], ram: [GuestPhysRange]) throws(LinuxBootError) {
+        for (i, p) in places.enumerated() {
+            guard ram.contains(where: { $0.contains(p.range) }) else { throw .outsideRAM(p, ram: ram) }
+            for q in places[(i + 1)...] where p.range.overlaps(q.range) { throw .overlap(p, q) }
+        }
     }
 
     /// The e820 map for `ram`: every area exactly, as RAM, except that the first area's
@@ -344,23 +422,46 @@ public struct LinuxBootPlan: Sendable {
     }
 }
 
-/// Reads a regular file of at most `limit` bytes (a FIFO must not block the open).
-func readRegularFile(_ path: String, limit: Int,
-                     tooLarge: (Int) -> String = { "\($0) bytes, more than the limit" }) throws(LinuxSetupHeader.Invalid) -> [UInt8] {
+/// Opens a regular file for reading (a FIFO must not block the open) and measures it: a
+/// missing, non-regular or empty file, or one larger than `limit` bytes, is refused from its
+/// fstat before anything is read. Returns the descriptor, which the caller closes.
+func openRegularFile(_ path: String, limit: UInt64, tooLarge: (UInt64) -> String) throws(LinuxSetupHeader.Invalid) -> (fd: Int32, size: UInt64) {
     let fd = ckvm_open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
     guard fd >= 0 else {
         let e = errno
         throw .init(e == ENOENT ? "no such file" : "cannot open: \(errnoString(e))")
     }
-    defer { close(fd) }
     var st = stat()
-    guard fstat(fd, &st) == 0 else { throw .init("fstat: \(errnoString(errno))") }
-    guard ckvm_is_regular_file(st.st_mode) != 0 else { throw .init("not a regular file") }
-    guard st.st_size > 0 else { throw .init("file is empty") }
-    guard st.st_size <= limit else { throw .init(tooLarge(Int(st.st_size))) }
-    var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+    guard fstat(fd, &st) == 0 else {
+        let e = errno
+        close(fd)
+        throw .init("fstat: \(errnoString(e))")
+    }
+    let reason: String? = if ckvm_is_regular_file(st.st_mode) == 0 {
+        "not a regular file"
+    } else if st.st_size <= 0 {
+        "file is empty"
+    } else if UInt64(st.st_size) > limit {
+        tooLarge(UInt64(st.st_size))
+    } else {
+        nil
+    }
+    if let reason {
+        close(fd)
+        throw .init(reason)
+    }
+    return (fd, UInt64(st.st_size))
+}
+
+/// Reads a regular file of at most `limit` bytes (a FIFO must not block the open).
+func readRegularFile(_ path: String, limit: Int,
+                     tooLarge: (Int) -> String = { "\($0) bytes, more than the limit" }) throws(LinuxSetupHeader.Invalid) -> [UInt8] {
+    let (fd, size) = try openRegularFile(path, limit: UInt64(limit)) { tooLarge(Int($0)) }  // <= 2^63: an st_size
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: Int(size))
     var done = 0
     while done < bytes.count {
+        // Sound: `done` is below the count, so the pointer stays inside the array's buffer.
         let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
         if n < 0 && errno == EINTR { continue }
         guard n > 0 else { throw .init(n == 0 ? "short read (file shrank?)" : "read: \(errnoString(errno))") }

@@ -140,24 +140,20 @@ public enum LinuxMachine {
         }
     }
 
-    /// Reads and checks the kernel, initrd and command line against the RAM layout: every
-    /// input error is found here, before KVM is opened.
-    public static func plan(_ c: LinuxBootConfig) throws(LinuxBootError) -> (LinuxBootPlan, initrd: [UInt8]) {
+    /// Reads and checks the kernel, and checks the initrd (its size: it is opened, not read)
+    /// and command line against the RAM layout: every input error is found here, before KVM
+    /// is opened, and an initrd that cannot fit is refused without reading it.
+    public static func plan(_ c: LinuxBootConfig) throws(LinuxBootError) -> (LinuxBootPlan, initrd: LinuxInitrd?) {
         do { try validate(c) } catch { throw .vmm(error) }
         let kernel = try LinuxKernel(path: c.kernelPath)
-        var initrd: [UInt8] = []
-        if let p = c.initrdPath {
-            // Larger than RAM cannot fit: refused before reading it.
-            do {
-                initrd = try readRegularFile(p, limit: Int(min(c.memorySize, 4 << 30))) { size in
-                    "\(size) bytes do not fit in RAM: larger than the \(c.memorySize >> 20) MiB of guest RAM"
-                }
-            } catch {
-                throw .initrd(path: p, reason: error.reason)
+        // Larger than RAM cannot fit: refused from its fstat; the plan then places it by size.
+        let initrd = try c.initrdPath.map { p throws(LinuxBootError) in
+            try LinuxInitrd(path: p, limit: min(c.memorySize, 4 << 30)) { size in
+                "\(size) bytes do not fit in RAM: larger than the \(c.memorySize >> 20) MiB of guest RAM"
             }
         }
         let plan = try LinuxBootPlan(kernel: kernel, ram: X86Layout.ramRanges(size: c.memorySize), cmdline: c.cmdline,
-                                     initrdPath: c.initrdPath, initrdSize: UInt64(initrd.count))
+                                     initrdPath: c.initrdPath, initrdSize: initrd?.size ?? 0, mpTable: c.mpTable)
         return (plan, initrd)
     }
 
@@ -236,13 +232,13 @@ struct MarkerMatcher {
 final class LinuxRunner<Format: NestedPagingFormat> {
     let config: LinuxBootConfig
     let plan: LinuxBootPlan
-    let initrd: [UInt8]
+    let initrd: LinuxInitrd?
     let format: Format
     let cpu: HostCPU
     let kvmPVM: Bool
     let t0: UInt64
 
-    init(config: LinuxBootConfig, plan: LinuxBootPlan, initrd: [UInt8], format: Format, cpu: HostCPU, kvmPVM: Bool, t0: UInt64) {
+    init(config: LinuxBootConfig, plan: LinuxBootPlan, initrd: LinuxInitrd?, format: Format, cpu: HostCPU, kvmPVM: Bool, t0: UInt64) {
         self.config = config
         self.plan = plan
         self.initrd = initrd
@@ -282,7 +278,8 @@ final class LinuxRunner<Format: NestedPagingFormat> {
                                      spaceSize: 1 << 40)
         var ram: [RAMRegion] = []
         for r in plan.ram { ram.append(try memory.addRAM(at: r.start, size: r.size, lazy: config.lazy)) }
-        try load(memory)
+        // A terminating signal ends a long initrd load between its chunks.
+        try load(memory, progress: { _, _ throws(VMMError) in try Termination.checkpoint("load") })
         do { try LinuxBoot.setupVCPU(vcpu, entry: plan.kernel.entryPoint) } catch { throw .kvm(error) }
         try Termination.check()
 
@@ -340,13 +337,15 @@ final class LinuxRunner<Format: NestedPagingFormat> {
     }
 
     /// Zero page, command line, GDT, page tables, the kernel and the initrd, written through
-    /// the address space (lazy pages populated on the way, as a guest touch would).
-    private func load(_ memory: GuestMemory<Format>) throws(VMMError) {
+    /// the address space (lazy pages populated on the way, as a guest touch would), where
+    /// the plan placed them. The initrd is read from its file straight into guest memory,
+    /// chunk by chunk; `progress(done, total)` is called after each chunk (a large initrd
+    /// also shows a progress line on a terminal), and what it throws aborts the load.
+    private func load(_ memory: GuestMemory<Format>,
+                      progress: (_ done: UInt64, _ total: UInt64) throws(VMMError) -> Void) throws(VMMError) {
         try memory.write(plan.zeroPage(), at: GuestPhysAddr(LinuxLayout.zeroPage))
         try memory.write(plan.cmdline, at: GuestPhysAddr(LinuxLayout.cmdline))
-        if config.mpTable {
-            try memory.write(MPTable.build(cpus: 1, at: LinuxLayout.mpTable), at: GuestPhysAddr(LinuxLayout.mpTable))
-        }
+        if !plan.mpTable.isEmpty { try memory.write(plan.mpTable, at: GuestPhysAddr(LinuxLayout.mpTable)) }
         try memory.write(LinuxBootPlan.gdt, at: GuestPhysAddr(LinuxLayout.gdt))
         let t = LinuxBootPlan.pageTables()
         try memory.write(t.pml4, at: GuestPhysAddr(LinuxLayout.pml4))
@@ -357,7 +356,19 @@ final class LinuxRunner<Format: NestedPagingFormat> {
             result = Result { () throws(VMMError) in try memory.write(b, at: GuestPhysAddr(plan.kernel.loadAddress)) }
         }
         try result.get()
-        if !initrd.isEmpty { try memory.write(initrd, at: GuestPhysAddr(plan.initrdAddress)) }
+        if let initrd {
+            var line = LoadProgressLine(label: "axvm: loading initrd \(initrd.path)", total: initrd.size)
+            var done: UInt64 = 0
+            defer { line.finish(done, initrd.size) }
+            try initrd.copy(to: { chunk, offset throws(VMMError) in
+                // offset + count <= initrdSize: inside the placement the plan checked.
+                try memory.write(chunk, at: GuestPhysAddr(plan.initrdAddress + offset))
+            }, progress: { d, total throws(VMMError) in
+                done = d
+                line.update(d, total)
+                try progress(d, total)
+            })
+        }
     }
 
     struct LoopState {
