@@ -150,7 +150,7 @@ public enum Frontend {
     public static func boot(_ config: LinuxBootConfig, stats: Bool, statsJSON: String?) throws(Exit) {
         let inputs = [("kernel", config.kernelPath)] + (config.initrdPath.map { [("initrd", $0)] } ?? [])
         let json = try openStatsFile(statsJSON, inputs: inputs)
-        let report: LinuxBootReport
+        let report: RunReport
         do {
             report = try LinuxMachine.boot(config)
         } catch {
@@ -159,9 +159,13 @@ public enum Frontend {
             if case let .vmm(e) = error, e.isUsageError { throw Exit(usageStatus) }
             throw Exit(2)
         }
-        if report.exit != .reset { eprint("axvm: \(report.exit)") }
-        let text = stats ? LinuxStatsFormat.text(report) : LinuxStatsFormat.summary(report) + "\n"
-        try finish(status: report.exit.exitStatus, json: json, { LinuxStatsFormat.json(report, exitStatus: $0) }, text: text)
+        guard let linux = report.linux else {  // every Linux run's report has it (`LinuxLoader`)
+            eprint("axvm: error: the run's report has no Linux boot result")
+            throw Exit(3)
+        }
+        if report.exit != .reset { eprint("axvm: \(report.exitDescription)") }
+        let text = stats ? LinuxStatsFormat.text(report, linux) : LinuxStatsFormat.summary(report, linux) + "\n"
+        try finish(status: report.exitStatus, json: json, { LinuxStatsFormat.json(report, linux, exitStatus: $0) }, text: text)
     }
     #endif
 

@@ -6,56 +6,6 @@ import Glibc
 import KVM
 import Synchronization
 
-/// Which nested-fault record the host CPU would produce (the host's MMU decides the
-/// format of the fault the library decodes).
-public enum HostCPU: Sendable {
-    case amd, intel, arm64
-
-    /// arm64 from uname; on x86 the vendor from /proc/cpuinfo's vendor_id, AMD if unknown.
-    public static func detect() -> HostCPU {
-        if GuestArch.host == .aarch64 { return .arm64 }
-        guard let f = fopen("/proc/cpuinfo", "r") else { return .amd }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 256)
-        while fgets(&line, 256, f) != nil {
-            let s = String(cString: line)
-            if s.hasPrefix("vendor_id") { return Array(s.utf8).containsBytes(of: "GenuineIntel") ? .intel : .amd }
-        }
-        return .amd
-    }
-
-    /// The record a hardware nested fault at `gpa` would carry, decoded by the library's
-    /// decoder for this CPU: #NPF EXITINFO1/2 on AMD, EPT-violation qualification on Intel,
-    /// ESR_EL2/HPFAR_EL2/FAR_EL2 of a stage 2 data abort on arm64.
-    func nestedFault(gpa: UInt64, write: Bool) -> NestedPageFault {
-        switch self {
-        case .amd: NPTFault(exitInfo1: 1 << 32 | (write ? 0x2 : 0) | 0x4, exitInfo2: gpa).fault
-        case .intel: EPTViolation(qualification: write ? 0x2 : 0x1, guestPhysicalAddress: gpa).fault
-        case .arm64: AArch64Faults.stage2Abort(ipa: gpa, write: write).fault
-                         ?? NestedPageFault(gpa: GuestPhysAddr(gpa), access: write ? .write : .read, kind: .translation)
-        }
-    }
-}
-
-/// The guest architecture axvm runs: the host's own (KVM runs guests of its host's ISA).
-public enum GuestArch: String, Sendable {
-    case x86_64, aarch64
-
-    /// From uname(2)'s machine field.
-    public static let host: GuestArch = {
-        var u = utsname()
-        guard uname(&u) == 0 else { return .x86_64 }
-        let machine = withUnsafeBytes(of: &u.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        return machine == "aarch64" ? .aarch64 : .x86_64
-    }()
-
-    /// Where guest RAM starts: 0 on x86, 1 GiB on arm64 (`AArch64Layout.ramBase`).
-    public var ramBase: UInt64 { self == .aarch64 ? AArch64Layout.ramBase : 0 }
-
-    /// The name the guest's program counter has in reports.
-    public var pcName: String { self == .aarch64 ? "pc" : "rip" }
-}
-
 /// Counters and timings of the fault threads (summed), or of one. Constant size however
 /// long the guest runs.
 public struct PagerStatistics: Sendable, Equatable {
@@ -110,7 +60,8 @@ public struct PagerStatistics: Sendable, Equatable {
 final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see the fields
     let memory: GuestMemory<Format>
     let faultAround: UInt64
-    let cpu: HostCPU
+    /// The platform's fault record for a guest access (`Platform.nestedFault`).
+    let nestedFault: @Sendable (GuestPhysAddr, Bool) -> NestedPageFault
     /// Faults at or above this GPA are counted in `faultsAbove`.
     let countAbove: UInt64
     let threadCount: Int
@@ -135,11 +86,11 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
     /// Set before `start()`, read by the fault threads only.
     var onFatal: @Sendable () -> Void = {}
 
-    init(memory: GuestMemory<Format>, faultAround: UInt64, cpu: HostCPU, countAbove: UInt64 = 0,
-         threads: Int = 1) throws(VMMError) {
+    init(memory: GuestMemory<Format>, faultAround: UInt64, countAbove: UInt64 = 0, threads: Int = 1,
+         nestedFault: @escaping @Sendable (GuestPhysAddr, Bool) -> NestedPageFault) throws(VMMError) {
         self.memory = memory
         self.faultAround = faultAround
-        self.cpu = cpu
+        self.nestedFault = nestedFault
         self.countAbove = countAbove
         self.threadCount = max(1, threads)
         perThread = (0..<max(1, threads)).map { _ in Box() }
@@ -225,7 +176,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
         let offset = (address & ~0xfff) - region.window
         let gpa = region.range.start + offset
         let write = flags & UInt64(UFFD_PAGEFAULT_FLAG_WRITE) != 0
-        let fault = cpu.nestedFault(gpa: gpa.raw, write: write)
+        let fault = nestedFault(gpa, write)
         var t1: UInt64 = 0
         let outcome: Result<Void, VMMError> = memory.resolution.shared {
             let resolution = memory.withSpace { $0.handlePageFault(fault, faultAround: faultAround) }

@@ -42,8 +42,8 @@ public enum StatsFormat {
         let pct = s.memoryBytes == 0 ? 0 : Double(s.populatedBytes) * 100 / Double(s.memoryBytes)
         var out = ""
         out += "exit:            \(r.exitDescription)\n"
-        out += "guest memory:    \(mib(s.memoryBytes)) \(r.config.lazy ? "lazy" : "populated"), populated \(mib(s.populatedBytes)) (\(fixed(pct, 1))%)\n"
-        out += "faults:          \(s.faults), \(s.faultsInTestRegion) in the test region (pages mapped \(s.pagesMappedByFaults), fault-around \(r.config.faultAround / 1024) KiB; minor \(s.minorFaults))\n"
+        out += "guest memory:    \(mib(s.memoryBytes)) \(r.lazy ? "lazy" : "populated"), populated \(mib(s.populatedBytes)) (\(fixed(pct, 1))%)\n"
+        out += "faults:          \(s.faults), \(s.faultsInTestRegion) in the test region (pages mapped \(s.pagesMappedByFaults), fault-around \(r.faultAround / 1024) KiB; minor \(s.minorFaults))\n"
         out += "fault latency:   p50 \(micros(s.faultP50Nanos)), p99 \(micros(s.faultP99Nanos)), mean \(micros(s.faultMeanNanos))\n"
         if s.faults + s.minorFaults > 0 {
             let total = max(1, s.faultLibraryNanos + s.faultResolveNanos)
@@ -63,10 +63,12 @@ public enum StatsFormat {
             }
         }
         out += "time:            setup \(fixed(s.setupSeconds * 1000, 1)) ms, run \(fixed(s.runSeconds * 1000, 1)) ms, wall \(fixed(s.wallSeconds * 1000, 1)) ms\n"
-        if let touched = r.pagesTouched, touched > 0 {
-            out += "memtest:         \(touched) pages, checksum 0x\(String(r.checksum, radix: 16)), mismatches \(r.mismatches)\n"
-        } else if r.pagesPlanned > 0 {
-            out += "memtest:         did not finish (\(r.pagesPlanned) pages planned; no checksum)\n"
+        if let m = r.memtest {
+            if let touched = m.pagesTouched, touched > 0 {
+                out += "memtest:         \(touched) pages, checksum 0x\(String(m.checksum, radix: 16)), mismatches \(m.mismatches)\n"
+            } else if m.pagesPlanned > 0 {
+                out += "memtest:         did not finish (\(m.pagesPlanned) pages planned; no checksum)\n"
+            }
         }
         out += StatsFormat.hostCheck(r.residencyMismatches)
         return out
@@ -102,32 +104,37 @@ public enum StatsFormat {
     public static func json(_ r: RunReport, exitStatus: Int32? = nil) -> String {
         let s = r.statistics
         let q = StatsFormat.jsonString
-        let fields: [(String, String)] = [
-            ("exit", q(r.exitDescription)),
-            ("exit_status", "\(exitStatus ?? r.exitStatus)"),
-            ("memory_bytes", "\(s.memoryBytes)"),
-            ("lazy", "\(r.config.lazy)"),
-            ("populated_bytes", "\(s.populatedBytes)"),
-            ("faults", "\(s.faults)"),
-            ("faults_in_test_region", "\(s.faultsInTestRegion)"),
-        ] + faultFields(s, faultAround: r.config.faultAround) + [
-            ("fault_library_ns_total", "\(s.faultLibraryNanos)"),
-            ("fault_resolve_ns_total", "\(s.faultResolveNanos)"),
-        ] + processFields(s) + [
+        let m = r.memtest ?? MemtestResult(config: VMConfig(guestPath: ""))
+        let vcpuFields: [(String, String)] = [
             ("vcpus", "[" + s.vcpus.map { "{\"exits\": \($0.exits), \"run_ns\": \($0.runNanos)}" }.joined(separator: ", ") + "]"),
             ("fault_threads", "[" + s.faultThreads.map {
                 "{\"faults\": \($0.faults), \"minor_faults\": \($0.minorFaults), \"pages_mapped\": \($0.pagesMapped), \"busy_ns\": \($0.busyNanos)}"
             }.joined(separator: ", ") + "]"),
             ("library_populated_frames", "\(s.addrSpace.populatedFrames)"),
             ("library_pages_mapped_by_faults", "\(s.addrSpace.pagesMappedByFaults)"),
-            ("vcpu_checksums", "[" + r.vcpuChecksums.map { "\($0)" }.joined(separator: ", ") + "]"),
-        ] + timeFields(s) + [
-            ("checksum", "\(r.checksum)"),
-            ("mismatches", "\(r.mismatches)"),
-            ("pages_planned", "\(r.pagesPlanned)"),
-            ("pages_touched", r.pagesTouched.map { "\($0)" } ?? "null"),
+            ("vcpu_checksums", "[" + m.vcpuChecksums.map { "\($0)" }.joined(separator: ", ") + "]"),
+        ]
+        let memtestFields: [(String, String)] = [
+            ("checksum", "\(m.checksum)"),
+            ("mismatches", "\(m.mismatches)"),
+            ("pages_planned", "\(m.pagesPlanned)"),
+            ("pages_touched", m.pagesTouched.map { "\($0)" } ?? "null"),
             ("residency_mismatches", "\(r.residencyMismatches)"),
         ]
+        var fields: [(String, String)] = [
+            ("exit", q(r.exitDescription)),
+            ("exit_status", "\(exitStatus ?? r.exitStatus)"),
+            ("memory_bytes", "\(s.memoryBytes)"),
+            ("lazy", "\(r.lazy)"),
+            ("populated_bytes", "\(s.populatedBytes)"),
+            ("faults", "\(s.faults)"),
+            ("faults_in_test_region", "\(s.faultsInTestRegion)"),
+        ]
+        fields += faultFields(s, faultAround: r.faultAround) + [
+            ("fault_library_ns_total", "\(s.faultLibraryNanos)"),
+            ("fault_resolve_ns_total", "\(s.faultResolveNanos)"),
+        ]
+        fields += processFields(s) + vcpuFields + timeFields(s) + memtestFields
         return StatsFormat.jsonObject(fields)
     }
 }

@@ -11,6 +11,8 @@ enum VCPUOutcome: Sendable {
     case exited(UInt8)
     /// `hlt` with interrupts enabled: done, like an exit with code 0.
     case halted(rip: UInt64)
+    /// `hlt` with interrupts disabled: nothing can wake it; the run ends (`ExitReason.deadHalt`).
+    case deadHalt(rip: UInt64)
     /// Stopped because the run ended elsewhere (another vCPU, the pager, the watchdog).
     case stopped
 }

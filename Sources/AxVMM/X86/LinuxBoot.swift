@@ -476,19 +476,8 @@ enum LinuxBoot {
     /// interrupts off, RSI = the zero page.
     static func setupVCPU(_ vcpu: VCPU, entry: UInt64) throws(KVMError) {
         var sregs = try vcpu.specialRegisters()
-        var code = kvm_segment()
-        code.base = 0; code.limit = 0xffff_ffff; code.selector = 0x10
-        code.type = 11; code.present = 1; code.dpl = 0; code.db = 0; code.s = 1; code.l = 1; code.g = 1
-        var data = code
-        data.selector = 0x18; data.type = 3; data.db = 1; data.l = 0
-        sregs.cs = code
-        sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data; sregs.ss = data
-        sregs.gdt.base = LinuxLayout.gdt
-        sregs.gdt.limit = UInt16(LinuxBootPlan.gdt.count * 8 - 1)
-        sregs.cr3 = LinuxLayout.pml4
-        sregs.cr4 = 1 << 5                              // PAE
-        sregs.cr0 = 1 << 0 | 1 << 4 | 1 << 5 | 1 << 31  // PE, ET, NE, PG
-        sregs.efer = 1 << 8 | 1 << 10                   // LME, LMA
+        X86Boot.enterLongMode(&sregs, code: 0x10, data: 0x18, gdtBase: LinuxLayout.gdt,
+                              gdtLimit: UInt16(LinuxBootPlan.gdt.count * 8 - 1), cr3: LinuxLayout.pml4)
         try vcpu.setSpecialRegisters(sregs)
         var regs = kvm_regs()
         regs.rflags = 2

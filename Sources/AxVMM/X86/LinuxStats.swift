@@ -7,59 +7,64 @@ public enum LinuxStatsFormat {
     static func micros(_ ns: UInt64) -> String { StatsFormat.fixed(Double(ns) / 1000, 1) + " µs" }
 
     /// The demo line: how much of its RAM Linux touched.
-    public static func summary(_ r: LinuxBootReport) -> String {
+    public static func summary(_ r: RunReport, _ l: LinuxBootResult) -> String {
         let s = r.statistics
-        let kind = r.config.lazy ? "lazy" : "populated"
-        let marker = r.initMarkerSeconds.map { ", reached init in \(StatsFormat.fixed($0, 2)) s" } ?? ", never reached init"
+        let kind = l.config.lazy ? "lazy" : "populated"
+        let marker = l.initMarkerSeconds.map { ", reached init in \(StatsFormat.fixed($0, 2)) s" } ?? ", never reached init"
         return "Linux booted with \(s.memoryBytes >> 20) MiB of \(kind) RAM\(marker) and touched \(mib(s.populatedBytes)) (\(s.populatedBytes / 4096) pages)"
     }
 
-    public static func text(_ r: LinuxBootReport) -> String {
+    public static func text(_ r: RunReport, _ l: LinuxBootResult) -> String {
         let s = r.statistics
         let pct = s.memoryBytes == 0 ? 0 : Double(s.populatedBytes) * 100 / Double(s.memoryBytes)
         var out = ""
-        out += "exit:            \(r.exit)\n"
-        out += "init marker:     " + (r.initMarkerSeconds.map { "at \(StatsFormat.fixed($0, 3)) s after start" } ?? "not seen") + " (\"\(r.config.initMarker)\")\n"
+        out += "exit:            \(r.exitDescription)\n"
+        out += "init marker:     " + (l.initMarkerSeconds.map { "at \(StatsFormat.fixed($0, 3)) s after start" } ?? "not seen") + " (\"\(l.config.initMarker)\")\n"
         if let m = r.memTotalKiB { out += "guest MemTotal:  \(m) kB\n" }
-        out += "guest memory:    \(mib(s.memoryBytes)) \(r.config.lazy ? "lazy" : "populated"), populated \(mib(s.populatedBytes)) = \(s.populatedBytes / 4096) pages (\(StatsFormat.fixed(pct, 1))%)"
-        if let p = r.populatedAtMarker { out += ", \(mib(p)) at the init marker" }
+        out += "guest memory:    \(mib(s.memoryBytes)) \(l.config.lazy ? "lazy" : "populated"), populated \(mib(s.populatedBytes)) = \(s.populatedBytes / 4096) pages (\(StatsFormat.fixed(pct, 1))%)"
+        if let p = l.populatedAtMarker { out += ", \(mib(p)) at the init marker" }
         out += "\n"
-        out += "faults:          \(s.faults) (pages mapped \(s.pagesMappedByFaults), fault-around \(r.config.faultAround / 1024) KiB; minor \(s.minorFaults))\n"
+        out += "faults:          \(s.faults) (pages mapped \(s.pagesMappedByFaults), fault-around \(l.config.faultAround / 1024) KiB; minor \(s.minorFaults))\n"
         out += "fault latency:   p50 \(micros(s.faultP50Nanos)), p99 \(micros(s.faultP99Nanos)), mean \(micros(s.faultMeanNanos))\n"
         out += "nested tables:   \(s.tableFrames) frames\n"
         out += "VMM memory:      RSS \(mib(s.processRSSBytes)) = guest and tables (RssShmem) \(mib(s.shmemRSSBytes)) + VMM overhead \(mib(s.vmmOverheadBytes))\n"
-        out += "vCPU exits:      \(s.exits) (UART interrupt re-delivered \(r.serialIRQResamples) times, halted vCPU woken \(r.haltedWakeups) times)\n"
-        for w in r.interruptWaits { out += "interrupt wait:  \(w)\n" }
+        out += "vCPU exits:      \(s.exits) (UART interrupt re-delivered \(l.serialIRQResamples) times, halted vCPU woken \(l.haltedWakeups) times)\n"
+        for w in l.interruptWaits { out += "interrupt wait:  \(w)\n" }
         out += "time:            setup \(StatsFormat.fixed(s.setupSeconds * 1000, 1)) ms, run \(StatsFormat.fixed(s.runSeconds * 1000, 1)) ms, wall \(StatsFormat.fixed(s.wallSeconds * 1000, 1)) ms\n"
         out += StatsFormat.hostCheck(r.residencyMismatches)
-        out += summary(r) + "\n"
+        out += summary(r, l) + "\n"
         return out
     }
 
     /// `exitStatus`: the process's, when it differs from the run's (see `StatsFormat.json`).
-    public static func json(_ r: LinuxBootReport, exitStatus: Int32? = nil) -> String {
+    public static func json(_ r: RunReport, _ l: LinuxBootResult, exitStatus: Int32? = nil) -> String {
         let s = r.statistics
         let q = StatsFormat.jsonString
-        let fields: [(String, String)] = [
-            ("exit", q(r.exit.description)),
-            ("exit_status", "\(exitStatus ?? r.exit.exitStatus)"),
+        var fields: [(String, String)] = [
+            ("exit", q(r.exitDescription)),
+            ("exit_status", "\(exitStatus ?? r.exitStatus)"),
             ("memory_bytes", "\(s.memoryBytes)"),
-            ("lazy", "\(r.config.lazy)"),
+            ("lazy", "\(l.config.lazy)"),
             ("populated_bytes", "\(s.populatedBytes)"),
             ("populated_pages", "\(s.populatedBytes / 4096)"),
-            ("populated_at_marker_bytes", r.populatedAtMarker.map { "\($0)" } ?? "null"),
-            ("init_marker_seconds", r.initMarkerSeconds.map { "\($0)" } ?? "null"),
+            ("populated_at_marker_bytes", l.populatedAtMarker.map { "\($0)" } ?? "null"),
+            ("init_marker_seconds", l.initMarkerSeconds.map { "\($0)" } ?? "null"),
             ("mem_total_kib", r.memTotalKiB.map { "\($0)" } ?? "null"),
             ("faults", "\(s.faults)"),
-        ] + StatsFormat.faultFields(s, faultAround: r.config.faultAround) + StatsFormat.processFields(s) + [
-            ("serial_irq_resamples", "\(r.serialIRQResamples)"),
-            ("halted_wakeups", "\(r.haltedWakeups)"),
-            ("interrupt_waits", "[" + r.interruptWaits.map(q).joined(separator: ", ") + "]"),
-        ] + StatsFormat.timeFields(s) + [
+        ]
+        fields += StatsFormat.faultFields(s, faultAround: l.config.faultAround)
+        fields += StatsFormat.processFields(s)
+        fields += [
+            ("serial_irq_resamples", "\(l.serialIRQResamples)"),
+            ("halted_wakeups", "\(l.haltedWakeups)"),
+            ("interrupt_waits", "[" + l.interruptWaits.map(q).joined(separator: ", ") + "]"),
+        ]
+        fields += StatsFormat.timeFields(s)
+        fields += [
             ("residency_mismatches", "\(r.residencyMismatches)"),
-            ("kernel_cmdline", q(r.config.cmdline)),
-            ("initrd_address", "\(r.plan.initrdAddress)"),
-            ("initrd_bytes", "\(r.plan.initrdSize)"),
+            ("kernel_cmdline", q(l.config.cmdline)),
+            ("initrd_address", "\(l.plan.initrdAddress)"),
+            ("initrd_bytes", "\(l.plan.initrdSize)"),
         ]
         return StatsFormat.jsonObject(fields)
     }

@@ -2,51 +2,29 @@ import AxAddrSpace
 import CKVM
 import KVM
 
-/// Guest-physical layout of the boot structures (all in the first MiB of RAM).
-public enum X86Layout {
-    public static let gdt: UInt64 = 0x500
-    /// The parameter/result page shared with `guests/` (see `GuestParams`).
-    public static let params: UInt64 = 0x7000
-    public static let pml4: UInt64 = 0x9000
-    public static let pdpt: UInt64 = 0xa000
-    /// Page directories (one per GiB, 2 MiB pages): an identity map of the first 4 GiB and
-    /// of all RAM above. At most 65 of them (64 GiB of RAM ends at 65 GiB), 0x20000–0x61000:
-    /// above a real-mode image (0x10000–0x1f000), below the stack.
-    public static let pageDirectories: UInt64 = 0x2_0000
-    public static let longModeStack: UInt64 = 0x8_0000
-    /// vCPU i's stack top: 1 KiB each below `longModeStack` (the guests use a few hundred
-    /// bytes), 64 vCPUs down to 0x7_0000, above the page directories.
-    public static func stackTop(vcpu i: Int) -> UInt64 { longModeStack - UInt64(i) * 0x400 }
-    /// vCPU slots in the parameter page: 48 bytes each from offset 0x100 (checksum,
-    /// mismatches, pages, first page, index).
-    public static func vcpuSlot(_ i: Int) -> UInt64 { params + 0x100 + UInt64(i) * 48 }
-    public static let maxVCPUs = 64
-    /// KVM's three-page real-mode TSS area, below 4 GiB and outside RAM.
-    public static let tss: UInt64 = 0xfffb_d000
-    /// RAM is laid out as on a PC: up to 3 GiB below the 32-bit hole, the rest from 4 GiB.
-    /// The hole holds the ROM (0xe000_0000), the TSS and unmapped space (0xc000_0000, read
-    /// by the `outside` guest).
-    public static let lowRAMLimit: UInt64 = 0xc000_0000
-    public static let highRAMBase: UInt64 = 1 << 32
-
-    /// The RAM areas for `size` bytes of guest RAM: [0, min(size, 3 GiB)) and, for more,
-    /// [4 GiB, 4 GiB + size − 3 GiB).
-    public static func ramRanges(size: UInt64) -> [GuestPhysRange] {
-        var out: [GuestPhysRange] = []
-        if let low = GuestPhysRange(start: GuestPhysAddr(0), size: min(size, lowRAMLimit)) { out.append(low) }
-        if size > lowRAMLimit, let high = GuestPhysRange(start: GuestPhysAddr(highRAMBase), size: size - lowRAMLimit) {
-            out.append(high)
-        }
-        return out
-    }
-    /// The guest-physical address of byte `offset` of RAM (counted without the hole).
-    public static func ramAddress(_ offset: UInt64) -> UInt64 {
-        offset < lowRAMLimit ? offset : offset - lowRAMLimit + highRAMBase
-    }
-}
-
 #if arch(x86_64)
 enum X86Boot {
+    /// 64-bit long mode with paging, as the memtest guests and Linux's 64-bit boot protocol
+    /// both start (Intel SDM vol. 3A §9.8.5): flat code segment `code` (L = 1) and data
+    /// segment `data` in every data register, the GDT at `gdtBase`, CR0.PE|ET|NE|PG,
+    /// CR4.PAE, EFER.LME|LMA, CR3 = `cr3`.
+    static func enterLongMode(_ sregs: inout kvm_sregs, code selector: UInt16, data dataSelector: UInt16,
+                              gdtBase: UInt64, gdtLimit: UInt16, cr3: UInt64) {
+        var code = kvm_segment()
+        code.base = 0; code.limit = 0xffff_ffff; code.selector = selector
+        code.type = 11; code.present = 1; code.dpl = 0; code.db = 0; code.s = 1; code.l = 1; code.g = 1
+        var data = code
+        data.selector = dataSelector; data.type = 3; data.db = 1; data.l = 0
+        sregs.cs = code
+        sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data; sregs.ss = data
+        sregs.gdt.base = gdtBase
+        sregs.gdt.limit = gdtLimit
+        sregs.cr3 = cr3
+        sregs.cr4 = 1 << 5                              // PAE
+        sregs.cr0 = 1 << 0 | 1 << 4 | 1 << 5 | 1 << 31  // PE, ET, NE, PG
+        sregs.efer = 1 << 8 | 1 << 10                   // LME, LMA
+    }
+
     /// Writes the identity page tables and GDT (the parameter page is the caller's).
     static func writeBootData<F>(_ mem: GuestMemory<F>, params: GuestParams) throws(VMMError) {
         var words: [UInt64]
@@ -83,19 +61,7 @@ enum X86Boot {
             regs.rip = image.entryOffset
             regs.rsp = 0xfff0 - UInt64(index) * 0x100
         case .long:
-            var code = kvm_segment()
-            code.base = 0; code.limit = 0xffff_ffff; code.selector = 0x08
-            code.type = 11; code.present = 1; code.dpl = 0; code.db = 0; code.s = 1; code.l = 1; code.g = 1
-            var data = code
-            data.selector = 0x10; data.type = 3; data.db = 1; data.l = 0
-            sregs.cs = code
-            sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data; sregs.ss = data
-            sregs.gdt.base = X86Layout.gdt
-            sregs.gdt.limit = 39
-            sregs.cr3 = X86Layout.pml4
-            sregs.cr4 = 1 << 5                           // PAE
-            sregs.cr0 = 1 << 0 | 1 << 4 | 1 << 5 | 1 << 31  // PE, ET, NE, PG
-            sregs.efer = 1 << 8 | 1 << 10                // LME, LMA
+            enterLongMode(&sregs, code: 0x08, data: 0x10, gdtBase: X86Layout.gdt, gdtLimit: 39, cr3: X86Layout.pml4)
             regs.rip = image.loadAddress + image.entryOffset
             regs.rsp = X86Layout.stackTop(vcpu: index)
             regs.rdi = X86Layout.params

@@ -1,17 +1,5 @@
-/// The few devices the guests need, on x86 I/O ports.
-enum Ports {
-    /// 8250 UART at COM1: 0x3f8 data, 0x3fd line status.
-    static let serialData: UInt16 = 0x3f8
-    static let serialLineStatus: UInt16 = 0x3fd
-    /// Debug exit: the byte written is the guest's exit code (like QEMU's isa-debug-exit,
-    /// without its shift).
-    static let debugExit: UInt16 = 0xf4
-    /// Hypercall: "reclaim the test region" — the VMM depopulates it so that the next
-    /// touch faults again and reads zeros.
-    static let reclaim: UInt16 = 0xf5
-}
-
-/// 8250 transmit side: bytes go to stdout and to a bounded capture (the report's
+/// A guest console's output side (the memtest guests' 8250 or PL011 data register, Linux's
+/// 8250): bytes go to stdout and to a bounded capture (the report's
 /// `serialOutput`): the first `captureLimit` bytes are kept, later ones only counted, so a
 /// guest printing forever cannot grow the VMM.
 final class Serial: @unchecked Sendable {  // state behind `lock`

@@ -1,0 +1,232 @@
+import AxAddrSpace
+import CKVM
+#if canImport(Glibc)
+import Glibc
+#endif
+import KVM
+
+/// What to run and how.
+public struct VMConfig: Sendable {
+    public var guestPath: String
+    /// Guest RAM in bytes, a multiple of 4 KiB (between 4 MiB and 64 GiB).
+    public var memorySize: UInt64 = 64 << 20
+    /// Populate RAM on first touch (true) or all up front.
+    public var lazy = true
+    /// Pages populated per fault: 4 KiB … 2 MiB, a power of two.
+    public var faultAround: UInt64 = 4096
+    /// Stop the guest after this many seconds (nil: never): finite, positive, at most
+    /// `maxTimeout`.
+    public var timeout: Double? = 30
+    public var testOrder: GuestParams.Order = .sequential
+    /// memtest's stride in pages for the strided order: 1 … the number of test pages (nil:
+    /// `defaultStride`).
+    public var stridePages: UInt64?
+    public var seed: UInt64 = 1
+    /// Bytes the memtest guest touches: a 4 KiB multiple, at least 4 KiB (nil: all RAM above
+    /// 2 MiB).
+    public var testSize: UInt64?
+    /// Spread the test pages evenly over all RAM above 2 MiB instead of taking the first
+    /// `testSize` bytes (so a small test size still reaches RAM above 4 GiB).
+    public var sparse = false
+    /// vCPUs, each on its own thread: 1 … `X86Layout.maxVCPUs` (and KVM's limit).
+    public var vcpus = 1
+    /// How memtest's vCPUs share the test pages.
+    public var memtestMode: GuestParams.Mode = .split
+    /// Threads serving the userfaultfd's events: 1 … 64 (nil: one per vCPU, at most the
+    /// host's CPUs).
+    public var faultThreads: Int?
+    /// Most guest memory the host populates (nil: all of it). A lazy fault beyond it is out of
+    /// memory: the pager fails and the run ends with `.pagerFailure`.
+    public var maxResident: UInt64?
+    /// Also copy the guest's serial output to stdout.
+    public var serialToStdout = false
+    /// End the run cleanly on SIGINT, SIGTERM, SIGHUP and SIGQUIT (for the CLI):
+    /// `Termination.install()` (which the front ends call first thing anyway) and the
+    /// watchdog kicks the vCPUs when one arrives.
+    public var handleInterrupt = false
+    public var kvmPath = "/dev/kvm"
+
+    public init(guestPath: String) { self.guestPath = guestPath }
+
+    public static let maxMemory: UInt64 = 64 << 30
+    public static let defaultStride: UInt64 = 16
+    /// The longest `timeout`: one week.
+    public static let maxTimeout: Double = 7 * 86_400
+    /// The test region starts this far into RAM (x86: at 2 MiB; arm64: at 1 GiB + 2 MiB).
+    public static let testBase: UInt64 = 2 << 20
+    public static let romSize: UInt64 = 0x1_0000
+}
+
+/// Runs one guest on KVM with its memory managed by `AddrSpace`: an x86_64 guest on an x86
+/// host (nested faults as AMD #NPF or Intel EPT violations), an AArch64 guest on an arm64
+/// host (stage 2 aborts).
+public enum Machine {
+    public static func run(_ config: VMConfig) throws(VMMError) -> RunReport {
+        struct Job: Platforms.Job {
+            let config: VMConfig
+            func run<P: Platform>(_ platform: P) throws(VMMError) -> RunReport {
+                try Machine.validate(config)
+                let image = try GuestImage(path: config.guestPath)
+                return try Runner(loader: try MemtestLoader(platform: platform, config: config, image: image)).run()
+            }
+        }
+        return try Platforms.withHost(Job(config: config))
+    }
+
+    /// Validates user-given values, naming the bad one. Everything that reaches the guest's
+    /// arithmetic is bounded here.
+    public static func validate(_ c: VMConfig) throws(VMMError) {
+        try validateMemory(c.memorySize, faultAround: c.faultAround)
+        let usable = c.memorySize - VMConfig.testBase
+        if let size = c.testSize, size & 0xfff != 0 || size == 0 || size > usable {
+            throw .badSize(what: "test size", value: size,
+                           reason: "must be a 4 KiB multiple from 4 KiB to the \(usable) bytes of RAM above 2 MiB (leave --test-size out for all of it)")
+        }
+        if let t = c.timeout, !(t > 0 && t <= VMConfig.maxTimeout) {
+            throw .badValue(what: "timeout", value: "\(t)",
+                            reason: "must be a number of seconds above 0 and at most \(Int(VMConfig.maxTimeout)) (one week); 0 or none: no limit")
+        }
+        if c.vcpus < 1 || c.vcpus > X86Layout.maxVCPUs {  // the parameter page's 64 slots, both arches
+            throw .badValue(what: "vCPUs", value: "\(c.vcpus)", reason: "must be from 1 to \(X86Layout.maxVCPUs)")
+        }
+        if let t = c.faultThreads, t < 1 || t > 64 {
+            throw .badValue(what: "fault threads", value: "\(t)", reason: "must be from 1 to 64")
+        }
+        // A stride the user gave is checked whatever the order; the default only where it
+        // is used, and the message says it is the default.
+        let testPages = (c.testSize ?? usable) / 4096
+        let stride = c.stridePages ?? VMConfig.defaultStride
+        if (c.stridePages != nil || c.testOrder == .strided) && (stride < 1 || stride > testPages) {
+            let given = c.stridePages == nil ? " (the default stride; --stride sets it)" : ""
+            throw .badSize(what: "stride", value: stride,
+                           reason: "must be from 1 to the \(testPages) test pages\(given)")
+        }
+        if let m = c.maxResident {
+            if m & 0xfff != 0 || m == 0 {
+                throw .badSize(what: "max resident", value: m, reason: "must be a non-zero multiple of 4 KiB")
+            }
+            if !c.lazy && m < c.memorySize {
+                throw .badSize(what: "max resident", value: m,
+                               reason: "below the \(c.memorySize) bytes (\(c.memorySize >> 20) MiB) of RAM that --populate maps up front")
+            }
+        }
+    }
+
+    /// The checks every front end makes on guest RAM and the fault-around window.
+    public static func validateMemory(_ memorySize: UInt64, faultAround fa: UInt64) throws(VMMError) {
+        if memorySize & 0xfff != 0 { throw .badSize(what: "memory size", value: memorySize, reason: "not a multiple of 4 KiB") }
+        if memorySize < 4 << 20 { throw .badSize(what: "memory size", value: memorySize, reason: "below the 4 MiB minimum") }
+        if memorySize > VMConfig.maxMemory {
+            throw .badSize(what: "memory size", value: memorySize, reason: "above the \(VMConfig.maxMemory >> 30) GiB maximum")
+        }
+        if fa < 4096 || fa > 2 << 20 || fa & (fa - 1) != 0 {
+            throw .badSize(what: "fault-around", value: fa, reason: "must be a power of two from 4 KiB to 2 MiB")
+        }
+    }
+
+    /// `guestParams`, for tests that work out what a guest must report.
+    public static func guestParamsForTests(_ c: VMConfig, arch: GuestArch = .x86_64) -> GuestParams {
+        guestParams(c, arch: arch)
+    }
+
+    /// The parameters the guest gets for `c` (validated).
+    static func guestParams(_ c: VMConfig, arch: GuestArch = .x86_64) -> GuestParams {
+        let usable = c.memorySize - VMConfig.testBase
+        let size = c.testSize ?? usable
+        let spacing = c.sparse && size > 0 ? max(1, (usable / 4096) / (size / 4096)) : 1
+        var p = GuestParams(memorySize: c.memorySize, testBase: arch.ramBase + VMConfig.testBase, testSize: size,
+                            order: c.testOrder, stridePages: c.stridePages ?? VMConfig.defaultStride, seed: c.seed, spacing: spacing, arch: arch)
+        p.vcpus = UInt64(c.vcpus)
+        p.mode = c.memtestMode
+        return p
+    }
+}
+
+
+/// The memtest guests of guests/ (`GuestImage`): the parameter page, the platform's boot
+/// data and registers, a read-only area holding "AXVMROM!", and the platform's memtest
+/// devices; an MMIO access outside every area ends the run, as does a `hlt`.
+final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // immutable but `serial`, which locks
+    let platform: P
+    let config: VMConfig
+    let image: GuestImage
+    let params: GuestParams
+    let serial: Serial
+    let settings: RunSettings
+    let ram: [GuestPhysRange]
+
+    init(platform: P, config: VMConfig, image: GuestImage) throws(VMMError) {
+        let arch = platform.arch
+        if image.mode.arch != arch {
+            throw .guestImage(path: image.path, reason: "an \(image.mode.arch.rawValue) guest; this \(arch.rawValue) host runs \(arch.rawValue) guests (guests/build/\(arch == .aarch64 ? "aarch64/" : ""))")
+        }
+        let fits = image.loadAddress.addingReportingOverflow(UInt64(image.bytes.count))
+        if fits.overflow || fits.partialValue > arch.ramBase + min(config.memorySize, VMConfig.testBase) {
+            throw .guestImage(path: image.path, reason: "\(image.bytes.count) bytes at 0x\(String(image.loadAddress, radix: 16)) do not fit below the test region at 2 MiB into the \(config.memorySize)-byte RAM")
+        }
+        self.platform = platform
+        self.config = config
+        self.image = image
+        params = Machine.guestParams(config, arch: arch)
+        serial = Serial(toStdout: config.serialToStdout)
+        settings = RunSettings(memorySize: config.memorySize, lazy: config.lazy, faultAround: config.faultAround,
+                               timeout: config.timeout, vcpus: config.vcpus, faultThreads: config.faultThreads,
+                               maxResident: config.maxResident, serialToStdout: config.serialToStdout,
+                               handleInterrupt: config.handleInterrupt, kvmPath: config.kvmPath)
+        ram = platform.ramRanges(size: config.memorySize)
+    }
+
+    var interrupts: InterruptModel { .none }
+    var countFaultsAbove: GuestPhysAddr { GuestPhysAddr(params.testBase) }
+
+    func load(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
+        let rom = try memory.addRAM(at: platform.romBase, size: VMConfig.romSize, lazy: false, readOnly: true)
+        try memory.write(Array("AXVMROM!".utf8), at: rom.range.start)
+        try memory.write(params.words, at: platform.paramsAddress)
+        try platform.bootMemtest(memory: memory, params: params, image: image, vcpus: vcpus)
+        try memory.write(image.bytes, at: GuestPhysAddr(image.loadAddress))
+    }
+
+    func start(vm: VirtualMachine, kick: @escaping @Sendable () -> Void) throws(VMMError) {}
+    func stop() {}
+
+    func access(_ access: DeviceAccess, vcpu: VCPU) -> DeviceAction { platform.memtestDevice(access, serial: serial) }
+
+    func unclaimedMMIO(gpa: GuestPhysAddr, isWrite: Bool, size: Int, pc: UInt64) -> ExitReason? {
+        let rom = platform.romBase
+        if isWrite && gpa >= rom && gpa.raw < rom.raw + VMConfig.romSize { return .readOnlyWrite(gpa: gpa.raw, rip: pc) }
+        return .unmappedAccess(gpa: gpa.raw, write: isWrite, size: size, rip: pc)
+    }
+
+    func halted(_ vcpu: VCPU) -> VCPUOutcome? { platform.halted(vcpu) }
+    func kicked(_ vcpu: VCPU, vm: VirtualMachine) {}
+    func timeoutState(_ vcpu: VCPU, vm: VirtualMachine, exits: Int) -> String? { nil }
+
+    /// The vCPU slots of the parameter page: checksums, mismatches, pages.
+    func finish(_ report: inout RunReport, memory: GuestMemory<P.Format>, ram: [RAMRegion], outcomes: [VCPUOutcome]) {
+        report.serialOutput = serial.text
+        var result = MemtestResult(config: config)
+        var slots: [(checksum: UInt64, mismatches: UInt64, pages: UInt64)] = []
+        for i in 0..<config.vcpus {
+            let base = platform.vcpuSlot(i)
+            slots.append(((try? memory.read(base, as: UInt64.self)) ?? 0,
+                          (try? memory.read(base + 8, as: UInt64.self)) ?? 0,
+                          (try? memory.read(base + 16, as: UInt64.self)) ?? 0))
+        }
+        result.vcpuChecksums = slots.map { $0.checksum }
+        result.mismatches = slots.reduce(0) { $0 &+ $1.mismatches }
+        if config.memtestMode == .overlap {
+            result.checksum = slots.first?.checksum ?? 0
+            result.pagesPlanned = slots.first?.pages ?? 0
+        } else {
+            result.checksum = slots.reduce(0) { $0 &+ $1.checksum }
+            result.pagesPlanned = slots.reduce(0) { $0 &+ $1.pages }
+        }
+        if case .guestExit = report.exit { result.pagesTouched = result.pagesPlanned }
+        report.memtest = result
+    }
+
+    func finishEarly(_ report: inout RunReport) {
+        report.memtest = MemtestResult(config: config)
+    }
+}

@@ -1,0 +1,243 @@
+import AxAddrSpace
+import CKVM
+#if canImport(Glibc)
+import Glibc
+#endif
+import KVM
+
+/// The one run path for every guest: KVM, guest memory as an `AddrSpace`, the lazy pager
+/// and its threads, the vCPU threads, kicks, the watchdog and the report are built here and
+/// driven by one exit loop. What differs between guests is the loader (`GuestLoader`: what
+/// goes into memory, which registers, which devices); what differs between hosts is the
+/// platform (`Platform`).
+final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU threads share it
+    let loader: L
+    var platform: L.P { loader.platform }
+    var settings: RunSettings { loader.settings }
+
+    init(loader: L) { self.loader = loader }
+
+    /// Runs the guest; a terminating signal during set-up ends it with a report too.
+    func run() throws(VMMError) -> RunReport {
+        let t0 = nowNanos()
+        do { return try runGuest(t0: t0) } catch {
+            guard case let .interrupted(signal) = error else { throw error }
+            var report = RunReport(exit: .interrupted(signal: signal), serialOutput: "", arch: platform.arch, settings: settings,
+                                   statistics: RunStatistics(setUpUntilNow: t0, memorySize: settings.memorySize))
+            loader.finishEarly(&report)
+            return report
+        }
+    }
+
+    private func runGuest(t0: UInt64) throws(VMMError) -> RunReport {
+        try Termination.checkpoint("setup")
+        let system: KVMSystem
+        do { system = try KVMSystem(path: settings.kvmPath) } catch { throw .kvm(error) }
+        let limit = Int(system.checkExtension(KVM_CAP_MAX_VCPUS))
+        if limit > 0 && settings.vcpus > limit {
+            throw .badValue(what: "vCPUs", value: "\(settings.vcpus)", reason: "above this KVM's limit of \(limit)")
+        }
+        let ramEnd = loader.ram.last?.end ?? GuestPhysAddr(0)
+        let (vm, vcpus) = try platform.createVM(system: system, vcpus: settings.vcpus, ramEnd: ramEnd,
+                                                interrupts: loader.interrupts)
+        let memory = try GuestMemory(vm: vm, format: platform.format,
+                                     hostCapacity: settings.memorySize + VMConfig.romSize + (256 << 20), spaceSize: 1 << 40)
+        if let m = settings.maxResident { memory.withSpace { $0.hal.guestFrameLimit = Int(m / 4096) } }
+        var ram: [RAMRegion] = []
+        for r in loader.ram { ram.append(try memory.addRAM(at: r.start, size: r.size, lazy: settings.lazy)) }
+        try loader.load(memory: memory, vm: vm, vcpus: vcpus)
+        try Termination.check()
+
+        let cpus = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let platform = self.platform
+        let pager = try LazyPager(memory: memory, faultAround: settings.faultAround, countAbove: loader.countFaultsAbove.raw,
+                                  threads: settings.faultThreads ?? min(settings.vcpus, cpus),
+                                  nestedFault: { platform.nestedFault(gpa: $0, write: $1) })
+        let control = RunControl(vcpus: vcpus)
+        installKickHandler()
+        // The kick must reach the vCPU threads even if they block signals (helper threads
+        // do from birth; libdispatch workers do): each unblocks SIGUSR1 for its run. Only
+        // SIGUSR1's state is restored afterwards.
+        let wasBlocked = unblockKick()
+        defer { if wasBlocked { blockKick() } }
+        pager.onFatal = { control.kickAll() }
+        try pager.start()
+        let watchdog: Watchdog
+        do {
+            try loader.start(vm: vm, kick: { control.kickAll() })
+            watchdog = try Watchdog(timeout: settings.timeout, handleInterrupt: settings.handleInterrupt,
+                                    kick: { control.kickAll() }, stuck: { pager.releaseStuckVCPUs() })
+        } catch {
+            loader.stop()
+            pager.stop()
+            throw error
+        }
+        let context = Context(vm: vm, memory: memory, ram: ram, control: control, watchdog: watchdog, pager: pager)
+        let tRun = nowNanos()
+        // vCPU 0 runs on this thread, the others on their own.
+        let results = VCPUResults(count: settings.vcpus)
+        var others: [OSThread] = []
+        for i in 1..<max(1, settings.vcpus) {
+            do {
+                others.append(try OSThread { [self] in
+                    _ = unblockKick()
+                    results.set(i, runVCPU(vcpus[i], index: i, context))
+                })
+            } catch {
+                control.fail(error)
+                break
+            }
+        }
+        results.set(0, runVCPU(vcpus[0], index: 0, context))
+        for t in others { t.join() }
+        let tEnd = nowNanos()
+        watchdog.stop()
+        loader.stop()
+        pager.stop()
+        if let e = control.error { throw e }
+        let outcomes = results.all
+        var exit: ExitReason
+        if let f = pager.failure {
+            exit = .pagerFailure(f)
+        } else if let e = control.end {
+            exit = e
+        } else {
+            // Every vCPU ended by itself: the first non-zero exit code, else 0.
+            let codes = outcomes.map { r -> UInt8 in if case let .exited(c) = r.outcome { c } else { 0 } }
+            if outcomes.allSatisfy({ if case .halted = $0.outcome { true } else { false } }),
+               case let .halted(rip) = outcomes[0].outcome {
+                exit = .halted(rip: rip)
+            } else {
+                exit = .guestExit(code: codes.first { $0 != 0 } ?? 0)
+            }
+        }
+
+        var s = RunStatistics(memory: memory, ram: ram, pager: pager, memorySize: settings.memorySize)
+        s.vcpus = outcomes.map { $0.stats }
+        s.exits = s.vcpus.reduce(0) { $0 + $1.exits }
+        s.setupSeconds = Double(tRun - t0) / 1e9
+        s.runSeconds = Double(tEnd - tRun) / 1e9
+        s.wallSeconds = Double(nowNanos() - t0) / 1e9
+        var report = RunReport(exit: exit, serialOutput: "", arch: platform.arch, settings: settings, statistics: s)
+        report.residencyMismatches = ram.reduce(0) { $0 + memory.residencyMismatches($1).count }
+        loader.finish(&report, memory: memory, ram: ram, outcomes: outcomes.map { $0.outcome })
+        return report
+    }
+
+    /// What every vCPU loop of one run shares.
+    struct Context: @unchecked Sendable {  // each field is thread-safe
+        let vm: VirtualMachine
+        let memory: GuestMemory<L.P.Format>
+        let ram: [RAMRegion]
+        let control: RunControl
+        let watchdog: Watchdog
+        let pager: LazyPager<L.P.Format>
+    }
+
+    /// One vCPU's loop, with its statistics. Ends of the whole run go through `control`.
+    private func runVCPU(_ vcpu: VCPU, index: Int, _ c: Context) -> VCPUResult {
+        c.control.register(index)
+        var stats = VCPUStatistics()
+        let t0 = nowNanos()
+        var outcome = VCPUOutcome.stopped
+        do { outcome = try loop(vcpu: vcpu, c, exits: &stats.exits) } catch { c.control.fail(error) }
+        stats.runNanos = nowNanos() - t0
+        return VCPUResult(outcome: outcome, stats: stats)
+    }
+
+    /// The exit loop: every guest's exits, the devices' through the loader.
+    private func loop(vcpu: VCPU, _ c: Context, exits: inout Int) throws(VMMError) -> VCPUOutcome {
+        func pc() -> UInt64 { platform.programCounter(vcpu) }
+        /// An end of the whole VM: every other vCPU is stopped.
+        func fatal(_ reason: ExitReason) -> VCPUOutcome {
+            c.control.end(reason)
+            return .stopped
+        }
+        /// A device's answer.
+        func act(_ action: DeviceAction) throws(VMMError) -> VCPUOutcome? {
+            switch action {
+            case .handled, .unhandled: return nil
+            case let .exit(code): return .exited(code)
+            case .reclaim:
+                try loader.reclaim(memory: c.memory, ram: c.ram)
+                return nil
+            case .reset: return fatal(.reset)
+            }
+        }
+        while true {
+            if c.control.isStopping { return .stopped }
+            let exit: VCPUExit
+            do { exit = try vcpu.run() } catch {
+                // EFAULT after the pager gave up (its windows are fenced off): the run
+                // reports the pager's reason.
+                if let f = c.pager.failure { return fatal(.pagerFailure(f)) }
+                throw .kvm(error)
+            }
+            exits += 1
+            switch exit {
+            case let .io(port, isOut, _, data):
+                let action = loader.access(.io(port: port, isOut: isOut, data: data), vcpu: vcpu)
+                if action == .unhandled && !isOut {
+                    for i in 0..<data.count { data[i] = 0xff }  // absent devices float high
+                }
+                if let end = try act(action) { return end }
+            case let .mmio(gpa, isWrite, data):
+                let address = GuestPhysAddr(gpa)
+                let action = loader.access(.mmio(gpa: address, isWrite: isWrite, data: data), vcpu: vcpu)
+                if action == .unhandled {
+                    if let end = loader.unclaimedMMIO(gpa: address, isWrite: isWrite, size: data.count, pc: pc()) {
+                        return fatal(end)
+                    }
+                    if !isWrite { for i in 0..<data.count { data[i] = 0xff } }
+                }
+                if let end = try act(action) { return end }
+            case .hlt:
+                if let outcome = loader.halted(vcpu) {
+                    if case let .deadHalt(rip) = outcome { return fatal(.deadHalt(rip: rip)) }
+                    return outcome
+                }
+            case .shutdown: return fatal(.shutdown(registers: platform.shutdownRegisters(vcpu)))
+            case let .armNISV(iss, ipa): return fatal(platform.unemulatedAbort(esrISS: iss, ipa: ipa, pc: pc()))
+            case let .failEntry(reason): return fatal(.failEntry(reason: reason))
+            case let .internalError(sub, data): return fatal(.internalError(suberror: sub, data: data, rip: pc()))
+            case let .systemEvent(type): return fatal(.systemEvent(type: type))
+            case .interrupted:
+                if let f = c.pager.failure { return fatal(.pagerFailure(f)) }
+                if let signal = c.watchdog.interruptSignal { return fatal(.interrupted(signal: signal)) }
+                if c.watchdog.timedOut {
+                    return fatal(.timeout(seconds: settings.timeout ?? 0, rip: pc(),
+                                          state: loader.timeoutState(vcpu, vm: c.vm, exits: exits)))
+                }
+                if c.control.isStopping { return .stopped }
+                loader.kicked(vcpu, vm: c.vm)
+            case let .unsupported(reason): return fatal(.unsupportedExit(reason: reason, rip: pc()))
+            }
+        }
+    }
+}
+
+extension GuestLoader {
+    /// The `reclaim` device (memtest's retouch guest): every test page from the fault
+    /// statistics' boundary up is depopulated, so the next touch faults again and reads 0.
+    func reclaim(memory: GuestMemory<P.Format>, ram: [RAMRegion]) throws(VMMError) {
+        let base = countFaultsAbove.raw
+        for r in ram where r.range.end.raw > base && !r.readOnly {
+            let from = GuestPhysAddr(max(r.range.start.raw, base))
+            try memory.reclaim(from, size: r.range.end - from)
+        }
+    }
+}
+
+/// A vCPU's outcome and statistics.
+struct VCPUResult: Sendable {
+    var outcome: VCPUOutcome
+    var stats: VCPUStatistics
+}
+
+/// The vCPU threads' results: each slot written once by its thread, read after the joins.
+final class VCPUResults: Sendable {
+    private let slots: Locked<[VCPUResult]>
+    init(count: Int) { slots = Locked(Array(repeating: VCPUResult(outcome: .stopped, stats: VCPUStatistics()), count: max(1, count))) }
+    func set(_ i: Int, _ r: VCPUResult) { slots.withLock { $0[i] = r } }
+    var all: [VCPUResult] { slots.withLock { $0 } }
+}

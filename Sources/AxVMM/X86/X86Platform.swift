@@ -1,0 +1,81 @@
+#if arch(x86_64)
+import AxAddrSpace
+import CKVM
+import KVM
+
+/// An x86_64 host: AMD (nested page tables, #NPF) or Intel (EPT, EPT violations).
+struct X86Platform<Format: NestedPagingFormat>: Platform {
+    enum Vendor: Sendable { case amd, intel }
+    let format: Format
+    let vendor: Vendor
+    var arch: GuestArch { .x86_64 }
+
+    func createVM(system: KVMSystem, vcpus count: Int, ramEnd: GuestPhysAddr, interrupts: InterruptModel) throws(VMMError) -> (VirtualMachine, [VCPU]) {
+        do {
+            let vm = try system.createVM()
+            try vm.setTSSAddress(X86Layout.tss)
+            if case .inKernel = interrupts {
+                // PIC, IOAPIC and LAPIC in the kernel, the PIT too; the identity-map page
+                // below the TSS (real-mode paging for vCPUs started in real mode).
+                try vm.setIdentityMapAddress(X86Layout.tss - 0x1000)
+                try vm.createIRQChip()
+                try vm.createPIT2()
+            }
+            var vcpus: [VCPU] = []
+            for i in 0..<count {
+                let v = try vm.createVCPU(id: UInt(i))
+                if case .inKernel = interrupts {
+                    try v.setSupportedCPUIDWithHypervisorBit(from: system)
+                    try v.setLocalInterruptsForVirtualWire()
+                } else {
+                    try v.setSupportedCPUID(from: system)
+                }
+                vcpus.append(v)
+            }
+            return (vm, vcpus)
+        } catch {
+            throw .kvm(error)
+        }
+    }
+
+    func nestedFault(gpa: GuestPhysAddr, write: Bool) -> NestedPageFault {
+        vendor == .amd ? X86Faults.npf(gpa: gpa, write: write) : X86Faults.eptViolation(gpa: gpa, write: write)
+    }
+
+    func programCounter(_ vcpu: VCPU) -> UInt64 { (try? vcpu.registers().rip) ?? 0 }
+
+    /// RFLAGS.IF (bit 9) clear: no interrupt can end this halt.
+    func halted(_ vcpu: VCPU) -> VCPUOutcome {
+        let r = try? vcpu.registers()
+        if let r, r.rflags & (1 << 9) == 0 { return .deadHalt(rip: r.rip) }
+        return .halted(rip: r?.rip ?? 0)
+    }
+
+    func shutdownRegisters(_ vcpu: VCPU) -> ShutdownRegisters? {
+        guard let r = try? vcpu.registers(), let s = try? vcpu.specialRegisters() else { return nil }
+        // kvm_amd resets the vCPU on a shutdown intercept before exiting to us, so the
+        // registers read back are the reset state (rip 0xfff0, CR0 = ET only): the last
+        // state is lost there, and the report says so rather than show it.
+        if r.rip == 0xfff0 && s.cr0 & 1 == 0 { return nil }
+        return ShutdownRegisters(rip: r.rip, rsp: r.rsp, cr0: s.cr0, cr3: s.cr3)
+    }
+
+    func unemulatedAbort(esrISS: UInt64, ipa: UInt64, pc: UInt64) -> ExitReason {
+        .unsupportedExit(reason: UInt32(KVM_EXIT_ARM_NISV), rip: pc)  // arm64 only
+    }
+
+    func ramRanges(size: UInt64) -> [GuestPhysRange] { X86Layout.ramRanges(size: size) }
+    var romBase: GuestPhysAddr { GuestPhysAddr(X86Layout.romBase) }
+    var paramsAddress: GuestPhysAddr { GuestPhysAddr(X86Layout.params) }
+    func vcpuSlot(_ i: Int) -> GuestPhysAddr { GuestPhysAddr(X86Layout.vcpuSlot(i)) }
+
+    func bootMemtest<F>(memory: GuestMemory<F>, params: GuestParams, image: GuestImage, vcpus: [VCPU]) throws(VMMError) {
+        try X86Boot.writeBootData(memory, params: params)
+        for (i, v) in vcpus.enumerated() {
+            do { try X86Boot.setupVCPU(v, image: image, index: i) } catch { throw .kvm(error) }
+        }
+    }
+
+    func memtestDevice(_ access: DeviceAccess, serial: Serial) -> DeviceAction { X86Devices.memtest(access, serial: serial) }
+}
+#endif
