@@ -4,57 +4,51 @@ import Glibc
 #endif
 import KVM
 
-/// A userfaultfd with the shmem minor-fault feature (Linux 5.13+).
-final class Userfault: @unchecked Sendable {  // fd immutable; ioctls are thread-safe
-    let fd: OwnedFD
+/// The VMM's userfaultfd: missing and minor faults on shmem windows (Linux 5.13+), through
+/// `KVM.Userfaultfd` (one error funnel with the KVM ioctls: failures name the operation and
+/// the address range).
+final class Userfault: @unchecked Sendable {  // immutable; ioctls are thread-safe
+    let uffd: Userfaultfd
+    var fd: OwnedFD { uffd.fd }
 
     init() throws(VMMError) {
-        let raw = ckvm_userfaultfd(O_CLOEXEC | O_NONBLOCK)
-        guard raw >= 0 else {
-            throw .host("userfaultfd: \(errnoString(errno)) (needs /dev/userfaultfd access or vm.unprivileged_userfaultfd=1)")
-        }
-        fd = OwnedFD(raw)
-        var api = uffdio_api(api: UInt64(UFFD_API), features: UInt64(UFFD_FEATURE_MINOR_SHMEM), ioctls: 0)
-        guard ckvm_ioctl_ptr(raw, CKVM_UFFDIO_API, &api) == 0 else {
-            throw .host("UFFDIO_API (minor shmem faults, Linux 5.13+): \(errnoString(errno))")
+        do { uffd = try Userfaultfd(features: UInt64(UFFD_FEATURE_MINOR_SHMEM)) } catch {
+            if case let .syscall(_, e) = error {
+                throw .host("userfaultfd: \(e) (needs /dev/userfaultfd access or vm.unprivileged_userfaultfd=1)")
+            }
+            throw .kvm(error)  // UFFDIO_API: minor shmem faults need Linux 5.13+
         }
     }
 
     /// Catch both first touches (page absent from the file) and minor faults (page in the
     /// file but not yet mapped in this window).
     func register(_ addr: UInt64, _ len: UInt64) throws(VMMError) {
-        var reg = uffdio_register(range: uffdio_range(start: addr, len: len),
-                                  mode: UInt64(UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR), ioctls: 0)
-        guard ckvm_ioctl_ptr(fd.raw, CKVM_UFFDIO_REGISTER, &reg) == 0 else {
-            throw .host("UFFDIO_REGISTER(0x\(String(addr, radix: 16)), \(len)): \(errnoString(errno))")
+        do { try uffd.register(addr, len, mode: UInt64(UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR)) } catch {
+            throw .kvm(error)
         }
     }
 
-    /// Also wakes every thread waiting on a fault in the range.
-    func unregister(_ addr: UInt64, _ len: UInt64) {
-        var r = uffdio_range(start: addr, len: len)
-        _ = ckvm_ioctl_ptr(fd.raw, CKVM_UFFDIO_UNREGISTER, &r)
-    }
+    /// Also wakes every thread waiting on a fault in the range. Used on teardown and to
+    /// fence guest memory: a failure there leaves nothing to undo.
+    func unregister(_ addr: UInt64, _ len: UInt64) { try? uffd.unregister(addr, len) }
 
     /// Maps the file's existing pages into `[addr, addr+len)` and wakes the faulting thread.
     /// Pages already mapped there are skipped (EEXIST), so overlapping windows are fine.
     func resolve(_ addr: UInt64, _ len: UInt64, faultAddress: UInt64) throws(VMMError) {
-        var c = uffdio_continue(range: uffdio_range(start: addr, len: len), mode: 0, mapped: 0)
-        if ckvm_ioctl_ptr(fd.raw, CKVM_UFFDIO_CONTINUE, &c) == 0 { return }
-        guard errno == EEXIST || errno == EAGAIN else {
-            throw .host("UFFDIO_CONTINUE(0x\(String(addr, radix: 16)), \(len)): \(errnoString(errno))")
-        }
-        // Some page of the window was mapped already: one page at a time, then wake.
-        var p = addr
-        while p < addr + len {
-            var one = uffdio_continue(range: uffdio_range(start: p, len: 4096),
-                                      mode: UInt64(UFFDIO_CONTINUE_MODE_DONTWAKE), mapped: 0)
-            if ckvm_ioctl_ptr(fd.raw, CKVM_UFFDIO_CONTINUE, &one) != 0 && errno != EEXIST {
-                throw .host("UFFDIO_CONTINUE(0x\(String(p, radix: 16))): \(errnoString(errno))")
+        do { try uffd.continue(addr, len) } catch {
+            guard case let .userfault(_, _, _, e) = error, e == .fileExists || e == .resourceTemporarilyUnavailable else {
+                throw .kvm(error)
             }
-            p += 4096
+            // Some page of the window was mapped already: one page at a time, then wake.
+            var p = addr
+            while p < addr + len {
+                do { try uffd.continue(p, 4096, wake: false) } catch {
+                    if case let .userfault(_, _, _, e) = error, e == .fileExists { p += 4096; continue }
+                    throw .kvm(error)
+                }
+                p += 4096
+            }
+            try? uffd.wake(faultAddress & ~0xfff, 4096)
         }
-        var w = uffdio_range(start: faultAddress & ~0xfff, len: 4096)
-        _ = ckvm_ioctl_ptr(fd.raw, CKVM_UFFDIO_WAKE, &w)
     }
 }
