@@ -85,15 +85,11 @@ func runConfig(_ o: inout Options) throws(UsageError) -> (VMConfig, Bool, String
     var c = VMConfig(guestPath: o.positionals[0])
     c.serialToStdout = true
     c.handleInterrupt = true
-    if let v = try o.size("--memory") { c.memorySize = v }
-    let lazy = o.flag("--lazy"), populate = o.flag("--populate")
-    if lazy && populate { throw UsageError(message: "--lazy and --populate cannot be combined") }
-    c.lazy = !populate
-    if let v = try o.size("--fault-around") { c.faultAround = v }
-    if let s = try o.take("--timeout") {
-        guard let t = Frontend.parseTimeout(s) else { throw o.invalid(s, "--timeout", Frontend.Rule.timeout) }
-        c.timeout = t
-    }
+    let m = try o.memoryOptions()
+    c.memorySize = m.memory ?? c.memorySize
+    c.lazy = m.lazy
+    c.faultAround = m.faultAround ?? c.faultAround
+    c.timeout = m.timeout ?? c.timeout
     if let s = try o.take("--order") {
         guard let v = Frontend.parseOrder(s) else { throw o.invalidChoice(s, "--order", GuestParams.Order.allCases.map { $0.name }) }
         c.testOrder = v
@@ -125,15 +121,11 @@ func bootConfig(_ o: inout Options) throws(UsageError) -> (LinuxBootConfig, Bool
     c.handleInterrupt = true
     c.initrdPath = try o.take("--initrd")
     if let v = try o.take("--cmdline") { c.cmdline = v }
-    if let v = try o.size("--memory") { c.memorySize = v }
-    let lazy = o.flag("--lazy"), populate = o.flag("--populate")
-    if lazy && populate { throw UsageError(message: "--lazy and --populate cannot be combined") }
-    c.lazy = !populate
-    if let v = try o.size("--fault-around") { c.faultAround = v }
-    if let s = try o.take("--timeout") {
-        guard let t = Frontend.parseTimeout(s) else { throw o.invalid(s, "--timeout", Frontend.Rule.timeout) }
-        c.timeout = t
-    }
+    let m = try o.memoryOptions()
+    c.memorySize = m.memory ?? c.memorySize
+    c.lazy = m.lazy
+    c.faultAround = m.faultAround ?? c.faultAround
+    c.timeout = m.timeout ?? c.timeout
     if let v = try o.take("--init-marker") { c.initMarker = v }
     c.serialToStdout = !o.flag("--quiet")
     c.allowKVMPVM = o.flag("--force-kvm-pvm")
@@ -237,6 +229,21 @@ struct Options {
         let quoted = choices.map { "'" + $0 + "'" }
         let list = quoted.count > 1 ? quoted.dropLast().joined(separator: ", ") + " or " + (quoted.last ?? "") : quoted.joined()
         return UsageError(message: "The value '\(value)' is invalid for '\(name) <\(name.dropFirst(2))>'. Please provide one of \(list).")
+    }
+
+    /// The options `run` and `boot` share: --memory, --lazy/--populate, --fault-around,
+    /// --timeout (nil: not given; the timeout's inner nil: no limit).
+    mutating func memoryOptions() throws(UsageError) -> (memory: UInt64?, lazy: Bool, faultAround: UInt64?, timeout: Double??) {
+        let memory = try size("--memory")
+        let lazy = flag("--lazy"), populate = flag("--populate")
+        if lazy && populate { throw UsageError(message: "--lazy and --populate cannot be combined") }
+        let faultAround = try size("--fault-around")
+        var timeout: Double?? = nil
+        if let s = try take("--timeout") {
+            guard let t = Frontend.parseTimeout(s) else { throw invalid(s, "--timeout", Frontend.Rule.timeout) }
+            timeout = .some(t)
+        }
+        return (memory, !populate, faultAround, timeout)
     }
 
     func expectEmpty() throws(UsageError) {
