@@ -5,7 +5,7 @@
 # There is no aarch64 Linux Swift runtime for this toolchain, but Embedded Swift needs none:
 # the modules (AxAddrSpace, KVM, AxVMM, the front end in Embedded/axvm) are compiled for the
 # bare-metal triple with Linux's headers, and clang links them against static glibc.
-# Recipe and limits: ../shared/reference/kvm-rigs.md. Needs libc6-dev:ARCH (scripts/setup.sh).
+# The arm64 rig runs it (docs/rigs.md). Needs libc6-dev:ARCH (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arch=${1:-aarch64}

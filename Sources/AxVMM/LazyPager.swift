@@ -129,7 +129,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
         let msgSize = ckvm_uffd_msg_size()
         // One message per read when several threads share the fd: a batch would let one
         // thread take two vCPUs' faults and serve them in turn while the other thread
-        // finds nothing (measured: 2 vCPUs x 2 threads stayed at 1.3x one vCPU).
+        // finds nothing (docs/performance.md, SMP scaling).
         let batch = threadCount > 1 ? 1 : 64
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: msgSize * batch, alignment: 8)
         defer { buffer.deallocate() }

@@ -14,16 +14,11 @@ import Synchronization
 /// line would still be high; this thread plays that part: when the output has stayed asserted
 /// for a whole period without a new edge, it pulses the line again (a pulse the guest did not
 /// need costs it one interrupt whose handler finds IIR "no interrupt") and kicks the vCPU, so
-/// the run loop can look at where the interrupt stands (`LinuxBootReport.interruptWaits`)
-/// and make a vCPU halted with it pending runnable.
-///
-/// History: before axvm gave Linux an MP table (`MPTable`), Linux took the UART's interrupt
-/// from the 8259 PIC in virtual-wire mode, and in the kvm_amd rig lazy boots sat now and then
-/// with the PIC requesting IRQ 4 (and IRQ 0) unmasked, the guest's IF set, and nothing
-/// injected for tens of milliseconds (4 of 17 soak boots needed this thread; in older builds
-/// they sat until the timeout). With the IOAPIC in use it pulsed in 1 of 78 boots, while the
-/// guest had interrupts off (README, "Interrupts and stalls"); it stays as the device
-/// model's level.
+/// the run loop can look at where the interrupt stands (`LinuxBootResult.interruptWaits`)
+/// and make a vCPU halted with it pending runnable. Through the 8259 PIC in virtual-wire
+/// mode (`--no-mp-table`) KVM looks at a PIC interrupt again only when the PIC's output
+/// rises, so a pending one can sit; through the IOAPIC this thread stays as the device
+/// model's level (docs/linux.md, "Interrupts and stalls").
 final class IRQResampler: Sendable {
     private let stopEvent: EventFD
     /// Written once by init and stop, on the owning thread.

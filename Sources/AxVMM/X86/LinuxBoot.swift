@@ -157,7 +157,7 @@ public struct E820Entry: Sendable, Equatable {
     public var end: UInt64 { address + size }
 }
 
-/// Guest-physical layout of a Linux boot (DESIGN.md §4): all below 1 MiB except the kernel
+/// Guest-physical layout of a Linux boot: all below 1 MiB except the kernel
 /// and the initrd.
 public enum LinuxLayout {
     /// GDT: null, null, __BOOT_CS (0x10), __BOOT_DS (0x18), as boot.rst's 64-bit protocol names them.

@@ -27,7 +27,7 @@ public struct LinuxBootConfig: Sendable {
     public var allowKVMPVM = false
     /// Give the guest an MP table (`MPTable`), so that Linux takes device interrupts through
     /// the IOAPIC; false: none, Linux runs the APIC in virtual-wire mode on the 8259 PIC
-    /// (the way boots stalled in the rig: README, "Linux on axvm"). For experiments.
+    /// (docs/linux.md, "Interrupts and stalls"). For experiments.
     public var mpTable = true
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }

@@ -7,8 +7,8 @@
 /// Without it Linux runs the APIC in virtual-wire mode and takes every device interrupt from
 /// the 8259 PIC through LINT0 (ExtINT). KVM injects a PIC interrupt only when the PIC's
 /// output rises; with two lines pending (the PIT's and the UART's) the output stays high, and
-/// in the kvm_amd rig KVM was seen leaving both pending for tens of milliseconds with the
-/// guest's IF set (README, "Interrupts and stalls"). Through the IOAPIC each edge reaches the
+/// KVM can leave both pending with the guest's IF set (docs/linux.md, "Interrupts and
+/// stalls"). Through the IOAPIC each edge reaches the
 /// LAPIC on its own and asks KVM to look at the vCPU's interrupts again.
 ///
 /// Layout (MP spec 1.4, chapter 4): the 16-byte floating pointer at `address`, the
