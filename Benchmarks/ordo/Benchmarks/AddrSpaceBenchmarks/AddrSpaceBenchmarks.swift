@@ -1,4 +1,4 @@
-// The Rust crate's workloads (the Rust crate axaddrspace's benchmark; docs/performance.md) as ordo-one benchmarks,
+// The Rust crate axaddrspace's benchmark workloads (docs/performance.md) as ordo-one benchmarks,
 // with axbench's HAL (ArenaHAL.swift, linked from Benchmarks/Sources/axbench): free list +
 // bump over one pre-touched arena. Each benchmark measures one operation per
 // `scaledIterations` step; translate also runs through the C reference walker over the same
