@@ -27,7 +27,8 @@
 # is a hang, and the rig shows QEMU's CPU state and what axvm's threads do, then ends. A QEMU
 # using no CPU for 60 s is a stall (booted once more). AXVM_RIG_TIMEOUT (seconds; 0: none) is
 # only an outer bound on a boot that keeps printing: default 3600 (a normal `test` takes 3-8
-# minutes). AXVM_RIG_HANG=CASE (x86_64) stops that case's axvm, to try the watch.
+# minutes). AXVM_RIG_HANG=CASE stops that case's axvm, to try the watch. arm64 has no second
+# serial port (-M virt): its hangs show QEMU's CPU state but not axvm's threads.
 # AXVM_RIG_SMP (arm64, default 1) and AXVM_RIG_PIN: see qemu_aarch64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -626,7 +627,7 @@ qemu_aarch64() {  # sets qemu=(command line); arguments: CPU model, extra kernel
     [ -f "$out/initramfs.cpio.gz" ] || die "no initramfs: run $0 build aarch64"
     qemu=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -accel tcg -cpu "$model" -m 2G
           -smp "${AXVM_RIG_SMP:-1}" -nographic -no-reboot -nic none -kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
-          -append "console=ttyAMA0 rdinit=/init panic=-1 quiet rig_cpu=$cpu$([ "${AXVM_RIG_PIN:-1}" = 1 ] || echo ' rig_nopin') $*"
+          -append "console=ttyAMA0 rdinit=/init panic=-1 quiet rig_cpu=$cpu$([ "${AXVM_RIG_PIN:-1}" = 1 ] || echo ' rig_nopin')${AXVM_RIG_HANG:+ rig_hang=$AXVM_RIG_HANG} $*"
           -monitor "unix:$(monitor_socket),server,nowait")
 }
 
