@@ -26,8 +26,8 @@
 # silent for longer than the current case's timeout plus AXVM_RIG_MARGIN (default 60) seconds
 # is a hang, and the rig shows QEMU's CPU state and what axvm's threads do, then ends. A QEMU
 # using no CPU for 60 s is a stall (booted once more). AXVM_RIG_TIMEOUT (seconds; 0: none) is
-# only an outer bound on a boot that keeps printing: default 3600 (a normal `test` takes 3-8
-# minutes). AXVM_RIG_HANG=CASE stops that case's axvm, to try the watch. arm64 has no second
+# only an outer bound on a boot that keeps printing: default 3600 (`test` took 11 minutes
+# beside other builds, 20 with two more busy loops on this 2-core machine). AXVM_RIG_HANG=CASE stops that case's axvm, to try the watch. arm64 has no second
 # serial port (-M virt): its hangs show QEMU's CPU state but not axvm's threads.
 # AXVM_RIG_SMP (arm64, default 1) and AXVM_RIG_PIN: see qemu_aarch64.
 set -euo pipefail
@@ -323,7 +323,7 @@ rig_watch() {
 rig_stop() {
     local pid=$1 mark=$2 msg=$3 threads
     echo "kvm-rig: $msg; QEMU's view of the CPU:"
-    monitor_query "$(monitor_socket)" "info cpus" "info registers" "info lapic" \
+    monitor_query "$(monitor_socket)" "info status" "info cpus" "info registers" "info lapic" \
         | grep -Ev '^(FCW|FPR|XMM|YMM|ZMM|DR[0-7])' | sed 's/^/kvm-rig:   /'
     if threads=$(rig_threads 2>/dev/null) && [ -n "$threads" ]; then
         echo "kvm-rig: what the rig's processes are doing (its init's answer on the control socket):"
