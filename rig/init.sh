@@ -7,6 +7,9 @@
 # rig/expected-aarch64.txt (here /rig/expected.txt, checksums resolved; on aarch64 the lines
 # for the CPU model in rig_cpu=, see expected_for_cpu in kvm-rig.sh); a case passes when its
 # line is there.
+# Before each case it prints "rig-case: NAME timeout=SECONDS" (rig_case): scripts/kvm-rig.sh
+# takes a console silent for longer than that plus a margin as a hang and then asks, on the
+# second serial port (x86_64: ttyS1, answer_requests), what axvm's threads are doing.
 ARCH=$(/bin/busybox uname -m)
 EXPECTED=/rig/expected.txt
 MEM=64M                  # memtest RAM; the test region is everything above 2 MiB
@@ -15,6 +18,8 @@ PIN=                     # aarch64 with more than one CPU: "taskset 1" (see setu
 ROUNDS=5                 # first-touch measurement: median of this many interleaved rounds
 CAP=16M                  # --max-resident for the case that must hit it
 CAP_BYTES=16777216
+
+HANG=                    # a case that hangs on purpose (rig_hang=, AXVM_RIG_HANG in kvm-rig.sh)
 
 up() { read -r u _ < /proc/uptime; echo "$u"; }
 since() { awk -v a="$1" -v b="$(up)" 'BEGIN { printf "%.2f", b - a }'; }
@@ -28,7 +33,11 @@ setup() {
     mount -t devtmpfs dev /dev
     mount -t tmpfs tmp /tmp
     dmesg -n 1                        # keep kernel messages off the console
+    HANG=$(sed -n 's/.*rig_hang=\([^ ]*\).*/\1/p' /proc/cmdline)
     echo; echo "rig: init at $(up) s after boot, kernel $(uname -r)"
+    if [ -c /dev/ttyS1 ] && [ "$ARCH" = x86_64 ]; then
+        answer_requests /dev/ttyS1 &
+    fi
     if [ "$ARCH" = aarch64 ]; then
         setup_aarch64
         return
@@ -42,7 +51,7 @@ setup() {
     dmesg | grep -i -e 'kvm' -e 'svm' -e 'nested paging' | sed 's/^/[dmesg] /'
     # One empty VM for the whole rig. KVM 6.1 turns SVM on at the first VM and off after the
     # last, so without it every case toggles SVM; the emulator stalls seen (kvm-rig.sh,
-    # stall_watch) came where one run had ended and the next begun.
+    # rig_watch) came where one run had ended and the next begun.
     if [ -x /baseline ]; then
         /baseline hold-vm &
         echo "rig: one empty VM held for the whole rig (SVM stays on between cases)"
@@ -66,6 +75,48 @@ setup_aarch64() {
     fi
 }
 
+# rig_case NAME SECONDS: announces a case and how long it may run, for scripts/kvm-rig.sh's
+# progress watch (a console silent for longer than SECONDS plus its margin is a hang).
+rig_case() { echo "rig-case: $1 timeout=$2"; }
+
+# case_timeout CMD...: the --timeout of an axvm command line (axvm's default, 30, if none), or
+# N of a "timeout -s KILL N ..." one.
+case_timeout() {
+    local t=30
+    [ "$1" = timeout ] && [ "$2" = -s ] && t=$4
+    while [ $# -gt 1 ]; do
+        [ "$1" = --timeout ] && t=$2
+        shift
+    done
+    echo "$t"
+}
+
+# thread_dump: what the cases' processes (axvm, the C baseline, QEMU) are doing: every
+# thread's name, state, CPU ticks, wait channel and kernel stack; "rig-dump: " lines.
+thread_dump() {
+    local p t c s
+    echo "rig-dump: uptime $(up) s, load $(cat /proc/loadavg)"
+    for p in /proc/[0-9]*; do
+        c=$(cat $p/comm 2>/dev/null) || continue
+        case $c in axvm|baseline|qemu-system-*) ;; *) continue ;; esac
+        echo "rig-dump: pid ${p#/proc/}: $(tr '\0' ' ' < $p/cmdline | cut -c1-160)"
+        for t in $p/task/*; do
+            s=$(sed 's/^.*) //' $t/stat 2>/dev/null | awk '{ printf "state %s, utime %s, stime %s", $1, $12, $13 }')
+            echo "rig-dump:   thread ${t##*/} $(cat $t/comm 2>/dev/null): $s, wchan $(cat $t/wchan 2>/dev/null)"
+            sed 's/^/rig-dump:     /' $t/stack 2>/dev/null
+        done
+    done
+    echo "rig-dump: end"
+}
+
+# answer_requests DEV: runs beside the suite; every line scripts/kvm-rig.sh writes to DEV (the
+# rig's second serial port, its control socket) gets thread_dump's answer on DEV.
+answer_requests() {
+    stty -F "$1" raw -echo 2>/dev/null
+    exec 3<> "$1"
+    while read -r _ <&3; do thread_dump >&3; done
+}
+
 # Field of the last run's --stats-json (numbers bare, strings without quotes).
 jf() { [ -f /tmp/s.json ] && sed -n "s/^  \"$1\": \(.*\)\$/\1/p" /tmp/s.json | sed 's/,$//; s/^"//; s/"$//'; }
 
@@ -74,7 +125,13 @@ axrun() {
     name=$1; shift
     rm -f /tmp/s.json
     local t0
+    rig_case "$name" "$(case_timeout "$@")"
     t0=$(up)
+    if [ "$name" = "$HANG" ]; then
+        # AXVM_RIG_HANG=NAME: this case hangs silently (axvm stopped), to try the progress watch.
+        $PIN /axvm "$@" > /tmp/out 2>&1 &
+        usleep 300000; kill -STOP $!; wait $!
+    fi
     $PIN /axvm "$@" > /tmp/out 2>&1; st=$?
     dt=$(since "$t0")
     sed "s/^/[$name] /" /tmp/out
@@ -136,6 +193,7 @@ measure_baseline() {
 baseline() {
     name=$1
     local t0 o
+    rig_case "$name" 300
     t0=$(up)
     o=$($PIN /baseline /guests/memtest.bin $MEM_MIB "$2" 1 1 2>&1); st=$?
     dt=$(since "$t0")
@@ -154,14 +212,18 @@ baseline() {
 # One more round of the measured configurations, in the suite's order; no checks.
 measure_round() {
     local o fa
+    rig_case measure-baseline-lazy 300
     o=$($PIN /baseline /guests/memtest.bin $MEM_MIB lazy 1 1) && measure_baseline lazy "$o"
     for fa in 4K 64K 2M; do
         rm -f /tmp/s.json
+        rig_case measure-lazy-$fa 300
         $PIN /axvm run /guests/memtest.bin --memory $MEM --order random --fault-around $fa --timeout 300 \
             --stats-json /tmp/s.json > /dev/null 2>&1 && measure "axvm lazy, $fa fault-around"
     done
+    rig_case measure-baseline-populated 300
     o=$($PIN /baseline /guests/memtest.bin $MEM_MIB populated 1 1) && measure_baseline populated "$o"
     rm -f /tmp/s.json
+    rig_case measure-populated 300
     $PIN /axvm run /guests/memtest.bin --memory $MEM --order random --populate --timeout 300 \
         --stats-json /tmp/s.json > /dev/null 2>&1 && measure "axvm populated"
 }
@@ -183,6 +245,7 @@ LINUX_ARGS="--kernel /linux/vmlinuz --initrd /linux/initramfs.cpio.gz --memory $
 bootwatch() {
     local n=$1 t0 pid tailpid=
     shift
+    rig_case "$n" "$(case_timeout "$@")"
     boot=-; rss=-; anon=-
     rm -f /tmp/s.json
     : > /tmp/$n.out

@@ -22,8 +22,14 @@
 # Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory), outside
 # git; AXVM_RIG_REFRESH=1 makes fetch look up the current kernel again. Build output:
 # .build-rig/rig-x86_64/, .build-rig/rig-aarch64/.
-# AXVM_RIG_TIMEOUT (seconds, default 600; a normal run takes 2-3 minutes) bounds the boot of `test`
-# (on arm64: of each CPU model's boot). AXVM_RIG_SMP (arm64, default 1) and AXVM_RIG_PIN: see qemu_aarch64.
+# Slow is not hung (rig_watch): rig/init.sh announces each case and its timeout; a console
+# silent for longer than the current case's timeout plus AXVM_RIG_MARGIN (default 60) seconds
+# is a hang, and the rig shows QEMU's CPU state and what axvm's threads do, then ends. A QEMU
+# using no CPU for 60 s is a stall (booted once more). AXVM_RIG_TIMEOUT (seconds; 0: none) is
+# only an outer bound on a boot that keeps printing: default 3600 (`test` took 11 minutes
+# beside other builds, 20 with two more busy loops on this 2-core machine). AXVM_RIG_HANG=CASE stops that case's axvm, to try the watch. arm64 has no second
+# serial port (-M virt): its hangs show QEMU's CPU state but not axvm's threads.
+# AXVM_RIG_SMP (arm64, default 1) and AXVM_RIG_PIN: see qemu_aarch64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -216,83 +222,131 @@ qemu_x86_64() {  # sets qemu=(command line); arguments: extra kernel parameters
     # -smp 1: at -smp 2 the outer kernel hung in KVM's "disable SVM" IPI (kvm-rigs.md).
     qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu qemu64,+svm,+npt -m 4G -smp 1
           -nographic -no-reboot -nic none -kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
-          -append "console=ttyS0 rdinit=/init panic=-1 quiet $*")
-    qemu+=(-monitor "unix:$(monitor_socket),server,nowait")
+          -append "console=ttyS0 rdinit=/init panic=-1 quiet${AXVM_RIG_HANG:+ rig_hang=$AXVM_RIG_HANG} $*")
+    # ttyS0 the console (what -nographic gives), ttyS1 the control socket (rig_threads).
+    qemu+=(-serial stdio -serial "unix:$(control_socket),server,nowait" -monitor "unix:$(monitor_socket),server,nowait")
 }
 
 # monitor_socket: where the rig's QEMU monitor listens (AXVM_RIG_MONITOR, default in the build
-# directory), for stall_watch and for looking at a rig by hand (monitor_query).
+# directory), for rig_watch and for looking at a rig by hand (monitor_query). control_socket:
+# beside it, the rig's second serial port (x86_64: ttyS1), where rig/init.sh's answer_requests
+# tells what axvm's threads are doing (rig_threads).
 monitor_socket() { echo "${AXVM_RIG_MONITOR:-$out/monitor.sock}"; }
+control_socket() { local m; m=$(monitor_socket); echo "${m%.sock}-control.sock"; }
 
-# monitor_query SOCKET COMMAND...: QEMU monitor commands' output (python3 or socat; nothing
-# if neither is installed).
-monitor_query() {
-    local sock=$1; shift
-    if command -v python3 > /dev/null; then
-        python3 - "$sock" "$@" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(1)
-def drain():
-    out = b""
-    try:
-        while True:
+# socket_talk SOCKET END WAIT HEAD LINE...: sends each LINE to a unix socket and prints what
+# comes back until END (a regular expression, at the end of the answer) or WAIT seconds, after
+# HEAD LINE if HEAD is not empty; what the socket says on connecting goes unprinted. Escapes,
+# CRs and the echo of LINE go.
+socket_talk() {
+    python3 - "$@" <<'PY'
+import re, socket, sys, time
+path, end, wait, head, lines = sys.argv[1], re.compile(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5:]
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+def answer(limit):
+    out, t = "", time.time() + limit
+    while time.time() < t:
+        s.settimeout(max(0.05, t - time.time()))
+        try:
             d = s.recv(65536)
-            if not d: break
-            out += d
-    except socket.timeout: pass
-    return out.decode(errors="replace")
-drain()
-for cmd in sys.argv[2:]:
-    s.send((cmd + "\n").encode())
-    print("(qemu) " + cmd)
-    print("\n".join(l for l in drain().replace("\r", "").split("\n")[1:] if not l.startswith("(qemu)")))
+        except socket.timeout:
+            break
+        if not d:
+            break
+        out += d.decode(errors="replace")
+        if end.search(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", out)):
+            break
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", out)
+answer(2)
+for line in lines:
+    s.send((line + "\n").encode())
+    if head:
+        print(head + line)
+    text = end.sub("", answer(wait))
+    print("\n".join(l for l in text.split("\n") if l.strip() and not l.endswith(line)))
 PY
-    elif command -v socat > /dev/null; then
-        printf '%s\n' "$@" | socat -t 2 - "UNIX-CONNECT:$sock" | tr -d '\r' | sed 's/\x1b\[[0-9;]*[A-Za-z]//g'
-    fi
 }
 
-# stall_watch SOCKET: runs beside a rig boot. A QEMU that has used no CPU time for 60 s has
-# its emulated CPU halted with nothing to wake it — not even the rig kernel's timer, which
-# every case's own timeout needs. Seen in 2 of ~100 Linux boots in the kvm_amd rig (both
-# with a second rig running beside it) and probably in a CI run that sat out the rig's 600 s:
-# QEMU 7.2's TCG had the rig kernel halted (EFER.SVME set: the outer kernel, not axvm's
-# guest) with IF set and the LAPIC timer's vector requested, and an NMI from the monitor did
-# not wake it either, as if its SVM global interrupt flag were left clear. stall_watch says
-# so with QEMU's view of the CPU and LAPIC, ends QEMU and leaves "$out/stalled", so the run
-# stops at once and says why instead of at the rig's timeout.
-stall_watch() {
-    local sock=$1 pid="" last=-1 same=0 t i
+# monitor_query SOCKET COMMAND...: QEMU monitor commands' output.
+monitor_query() {
+    local sock=$1; shift
+    socket_talk "$sock" '\(qemu\) $' 10 '(qemu) ' "$@"
+}
+
+# rig_threads: rig/init.sh's thread_dump through the control socket ("rig-dump: " lines), or
+# nothing if the rig kernel does not answer within 30 s.
+rig_threads() {
+    socket_talk "$(control_socket)" 'rig-dump: end\n' 30 '' rig-dump-request | grep '^rig-dump: '
+}
+
+# rig_watch LOG: runs beside a rig boot and ends a rig that makes no progress, saying what it
+# was doing (rig_stop). rig/init.sh prints "rig-case: NAME timeout=SECONDS" before each case:
+# - hung: the console (LOG's last write) silent for longer than the current case's timeout
+#   (before the first case: 120 s, for the kernel's boot) plus AXVM_RIG_MARGIN (60) seconds.
+#   Leaves "$out/hung". A slow case that prints, or ends within that, is no hang.
+# - stalled: QEMU has used no CPU time for 60 s: its emulated CPU is halted with nothing to wake
+#   it, not even the rig kernel's timer, which every case's own timeout needs. Seen in 2 of
+#   ~100 Linux boots in the kvm_amd rig (both with a second rig running beside it): QEMU 7.2's
+#   TCG had the rig kernel halted (EFER.SVME set: the outer kernel, not axvm's guest) with IF
+#   set and the LAPIC timer's vector requested, and an NMI from the monitor did not wake it
+#   either, as if its SVM global interrupt flag were left clear. Leaves "$out/stalled"
+#   (rig_boot_retrying boots once more).
+rig_watch() {
+    local log=$1 margin=${AXVM_RIG_MARGIN:-60} pid="" cpu last=-1 cpu_at now quiet name limit i
     for i in $(seq 100); do
-        pid=$(pgrep -f "^qemu-system-[a-z0-9_]+ .*unix:$sock,server" | head -1)
+        pid=$(pgrep -f "^qemu-system-[a-z0-9_]+ .*unix:$(monitor_socket),server" | head -1)
         [ -n "$pid" ] && break
         sleep 0.2
     done
     [ -n "$pid" ] || return 0
-    while t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null); do
-        if [ "$t" = "$last" ]; then same=$((same + 1)); else same=0; fi
-        last=$t
-        if [ $same -ge 6 ]; then
-            echo "kvm-rig: STALL: QEMU has used no CPU time for 60 s: the rig's emulated CPU is halted and nothing wakes it (a QEMU TCG stop, not a spinning guest); its state:"
-            monitor_query "$sock" "info registers" "info lapic" | grep -E '^(\(qemu\)|RIP|RFL|CR0|EFER|LVT|Timer|ISR|IRR|TPR|APR|PPR|SPIV|ESR|ICR| *PC=|PSTATE)' | sed 's/^/kvm-rig:   /'
-            : > "$out/stalled"
-            kill "$pid" 2>/dev/null
+    cpu_at=$(date +%s)
+    while cpu=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null); do
+        now=$(date +%s)
+        if [ "$cpu" != "$last" ]; then last=$cpu; cpu_at=$now; fi
+        if [ $((now - cpu_at)) -ge 60 ]; then
+            rig_stop "$pid" stalled "STALL: QEMU has used no CPU time for 60 s: the rig's emulated CPU is halted and nothing wakes it (a QEMU TCG stop, not a spinning guest)"
             return 0
         fi
-        sleep 10
+        quiet=$((now - $(stat -c %Y "$log" 2>/dev/null || echo "$now")))
+        read -r name limit < <(sed -n 's/^rig-case: \([^ ]*\) timeout=\([0-9]*\)$/\1 \2/p' "$log" 2>/dev/null | tail -1; echo "(boot) 120")
+        if [ "$quiet" -gt $((limit + margin)) ]; then
+            rig_stop "$pid" hung "HANG: case $name has printed nothing for $quiet s (its timeout $limit s + margin $margin s, AXVM_RIG_MARGIN)"
+            return 0
+        fi
+        sleep 5
     done
 }
 
-# rig_boot LOG LIMIT: runs "${qemu[@]}" with a LIMIT-second timeout, its console cleaned
-# and saved in LOG; sets rig_qstatus (QEMU's status, 124: timed out), rig_total (seconds QEMU
-# ran) and rig_boot (seconds from QEMU start to init's first line, "?" if none).
+# rig_stop PID MARK MESSAGE: says MESSAGE, QEMU's view of the CPU (monitor) and the rig
+# kernel's of axvm's threads (rig_threads), ends QEMU (PID) and leaves MESSAGE in "$out/MARK".
+rig_stop() {
+    local pid=$1 mark=$2 msg=$3 threads
+    echo "kvm-rig: $msg; QEMU's view of the CPU:"
+    monitor_query "$(monitor_socket)" "info status" "info cpus" "info registers" "info lapic" \
+        | grep -Ev '^(FCW|FPR|XMM|YMM|ZMM|DR[0-7])' | sed 's/^/kvm-rig:   /'
+    if threads=$(rig_threads 2>/dev/null) && [ -n "$threads" ]; then
+        echo "kvm-rig: what the rig's processes are doing (its init's answer on the control socket):"
+        printf '%s\n' "$threads" | sed 's/^/kvm-rig:   /'
+    else
+        echo "kvm-rig: no answer from the rig kernel on the control socket within 30 s (x86_64's ttyS1, rig/init.sh's answer_requests)"
+    fi
+    echo "$msg" > "$out/$mark"
+    kill "$pid" 2>/dev/null
+}
+
+# rig_boot LOG LIMIT: runs "${qemu[@]}" beside rig_watch, with a LIMIT-second outer bound (0:
+# none), its console cleaned and saved in LOG; sets rig_qstatus (QEMU's status, 124: over the
+# bound), rig_total (seconds QEMU ran) and rig_boot (seconds from QEMU start to init's first
+# line, "?" if none).
 rig_boot() {
     local log=$1 limit=$2 start end
-    rm -f "$out/init-time" "$out/stalled"
+    rm -f "$out/init-time" "$out/stalled" "$out/hung"
     start=$(date +%s.%N)
-    echo "kvm-rig: booting (timeout $limit s), log in $log"
+    echo "kvm-rig: booting (a case silent for its timeout + ${AXVM_RIG_MARGIN:-60} s is a hang; outer bound $limit s), log in $log"
     set +e
-    stall_watch "$(monitor_socket)" &
+    : > "$log"
+    rig_watch "$log" &
     local watcher=$!
     # The firmware and kernel's terminal escapes and CRs go, so lines compare as text.
     timeout "$limit" "${qemu[@]}" </dev/null 2>&1 | sed -u 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g; s/\r//g' \
@@ -311,18 +365,21 @@ rig_boot() {
 
 # rig_finished LOG LIMIT: after rig_boot, whether the rig ran to its end ("RIG DONE").
 rig_finished() {
-    if [ -f "$out/stalled" ]; then
-        echo "kvm-rig: FAIL: the emulator stalled (kvm-rig: STALL above)"
-        return 1
-    fi
+    local mark
+    for mark in stalled hung; do
+        if [ -f "$out/$mark" ]; then
+            echo "kvm-rig: FAIL: $(cat "$out/$mark") (its state above)"
+            return 1
+        fi
+    done
     if [ "$rig_qstatus" = 124 ]; then
-        echo "kvm-rig: FAIL: timed out after $2 s (boot or a case hung)"
+        echo "kvm-rig: FAIL: still running after the outer bound of $2 s (AXVM_RIG_TIMEOUT), though no case was silent for long"
         return 1
     fi
     grep -qx 'RIG DONE' "$1" || { echo "kvm-rig: FAIL: the rig did not finish (QEMU status $rig_qstatus)"; return 1; }
 }
 
-# rig_boot_retrying LOG LIMIT: rig_boot, and once more if the emulator stalled (stall_watch:
+# rig_boot_retrying LOG LIMIT: rig_boot, and once more if the emulator stalled (rig_watch:
 # a QEMU TCG stop, outside axvm and its guests; a second one fails the run).
 rig_boot_retrying() {
     rig_boot "$1" "$2"
@@ -334,7 +391,7 @@ rig_boot_retrying() {
 }
 
 test_x86_64() {
-    local log=$out/test.log status=0 limit=${AXVM_RIG_TIMEOUT:-600}
+    local log=$out/test.log status=0 limit=${AXVM_RIG_TIMEOUT:-3600}
     local -a qemu
     qemu_x86_64 rig=test
     rig_boot_retrying "$log" "$limit"
@@ -389,7 +446,8 @@ check_log() {
 # linux_x86_64 [ROUNDS]: only the Linux cases and ROUNDS (default 3) interleaved boots of
 # axvm lazy, axvm populated and QEMU microvm, for the comparison in the README.
 linux_x86_64() {
-    local log=$out/linux.log limit=${AXVM_RIG_TIMEOUT:-900} rounds=${1:-3}
+    local log=$out/linux.log rounds=${1:-3}
+    local limit=${AXVM_RIG_TIMEOUT:-$((3600 + rounds * 600))}
     local -a qemu
     qemu_x86_64 rig=linux rig_rounds=$rounds
     echo "kvm-rig: booting for the Linux cases and $rounds comparison rounds"
@@ -405,7 +463,7 @@ soak_x86_64() {
     local log=$out/soak.log n=${1:-10} args
     shift $(($# < 1 ? $# : 1))
     args=$(IFS=,; echo "$*")
-    local limit=${AXVM_RIG_TIMEOUT:-$((60 + n * 170))}
+    local limit=${AXVM_RIG_TIMEOUT:-$((3600 + n * 600))}
     local -a qemu
     qemu_x86_64 rig=soak rig_rounds=$n ${args:+rig_args=$args}
     echo "kvm-rig: booting for $n Linux boots"
@@ -569,7 +627,7 @@ qemu_aarch64() {  # sets qemu=(command line); arguments: CPU model, extra kernel
     [ -f "$out/initramfs.cpio.gz" ] || die "no initramfs: run $0 build aarch64"
     qemu=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -accel tcg -cpu "$model" -m 2G
           -smp "${AXVM_RIG_SMP:-1}" -nographic -no-reboot -nic none -kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
-          -append "console=ttyAMA0 rdinit=/init panic=-1 quiet rig_cpu=$cpu$([ "${AXVM_RIG_PIN:-1}" = 1 ] || echo ' rig_nopin') $*"
+          -append "console=ttyAMA0 rdinit=/init panic=-1 quiet rig_cpu=$cpu$([ "${AXVM_RIG_PIN:-1}" = 1 ] || echo ' rig_nopin')${AXVM_RIG_HANG:+ rig_hang=$AXVM_RIG_HANG} $*"
           -monitor "unix:$(monitor_socket),server,nowait")
 }
 
@@ -588,7 +646,7 @@ expected_for_cpu() {
 }
 
 test_aarch64() {
-    local cpu status=0 limit=${AXVM_RIG_TIMEOUT:-600} summary=""
+    local cpu status=0 limit=${AXVM_RIG_TIMEOUT:-3600} summary=""
     local -a qemu
     for cpu in $(a64_cpus "${1:-both}"); do
         local log=$out/test-$cpu.log
