@@ -2,7 +2,7 @@
 # Real KVM beyond this machine's kvm_pvm: a Debian kernel booted under QEMU's pure emulator
 # (TCG) with an AMD CPU model that has SVM and nested paging, so kvm_amd loads with NPT and
 # axvm runs on it from an initramfs; and Debian's arm64 kernel under qemu-system-aarch64 at EL2,
-# so arm64 KVM (VHE or nVHE) runs the static aarch64 axvm. Recipe: ../shared/reference/kvm-rigs.md.
+# so arm64 KVM (VHE or nVHE) runs the static aarch64 axvm. How it works: docs/rigs.md.
 #   scripts/kvm-rig.sh fetch            Debian kernel + busybox-static .debs, cached and unpacked
 #   scripts/kvm-rig.sh build x86_64     axvm (static Swift stdlib), guests, C baseline, initramfs
 #   scripts/kvm-rig.sh test x86_64      boot, run rig/init.sh's suite, compare with rig/expected-x86_64.txt
