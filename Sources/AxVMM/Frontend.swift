@@ -99,19 +99,13 @@ public enum Frontend {
             say("userfaultfd: not usable: \(Errno.current)")
             ok = false
         }
-        switch HostCPU.detect() {
-        case .arm64:
-            let ipa = system.map { AArch64Host(system: $0).ipaBits } ?? 0
-            let target = system.flatMap { AArch64Host.preferredTarget(system: $0) }
-            say("KVM flavour: arm64 KVM at EL2, \(AArch64Host.hypMode() ?? "VHE or nVHE unknown (kernel log not readable)")")
-            say("  IPA size: \(ipa == 0 ? "40 bits (KVM_CAP_ARM_VM_IPA_SIZE absent)" : "\(ipa) bits"), preferred target: \(target.map { "\($0)" } ?? "unknown")")
-            say("host CPU: arm64 (nested faults decoded as stage 2 aborts: ESR_EL2, HPFAR_EL2, FAR_EL2)")
-        case .amd:
-            say("KVM flavour: \(KVMFlavour.detect())")
-            say("host CPU: AMD (nested faults decoded as #NPF)")
-        case .intel:
-            say("KVM flavour: \(KVMFlavour.detect())")
-            say("host CPU: Intel (nested faults decoded as EPT violations)")
+        struct Describe: Platforms.Job {
+            let system: KVMSystem?
+            func run<P: Platform>(_ platform: P) -> [String] { platform.describeHost(system: system) }
+        }
+        do { for line in try Platforms.withHost(Describe(system: system)) { say(line) } } catch {
+            say("host CPU: \(error)")
+            ok = false
         }
         return ok
     }

@@ -29,6 +29,8 @@ protocol Platform: Sendable {
     func shutdownRegisters(_ vcpu: VCPU) -> ShutdownRegisters?
     /// An abort KVM could not emulate (arm64's KVM_EXIT_ARM_NISV), as the run's end.
     func unemulatedAbort(esrISS: UInt64, ipa: UInt64, pc: UInt64) -> ExitReason
+    /// `axvm check`'s lines on this host's KVM and CPU (`system`: the opened KVM, if any).
+    func describeHost(system: KVMSystem?) -> [String]
 
     // --- the memtest guests (guests/, `MemtestLoader`) --------------------------------------
     /// RAM areas for `size` bytes of RAM.

@@ -62,6 +62,14 @@ struct AArch64Platform: Platform {
         return .unemulatedAbort(ipa: record.ipa.raw, esr: record.esr, fault: what, rip: pc)
     }
 
+    func describeHost(system: KVMSystem?) -> [String] {
+        let ipa = system.map { AArch64Host(system: $0).ipaBits } ?? 0
+        let target = system.flatMap { AArch64Host.preferredTarget(system: $0) }
+        return ["KVM flavour: arm64 KVM at EL2, \(AArch64Host.hypMode() ?? "VHE or nVHE unknown (kernel log not readable)")",
+                "  IPA size: \(ipa == 0 ? "40 bits (KVM_CAP_ARM_VM_IPA_SIZE absent)" : "\(ipa) bits"), preferred target: \(target.map { "\($0)" } ?? "unknown")",
+                "host CPU: arm64 (nested faults decoded as stage 2 aborts: ESR_EL2, HPFAR_EL2, FAR_EL2)"]
+    }
+
     func ramRanges(size: UInt64) -> [GuestPhysRange] { AArch64Layout.ramRanges(size: size) }
     var romBase: GuestPhysAddr { GuestPhysAddr(AArch64Layout.romBase) }
     var paramsAddress: GuestPhysAddr { GuestPhysAddr(AArch64Layout.params) }

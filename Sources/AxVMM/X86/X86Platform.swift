@@ -64,6 +64,11 @@ struct X86Platform<Format: NestedPagingFormat>: Platform {
         .unsupportedExit(reason: UInt32(KVM_EXIT_ARM_NISV), rip: pc)  // arm64 only
     }
 
+    func describeHost(system: KVMSystem?) -> [String] {
+        ["KVM flavour: \(KVMFlavour.detect())",
+         vendor == .amd ? "host CPU: AMD (nested faults decoded as #NPF)" : "host CPU: Intel (nested faults decoded as EPT violations)"]
+    }
+
     func ramRanges(size: UInt64) -> [GuestPhysRange] { X86Layout.ramRanges(size: size) }
     var romBase: GuestPhysAddr { GuestPhysAddr(X86Layout.romBase) }
     var paramsAddress: GuestPhysAddr { GuestPhysAddr(X86Layout.params) }
