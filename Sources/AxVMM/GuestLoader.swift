@@ -27,9 +27,9 @@ protocol GuestLoader: AnyObject, Sendable {
     /// The RAM areas, in order.
     var ram: [GuestPhysRange] { get }
     var interrupts: InterruptModel { get }
-    /// Guest-physical addresses at or above this count as the test region in the fault
-    /// statistics (0: all).
-    var countFaultsAbove: GuestPhysAddr { get }
+    /// Where the test region starts: faults at or above it are counted apart in the
+    /// statistics, and the reclaim device depopulates RAM from it up (0: all of RAM).
+    var testRegionBase: GuestPhysAddr { get }
 
     /// Fills guest memory (other areas such as a ROM included) and sets each vCPU's
     /// registers. A terminating signal may end it (`Termination.check`).

@@ -177,7 +177,7 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
     }
 
     var interrupts: InterruptModel { .none }
-    var countFaultsAbove: GuestPhysAddr { GuestPhysAddr(params.testBase) }
+    var testRegionBase: GuestPhysAddr { GuestPhysAddr(params.testBase) }
 
     func load(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
         let rom = try memory.addRAM(at: platform.romBase, size: VMConfig.romSize, lazy: false, readOnly: true)

@@ -50,7 +50,7 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
 
         let cpus = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         let platform = self.platform
-        let pager = try LazyPager(memory: memory, faultAround: settings.faultAround, countAbove: loader.countFaultsAbove.raw,
+        let pager = try LazyPager(memory: memory, faultAround: settings.faultAround, countAbove: loader.testRegionBase.raw,
                                   threads: settings.faultThreads ?? min(settings.vcpus, cpus),
                                   nestedFault: { platform.nestedFault(gpa: $0, write: $1) })
         let control = RunControl(vcpus: vcpus)
@@ -217,10 +217,10 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
 }
 
 extension GuestLoader {
-    /// The `reclaim` device (memtest's retouch guest): every test page from the fault
-    /// statistics' boundary up is depopulated, so the next touch faults again and reads 0.
+    /// The `reclaim` device (memtest's retouch guest): RAM from `testRegionBase` up is
+    /// depopulated, so the next touch faults again and reads 0.
     func reclaim(memory: GuestMemory<P.Format>, ram: [RAMRegion]) throws(VMMError) {
-        let base = countFaultsAbove.raw
+        let base = testRegionBase.raw
         for r in ram where r.range.end.raw > base && !r.readOnly {
             let from = GuestPhysAddr(max(r.range.start.raw, base))
             try memory.reclaim(from, size: r.range.end - from)
