@@ -231,7 +231,12 @@ measure_round() {
 # --- Linux on axvm (axvm boot) and QEMU microvm, same kernel, initramfs and command line ----
 LINUX_MEM=512M
 LINUX_MEM_BYTES=536870912
-LINUX_CMDLINE="console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nokbd quiet"
+# axvm boot's default command line on each architecture (LinuxBootConfig.defaultCmdline).
+if [ "$ARCH" = aarch64 ]; then
+    LINUX_CMDLINE="console=ttyS0 panic=-1 quiet"
+else
+    LINUX_CMDLINE="console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nokbd quiet"
+fi
 LINUX_MARKER="axvm-linux: init reached"
 # A boot takes 20-40 s here; 150 s leaves room for a slow host and still ends a hung boot with
 # axvm's own timeout report (vCPU and UART state) well inside the rig's 600 s.
@@ -328,6 +333,42 @@ linux_cases() {
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $boot s lazy 64K, $pop_boot s populated"
 }
 
+# linux_cases_aarch64: the arm64 Linux boots (part of every arm64 `test`). Both CPU models
+# boot lazily with 4 KiB fault-around and reboot (PSCI SYSTEM_RESET); -cpu max (VHE) also
+# boots populated and powers off (PSCI SYSTEM_OFF), and lazily with 64 KiB fault-around on
+# two vCPUs (the second started by PSCI CPU_ON; the guest runs a process on each).
+linux_cases_aarch64() {
+    echo "rig: Linux on axvm (arm64, -cpu $CPU): $(ls -l /linux/vmlinuz | awk '{print $5}')-byte Image, $LINUX_MEM, cmdline \"$LINUX_CMDLINE\""
+    linux_axvm linux-lazy
+    result "$(linux_line)"
+    peer_row "axvm lazy 4K"
+    local lazy_pop lazy_mt lazy_boot=$boot
+    lazy_pop=$(jf populated_bytes); lazy_mt=$(jf mem_total_kib)
+    name=linux-lazy-touched
+    if [ -n "$lazy_pop" ] && [ "$lazy_pop" -gt 0 ] && [ $((lazy_pop * 3)) -lt $LINUX_MEM_BYTES ]; then
+        result "linux-lazy-touched: populated below a third of RAM"
+    else
+        result "linux-lazy-touched: populated ${lazy_pop:-?} bytes of $LINUX_MEM_BYTES"
+    fi
+    [ "$CPU" = max ] || { echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; boot to init $lazy_boot s"; return; }
+    linux_axvm linux-populated-poweroff --populate --cmdline "$LINUX_CMDLINE axvm.end=poweroff"
+    result "$(linux_line)"
+    peer_row "axvm populated"
+    local pop_mt pop_boot=$boot
+    pop_mt=$(jf mem_total_kib)
+    name=linux-memtotal
+    if [ -n "$lazy_mt" ] && [ "$lazy_mt" != null ] && [ "$lazy_mt" = "$pop_mt" ]; then
+        result "linux-memtotal: lazy and populated see the same MemTotal"
+    else
+        result "linux-memtotal: lazy sees ${lazy_mt:-?} kB, populated ${pop_mt:-?} kB"
+    fi
+    linux_axvm linux-lazy-64K-2vcpus --fault-around 64K --vcpus 2
+    result "$(linux_line)"
+    name=linux-2vcpus-seen
+    result "linux-2vcpus-seen: $(tr -d '\r' < /tmp/linux-lazy-64K-2vcpus.out | grep -c -e '^axvm-linux: 2 CPUs online' -e '^axvm-linux: ran on CPU [01]$') of 3 lines"
+    echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $pop_boot s populated, $boot s lazy 64K on 2 vCPUs"
+}
+
 # linux_soak N [ARGS...]: N lazy boots in a row (`scripts/kvm-rig.sh soak x86_64 N`), one line
 # each; a boot that does not end with the guest's reset shows its console's last lines and
 # axvm's report. For hunting boots that hang now and then.
@@ -357,7 +398,8 @@ linux_bad_input() {
     head -c 1000000 /linux/vmlinuz > /tmp/truncated.bin
     axrun linux-truncated boot --kernel /tmp/truncated.bin
     result "linux-truncated: exit $st, $(sed -n 's/^axvm: error: \(kernel [^:]*: truncated\):.*/\1/p' /tmp/out)"
-    axrun linux-initrd-too-big boot --kernel /linux/vmlinuz --initrd /linux/vmlinuz --memory 84M
+    # RAM that holds the kernel but not the kernel again as an initrd.
+    axrun linux-initrd-too-big boot --kernel /linux/vmlinuz --initrd /linux/vmlinuz --memory $([ "$ARCH" = aarch64 ] && echo 64M || echo 84M)
     local fit="initrd fits?"
     grep -q '^axvm: error: initrd /linux/vmlinuz: .* do not fit in RAM' /tmp/out && fit="initrd does not fit in RAM"
     result "linux-initrd-too-big: exit $st, $fit"
@@ -365,38 +407,62 @@ linux_bad_input() {
     result "linux-cmdline-too-long: exit $st, $(sed -n 's/^axvm: error: //p' /tmp/out)"
 }
 
-# linux_peer ROUNDS: axvm lazy, axvm populated and QEMU microvm (-enable-kvm) boot the same
+# The QEMU peer of each architecture, booting the same kernel, initramfs and RAM: microvm on
+# x86 with an i8042 as axvm has one (microvm has none, and reboot=k without it falls back to
+# a real-mode BIOS restart that boots the guest again and again; -no-reboot only catches a
+# reset); virt on arm64 with the host's GIC, whose console is its PL011 (ttyAMA0 for axvm's
+# ttyS0, the only difference in the command line). peer_qemu ARGS...: execs it (at most 300 s),
+# ARGS first, so that a background `peer_qemu &` has QEMU's pid; never call it in the foreground.
+if [ "$ARCH" = aarch64 ]; then
+    PEER_QEMU=/usr/bin/qemu-system-aarch64 PEER_NAME="QEMU virt" PEER_TAG=qemu-virt
+    peer_qemu() {
+        exec timeout -s KILL 300 $PEER_QEMU -enable-kvm -M virt,gic-version=host -cpu host -m $LINUX_MEM -nographic -no-reboot -nic none "$@" \
+            -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$(echo "$LINUX_CMDLINE" | sed 's/ttyS0/ttyAMA0/')"
+    }
+else
+    PEER_QEMU=/usr/bin/qemu-system-x86_64 PEER_NAME="QEMU microvm" PEER_TAG=qemu-microvm
+    peer_qemu() {
+        exec timeout -s KILL 300 $PEER_QEMU -enable-kvm -M microvm -cpu host -m $LINUX_MEM -device i8042 -nographic -no-reboot "$@" \
+            -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE"
+    }
+fi
+
+# peer_row LABEL: the last axvm boot (bootwatch, /tmp/s.json) as a row of the comparison.
+peer_row() {
+    echo "$1|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer
+}
+
+# linux_peer ROUNDS [CONFIGS]: axvm lazy 4K, lazy 64K, populated and the QEMU peer boot the same
 # kernel and initramfs with the same command line and RAM, ROUNDS times interleaved; boot to
-# init (the marker seen on the console) and memory, side by side. QEMU gets an i8042 as axvm
-# has one: microvm has none, and reboot=k without it falls back to a real-mode BIOS restart
-# that boots the guest again and again (-no-reboot only catches a reset).
+# init (the marker seen on the console) and memory, side by side. CONFIGS (default "lazy
+# lazy64 populate qemu") picks the boots; rows already in /tmp/peer (peer_row) are kept.
 linux_peer() {
-    local rounds=$1 r=1 q=/usr/bin/qemu-system-x86_64 qanon0=-
-    : > /tmp/peer
-    if [ -x $q ]; then
+    local rounds=$1 configs=${2:-lazy lazy64 populate qemu} r=1 qanon0=-
+    [ -f /tmp/peer ] || : > /tmp/peer
+    if [ -x $PEER_QEMU ]; then
         # QEMU's own anonymous memory without the guest running (-S: paused at start).
-        timeout -s KILL 60 $q -enable-kvm -M microvm -cpu host -m $LINUX_MEM -device i8042 -nographic -no-reboot -S \
-            -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE" > /tmp/qs.out 2>&1 < /dev/null &
+        peer_qemu -S > /tmp/qs.out 2>&1 < /dev/null &
         local qp=$!
         sleep 3
         qanon0=$(sed -n 's/^RssAnon:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/$qp/status 2>/dev/null)
         kill $qp 2>/dev/null; wait $qp 2>/dev/null
+    else
+        echo "rig: no $PEER_QEMU: no QEMU peer"
     fi
     while [ $r -le $rounds ]; do
-        echo "rig: Linux boot round $r of $rounds (axvm lazy 4K, lazy 64K, populated, QEMU microvm)"
-        for cfg in lazy lazy64 populate qemu; do
+        echo "rig: Linux boot round $r of $rounds ($configs)"
+        for cfg in $configs; do
             case $cfg in
                 lazy) bootwatch peer-lazy /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json
-                      echo "axvm lazy 4K|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
+                      peer_row "axvm lazy 4K" ;;
                 lazy64) bootwatch peer-lazy64 /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --fault-around 64K
-                      echo "axvm lazy 64K|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
+                      peer_row "axvm lazy 64K" ;;
                 populate) bootwatch peer-pop /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --populate
-                      echo "axvm populated|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer ;;
-                qemu) [ -x $q ] || continue
-                      bootwatch peer-qemu timeout -s KILL 300 $q -enable-kvm -M microvm -cpu host -m $LINUX_MEM -device i8042 -nographic -no-reboot \
-                          -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE"
-                      echo "QEMU microvm|$boot|$rss|$(awk -v a="$anon" -v b="$qanon0" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "?"; else printf "%.1f", (a - b) / 1024 }')|$st|-" >> /tmp/peer
-                      [ $r = 1 ] && tr -d '\r' < /tmp/peer-qemu.out | grep -e 'axvm-linux' -e MemTotal | sed 's/^/[qemu-microvm] /' ;;
+                      peer_row "axvm populated" ;;
+                qemu) [ -x $PEER_QEMU ] || continue
+                      bootwatch peer-qemu peer_qemu
+                      echo "$PEER_NAME|$boot|$rss|$(awk -v a="$anon" -v b="$qanon0" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "?"; else printf "%.1f", (a - b) / 1024 }')|$st|-" >> /tmp/peer
+                      [ $r = 1 ] && tr -d '\r' < /tmp/peer-qemu.out | grep -e 'axvm-linux' -e MemTotal | sed "s/^/[$PEER_TAG] /" ;;
             esac
             echo "rig:   $(tail -1 /tmp/peer)"
         done
@@ -405,7 +471,7 @@ linux_peer() {
     echo
     echo "Linux boot, $LINUX_MEM, same kernel/initramfs/cmdline, median of $rounds: seconds from process start to the init"
     echo "marker on the console (polled every 50 ms), the process's VmRSS then, guest memory populated then (axvm: AddrSpace's"
-    echo "populated bytes; QEMU: RssAnon growth over a paused QEMU's $qanon0 kB); axvm's own marker time in the last column"
+    echo "populated bytes; $PEER_NAME: RssAnon growth over a paused QEMU's $qanon0 kB); axvm's own marker time in the last column"
     echo "| VMM            | boot to init s | VmRSS at init MiB | guest memory populated MiB | exit | axvm's own s |"
     echo "|----------------|----------------|-------------------|----------------------------|------|--------------|"
     awk -F'|' "$AWK_MEDIAN"'
@@ -639,6 +705,16 @@ suite_aarch64() {
         result "spin: exit $st, $(exit_msg)"
     fi
 
+    if [ -f /linux/vmlinuz ]; then
+        : > /tmp/peer
+        linux_cases_aarch64
+        linux_bad_input
+        # The QEMU peer once, beside the lazy and populated boots above (-cpu max only).
+        [ "$CPU" = max ] && linux_peer 1 qemu
+    else
+        echo "linux: skipped (no /linux/vmlinuz in the initramfs)"
+    fi
+
     if [ -f /guests/memtest.bin ]; then
         finish_suite "$t_suite"
     else
@@ -659,11 +735,19 @@ fi
 setup
 case " $(cat /proc/cmdline) " in
     *" rig=linux "*)
-        # scripts/kvm-rig.sh linux x86_64: the Linux cases and the QEMU comparison only.
+        # scripts/kvm-rig.sh linux x86_64|aarch64: the Linux cases and the QEMU comparison only.
         : > /tmp/table
-        linux_cases
-        linux_bad_input
-        linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
+        if [ "$ARCH" = aarch64 ]; then
+            setup_aarch64
+            : > /tmp/peer
+            linux_cases_aarch64
+            linux_bad_input
+            linux_peer_aarch64 "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
+        else
+            linux_cases
+            linux_bad_input
+            linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
+        fi
         cat /tmp/table
         echo "rig: $npass passed, $nfail failed"
         echo "RIG DONE"

@@ -40,7 +40,7 @@ compile() {
 }
 compile AxAddrSpace Sources/AxAddrSpace/*.swift Sources/AxAddrSpace/Formats/*.swift
 compile KVM Sources/KVM/*.swift
-compile AxVMM Sources/AxVMM/*.swift Sources/AxVMM/X86/*.swift Sources/AxVMM/AArch64/*.swift
+compile AxVMM Sources/AxVMM/*.swift Sources/AxVMM/Linux/*.swift Sources/AxVMM/X86/*.swift Sources/AxVMM/AArch64/*.swift
 compile axvm Embedded/axvm/*.swift
 for c in Sources/CKVM/CKVM.c Embedded/axvm/start.c; do
     "$swift_bin/clang" --target=$c_target -O2 -c "$c" -I Sources/CKVM/include -o "$obj/$(basename "$c" .c).o"

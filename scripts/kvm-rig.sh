@@ -529,32 +529,8 @@ is_static_aarch64() {
     ! "$(dirname "$(command -v swiftc)")/llvm-objdump" -p "$1" | grep -q '^ *INTERP '
 }
 
-# cpio_newc DIR: DIR's tree as a cpio "newc" archive on stdout (what the kernel unpacks as an
-# initramfs), names sorted, owner root, for hosts without a cpio that runs natively.
-cpio_newc() {
-    python3 - "$1" <<'EOF'
-import os, stat, sys
-root, out, ino = sys.argv[1], sys.stdout.buffer, 1
-def entry(name, st, data):
-    global ino
-    name = name.encode() + b"\0"
-    hdr = b"070701" + b"".join(b"%08X" % v for v in (ino, st.st_mode, 0, 0, 1, int(st.st_mtime), len(data), 0, 0, 0, 0, len(name), 0))
-    ino += 1
-    out.write(hdr + name + b"\0" * (-(110 + len(name)) % 4) + data + b"\0" * (-len(data) % 4))
-paths = []
-for d, dirs, files in os.walk(root):
-    for n in dirs + files:
-        paths.append(os.path.relpath(os.path.join(d, n), root))
-for rel in sorted(paths):
-    full = os.path.join(root, rel)
-    st = os.lstat(full)
-    if stat.S_ISLNK(st.st_mode): data = os.readlink(full).encode()
-    elif stat.S_ISREG(st.st_mode): data = open(full, "rb").read()
-    else: data = b""
-    entry(rel, st, data)
-entry("TRAILER!!!", os.stat_result((0,) * 10), b"")
-EOF
-}
+# cpio_newc DIR: DIR's tree as a cpio "newc" archive on stdout (scripts/cpio-newc.py).
+cpio_newc() { python3 scripts/cpio-newc.py "$1"; }
 
 build_aarch64() {
     local kdir bb swift_bin axvm
@@ -600,6 +576,17 @@ build_aarch64() {
     "$swift_bin/llvm-objcopy" --strip-all "$root/baseline"
     cp "$bb" "$root/bin/busybox"
     if ls "$guests"/*.bin >/dev/null 2>&1; then cp "$guests"/*.bin "$root/guests/"; fi
+    # Linux on axvm: the same Debian kernel as the rig's (an uncompressed Image), and a
+    # busybox initramfs for it.
+    mkdir -p "$root/linux"
+    cp "$kdir/vmlinuz" "$root/linux/vmlinuz"
+    BUSYBOX=$bb scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
+    # Debian's arm64 QEMU for the peer boot (AXVM_RIG_NO_QEMU=1 leaves it out: 52 MiB less).
+    if [ "${AXVM_RIG_NO_QEMU:-0}" != 1 ]; then
+        echo "kvm-rig: scripts/qemu-arm64-sysroot.sh (Debian's arm64 QEMU for the peer)"
+        AXVM_QEMU_CHECK=0 scripts/qemu-arm64-sysroot.sh "$root" > "$out/qemu-sysroot.log" 2>&1 \
+            || { tail -20 "$out/qemu-sysroot.log"; die "scripts/qemu-arm64-sysroot.sh failed (log: $out/qemu-sysroot.log)"; }
+    fi
     cp rig/init.sh "$root/init"
     chmod +x "$root/init"
     resolve_expectations rig/expected-aarch64.txt > "$root/rig/expected.txt"
@@ -682,6 +669,20 @@ compare_aarch64() {
     return $status
 }
 
+# linux_aarch64 [max|cortex-a57] [ROUNDS]: only the arm64 Linux cases (and ROUNDS, default 1,
+# interleaved boots of axvm and QEMU), on one CPU model (default max); not compared with the
+# expectations (the full test does that).
+linux_aarch64() {
+    local cpu=${1:-max} rounds=${2:-1} log
+    log=$out/linux-$cpu.log
+    local limit=${AXVM_RIG_TIMEOUT:-$((3600 + rounds * 900))}
+    local -a qemu
+    qemu_aarch64 "$cpu" rig=linux rig_rounds=$rounds
+    echo "kvm-rig: arm64 -cpu $cpu, booting for the Linux cases and $rounds comparison round(s)"
+    rig_boot "$log" "$limit"
+    rig_finished "$log" "$limit"
+}
+
 shell_aarch64() {
     echo "kvm-rig: booting to a shell; 'poweroff -f' or Ctrl-A x to leave"
     local -a qemu
@@ -700,14 +701,15 @@ case "$verb" in
         esac ;;
     build|test|shell|compare|linux|soak)
         case "$verb/$arch" in
-            */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64) ;;
-            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare)" ;;
+            */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64) ;;
+            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux)" ;;
         esac
         out=$repo/.build-rig/rig-$arch
         shift $(($# < 2 ? $# : 2))
         "${verb}_$arch" "$@" ;;
     *) echo "usage: $0 fetch [x86_64|aarch64] | build x86_64|aarch64 | test x86_64 | test aarch64 [max|cortex-a57|both]" >&2
        echo "       | shell x86_64 | shell aarch64 [max|cortex-a57] | compare x86_64 [LOG] | compare aarch64 [CPU|both] | linux x86_64 [ROUNDS]" >&2
+       echo "       | linux aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | soak x86_64 [N] [AXVM BOOT ARGS]" >&2
        exit 2 ;;
 esac

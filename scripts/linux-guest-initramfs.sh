@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# A tiny initramfs for Linux guests of `axvm boot` (and QEMU microvm in the rig): busybox-static
-# and an /init that prints a marker, the RAM the kernel sees (MemTotal) and the controller of
-# the serial interrupt, and reboots, which ends the VM (axvm: i8042 reset with reboot=k;
-# QEMU: -no-reboot).
+# A tiny initramfs for Linux guests of `axvm boot` (and QEMU in the rigs): busybox-static
+# and an /init that prints a marker, the RAM the kernel sees (MemTotal), the CPUs it runs
+# (nproc, and a line from each CPU) and the controller of the serial interrupt, then
+# reboots, which ends the VM (axvm: i8042 reset with reboot=k on x86, PSCI SYSTEM_RESET on
+# arm64; QEMU: -no-reboot), or powers off if the command line has axvm.end=poweroff.
 #   scripts/linux-guest-initramfs.sh [OUT]   default OUT: .build-rig/linux-guest/initramfs.cpio.gz
-# busybox: $BUSYBOX, else the rig's cache (scripts/kvm-rig.sh fetch), else /bin/busybox if static.
+# busybox: $BUSYBOX (any architecture's static busybox: the archive is written by
+# scripts/cpio-newc.py), else the rig's cache (scripts/kvm-rig.sh fetch), else /bin/busybox
+# if static.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-.build-rig/linux-guest/initramfs.cpio.gz}
@@ -29,10 +32,24 @@ echo "axvm-linux: init reached"
 # Which interrupt controller delivers the UART's interrupt ("IO-APIC 4-edge" with axvm's MP
 # table; "XT-PIC" when Linux runs the 8259 in virtual-wire mode).
 /bin/busybox awk '/ttyS/ { print "axvm-linux: serial interrupt:", $3, $4 }' /proc/interrupts
-echo "axvm-linux: rebooting to end the VM"
-/bin/busybox reboot -f
+n=$(/bin/busybox nproc)
+echo "axvm-linux: $n CPUs online"
+# Work on every CPU: a process pinned to each prints where it ran.
+i=0
+while [ $i -lt $n ]; do
+    /bin/busybox taskset -c $i /bin/busybox sh -c "echo axvm-linux: ran on CPU \$(/bin/busybox awk '{ print \$39 }' /proc/self/stat)"
+    i=$((i + 1))
+done
+case " $(/bin/busybox cat /proc/cmdline) " in
+*" axvm.end=poweroff "*)
+    echo "axvm-linux: powering off to end the VM"
+    /bin/busybox poweroff -f ;;
+*)
+    echo "axvm-linux: rebooting to end the VM"
+    /bin/busybox reboot -f ;;
+esac
 INIT
 chmod +x "$root/init"
 mkdir -p "$(dirname "$out")"
-(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | "$bb" cpio -o -H newc 2>/dev/null) | gzip -9 > "$out"
+python3 scripts/cpio-newc.py "$root" | gzip -9 > "$out"
 echo "linux-guest-initramfs: $out ($(du -h "$out" | cut -f1))"

@@ -12,10 +12,10 @@ let usage = """
                     [--seed <n>] [--test-size <size>] [--sparse] [--vcpus <n>]
                     [--memtest-mode split|overlap] [--fault-threads <n>] [--max-resident <size>]
                     [--stats] [--stats-json <file>] [--kvm <kvm>]
-           axvm boot --kernel <bzImage> [--initrd <file>] [--cmdline <text>] [--memory <memory>]
-                    [--lazy|--populate] [--fault-around <size>] [--timeout <seconds>]
+           axvm boot --kernel <kernel> [--initrd <file>] [--cmdline <text>] [--memory <memory>]
+                    [--lazy|--populate] [--fault-around <size>] [--timeout <seconds>] [--vcpus <n>]
                     [--init-marker <text>] [--quiet] [--stats] [--stats-json <file>] [--kvm <kvm>]
-    (axvm boot: x86_64 Linux kernels, on x86_64 hosts.)
+    (axvm boot: a bzImage on x86_64 hosts, an arm64 Image or Image.gz on arm64 hosts.)
     """
 
 /// A usage error: the message, the usage text, exit status 64 (as swift-argument-parser).
@@ -65,13 +65,11 @@ func command(_ args: [String]) throws(UsageError) -> Int32 {
         do { try Machine.validate(config) } catch { throw UsageError(message: "\(error)") }
         do { try Frontend.run(config, stats: stats, statsJSON: statsJSON) } catch { return error.status }
         return 0
-    #if arch(x86_64)
     case "boot":
         let (config, stats, statsJSON) = try bootConfig(&options)
         do { try LinuxMachine.validate(config) } catch { throw UsageError(message: "\(error)") }
         do { try Frontend.boot(config, stats: stats, statsJSON: statsJSON) } catch { return error.status }
         return 0
-    #endif
     default:
         throw UsageError(message: "unknown subcommand '\(verb)' (check, run or boot)")
     }
@@ -112,7 +110,6 @@ func runConfig(_ o: inout Options) throws(UsageError) -> (VMConfig, Bool, String
     return (c, stats, json)
 }
 
-#if arch(x86_64)
 /// `axvm boot`'s options into a configuration (values checked by `LinuxMachine.validate`).
 func bootConfig(_ o: inout Options) throws(UsageError) -> (LinuxBootConfig, Bool, String?) {
     try o.expectNoPositionals()
@@ -127,6 +124,7 @@ func bootConfig(_ o: inout Options) throws(UsageError) -> (LinuxBootConfig, Bool
     c.faultAround = m.faultAround ?? c.faultAround
     c.timeout = m.timeout ?? c.timeout
     if let v = try o.take("--init-marker") { c.initMarker = v }
+    if let v = try o.signedCount("--vcpus") { c.vcpus = v }
     c.serialToStdout = !o.flag("--quiet")
     c.allowKVMPVM = o.flag("--force-kvm-pvm")
     c.mpTable = !o.flag("--no-mp-table")
@@ -136,7 +134,6 @@ func bootConfig(_ o: inout Options) throws(UsageError) -> (LinuxBootConfig, Bool
     try o.expectEmpty()
     return (c, stats, json)
 }
-#endif
 
 /// The arguments after the subcommand: `--name value`, `--name=value`, flags, positionals.
 /// (No `String?` inside the stored arguments: Optional<String> in an array of tuples was

@@ -137,10 +137,9 @@ public enum Frontend {
                    text: stats ? StatsFormat.text(report) : nil)
     }
 
-    #if arch(x86_64)
     /// Boots a Linux kernel as `axvm boot` does (both front ends): the statistics file
     /// checked first (and refused if it is the kernel or the initrd), the end of the run on
-    /// stderr unless the guest reset the machine, the statistics or a summary line.
+    /// stderr unless the guest rebooted or powered off, the statistics or a summary line.
     public static func boot(_ config: LinuxBootConfig, stats: Bool, statsJSON: String?) throws(Exit) {
         let inputs = [("kernel", config.kernelPath)] + (config.initrdPath.map { [("initrd", $0)] } ?? [])
         let json = try openStatsFile(statsJSON, inputs: inputs)
@@ -157,11 +156,10 @@ public enum Frontend {
             eprint("axvm: error: the run's report has no Linux boot result")
             throw Exit(3)
         }
-        if report.exit != .reset { eprint("axvm: \(report.exitDescription)") }
+        if !report.exit.isMachineEnd { eprint("axvm: \(report.exitDescription)") }
         let text = stats ? LinuxStatsFormat.text(report, linux) : LinuxStatsFormat.summary(report, linux) + "\n"
         try finish(status: report.exitStatus, json: json, { LinuxStatsFormat.json(report, linux, exitStatus: $0) }, text: text)
     }
-    #endif
 
     /// The end of every run: the statistics file written (before standard output, which
     /// may be a closed terminal), the text printed, then the exit status — 128 + the

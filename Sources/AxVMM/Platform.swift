@@ -32,6 +32,10 @@ protocol Platform: Sendable {
     /// `axvm check`'s lines on this host's KVM and CPU (`system`: the opened KVM, if any).
     func describeHost(system: KVMSystem?) -> [String]
 
+    /// Boots a Linux kernel (`LinuxMachine.boot`): reads and checks every input before
+    /// KVM is opened, then runs it through `Runner` with this platform's Linux loader.
+    func bootLinux(_ c: LinuxBootConfig, t0: UInt64) throws(LinuxBootError) -> RunReport
+
     // --- the memtest guests (guests/, `MemtestLoader`) --------------------------------------
     /// RAM areas for `size` bytes of RAM.
     func ramRanges(size: UInt64) -> [GuestPhysRange]

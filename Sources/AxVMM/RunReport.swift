@@ -31,7 +31,13 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
     case pagerFailure(String)
     case internalError(suberror: UInt32, data: [UInt64], rip: UInt64)
     case failEntry(reason: UInt64)
-    /// KVM_EXIT_SYSTEM_EVENT (a PSCI power-off or reset on arm64) with its type.
+    /// The guest powered the machine off (arm64: PSCI SYSTEM_OFF, KVM's system event
+    /// SHUTDOWN): a Linux guest's normal end, exit status 0.
+    case powerOff
+    /// The guest reset the machine through firmware (arm64: PSCI SYSTEM_RESET, KVM's system
+    /// event RESET): a Linux guest's normal end after `reboot`, exit status 0.
+    case systemReset
+    /// Another KVM_EXIT_SYSTEM_EVENT (e.g. CRASH) with its type.
     case systemEvent(type: UInt32)
     case unsupportedExit(reason: UInt32, rip: UInt64)
     /// arm64: a data abort outside the memslots that KVM cannot emulate (no instruction
@@ -39,6 +45,14 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
     case unemulatedAbort(ipa: UInt64, esr: UInt64, fault: String, rip: UInt64)
 
     public var description: String { description(pcName: "rip") }
+
+    /// The ways a Linux guest ends by itself, cleanly: reboot or power-off.
+    public var isMachineEnd: Bool {
+        switch self {
+        case .reset, .powerOff, .systemReset: true
+        default: false
+        }
+    }
 
     /// The text, calling the program counter `pcName` ("rip" on x86, "pc" on arm64).
     public func description(pcName: String) -> String {
@@ -67,6 +81,8 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
         case let .internalError(sub, data, rip):
             return "KVM internal error, suberror \(sub), data \(data.map(h)) (\(pcName) \(h(rip)))"
         case let .failEntry(r): return "VM entry failed, hardware reason \(h(r))"
+        case .powerOff: return "guest powered off (PSCI SYSTEM_OFF)"
+        case .systemReset: return "guest reset the machine (PSCI SYSTEM_RESET: reboot)"
         case let .systemEvent(t): return "KVM system event \(t)"
         case let .unsupportedExit(r, rip): return "unsupported KVM exit reason \(r) at \(pcName) \(h(rip))"
         case let .unemulatedAbort(ipa, esr, fault, rip):
@@ -163,9 +179,7 @@ public struct RunReport: Sendable {
     /// Pages where AddrSpace and the host (mincore) disagreed at the end (should be 0).
     public var residencyMismatches = 0
     public var memtest: MemtestResult?
-    #if arch(x86_64)
     public var linux: LinuxBootResult?
-    #endif
 
     init(exit: ExitReason, serialOutput: String, arch: GuestArch, settings: RunSettings, statistics: RunStatistics) {
         self.exit = exit
@@ -186,7 +200,7 @@ public struct RunReport: Sendable {
     public var exitStatus: Int32 {
         switch exit {
         case let .guestExit(code): Int32(code)
-        case .halted, .reset: 0
+        case .halted, .reset, .powerOff, .systemReset: 0
         case let .interrupted(signal): 128 + signal
         case .timeout: 124
         default: 3

@@ -200,7 +200,7 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
             case let .armNISV(iss, ipa): return fatal(platform.unemulatedAbort(esrISS: iss, ipa: ipa, pc: pc()))
             case let .failEntry(reason): return fatal(.failEntry(reason: reason))
             case let .internalError(sub, data): return fatal(.internalError(suberror: sub, data: data, rip: pc()))
-            case let .systemEvent(type): return fatal(.systemEvent(type: type))
+            case let .systemEvent(type): return fatal(Self.systemEvent(type))
             case .interrupted:
                 if let f = c.pager.failure { return fatal(.pagerFailure(f)) }
                 if let signal = c.watchdog.interruptSignal { return fatal(.interrupted(signal: signal)) }
@@ -212,6 +212,18 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
                 loader.kicked(vcpu, vm: c.vm)
             case let .unsupported(reason): return fatal(.unsupportedExit(reason: reason, rip: pc()))
             }
+        }
+    }
+}
+
+extension Runner {
+    /// A KVM_EXIT_SYSTEM_EVENT as the run's end (include/uapi/linux/kvm.h:
+    /// KVM_SYSTEM_EVENT_SHUTDOWN 1, RESET 2; arm64's PSCI SYSTEM_OFF and SYSTEM_RESET).
+    static func systemEvent(_ type: UInt32) -> ExitReason {
+        switch type {
+        case 1: .powerOff
+        case 2: .systemReset
+        default: .systemEvent(type: type)
         }
     }
 }

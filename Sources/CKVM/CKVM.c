@@ -54,6 +54,22 @@ const unsigned long CKVM_KVM_GET_ONE_REG = KVM_GET_ONE_REG;
 const unsigned long CKVM_KVM_SET_ONE_REG = KVM_SET_ONE_REG;
 const unsigned long CKVM_KVM_ENABLE_CAP = KVM_ENABLE_CAP;
 
+int ckvm_irq_line(int vm_fd, uint32_t irq, uint32_t level) {
+    struct kvm_irq_level l = { .irq = irq, .level = level };
+    return ioctl(vm_fd, KVM_IRQ_LINE, &l);
+}
+
+int ckvm_create_device(int vm_fd, uint32_t type) {
+    struct kvm_create_device d = { .type = type };
+    if (ioctl(vm_fd, KVM_CREATE_DEVICE, &d) != 0) return -1;
+    return (int)d.fd;
+}
+
+int ckvm_device_attr(int device_fd, int set, uint32_t group, uint64_t attr, uint64_t addr) {
+    struct kvm_device_attr a = { .group = group, .attr = attr, .addr = addr };
+    return ioctl(device_fd, set ? KVM_SET_DEVICE_ATTR : KVM_HAS_DEVICE_ATTR, &a);
+}
+
 int ckvm_enable_cap(int fd, uint32_t cap, uint64_t arg0) {
     struct kvm_enable_cap c;
     memset(&c, 0, sizeof c);
@@ -172,11 +188,6 @@ int ckvm_create_irqchip(int vm_fd) { return ioctl(vm_fd, KVM_CREATE_IRQCHIP, 0);
 int ckvm_create_pit2(int vm_fd) {
     struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
     return ioctl(vm_fd, KVM_CREATE_PIT2, &pit);
-}
-
-int ckvm_irq_line(int vm_fd, uint32_t irq, uint32_t level) {
-    struct kvm_irq_level l = { .irq = irq, .level = level };
-    return ioctl(vm_fd, KVM_IRQ_LINE, &l);
 }
 
 int ckvm_set_identity_map_addr(int vm_fd, uint64_t addr) {

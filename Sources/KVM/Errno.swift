@@ -16,6 +16,7 @@ public struct Errno: RawRepresentable, Equatable, Hashable, Sendable, CustomStri
 
     public static let notPermitted = Errno(rawValue: EPERM)
     public static let noSuchFileOrDirectory = Errno(rawValue: ENOENT)
+    public static let noSuchDevice = Errno(rawValue: ENODEV)
     public static let interrupted = Errno(rawValue: EINTR)
     public static let permissionDenied = Errno(rawValue: EACCES)
     public static let resourceTemporarilyUnavailable = Errno(rawValue: EAGAIN)

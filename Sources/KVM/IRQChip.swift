@@ -15,12 +15,6 @@ extension VirtualMachine {
         _ = try check("KVM_CREATE_PIT2") { ckvm_create_pit2(fd.raw) }
     }
 
-    /// KVM_IRQ_LINE: drives GSI `irq` high or low. An ISA device's edge is a high then a
-    /// low (`pulseIRQ`).
-    public func setIRQLine(_ irq: UInt32, high: Bool) throws(KVMError) {
-        _ = try check("KVM_IRQ_LINE(\(irq), \(high ? 1 : 0))") { ckvm_irq_line(fd.raw, irq, high ? 1 : 0) }
-    }
-
     /// An edge on an ISA interrupt line (the 8250's IRQ 4).
     public func pulseIRQ(_ irq: UInt32) throws(KVMError) {
         try setIRQLine(irq, high: true)

@@ -102,11 +102,7 @@ struct AxvmCommand: ParsableCommand {
         commandName: "axvm",
         abstract: "A KVM hypervisor whose guest memory is an AxAddrSpace address space.",
         subcommands: subcommands)
-    #if arch(x86_64)
     static let subcommands: [ParsableCommand.Type] = [Check.self, Run.self, Boot.self]
-    #else
-    static let subcommands: [ParsableCommand.Type] = [Check.self, Run.self]  // axvm boot: x86 Linux only
-    #endif
 }
 
 struct Check: ParsableCommand {
@@ -186,22 +182,23 @@ struct Run: ParsableCommand {
 
 func eprint(_ line: String) { Frontend.eprint(line) }
 
-#if arch(x86_64)
-/// `axvm boot`: a Linux bzImage with an optional initrd, on lazily populated RAM.
+/// `axvm boot`: a Linux kernel with an optional initrd, on lazily populated RAM.
 struct Boot: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Boot a Linux kernel (x86_64 bzImage, 64-bit boot protocol) on lazily populated RAM.",
+        abstract: "Boot a Linux kernel (x86_64 bzImage; arm64 Image or Image.gz) on lazily populated RAM.",
         discussion: """
-            Devices: an 8250 UART on COM1 (console=ttyS0, IRQ 4), the in-kernel PIC, IOAPIC, \
-            LAPIC and PIT, an i8042 whose reset line ends the VM (reboot=k). The run ends \
-            normally (status 0) when the guest reboots or powers off through it. Exit status: \
+            x86_64 devices: an 8250 UART on COM1 (console=ttyS0, IRQ 4), the in-kernel PIC, IOAPIC, \
+            LAPIC and PIT, an i8042 whose reset line ends the VM (reboot=k). arm64: a device \
+            tree written by axvm, an in-kernel GICv3 (or GICv2), PSCI, an ns16550a UART \
+            (console=ttyS0). The run ends normally (status 0) when the guest reboots or \
+            powers off. Exit status: \
             2 for a bad kernel, initrd or command line (the message says what is wrong), \
             64 for bad option values, 3 if the guest crashes, 124 on timeout.
             Needs KVM with hardware virtualization (kvm_amd, kvm_intel): on kvm_pvm a stock \
             kernel cannot run, and axvm boot says so at once.
             """)
 
-    @Option(help: "Linux kernel (bzImage, e.g. /boot/vmlinuz-*).") var kernel: String
+    @Option(help: "Linux kernel (x86_64: bzImage, e.g. /boot/vmlinuz-*; arm64: Image or Image.gz).") var kernel: String
     @Option(help: "Initial ramdisk (cpio archive, may be compressed).") var initrd: String?
     @Option(parsing: .unconditional, help: "Kernel command line.") var cmdline = LinuxBootConfig.defaultCmdline
     @Option(parsing: .unconditional, help: "Guest RAM, e.g. 256M, 1G (4 KiB multiple).", transform: ByteSize.parse)
@@ -212,6 +209,8 @@ struct Boot: ParsableCommand {
     @Option(parsing: .unconditional, help: "Stop the guest after this many seconds (at most 604800; 0 or none: no limit).",
             transform: Timeout.parse)
     var timeout = Timeout(argument: "120")!
+    @Option(parsing: .unconditional, help: "vCPUs (arm64: started through PSCI; x86_64: 1).", transform: count)
+    var vcpus = 1
     @Option(help: "Console text that marks the end of the boot (its time is reported).")
     var initMarker = LinuxBootConfig.defaultInitMarker
     @Flag(help: "Do not copy the guest's console to stdout.") var quiet = false
@@ -230,6 +229,7 @@ struct Boot: ParsableCommand {
         c.faultAround = faultAround.bytes
         c.timeout = timeout.seconds
         c.initMarker = initMarker
+        c.vcpus = vcpus
         c.serialToStdout = !quiet
         c.handleInterrupt = true
         c.kvmPath = kvm
@@ -246,4 +246,3 @@ struct Boot: ParsableCommand {
         do { try Frontend.boot(config(), stats: stats, statsJSON: statsJson) } catch { throw ExitCode(error.status) }
     }
 }
-#endif

@@ -485,7 +485,7 @@ func writeTempFile(_ bytes: [UInt8], _ name: String) -> String {
         let r = try LinuxMachine.boot(c)
         let grown = InitrdRefusalTests().status("VmHWM") - rss0
         #expect(r.exit == .reset, "\(r.exit)")
-        #expect(r.linux?.plan.initrdSize == UInt64(size))
+        #expect(r.linux?.initrdSize == UInt64(size))
         // The guest RAM the copy populated is the memfd's, not the heap's; no 96 MiB buffer.
         #expect(r.statistics.populatedBytes >= UInt64(size))
         #expect(grown < 64 << 20, "peak RSS grew by \(grown >> 20) MiB")

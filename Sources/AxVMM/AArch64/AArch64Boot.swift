@@ -9,6 +9,8 @@ import KVM
 enum AArch64Boot {
     /// KVM_ARM_VCPU_INIT feature bit 2: PSCI 0.2 (the guest may power off through HVC).
     static let featurePSCI02: UInt32 = 1 << 2
+    /// Feature bit 0: the vCPU starts powered off (a secondary, until PSCI CPU_ON).
+    static let featurePowerOff: UInt32 = 1 << 0
 
     /// PC at the entry, PSTATE EL1h with interrupts masked, SP_EL1 its stack, x0 the
     /// parameter page, x1 its index, and the MMU on over the VMM's stage 1 identity map.

@@ -77,6 +77,9 @@ public enum AArch64Register {
         arm64 | sizeU64 | sysreg | op0 << 14 | op1 << 11 | crn << 7 | crm << 3 | op2
     }
     public static let sctlrEL1 = system(op0: 3, op1: 0, crn: 1, crm: 0, op2: 0)
+    /// MPIDR_EL1: the vCPU's affinity, which KVM derives from its id (a CPU's `reg` in the
+    /// device tree).
+    public static let mpidrEL1 = system(op0: 3, op1: 0, crn: 0, crm: 0, op2: 5)
     public static let ttbr0EL1 = system(op0: 3, op1: 0, crn: 2, crm: 0, op2: 0)
     public static let tcrEL1 = system(op0: 3, op1: 0, crn: 2, crm: 0, op2: 2)
     public static let mairEL1 = system(op0: 3, op1: 0, crn: 10, crm: 2, op2: 0)

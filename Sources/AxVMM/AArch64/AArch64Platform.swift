@@ -12,11 +12,11 @@ struct AArch64Platform: Platform {
     var arch: GuestArch { .aarch64 }
 
     /// The VM (its IPA size checked against RAM's end), KVM_CAP_ARM_NISV_TO_USER enabled
-    /// when KVM has it, and `vcpus` vCPUs initialized to the preferred target.
+    /// when KVM has it, and `vcpus` vCPUs initialized to the preferred target with PSCI 0.2.
+    /// `.inKernel` (a Linux guest): every vCPU but the first starts powered off, for the
+    /// guest to start through PSCI CPU_ON; the loader adds the vGIC (`ArmGIC`), which KVM
+    /// wants after the vCPUs.
     func createVM(system: KVMSystem, vcpus count: Int, ramEnd gpa: GuestPhysAddr, interrupts: InterruptModel) throws(VMMError) -> (VirtualMachine, [VCPU]) {
-        guard case .none = interrupts else {
-            throw .host("arm64: guests with an in-kernel interrupt controller (a GIC) are not supported yet")
-        }
         let ramEnd = gpa.raw
         let info = AArch64Host(system: system)
         // KVM's default VM type has a 40-bit IPA space; a host limited below that takes its
@@ -33,7 +33,8 @@ struct AArch64Platform: Platform {
             var vcpus: [VCPU] = []
             for i in 0..<count {
                 let v = try vm.createVCPU(id: UInt(i))
-                try v.armInit(target: target, features: AArch64Boot.featurePSCI02)
+                let off = i > 0 && interrupts == .inKernel ? AArch64Boot.featurePowerOff : 0
+                try v.armInit(target: target, features: AArch64Boot.featurePSCI02 | off)
                 vcpus.append(v)
             }
             return (vm, vcpus)

@@ -7,39 +7,6 @@ import Glibc
 #endif
 import KVM
 
-/// Why a Linux boot cannot start: each case names the input and what is wrong with it.
-public enum LinuxBootError: Error, CustomStringConvertible {
-    /// The kernel file is missing, unreadable, not a bzImage, truncated or unsupported.
-    case kernel(path: String, reason: String)
-    /// The initrd file is missing or unreadable, or does not fit in RAM.
-    case initrd(path: String, reason: String)
-    /// The command line does not fit the kernel's limit or contains a NUL.
-    case cmdline(reason: String)
-    /// Guest RAM too small (or too large) for this kernel.
-    case memory(reason: String)
-    /// This KVM cannot run a stock Linux kernel (kvm_pvm).
-    case unsupportedKVM(String)
-    /// Two things the boot would put in guest memory overlap (`LinuxBootPlan.placements`).
-    case overlap(LinuxBootPlan.Placement, LinuxBootPlan.Placement)
-    /// Something the boot would put in guest memory is not inside one RAM area.
-    case outsideRAM(LinuxBootPlan.Placement, ram: [GuestPhysRange])
-    case vmm(VMMError)
-
-    public var description: String {
-        switch self {
-        case let .kernel(path, reason): "kernel \(path): \(reason)"
-        case let .initrd(path, reason): "initrd \(path): \(reason)"
-        case let .cmdline(reason): "kernel command line: \(reason)"
-        case let .memory(reason): "guest memory: \(reason)"
-        case let .unsupportedKVM(m): m
-        case let .overlap(a, b): "\(a) overlaps the \(b)"
-        case let .outsideRAM(p, ram):
-            "\(p) is not inside guest RAM (\(ram.map { "[\(hex($0.start.raw)), \(hex($0.end.raw)))" }.joined(separator: ", ")))"
-        case let .vmm(e): "\(e)"
-        }
-    }
-}
-
 /// The fields of a bzImage's setup header that a 64-bit loader uses
 /// (Documentation/arch/x86/boot.rst, "The Real-Mode Kernel Header"; offsets are file
 /// offsets, the same as in the zero page).
@@ -242,27 +209,11 @@ public struct LinuxKernel: Sendable {
     public let footprintEnd: UInt64
 }
 
-/// `a + b`, or nil if the sum is past 2^64 - 1: for numbers that come from files.
-func checkedSum(_ a: UInt64, _ b: UInt64) -> UInt64? {
-    let (sum, wrapped) = a.addingReportingOverflow(b)
-    return wrapped ? nil : sum
-}
-
 /// Everything a 64-bit Linux boot puts in guest memory, worked out from the kernel header,
 /// the RAM areas, the command line and the initrd size, before any memory exists. Pure, so
 /// it is tested on any host.
 public struct LinuxBootPlan: Sendable {
-    /// One range the boot puts in guest memory, named as a refusal names it.
-    public struct Placement: Sendable, Equatable, CustomStringConvertible {
-        public var name: String
-        public var range: GuestPhysRange
-        /// `[start, end)`: `end` is at least `start` (the callers' arithmetic is checked).
-        public init(_ name: String, _ start: UInt64, end: UInt64) {
-            self.name = name
-            range = GuestPhysRange(start: GuestPhysAddr(start), end: GuestPhysAddr(end))
-        }
-        public var description: String { "\(name) [\(hex(range.start.raw)), \(hex(range.end.raw)))" }
-    }
+    public typealias Placement = BootPlacement
 
     public let kernel: LinuxKernel
     /// The AddrSpace RAM areas, in order.
@@ -329,7 +280,7 @@ public struct LinuxBootPlan: Sendable {
             Placement("command line", LinuxLayout.cmdline, end: LinuxLayout.cmdline + UInt64(text.count + 1)),
         ]
         if !mp.isEmpty { places.append(Placement("MP table", LinuxLayout.mpTable, end: LinuxLayout.mpTable + UInt64(mp.count))) }
-        try Self.validate(places, ram: ram)
+        try BootPlacement.validate(places, ram: ram)
         self.kernel = kernel
         self.ram = ram
         self.cmdline = text + [0]
@@ -338,15 +289,6 @@ public struct LinuxBootPlan: Sendable {
         self.mpTable = mp
         placements = places
         e820 = Self.e820Map(ram: ram)
-    }
-
-    /// Throws unless every placement lies inside one RAM area and no two overlap; a refusal
-    /// names the range (and the other one of an overlap, the later in the list).
-    static func validate(_ places: [Placement], ram: [GuestPhysRange]) throws(LinuxBootError) {
-        for (i, p) in places.enumerated() {
-            guard ram.contains(where: { $0.contains(p.range) }) else { throw .outsideRAM(p, ram: ram) }
-            for q in places[(i + 1)...] where p.range.overlaps(q.range) { throw .overlap(p, q) }
-        }
     }
 
     /// The e820 map for `ram`: every area exactly, as RAM, except that the first area's
@@ -420,54 +362,6 @@ public struct LinuxBootPlan: Sendable {
         let dirs = (0..<n * 512).map { $0 << 21 | 0x83 }
         return ([LinuxLayout.pdpt | 3], pdpt, dirs)
     }
-}
-
-/// Opens a regular file for reading (a FIFO must not block the open) and measures it: a
-/// missing, non-regular or empty file, or one larger than `limit` bytes, is refused from its
-/// fstat before anything is read. Returns the descriptor, which the caller closes.
-func openRegularFile(_ path: String, limit: UInt64, tooLarge: (UInt64) -> String) throws(LinuxSetupHeader.Invalid) -> (fd: Int32, size: UInt64) {
-    let fd = ckvm_open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-    guard fd >= 0 else {
-        let e = errno
-        throw .init(e == ENOENT ? "no such file" : "cannot open: \(errnoString(e))")
-    }
-    var st = stat()
-    guard fstat(fd, &st) == 0 else {
-        let e = errno
-        close(fd)
-        throw .init("fstat: \(errnoString(e))")
-    }
-    let reason: String? = if ckvm_is_regular_file(st.st_mode) == 0 {
-        "not a regular file"
-    } else if st.st_size <= 0 {
-        "file is empty"
-    } else if UInt64(st.st_size) > limit {
-        tooLarge(UInt64(st.st_size))
-    } else {
-        nil
-    }
-    if let reason {
-        close(fd)
-        throw .init(reason)
-    }
-    return (fd, UInt64(st.st_size))
-}
-
-/// Reads a regular file of at most `limit` bytes (a FIFO must not block the open).
-func readRegularFile(_ path: String, limit: Int,
-                     tooLarge: (Int) -> String = { "\($0) bytes, more than the limit" }) throws(LinuxSetupHeader.Invalid) -> [UInt8] {
-    let (fd, size) = try openRegularFile(path, limit: UInt64(limit)) { tooLarge(Int($0)) }  // <= 2^63: an st_size
-    defer { close(fd) }
-    var bytes = [UInt8](repeating: 0, count: Int(size))
-    var done = 0
-    while done < bytes.count {
-        // Sound: `done` is below the count, so the pointer stays inside the array's buffer.
-        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else { throw .init(n == 0 ? "short read (file shrank?)" : "read: \(errnoString(errno))") }
-        done += n
-    }
-    return bytes
 }
 
 enum LinuxBoot {

@@ -85,6 +85,14 @@ extern const unsigned long CKVM_KVM_ARM_VCPU_INIT;
 extern const unsigned long CKVM_KVM_GET_ONE_REG;
 extern const unsigned long CKVM_KVM_SET_ONE_REG;
 extern const unsigned long CKVM_KVM_ENABLE_CAP;
+/// KVM_IRQ_LINE: sets interrupt `irq` to `level` (x86: a GSI, routed to the PIC and the
+/// IOAPIC; arm64: type << 24 | vCPU << 16 | number, e.g. an SPI's INTID with type 1).
+int ckvm_irq_line(int vm_fd, uint32_t irq, uint32_t level);
+/// KVM_CREATE_DEVICE of `type` (enum kvm_device_type): the device fd, or -1 and errno.
+int ckvm_create_device(int vm_fd, uint32_t type);
+/// KVM_SET_DEVICE_ATTR (`set` != 0) or KVM_HAS_DEVICE_ATTR on a device fd; `addr`: the
+/// user address of the attribute's value.
+int ckvm_device_attr(int device_fd, int set, uint32_t group, uint64_t attr, uint64_t addr);
 /// KVM_ENABLE_CAP on a VM or vCPU fd with args[0] = `arg0`.
 int ckvm_enable_cap(int fd, uint32_t cap, uint64_t arg0);
 /// KVM_EXIT_ARM_NISV: a data abort outside the memslots that KVM cannot emulate (no valid
@@ -151,8 +159,6 @@ size_t ckvm_uffd_msg_size(void);
 int ckvm_create_irqchip(int vm_fd);
 /// KVM_CREATE_PIT2 with KVM_PIT_SPEAKER_DUMMY (port 0x61 reads handled in the kernel).
 int ckvm_create_pit2(int vm_fd);
-/// KVM_IRQ_LINE: sets GSI `irq` (routed to the PIC and the IOAPIC) to `level`.
-int ckvm_irq_line(int vm_fd, uint32_t irq, uint32_t level);
 /// KVM_SET_IDENTITY_MAP_ADDR: the page KVM uses for real mode on VMX without unrestricted guest.
 int ckvm_set_identity_map_addr(int vm_fd, uint64_t addr);
 /// KVM_GET_LAPIC, LVT LINT0 := ExtINT and LINT1 := NMI (as a PC BIOS leaves them for virtual

@@ -1,7 +1,6 @@
-// x86 only: the Linux/x86 boot and its PC devices.
-#if arch(x86_64)
-/// An 8250/16450 UART at COM1 (ports 0x3f8–0x3ff), enough for Linux's 8250 driver and
-/// console=ttyS0: transmit, the transmitter-empty interrupt on IRQ 4, the divisor latch,
+/// An 8250/16450 UART, enough for Linux's 8250 driver and console=ttyS0: at COM1 on x86
+/// (ports 0x3f8–0x3ff, IRQ 4), an ns16550a on MMIO on arm64 (register i at port base + i
+/// here, level-triggered SPI): transmit, the transmitter-empty interrupt, the divisor latch,
 /// scratch register and loopback (the driver's probe checks both). No receive path, no FIFO.
 /// Register map: National Semiconductor PC16550D data sheet, table II.
 final class UART8250 {
@@ -104,4 +103,3 @@ final class UART8250 {
         interrupt()
     }
 }
-#endif

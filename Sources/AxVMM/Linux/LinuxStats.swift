@@ -1,5 +1,3 @@
-// x86 only: the Linux/x86 boot and its PC devices.
-#if arch(x86_64)
 /// Human and JSON renderings of a Linux boot's report (keys shared with `StatsFormat` where
 /// the meaning is the same).
 public enum LinuxStatsFormat {
@@ -28,7 +26,9 @@ public enum LinuxStatsFormat {
         out += "fault latency:   p50 \(micros(s.faultP50Nanos)), p99 \(micros(s.faultP99Nanos)), mean \(micros(s.faultMeanNanos))\n"
         out += "nested tables:   \(s.tableFrames) frames\n"
         out += "VMM memory:      RSS \(mib(s.processRSSBytes)) = guest and tables (RssShmem) \(mib(s.shmemRSSBytes)) + VMM overhead \(mib(s.vmmOverheadBytes))\n"
-        out += "vCPU exits:      \(s.exits) (UART interrupt re-delivered \(l.serialIRQResamples) times, halted vCPU woken \(l.haltedWakeups) times)\n"
+        out += "vCPU exits:      \(s.exits) on \(l.config.vcpus) vCPU\(l.config.vcpus == 1 ? "" : "s")"
+        // x86's edge-triggered UART interrupt needs help (`IRQResampler`); arm64's SPI is a level.
+        out += r.arch == .x86_64 ? " (UART interrupt re-delivered \(l.serialIRQResamples) times, halted vCPU woken \(l.haltedWakeups) times)\n" : "\n"
         for w in l.interruptWaits { out += "interrupt wait:  \(w)\n" }
         out += "time:            setup \(StatsFormat.fixed(s.setupSeconds * 1000, 1)) ms, run \(StatsFormat.fixed(s.runSeconds * 1000, 1)) ms, wall \(StatsFormat.fixed(s.wallSeconds * 1000, 1)) ms\n"
         out += StatsFormat.hostCheck(r.residencyMismatches)
@@ -45,6 +45,7 @@ public enum LinuxStatsFormat {
             ("exit_status", "\(exitStatus ?? r.exitStatus)"),
             ("memory_bytes", "\(s.memoryBytes)"),
             ("lazy", "\(l.config.lazy)"),
+            ("vcpus", "\(l.config.vcpus)"),
             ("populated_bytes", "\(s.populatedBytes)"),
             ("populated_pages", "\(s.populatedBytes / 4096)"),
             ("populated_at_marker_bytes", l.populatedAtMarker.map { "\($0)" } ?? "null"),
@@ -63,10 +64,9 @@ public enum LinuxStatsFormat {
         fields += [
             ("residency_mismatches", "\(r.residencyMismatches)"),
             ("kernel_cmdline", q(l.config.cmdline)),
-            ("initrd_address", "\(l.plan.initrdAddress)"),
-            ("initrd_bytes", "\(l.plan.initrdSize)"),
+            ("initrd_address", "\(l.initrdAddress)"),
+            ("initrd_bytes", "\(l.initrdSize)"),
         ]
         return StatsFormat.jsonObject(fields)
     }
 }
-#endif

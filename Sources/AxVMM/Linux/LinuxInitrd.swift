@@ -1,5 +1,3 @@
-// x86 only: the Linux/x86 boot.
-#if arch(x86_64)
 import AxAddrSpace
 import CKVM
 import KVM
@@ -66,6 +64,26 @@ public final class LinuxInitrd {
     }
 }
 
+extension LinuxInitrd {
+    /// Copies the initrd into guest memory at `address` (the plan checked that it fits
+    /// there), through the address space: lazy pages are populated on the way, as a guest
+    /// touch would. A large initrd shows a progress line on a terminal, and a terminating
+    /// signal ends the load between chunks (`Termination.checkpoint`).
+    func load<F>(into memory: GuestMemory<F>, at address: UInt64) throws(VMMError) {
+        var line = LoadProgressLine(label: "axvm: loading initrd \(path)", total: size)
+        var done: UInt64 = 0
+        defer { line.finish(done, size) }
+        try copy(to: { chunk, offset throws(VMMError) in
+            // offset + count <= size: inside the placement the plan checked.
+            try memory.write(chunk, at: GuestPhysAddr(address + offset))
+        }, progress: { d, total throws(VMMError) in
+            done = d
+            line.update(d, total)
+            try Termination.checkpoint("load")
+        })
+    }
+}
+
 /// One updating line on standard error for a long copy, shown only when standard error is a
 /// terminal and the copy is large (`threshold`): "axvm: loading initrd PATH: N of M MiB (P%)".
 struct LoadProgressLine {
@@ -98,4 +116,3 @@ struct LoadProgressLine {
         t.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     }
 }
-#endif

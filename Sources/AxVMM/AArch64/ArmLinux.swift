@@ -1,0 +1,358 @@
+import AxAddrSpace
+#if canImport(Glibc)
+import Glibc
+#endif
+import KVM
+
+/// Guest-physical layout of an arm64 Linux guest: devices in the first GiB at QEMU virt's
+/// addresses, RAM from 1 GiB (`AArch64Layout.ramBase`).
+public enum ArmLinuxLayout {
+    /// GIC distributor; a GICv2's CPU interface after it, a GICv3's redistributors (128 KiB
+    /// per vCPU, up to `LinuxBootConfig.maxVCPUs`: 8 MiB) from 0x080a_0000.
+    public static let gicDistributor: UInt64 = 0x0800_0000
+    public static let gicCPUInterface: UInt64 = 0x0801_0000
+    public static let gicRedistributors: UInt64 = 0x080a_0000
+    /// The ns16550a UART (registers one byte apart), on SPI 1 (INTID 33), level-triggered.
+    public static let uart: UInt64 = 0x0900_0000
+    public static let uartSize: UInt64 = 0x1000
+    public static let uartSPI: UInt32 = 1
+    /// Its input clock (the PC's 1.8432 MHz; the divisor the driver programs is not used).
+    public static let uartClock: UInt32 = 1_843_200
+    /// The device tree's slot: the last 2 MiB of RAM (booting.rst: at most 2 MiB, 8-byte
+    /// aligned, inside a 2 MiB region of its own).
+    public static let deviceTreeSlot: UInt64 = 2 << 20
+    /// The Image's base is 2 MiB aligned; the kernel starts `text_offset` above it.
+    public static let kernelAlignment: UInt64 = 2 << 20
+    /// arm64's COMMAND_LINE_SIZE (arch/arm64/include/uapi/asm/setup.h), with the NUL.
+    public static let cmdlineLimit = 2048
+}
+
+/// Everything an arm64 Linux boot puts in guest memory, worked out from the Image header,
+/// the RAM areas, the command line and the initrd size before any memory exists: the
+/// kernel at the first 2 MiB boundary of RAM plus `text_offset`, the device tree in the
+/// last 2 MiB, the initrd just below it. Pure, so it is tested on any host.
+public struct ArmLinuxPlan: Sendable {
+    public let kernel: ArmKernelImage
+    public let ram: [GuestPhysRange]
+    public let cmdline: String
+    /// Where the kernel's first byte goes and where the CPU starts (booting.rst: the start
+    /// of the Image).
+    public let kernelAddress: UInt64
+    public let initrdAddress: UInt64
+    public let initrdSize: UInt64
+    public let deviceTreeAddress: UInt64
+    /// Kernel (its image_size footprint), initrd, device tree: each inside RAM, no overlap.
+    public let placements: [BootPlacement]
+
+    public init(kernel: ArmKernelImage, ram: [GuestPhysRange], cmdline: String,
+                initrdPath: String? = nil, initrdSize: UInt64 = 0) throws(LinuxBootError) {
+        let text = Array(cmdline.utf8)
+        guard !text.contains(0) else { throw .cmdline(reason: "contains a NUL byte") }
+        guard text.count < ArmLinuxLayout.cmdlineLimit else {
+            throw .cmdline(reason: "\(text.count) bytes, longer than the \(ArmLinuxLayout.cmdlineLimit - 1) bytes arm64 Linux accepts (COMMAND_LINE_SIZE)")
+        }
+        guard let area = ram.first else { throw .memory(reason: "no RAM") }
+        let start = area.start.raw, end = area.end.raw
+        let base = (start + ArmLinuxLayout.kernelAlignment - 1) & ~(ArmLinuxLayout.kernelAlignment - 1)
+        // Hostile header values: the sums are checked (a kernel that does not fit is refused).
+        guard let kernelAddress = checkedSum(base, kernel.textOffset),
+              let kernelEnd = checkedSum(kernelAddress, kernel.imageSize),
+              let needed = checkedSum(kernelEnd, ArmLinuxLayout.deviceTreeSlot), needed <= end else {
+            throw .memory(reason: "\((end - start) >> 20) MiB of RAM cannot hold this kernel (text_offset \(hex(kernel.textOffset)), image_size \(hex(kernel.imageSize))) and the 2 MiB device tree slot")
+        }
+        let dtb = end - ArmLinuxLayout.deviceTreeSlot
+        var initrdAddress: UInt64 = 0
+        if initrdSize > 0 {
+            let floor = (kernelEnd + 0xfff) & ~0xfff  // kernelEnd <= dtb, far below 2^64
+            let free = dtb > floor ? dtb - floor : 0
+            guard initrdSize <= free else {
+                throw .initrd(path: initrdPath ?? "", reason: "\(initrdSize) bytes do not fit in RAM: \(free) bytes free between the kernel's end \(hex(floor)) and the device tree at \(hex(dtb))")
+            }
+            initrdAddress = (dtb - initrdSize) & ~0xfff
+        }
+        var places = [BootPlacement("kernel", kernelAddress, end: kernelEnd)]
+        if initrdSize > 0 { places.append(BootPlacement("initrd", initrdAddress, end: initrdAddress + initrdSize)) }
+        places.append(BootPlacement("device tree", dtb, end: end))
+        try BootPlacement.validate(places, ram: ram)
+        self.kernel = kernel
+        self.ram = ram
+        self.cmdline = cmdline
+        self.kernelAddress = kernelAddress
+        self.initrdAddress = initrdAddress
+        self.initrdSize = initrdSize
+        deviceTreeAddress = dtb
+        placements = places
+    }
+}
+
+/// The device tree an arm64 Linux guest boots with (Devicetree Specification v0.4; the
+/// nodes Firecracker and kvmtool write): RAM, CPUs started through PSCI, the GIC, the
+/// architected timer, the UART and `chosen`.
+enum ArmDeviceTree {
+    static let gicPhandle: UInt32 = 1
+
+    /// `mpidrs`: each vCPU's MPIDR_EL1 (its `reg`).
+    static func build(plan: ArmLinuxPlan, gic: ArmGIC.Layout, mpidrs: [UInt64]) throws(LinuxBootError) -> [UInt8] {
+        var w = DeviceTreeWriter()
+        func cells(_ pairs: [(UInt64, UInt64)]) -> DeviceTreeValue { .u64s(pairs.flatMap { [$0.0, $0.1] }) }
+        w.beginNode("")
+        w.property("compatible", .string("linux,dummy-virt"))
+        w.property("model", .string("axvm"))
+        w.property("#address-cells", .u32s([2]))
+        w.property("#size-cells", .u32s([2]))
+        w.property("interrupt-parent", .u32s([gicPhandle]))
+
+        w.beginNode("chosen")
+        w.property("bootargs", .string(plan.cmdline))
+        w.property("stdout-path", .string("/uart@\(hexDigits(ArmLinuxLayout.uart))"))
+        if plan.initrdSize > 0 {
+            w.property("linux,initrd-start", .u64s([plan.initrdAddress]))
+            w.property("linux,initrd-end", .u64s([plan.initrdAddress + plan.initrdSize]))
+        }
+        w.endNode()
+
+        for r in plan.ram {
+            w.beginNode("memory@\(hexDigits(r.start.raw))")
+            w.property("device_type", .string("memory"))
+            w.property("reg", cells([(r.start.raw, r.end.raw - r.start.raw)]))
+            w.endNode()
+        }
+
+        w.beginNode("cpus")
+        w.property("#address-cells", .u32s([1]))
+        w.property("#size-cells", .u32s([0]))
+        for mpidr in mpidrs {
+            // Aff2..Aff0, the affinity fields below bit 24 (Aff3 is 0 for KVM's vCPU ids here).
+            let reg = UInt32(mpidr & 0xff_ffff)
+            w.beginNode("cpu@\(String(reg, radix: 16))")
+            w.property("device_type", .string("cpu"))
+            w.property("compatible", .string("arm,arm-v8"))
+            w.property("enable-method", .string("psci"))
+            w.property("reg", .u32s([reg]))
+            w.endNode()
+        }
+        w.endNode()
+
+        w.beginNode("psci")
+        w.property("compatible", .strings(["arm,psci-1.0", "arm,psci-0.2"]))
+        w.property("method", .string("hvc"))
+        w.endNode()
+
+        w.beginNode("intc@\(hexDigits(ArmLinuxLayout.gicDistributor))")
+        w.property("compatible", .string(gic.compatible))
+        w.property("#interrupt-cells", .u32s([3]))
+        w.property("interrupt-controller", .empty)
+        // Cells for children (a GICv3 ITS would be one; none here): dtc wants them stated.
+        w.property("#address-cells", .u32s([2]))
+        w.property("#size-cells", .u32s([2]))
+        w.property("ranges", .empty)
+        w.property("reg", cells(gic.registers))
+        w.property("phandle", .u32s([gicPhandle]))
+        w.endNode()
+
+        // The timer's PPIs (secure, non-secure, virtual, hypervisor: 13, 14, 11, 10), level
+        // high; a GICv2's cells also name the CPUs that receive them (bits 8-15).
+        let ppi: UInt32 = 1, spi: UInt32 = 0, levelHigh: UInt32 = 4
+        let cpuMask: UInt32 = gic.version == .v2 ? ((1 << UInt32(min(mpidrs.count, 8))) - 1) << 8 : 0
+        w.beginNode("timer")
+        w.property("compatible", .string("arm,armv8-timer"))
+        w.property("always-on", .empty)
+        w.property("interrupts", .u32s([13, 14, 11, 10].flatMap { [ppi, $0, cpuMask | levelHigh] }))
+        w.endNode()
+
+        w.beginNode("uart@\(hexDigits(ArmLinuxLayout.uart))")
+        w.property("compatible", .string("ns16550a"))
+        w.property("reg", cells([(ArmLinuxLayout.uart, ArmLinuxLayout.uartSize)]))
+        w.property("interrupts", .u32s([spi, ArmLinuxLayout.uartSPI, levelHigh]))
+        w.property("clock-frequency", .u32s([ArmLinuxLayout.uartClock]))
+        w.endNode()
+
+        w.endNode()
+        let blob: [UInt8]
+        do { blob = try w.finish() } catch { throw .deviceTree(reason: "\(error)") }
+        guard UInt64(blob.count) <= ArmLinuxLayout.deviceTreeSlot else {
+            throw .deviceTree(reason: "\(blob.count) bytes, more than the 2 MiB a device tree may have (booting.rst)")
+        }
+        return blob
+    }
+
+    private static func hexDigits(_ v: UInt64) -> String { String(v, radix: 16) }
+}
+
+extension AArch64Platform {
+    /// An arm64 `Image` (or `Image.gz`) with a device tree axvm writes (`ArmLinuxLoader`).
+    func bootLinux(_ c: LinuxBootConfig, t0: UInt64) throws(LinuxBootError) -> RunReport {
+        let (plan, initrd) = try ArmLinuxLoader<Self>.plan(c)
+        do {
+            return try Runner(loader: ArmLinuxLoader(platform: self, config: c, plan: plan, initrd: initrd, t0: t0)).run()
+        } catch {
+            throw .vmm(error)
+        }
+    }
+}
+
+/// An arm64 Linux guest's loader and its machine: the Image, initrd and device tree written
+/// where the plan put them, vCPU 0 entered at the Image with x0 = the device tree (MMU off,
+/// EL1h, DAIF masked; booting.rst), the others powered off until PSCI CPU_ON (in KVM); the
+/// vGIC in the kernel; an ns16550a UART on MMIO whose level-triggered SPI follows the chip's
+/// interrupt output. PSCI SYSTEM_OFF and SYSTEM_RESET end the run (`Runner.systemEvent`).
+final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // device state behind `lock`
+    let platform: P
+    let config: LinuxBootConfig
+    let plan: ArmLinuxPlan
+    let initrd: LinuxInitrd?
+    let settings: RunSettings
+    private let lock = Lock()
+    private let console: LinuxConsole
+    private var result: LinuxBootResult
+    private var uart: UART8250?
+    private var uartLevel = false
+    private var gic: ArmGIC?
+
+    /// Reads and checks the kernel (inflating an `Image.gz`), and checks the initrd (its size)
+    /// and command line against the layout: every input error before KVM is opened.
+    static func plan(_ c: LinuxBootConfig) throws(LinuxBootError) -> (ArmLinuxPlan, LinuxInitrd?) {
+        let ram = AArch64Layout.ramRanges(size: c.memorySize)
+        let kernel = try ArmKernelImage(path: c.kernelPath, limit: c.memorySize)
+        let initrd = try c.initrdPath.map { p throws(LinuxBootError) in
+            try LinuxInitrd(path: p, limit: c.memorySize) { size in
+                "\(size) bytes do not fit in RAM: larger than the \(c.memorySize >> 20) MiB of guest RAM"
+            }
+        }
+        let plan = try ArmLinuxPlan(kernel: kernel, ram: ram, cmdline: c.cmdline, initrdPath: c.initrdPath, initrdSize: initrd?.size ?? 0)
+        return (plan, initrd)
+    }
+
+    init(platform: P, config: LinuxBootConfig, plan: ArmLinuxPlan, initrd: LinuxInitrd?, t0: UInt64) {
+        self.platform = platform
+        self.config = config
+        self.plan = plan
+        self.initrd = initrd
+        settings = RunSettings(memorySize: config.memorySize, lazy: config.lazy, faultAround: config.faultAround,
+                               timeout: config.timeout, vcpus: config.vcpus, serialToStdout: config.serialToStdout,
+                               handleInterrupt: config.handleInterrupt, kvmPath: config.kvmPath)
+        console = LinuxConsole(config: config, t0: t0)
+        result = LinuxBootResult(config: config, placements: plan.placements, initrdAddress: plan.initrdAddress,
+                                 initrdSize: plan.initrdSize)
+    }
+
+    var ram: [GuestPhysRange] { plan.ram }
+    var interrupts: InterruptModel { .inKernel }
+    var testRegionBase: GuestPhysAddr { GuestPhysAddr(0) }
+
+    func load(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
+        console.populated = { memory.regions.reduce(0) { $0 + memory.populatedBytes($1) } }
+        let gic: ArmGIC
+        var mpidrs: [UInt64] = []
+        do {
+            gic = try ArmGIC.create(vm: vm, vcpus: vcpus.count)
+            for v in vcpus { mpidrs.append(try v.register(AArch64Register.mpidrEL1)) }
+        } catch {
+            throw .kvm(error)
+        }
+        self.gic = gic
+        let blob: [UInt8]
+        do { blob = try ArmDeviceTree.build(plan: plan, gic: gic.layout, mpidrs: mpidrs) } catch {
+            throw .host("\(error)")
+        }
+        var written: Result<Void, VMMError> = .success(())
+        plan.kernel.bytes.withUnsafeBytes { b in
+            written = Result { () throws(VMMError) in try memory.write(b, at: GuestPhysAddr(plan.kernelAddress)) }
+        }
+        try written.get()
+        try initrd?.load(into: memory, at: plan.initrdAddress)
+        try memory.write(blob, at: GuestPhysAddr(plan.deviceTreeAddress))
+        guard let boot = vcpus.first else { return }
+        do {
+            for (id, value) in Self.entryRegisters(kernel: plan.kernelAddress, deviceTree: plan.deviceTreeAddress) {
+                try boot.setRegister(id, value)
+            }
+        } catch {
+            throw .kvm(error)
+        }
+    }
+
+    /// booting.rst: x0 = the device tree's address, x1-x3 = 0, PC at the Image, PSTATE EL1h
+    /// with D, A, I, F masked; the MMU and caches are off after KVM_ARM_VCPU_INIT.
+    static func entryRegisters(kernel: UInt64, deviceTree: UInt64) -> [(UInt64, UInt64)] {
+        [(AArch64Register.x(0), deviceTree), (AArch64Register.x(1), 0), (AArch64Register.x(2), 0),
+         (AArch64Register.x(3), 0), (AArch64Register.pstate, AArch64SystemRegisters.pstate),
+         (AArch64Register.pc, kernel)]
+    }
+
+    func start(vm: VirtualMachine, kick: @escaping @Sendable () -> Void) throws(VMMError) {
+        let line = ArmIRQ.spi(ArmLinuxLayout.uartSPI)
+        // The UART's output drives the SPI's level: KVM_IRQ_LINE on each change (under `lock`).
+        uart = UART8250(sink: { self.console.out($0) }, interrupt: {}, level: { high in
+            guard high != self.uartLevel else { return }
+            self.uartLevel = high
+            try? vm.setIRQLine(line, high: high)
+        })
+    }
+
+    func stop() { lock.withLock { uart = nil } }
+
+    func access(_ access: DeviceAccess, vcpu: VCPU) -> DeviceAction {
+        guard case let .mmio(gpa, isWrite, data) = access,
+              gpa.raw >= ArmLinuxLayout.uart, gpa.raw - ArmLinuxLayout.uart < ArmLinuxLayout.uartSize else { return .unhandled }
+        let offset = gpa.raw - ArmLinuxLayout.uart
+        return lock.withLock {
+            // Registers 0-7, one byte each; the rest of the page is empty.
+            guard offset < 8, let uart else {
+                if !isWrite { for i in 0..<data.count { data[i] = 0 } }
+                return .handled
+            }
+            let port = UART8250.base + UInt16(offset)
+            if isWrite {
+                if let b = data.first { uart.write(port: port, b) }
+            } else {
+                for i in 0..<data.count { data[i] = i == 0 ? uart.read(port: port) : 0 }
+            }
+            return .handled
+        }
+    }
+
+    /// Nothing else is mapped outside RAM (the GIC is in the kernel): reads see an empty
+    /// bus, writes are dropped.
+    func unclaimedMMIO(gpa: GuestPhysAddr, isWrite: Bool, size: Int, pc: UInt64) -> ExitReason? { nil }
+
+    /// `wfi` waits in KVM with the vGIC; a stray exit resumes.
+    func halted(_ vcpu: VCPU) -> VCPUOutcome? { nil }
+
+    func kicked(_ vcpu: VCPU, vm: VirtualMachine) {}
+
+    func timeoutState(_ vcpu: VCPU, vm: VirtualMachine, exits: Int) -> String? {
+        let uartState = lock.withLock { uart.map { "\($0.state), SPI \(uartLevel ? "high" : "low")" } ?? "not set up" }
+        return "UART \(uartState); \(gic.map { "GIC\($0.layout.version)" } ?? "no GIC"); \(exits) exits"
+    }
+
+    func finish(_ report: inout RunReport, memory: GuestMemory<P.Format>, ram: [RAMRegion], outcomes: [VCPUOutcome]) {
+        report.serialOutput = lock.withLock { console.text }
+        finishEarly(&report)
+    }
+
+    func finishEarly(_ report: inout RunReport) {
+        report.linux = lock.withLock {
+            var r = result
+            console.fill(&r)
+            return r
+        }
+    }
+}
+
+extension ArmKernelImage {
+    /// Largest kernel file accepted (as for a bzImage).
+    static let maxFileSize = 256 << 20
+
+    /// Reads and parses the kernel at `path`; an `Image.gz` is inflated up to `limit` bytes
+    /// (the guest's RAM: a larger Image could not be loaded anyway).
+    init(path: String, limit: UInt64) throws(LinuxBootError) {
+        let bytes: [UInt8]
+        do {
+            bytes = try readRegularFile(path, limit: Self.maxFileSize) { "\($0) bytes, more than the \(Self.maxFileSize >> 20) MiB limit" }
+        } catch { throw .kernel(path: path, reason: error.reason) }
+        do { try self.init(bytes: bytes, inflateLimit: Int(min(limit, UInt64(Int.max)))) } catch {
+            throw .kernel(path: path, reason: error.reason)
+        }
+    }
+}

@@ -1,0 +1,187 @@
+import AxAddrSpace
+import KVM
+
+// What every Linux boot shares, whichever platform boots it: the configuration, the
+// errors, the report's part, and the entry point that hands the boot to the host's platform
+// (`Platform.bootLinux`: X86Platform a bzImage, AArch64Platform an arm64 Image).
+
+/// Why a Linux boot cannot start: each case names the input and what is wrong with it.
+public enum LinuxBootError: Error, CustomStringConvertible {
+    /// The kernel file is missing, unreadable, not a kernel this platform boots (a bzImage,
+    /// an arm64 Image), truncated or unsupported.
+    case kernel(path: String, reason: String)
+    /// The initrd file is missing or unreadable, or does not fit in RAM.
+    case initrd(path: String, reason: String)
+    /// The command line does not fit the kernel's limit or contains a NUL.
+    case cmdline(reason: String)
+    /// Guest RAM too small (or too large) for this kernel.
+    case memory(reason: String)
+    /// This KVM cannot run a stock Linux kernel (kvm_pvm).
+    case unsupportedKVM(String)
+    /// The device tree axvm writes for the guest (arm64) could not be made.
+    case deviceTree(reason: String)
+    /// Two things the boot would put in guest memory overlap (`LinuxBootPlan.placements`).
+    case overlap(BootPlacement, BootPlacement)
+    /// Something the boot would put in guest memory is not inside one RAM area.
+    case outsideRAM(BootPlacement, ram: [GuestPhysRange])
+    case vmm(VMMError)
+
+    public var description: String {
+        switch self {
+        case let .kernel(path, reason): "kernel \(path): \(reason)"
+        case let .initrd(path, reason): "initrd \(path): \(reason)"
+        case let .cmdline(reason): "kernel command line: \(reason)"
+        case let .memory(reason): "guest memory: \(reason)"
+        case let .unsupportedKVM(m): m
+        case let .deviceTree(reason): "device tree: \(reason)"
+        case let .overlap(a, b): "\(a) overlaps the \(b)"
+        case let .outsideRAM(p, ram):
+            "\(p) is not inside guest RAM (\(ram.map { "[\(hex($0.start.raw)), \(hex($0.end.raw)))" }.joined(separator: ", ")))"
+        case let .vmm(e): "\(e)"
+        }
+    }
+}
+
+/// One range a boot puts in guest memory, named as a refusal names it.
+public struct BootPlacement: Sendable, Equatable, CustomStringConvertible {
+    public var name: String
+    public var range: GuestPhysRange
+    /// `[start, end)`: `end` is at least `start` (the callers' arithmetic is checked).
+    public init(_ name: String, _ start: UInt64, end: UInt64) {
+        self.name = name
+        range = GuestPhysRange(start: GuestPhysAddr(start), end: GuestPhysAddr(end))
+    }
+    public var description: String { "\(name) [\(hex(range.start.raw)), \(hex(range.end.raw)))" }
+
+    /// Throws unless every placement lies inside one RAM area and no two overlap; a refusal
+    /// names the range (and the other one of an overlap, the later in the list).
+    static func validate(_ places: [BootPlacement], ram: [GuestPhysRange]) throws(LinuxBootError) {
+        for (i, p) in places.enumerated() {
+            guard ram.contains(where: { $0.contains(p.range) }) else { throw .outsideRAM(p, ram: ram) }
+            for q in places[(i + 1)...] where p.range.overlaps(q.range) { throw .overlap(p, q) }
+        }
+    }
+}
+
+/// What Linux kernel to boot and how (`axvm boot`).
+public struct LinuxBootConfig: Sendable {
+    public var kernelPath: String
+    public var initrdPath: String?
+    public var cmdline = LinuxBootConfig.defaultCmdline
+    /// Guest RAM in bytes, a multiple of 4 KiB (at most 64 GiB; the kernel's header says
+    /// how much it needs at least).
+    public var memorySize: UInt64 = 256 << 20
+    public var lazy = true
+    public var faultAround: UInt64 = 4096
+    public var timeout: Double? = 120
+    /// The run's boot time is when this text first appears on the serial console.
+    public var initMarker = LinuxBootConfig.defaultInitMarker
+    public var serialToStdout = false
+    public var handleInterrupt = false
+    /// vCPUs the guest sees (arm64: started by PSCI CPU_ON; x86: one).
+    public var vcpus = 1
+    /// The most vCPUs a Linux guest gets.
+    public static let maxVCPUs = 64
+    public var kvmPath = "/dev/kvm"
+    /// Try even on kvm_pvm (which cannot run a stock kernel): for experiments.
+    public var allowKVMPVM = false
+    /// Give the guest an MP table (`MPTable`), so that Linux takes device interrupts through
+    /// the IOAPIC; false: none, Linux runs the APIC in virtual-wire mode on the 8259 PIC
+    /// (docs/linux.md, "Interrupts and stalls"). For experiments.
+    public var mpTable = true
+
+    public init(kernelPath: String) { self.kernelPath = kernelPath }
+
+    /// Serial console; `reboot=k`: reboot through the i8042 (axvm's way out); no PCI
+    /// bus to probe; the i8042 without keyboard and mouse ports; quiet.
+    public static let defaultCmdline = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nokbd quiet"
+    /// What scripts/linux-guest-initramfs.sh's init prints first.
+    public static let defaultInitMarker = "axvm-linux: init reached"
+}
+
+/// Boots a Linux kernel on KVM with its RAM in an `AddrSpace`, lazily populated: the
+/// checks common to every platform, then the host's platform (`Platform.bootLinux`).
+public enum LinuxMachine {
+    /// The checks made before anything runs: sizes bounded (usage errors).
+    public static func validate(_ c: LinuxBootConfig) throws(VMMError) {
+        try Machine.validateMemory(c.memorySize, faultAround: c.faultAround)
+        if let t = c.timeout, !(t > 0 && t <= VMConfig.maxTimeout) {
+            throw .badValue(what: "timeout", value: "\(t)",
+                            reason: "must be a number of seconds above 0 and at most \(Int(VMConfig.maxTimeout)) (one week); 0 or none: no limit")
+        }
+        if c.initMarker.isEmpty || c.initMarker.utf8.count > 256 {
+            throw .badValue(what: "init marker", value: c.initMarker, reason: "must be 1 to 256 bytes")
+        }
+        if c.vcpus < 1 || c.vcpus > LinuxBootConfig.maxVCPUs {
+            throw .badValue(what: "vCPUs", value: "\(c.vcpus)", reason: "must be from 1 to \(LinuxBootConfig.maxVCPUs)")
+        }
+    }
+
+    /// Reads and checks every input (before KVM is opened: a bad kernel costs no VM), then
+    /// boots it on this host's platform.
+    public static func boot(_ c: LinuxBootConfig) throws(LinuxBootError) -> RunReport {
+        let t0 = nowNanos()
+        do { try validate(c) } catch { throw .vmm(error) }
+        struct Job: Platforms.Job {
+            let config: LinuxBootConfig, t0: UInt64
+            func run<P: Platform>(_ platform: P) throws(VMMError) -> Result<RunReport, LinuxBootError> {
+                do { return .success(try platform.bootLinux(config, t0: t0)) } catch { return .failure(error) }
+            }
+        }
+        let result: Result<RunReport, LinuxBootError>
+        do { result = try Platforms.withHost(Job(config: c, t0: t0)) } catch { throw .vmm(error) }
+        return try result.get()
+    }
+}
+
+/// What a Linux boot adds to the report.
+public struct LinuxBootResult: Sendable {
+    public var config: LinuxBootConfig
+    /// What the boot put in guest memory (kernel, initrd, boot data), in the plan's order.
+    public var placements: [BootPlacement]
+    /// Where the initrd is in guest memory and its size (0, 0: none).
+    public var initrdAddress: UInt64 = 0
+    public var initrdSize: UInt64 = 0
+    /// Seconds from the start of `boot` (files read, memory set up, kernel loaded) to the
+    /// first appearance of the init marker on the console; nil if it never appeared.
+    public var initMarkerSeconds: Double?
+    /// Guest RAM populated when the marker appeared.
+    public var populatedAtMarker: UInt64?
+    /// Times the UART's interrupt was pulsed again because the guest left it pending for a
+    /// whole period (`IRQResampler`).
+    public var serialIRQResamples = 0
+    /// Times the run loop found the vCPU halted with that interrupt pending and made it
+    /// runnable.
+    public var haltedWakeups = 0
+    /// The first few times the run loop found the UART's interrupt pending for a whole
+    /// resampler period: seconds since start and where the interrupt stood
+    /// (`VCPU.interruptState`), for tracking down why a guest did not take it.
+    public var interruptWaits: [String] = []
+}
+
+extension RunReport {
+    /// "MemTotal: N kB" as the guest printed it (from /proc/meminfo), in KiB.
+    public var memTotalKiB: UInt64? {
+        for line in serialOutput.split(separator: "\n") {
+            let bytes = Array(line.utf8)
+            guard let i = bytes.offset(of: "MemTotal:") else { continue }
+            let digits = bytes[(i + 9)...].drop { $0 == UInt8(ascii: " ") }.prefix { $0 >= 0x30 && $0 <= 0x39 }
+            return UInt64(String(decoding: digits, as: UTF8.self))
+        }
+        return nil
+    }
+}
+
+/// Finds a fixed text in a byte stream, one byte at a time.
+struct MarkerMatcher {
+    let marker: [UInt8]
+    private var window: [UInt8] = []
+    init(_ text: String) { marker = Array(text.utf8) }
+    /// True on the byte that completes the marker.
+    mutating func feed(_ b: UInt8) -> Bool {
+        window.append(b)
+        if window.count > marker.count { window.removeFirst() }
+        return window == marker
+    }
+}
+

@@ -1,0 +1,57 @@
+import CKVM
+
+/// A device made in the kernel by KVM_CREATE_DEVICE (arm64's vGIC), configured through its
+/// attributes (Documentation/virt/kvm/devices/).
+public final class KVMDevice: @unchecked Sendable {  // immutable after init
+    public let fd: OwnedFD
+    public let name: String
+
+    init(fd: OwnedFD, name: String) {
+        self.fd = fd
+        self.name = name
+    }
+
+    /// KVM_SET_DEVICE_ATTR with a 64-bit value (addresses).
+    public func set(group: UInt32, attribute: UInt64, _ value: UInt64, what: String) throws(KVMError) {
+        var v = value
+        try withUnsafeMutablePointer(to: &v) { (p) throws(KVMError) in
+            try set(group: group, attribute: attribute, address: UInt64(UInt(bitPattern: p)), what: what)
+        }
+    }
+
+    /// KVM_SET_DEVICE_ATTR with a 32-bit value (counts).
+    public func set(group: UInt32, attribute: UInt64, _ value: UInt32, what: String) throws(KVMError) {
+        var v = value
+        try withUnsafeMutablePointer(to: &v) { (p) throws(KVMError) in
+            try set(group: group, attribute: attribute, address: UInt64(UInt(bitPattern: p)), what: what)
+        }
+    }
+
+    /// KVM_SET_DEVICE_ATTR without a value (commands such as the vGIC's CTRL_INIT).
+    public func command(group: UInt32, attribute: UInt64, what: String) throws(KVMError) {
+        try set(group: group, attribute: attribute, address: 0, what: what)
+    }
+
+    /// KVM_HAS_DEVICE_ATTR: whether the device knows the attribute.
+    public func has(group: UInt32, attribute: UInt64) -> Bool {
+        ckvm_device_attr(fd.raw, 0, group, attribute, 0) == 0
+    }
+
+    private func set(group: UInt32, attribute: UInt64, address: UInt64, what: String) throws(KVMError) {
+        _ = try check("KVM_SET_DEVICE_ATTR(\(name): \(what))") { ckvm_device_attr(fd.raw, 1, group, attribute, address) }
+    }
+}
+
+extension VirtualMachine {
+    /// KVM_CREATE_DEVICE of `type` (enum kvm_device_type), named `name` in errors.
+    public func createDevice(type: UInt32, name: String) throws(KVMError) -> KVMDevice {
+        let raw = try check("KVM_CREATE_DEVICE(\(name))") { ckvm_create_device(fd.raw, type) }
+        return KVMDevice(fd: OwnedFD(raw), name: name)
+    }
+
+    /// KVM_IRQ_LINE: drives interrupt `irq` high or low (x86: a GSI, and an ISA device's edge
+    /// is a high then a low, `pulseIRQ`; arm64: `ArmIRQ` encodes the line).
+    public func setIRQLine(_ irq: UInt32, high: Bool) throws(KVMError) {
+        _ = try check("KVM_IRQ_LINE(0x\(String(irq, radix: 16)), \(high ? 1 : 0))") { ckvm_irq_line(fd.raw, irq, high ? 1 : 0) }
+    }
+}
