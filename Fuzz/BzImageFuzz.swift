@@ -77,7 +77,7 @@ func check(_ image: [UInt8], _ q: Parameters) {
             invariant(a.range.overlaps(b.range), "\(record()): refused, \(a) said to overlap \(b)")
         case let .outsideRAM(p, r):
             invariant(r == ram && !r.contains { $0.contains(p.range) }, "\(record()): refused, \(p) said outside RAM")
-        case .kernel, .unsupportedKVM, .vmm:
+        case .kernel, .unsupportedKVM, .vmm, .deviceTree:
             invariant(false, "\(record()): plan refused with \(error)")
         case .initrd, .cmdline, .memory:
             break

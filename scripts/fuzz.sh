@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # libFuzzer targets in Fuzz/, one per untrusted input: the four nested-fault decoders
 # (EPTViolation, NPTFault, Stage2Abort, GStageFault), the guest image header (GuestImage),
-# the bzImage header and Linux boot plan (BzImage) and the command line's size parser
+# the bzImage header and Linux boot plan (BzImage), the arm64 Image header, its gzip inflater
+# and boot plan (ArmImage) and the command line's size parser
 # (ByteSize). Builds them with -sanitize=fuzzer,address
 # into .build-fuzz/, runs each for RUNS executions from its seeds in Fuzz/corpus/<target>/
 # (copied to .build-fuzz/run/<target>/corpus, so new inputs stay out of git), and prints
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-1000000}
 [[ $runs =~ ^[0-9]+$ ]] || { echo "usage: scripts/fuzz.sh [RUNS] [TARGET...]" >&2; exit 2; }
 shift $(( $# > 0 ? 1 : 0 ))
-all=(EPTViolation NPTFault Stage2Abort GStageFault ByteSize GuestImage BzImage)
+all=(EPTViolation NPTFault Stage2Abort GStageFault ByteSize GuestImage BzImage ArmImage)
 targets=("$@")
 (( ${#targets[@]} > 0 )) || targets=("${all[@]}")
 
@@ -35,6 +36,7 @@ max_len() {
     Stage2Abort | GStageFault) echo 24 ;;
     ByteSize) echo 64 ;;
     BzImage) echo 512 ;;  # 16 bytes of parameters and the setup header (0x9f bytes), with room
+    ArmImage) echo 8192 ;;  # 16 bytes of parameters, the 64-byte header, a PE section table, deflate data
     *) echo 4096 ;;
     esac
 }
@@ -48,7 +50,7 @@ stale() {
     return 1
 }
 
-# GuestImage and BzImage need AxVMM, which needs KVM, CKVM and swift-system: SwiftPM builds that
+# GuestImage, BzImage and ArmImage need AxVMM, which needs KVM, CKVM and swift-system: SwiftPM builds that
 # module graph instrumented, and the target links the objects of every module it built
 # (each Swift module's objects from its `sources` list, so a deleted file leaves no stale
 # object behind; C modules' *.c.o).
@@ -83,14 +85,14 @@ build() {
         sources+=(Fuzz/Support/NestedFaultChecks.swift $library) ;;
     ByteSize)
         sources+=(Sources/AxVMM/ByteSize.swift) ;;
-    GuestImage | BzImage)
+    GuestImage | BzImage | ArmImage)
         build_axvmm || { echo "$t: swift build of AxVMM failed (log: $out/axvmm-build.log)" >&2; return 1; }
         extra=(-I "$out/debug/Modules" "${mapflags[@]}" "${objects[@]}") ;;
     *)
         echo "unknown target $t (targets: ${all[*]})" >&2
         return 1 ;;
     esac
-    if [[ $t == GuestImage || $t == BzImage ]] || stale "$bin" "${sources[@]}" scripts/fuzz.sh; then
+    if [[ $t == GuestImage || $t == BzImage || $t == ArmImage ]] || stale "$bin" "${sources[@]}" scripts/fuzz.sh; then
         swiftc "${flags[@]}" -module-name "${t}Fuzz" "${sources[@]}" "${extra[@]}" -o "$bin" >"$log" 2>&1 || {
             grep -E 'error' "$log" | head -20 >&2
             echo "$t: build failed (log: $log)" >&2

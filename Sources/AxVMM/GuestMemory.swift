@@ -200,6 +200,20 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
         }
     }
 
+    /// Maps the populated pages of `[gpa, gpa + size)` into the guest's lazy windows now
+    /// (UFFDIO_CONTINUE, one call per area) instead of on the guest's first touch: for what
+    /// the loader wrote and the guest will run at once (a kernel), so that each of its pages
+    /// costs no minor fault. Populated windows were mapped when they were made.
+    public func mapForGuest(_ gpa: GuestPhysAddr, size: UInt64) throws(VMMError) {
+        let start = gpa.alignedDown(4096).raw, end = gpa.raw + size
+        for r in regions where r.lazy && r.registered {
+            let lo = max(start, r.range.start.raw), hi = min((end + 0xfff) & ~0xfff, r.range.end.raw)
+            guard lo < hi else { continue }
+            let at = r.window + (lo - r.range.start.raw)
+            try userfault.resolve(at, hi - lo, faultAddress: at)
+        }
+    }
+
     public func write<T: BitwiseCopyable>(_ value: T, at gpa: GuestPhysAddr) throws(VMMError) {
         try write([value], at: gpa)
     }

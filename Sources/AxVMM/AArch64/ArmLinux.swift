@@ -260,6 +260,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
             written = Result { () throws(VMMError) in try memory.write(b, at: GuestPhysAddr(plan.kernelAddress)) }
         }
         try written.get()
+        try memory.mapForGuest(GuestPhysAddr(plan.kernelAddress), size: UInt64(plan.kernel.bytes.count))
         try initrd?.load(into: memory, at: plan.initrdAddress)
         try memory.write(blob, at: GuestPhysAddr(plan.deviceTreeAddress))
         guard let boot = vcpus.first else { return }

@@ -114,6 +114,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
             result = Result { () throws(VMMError) in try memory.write(b, at: GuestPhysAddr(plan.kernel.loadAddress)) }
         }
         try result.get()
+        try memory.mapForGuest(GuestPhysAddr(plan.kernel.loadAddress), size: UInt64(plan.kernel.protectedModeKernel.count))
         try initrd?.load(into: memory, at: plan.initrdAddress)
     }
 
