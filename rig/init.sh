@@ -308,6 +308,26 @@ AWK_MEDIAN='
 '
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
+# memtotal_case LAZY POPULATED: the MemTotal (kB) a lazy and a populated boot printed agree.
+memtotal_case() {
+    name=linux-memtotal
+    if [ -n "$1" ] && [ "$1" != null ] && [ "$1" = "$2" ]; then
+        result "linux-memtotal: lazy and populated see the same MemTotal"
+    else
+        result "linux-memtotal: lazy sees ${1:-?} kB, populated ${2:-?} kB"
+    fi
+}
+
+# lazy_touched_case BYTES: a lazy boot populated less than a third of RAM.
+lazy_touched_case() {
+    name=linux-lazy-touched
+    if [ -n "$1" ] && [ "$1" -gt 0 ] && [ $(($1 * 3)) -lt $LINUX_MEM_BYTES ]; then
+        result "linux-lazy-touched: populated below a third of RAM"
+    else
+        result "linux-lazy-touched: populated ${1:-?} bytes of $LINUX_MEM_BYTES"
+    fi
+}
+
 linux_cases() {
     echo "rig: Linux on axvm: $(ls -l /linux/vmlinuz | awk '{print $5}')-byte kernel, $LINUX_MEM, cmdline \"$LINUX_CMDLINE\""
     linux_axvm linux-lazy
@@ -318,18 +338,8 @@ linux_cases() {
     result "$(linux_line)"
     local pop_mt
     pop_mt=$(jf mem_total_kib)
-    name=linux-memtotal
-    if [ -n "$lazy_mt" ] && [ "$lazy_mt" != null ] && [ "$lazy_mt" = "$pop_mt" ]; then
-        result "linux-memtotal: lazy and populated see the same MemTotal"
-    else
-        result "linux-memtotal: lazy sees ${lazy_mt:-?} kB, populated ${pop_mt:-?} kB"
-    fi
-    name=linux-lazy-touched
-    if [ -n "$lazy_pop" ] && [ "$lazy_pop" -gt 0 ] && [ $((lazy_pop * 3)) -lt $LINUX_MEM_BYTES ]; then
-        result "linux-lazy-touched: populated below a third of RAM"
-    else
-        result "linux-lazy-touched: populated ${lazy_pop:-?} bytes of $LINUX_MEM_BYTES"
-    fi
+    memtotal_case "$lazy_mt" "$pop_mt"
+    lazy_touched_case "$lazy_pop"
     local pop_boot=$boot
     linux_axvm linux-lazy-64K --fault-around 64K
     result "$(linux_line)"
@@ -347,23 +357,13 @@ linux_cases_aarch64() {
     peer_row "axvm lazy 4K"
     local lazy_pop lazy_mt lazy_boot=$boot
     lazy_pop=$(jf populated_bytes); lazy_mt=$(jf mem_total_kib)
-    name=linux-lazy-touched
-    if [ -n "$lazy_pop" ] && [ "$lazy_pop" -gt 0 ] && [ $((lazy_pop * 3)) -lt $LINUX_MEM_BYTES ]; then
-        result "linux-lazy-touched: populated below a third of RAM"
-    else
-        result "linux-lazy-touched: populated ${lazy_pop:-?} bytes of $LINUX_MEM_BYTES"
-    fi
+    lazy_touched_case "$lazy_pop"
     linux_axvm linux-populated-poweroff --populate --cmdline "$LINUX_CMDLINE axvm.end=poweroff"
     result "$(linux_line)"
     peer_row "axvm populated"
     local pop_mt pop_boot=$boot
     pop_mt=$(jf mem_total_kib)
-    name=linux-memtotal
-    if [ -n "$lazy_mt" ] && [ "$lazy_mt" != null ] && [ "$lazy_mt" = "$pop_mt" ]; then
-        result "linux-memtotal: lazy and populated see the same MemTotal"
-    else
-        result "linux-memtotal: lazy sees ${lazy_mt:-?} kB, populated ${pop_mt:-?} kB"
-    fi
+    memtotal_case "$lazy_mt" "$pop_mt"
     linux_axvm linux-lazy-64K-2vcpus --fault-around 64K --vcpus 2
     result "$(linux_line)"
     name=linux-2vcpus-seen

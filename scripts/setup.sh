@@ -14,6 +14,8 @@ command -v qemu-system-riscv64 >/dev/null || need+=(qemu-system-misc)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 # qemu-aarch64-static runs the static aarch64 axvm's option parsing here (scripts/test-static.sh).
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+# dtc reads back the device trees axvm writes for arm64 Linux (Tests/AxVMMTests/ArmLinuxTests.swift).
+command -v dtc >/dev/null || need+=(device-tree-compiler)
 update=0
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64

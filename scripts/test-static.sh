@@ -41,6 +41,7 @@ cases=(
     "boot --kernel guests/build/hello.bin --memory -1"
     "boot --kernel guests/build/hello.bin --timeout -1"
     "boot --kernel guests/build/hello.bin --stats-json guests/build/hello.bin"
+    "boot --kernel guests/build/hello.bin --vcpus 0"
 )
 runners=("$x86")
 if command -v qemu-aarch64-static > /dev/null; then runners+=("qemu-aarch64-static $arm"); fi
@@ -48,8 +49,8 @@ for c in "${cases[@]}"; do
     # shellcheck disable=SC2086
     want=$(first_error $ref $c)
     for r in "${runners[@]}"; do
-        # axvm boot (x86 Linux) exists in the x86_64 build only.
-        [[ $c == boot* && $r != "$x86" ]] && continue
+        # A kernel's contents are judged by the host's platform (bzImage or arm64 Image).
+        [[ $c == "boot --kernel guests/build/hello.bin" && $r != "$x86" ]] && continue
         # shellcheck disable=SC2086
         got=$(first_error $r $c)
         if [ "$got" != "$want" ]; then
@@ -58,7 +59,7 @@ for c in "${cases[@]}"; do
         fi
     done
 done
-echo "static: ${#cases[@]} bad command lines (boot: x86_64 only), same error and status from ${#runners[@]} Embedded front end(s) and the SwiftPM one"
+echo "static: ${#cases[@]} bad command lines, same error and status from ${#runners[@]} Embedded front end(s) and the SwiftPM one"
 
 kvm_usable=0
 $x86 check > /tmp/static-check 2>&1 && kvm_usable=1

@@ -204,7 +204,6 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
     let settings: RunSettings
     private let lock = Lock()
     private let console: LinuxConsole
-    private var result: LinuxBootResult
     private var uart: UART8250?
     private var uartLevel = false
     private var gic: ArmGIC?
@@ -228,12 +227,9 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
         self.config = config
         self.plan = plan
         self.initrd = initrd
-        settings = RunSettings(memorySize: config.memorySize, lazy: config.lazy, faultAround: config.faultAround,
-                               timeout: config.timeout, vcpus: config.vcpus, serialToStdout: config.serialToStdout,
-                               handleInterrupt: config.handleInterrupt, kvmPath: config.kvmPath)
-        console = LinuxConsole(config: config, t0: t0)
-        result = LinuxBootResult(config: config, placements: plan.placements, initrdAddress: plan.initrdAddress,
-                                 initrdSize: plan.initrdSize)
+        settings = RunSettings(linux: config)
+        console = LinuxConsole(config: config, placements: plan.placements, initrdAddress: plan.initrdAddress,
+                               initrdSize: plan.initrdSize, t0: t0)
     }
 
     var ram: [GuestPhysRange] { plan.ram }
@@ -332,13 +328,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
         finishEarly(&report)
     }
 
-    func finishEarly(_ report: inout RunReport) {
-        report.linux = lock.withLock {
-            var r = result
-            console.fill(&r)
-            return r
-        }
-    }
+    func finishEarly(_ report: inout RunReport) { report.linux = lock.withLock { console.result } }
 }
 
 extension ArmKernelImage {

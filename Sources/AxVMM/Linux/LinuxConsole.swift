@@ -1,36 +1,38 @@
-/// A Linux guest's console, whichever UART carries it: each byte goes to the terminal
-/// (unless quiet) and the report, and is watched for the init marker, whose time and the
-/// guest RAM populated then are the boot's result. Not locked: the loader calls it under
-/// its device lock.
+/// A Linux guest's console, whichever UART carries it, and the boot's result: each byte goes
+/// to the terminal (unless quiet) and the report, and is watched for the init marker, whose
+/// time and the guest RAM populated then go into `result`. Not locked: the loader calls it
+/// under its device lock.
 final class LinuxConsole {
     private let serial: Serial
     private var marker: MarkerMatcher
     private let t0: UInt64
     /// Guest RAM populated now (set by the loader once memory exists).
     var populated: @Sendable () -> UInt64 = { 0 }
-    /// Seconds from `t0` to the marker's first appearance, and RAM populated then.
-    private(set) var initMarkerSeconds: Double?
-    private(set) var populatedAtMarker: UInt64?
+    /// What the report says of the boot (the loader adds its devices' counters).
+    var result: LinuxBootResult
 
-    init(config: LinuxBootConfig, t0: UInt64) {
+    init(config: LinuxBootConfig, placements: [BootPlacement], initrdAddress: UInt64, initrdSize: UInt64, t0: UInt64) {
         serial = Serial(toStdout: config.serialToStdout)
         marker = MarkerMatcher(config.initMarker)
+        result = LinuxBootResult(config: config, placements: placements, initrdAddress: initrdAddress, initrdSize: initrdSize)
         self.t0 = t0
     }
 
     func out(_ byte: UInt8) {
         serial.out(byte)
-        if initMarkerSeconds == nil && marker.feed(byte) {
-            initMarkerSeconds = Double(nowNanos() - t0) / 1e9
-            populatedAtMarker = populated()
+        if result.initMarkerSeconds == nil && marker.feed(byte) {
+            result.initMarkerSeconds = Double(nowNanos() - t0) / 1e9
+            result.populatedAtMarker = populated()
         }
     }
 
     var text: String { serial.text }
+}
 
-    /// The marker's time and RAM into `result`.
-    func fill(_ result: inout LinuxBootResult) {
-        result.initMarkerSeconds = initMarkerSeconds
-        result.populatedAtMarker = populatedAtMarker
+extension RunSettings {
+    /// A Linux boot's run settings.
+    init(linux c: LinuxBootConfig) {
+        self.init(memorySize: c.memorySize, lazy: c.lazy, faultAround: c.faultAround, timeout: c.timeout, vcpus: c.vcpus,
+                  serialToStdout: c.serialToStdout, handleInterrupt: c.handleInterrupt, kvmPath: c.kvmPath)
     }
 }

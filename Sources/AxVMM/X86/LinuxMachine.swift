@@ -65,7 +65,6 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     let t0: UInt64
     private let lock = Lock()
     private let console: LinuxConsole
-    private var result: LinuxBootResult
     private var uart: UART8250?
     private let i8042 = I8042()
     private var resampler: IRQResampler?
@@ -77,12 +76,9 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         self.plan = plan
         self.initrd = initrd
         self.t0 = t0
-        settings = RunSettings(memorySize: config.memorySize, lazy: config.lazy, faultAround: config.faultAround,
-                               timeout: config.timeout, serialToStdout: config.serialToStdout,
-                               handleInterrupt: config.handleInterrupt, kvmPath: config.kvmPath)
-        console = LinuxConsole(config: config, t0: t0)
-        result = LinuxBootResult(config: config, placements: plan.placements, initrdAddress: plan.initrdAddress,
-                                 initrdSize: plan.initrdSize)
+        settings = RunSettings(linux: config)
+        console = LinuxConsole(config: config, placements: plan.placements, initrdAddress: plan.initrdAddress,
+                               initrdSize: plan.initrdSize, t0: t0)
     }
 
     var ram: [GuestPhysRange] { plan.ram }
@@ -131,7 +127,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     func stop() {
         resampler?.stop()
         lock.withLock {
-            result.serialIRQResamples = resampler?.resampled ?? 0
+            console.result.serialIRQResamples = resampler?.resampled ?? 0
             uart = nil
         }
     }
@@ -165,13 +161,13 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     func kicked(_ vcpu: VCPU, vm: VirtualMachine) {
         lock.withLock {
             guard uart?.asserted == true else { return }
-            if result.interruptWaits.count < Self.interruptWaitsKept {
+            if console.result.interruptWaits.count < Self.interruptWaitsKept {
                 let at = StatsFormat.fixed(Double(nowNanos() - t0) / 1e9, 3)
-                result.interruptWaits.append("\(at) s: \(vcpu.interruptState(line: LinuxLayout.serialIRQ, vm: vm))")
+                console.result.interruptWaits.append("\(at) s: \(vcpu.interruptState(line: LinuxLayout.serialIRQ, vm: vm))")
             }
             if (try? vcpu.multiprocessingState()) == 3 {
                 try? vcpu.setMultiprocessingState(0)
-                result.haltedWakeups += 1
+                console.result.haltedWakeups += 1
             }
         }
     }
@@ -187,13 +183,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         finishEarly(&report)
     }
 
-    func finishEarly(_ report: inout RunReport) {
-        report.linux = lock.withLock {
-            var r = result
-            console.fill(&r)
-            return r
-        }
-    }
+    func finishEarly(_ report: inout RunReport) { report.linux = lock.withLock { console.result } }
 }
 
 #endif
