@@ -92,9 +92,13 @@ public struct LinuxBootConfig: Sendable {
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 
-    /// Serial console; `reboot=k`: reboot through the i8042 (axvm's way out); no PCI
+    /// The host's default (a guest runs the host's architecture): `x86Cmdline` or `arm64Cmdline`.
+    public static var defaultCmdline: String { GuestArch.host == .aarch64 ? arm64Cmdline : x86Cmdline }
+    /// x86: serial console; `reboot=k`: reboot through the i8042 (axvm's way out); no PCI
     /// bus to probe; the i8042 without keyboard and mouse ports; quiet.
-    public static let defaultCmdline = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nokbd quiet"
+    public static let x86Cmdline = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nokbd quiet"
+    /// arm64: the ns16550a console; PSCI ends the VM on reboot and power-off.
+    public static let arm64Cmdline = "console=ttyS0 panic=-1 quiet"
     /// What scripts/linux-guest-initramfs.sh's init prints first.
     public static let defaultInitMarker = "axvm-linux: init reached"
 }
