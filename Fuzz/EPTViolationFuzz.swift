@@ -1,6 +1,6 @@
 // libFuzzer target: `EPTViolation`, the Intel EPT-violation exit record (SDM vol. 3C §28.2.1
 // table 28-7). Input: exit qualification, guest-physical address (u64 little-endian each;
-// missing bytes read as 0). Built with Sources/AxAddrSpace by scripts/fuzz.sh.
+// missing bytes read as 0). Built with AxAddrSpace/Sources/AxAddrSpace by scripts/fuzz.sh.
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {

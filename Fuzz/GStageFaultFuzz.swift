@@ -1,6 +1,6 @@
 // libFuzzer target: `GStageFault`, a RISC-V guest-page fault trapped to HS-mode (privileged
 // spec, H extension: scause 20/21/23, htval = GPA >> 2). Input: scause, htval, stval (u64
-// little-endian each; missing bytes read as 0). Built with Sources/AxAddrSpace by
+// little-endian each; missing bytes read as 0). Built with AxAddrSpace/Sources/AxAddrSpace by
 // scripts/fuzz.sh.
 
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -1,6 +1,6 @@
 // libFuzzer target: `NPTFault`, the AMD #NPF intercept record (APM vol. 2 §15.25.6).
 // Input: EXITINFO1, EXITINFO2 (u64 little-endian each; missing bytes read as 0). Built with
-// Sources/AxAddrSpace by scripts/fuzz.sh.
+// AxAddrSpace/Sources/AxAddrSpace by scripts/fuzz.sh.
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {

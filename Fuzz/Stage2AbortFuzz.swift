@@ -1,6 +1,6 @@
 // libFuzzer target: `Stage2Abort`, an AArch64 stage 2 abort taken to EL2 (Arm ARM D13.2.37
 // ESR_EL2, D13.2.56 HPFAR_EL2). Input: ESR_EL2, HPFAR_EL2, FAR_EL2 (u64 little-endian each;
-// missing bytes read as 0). Built with Sources/AxAddrSpace by scripts/fuzz.sh.
+// missing bytes read as 0). Built with AxAddrSpace/Sources/AxAddrSpace by scripts/fuzz.sh.
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {

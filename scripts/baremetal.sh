@@ -10,7 +10,7 @@ swift_bin=$(dirname "$(command -v swiftc)")
 CLANG=$swift_bin/clang
 LLD=$swift_bin/ld.lld
 out=baremetal/build
-lib=(Sources/AxAddrSpace/*.swift Sources/AxAddrSpace/Formats/*.swift)
+lib=(AxAddrSpace/Sources/AxAddrSpace/*.swift AxAddrSpace/Sources/AxAddrSpace/Formats/*.swift)
 
 build_aarch64() {
     mkdir -p $out/aarch64

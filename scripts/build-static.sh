@@ -38,7 +38,7 @@ compile() {
     "$swift_bin/swiftc" "${common[@]}" -module-name "$module" -emit-module -emit-module-path "$obj/$module.swiftmodule" \
         -c "$@" -o "$obj/$module.o"
 }
-compile AxAddrSpace Sources/AxAddrSpace/*.swift Sources/AxAddrSpace/Formats/*.swift
+compile AxAddrSpace AxAddrSpace/Sources/AxAddrSpace/*.swift AxAddrSpace/Sources/AxAddrSpace/Formats/*.swift
 compile KVM Sources/KVM/*.swift
 compile AxVMM Sources/AxVMM/*.swift Sources/AxVMM/Linux/*.swift Sources/AxVMM/X86/*.swift Sources/AxVMM/AArch64/*.swift
 compile axvm Embedded/axvm/*.swift

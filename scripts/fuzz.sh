@@ -27,7 +27,7 @@ out=.build-fuzz
 mkdir -p "$out/bin" "$out/run"
 # -Onone: quick to build; the runs are counted, not timed, and traps are the same as with -O.
 flags=(-sanitize=fuzzer,address -parse-as-library -g -Onone -use-ld=lld)
-library=$(find Sources/AxAddrSpace -name '*.swift' | sort)
+library=$(find AxAddrSpace/Sources/AxAddrSpace -name '*.swift' | sort)
 
 # Inputs are fixed-size records for the decoders: longer ones would only waste runs.
 max_len() {

@@ -13,7 +13,7 @@
 #                                        four; every run must exit 0 and report 0 memtest
 #                                        mismatches and 0 residency mismatches
 #
-# Both build into .build-soak/ and exit non-zero on any failure (vms also when KVM is not
+# Both build into .build-soak/ (the model soak into .build-soak/library) and exit non-zero on any failure (vms also when KVM is not
 # usable here), printing how to reproduce it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,15 +51,17 @@ model() {
             return 2
         }
     done
-    build -c "$config" --build-tests
+    # The library's own package (AxAddrSpace/), in its own build directory.
+    local scratch=$scratch/library
+    build --package-path AxAddrSpace -c "$config" --build-tests
     local start=$EPOCHREALTIME rc=0
-    swift test -c "$config" --scratch-path "$scratch" --skip-build --filter randomSequencesAgreeWithModel || rc=$?
+    swift test --package-path AxAddrSpace -c "$config" --scratch-path "$scratch" --skip-build --filter randomSequencesAgreeWithModel || rc=$?
     local secs
     secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
     echo
     echo "model soak: seed $seed, $steps steps per run, formats $formats: $( ((rc == 0)) && echo passed || echo FAILED) in ${secs} s"
     if ((rc != 0)); then
-        echo "reproduce: AXVM_MODEL_SEED=$seed AXVM_MODEL_STEPS=$steps AXVM_MODEL_FORMATS=${AXVM_MODEL_FORMATS:-} swift test -c $config --filter randomSequencesAgreeWithModel"
+        echo "reproduce: AXVM_MODEL_SEED=$seed AXVM_MODEL_STEPS=$steps AXVM_MODEL_FORMATS=${AXVM_MODEL_FORMATS:-} swift test --package-path AxAddrSpace -c $config --filter randomSequencesAgreeWithModel"
     fi
     return $rc
 }
