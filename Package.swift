@@ -23,7 +23,10 @@ let package = Package(
         .target(name: "KVM", dependencies: ["CKVM"]),
         // The hypervisor: memfd HAL, memslot mirror, lazy pager, x86 boot, run loop.
         .target(name: "AxVMM", dependencies: [addrSpace, "KVM", "CKVM"]),
-        .executableTarget(name: "axvm", dependencies: ["AxVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "axvm", dependencies: ["AxVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          plugins: ["BuildCommit"]),
+        // `axvm --version`: the git commit, written before every build.
+        .plugin(name: "BuildCommit", capability: .buildTool()),
         // Benchmark of the library (scripts/bench-addrspace.sh): the Rust crate's workloads
         // and a C reference walker in the same process.
         .target(name: "CWalker", path: "Benchmarks/Sources/CWalker"),

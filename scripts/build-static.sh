@@ -41,7 +41,10 @@ compile() {
 compile AxAddrSpace AxAddrSpace/Sources/AxAddrSpace/*.swift AxAddrSpace/Sources/AxAddrSpace/Formats/*.swift
 compile KVM Sources/KVM/*.swift
 compile AxVMM Sources/AxVMM/*.swift Sources/AxVMM/Linux/*.swift Sources/AxVMM/X86/*.swift Sources/AxVMM/AArch64/*.swift
-compile axvm Embedded/axvm/*.swift
+# `axvm --version`: the commit, as the SwiftPM build's BuildCommit plugin writes it.
+commit=$(git describe --always --dirty --abbrev=12 --exclude '*' 2>/dev/null || echo unknown)
+printf 'let buildCommit = "%s"\n' "$commit" > "$obj/BuildCommit.swift"
+compile axvm Embedded/axvm/*.swift "$obj/BuildCommit.swift"
 for c in Sources/CKVM/CKVM.c Embedded/axvm/start.c; do
     "$swift_bin/clang" --target=$c_target -O2 -c "$c" -I Sources/CKVM/include -o "$obj/$(basename "$c" .c).o"
 done
@@ -49,4 +52,5 @@ done
     "$toolchain/lib/swift/embedded/$swift_target/libswiftUnicodeDataTables.a" -lm
 cp "$out/axvm" "$obj/axvm.debug"
 "$swift_bin/llvm-objcopy" --strip-all "$out/axvm"
-echo "build-static: $out/axvm ($(wc -c < "$out/axvm") bytes, static $arch, Embedded Swift)"
+echo "build-static: $out/axvm ($(wc -c < "$out/axvm") bytes, static $arch, Embedded Swift, commit $commit)"
+echo "build-static: sha256 $(sha256sum "$out/axvm" | cut -d' ' -f1)"

@@ -5,7 +5,10 @@
 #   same checksum as the SwiftPM axvm (with AXVM_REQUIRE_KVM=1 a KVM failure fails);
 # - bad command lines get the same first error line and exit status from all front ends
 #   (the aarch64 one under qemu-aarch64-static when it is installed): the option values
-#   and validation are shared code.
+#   and validation are shared code;
+# - the static axvm's own memory beside a 1 GiB lazy guest is under 5 MiB (SwiftPM's shown);
+# - scripts/install.sh installs the static axvm naming this commit, the manual and the
+#   shell completions, which complete.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-static.sh aarch64
@@ -74,10 +77,42 @@ if [ $kvm_usable = 1 ]; then
             echo "static: memtest 32M random $mode: $b (same as SwiftPM)"
         fi
     done
+    # The VMM's own memory (VmRSS - RssShmem) beside a 1 GiB lazy guest: the static build is
+    # the one to copy to a host, and its overhead must stay under 5 MiB.
+    for b in "$ref" "$x86"; do
+        $b run guests/build/memtest.bin --memory 1G --test-size 64M --sparse --stats-json /tmp/static-stats.json > /dev/null
+        overhead=$(sed -n 's/^ *"vmm_overhead_bytes": *\([0-9]*\).*/\1/p' /tmp/static-stats.json)
+        echo "static: VMM overhead, 1 GiB lazy guest: $b $(awk -v b="$overhead" 'BEGIN { printf "%.1f MiB", b / 1048576 }')"
+    done
+    if [ -z "$overhead" ] || [ "$overhead" -ge $((5 << 20)) ]; then
+        echo "static: FAIL: the static axvm's VMM overhead is ${overhead:-unknown} bytes, not under 5 MiB"
+        fail=1
+    fi
 elif [ "${AXVM_REQUIRE_KVM:-0}" = 1 ]; then
     echo "static: FAIL: AXVM_REQUIRE_KVM=1 but the static axvm cannot use KVM:"; cat /tmp/static-check
     fail=1
 else
     echo "static: KVM not usable here: the run cases are skipped"
 fi
+# The install step (scripts/install.sh): the static binary naming this commit, the manual
+# with its EXIT STATUS table, bash completions that complete options and their values.
+prefix=$(mktemp -d)
+scripts/install.sh --prefix "$prefix" --config debug > /dev/null
+commit=$(git describe --always --dirty --abbrev=12 --exclude '*' 2>/dev/null || echo unknown)
+version=$("$prefix/bin/axvm" --version)
+[ "$version" = "axvm commit $commit (Embedded static build)" ] || { echo "static: FAIL: installed axvm --version says \"$version\", commit $commit"; fail=1; }
+awk '/^\.Sh "EXIT STATUS"/ { s = 1 } s && /^  124 / { found = 1 } END { exit !found }' "$prefix/share/man/man1/axvm.1" \
+    || { echo "static: FAIL: the installed manual has no EXIT STATUS table"; fail=1; }
+complete_words() {
+    bash -O extglob -c 'source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+        _axvm axvm "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"; printf "%s\n" "${COMPREPLY[@]}"' _ \
+        "$prefix/share/bash-completion/completions/axvm" "$@"
+}
+[ "$(complete_words axvm run x --fault-a)" = --fault-around ] && [ "$(complete_words axvm run x --order '' | tr '\n' ' ')" = "sequential random strided " ] \
+    || { echo "static: FAIL: the installed bash completion does not complete 'axvm run x --fault-a' or --order's values"; fail=1; }
+for f in share/zsh/site-functions/_axvm share/fish/vendor_completions.d/axvm.fish; do
+    [ -s "$prefix/$f" ] || { echo "static: FAIL: $f not installed"; fail=1; }
+done
+rm -rf "$prefix"
+echo "static: install: $version, manual with exit statuses, bash/zsh/fish completions"
 exit $fail

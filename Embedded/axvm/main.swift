@@ -6,7 +6,8 @@ import AxVMM
 // the shared code (parseByteSize, Frontend, Machine.validate); this file only maps names.
 
 let usage = """
-    USAGE: axvm check [--kvm <kvm>]
+    USAGE: axvm --version | --help | help [<subcommand>]
+           axvm check [--kvm <kvm>]
            axvm run <guest> [--memory <memory>] [--lazy|--populate] [--fault-around <size>]
                     [--timeout <seconds>] [--order sequential|random|strided] [--stride <pages>]
                     [--seed <n>] [--test-size <size>] [--sparse] [--vcpus <n>]
@@ -17,6 +18,19 @@ let usage = """
                     [--init-marker <text>] [--quiet] [--stats] [--stats-json <file>] [--kvm <kvm>]
     (axvm boot: a bzImage on x86_64 hosts, an arm64 Image or Image.gz on arm64 hosts.)
     """
+
+/// `axvm --help`, `axvm help SUBCOMMAND`, `axvm SUBCOMMAND --help`: the usage, the
+/// subcommand's examples (all of them for no subcommand) and the exit statuses.
+func help(_ subcommand: String?) -> String {
+    let examples: String
+    switch subcommand {
+    case "check": examples = CommandHelp.checkExamples
+    case "run": examples = CommandHelp.runExamples
+    case "boot": examples = CommandHelp.bootExamples
+    default: examples = CommandHelp.checkExamples + "\n" + CommandHelp.runExamples + "\n" + CommandHelp.bootExamples
+    }
+    return usage + "\n\n" + examples + "\n\n" + CommandHelp.exitStatuses
+}
 
 /// A usage error: the message, the usage text, exit status 64 (as swift-argument-parser).
 struct UsageError: Error { let message: String }
@@ -47,11 +61,15 @@ func axvmMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<C
 }
 
 func command(_ args: [String]) throws(UsageError) -> Int32 {
-    guard let verb = args.first else { print(usage); return 0 }
+    guard let verb = args.first else { print(help(nil)); return 0 }
     var options = try Options(Array(args.dropFirst()))
+    if options.flag("--help") { print(help(verb)); return 0 }
     switch verb {
     case "-h", "--help", "help":
-        print(usage)
+        print(help(args.dropFirst().first))
+        return 0
+    case "--version":
+        print(CommandHelp.version(commit: buildCommit, build: "Embedded static build"))
         return 0
     case "check":
         try options.expectNoPositionals()

@@ -63,6 +63,8 @@ struct Choice<Value: NamedValue>: ExpressibleByArgument {
         value = v
     }
     static var allValueStrings: [String] { Value.allCases.map(\.name) }
+    /// Shell completion offers the names.
+    static var defaultCompletionKind: CompletionKind { .list(allValueStrings) }
     static var allValueDescriptions: [String: String] { Value.descriptions }
     var defaultValueDescription: String { value.name }
 }
@@ -101,12 +103,15 @@ struct AxvmCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "axvm",
         abstract: "A KVM hypervisor whose guest memory is an AxAddrSpace address space.",
+        discussion: CommandHelp.exitStatuses,
+        version: CommandHelp.version(commit: buildCommit, build: "SwiftPM build"),
         subcommands: subcommands)
     static let subcommands: [ParsableCommand.Type] = [Check.self, Run.self, Boot.self]
 }
 
 struct Check: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Tell whether KVM and userfaultfd are usable here.")
+    static let configuration = CommandConfiguration(
+        abstract: "Tell whether KVM and userfaultfd are usable here.", discussion: CommandHelp.checkExamples)
     @Option(help: "KVM device.") var kvm = "/dev/kvm"
 
     func run() throws {
@@ -116,7 +121,9 @@ struct Check: ParsableCommand {
 }
 
 struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run a guest from guests/build.")
+    static let configuration = CommandConfiguration(
+        abstract: "Run a guest from guests/build.",
+        discussion: CommandHelp.runExamples + "\n\n" + CommandHelp.seeExitStatuses)
 
     @Argument(help: "Guest image (e.g. guests/build/memtest.bin).") var guest: String
     @Option(parsing: .unconditional, help: "Guest RAM, e.g. 64M, 1G (4 KiB multiple).", transform: ByteSize.parse)
@@ -191,12 +198,11 @@ struct Boot: ParsableCommand {
             LAPIC and PIT, an i8042 whose reset line ends the VM (reboot=k). arm64: a device \
             tree written by axvm, an in-kernel GICv3 (or GICv2), PSCI, an ns16550a UART \
             (console=ttyS0). The run ends normally (status 0) when the guest reboots or \
-            powers off. Exit status: \
-            2 for a bad kernel, initrd or command line (the message says what is wrong), \
-            64 for bad option values, 3 if the guest crashes, 124 on timeout.
+            powers off.
             Needs KVM with hardware virtualization (kvm_amd, kvm_intel): on kvm_pvm a stock \
             kernel cannot run, and axvm boot says so at once.
-            """)
+
+            """ + CommandHelp.bootExamples + "\n\n" + CommandHelp.seeExitStatuses)
 
     @Option(help: "Linux kernel (x86_64: bzImage, e.g. /boot/vmlinuz-*; arm64: Image or Image.gz).") var kernel: String
     @Option(help: "Initial ramdisk (cpio archive, may be compressed).") var initrd: String?

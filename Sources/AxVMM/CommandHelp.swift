@@ -1,0 +1,51 @@
+/// Help text both front ends show (`--help`, the man page, the Embedded usage): examples for
+/// each subcommand, the exit statuses, and the version line.
+public enum CommandHelp {
+    /// `axvm --version`: the commit the binary was built from (`git describe`, "-dirty" for
+    /// uncommitted changes; "unknown" outside a git checkout) and which build it is.
+    public static func version(commit: String, build: String) -> String {
+        "axvm commit \(commit) (\(build))"
+    }
+
+    public static let checkExamples = """
+        EXAMPLES:
+          axvm check                    # KVM flavour, paging, userfaultfd, CPU
+          axvm check --kvm /dev/kvm-2   # another KVM device node
+        """
+
+    public static let runExamples = """
+        EXAMPLES:
+          axvm run guests/build/memtest.bin --memory 1G --order random --stats
+          axvm run guests/build/memtest.bin --fault-around 2M --stats-json out.json
+          axvm run guests/build/memtest.bin --populate --stats
+          axvm run guests/build/memtest.bin --vcpus 2 --memtest-mode overlap --stats
+          axvm run guests/build/spin.bin --timeout 2          # exit status 124
+        """
+
+    public static let bootExamples = """
+        EXAMPLES:
+          axvm boot --kernel bzImage --initrd initramfs.cpio.gz --memory 512M --stats
+          axvm boot --kernel Image.gz --initrd initramfs.cpio.gz --fault-around 64K --vcpus 2
+          axvm boot --kernel bzImage --cmdline "console=ttyS0 panic=-1" --populate --quiet
+        """
+
+    /// Where a subcommand's help points for the exit statuses.
+    public static let seeExitStatuses = "Exit statuses: axvm --help (and man axvm)."
+
+    /// The exit statuses of `check`, `run` and `boot` (the README has the same table).
+    public static let exitStatuses = """
+        EXIT STATUS:
+          code   run: the code the guest wrote to its exit device (0: success)
+          0      boot: Linux rebooted or powered off; check: KVM is usable
+          1      check: KVM or userfaultfd is not usable here
+          2      cannot set up: a missing, unreadable or malformed guest image,
+                 kernel, initrd or command line; no KVM device; no permission
+          3      the guest ended badly: unmapped access, triple fault, pager
+                 failure (e.g. --max-resident)
+          64     usage: an option value that does not parse or is out of range
+          74     the results could not be written (stdout, statistics file)
+          124    timeout
+          128+N  ended by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129)
+          141    standard output is a pipe whose reader has gone
+        """
+}
