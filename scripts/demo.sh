@@ -12,4 +12,7 @@ guest=guests/build/memtest.bin
 [ "$(uname -m)" = aarch64 ] && guest=guests/build/aarch64/memtest.bin
 .build/release/axvm check
 echo
-.build/release/axvm run "$guest" --memory 256M --order random --stats "$@"
+map=.build/demo-faults.svg
+.build/release/axvm run "$guest" --memory 256M --order random --stats --fault-map "$map" "$@"
+echo
+echo "fault map (guest memory by first touch, faults over time): $map"

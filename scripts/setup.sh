@@ -16,6 +16,8 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 # dtc reads back the device trees axvm writes for arm64 Linux (Tests/AxVMMTests/ArmLinuxTests.swift).
 command -v dtc >/dev/null || need+=(device-tree-compiler)
+# rsvg-convert draws the --fault-map SVG in a test (Tests/AxVMMTests/FaultMapTests.swift).
+command -v rsvg-convert >/dev/null || need+=(librsvg2-bin)
 update=0
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64

@@ -12,10 +12,11 @@ let usage = """
                     [--timeout <seconds>] [--order sequential|random|strided] [--stride <pages>]
                     [--seed <n>] [--test-size <size>] [--sparse] [--vcpus <n>]
                     [--memtest-mode split|overlap] [--fault-threads <n>] [--max-resident <size>]
-                    [--stats] [--stats-json <file>] [--kvm <kvm>]
+                    [--stats] [--stats-json <file>] [--fault-map <file.svg>] [--kvm <kvm>]
            axvm boot --kernel <kernel> [--initrd <file>] [--cmdline <text>] [--memory <memory>]
                     [--lazy|--populate] [--fault-around <size>] [--timeout <seconds>] [--vcpus <n>]
-                    [--init-marker <text>] [--quiet] [--stats] [--stats-json <file>] [--kvm <kvm>]
+                    [--init-marker <text>] [--quiet] [--stats] [--stats-json <file>]
+                    [--fault-map <file.svg>] [--kvm <kvm>]
     (axvm boot: a bzImage on x86_64 hosts, an arm64 Image or Image.gz on arm64 hosts.)
     """
 
@@ -79,14 +80,14 @@ func command(_ args: [String]) throws(UsageError) -> Int32 {
         do { try Frontend.finish(status: ok ? 0 : 1, json: nil, { _ in "" }, text: nil) } catch { return error.status }
         return 0
     case "run":
-        let (config, stats, statsJSON) = try runConfig(&options)
+        let (config, stats, statsJSON, faultMap) = try runConfig(&options)
         do { try Machine.validate(config) } catch { throw UsageError(message: "\(error)") }
-        do { try Frontend.run(config, stats: stats, statsJSON: statsJSON) } catch { return error.status }
+        do { try Frontend.run(config, stats: stats, statsJSON: statsJSON, faultMap: faultMap) } catch { return error.status }
         return 0
     case "boot":
-        let (config, stats, statsJSON) = try bootConfig(&options)
+        let (config, stats, statsJSON, faultMap) = try bootConfig(&options)
         do { try LinuxMachine.validate(config) } catch { throw UsageError(message: "\(error)") }
-        do { try Frontend.boot(config, stats: stats, statsJSON: statsJSON) } catch { return error.status }
+        do { try Frontend.boot(config, stats: stats, statsJSON: statsJSON, faultMap: faultMap) } catch { return error.status }
         return 0
     default:
         throw UsageError(message: "unknown subcommand '\(verb)' (check, run or boot)")
@@ -94,7 +95,7 @@ func command(_ args: [String]) throws(UsageError) -> Int32 {
 }
 
 /// `axvm run`'s options into a configuration (values checked by `Machine.validate` later).
-func runConfig(_ o: inout Options) throws(UsageError) -> (VMConfig, Bool, String?) {
+func runConfig(_ o: inout Options) throws(UsageError) -> (VMConfig, Bool, String?, String?) {
     guard o.positionals.count == 1 else {
         throw UsageError(message: o.positionals.isEmpty ? "Missing expected argument '<guest>'" : "Unexpected argument '\(o.positionals[1])'")
     }
@@ -123,13 +124,14 @@ func runConfig(_ o: inout Options) throws(UsageError) -> (VMConfig, Bool, String
     if let v = try o.size("--max-resident") { c.maxResident = v }
     let stats = o.flag("--stats")
     let json = try o.take("--stats-json")
+    let faultMap = try o.take("--fault-map")
     if let v = try o.take("--kvm") { c.kvmPath = v }
     try o.expectEmpty()
-    return (c, stats, json)
+    return (c, stats, json, faultMap)
 }
 
 /// `axvm boot`'s options into a configuration (values checked by `LinuxMachine.validate`).
-func bootConfig(_ o: inout Options) throws(UsageError) -> (LinuxBootConfig, Bool, String?) {
+func bootConfig(_ o: inout Options) throws(UsageError) -> (LinuxBootConfig, Bool, String?, String?) {
     try o.expectNoPositionals()
     guard let kernel = try o.take("--kernel") else { throw UsageError(message: "Missing expected argument '--kernel <kernel>'") }
     var c = LinuxBootConfig(kernelPath: kernel)
@@ -148,9 +150,10 @@ func bootConfig(_ o: inout Options) throws(UsageError) -> (LinuxBootConfig, Bool
     c.mpTable = !o.flag("--no-mp-table")
     let stats = o.flag("--stats")
     let json = try o.take("--stats-json")
+    let faultMap = try o.take("--fault-map")
     if let v = try o.take("--kvm") { c.kvmPath = v }
     try o.expectEmpty()
-    return (c, stats, json)
+    return (c, stats, json, faultMap)
 }
 
 /// The arguments after the subcommand: `--name value`, `--name=value`, flags, positionals.

@@ -121,33 +121,42 @@ public enum Frontend {
     /// Returns normally for status 0; throws the status otherwise (64 usage, 2 set-up, the
     /// guest's code, 3, 124, 128 + a signal: `RunReport.exitStatus`; 74 if the results
     /// could not be written).
-    public static func run(_ config: VMConfig, stats: Bool, statsJSON: String?) throws(Exit) {
-        let json = try openStatsFile(statsJSON, inputs: [("guest image", config.guestPath)])
+    public static func run(_ config: VMConfig, stats: Bool, statsJSON: String?, faultMap: String? = nil) throws(Exit) {
+        let inputs = [("guest image", config.guestPath)]
+        let json = try openStatsFile(statsJSON, inputs: inputs)
+        let map = try openStatsFile(faultMap, inputs: inputs + (statsJSON.map { [("statistics file", $0)] } ?? []))
+        var config = config
+        config.faultMap = faultMap != nil
         let report: RunReport
         do {
             report = try Machine.run(config)
         } catch {
             json?.discard()
+            map?.discard()
             eprint("axvm: error: \(error)")
             throw Exit(error.isUsageError ? usageStatus : 2)
         }
         let normal: Bool = if case .guestExit = report.exit { true } else { false }
         if !stats && !normal { eprint("axvm: \(report.exitDescription)") }
         try finish(status: report.exitStatus, json: json, { StatsFormat.json(report, exitStatus: $0) },
-                   text: stats ? StatsFormat.text(report) : nil)
+                   text: stats ? StatsFormat.text(report) : nil, faultMap: map, { FaultMapSVG.render(report) })
     }
 
     /// Boots a Linux kernel as `axvm boot` does (both front ends): the statistics file
     /// checked first (and refused if it is the kernel or the initrd), the end of the run on
     /// stderr unless the guest rebooted or powered off, the statistics or a summary line.
-    public static func boot(_ config: LinuxBootConfig, stats: Bool, statsJSON: String?) throws(Exit) {
+    public static func boot(_ config: LinuxBootConfig, stats: Bool, statsJSON: String?, faultMap: String? = nil) throws(Exit) {
         let inputs = [("kernel", config.kernelPath)] + (config.initrdPath.map { [("initrd", $0)] } ?? [])
         let json = try openStatsFile(statsJSON, inputs: inputs)
+        let map = try openStatsFile(faultMap, inputs: inputs + (statsJSON.map { [("statistics file", $0)] } ?? []))
+        var config = config
+        config.faultMap = faultMap != nil
         let report: RunReport
         do {
             report = try LinuxMachine.boot(config)
         } catch {
             json?.discard()
+            map?.discard()
             eprint("axvm: error: \(error)")
             if case let .vmm(e) = error, e.isUsageError { throw Exit(usageStatus) }
             throw Exit(2)
@@ -158,20 +167,28 @@ public enum Frontend {
         }
         if !report.exit.isMachineEnd { eprint("axvm: \(report.exitDescription)") }
         let text = stats ? LinuxStatsFormat.text(report, linux) : LinuxStatsFormat.summary(report, linux) + "\n"
-        try finish(status: report.exitStatus, json: json, { LinuxStatsFormat.json(report, linux, exitStatus: $0) }, text: text)
+        try finish(status: report.exitStatus, json: json, { LinuxStatsFormat.json(report, linux, exitStatus: $0) }, text: text,
+                   faultMap: map, { FaultMapSVG.render(report) })
     }
 
-    /// The end of every run: the statistics file written (before standard output, which
-    /// may be a closed terminal), the text printed, then the exit status — 128 + the
+    /// The end of every run: the statistics file and the fault map written (before standard
+    /// output, which may be a closed terminal), the text printed, then the exit status — 128 + the
     /// signal if a terminating signal arrived at any time (also while the results were
     /// written), else 74 if a write failed, else `status`. `jsonText` makes the JSON for
     /// the exit status it will report. Throws any status but 0.
     public static func finish(status: Int32, json: consuming OutputFile?, _ jsonText: (Int32) -> String,
-                              text: String?) throws(Exit) {
+                              text: String?, faultMap: consuming OutputFile? = nil,
+                              _ faultMapText: () -> String = { "" }) throws(Exit) {
         func current() -> Int32 { Termination.signal.map { 128 + $0 } ?? status }
         var failed = false
         if let file = json.take() {
             do { try file.write(jsonText(current())) } catch {
+                eprint("axvm: error: \(error)")
+                failed = true
+            }
+        }
+        if let file = faultMap.take() {
+            do { try file.write(faultMapText()) } catch {
                 eprint("axvm: error: \(error)")
                 failed = true
             }

@@ -13,6 +13,7 @@ struct RunSettings: Sendable {
     var serialToStdout = false
     var handleInterrupt = false
     var kvmPath = "/dev/kvm"
+    var faultMap = false
 }
 
 /// What differs between kinds of guest on one run path (`Runner`): what goes into memory

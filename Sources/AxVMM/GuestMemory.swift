@@ -265,7 +265,7 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
     }
 
     /// Index (from the region's start) of each populated 4 KiB page of `region`.
-    private func forEachPopulatedPage(_ region: RAMRegion, _ body: (Int) -> Void) {
+    func forEachPopulatedPage(_ region: RAMRegion, _ body: (Int) -> Void) {
         withSpace { s in
             s.forEachMapping(in: region.range) { gpa, size in
                 let first = max(gpa.raw, region.range.start.raw), last = min(gpa.raw + size.bytes, region.range.end.raw)

@@ -26,6 +26,8 @@ public struct PagerStatistics: Sendable, Equatable {
     /// window's pages in the memfd, UFFDIO_CONTINUE, which also wakes the vCPU).
     public var libraryNanos: UInt64 = 0
     public var resolveNanos: UInt64 = 0
+    /// For `--fault-map`: when each cell was first populated, faults per time slice.
+    public var timeline: FaultTimeline?
 
     public func percentile(_ p: Double) -> UInt64 { latency.percentile(p) }
     /// Time spent serving events.
@@ -39,6 +41,9 @@ public struct PagerStatistics: Sendable, Equatable {
         latency.merge(o.latency)
         libraryNanos &+= o.libraryNanos
         resolveNanos &+= o.resolveNanos
+        if let t = o.timeline {
+            if timeline == nil { timeline = t } else { timeline?.merge(t) }
+        }
     }
 }
 
@@ -64,6 +69,9 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
     let nestedFault: @Sendable (GuestPhysAddr, Bool) -> NestedPageFault
     /// Faults at or above this GPA are counted in `faultsAbove`.
     let countAbove: UInt64
+    /// With `--fault-map`: the grid each thread's `FaultTimeline` records on, and its zero time.
+    let mapLayout: FaultMapLayout?
+    let mapStart: UInt64
     let threadCount: Int
     private let stopEvent: EventFD
     private var threads: [OSThread] = []
@@ -87,8 +95,11 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
     var onFatal: @Sendable () -> Void = {}
 
     init(memory: GuestMemory<Format>, faultAround: UInt64, countAbove: UInt64 = 0, threads: Int = 1,
+         mapLayout: FaultMapLayout? = nil, mapStart: UInt64 = 0,
          nestedFault: @escaping @Sendable (GuestPhysAddr, Bool) -> NestedPageFault) throws(VMMError) {
         self.memory = memory
+        self.mapLayout = mapLayout
+        self.mapStart = mapStart
         self.faultAround = faultAround
         self.nestedFault = nestedFault
         self.countAbove = countAbove
@@ -136,6 +147,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
         var fds = [pollfd(fd: uffd, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: stopEvent.fd, events: Int16(POLLIN), revents: 0)]
         var stats = PagerStatistics()
+        if let l = mapLayout { stats.timeline = FaultTimeline(cells: l.cellCount, start: mapStart) }
         defer { perThread[index].value = stats }
         var failed = false
         while !failed {
@@ -187,6 +199,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
                 stats.faults += 1
                 if gpa.raw >= countAbove { stats.faultsAbove += 1 }
                 stats.pagesMapped += pages
+                if let l = mapLayout { stats.timeline?.record(range, at: t0, layout: l) }
                 window = range
             case .alreadyMapped:
                 stats.minorFaults += 1

@@ -45,6 +45,8 @@ public struct VMConfig: Sendable {
     /// watchdog kicks the vCPUs when one arrives.
     public var handleInterrupt = false
     public var kvmPath = "/dev/kvm"
+    /// Record when each part of RAM was first touched and faults over time (`--fault-map`).
+    public var faultMap = false
 
     public init(guestPath: String) { self.guestPath = guestPath }
 
@@ -172,7 +174,7 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
         settings = RunSettings(memorySize: config.memorySize, lazy: config.lazy, faultAround: config.faultAround,
                                timeout: config.timeout, vcpus: config.vcpus, faultThreads: config.faultThreads,
                                maxResident: config.maxResident, serialToStdout: config.serialToStdout,
-                               handleInterrupt: config.handleInterrupt, kvmPath: config.kvmPath)
+                               handleInterrupt: config.handleInterrupt, kvmPath: config.kvmPath, faultMap: config.faultMap)
         ram = platform.ramRanges(size: config.memorySize)
     }
 

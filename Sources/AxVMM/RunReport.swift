@@ -123,6 +123,8 @@ public struct RunStatistics: Sendable {
     public var setupSeconds = 0.0
     public var runSeconds = 0.0
     public var wallSeconds = 0.0
+    /// With `--fault-map`: what the picture shows.
+    public var faultMap: FaultMapData?
 }
 
 extension RunStatistics {

@@ -50,8 +50,11 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
 
         let cpus = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         let platform = self.platform
+        let mapLayout = settings.faultMap ? FaultMapLayout(areas: ram.map { ($0.range, $0.lazy) }) : nil
+        let mapStart = nowNanos()
         let pager = try LazyPager(memory: memory, faultAround: settings.faultAround, countAbove: loader.testRegionBase.raw,
                                   threads: settings.faultThreads ?? min(settings.vcpus, cpus),
+                                  mapLayout: mapLayout, mapStart: mapStart,
                                   nestedFault: { platform.nestedFault(gpa: $0, write: $1) })
         let control = RunControl(vcpus: vcpus)
         installKickHandler()
@@ -118,6 +121,10 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         s.setupSeconds = Double(tRun - t0) / 1e9
         s.runSeconds = Double(tEnd - tRun) / 1e9
         s.wallSeconds = Double(nowNanos() - t0) / 1e9
+        if let layout = mapLayout {
+            s.faultMap = FaultMapData(layout: layout, memory: memory, ram: ram, timeline: pager.stats.timeline,
+                                      runNanos: tEnd - mapStart)
+        }
         var report = RunReport(exit: exit, serialOutput: "", arch: platform.arch, settings: settings, statistics: s)
         report.residencyMismatches = ram.reduce(0) { $0 + memory.residencyMismatches($1).count }
         loader.finish(&report, memory: memory, ram: ram, outcomes: outcomes.map { $0.outcome })

@@ -151,6 +151,7 @@ struct Run: ParsableCommand {
     var maxResident: ByteSize?
     @Flag(help: "Print statistics.") var stats = false
     @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
+    @Option(help: "Draw guest memory by first touch and faults over time to this SVG file.") var faultMap: String?
     @Option(help: "KVM device.") var kvm = "/dev/kvm"
 
     enum Paging: EnumerableFlag { case lazy, populate }
@@ -183,7 +184,7 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        do { try Frontend.run(config(), stats: stats, statsJSON: statsJson) } catch { throw ExitCode(error.status) }
+        do { try Frontend.run(config(), stats: stats, statsJSON: statsJson, faultMap: faultMap) } catch { throw ExitCode(error.status) }
     }
 }
 
@@ -222,6 +223,7 @@ struct Boot: ParsableCommand {
     @Flag(help: "Do not copy the guest's console to stdout.") var quiet = false
     @Flag(help: "Print statistics.") var stats = false
     @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
+    @Option(help: "Draw guest memory by first touch and faults over time to this SVG file.") var faultMap: String?
     @Option(help: "KVM device.") var kvm = "/dev/kvm"
     @Flag(help: .hidden) var forceKvmPvm = false
     @Flag(help: .hidden) var noMpTable = false
@@ -249,6 +251,6 @@ struct Boot: ParsableCommand {
     }
 
     func run() throws {
-        do { try Frontend.boot(config(), stats: stats, statsJSON: statsJson) } catch { throw ExitCode(error.status) }
+        do { try Frontend.boot(config(), stats: stats, statsJSON: statsJson, faultMap: faultMap) } catch { throw ExitCode(error.status) }
     }
 }

@@ -83,6 +83,8 @@ public struct LinuxBootConfig: Sendable {
     /// The most vCPUs a Linux guest gets.
     public static let maxVCPUs = 64
     public var kvmPath = "/dev/kvm"
+    /// Record when each part of RAM was first touched and faults over time (`--fault-map`).
+    public var faultMap = false
     /// Try even on kvm_pvm (which cannot run a stock kernel): for experiments.
     public var allowKVMPVM = false
     /// Give the guest an MP table (`MPTable`), so that Linux takes device interrupts through

@@ -33,6 +33,7 @@ extension RunSettings {
     /// A Linux boot's run settings.
     init(linux c: LinuxBootConfig) {
         self.init(memorySize: c.memorySize, lazy: c.lazy, faultAround: c.faultAround, timeout: c.timeout, vcpus: c.vcpus,
-                  serialToStdout: c.serialToStdout, handleInterrupt: c.handleInterrupt, kvmPath: c.kvmPath)
+                  serialToStdout: c.serialToStdout, handleInterrupt: c.handleInterrupt, kvmPath: c.kvmPath,
+                  faultMap: c.faultMap)
     }
 }
