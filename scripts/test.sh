@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The project's test command (README, .ci/run): Embedded Swift build of the library,
-# the assembly guests, the static Embedded Swift axvm (aarch64, x86_64) against the SwiftPM
+# The project's test command (README, .ci/run): Embedded Swift build of the library, the
+# library's package alone (its tests, documentation and an example consumer), the assembly guests, the static Embedded Swift axvm (aarch64, x86_64) against the SwiftPM
 # one, the bare-metal hypervisors, a short fuzzing pass, every swift-testing test (plain and
 # under ThreadSanitizer), then the two KVM rigs (kvm_amd; arm64 VHE and nVHE).
 # With AXVM_REQUIRE_KVM=1 the KVM tests fail instead of skipping when KVM is unusable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/embedded-check.sh
+scripts/check-library.sh  # the library's own package alone: its tests, DocC (warnings are errors), the example consumer
 scripts/build-guests.sh
 scripts/test-static.sh  # Embedded Swift static axvm (aarch64, x86_64): same errors, same results
 scripts/baremetal.sh check

@@ -7,6 +7,7 @@
 public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
     /// The guest-physical range this space manages.
     public let range: GuestPhysRange
+    /// The nested page table: its root goes into the hardware's register (`EPT.eptp(root:)`, `Stage2.vttbr(root:)`, …).
     public let pageTable: PageTable64<Format, HAL>
     /// Areas sorted by start, never overlapping.
     // Unchecked exclusivity: the space is single-threaded by contract and never holds an
@@ -20,9 +21,13 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
 
     /// The HAL (the page table's own, kept here so the fault path loads it directly).
     public let hal: HAL
+    /// The table's hardware format.
     public var format: Format { pageTable.format }
+    /// The lowest guest-physical address of the space.
     public var base: GuestPhysAddr { range.start }
+    /// The first guest-physical address after the space.
     public var end: GuestPhysAddr { range.end }
+    /// The space's length in bytes.
     public var size: UInt64 { range.size }
     /// Physical address of the root table, for EPTP / nCR3 / VTTBR_EL2 / hgatp.
     public var pageTableRoot: HostPhysAddr { pageTable.root }
@@ -46,6 +51,7 @@ public final class AddrSpace<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
 
     deinit { clear() }
 
+    /// The counters now: populated frames, table frames and the outcome of every fault so far.
     public var statistics: AddrSpaceStatistics {
         var s = counters
         s.tableFrames = pageTable.tableFrames
@@ -478,6 +484,7 @@ private struct HotArea {
 }
 
 extension MemoryArea {
+    /// Whether the area maps host memory at a constant offset (`.linear`).
     @inlinable public var isLinear: Bool {
         if case .linear = backend { return true }
         return false

@@ -28,6 +28,7 @@ public enum AddrSpaceError: Error, Equatable, Sendable, CustomStringConvertible 
     /// A Stage 2 IPA width the start level cannot translate with one root table.
     case unsupportedIPABits(Int, levels: Int)
 
+    /// The error in words, naming the values, e.g. `GPA:[0x0, 0x2000) overlaps the existing area GPA:[0x1000, 0x3000) rwx alloc (lazy)`.
     public var description: String {
         switch self {
         case let .notAligned(a, size): "\(a) size \(hex(size)) is not 4 KiB aligned"

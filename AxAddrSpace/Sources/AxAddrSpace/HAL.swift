@@ -17,10 +17,13 @@ public protocol NestedMemoryHAL: AnyObject {
     /// A frame for guest page `gpa` of `area` (placement hint, e.g. so that one area is
     /// one contiguous host span). Default: `allocFrame()`.
     func allocFrame(for gpa: GuestPhysAddr, in area: GuestPhysRange) -> HostPhysAddr?
+    /// Returns a frame from `allocFrame()` or `allocFrame(for:in:)`; the library never uses it again.
     func deallocFrame(_ frame: HostPhysAddr)
     /// Frees what `allocContiguousFrames` returned. Default: one `deallocFrame` per frame.
     func deallocContiguousFrames(_ base: HostPhysAddr, count: Int)
+    /// Where the hypervisor reaches host-physical `pa` (tables are written, frames zeroed there).
     func physToVirt(_ pa: HostPhysAddr) -> HostVirtAddr
+    /// The inverse of `physToVirt(_:)`.
     func virtToPhys(_ va: HostVirtAddr) -> HostPhysAddr
     /// Fills a freshly allocated guest frame with zeros. Default: 4 KiB of stores through
     /// `physToVirt`. A HAL whose frames are known to be zero (fresh memfd pages) may skip it.
@@ -32,18 +35,23 @@ public protocol NestedMemoryHAL: AnyObject {
 }
 
 extension NestedMemoryHAL {
+    /// Default: `allocFrame()`, no placement.
     public func allocFrame(for gpa: GuestPhysAddr, in area: GuestPhysRange) -> HostPhysAddr? { allocFrame() }
+    /// Default: one frame when one 4 KiB-aligned frame is asked for; `nil` otherwise.
     public func allocContiguousFrames(count: Int, alignment: UInt64) -> HostPhysAddr? {
         count == 1 && alignment <= PageSize.size4K.bytes ? allocFrame() : nil
     }
+    /// Default: `deallocFrame(_:)` for each of the `count` frames.
     public func deallocContiguousFrames(_ base: HostPhysAddr, count: Int) {
         for i in 0..<count { deallocFrame(base + UInt64(i) * PageSize.size4K.bytes) }
     }
+    /// Default: 512 eight-byte stores through `physToVirt(_:)`.
     public func zeroFrame(_ frame: HostPhysAddr) {
         // Sound: physToVirt returns the hypervisor's mapping of a whole 4 KiB frame it owns.
         guard let p = physToVirt(frame).pointer else { return }
         p.initializeMemory(as: UInt64.self, repeating: 0, count: 512)
     }
+    /// Default: nothing (right for a userspace VMM: the host kernel keeps its own tables).
     public func invalidateTLB(_ op: TLBInvalidation) {}
 }
 

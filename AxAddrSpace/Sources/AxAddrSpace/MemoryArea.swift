@@ -7,6 +7,7 @@ public enum Backend: Equatable, Sendable, CustomStringConvertible {
     /// all of them when the area is created; `false` allocates each on its first fault.
     case alloc(populate: Bool)
 
+    /// `linear → HPA:…`, `alloc (populated)` or `alloc (lazy)`.
     public var description: String {
         switch self {
         case let .linear(h): "linear → \(h)"
@@ -17,13 +18,20 @@ public enum Backend: Equatable, Sendable, CustomStringConvertible {
 
 /// One contiguous range of guest-physical memory with one backend and one set of flags.
 public struct MemoryArea: Equatable, Sendable, CustomStringConvertible {
+    /// The guest-physical addresses the area covers.
     public var range: GuestPhysRange
+    /// What the guest may do there, and the memory kind.
     public var flags: MappingFlags
+    /// Where the area's frames come from.
     public var backend: Backend
 
+    /// The area's first address.
     public var start: GuestPhysAddr { range.start }
+    /// The first address after the area.
     public var end: GuestPhysAddr { range.end }
+    /// The area's length in bytes.
     public var size: UInt64 { range.size }
+    /// Whether pages get frames on their first fault (`.alloc(populate: false)`).
     public var isLazy: Bool { backend == .alloc(populate: false) }
 
     /// Host address of guest `gpa` for a linear area.
@@ -40,11 +48,13 @@ public struct MemoryArea: Equatable, Sendable, CustomStringConvertible {
         return MemoryArea(range: GuestPhysRange(start: s, end: e), flags: flags, backend: backend)
     }
 
+    /// Range, flags and backend, e.g. `GPA:[0x0, 0x1000) rwx alloc (lazy)`.
     public var description: String { "\(range) \(flags) \(backend)" }
 }
 
 /// Counters of an address space, for the hypervisor's statistics.
 public struct AddrSpaceStatistics: Equatable, Sendable {
+    /// All counters zero.
     public init() {}
     /// Guest frames allocated from the HAL and mapped now (alloc areas).
     public var populatedFrames: Int = 0
@@ -54,15 +64,19 @@ public struct AddrSpaceStatistics: Equatable, Sendable {
     public var faults: Int { faultsMapped + faultsSpurious + faultsNotInArea + faultsDenied + faultsOutOfMemory + faultsUnrecoverable }
     /// Faults that mapped new memory, and the pages they mapped.
     public var faultsMapped: Int = 0
+    /// Pages those faults mapped (more than the faults with fault-around).
     public var pagesMappedByFaults: Int = 0
     /// Faults that found the page already mapped.
     public var faultsSpurious: Int = 0
-    /// Faults refused: outside all areas, forbidden access, out of memory.
+    /// Faults refused because no area covers the address.
     public var faultsNotInArea: Int = 0
+    /// Faults refused because the area forbids the access.
     public var faultsDenied: Int = 0
+    /// Faults refused because the HAL had no frame.
     public var faultsOutOfMemory: Int = 0
     /// Fault records refused because their kind is `.unrecoverable` (not a missing page).
     public var faultsUnrecoverable: Int = 0
 
+    /// `populatedFrames` in bytes.
     public var populatedBytes: UInt64 { UInt64(populatedFrames) * PageSize.size4K.bytes }
 }

@@ -1,5 +1,6 @@
 /// What kind of access faulted.
 public enum AccessKind: Sendable, Equatable, CustomStringConvertible {
+    /// A load, a store, or an instruction fetch.
     case read, write, execute
 
     /// The mapping permission the access needs.
@@ -10,6 +11,7 @@ public enum AccessKind: Sendable, Equatable, CustomStringConvertible {
         case .execute: .execute
         }
     }
+    /// `read`, `write` or `execute`.
     public var description: String {
         switch self {
         case .read: "read"
@@ -37,6 +39,7 @@ public enum NestedFaultKind: Sendable, Equatable, CustomStringConvertible {
     /// without touching the space.
     case unrecoverable
 
+    /// `translation`, `permission`, `access-flag`, `unknown` or `unrecoverable`.
     public var description: String {
         switch self {
         case .translation: "translation"
@@ -52,14 +55,19 @@ public enum NestedFaultKind: Sendable, Equatable, CustomStringConvertible {
 /// (`EPTViolation`, `NPTFault`, `Stage2Abort`, `GStageFault`) produces one.
 /// The Rust crate's `NestedPageFaultInfo`, plus the fault kind.
 public struct NestedPageFault: Sendable, Equatable, CustomStringConvertible {
+    /// The guest-physical address that faulted.
     public var gpa: GuestPhysAddr
+    /// What the guest was doing.
     public var access: AccessKind
+    /// What the hardware says is missing (`.unknown` where it cannot tell).
     public var kind: NestedFaultKind
+    /// A fault record from its parts (the decoders make them from hardware state).
     public init(gpa: GuestPhysAddr, access: AccessKind, kind: NestedFaultKind = .unknown) {
         self.gpa = gpa
         self.access = access
         self.kind = kind
     }
+    /// E.g. `translation fault, write at GPA:0x1000`.
     public var description: String { "\(kind) fault, \(access) at \(gpa)" }
 }
 
@@ -91,6 +99,7 @@ public enum FaultResolution: Sendable, Equatable, CustomStringConvertible {
         default: false
         }
     }
+    /// What happened in words, e.g. `mapped 16 page(s) GPA:[0x10000, 0x20000)`.
     public var description: String {
         switch self {
         case let .mapped(r, n): "mapped \(n) page(s) \(r)"

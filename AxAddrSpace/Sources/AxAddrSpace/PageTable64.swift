@@ -2,8 +2,11 @@
 public enum PagingError: Error, Equatable, Sendable {
     /// The HAL returned no frame while working at this address.
     case noMemory(GuestPhysAddr)
+    /// The address or size is not a multiple of the page size asked for.
     case notAligned(GuestPhysAddr)
+    /// No leaf translates the address.
     case notMapped(GuestPhysAddr)
+    /// A leaf already translates the address.
     case alreadyMapped(GuestPhysAddr)
     /// The address lies beyond what the format's walk can translate.
     case outOfRange(GuestPhysAddr)
@@ -13,7 +16,9 @@ public enum PagingError: Error, Equatable, Sendable {
 public struct LeafMapping: Equatable, Sendable {
     /// Host-physical address of the queried byte (leaf base + offset).
     public var hpa: HostPhysAddr
+    /// The permissions and memory kind the leaf encodes.
     public var flags: MappingFlags
+    /// The leaf's size: a 4 KiB page or a 2 MiB / 1 GiB block.
     public var size: PageSize
     /// Guest address where the leaf starts.
     public var base: GuestPhysAddr
@@ -27,7 +32,9 @@ public struct LeafMapping: Equatable, Sendable {
 /// partly changed (break-before-make), free every table that becomes empty, and either
 /// succeed or leave the tree as it was. The tree is not thread-safe: the owner serializes.
 public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL> {
+    /// The hardware format of the entries.
     public let format: Format
+    /// Where table frames come from.
     public let hal: HAL
     /// Physical address of the root table (what EPTP / nCR3 / VTTBR / hgatp point to).
     public let root: HostPhysAddr
@@ -58,6 +65,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
     @exclusivity(unchecked) @usableFromInline var cachedDirBase: UInt64 = .max
     private var rootFrames: Int { format.rootEntries / 512 }
 
+    /// An empty table: a zeroed root from the HAL (contiguous frames where the format's root is larger than 4 KiB). Throws `PagingError.noMemory` when the HAL has none.
     public init(format: Format, hal: HAL) throws(PagingError) {
         self.format = format
         self.hal = hal
@@ -99,6 +107,7 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
         Int(truncatingIfNeeded: (gpa &>> shift(level)) & (level == 0 ? rootMask : 511))
     }
     @inline(__always) @inlinable func pageSize(_ level: Int) -> PageSize? { PageSize(rawValue: 1 << shift(level)) }
+    /// The first guest-physical address the format cannot translate.
     public var addressLimit: UInt64 { format.guestAddressLimit }
 
     // MARK: Queries
@@ -188,9 +197,11 @@ public final class PageTable64<Format: NestedPagingFormat, HAL: NestedMemoryHAL>
 
     /// Result of `populate`.
     public enum PopulateResult: Equatable {
+        /// The page is now mapped to this frame.
         case mapped(HostPhysAddr)
         /// A leaf already translates the page (raw entry given).
         case present(UInt64)
+        /// `frame()` returned nil; nothing changed.
         case noMemory
     }
 

@@ -16,7 +16,9 @@ public protocol NestedPagingFormat: Sendable {
     /// Above the last level, a present entry points to a next-level table when
     /// `raw & tableMask == tableBits` (else it is a huge leaf / block).
     var tableMask: UInt64 { get }
+    /// What `raw & tableMask` equals for an entry that points to a table.
     var tableBits: UInt64 { get }
+    /// An entry that points to the next-level table at `table`.
     func tableEntry(_ table: HostPhysAddr) -> UInt64
     /// A leaf for `pa` with `flags`. `size` tells block from page where the format cares.
     func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64
@@ -42,8 +44,10 @@ extension NestedPagingFormat {
     @inlinable @inline(__always) public func isPresent(_ raw: UInt64) -> Bool { raw & presentMask != 0 }
     /// Above the last level: the present entry points to a next-level table (else a huge leaf).
     @inlinable @inline(__always) public func isTable(_ raw: UInt64) -> Bool { raw & tableMask == tableBits }
+    /// Default: what the root and the levels cover, `rootEntries` × 512^(levels − 1) pages.
     @inlinable public var guestAddressLimit: UInt64 {
         UInt64(rootEntries) << UInt64(12 + 9 * (levels - 1))
     }
+    /// Default: `false` (EPT, NPT and Stage 2 never cache a translation fault).
     public var cachesInvalidEntries: Bool { false }
 }

@@ -4,19 +4,31 @@
 
 /// One stage 2 descriptor (Arm ARM D8.3.1, D8.3.2 stage 2 block and page descriptors).
 @frozen public struct Stage2Descriptor: RawRepresentable, Hashable, Sendable {
+    /// The descriptor's 64 bits.
     public var rawValue: UInt64
+    /// A descriptor from its bits.
     @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
 
-    public static let valid: UInt64 = 1 << 0        // bit 0
-    public static let tableOrPage: UInt64 = 1 << 1  // bit 1: table (levels 0-2) / page (level 3); 0 = block
-    public static let memAttrShift: UInt64 = 2      // MemAttr[3:0], bits 5:2
-    public static let s2apRead: UInt64 = 1 << 6     // S2AP[0], bit 6: reads allowed
-    public static let s2apWrite: UInt64 = 1 << 7    // S2AP[1], bit 7: writes allowed
-    public static let shShift: UInt64 = 8           // SH[1:0], bits 9:8 (0b11 inner shareable)
-    public static let accessFlag: UInt64 = 1 << 10  // AF, bit 10
-    public static let executeNever: UInt64 = 1 << 54 // XN[1], bit 54 (XN[0] bit 53 needs FEAT_XNX)
-    public static let addressMask: UInt64 = 0x0000_ffff_ffff_f000  // OA bits 47:12
+    /// Bit 0: the descriptor is valid.
+    public static let valid: UInt64 = 1 << 0
+    /// Bit 1: table (levels 0-2) / page (level 3); 0 = block.
+    public static let tableOrPage: UInt64 = 1 << 1
+    /// MemAttr[3:0], bits 5:2.
+    public static let memAttrShift: UInt64 = 2
+    /// S2AP[0], bit 6: reads allowed.
+    public static let s2apRead: UInt64 = 1 << 6
+    /// S2AP[1], bit 7: writes allowed.
+    public static let s2apWrite: UInt64 = 1 << 7
+    /// SH[1:0], bits 9:8 (0b11: inner shareable).
+    public static let shShift: UInt64 = 8
+    /// AF, bit 10.
+    public static let accessFlag: UInt64 = 1 << 10
+    /// XN[1], bit 54: no instruction fetch (XN[0], bit 53, needs FEAT_XNX).
+    public static let executeNever: UInt64 = 1 << 54
+    /// OA bits 47:12.
+    public static let addressMask: UInt64 = 0x0000_ffff_ffff_f000
 
+    /// MemAttr[3:0] of a block or page descriptor.
     @inlinable public var memAttr: UInt8 { UInt8((rawValue >> Self.memAttrShift) & 0xf) }
 }
 
@@ -30,9 +42,13 @@
 /// allowed, which the guest's own stage 1 attributes may still forbid (the stricter of
 /// the two stages wins, D8.5.6). Pass `device: 0b0000` for Device-nGnRnE.
 public struct Stage2Attributes: Sendable, Equatable {
+    /// MemAttr for normal memory (default 0b1111: Normal, inner and outer Write-Back).
     public var normal: UInt8
+    /// MemAttr for `.uncached` memory (default 0b0101: Normal, inner and outer Non-cacheable).
     public var normalNonCacheable: UInt8
+    /// MemAttr for `.device` memory (default 0b0001: Device-nGnRE).
     public var device: UInt8
+    /// The attribute table; each value keeps its low 4 bits.
     public init(normal: UInt8 = 0b1111, normalNonCacheable: UInt8 = 0b0101, device: UInt8 = 0b0001) {
         self.normal = normal & 0xf
         self.normalNonCacheable = normalNonCacheable & 0xf
@@ -48,10 +64,13 @@ public struct Stage2Attributes: Sendable, Equatable {
 /// The Rust crate's `arm-el2` feature picked which TLBI forms to emit; here the library
 /// always asks for the stage 2 forms (`TLBInvalidation.stage2IPA`) and the HAL runs them.
 public struct Stage2: NestedPagingFormat {
+    /// 3 (start at level 1) or 4 (start at level 0).
     public let levels: Int
     /// IPA width in bits: VTCR_EL2.T0SZ = 64 − ipaBits.
     public let ipaBits: Int
+    /// The MemAttr values for normal, non-cacheable and device memory.
     public var attributes: Stage2Attributes
+    /// The VMID that `vttbr(root:)` and the TLB invalidations carry.
     public var vmid: UInt16
 
     /// `levels` must be 3 or 4; `ipaBits` (default 39 or 48) must fit the start level
@@ -70,15 +89,22 @@ public struct Stage2: NestedPagingFormat {
         self.vmid = vmid
     }
 
+    /// 512: one 4 KiB root table (no concatenated roots).
     public var rootEntries: Int { 512 }
+    /// 1 GiB (level 1) and 2 MiB (level 2) blocks are both allowed.
     public func allowsHugeLeaf(_ size: PageSize) -> Bool { true }  // level 1 and level 2 blocks
+    /// Bit 0 (valid).
     @inlinable public var presentMask: UInt64 { Stage2Descriptor.valid }
     // Above level 3, bits 1:0 = 0b11 is a table descriptor, 0b01 a block.
+    /// Bit 1: above level 3, set in a table descriptor and clear in a block.
     @inlinable public var tableMask: UInt64 { Stage2Descriptor.tableOrPage }
+    /// Bit 1 set: a table descriptor.
     @inlinable public var tableBits: UInt64 { Stage2Descriptor.tableOrPage }
+    /// A table descriptor (bits 1:0 = 0b11) for `table`.
     @inlinable public func tableEntry(_ table: HostPhysAddr) -> UInt64 {
         encodeAddress(table) | Stage2Descriptor.valid | Stage2Descriptor.tableOrPage
     }
+    /// A page (bits 1:0 = 0b11) or block (0b01) descriptor with AF set, inner shareable, MemAttr from `attributes`, S2AP from `.read`/`.write`, XN without `.execute`.
     @inline(__always) @inlinable public func leafEntry(_ pa: HostPhysAddr, flags: MappingFlags, size: PageSize) -> UInt64 {
         var e = encodeAddress(pa) | Stage2Descriptor.valid | Stage2Descriptor.accessFlag
         if size == .size4K { e |= Stage2Descriptor.tableOrPage }
@@ -91,8 +117,11 @@ public struct Stage2: NestedPagingFormat {
         if !flags.contains(.execute) { e |= Stage2Descriptor.executeNever }
         return e
     }
+    /// Bits 47:12 of the descriptor.
     @inlinable public func address(_ raw: UInt64) -> HostPhysAddr { HostPhysAddr(raw & Stage2Descriptor.addressMask) }
+    /// `pa` in bits 47:12.
     @inlinable public func encodeAddress(_ pa: HostPhysAddr) -> UInt64 { pa.raw & Stage2Descriptor.addressMask }
+    /// `.read`/`.write` from S2AP, `.execute` unless XN, `.device` for any Device MemAttr, `.uncached` for the table's non-cacheable value.
     @inlinable public func leafFlags(_ raw: UInt64) -> MappingFlags {
         var f: MappingFlags = []
         if raw & Stage2Descriptor.s2apRead != 0 { f.insert(.read) }
@@ -103,11 +132,13 @@ public struct Stage2: NestedPagingFormat {
         else if attr == attributes.normalNonCacheable { f.insert(.uncached) }
         return f
     }
+    /// `TLBI IPAS2E1IS` for one IPA (operand IPA >> 12), or every stage 2 entry of the VMID.
     public func invalidation(for gpa: GuestPhysAddr?, root: HostPhysAddr) -> TLBInvalidation {
         guard let gpa else { return .stage2All(vmid: vmid) }
         return .stage2IPA(operand: (gpa.raw >> 12) & 0xf_ffff_ffff, vmid: vmid)
     }
 
+    /// 2^`ipaBits`.
     public var guestAddressLimit: UInt64 { 1 << UInt64(ipaBits) }
 
     /// VTCR_EL2 (Arm ARM D13.2.151): T0SZ[5:0] = 64 − IPA bits; SL0[7:6] start level
@@ -136,9 +167,13 @@ public struct Stage2: NestedPagingFormat {
 
 /// A stage 2 abort taken to EL2 (Arm ARM D13.2.37 ESR_EL2, D13.2.56 HPFAR_EL2).
 public struct Stage2Abort: Sendable, Equatable {
+    /// ESR_EL2: the exception class and the data or instruction abort's ISS.
     public var esr: UInt64
+    /// HPFAR_EL2: FIPA, bits 43:4, holds bits 51:12 of the faulting IPA.
     public var hpfar: UInt64
+    /// FAR_EL2: the faulting virtual address (its low 12 bits complete the IPA).
     public var far: UInt64
+    /// The abort from the three EL2 registers.
     public init(esr: UInt64, hpfar: UInt64, far: UInt64) {
         self.esr = esr
         self.hpfar = hpfar
