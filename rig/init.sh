@@ -328,6 +328,25 @@ lazy_touched_case() {
     fi
 }
 
+# fault_map_case FILE: the --fault-map picture of the boot just ended agrees with its
+# statistics (faults, populated bytes). Its text goes to the console between rig-file lines;
+# scripts/kvm-rig.sh saves it as .build-rig/rig-x86_64/files/NAME.
+fault_map_case() {
+    local f=$1 faults bytes
+    name=linux-fault-map
+    faults=$(sed -n 's/.* data-faults="\([0-9]*\)".*/\1/p' "$f" 2>/dev/null | head -1)
+    bytes=$(sed -n 's/.* data-populated-bytes="\([0-9]*\)".*/\1/p' "$f" 2>/dev/null | head -1)
+    if [ -n "$faults" ] && [ "$faults" = "$(jf faults)" ] && [ "$bytes" = "$(jf populated_bytes)" ]; then
+        result "linux-fault-map: its faults and populated bytes are the statistics'"
+    else
+        result "linux-fault-map: the map says ${faults:-?} faults and ${bytes:-?} bytes, the statistics $(jf faults) and $(jf populated_bytes)"
+    fi
+    [ -f "$f" ] || return
+    echo "rig-file-begin ${f##*/}"
+    cat "$f"
+    echo "rig-file-end"
+}
+
 linux_cases() {
     echo "rig: Linux on axvm: $(ls -l /linux/vmlinuz | awk '{print $5}')-byte kernel, $LINUX_MEM, cmdline \"$LINUX_CMDLINE\""
     linux_axvm linux-lazy
@@ -341,8 +360,9 @@ linux_cases() {
     memtotal_case "$lazy_mt" "$pop_mt"
     lazy_touched_case "$lazy_pop"
     local pop_boot=$boot
-    linux_axvm linux-lazy-64K --fault-around 64K
+    linux_axvm linux-lazy-64K --fault-around 64K --fault-map /tmp/linux-faults.svg
     result "$(linux_line)"
+    fault_map_case /tmp/linux-faults.svg
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $boot s lazy 64K, $pop_boot s populated"
 }
 

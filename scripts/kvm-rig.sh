@@ -396,10 +396,21 @@ test_x86_64() {
     qemu_x86_64 rig=test
     rig_boot_retrying "$log" "$limit"
     rig_finished "$log" "$limit" || return 1
+    save_rig_files "$log"
     compare_x86_64 "$log" || status=1
     echo "kvm-rig: timings: QEMU start to init $rig_boot s (kernel uptime at init" \
         "$(sed -n 's/^rig: init at \([0-9.]*\) s.*/\1/p' "$log") s), suite $(sed -n 's/^rig: suite took \([0-9.]*\) s/\1/p' "$log") s, QEMU total $rig_total s"
     return $status
+}
+
+# save_rig_files LOG: each file the rig printed between "rig-file-begin NAME" and
+# "rig-file-end" (e.g. the Linux boot's --fault-map picture) into $out/files/NAME.
+save_rig_files() {
+    mkdir -p "$out/files"
+    tr -d '\r' < "$1" | awk -v dir="$out/files" '
+        /^rig-file-begin / { f = dir "/" $2; printf "" > f; next }
+        /^rig-file-end$/ { if (f != "") { close(f); print "kvm-rig: saved " f }; f = ""; next }
+        f != "" { print > f }'
 }
 
 # compare_x86_64 [LOG [linux]]: the rig's output (default: the last test's) against
@@ -453,6 +464,7 @@ linux_x86_64() {
     echo "kvm-rig: booting for the Linux cases and $rounds comparison rounds"
     rig_boot "$log" "$limit"
     rig_finished "$log" "$limit" || return 1
+    save_rig_files "$log"
     compare_x86_64 "$log" linux
 }
 
