@@ -78,8 +78,14 @@ public struct FaultTimeline: Sendable, Equatable {
         if let first = layout.cell(of: window.start), let last = layout.cell(of: window.end - 1) {
             for c in first...last where t < firstTouch[c] { firstTouch[c] = t }
         }
-        while t >> UInt64(sliceShift) >= UInt64(Self.sliceCount) { coarsen() }
+        cover(t)
         slices[Int(t >> UInt64(sliceShift))] &+= 1
+    }
+
+    /// Coarsens until `t` ns after `start` falls inside the slices (e.g. the end of a run
+    /// whose last fault came early).
+    mutating func cover(_ t: UInt64) {
+        while t >> UInt64(sliceShift) >= UInt64(Self.sliceCount) { coarsen() }
     }
 
     /// Halves the resolution: slice i gets old slices 2i and 2i+1.
@@ -120,7 +126,8 @@ extension FaultMapData {
                 pages[area.firstCell + (page << 12) >> layout.cellShift] += 1
             }
         }
-        self.init(layout: layout, timeline: timeline ?? FaultTimeline(cells: layout.cellCount, start: 0),
-                  populatedPages: pages, runNanos: runNanos)
+        var timeline = timeline ?? FaultTimeline(cells: layout.cellCount, start: 0)
+        timeline.cover(runNanos)
+        self.init(layout: layout, timeline: timeline, populatedPages: pages, runNanos: runNanos)
     }
 }

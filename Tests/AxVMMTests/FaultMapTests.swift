@@ -55,6 +55,10 @@ struct FaultMapTests {
         // Before the start (a fault recorded as the run begins) counts as time 0.
         a.record(page(200), at: 10, layout: layout)
         #expect(a.firstTouchNanos(200) == 0)
+        // A run that goes on long after its last fault: the slices stretch to its end.
+        a.cover(100_000_000_000)
+        #expect(a.sliceNanos * UInt64(FaultTimeline.sliceCount) > 100_000_000_000)
+        #expect(a.slices.reduce(0, +) == 6)
     }
 
     /// A report for a 64 GiB guest with every cell populated: the worst case for size.
