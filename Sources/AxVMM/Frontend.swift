@@ -123,8 +123,8 @@ public enum Frontend {
     /// could not be written).
     public static func run(_ config: VMConfig, stats: Bool, statsJSON: String?, faultMap: String? = nil) throws(Exit) {
         let inputs = [("guest image", config.guestPath)]
-        let json = try openStatsFile(statsJSON, inputs: inputs)
-        let map = try openStatsFile(faultMap, inputs: inputs + (statsJSON.map { [("statistics file", $0)] } ?? []))
+        let json = try openOutputFile(statsJSON, inputs: inputs)
+        let map = try openFaultMap(faultMap, statsJSON: statsJSON, inputs: inputs)
         var config = config
         config.faultMap = faultMap != nil
         let report: RunReport
@@ -147,8 +147,8 @@ public enum Frontend {
     /// stderr unless the guest rebooted or powered off, the statistics or a summary line.
     public static func boot(_ config: LinuxBootConfig, stats: Bool, statsJSON: String?, faultMap: String? = nil) throws(Exit) {
         let inputs = [("kernel", config.kernelPath)] + (config.initrdPath.map { [("initrd", $0)] } ?? [])
-        let json = try openStatsFile(statsJSON, inputs: inputs)
-        let map = try openStatsFile(faultMap, inputs: inputs + (statsJSON.map { [("statistics file", $0)] } ?? []))
+        let json = try openOutputFile(statsJSON, inputs: inputs)
+        let map = try openFaultMap(faultMap, statsJSON: statsJSON, inputs: inputs)
         var config = config
         config.faultMap = faultMap != nil
         let report: RunReport
@@ -203,15 +203,25 @@ public enum Frontend {
         if status != 0 { throw Exit(status) }
     }
 
-    /// The `--stats-json` file, checked before the guest runs (a bad path costs no run;
-    /// nothing is written to it until the results are complete): exit status 2 if it
-    /// cannot be used or is one of `inputs` (what each is, its path).
-    public static func openStatsFile(_ path: String?, inputs: [(String, String)]) throws(Exit) -> OutputFile? {
+    /// An output file (`--stats-json`, `--fault-map`), checked before the guest runs (a bad
+    /// path costs no run; nothing is written to it until the results are complete): exit
+    /// status 2 if it cannot be used or is one of `inputs` (what each is, its path).
+    public static func openOutputFile(_ path: String?, inputs: [(String, String)]) throws(Exit) -> OutputFile? {
         guard let path else { return nil }
         do { return try OutputFile(path: path, inputs: inputs) } catch {
             eprint("axvm: error: \(error)")
             throw Exit(2)
         }
+    }
+
+    /// The `--fault-map` file: as `openOutputFile`, and not the statistics file either (by
+    /// name, as a new file has no inode yet to compare).
+    static func openFaultMap(_ path: String?, statsJSON: String?, inputs: [(String, String)]) throws(Exit) -> OutputFile? {
+        if let path, let statsJSON, path == statsJSON {
+            eprint("axvm: error: \(path): is also the statistics file (--stats-json)")
+            throw Exit(2)
+        }
+        return try openOutputFile(path, inputs: inputs + (statsJSON.map { [("statistics file", $0)] } ?? []))
     }
 
     /// A line on standard error (fd 2; the C `stderr` global is not concurrency-safe).

@@ -32,7 +32,7 @@ public struct OutputFile: ~Copyable {
         var mode: mode_t
         if stat(path, &st) == 0 {
             guard ckvm_is_regular_file(st.st_mode) != 0 else {
-                throw .output(path: path, reason: "not a regular file (a FIFO, device or directory cannot take the statistics)")
+                throw .output(path: path, reason: "not a regular file (a FIFO, device or directory cannot take the output)")
             }
             guard access(path, W_OK) == 0 else { throw .output(path: path, reason: "not writable: \(errnoString(errno))") }
             for (what, input) in inputs {

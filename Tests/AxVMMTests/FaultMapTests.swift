@@ -157,8 +157,11 @@ struct FaultMapKVMTests {
     @Test func mapFileIsCheckedBeforeTheRun() throws {
         let image = guestPath("hello")
         let before = try #require(fileBytes(image))
-        for (path, message) in [("/dev/full", "/dev/full"), (image, "is the guest image"), ("/nonexistent/dir/m.svg", "cannot create a file in /nonexistent/dir/")] {
-            var run = try AxvmProcess(["run", image, "--fault-map", path])
+        let json = temporaryPath("map-and-stats.json")
+        defer { unlink(json) }
+        for (path, message) in [("/dev/full", "/dev/full"), (image, "is the guest image"), ("/nonexistent/dir/m.svg", "cannot create a file in /nonexistent/dir/"),
+                                (json, "is also the statistics file")] {
+            var run = try AxvmProcess(["run", image, "--stats-json", json, "--fault-map", path])
             #expect(run.wait() == 2, "\(path): \(run.errText)")
             #expect(run.errText.contains(message), "\(path): \(run.errText)")
         }
