@@ -20,15 +20,13 @@ public struct FaultMapLayout: Sendable, Equatable {
     public init(areas ranges: [(range: GuestPhysRange, lazy: Bool)]) {
         // The smallest power-of-two cell (4 KiB at least) that keeps the count in bounds,
         // each area starting on a cell of its own.
+        func cells(_ size: UInt64, _ shift: Int) -> Int { Int((size + (1 << UInt64(shift)) - 1) >> UInt64(shift)) }
         var shift = 12
-        func cells(_ shift: Int) -> Int {
-            ranges.reduce(0) { $0 + Int(($1.range.size + (1 << UInt64(shift)) - 1) >> UInt64(shift)) }
-        }
-        while shift < 40 && cells(shift) > Self.maxCells { shift += 1 }
+        while shift < 40 && ranges.reduce(0, { $0 + cells($1.range.size, shift) }) > Self.maxCells { shift += 1 }
         cellShift = shift
         var next = 0
         areas = ranges.map { r in
-            let n = Int((r.range.size + (1 << UInt64(shift)) - 1) >> UInt64(shift))
+            let n = cells(r.range.size, shift)
             defer { next += n }
             return Area(range: r.range, lazy: r.lazy, firstCell: next, cells: n)
         }
@@ -118,15 +116,18 @@ public struct FaultMapData: Sendable {
 }
 
 extension FaultMapData {
-    /// The run's record with each cell's populated pages counted from the address space.
-    init<F>(layout: FaultMapLayout, memory: GuestMemory<F>, ram: [RAMRegion], timeline: FaultTimeline?, runNanos: UInt64) {
+    /// The fault threads' timelines merged, with each cell's populated pages counted from
+    /// the address space.
+    init<F>(layout: FaultMapLayout, memory: GuestMemory<F>, ram: [RAMRegion], threads: [PagerStatistics], runNanos: UInt64) {
         var pages = Array(repeating: 0, count: layout.cellCount)
         for (region, area) in zip(ram, layout.areas) {
             memory.forEachPopulatedPage(region) { page in
                 pages[area.firstCell + (page << 12) >> layout.cellShift] += 1
             }
         }
-        var timeline = timeline ?? FaultTimeline(cells: layout.cellCount, start: 0)
+        let recorded = threads.compactMap { $0.timeline }
+        var timeline = recorded.first ?? FaultTimeline(cells: layout.cellCount, start: 0)
+        for t in recorded.dropFirst() { timeline.merge(t) }
         timeline.cover(runNanos)
         self.init(layout: layout, timeline: timeline, populatedPages: pages, runNanos: runNanos)
     }

@@ -122,7 +122,7 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         s.runSeconds = Double(tEnd - tRun) / 1e9
         s.wallSeconds = Double(nowNanos() - t0) / 1e9
         if let layout = mapLayout {
-            s.faultMap = FaultMapData(layout: layout, memory: memory, ram: ram, timeline: pager.stats.timeline,
+            s.faultMap = FaultMapData(layout: layout, memory: memory, ram: ram, threads: s.faultThreads,
                                       runNanos: tEnd - mapStart)
         }
         var report = RunReport(exit: exit, serialOutput: "", arch: platform.arch, settings: settings, statistics: s)
