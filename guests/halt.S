@@ -1,5 +1,5 @@
 // Long-mode guest that halts with interrupts disabled (cli; hlt): nothing can ever wake
-// it, so the VMM must report a dead guest (exit status 3 with the rip), not an exit.
+// it, so the VMM must report a dead guest (exit status 4 with the rip), not an exit.
     .code64
     .include "defs.inc"
     .text

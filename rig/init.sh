@@ -237,7 +237,7 @@ LINUX_MEM_BYTES=536870912
 if [ "$ARCH" = aarch64 ]; then
     LINUX_CMDLINE="console=ttyS0 panic=-1 quiet nokaslr"
 else
-    LINUX_CMDLINE="console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nokbd quiet"
+    LINUX_CMDLINE="console=ttyS0 reboot=k panic=-1 pci=conf1 i8042.noaux i8042.nokbd quiet"
 fi
 LINUX_MARKER="axvm-linux: init reached"
 # A boot takes 20-40 s here; 150 s leaves room for a slow host and still ends a hung boot with
@@ -293,7 +293,8 @@ linux_line() {
     if [ ! -f /tmp/s.json ]; then echo "$name: exit $st, no statistics"; return; fi
     local m="init marker seen"
     [ "$(jf init_marker_seconds)" = null ] && m="init marker not seen"
-    echo "$name: exit $st, $(jf exit), $m, host check $(host_check)"
+    # A halt names the rip, which varies from boot to boot.
+    echo "$name: exit $st, $(jf exit | sed 's/ (hlt at rip 0x[0-9a-f]*)//'), $m, host check $(host_check)"
 }
 
 # awk functions for the tables: sort(list, v) sorts a space-separated list of numbers into v
@@ -353,17 +354,39 @@ linux_cases() {
     result "$(linux_line)"
     local lazy_pop lazy_mt lazy_boot=$boot
     lazy_pop=$(jf populated_bytes); lazy_mt=$(jf mem_total_kib)
-    linux_axvm linux-populated --populate
+    linux_axvm linux-populated-poweroff --populate --cmdline "$LINUX_CMDLINE axvm.end=poweroff"
     result "$(linux_line)"
     local pop_mt
     pop_mt=$(jf mem_total_kib)
     memtotal_case "$lazy_mt" "$pop_mt"
     lazy_touched_case "$lazy_pop"
     local pop_boot=$boot
-    linux_axvm linux-lazy-64K --fault-around 64K --fault-map /tmp/linux-faults.svg
+    linux_axvm linux-lazy-64K-2vcpus --fault-around 64K --vcpus 2 --fault-map /tmp/linux-faults.svg
     result "$(linux_line)"
+    name=linux-2vcpus-seen
+    result "linux-2vcpus-seen: $(tr -d '\r' < /tmp/linux-lazy-64K-2vcpus.out | grep -c -e '^axvm-linux: 2 CPUs online' -e '^axvm-linux: ran on CPU [01]$') of 3 lines"
     fault_map_case /tmp/linux-faults.svg
-    echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $boot s lazy 64K, $pop_boot s populated"
+    local boot64=$boot
+    # `halt`: every CPU stops with interrupts off; axvm ends the run at once (status 4).
+    linux_axvm linux-halt-4vcpus --fault-around 64K --vcpus 4 --cmdline "$LINUX_CMDLINE axvm.end=halt"
+    result "$(linux_line)"
+    name=linux-4vcpus-seen
+    result "linux-4vcpus-seen: $(tr -d '\r' < /tmp/linux-halt-4vcpus.out | grep -c -e '^axvm-linux: 4 CPUs online' -e '^axvm-linux: ran on CPU [0-3]$') of 5 lines"
+    clean_log_case /tmp/linux-lazy.out /tmp/linux-populated-poweroff.out /tmp/linux-lazy-64K-2vcpus.out /tmp/linux-halt-4vcpus.out
+    echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $boot64 s lazy 64K on 2 vCPUs, $boot s on 4 vCPUs, $pop_boot s populated"
+}
+
+# clean_log_case LOG...: the kernel printed no line a user reads as an error (Error, Fatal,
+# bug, Warning, a call trace) in these boots; the offending lines otherwise.
+clean_log_case() {
+    name=linux-clean-log
+    local bad
+    bad=$(cat "$@" | tr -d '\r' | grep -e Error -e Fatal -e bug -e Warning -e WARNING -e 'Call Trace' | head -5)
+    if [ -z "$bad" ]; then
+        result "linux-clean-log: no Error, Fatal, bug or Warning lines in $# boot logs"
+    else
+        result "linux-clean-log: $(echo "$bad" | tr '\n' '|')"
+    fi
 }
 
 # linux_cases_aarch64: the arm64 Linux boots (part of every arm64 `test`, on both CPU
@@ -389,6 +412,56 @@ linux_cases_aarch64() {
     name=linux-2vcpus-seen
     result "linux-2vcpus-seen: $(tr -d '\r' < /tmp/linux-lazy-64K-2vcpus.out | grep -c -e '^axvm-linux: 2 CPUs online' -e '^axvm-linux: ran on CPU [01]$') of 3 lines"
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $pop_boot s populated, $boot s lazy 64K on 2 vCPUs"
+}
+
+# exit_profile: one axvm boot (lazy 64K) and one QEMU microvm boot with KVM's tracepoints on
+# (kvm_exit, kvm_entry, kvm_pio, kvm_userspace_exit, through tracefs). For each VMM: exits by
+# reason, with their count and the time from each exit to the vCPU's next entry (for hlt:
+# time the vCPU slept; for io: the VMM's handling included), port I/O by port, exits to
+# userspace by reason. `scripts/kvm-rig.sh linux x86_64` prints it (not part of `test`).
+exit_profile() {
+    local t=/sys/kernel/tracing vmm e
+    [ -d $t/events ] || mount -t tracefs nodev $t 2>/dev/null
+    if [ ! -f $t/events/kvm/kvm_exit/enable ]; then echo "rig: exit profile: no kvm tracepoints"; return; fi
+    echo 131072 > $t/buffer_size_kb
+    for vmm in axvm qemu; do
+        echo 0 > $t/tracing_on
+        echo > $t/trace
+        for e in kvm_exit kvm_entry kvm_pio kvm_userspace_exit; do echo 1 > $t/events/kvm/$e/enable; done
+        echo 1 > $t/tracing_on
+        if [ $vmm = axvm ]; then
+            bootwatch profile-axvm /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --fault-around 64K --stats-json /tmp/s.json
+        else
+            [ -x $PEER_QEMU ] || continue
+            bootwatch profile-qemu peer_qemu
+        fi
+        echo 0 > $t/tracing_on
+        echo "rig: exit profile $vmm: boot to init $boot s, exit $st; trace entries lost: $(sed -n 's/^overrun: //p' $t/per_cpu/cpu0/stats)"
+        awk -v vmm=$vmm '
+            {
+                for (i = 2; i <= NF; i++) if ($i ~ /^kvm_[a-z_]+:$/) break
+                if (i > NF) next
+                ts = $(i - 1); sub(":", "", ts); task = $1
+                if ($i == "kvm_exit:") {
+                    for (j = i; j < NF; j++) if ($j == "reason") break
+                    r = $(j + 1); start[task] = ts; why[task] = r; n[r]++; total++
+                } else if ($i == "kvm_entry:") {
+                    if (task in start) { ms[why[task]] += (ts - start[task]) * 1000; delete start[task] }
+                } else if ($i == "kvm_pio:") {
+                    p = $(i + 1) " " $(i + 3); pio[p]++
+                } else if ($i == "kvm_userspace_exit:") {
+                    u[$(i + 2)]++
+                }
+            }
+            END {
+                for (r in n) printf "rig: exits %s|%s|%d|%.1f\n", vmm, r, n[r], ms[r]
+                for (p in pio) printf "rig: pio %s|%s|%d\n", vmm, p, pio[p]
+                for (r in u) printf "rig: userspace exits %s|%s|%d\n", vmm, r, u[r]
+                printf "rig: exits %s|all|%d|-\n", vmm, total
+            }' $t/trace | sort -t '|' -k3 -n -r
+        for e in kvm_exit kvm_entry kvm_pio kvm_userspace_exit; do echo 0 > $t/events/kvm/$e/enable; done
+    done
+    echo > $t/trace
 }
 
 # linux_soak N [ARGS...]: N lazy boots in a row (`scripts/kvm-rig.sh soak x86_64 N`), one line
@@ -769,6 +842,7 @@ case " $(cat /proc/cmdline) " in
             linux_cases
             linux_bad_input
             linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
+            exit_profile
         fi
         cat /tmp/table
         echo "rig: $npass passed, $nfail failed"

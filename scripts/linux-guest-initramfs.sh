@@ -44,6 +44,9 @@ case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.end=poweroff "*)
     echo "axvm-linux: powering off to end the VM"
     /bin/busybox poweroff -f ;;
+*" axvm.end=halt "*)
+    echo "axvm-linux: halting to end the VM"
+    /bin/busybox halt -f ;;
 *)
     echo "axvm-linux: rebooting to end the VM"
     /bin/busybox reboot -f ;;

@@ -18,6 +18,8 @@ command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v dtc >/dev/null || need+=(device-tree-compiler)
 # rsvg-convert draws the --fault-map SVG in a test (Tests/AxVMMTests/FaultMapTests.swift).
 command -v rsvg-convert >/dev/null || need+=(librsvg2-bin)
+# iasl (ACPICA) disassembles the ACPI tables axvm writes for x86 Linux (Tests/AxVMMTests/ACPITablesTests.swift).
+command -v iasl >/dev/null || need+=(acpica-tools)
 update=0
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64

@@ -147,7 +147,9 @@ func bootConfig(_ o: inout Options) throws(UsageError) -> (LinuxBootConfig, Bool
     if let v = try o.signedCount("--vcpus") { c.vcpus = v }
     c.serialToStdout = !o.flag("--quiet")
     c.allowKVMPVM = o.flag("--force-kvm-pvm")
-    c.mpTable = !o.flag("--no-mp-table")
+    // Hidden, for experiments: the MP table instead of ACPI; no firmware tables at all.
+    if o.flag("--no-acpi") { c.firmware = .mpTable }
+    if o.flag("--no-mp-table") { c.firmware = .none }
     let stats = o.flag("--stats")
     let json = try o.take("--stats-json")
     let faultMap = try o.take("--fault-map")
@@ -190,7 +192,7 @@ struct Options {
         }
     }
 
-    static let flags: Set<String> = ["--lazy", "--populate", "--sparse", "--stats", "--help", "--quiet", "--force-kvm-pvm", "--no-mp-table"]
+    static let flags: Set<String> = ["--lazy", "--populate", "--sparse", "--stats", "--help", "--quiet", "--force-kvm-pvm", "--no-mp-table", "--no-acpi"]
 
     /// The value of option `name` (the last one given), removed from the list.
     mutating func take(_ name: String) throws(UsageError) -> String? {

@@ -42,6 +42,8 @@ public enum CommandHelp {
                  kernel, initrd or command line; no KVM device; no permission
           3      the guest ended badly: unmapped access, triple fault, pager
                  failure (e.g. --max-resident)
+          4      the guest halted for good: every vCPU stopped with interrupts
+                 off (boot: Linux's `halt`; run: cli; hlt)
           64     usage: an option value that does not parse or is out of range
           74     the results could not be written (stdout, statistics file)
           124    timeout

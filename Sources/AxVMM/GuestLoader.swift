@@ -46,8 +46,9 @@ protocol GuestLoader: AnyObject, Sendable {
     func unclaimedMMIO(gpa: GuestPhysAddr, isWrite: Bool, size: Int, pc: UInt64) -> ExitReason?
     /// A `hlt` exit: the vCPU's outcome, or nil to resume (an in-kernel LAPIC halts).
     func halted(_ vcpu: VCPU) -> VCPUOutcome?
-    /// A kick that was not a timeout, signal or stop (e.g. `IRQResampler`'s): look at the vCPU.
-    func kicked(_ vcpu: VCPU, vm: VirtualMachine)
+    /// A kick that was not a timeout, signal or stop (e.g. `IRQResampler`'s): look at the
+    /// vCPU; the end of the run if the guest can no longer go on.
+    func kicked(_ vcpu: VCPU, vm: VirtualMachine) -> ExitReason?
     /// Where the guest stands at a timeout, for its report (nil: nothing to add).
     func timeoutState(_ vcpu: VCPU, vm: VirtualMachine, exits: Int) -> String?
     /// The guest's own results, added to the report after the run.

@@ -201,7 +201,7 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
     }
 
     func halted(_ vcpu: VCPU) -> VCPUOutcome? { platform.halted(vcpu) }
-    func kicked(_ vcpu: VCPU, vm: VirtualMachine) {}
+    func kicked(_ vcpu: VCPU, vm: VirtualMachine) -> ExitReason? { nil }
     func timeoutState(_ vcpu: VCPU, vm: VirtualMachine, exits: Int) -> String? { nil }
 
     /// The vCPU slots of the parameter page: checksums, mismatches, pages.

@@ -75,6 +75,8 @@ enum DeviceAction: Equatable {
     case reclaim
     /// The guest reset the machine (x86: the i8042's reset line).
     case reset
+    /// The guest powered the machine off (x86: ACPI sleep state S5).
+    case powerOff
 }
 
 /// The guest architecture axvm runs: the host's own (KVM runs guests of its host's ISA).

@@ -13,7 +13,8 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
     /// `hlt` with interrupts enabled: the guest waits for an interrupt (axvm has no
     /// interrupt sources, so this ends the run; exit status 0).
     case halted(rip: UInt64)
-    /// `hlt` with interrupts disabled (RFLAGS.IF = 0): nothing can ever wake the guest.
+    /// `hlt` with interrupts disabled (RFLAGS.IF = 0): nothing can ever wake the guest (a
+    /// Linux guest: every vCPU halted so, e.g. after `halt`). Exit status 4.
     case deadHalt(rip: UInt64)
     /// Triple fault or shutdown; registers at the time, when KVM kept them (kvm_amd resets
     /// the vCPU first: nil there).
@@ -61,7 +62,7 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
         case let .guestExit(code): return "guest exit, code \(code)"
         case let .halted(rip): return "guest halted (hlt at \(pcName) \(h(rip)))"
         case let .deadHalt(rip):
-            return "guest halted with interrupts disabled (cli; hlt at \(pcName) \(h(rip))): it can never resume; VM stopped"
+            return "guest halted with interrupts disabled (hlt at \(pcName) \(h(rip))): nothing can wake it; VM stopped"
         case let .shutdown(r?):
             return "guest shut down (triple fault?) at \(pcName) \(h(r.rip)), rsp \(h(r.rsp)), cr0 \(h(r.cr0)), cr3 \(h(r.cr3))"
         case .shutdown(nil):
@@ -81,7 +82,7 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
         case let .internalError(sub, data, rip):
             return "KVM internal error, suberror \(sub), data \(data.map(h)) (\(pcName) \(h(rip)))"
         case let .failEntry(r): return "VM entry failed, hardware reason \(h(r))"
-        case .powerOff: return "guest powered off (PSCI SYSTEM_OFF)"
+        case .powerOff: return "guest powered off (\(pcName == "pc" ? "PSCI SYSTEM_OFF" : "ACPI sleep state S5"))"
         case .systemReset: return "guest reset the machine (PSCI SYSTEM_RESET: reboot)"
         case let .systemEvent(t): return "KVM system event \(t)"
         case let .unsupportedExit(r, rip): return "unsupported KVM exit reason \(r) at \(pcName) \(h(rip))"
@@ -198,13 +199,14 @@ public struct RunReport: Sendable {
     public var exitDescription: String { exit.description(pcName: arch.pcName) }
 
     /// The process exit status the CLI uses: the guest's code, 0 for a halt or a reset,
-    /// 124 timeout, 128 + the signal, 3 for other VMM-side ends.
+    /// 4 halted for good, 124 timeout, 128 + the signal, 3 for other VMM-side ends.
     public var exitStatus: Int32 {
         switch exit {
         case let .guestExit(code): Int32(code)
         case .halted, .reset, .powerOff, .systemReset: 0
         case let .interrupted(signal): 128 + signal
         case .timeout: 124
+        case .deadHalt: 4
         default: 3
         }
     }

@@ -169,6 +169,7 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
                 try loader.reclaim(memory: c.memory, ram: c.ram)
                 return nil
             case .reset: return fatal(.reset)
+            case .powerOff: return fatal(.powerOff)
             }
         }
         while true {
@@ -216,7 +217,7 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
                                           state: loader.timeoutState(vcpu, vm: c.vm, exits: exits)))
                 }
                 if c.control.isStopping { return .stopped }
-                loader.kicked(vcpu, vm: c.vm)
+                if let end = loader.kicked(vcpu, vm: c.vm) { return fatal(end) }
             case let .unsupported(reason): return fatal(.unsupportedExit(reason: reason, rip: pc()))
             }
         }

@@ -95,3 +95,31 @@ final class EventFD: @unchecked Sendable {  // fd immutable
     deinit { close(fd) }
     func signal() { var one: UInt64 = 1; _ = write(fd, &one, 8) }
 }
+
+/// A thread that calls `tick` every `periodMillis` until `stop()` (IRQResampler, the
+/// halt probe of `LinuxLoader`).
+final class PeriodicThread: Sendable {
+    private let stopEvent: EventFD
+    /// Written once by init and stop, on the owning thread.
+    private nonisolated(unsafe) var thread: OSThread?
+
+    init(periodMillis: Int32, tick: @escaping @Sendable () -> Void) throws(VMMError) {
+        stopEvent = try EventFD()
+        let stopFD = stopEvent.fd
+        thread = try OSThread {
+            var fds = [pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+            while true {
+                let r = poll(&fds, 1, periodMillis)
+                if r > 0 { return }
+                if r < 0 && errno != EINTR { return }
+                if r == 0 { tick() }
+            }
+        }
+    }
+
+    func stop() {
+        stopEvent.signal()
+        thread?.join()
+        thread = nil
+    }
+}

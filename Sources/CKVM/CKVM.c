@@ -221,7 +221,7 @@ int ckvm_set_msrs(int vcpu_fd, const uint32_t *index, const uint64_t *value, uin
     return r;
 }
 
-int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd) {
+int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd, uint32_t apic_id) {
     enum { N = 256 };
     struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + N * sizeof(struct kvm_cpuid_entry2));
     if (!c) { errno = ENOMEM; return -1; }
@@ -229,8 +229,17 @@ int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd) {
     int r = ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c);
     if (r == 0) {
         for (uint32_t i = 0; i < c->nent; i++) {
-            // Intel SDM vol. 2A, CPUID leaf 1: ECX bit 31 is reserved for hypervisor use.
-            if (c->entries[i].function == 1) c->entries[i].ecx |= 1u << 31;
+            struct kvm_cpuid_entry2 *e = &c->entries[i];
+            switch (e->function) {
+            case 1:
+                // Intel SDM vol. 2A, CPUID leaf 1: ECX bit 31 is reserved for hypervisor use;
+                // EBX[31:24] is the initial APIC id.
+                e->ecx |= 1u << 31;
+                e->ebx = (e->ebx & 0x00ffffffu) | (apic_id << 24);
+                break;
+            case 0xb: case 0x1f: e->edx = apic_id; break;      // x2APIC id, every sub-leaf
+            case 0x8000001e: e->eax = apic_id; break;          // AMD: extended APIC id
+            }
         }
         r = ioctl(vcpu_fd, KVM_SET_CPUID2, c);
     }
@@ -306,6 +315,21 @@ int ckvm_intr_snapshot(int vm_fd, int vcpu_fd, uint32_t pin, struct ckvm_intr_sn
     if (mp < 0) return -1;
     out->mp_state = (uint32_t)mp;
     return 0;
+}
+
+int ckvm_halt_state(int vcpu_fd) {
+    int mp = ckvm_get_mp_state(vcpu_fd);
+    if (mp < 0) return -1;
+    if (mp == KVM_MP_STATE_UNINITIALIZED || mp == KVM_MP_STATE_INIT_RECEIVED) return 2;
+    if (mp != KVM_MP_STATE_HALTED) return 0;
+    struct kvm_regs regs;
+    if (ioctl(vcpu_fd, KVM_GET_REGS, &regs) < 0) return -1;
+    if (regs.rflags & (1u << 9)) return 0;  // IF set: an interrupt can wake it
+    struct kvm_vcpu_events ev;
+    memset(&ev, 0, sizeof ev);
+    if (ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &ev) < 0) return -1;
+    if (ev.nmi.pending || ev.nmi.injected || ev.smi.pending) return 0;
+    return 1;
 }
 
 int ckvm_set_mp_state(int vcpu_fd, uint32_t state) {

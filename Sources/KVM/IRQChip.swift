@@ -35,9 +35,30 @@ extension VCPU {
     }
 
     /// The CPUID this KVM supports, with the hypervisor-present bit (CPUID.1:ECX[31]) that
-    /// guest operating systems look for before they use KVM's paravirtual clock.
+    /// guest operating systems look for before they use KVM's paravirtual clock, and this
+    /// vCPU's id as its APIC id (KVM gives vCPU n the APIC id n).
     public func setSupportedCPUIDWithHypervisorBit(from system: KVMSystem) throws(KVMError) {
-        _ = try check("KVM_SET_CPUID2") { ckvm_set_supported_cpuid_hypervisor(system.fd.raw, fd.raw) }
+        _ = try check("KVM_SET_CPUID2") { ckvm_set_supported_cpuid_hypervisor(system.fd.raw, fd.raw, UInt32(truncatingIfNeeded: id)) }
+    }
+
+    /// Whether this vCPU can still go on by itself (`ckvm_halt_state`).
+    public enum HaltState: Sendable, Equatable {
+        /// Running, runnable, or halted with a way to wake (interrupts enabled, NMI pending).
+        case live
+        /// Halted with interrupts disabled and nothing pending: only an INIT from another
+        /// CPU can wake it (Linux's `halt`, a CPU taken offline).
+        case haltedForGood
+        /// An application processor that waits for INIT/SIPI from another CPU.
+        case waitingForStartup
+    }
+
+    /// Where this vCPU stands (KVM_GET_MP_STATE, KVM_GET_REGS, KVM_GET_VCPU_EVENTS).
+    public func haltState() throws(KVMError) -> HaltState {
+        switch try check("KVM_GET_MP_STATE") { ckvm_halt_state(fd.raw) } {
+        case 1: .haltedForGood
+        case 2: .waitingForStartup
+        default: .live
+        }
     }
 
     /// KVM_GET_MP_STATE (with the in-kernel irqchip): 0 runnable, 3 halted (waiting for an

@@ -47,15 +47,22 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
     private var kvmRun: UnsafeMutablePointer<kvm_run> { runArea.assumingMemoryBound(to: kvm_run.self) }
 
     /// Enters the guest until the next exit. EINTR is `.interrupted`, never retried here.
+    /// EAGAIN is entered again: x86 KVM returns it once when an application processor
+    /// waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED) has been started (x86.c,
+    /// kvm_arch_vcpu_ioctl_run).
     public func run() throws(KVMError) -> VCPUExit {
-        do {
-            _ = try check("KVM_RUN", retryOnInterrupt: false) { ckvm_ioctl_int(fd.raw, CKVM_KVM_RUN, 0) }
-        } catch {
-            if case let .ioctl(_, e) = error, e == .interrupted {
-                ckvm_run_set_immediate_exit(kvmRun, 0)
-                return .interrupted
+        while true {
+            do {
+                _ = try check("KVM_RUN", retryOnInterrupt: false) { ckvm_ioctl_int(fd.raw, CKVM_KVM_RUN, 0) }
+                break
+            } catch {
+                if case let .ioctl(_, e) = error, e == .resourceTemporarilyUnavailable { continue }
+                if case let .ioctl(_, e) = error, e == .interrupted {
+                    ckvm_run_set_immediate_exit(kvmRun, 0)
+                    return .interrupted
+                }
+                throw error
             }
-            throw error
         }
         let reason = ckvm_run_exit_reason(kvmRun)
         switch Int32(reason) {

@@ -216,7 +216,7 @@ struct Boot: ParsableCommand {
     @Option(parsing: .unconditional, help: "Stop the guest after this many seconds (at most 604800; 0 or none: no limit).",
             transform: Timeout.parse)
     var timeout = Timeout(argument: "120")!
-    @Option(parsing: .unconditional, help: "vCPUs (arm64: started through PSCI; x86_64: 1).", transform: count)
+    @Option(parsing: .unconditional, help: "vCPUs (arm64: started through PSCI; x86_64: through INIT/SIPI, listed in the ACPI MADT).", transform: count)
     var vcpus = 1
     @Option(help: "Console text that marks the end of the boot (its time is reported).")
     var initMarker = LinuxBootConfig.defaultInitMarker
@@ -227,6 +227,7 @@ struct Boot: ParsableCommand {
     @Option(help: "KVM device.") var kvm = "/dev/kvm"
     @Flag(help: .hidden) var forceKvmPvm = false
     @Flag(help: .hidden) var noMpTable = false
+    @Flag(help: .hidden) var noAcpi = false
 
     func config() -> LinuxBootConfig {
         var c = LinuxBootConfig(kernelPath: kernel)
@@ -242,7 +243,8 @@ struct Boot: ParsableCommand {
         c.handleInterrupt = true
         c.kvmPath = kvm
         c.allowKVMPVM = forceKvmPvm
-        c.mpTable = !noMpTable
+        // Hidden, for experiments: the MP table instead of ACPI; no firmware tables at all.
+        c.firmware = noMpTable ? .none : noAcpi ? .mpTable : .acpi
         return c
     }
 

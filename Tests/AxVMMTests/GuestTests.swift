@@ -125,7 +125,7 @@ struct GuestTests {
             Issue.record("unexpected \(r.exit)")
             return
         }
-        #expect(r.exitStatus == 3)
+        #expect(r.exitStatus == 4)
     }
 
     /// The kernel-mode build of memtest (CPL 0 throughout) gives the same checksum.
@@ -312,7 +312,7 @@ struct CommandLineTests {
         #expect(try run(["run", guestPath("hello"), "--timeout", "inf"]) == 64)
         #expect(try run(["run", guestPath("hello"), "--timeout", "1e300"]) == 64)
         #expect(try run(["run", guestPath("memtest"), "--stride", "18446744073709551615"]) == 64)
-        #expect(try run(["run", guestPath("halt")]) == 3)
+        #expect(try run(["run", guestPath("halt")]) == 4)
     }
 
     /// The statistics file is checked before the guest runs: a FIFO would block, /dev/full

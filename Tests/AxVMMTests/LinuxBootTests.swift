@@ -258,9 +258,9 @@ func writeTempFile(_ bytes: [UInt8], _ name: String) -> String {
     @Test func nonRelocatableAtZeroOverlapsTheBootData() {
         let r = planReason(syntheticBzImage(relocatable: false, prefAddress: 0))
         #expect(r == "kernel [0x0, 0x1000000) overlaps the GDT [0x500, 0x520)")
-        // Linked just above the command line's buffer, it still covers the MP table.
+        // Linked just above the command line's buffer, it still covers the ACPI tables.
         let high = planReason(syntheticBzImage(initSize: 1 << 20, relocatable: false, prefAddress: 0x9_f000))
-        #expect(high == "kernel [0x9f000, 0x19f000) overlaps the MP table [0x9fc00, 0x9fcf0)")
+        #expect(high == "kernel [0x9f000, 0x19f000) overlaps the ACPI tables [0xe0000, 0xe0232)")
     }
 
     /// init_size need not be page aligned: the initrd, rounded down to a page, must still
@@ -298,11 +298,16 @@ func writeTempFile(_ bytes: [UInt8], _ name: String) -> String {
         #expect(plan.placements.map(\.description) == [
             "kernel [0x100000, 0x2000000)", "initrd [0xfffe000, 0xffff388)", "GDT [0x500, 0x520)",
             "zero page [0x7000, 0x8000)", "stack [0x8000, 0x9000)", "page tables [0x9000, 0xf000)",
-            "command line [0x20000, 0x2000e)", "MP table [0x9fc00, 0x9fcf0)",
+            "command line [0x20000, 0x2000e)", "ACPI tables [0xe0000, 0xe0232)",
         ])
-        #expect(plan.mpTable == MPTable.build(cpus: 1, at: LinuxLayout.mpTable))
-        let none = try LinuxBootPlan(kernel: k, ram: X86Layout.ramRanges(size: 256 << 20), cmdline: "", mpTable: false)
-        #expect(none.mpTable.isEmpty && !none.placements.contains { $0.name == "MP table" || $0.name == "initrd" })
+        #expect(plan.firmwareTables == ACPITables.build(cpus: 1, at: LinuxLayout.acpiTables))
+        #expect(plan.zeroPage()[0x70..<0x78].elementsEqual([0, 0, 0x0e, 0, 0, 0, 0, 0]), "acpi_rsdp_addr")
+        let mp = try LinuxBootPlan(kernel: k, ram: X86Layout.ramRanges(size: 256 << 20), cmdline: "", firmware: .mpTable, cpus: 2)
+        #expect(mp.firmwareTables == MPTable.build(cpus: 2, at: LinuxLayout.mpTable))
+        #expect(mp.placements.last?.description == "MP table [0x9fc00, 0x9fd04)")
+        #expect(mp.zeroPage()[0x70..<0x78].allSatisfy { $0 == 0 })
+        let none = try LinuxBootPlan(kernel: k, ram: X86Layout.ramRanges(size: 256 << 20), cmdline: "", firmware: .none)
+        #expect(none.firmwareTables.isEmpty && !none.placements.contains { ["MP table", "ACPI tables", "initrd"].contains($0.name) })
         assertSound(plan, "default")
     }
 

@@ -316,7 +316,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
     /// `wfi` waits in KVM with the vGIC; a stray exit resumes.
     func halted(_ vcpu: VCPU) -> VCPUOutcome? { nil }
 
-    func kicked(_ vcpu: VCPU, vm: VirtualMachine) {}
+    func kicked(_ vcpu: VCPU, vm: VirtualMachine) -> ExitReason? { nil }
 
     func timeoutState(_ vcpu: VCPU, vm: VirtualMachine, exits: Int) -> String? {
         let uartState = lock.withLock { uart.map { "\($0.state), SPI \(uartLevel ? "high" : "low")" } ?? "not set up" }

@@ -78,7 +78,8 @@ public struct LinuxBootConfig: Sendable {
     public var initMarker = LinuxBootConfig.defaultInitMarker
     public var serialToStdout = false
     public var handleInterrupt = false
-    /// vCPUs the guest sees (arm64: started by PSCI CPU_ON; x86: one).
+    /// vCPUs the guest sees (arm64: started by PSCI CPU_ON; x86: by INIT/SIPI, listed in the
+    /// ACPI MADT or the MP table).
     public var vcpus = 1
     /// The most vCPUs a Linux guest gets.
     public static let maxVCPUs = 64
@@ -87,22 +88,33 @@ public struct LinuxBootConfig: Sendable {
     public var faultMap = false
     /// Try even on kvm_pvm (which cannot run a stock kernel): for experiments.
     public var allowKVMPVM = false
-    /// Give the guest an MP table (`MPTable`), so that Linux takes device interrupts through
-    /// the IOAPIC; false: none, Linux runs the APIC in virtual-wire mode on the 8259 PIC
-    /// (docs/linux.md, "Interrupts and stalls"). For experiments.
-    public var mpTable = true
+    /// x86: how the guest learns its CPUs, interrupt routing and devices (`FirmwareTables`).
+    public var firmware = FirmwareTables.acpi
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 
     /// The host's default (a guest runs the host's architecture): `x86Cmdline` or `arm64Cmdline`.
     public static var defaultCmdline: String { GuestArch.host == .aarch64 ? arm64Cmdline : x86Cmdline }
-    /// x86: serial console; `reboot=k`: reboot through the i8042 (axvm's way out); no PCI
-    /// bus to probe; the i8042 without keyboard and mouse ports; quiet.
-    public static let x86Cmdline = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nokbd quiet"
+    /// x86: serial console; `reboot=k`: reboot through the i8042 (axvm's way out);
+    /// `pci=conf1`: PCI configuration type 1 without the sanity scan (`EmptyPCIBus`: an empty
+    /// bus); the i8042 without keyboard and mouse ports; quiet.
+    public static let x86Cmdline = "console=ttyS0 reboot=k panic=-1 pci=conf1 i8042.noaux i8042.nokbd quiet"
     /// arm64: the ns16550a console; PSCI ends the VM on reboot and power-off.
     public static let arm64Cmdline = "console=ttyS0 panic=-1 quiet"
     /// What scripts/linux-guest-initramfs.sh's init prints first.
     public static let defaultInitMarker = "axvm-linux: init reached"
+}
+
+/// x86: the tables a Linux guest finds its machine in.
+public enum FirmwareTables: String, Sendable {
+    /// ACPI (`ACPITables`): CPUs, IOAPIC, the UART, and `poweroff` through the sleep
+    /// control register. The default.
+    case acpi
+    /// An Intel MP table (`MPTable`): CPUs and IOAPIC; no power-off (`--no-acpi`).
+    case mpTable
+    /// None: Linux runs the APIC in virtual-wire mode on the 8259 PIC and finds one CPU
+    /// (docs/linux.md, "Interrupts and stalls"; `--no-mp-table`). For experiments.
+    case none
 }
 
 /// Boots a Linux kernel on KVM with its RAM in an `AddrSpace`, lazily populated: the

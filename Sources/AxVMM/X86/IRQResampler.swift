@@ -20,12 +20,13 @@ import Synchronization
 /// rises, so a pending one can sit; through the IOAPIC this thread stays as the device
 /// model's level (docs/linux.md, "Interrupts and stalls").
 final class IRQResampler: Sendable {
-    private let stopEvent: EventFD
     /// Written once by init and stop, on the owning thread.
-    private nonisolated(unsafe) var thread: OSThread?
+    private nonisolated(unsafe) var thread: PeriodicThread?
     private let asserted = Atomic<Bool>(false)
     /// Counts edges given by the device model, so a period with a fresh edge is skipped.
     private let edges = Atomic<UInt64>(0)
+    /// The edge count at the last tick (the ticking thread's alone).
+    private let lastEdges = Atomic<UInt64>(.max)
     private let pulsesAdded = Atomic<Int>(0)
 
     /// Pulses `irq` on `vm` every `periodMillis` while `assert(true)` holds and no `edge()`
@@ -33,23 +34,14 @@ final class IRQResampler: Sendable {
     /// `kick` is called with each added pulse: it brings the vCPU out of KVM_RUN, so that the
     /// run loop can look at a vCPU halted with the interrupt pending.
     init(vm: VirtualMachine, irq: UInt32, periodMillis: Int32 = 20, kick: @escaping @Sendable () -> Void) throws(VMMError) {
-        stopEvent = try EventFD()
-        let stopFD = stopEvent.fd
-        thread = try OSThread { [self] in
-            var fds = [pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
-            var lastEdges = UInt64.max
-            while true {
-                let r = poll(&fds, 1, periodMillis)
-                if r > 0 { return }
-                if r < 0 && errno != EINTR { return }
-                let e = edges.load(ordering: .acquiring)
-                if asserted.load(ordering: .acquiring) && e == lastEdges {
-                    try? vm.pulseIRQ(irq)
-                    kick()
-                    pulsesAdded.add(1, ordering: .relaxed)
-                }
-                lastEdges = e
+        thread = try PeriodicThread(periodMillis: periodMillis) { [self] in
+            let e = edges.load(ordering: .acquiring)
+            if asserted.load(ordering: .acquiring) && e == lastEdges.load(ordering: .relaxed) {
+                try? vm.pulseIRQ(irq)
+                kick()
+                pulsesAdded.add(1, ordering: .relaxed)
             }
+            lastEdges.store(e, ordering: .relaxed)
         }
     }
 
@@ -61,8 +53,7 @@ final class IRQResampler: Sendable {
     var resampled: Int { pulsesAdded.load(ordering: .relaxed) }
 
     func stop() {
-        stopEvent.signal()
-        thread?.join()
+        thread?.stop()
         thread = nil
     }
 }

@@ -147,6 +147,9 @@ public enum LinuxLayout {
     /// The MP table (`MPTable`): the last KiB of base memory, where Linux looks first after
     /// the EBDA's (inside the e820 "reserved" range).
     public static let mpTable: UInt64 = ebda
+    /// The ACPI tables (`ACPITables`), RSDP first: where Linux scans for it (0xe0000–0xfffff,
+    /// inside the e820 "reserved" range), and named in the zero page too.
+    public static let acpiTables: UInt64 = 0xe_0000
     /// The protected-mode kernel of a relocatable bzImage is loaded at 1 MiB and entered at
     /// +0x200 (startup_64); its decompressor moves it where it wants.
     public static let kernel: UInt64 = 0x10_0000
@@ -223,8 +226,12 @@ public struct LinuxBootPlan: Sendable {
     public let cmdline: [UInt8]
     public let initrdAddress: UInt64
     public let initrdSize: UInt64
-    /// The MP table (`MPTable`, one CPU) at `LinuxLayout.mpTable`; empty: none.
-    public let mpTable: [UInt8]
+    /// The firmware tables that describe the machine (`FirmwareTables`): ACPI at
+    /// `LinuxLayout.acpiTables` or the MP table at `LinuxLayout.mpTable`; empty: none.
+    public let firmwareTables: [UInt8]
+    public let firmware: FirmwareTables
+    /// Where `firmwareTables` go.
+    public var firmwareAddress: UInt64 { firmware == .mpTable ? LinuxLayout.mpTable : LinuxLayout.acpiTables }
     /// Everything the boot writes or keeps for the kernel in guest memory: the kernel (its
     /// init_size footprint), the initrd, then the boot data in address order (GDT, zero
     /// page, initial stack, page tables, command line, MP table). The plan exists only if each
@@ -234,7 +241,8 @@ public struct LinuxBootPlan: Sendable {
     /// Numbers read from the kernel (and the initrd's size) are hostile: the arithmetic on them
     /// is checked, and a refusal names the value.
     public init(kernel: LinuxKernel, ram: [GuestPhysRange], cmdline: String,
-                initrdPath: String? = nil, initrdSize: UInt64 = 0, mpTable: Bool = true) throws(LinuxBootError) {
+                initrdPath: String? = nil, initrdSize: UInt64 = 0, firmware: FirmwareTables = .acpi,
+                cpus: Int = 1) throws(LinuxBootError) {
         let h = kernel.header
         let text = Array(cmdline.utf8)
         guard !text.contains(0) else { throw .cmdline(reason: "contains a NUL byte") }
@@ -267,7 +275,12 @@ public struct LinuxBootPlan: Sendable {
             }
             address = (top - initrdSize) & ~0xfff  // at or above `floor`, a page boundary
         }
-        let mp = mpTable ? MPTable.build(cpus: 1, at: LinuxLayout.mpTable) : []
+        let tables: [UInt8]
+        switch firmware {
+        case .acpi: tables = ACPITables.build(cpus: cpus, at: LinuxLayout.acpiTables)
+        case .mpTable: tables = MPTable.build(cpus: cpus, at: LinuxLayout.mpTable)
+        case .none: tables = []
+        }
         var places = [Placement("kernel", kernel.loadAddress, end: footprint)]
         if initrdSize > 0 { places.append(Placement("initrd", address, end: address + initrdSize)) }  // <= top
         let stackPage = LinuxLayout.stack & ~0xfff
@@ -279,14 +292,18 @@ public struct LinuxBootPlan: Sendable {
                       end: LinuxLayout.pageDirectories + LinuxLayout.identityMappedGiB * 0x1000),
             Placement("command line", LinuxLayout.cmdline, end: LinuxLayout.cmdline + UInt64(text.count + 1)),
         ]
-        if !mp.isEmpty { places.append(Placement("MP table", LinuxLayout.mpTable, end: LinuxLayout.mpTable + UInt64(mp.count))) }
+        let tablesAt = firmware == .mpTable ? LinuxLayout.mpTable : LinuxLayout.acpiTables
+        if !tables.isEmpty {
+            places.append(Placement(firmware == .acpi ? "ACPI tables" : "MP table", tablesAt, end: tablesAt + UInt64(tables.count)))
+        }
         try BootPlacement.validate(places, ram: ram)
         self.kernel = kernel
         self.ram = ram
         self.cmdline = text + [0]
         self.initrdAddress = address
         self.initrdSize = initrdSize
-        self.mpTable = mp
+        self.firmwareTables = tables
+        self.firmware = firmware
         placements = places
         e820 = Self.e820Map(ram: ram)
     }
@@ -311,6 +328,7 @@ public struct LinuxBootPlan: Sendable {
 
     /// Offsets in struct boot_params (arch/x86/include/uapi/asm/bootparam.h).
     enum ZeroPage {
+        static let acpiRSDPAddress = 0x070
         static let extRamdiskImage = 0x0c0, extRamdiskSize = 0x0c4, extCmdLinePtr = 0x0c8
         static let e820Entries = 0x1e8
         static let header = 0x1f1
@@ -338,6 +356,7 @@ public struct LinuxBootPlan: Sendable {
         put(UInt32(truncatingIfNeeded: initrdSize), at: ZeroPage.ramdiskSize)
         put(UInt32(truncatingIfNeeded: initrdAddress >> 32), at: ZeroPage.extRamdiskImage)
         put(UInt32(truncatingIfNeeded: initrdSize >> 32), at: ZeroPage.extRamdiskSize)
+        if firmware == .acpi { put(LinuxLayout.acpiTables, at: ZeroPage.acpiRSDPAddress) }  // boot protocol 2.14
         let entries = e820.prefix(ZeroPage.e820Max)
         p[ZeroPage.e820Entries] = UInt8(entries.count)
         for (i, e) in entries.enumerated() {

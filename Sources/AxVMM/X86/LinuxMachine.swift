@@ -13,8 +13,9 @@ extension LinuxMachine {
     /// before KVM is opened, and an initrd that cannot fit is refused without reading it.
     public static func plan(_ c: LinuxBootConfig) throws(LinuxBootError) -> (LinuxBootPlan, initrd: LinuxInitrd?) {
         do { try validate(c) } catch { throw .vmm(error) }
-        guard c.vcpus == 1 else {
-            throw .vmm(.badValue(what: "vCPUs", value: "\(c.vcpus)", reason: "an x86 Linux guest runs on one vCPU"))
+        guard c.vcpus == 1 || c.firmware != .none else {
+            throw .vmm(.badValue(what: "vCPUs", value: "\(c.vcpus)",
+                                 reason: "without firmware tables (--no-mp-table) a Linux guest finds one CPU"))
         }
         let kernel = try LinuxKernel(path: c.kernelPath)
         // Larger than RAM cannot fit: refused from its fstat; the plan then places it by size.
@@ -24,7 +25,7 @@ extension LinuxMachine {
             }
         }
         let plan = try LinuxBootPlan(kernel: kernel, ram: X86Layout.ramRanges(size: c.memorySize), cmdline: c.cmdline,
-                                     initrdPath: c.initrdPath, initrdSize: initrd?.size ?? 0, mpTable: c.mpTable)
+                                     initrdPath: c.initrdPath, initrdSize: initrd?.size ?? 0, firmware: c.firmware, cpus: c.vcpus)
         return (plan, initrd)
     }
 }
@@ -52,10 +53,13 @@ extension X86Platform {
 }
 
 /// A Linux bzImage's loader and its PC: the boot plan written into memory (zero page,
-/// command line, GDT, page tables, MP table, kernel, initrd), the 64-bit boot protocol's
-/// registers, and the devices — an 8250 on COM1 whose interrupt goes through KVM's in-kernel
-/// IOAPIC (re-pulsed by `IRQResampler` while pending), an i8042 whose reset line ends the
-/// run; other ports float, MMIO outside RAM reads 0xff.
+/// command line, GDT, page tables, ACPI or MP tables, kernel, initrd), the 64-bit boot
+/// protocol's registers on the bootstrap processor, and the devices — an 8250 on COM1 whose
+/// interrupt goes through KVM's in-kernel IOAPIC (re-pulsed by `IRQResampler` while
+/// pending), an i8042 whose reset line ends the run, the ACPI sleep control register whose
+/// S5 powers off, an empty PCI bus (`EmptyPCIBus`); other ports float, MMIO outside RAM reads 0xff. A probe kicks the vCPUs
+/// every `haltProbeMillis` so that a guest whose every vCPU halted for good (Linux's
+/// `halt`) ends at once rather than at the timeout.
 final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // device state behind `lock`
     let platform: P
     let config: LinuxBootConfig
@@ -67,8 +71,15 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     private let console: LinuxConsole
     private var uart: UART8250?
     private let i8042 = I8042()
+    private var pci = EmptyPCIBus()
     private var resampler: IRQResampler?
+    private var haltProbe: PeriodicThread?
+    /// Per vCPU: how many kicks in a row found it unable to go on by itself, and whether
+    /// the last found it halted (rather than never started).
+    private var stuckKicks: [Int]
+    private var haltedForGood: [Bool]
     static var interruptWaitsKept: Int { 4 }
+    static var haltProbeMillis: Int32 { 200 }
 
     init(platform: P, config: LinuxBootConfig, plan: LinuxBootPlan, initrd: LinuxInitrd?, t0: UInt64) {
         self.platform = platform
@@ -77,6 +88,8 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         self.initrd = initrd
         self.t0 = t0
         settings = RunSettings(linux: config)
+        stuckKicks = Array(repeating: 0, count: max(1, config.vcpus))
+        haltedForGood = Array(repeating: false, count: max(1, config.vcpus))
         console = LinuxConsole(config: config, placements: plan.placements, initrdAddress: plan.initrdAddress,
                                initrdSize: plan.initrdSize, t0: t0)
     }
@@ -88,9 +101,9 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     func load(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
         console.populated = { memory.regions.reduce(0) { $0 + memory.populatedBytes($1) } }
         try write(memory)
-        for v in vcpus {
-            do { try LinuxBoot.setupVCPU(v, entry: plan.kernel.entryPoint) } catch { throw .kvm(error) }
-        }
+        // The bootstrap processor enters the kernel; the others wait in KVM for the INIT and
+        // SIPIs Linux sends them through its local APIC (KVM_MP_STATE_UNINITIALIZED).
+        do { try LinuxBoot.setupVCPU(vcpus[0], entry: plan.kernel.entryPoint) } catch { throw .kvm(error) }
     }
 
     /// Zero page, command line, GDT, page tables, the kernel and the initrd, written through
@@ -99,7 +112,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     private func write(_ memory: GuestMemory<P.Format>) throws(VMMError) {
         try memory.write(plan.zeroPage(), at: GuestPhysAddr(LinuxLayout.zeroPage))
         try memory.write(plan.cmdline, at: GuestPhysAddr(LinuxLayout.cmdline))
-        if !plan.mpTable.isEmpty { try memory.write(plan.mpTable, at: GuestPhysAddr(LinuxLayout.mpTable)) }
+        if !plan.firmwareTables.isEmpty { try memory.write(plan.firmwareTables, at: GuestPhysAddr(plan.firmwareAddress)) }
         try memory.write(LinuxBootPlan.gdt, at: GuestPhysAddr(LinuxLayout.gdt))
         let t = LinuxBootPlan.pageTables()
         try memory.write(t.pml4, at: GuestPhysAddr(LinuxLayout.pml4))
@@ -122,9 +135,11 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         uart = UART8250(sink: { self.console.out($0) },
                         interrupt: { resampler.edge(); try? vm.pulseIRQ(LinuxLayout.serialIRQ) },
                         level: { resampler.set($0) })
+        haltProbe = try PeriodicThread(periodMillis: Self.haltProbeMillis, tick: kick)
     }
 
     func stop() {
+        haltProbe?.stop()
         resampler?.stop()
         lock.withLock {
             console.result.serialIRQResamples = resampler?.resampled ?? 0
@@ -134,6 +149,15 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
 
     func access(_ access: DeviceAccess, vcpu: VCPU) -> DeviceAction {
         guard case let .io(port, isOut, data) = access else { return .unhandled }
+        if EmptyPCIBus.claims(port) {
+            lock.withLock { pci.access(port: port, isOut: isOut, data: data) }
+            return .handled
+        }
+        if port == ACPITables.sleepControlPort || port == ACPITables.sleepStatusPort {
+            if isOut { return data.contains(where: ACPITables.isPowerOff) && port == ACPITables.sleepControlPort ? .powerOff : .handled }
+            for i in 0..<data.count { data[i] = 0 }  // no wake status
+            return .handled
+        }
         let isUART = UART8250.ports.contains(port), isI8042 = port == I8042.dataPort || port == I8042.commandPort
         guard isUART || isI8042 else { return .unhandled }
         return lock.withLock {
@@ -155,10 +179,22 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     /// The in-kernel LAPIC handles `hlt`; a stray exit resumes.
     func halted(_ vcpu: VCPU) -> VCPUOutcome? { nil }
 
-    /// The resampler's kick: a vCPU halted (KVM_MP_STATE_HALTED = 3) while the UART's
-    /// interrupt has been pending for a whole period is made runnable, so that KVM looks at
-    /// the pending interrupt again on entry.
-    func kicked(_ vcpu: VCPU, vm: VirtualMachine) {
+    /// A kick (the halt probe's or the resampler's). The run ends when every vCPU has been
+    /// found twice in a row unable to go on by itself — halted with interrupts off and no
+    /// NMI pending, or an application processor never started — and at least one halted:
+    /// only another CPU could wake one, and none runs. A vCPU halted (KVM_MP_STATE_HALTED
+    /// = 3) while the UART's interrupt has been pending for a whole period is made
+    /// runnable, so that KVM looks at the pending interrupt again on entry.
+    func kicked(_ vcpu: VCPU, vm: VirtualMachine) -> ExitReason? {
+        let state = (try? vcpu.haltState()) ?? .live
+        let i = Int(vcpu.id)
+        let allStuck = lock.withLock { () -> Bool in
+            guard i < stuckKicks.count else { return false }
+            stuckKicks[i] = state == .live ? 0 : stuckKicks[i] + 1
+            haltedForGood[i] = state == .haltedForGood
+            return stuckKicks.allSatisfy { $0 >= 2 } && haltedForGood.contains(true)
+        }
+        if allStuck { return .deadHalt(rip: (try? vcpu.registers().rip) ?? 0) }
         lock.withLock {
             guard uart?.asserted == true else { return }
             if console.result.interruptWaits.count < Self.interruptWaitsKept {
@@ -170,6 +206,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
                 console.result.haltedWakeups += 1
             }
         }
+        return nil
     }
 
     /// The interrupt state starts with the mp state: halted (in hlt) or runnable.

@@ -169,7 +169,15 @@ int ckvm_set_msrs(int vcpu_fd, const uint32_t *index, const uint64_t *value, uin
 /// As ckvm_set_supported_cpuid, plus CPUID.1:ECX bit 31 (hypervisor present), which KVM does
 /// not report itself: without it Linux never looks at the KVM leaves (0x40000000), so it
 /// finds no kvm-clock and must calibrate the TSC against the PIT.
-int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd);
+/// `apic_id` goes where CPUID reports the CPU's own APIC id (leaf 1 EBX[31:24]; the x2APIC
+/// id in EDX of leaves 0xB and 0x1F; AMD's extended APIC id in 0x8000001E EAX), which KVM
+/// leaves to userspace: Linux checks it against the APIC ("APIC id mismatch").
+int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd, uint32_t apic_id);
+/// Whether a vCPU can still run by itself: 1 halted for good (KVM_MP_STATE_HALTED with
+/// RFLAGS.IF clear and no NMI or SMI pending: only INIT from another CPU can wake it), 2 an
+/// application processor waiting for INIT/SIPI (UNINITIALIZED, INIT_RECEIVED), 0 anything
+/// else; -1 and errno on failure.
+int ckvm_halt_state(int vcpu_fd);
 /// KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE (0), _HALTED (3), …; -1 and errno on failure.
 int ckvm_get_mp_state(int vcpu_fd);
 /// KVM_SET_MP_STATE.
