@@ -84,14 +84,7 @@ import Testing
     /// ACPICA disassembles every table without a complaint and finds the fields Linux uses.
     @Test func acpicaReadsEveryTable() throws {
         let iasl = "/usr/bin/iasl"
-        guard FileManager.default.isExecutableFile(atPath: iasl) else {
-            if ProcessInfo.processInfo.environment["AXVM_REQUIRE_IASL"] == "1" {
-                Issue.record("iasl missing (apt-get install acpica-tools) and AXVM_REQUIRE_IASL=1")
-            } else {
-                print("skipped: no iasl (apt-get install acpica-tools)")
-            }
-            return
-        }
+        guard toolAvailable(iasl, package: "acpica-tools", required: "AXVM_REQUIRE_IASL") else { return }
         let tables = try walk(ACPITables.build(cpus: 2, at: base))
         let dir = NSTemporaryDirectory() + "axvm-acpi-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

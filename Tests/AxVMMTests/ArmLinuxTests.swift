@@ -206,14 +206,7 @@ private let debianArmKernel: String? = {
 
     @Test func writesADeviceTreeThatDtcReads() throws {
         let dtc = "/usr/bin/dtc"
-        guard FileManager.default.isExecutableFile(atPath: dtc) else {
-            if ProcessInfo.processInfo.environment["AXVM_REQUIRE_DTC"] == "1" {
-                Issue.record("dtc missing (apt-get install device-tree-compiler) and AXVM_REQUIRE_DTC=1")
-            } else {
-                print("skipped: no dtc (apt-get install device-tree-compiler)")
-            }
-            return
-        }
+        guard toolAvailable(dtc, package: "device-tree-compiler", required: "AXVM_REQUIRE_DTC") else { return }
         let plan = try ArmLinuxPlan(kernel: kernel, ram: ram, cmdline: "console=ttyS0 quiet", initrdPath: "i", initrdSize: 5000)
         for (version, compatible, reg) in [(ArmGIC.Version.v3, "arm,gic-v3", "reg = <0x00 0x8000000 0x00 0x10000 0x00 0x80a0000 0x00 0x40000>;"),
                                            (.v2, "arm,cortex-a15-gic", "reg = <0x00 0x8000000 0x00 0x1000 0x00 0x8010000 0x00 0x2000>;")] {

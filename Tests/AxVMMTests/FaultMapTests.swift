@@ -139,14 +139,7 @@ struct FaultMapKVMTests {
         // 32 MiB drawn as 4096 cells (the most) of 8 KiB.
         #expect(attributes["data-cells"] == "4096" && attributes["data-cell-bytes"] == "8192")
 
-        guard access(Self.rsvg, X_OK) == 0 else {
-            if getenv("AXVM_REQUIRE_RSVG").map({ String(cString: $0) }) == "1" {
-                Issue.record("rsvg-convert missing (apt-get install librsvg2-bin) and AXVM_REQUIRE_RSVG=1")
-            } else {
-                print("skipped: no rsvg-convert (apt-get install librsvg2-bin)")
-            }
-            return
-        }
+        guard toolAvailable(Self.rsvg, package: "librsvg2-bin", required: "AXVM_REQUIRE_RSVG") else { return }
         let r = try runTool(Self.rsvg, ["-o", pngPath, svgPath])
         #expect(r.status == 0 && r.err.isEmpty, "rsvg-convert: \(r.err)")
         let png = try #require(fileBytes(pngPath))

@@ -66,3 +66,17 @@ func openFDCount() -> Int {
     while readdir(d) != nil { n += 1 }
     return n
 }
+
+/// Whether the Debian tool at `path` (from `package`, installed by scripts/setup.sh) can run.
+/// If not, the test skips with a note, or fails when the environment variable `required` is
+/// 1 (CI sets it: the read-back must not quietly go away).
+func toolAvailable(_ path: String, package: String, required: String) -> Bool {
+    if access(path, X_OK) == 0 { return true }
+    let name = path.split(separator: "/").last.map(String.init) ?? path
+    if getenv(required).map({ String(cString: $0) }) == "1" {
+        Issue.record("\(name) missing (apt-get install \(package)) and \(required)=1")
+    } else {
+        print("skipped: no \(name) (apt-get install \(package))")
+    }
+    return false
+}
