@@ -237,7 +237,7 @@ LINUX_MEM_BYTES=536870912
 if [ "$ARCH" = aarch64 ]; then
     LINUX_CMDLINE="console=ttyS0 panic=-1 quiet nokaslr"
 else
-    LINUX_CMDLINE="console=ttyS0 reboot=k panic=-1 pci=conf1 i8042.noaux i8042.nokbd quiet"
+    LINUX_CMDLINE="console=ttyS0 reboot=k panic=-1 pci=conf1,noearly i8042.noaux i8042.nokbd quiet"
 fi
 LINUX_MARKER="axvm-linux: init reached"
 # A boot takes 20-40 s here; 150 s leaves room for a slow host and still ends a hung boot with
@@ -350,7 +350,7 @@ fault_map_case() {
 
 linux_cases() {
     echo "rig: Linux on axvm: $(ls -l /linux/vmlinuz | awk '{print $5}')-byte kernel, $LINUX_MEM, cmdline \"$LINUX_CMDLINE\""
-    linux_axvm linux-lazy
+    linux_axvm linux-lazy --fault-around 4K
     result "$(linux_line)"
     local lazy_pop lazy_mt lazy_boot=$boot
     lazy_pop=$(jf populated_bytes); lazy_mt=$(jf mem_total_kib)
@@ -395,7 +395,7 @@ clean_log_case() {
 # PSCI CPU_ON; the guest runs a process on each).
 linux_cases_aarch64() {
     echo "rig: Linux on axvm (arm64, -cpu $CPU): $(ls -l /linux/vmlinuz | awk '{print $5}')-byte Image, $LINUX_MEM, cmdline \"$LINUX_CMDLINE\""
-    linux_axvm linux-lazy
+    linux_axvm linux-lazy --fault-around 4K
     result "$(linux_line)"
     peer_row "axvm lazy 4K"
     local lazy_pop lazy_mt lazy_boot=$boot
@@ -527,7 +527,7 @@ peer_row() {
     echo "$1|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer
 }
 
-# linux_peer ROUNDS [CONFIGS]: axvm lazy 4K, lazy 64K, populated and the QEMU peer boot the same
+# linux_peer ROUNDS [CONFIGS]: axvm lazy 4K, lazy 64K (lazy 2M), populated and the QEMU peer boot the same
 # kernel and initramfs with the same command line and RAM, ROUNDS times interleaved; boot to
 # init (the marker seen on the console) and memory, side by side. CONFIGS (default "lazy
 # lazy64 populate qemu") picks the boots; rows already in /tmp/peer (peer_row) are kept.
@@ -548,10 +548,12 @@ linux_peer() {
         echo "rig: Linux boot round $r of $rounds ($configs)"
         for cfg in $configs; do
             case $cfg in
-                lazy) bootwatch peer-lazy /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json
+                lazy) bootwatch peer-lazy /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --fault-around 4K
                       peer_row "axvm lazy 4K" ;;
                 lazy64) bootwatch peer-lazy64 /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --fault-around 64K
                       peer_row "axvm lazy 64K" ;;
+                lazy2m) bootwatch peer-lazy2m /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --fault-around 2M
+                      peer_row "axvm lazy 2M" ;;
                 populate) bootwatch peer-pop /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --populate
                       peer_row "axvm populated" ;;
                 qemu) [ -x $PEER_QEMU ] || continue
@@ -841,7 +843,7 @@ case " $(cat /proc/cmdline) " in
         else
             linux_cases
             linux_bad_input
-            linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
+            linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)" "lazy lazy64 lazy2m populate qemu"
             exit_profile
         fi
         cat /tmp/table

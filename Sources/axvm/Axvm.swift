@@ -211,8 +211,8 @@ struct Boot: ParsableCommand {
     @Option(parsing: .unconditional, help: "Guest RAM, e.g. 256M, 1G (4 KiB multiple).", transform: ByteSize.parse)
     var memory = ByteSize(argument: "256M")!
     @Flag(help: "Populate RAM on first touch (default) or all before start.") var paging: Run.Paging = .lazy
-    @Option(parsing: .unconditional, help: "Pages populated per fault: 4K … 2M.", transform: ByteSize.parse)
-    var faultAround = ByteSize(argument: "4K")!
+    @Option(parsing: .unconditional, help: "Pages populated per fault: 4K … 2M (64K: a Linux boot's fastest).", transform: ByteSize.parse)
+    var faultAround = ByteSize(argument: "64K")!
     @Option(parsing: .unconditional, help: "Stop the guest after this many seconds (at most 604800; 0 or none: no limit).",
             transform: Timeout.parse)
     var timeout = Timeout(argument: "120")!

@@ -72,7 +72,10 @@ public struct LinuxBootConfig: Sendable {
     /// how much it needs at least).
     public var memorySize: UInt64 = 256 << 20
     public var lazy = true
-    public var faultAround: UInt64 = 4096
+    /// 64 KiB: of 4 KiB, 64 KiB and 2 MiB, the fastest boot in the kvm_amd rig (median of
+    /// interleaved rounds) and the fastest of the three on a tmpfs-filling workload after the
+    /// boot, where 2 MiB was slowest (docs/performance.md, "Linux boot").
+    public var faultAround: UInt64 = 64 << 10
     public var timeout: Double? = 120
     /// The run's boot time is when this text first appears on the serial console.
     public var initMarker = LinuxBootConfig.defaultInitMarker
@@ -96,9 +99,11 @@ public struct LinuxBootConfig: Sendable {
     /// The host's default (a guest runs the host's architecture): `x86Cmdline` or `arm64Cmdline`.
     public static var defaultCmdline: String { GuestArch.host == .aarch64 ? arm64Cmdline : x86Cmdline }
     /// x86: serial console; `reboot=k`: reboot through the i8042 (axvm's way out);
-    /// `pci=conf1`: PCI configuration type 1 without the sanity scan (`EmptyPCIBus`: an empty
-    /// bus); the i8042 without keyboard and mouse ports; quiet.
-    public static let x86Cmdline = "console=ttyS0 reboot=k panic=-1 pci=conf1 i8042.noaux i8042.nokbd quiet"
+    /// `pci=conf1,noearly`: PCI configuration type 1 without the sanity scan (`EmptyPCIBus`:
+    /// an empty bus) and without the early scans — the AGP aperture search alone reads all
+    /// 256 buses × 32 slots, 16,600 port exits (docs/performance.md, "Where the time goes");
+    /// the i8042 without keyboard and mouse ports; quiet.
+    public static let x86Cmdline = "console=ttyS0 reboot=k panic=-1 pci=conf1,noearly i8042.noaux i8042.nokbd quiet"
     /// arm64: the ns16550a console; PSCI ends the VM on reboot and power-off.
     public static let arm64Cmdline = "console=ttyS0 panic=-1 quiet"
     /// What scripts/linux-guest-initramfs.sh's init prints first.

@@ -4,10 +4,10 @@
 /// 0xCF8 holds what was written (what Linux's `pci_check_type1` reads back), and the data
 /// port 0xCFC–0xCFF reads all ones, "no device", at every address.
 ///
-/// With `pci=conf1` on the command line (type 1, no sanity scan) Linux finds a configuration
-/// space, scans bus 0 (two exits per slot) and finds it empty; without any configuration
-/// space it prints "PCI: Fatal: No config space access function found", which `pci=off`
-/// does not silence.
+/// With `pci=conf1,noearly` on the command line (type 1, no sanity scan, no early scans)
+/// Linux finds a configuration space, scans bus 0 (two exits per slot) and finds it empty;
+/// without any configuration space it prints "PCI: Fatal: No config space access function
+/// found", which `pci=off` does not silence.
 struct EmptyPCIBus {
     static let addressPort: UInt16 = 0xcf8
     static let dataPorts: ClosedRange<UInt16> = 0xcfc...0xcff
