@@ -57,9 +57,9 @@ extension X86Platform {
 /// protocol's registers on the bootstrap processor, and the devices — an 8250 on COM1 whose
 /// interrupt goes through KVM's in-kernel IOAPIC (re-pulsed by `IRQResampler` while
 /// pending), an i8042 whose reset line ends the run, the ACPI sleep control register whose
-/// S5 powers off, an empty PCI bus (`EmptyPCIBus`); other ports float, MMIO outside RAM reads 0xff. A probe kicks the vCPUs
-/// every `haltProbeMillis` so that a guest whose every vCPU halted for good (Linux's
-/// `halt`) ends at once rather than at the timeout.
+/// S5 powers off, an empty PCI bus (`EmptyPCIBus`); other ports float, MMIO outside RAM
+/// reads 0xff. A probe kicks the vCPUs every `haltProbeMillis` so that a guest whose every
+/// vCPU halted for good (Linux's `halt`) ends at once rather than at the timeout.
 final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // device state behind `lock`
     let platform: P
     let config: LinuxBootConfig
@@ -154,9 +154,12 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
             return .handled
         }
         if port == ACPITables.sleepControlPort || port == ACPITables.sleepStatusPort {
-            if isOut { return data.contains(where: ACPITables.isPowerOff) && port == ACPITables.sleepControlPort ? .powerOff : .handled }
-            for i in 0..<data.count { data[i] = 0 }  // no wake status
-            return .handled
+            guard isOut else {
+                for i in 0..<data.count { data[i] = 0 }  // no wake status
+                return .handled
+            }
+            let powerOff = port == ACPITables.sleepControlPort && data.contains(where: ACPITables.isPowerOff)
+            return powerOff ? .powerOff : .handled
         }
         let isUART = UART8250.ports.contains(port), isI8042 = port == I8042.dataPort || port == I8042.commandPort
         guard isUART || isI8042 else { return .unhandled }
