@@ -44,12 +44,16 @@ import Testing
         #expect(seconds < 10)
     }
 
-    /// Another sleep type (S3: SLP_TYP 3) is not a power-off: the guest goes on, here to its
-    /// halt.
-    @Test(.enabled(if: KVMGate.enabled, "KVM unusable here")) func otherSleepTypesDoNotPowerOff() throws {
-        let code: [UInt8] = [0xb0, 0x2c, 0x66, 0xba, 0x00, 0x06, 0xee] + Self.haltForGood
-        let (r, _) = try boot(code)
-        guard case .deadHalt = r.exit else { Issue.record("\(r.exit)"); return }
+    /// Another sleep type (S3: SLP_TYP 3) is not a power-off, nor is S5 | SLP_EN written to
+    /// the status register (a 16-bit write whose second byte lands at 0x601): the guest goes
+    /// on, here to its halt.
+    @Test(.enabled(if: KVMGate.enabled, "KVM unusable here")) func otherSleepWritesDoNotPowerOff() throws {
+        let s3: [UInt8] = [0xb0, 0x2c, 0x66, 0xba, 0x00, 0x06, 0xee]                    // mov al, 0x2c; out 0x600, al
+        let wide: [UInt8] = [0x66, 0xb8, 0x00, 0x34, 0x66, 0xba, 0x00, 0x06, 0x66, 0xef]  // mov ax, 0x3400; out 0x600, ax
+        for code in [s3, wide] {
+            let (r, _) = try boot(code + Self.haltForGood)
+            guard case .deadHalt = r.exit else { Issue.record("\(r.exit)"); return }
+        }
     }
 
     /// `cli; hlt` with the in-kernel LAPIC: KVM halts the vCPU without an exit to axvm, so

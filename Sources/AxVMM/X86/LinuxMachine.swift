@@ -158,7 +158,8 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
                 for i in 0..<data.count { data[i] = 0 }  // no wake status
                 return .handled
             }
-            let powerOff = port == ACPITables.sleepControlPort && data.contains(where: ACPITables.isPowerOff)
+            // The register is one byte: a wider write's first byte is the one at 0x600.
+            let powerOff = port == ACPITables.sleepControlPort && data.first.map(ACPITables.isPowerOff) == true
             return powerOff ? .powerOff : .handled
         }
         let isUART = UART8250.ports.contains(port), isI8042 = port == I8042.dataPort || port == I8042.commandPort
