@@ -8,7 +8,8 @@
 //   byte 3-4   command line length (u16), of "a"s
 //   byte 5     bit 0: a NUL in the command line (2 bytes or more); bit 1: an MP table; bit 2: pad the file with
 //              zeros to the length its header promises (at most 1 MiB); bit 3: initrd size
-//              from bytes 8-15 as is, else byte 7 << (byte 6 % 64)
+//              from bytes 8-15 as is, else byte 7 << (byte 6 % 64); bit 4: ACPI tables
+//              (over bit 1); bits 5-6: CPUs - 1
 //   byte 8-15  a raw initrd size (u64 LE)
 //
 // It must never crash. Every accepted plan: each placement inside one RAM area and no two
@@ -33,7 +34,8 @@ func field(_ b: [UInt8], _ offset: Int, _ size: Int) -> UInt64 {
 struct Parameters {
     var memory: UInt64
     var cmdline: String
-    var mpTable: Bool
+    var firmware: FirmwareTables
+    var cpus: Int
     var pad: Bool
     var initrdSize: UInt64
 
@@ -47,7 +49,8 @@ struct Parameters {
         var text = [UInt8](repeating: 0x61, count: length)
         if flags & 1 != 0 && length > 1 { text[1] = 0 }
         cmdline = String(decoding: text, as: UTF8.self)
-        mpTable = flags & 2 != 0
+        firmware = flags & 16 != 0 ? .acpi : flags & 2 != 0 ? .mpTable : .none
+        cpus = 1 + Int(flags >> 5 & 3)
         pad = flags & 4 != 0
         initrdSize = flags & 8 != 0 ? raw : (p >> 56) << (p >> 48 & 63)
     }
@@ -56,7 +59,7 @@ struct Parameters {
 func check(_ image: [UInt8], _ q: Parameters) {
     let ram = X86Layout.ramRanges(size: q.memory)
     func record() -> String {
-        "memory \(hex(q.memory)), cmdline \(q.cmdline.utf8.count) bytes, initrd \(hex(q.initrdSize)), mp \(q.mpTable), "
+        "memory \(hex(q.memory)), cmdline \(q.cmdline.utf8.count) bytes, initrd \(hex(q.initrdSize)), firmware \(q.firmware) for \(q.cpus) CPUs, "
             + "\(image.count)-byte file, header \(image[0x1f1..<min(image.count, 0x268)].map { String($0, radix: 16) })"
     }
     let kernel: LinuxKernel
@@ -70,7 +73,7 @@ func check(_ image: [UInt8], _ q: Parameters) {
     let plan: LinuxBootPlan
     do {
         plan = try LinuxBootPlan(kernel: kernel, ram: ram, cmdline: q.cmdline, initrdPath: "fuzz/initrd",
-                                 initrdSize: q.initrdSize, mpTable: q.mpTable)
+                                 initrdSize: q.initrdSize, firmware: q.firmware, cpus: q.cpus)
     } catch {
         switch error {
         case let .overlap(a, b):
@@ -103,7 +106,11 @@ func check(_ image: [UInt8], _ q: Parameters) {
     var names = ["kernel"]
     if q.initrdSize > 0 { names.append("initrd") }
     names += ["GDT", "zero page", "stack", "page tables", "command line"]
-    if q.mpTable { names.append("MP table") }
+    switch q.firmware {
+    case .acpi: names.append("ACPI tables")
+    case .mpTable: names.append("MP table")
+    case .none: break
+    }
     invariant(p.map(\.name) == names, "\(record()): placements \(p)")
     func at(_ name: String) -> GuestPhysRange? { p.first { $0.name == name }?.range }
     func range(_ s: UInt64, _ e: UInt64) -> GuestPhysRange { GuestPhysRange(start: GuestPhysAddr(s), end: GuestPhysAddr(e)) }
@@ -113,6 +120,11 @@ func check(_ image: [UInt8], _ q: Parameters) {
               && at("page tables") == range(LinuxLayout.pml4, LinuxLayout.pageDirectories + 4 * 4096)
               && at("command line") == range(LinuxLayout.cmdline, LinuxLayout.cmdline + UInt64(q.cmdline.utf8.count) + 1),
               "\(record()): boot data placed at \(p)")
+    if q.firmware != .none {
+        let name = q.firmware == .acpi ? "ACPI tables" : "MP table", a = plan.firmwareAddress
+        invariant(at(name) == range(a, a + UInt64(plan.firmwareTables.count)) && !plan.firmwareTables.isEmpty,
+                  "\(record()): \(name) placed at \(p)")
+    }
     if q.initrdSize > 0 {
         let a = plan.initrdAddress
         invariant(at("initrd") == GuestPhysRange(start: GuestPhysAddr(a), size: q.initrdSize) && a & 0xfff == 0
