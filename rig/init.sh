@@ -253,7 +253,7 @@ bootwatch() {
     local n=$1 t0 pid tailpid=
     shift
     rig_case "$n" "$(case_timeout "$@")"
-    boot=-; rss=-; anon=-
+    boot=-; rss=-; anon=-; last_out=/tmp/$n.out
     rm -f /tmp/s.json
     : > /tmp/$n.out
     if [ "${LIVE:-0}" = 1 ]; then
@@ -436,7 +436,7 @@ exit_profile() {
             bootwatch profile-qemu peer_qemu
         fi
         echo 0 > $t/tracing_on
-        echo "rig: exit profile $vmm: boot to init $boot s, exit $st; trace entries lost: $(sed -n 's/^overrun: //p' $t/per_cpu/cpu0/stats)"
+        echo "rig: exit profile $vmm: boot to init $boot s, exit $st, guest uptime at init $(tr -d '\r' < /tmp/profile-$vmm.out | sed -n 's/^axvm-linux: uptime at init \([0-9.]*\) s$/\1/p' | head -1) s; trace entries lost: $(sed -n 's/^overrun: //p' $t/per_cpu/cpu0/stats)"
         awk -v vmm=$vmm '
             {
                 for (i = 2; i <= NF; i++) if ($i ~ /^kvm_[a-z_]+:$/) break
@@ -522,9 +522,17 @@ else
     }
 fi
 
+# guest_uptime: the guest's own clock at init in the last boot's console (the initramfs
+# prints it after the marker), "-" if absent.
+guest_uptime() {
+    local u
+    u=$(tr -d '\r' < "$last_out" | sed -n 's/^axvm-linux: uptime at init \([0-9.]*\) s$/\1/p' | head -1)
+    echo "${u:--}"
+}
+
 # peer_row LABEL: the last axvm boot (bootwatch, /tmp/s.json) as a row of the comparison.
 peer_row() {
-    echo "$1|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)" >> /tmp/peer
+    echo "$1|$boot|$rss|$(awk -v b="$(jf populated_at_marker_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')|$st|$(jf init_marker_seconds)|$(guest_uptime)" >> /tmp/peer
 }
 
 # linux_peer ROUNDS [CONFIGS]: axvm lazy 4K, lazy 64K (lazy 2M), populated and the QEMU peer boot the same
@@ -558,7 +566,7 @@ linux_peer() {
                       peer_row "axvm populated" ;;
                 qemu) [ -x $PEER_QEMU ] || continue
                       bootwatch peer-qemu peer_qemu
-                      echo "$PEER_NAME|$boot|$rss|$(awk -v a="$anon" -v b="$qanon0" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "?"; else printf "%.1f", (a - b) / 1024 }')|$st|-" >> /tmp/peer
+                      echo "$PEER_NAME|$boot|$rss|$(awk -v a="$anon" -v b="$qanon0" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "?"; else printf "%.1f", (a - b) / 1024 }')|$st|-|$(guest_uptime)" >> /tmp/peer
                       [ $r = 1 ] && tr -d '\r' < /tmp/peer-qemu.out | grep -e 'axvm-linux' -e MemTotal | sed "s/^/[$PEER_TAG] /" ;;
             esac
             echo "rig:   $(tail -1 /tmp/peer)"
@@ -568,14 +576,16 @@ linux_peer() {
     echo
     echo "Linux boot, $LINUX_MEM, same kernel/initramfs/cmdline, median of $rounds: seconds from process start to the init"
     echo "marker on the console (polled every 50 ms), the process's VmRSS then, guest memory populated then (axvm: AddrSpace's"
-    echo "populated bytes; $PEER_NAME: RssAnon growth over a paused QEMU's $qanon0 kB); axvm's own marker time in the last column"
-    echo "| VMM            | boot to init s | VmRSS at init MiB | guest memory populated MiB | exit | axvm's own s |"
-    echo "|----------------|----------------|-------------------|----------------------------|------|--------------|"
+    echo "populated bytes; $PEER_NAME: RssAnon growth over a paused QEMU's $qanon0 kB); axvm's own marker time; the guest's own"
+    echo "clock (/proc/uptime) at init: the rest of the boot time went before the kernel's clock started"
+    echo "| VMM            | boot to init s | VmRSS at init MiB | guest memory populated MiB | exit | axvm's own s | guest uptime at init s |"
+    echo "|----------------|----------------|-------------------|----------------------------|------|--------------|------------------------|"
     awk -F'|' "$AWK_MEDIAN"'
         { if (!($1 in b)) order[++k] = $1
-          b[$1] = b[$1] " " $2; r[$1] = r[$1] " " ($3 == "-" || $3 == "" ? "" : $3 / 1024); p[$1] = p[$1] " " $4; s[$1] = s[$1] " " $5; o[$1] = o[$1] " " $6 }
+          b[$1] = b[$1] " " $2; r[$1] = r[$1] " " ($3 == "-" || $3 == "" ? "" : $3 / 1024); p[$1] = p[$1] " " $4; s[$1] = s[$1] " " $5; o[$1] = o[$1] " " $6
+          if ($7 != "" && $7 != "-") u[$1] = u[$1] " " $7 }
         END { for (i = 1; i <= k; i++) { l = order[i]
-                  printf "| %-14s | %14s | %17.1f | %26s | %4s | %12s |\n", l, median(b[l]), median(r[l]), median(p[l]), s[l], median(o[l]) } }' /tmp/peer
+                  printf "| %-14s | %14s | %17.1f | %26s | %4s | %12s | %22s |\n", l, median(b[l]), median(r[l]), median(p[l]), s[l], median(o[l]), median(u[l]) } }' /tmp/peer
     echo
 }
 

@@ -28,6 +28,9 @@ cat > "$root/init" <<'INIT'
 exec 0</dev/console 1>/dev/console 2>&1
 /bin/busybox mount -t proc proc /proc
 echo "axvm-linux: init reached"
+# The guest's own clock at init: the kernel's time since its clock started (after the
+# decompressor and the early boot), to set against the wall time the VMM measures.
+echo "axvm-linux: uptime at init $(/bin/busybox cut -d' ' -f1 /proc/uptime) s"
 /bin/busybox grep '^MemTotal:' /proc/meminfo
 # Which interrupt controller delivers the UART's interrupt ("IO-APIC 4-edge" with axvm's MP
 # table; "XT-PIC" when Linux runs the 8259 in virtual-wire mode).
