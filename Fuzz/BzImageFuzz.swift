@@ -106,11 +106,7 @@ func check(_ image: [UInt8], _ q: Parameters) {
     var names = ["kernel"]
     if q.initrdSize > 0 { names.append("initrd") }
     names += ["GDT", "zero page", "stack", "page tables", "command line"]
-    switch q.firmware {
-    case .acpi: names.append("ACPI tables")
-    case .mpTable: names.append("MP table")
-    case .none: break
-    }
+    if q.firmware != .none { names.append(q.firmware.placementName) }
     invariant(p.map(\.name) == names, "\(record()): placements \(p)")
     func at(_ name: String) -> GuestPhysRange? { p.first { $0.name == name }?.range }
     func range(_ s: UInt64, _ e: UInt64) -> GuestPhysRange { GuestPhysRange(start: GuestPhysAddr(s), end: GuestPhysAddr(e)) }
@@ -121,7 +117,7 @@ func check(_ image: [UInt8], _ q: Parameters) {
               && at("command line") == range(LinuxLayout.cmdline, LinuxLayout.cmdline + UInt64(q.cmdline.utf8.count) + 1),
               "\(record()): boot data placed at \(p)")
     if q.firmware != .none {
-        let name = q.firmware == .acpi ? "ACPI tables" : "MP table", a = plan.firmwareAddress
+        let name = q.firmware.placementName, a = q.firmware == .acpi ? LinuxLayout.acpiTables : LinuxLayout.mpTable
         invariant(at(name) == range(a, a + UInt64(plan.firmwareTables.count)) && !plan.firmwareTables.isEmpty,
                   "\(record()): \(name) placed at \(p)")
     }

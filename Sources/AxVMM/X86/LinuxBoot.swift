@@ -158,6 +158,13 @@ public enum LinuxLayout {
     public static let serialIRQ: UInt32 = 4
 }
 
+extension FirmwareTables {
+    /// Where the tables go in guest memory (`LinuxLayout`).
+    public var address: UInt64 { self == .mpTable ? LinuxLayout.mpTable : LinuxLayout.acpiTables }
+    /// Their name among the boot plan's placements.
+    public var placementName: String { self == .mpTable ? "MP table" : "ACPI tables" }
+}
+
 /// A bzImage read from disk and validated.
 public struct LinuxKernel: Sendable {
     public let path: String
@@ -231,10 +238,10 @@ public struct LinuxBootPlan: Sendable {
     public let firmwareTables: [UInt8]
     public let firmware: FirmwareTables
     /// Where `firmwareTables` go.
-    public var firmwareAddress: UInt64 { firmware == .mpTable ? LinuxLayout.mpTable : LinuxLayout.acpiTables }
+    public var firmwareAddress: UInt64 { firmware.address }
     /// Everything the boot writes or keeps for the kernel in guest memory: the kernel (its
     /// init_size footprint), the initrd, then the boot data in address order (GDT, zero
-    /// page, initial stack, page tables, command line, MP table). The plan exists only if each
+    /// page, initial stack, page tables, command line, firmware tables). The plan exists only if each
     /// lies inside one RAM area and no two overlap.
     public let placements: [Placement]
 
@@ -292,9 +299,8 @@ public struct LinuxBootPlan: Sendable {
                       end: LinuxLayout.pageDirectories + LinuxLayout.identityMappedGiB * 0x1000),
             Placement("command line", LinuxLayout.cmdline, end: LinuxLayout.cmdline + UInt64(text.count + 1)),
         ]
-        let tablesAt = firmware == .mpTable ? LinuxLayout.mpTable : LinuxLayout.acpiTables
         if !tables.isEmpty {
-            places.append(Placement(firmware == .acpi ? "ACPI tables" : "MP table", tablesAt, end: tablesAt + UInt64(tables.count)))
+            places.append(Placement(firmware.placementName, firmware.address, end: firmware.address + UInt64(tables.count)))
         }
         try BootPlacement.validate(places, ram: ram)
         self.kernel = kernel
