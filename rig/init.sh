@@ -436,7 +436,7 @@ exit_profile() {
             bootwatch profile-qemu peer_qemu
         fi
         echo 0 > $t/tracing_on
-        echo "rig: exit profile $vmm: boot to init $boot s, exit $st, guest uptime at init $(tr -d '\r' < /tmp/profile-$vmm.out | sed -n 's/^axvm-linux: uptime at init \([0-9.]*\) s$/\1/p' | head -1) s; trace entries lost: $(sed -n 's/^overrun: //p' $t/per_cpu/cpu0/stats)"
+        echo "rig: exit profile $vmm: boot to init $boot s, exit $st, guest uptime at init $(guest_uptime) s; trace entries lost: $(sed -n 's/^overrun: //p' $t/per_cpu/cpu0/stats)"
         awk -v vmm=$vmm '
             {
                 for (i = 2; i <= NF; i++) if ($i ~ /^kvm_[a-z_]+:$/) break
