@@ -40,8 +40,7 @@ public enum ACPITables {
         let madt = table("APIC", revision: 5, body: madtBody(cpus: cpus))
         let rsdpSize = 36, xsdtSize = 36 + 2 * 8
         let xsdtAt = align(rsdpSize), fadtAt = align(xsdtAt + xsdtSize)
-        let fadtSize = 276
-        let madtAt = align(fadtAt + fadtSize), dsdtAt = align(madtAt + madt.count)
+        let madtAt = align(fadtAt + fadtLength), dsdtAt = align(madtAt + madt.count)
         let fadt = table("FACP", revision: 6, body: fadtBody(dsdt: address + UInt64(dsdtAt)))
         let xsdt = table("XSDT", revision: 1, body: le(address + UInt64(fadtAt)) + le(address + UInt64(madtAt)))
         var out = [UInt8](repeating: 0, count: dsdtAt + dsdt.count)
@@ -71,10 +70,13 @@ public enum ACPITables {
         return t
     }
 
+    /// The FADT's length in revision 6 (ACPI 6.5 Table 5.9), header included.
+    static let fadtLength = 276
+
     /// FADT fields after the header (offsets below are from the table's start, ACPI 6.5
-    /// Table 5.9), 240 bytes.
+    /// Table 5.9), `fadtLength` - 36 bytes.
     static func fadtBody(dsdt: UInt64) -> [UInt8] {
-        var f = [UInt8](repeating: 0, count: 276)
+        var f = [UInt8](repeating: 0, count: fadtLength)
         func put(_ bytes: [UInt8], _ offset: Int) { f.replaceSubrange(offset..<(offset + bytes.count), with: bytes) }
         put(le(UInt32(truncatingIfNeeded: dsdt)), 40)              // DSDT
         // IAPC_BOOT_ARCH: VGA not present (2), MSI not supported (3), CMOS RTC not present
@@ -144,8 +146,6 @@ public enum ACPITables {
         return [0x40 | UInt8(n2 & 0xf), UInt8(n2 >> 4)] + body
     }
 
-    private static func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] {
-        withUnsafeBytes(of: v.littleEndian) { Array($0) }
-    }
+    private static func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { MPTable.le(v) }
 }
 #endif

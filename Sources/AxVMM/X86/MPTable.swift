@@ -72,7 +72,8 @@ public enum MPTable {
         0 &- bytes.reduce(0, &+)
     }
 
-    private static func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] {
+    /// `v`'s bytes, little-endian (also `ACPITables`').
+    static func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] {
         withUnsafeBytes(of: v.littleEndian) { Array($0) }
     }
 }
