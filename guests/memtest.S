@@ -40,6 +40,15 @@ entry:
 write_loop:
     cmp %r9, %r10
     jae read_phase
+    cmpq $0, S_INDEX(%rbp)          // vCPU 0 announces the half-way point of its writes
+    jne 7f                          // (a place to take a snapshot: --snapshot-on halfway)
+    mov %r9, %rax
+    shr $1, %rax
+    cmp %rax, %r10
+    jne 7f
+    lea msg_half(%rip), %rsi
+    call puts
+7:
     cmp $1, %rbx
     je next_random
     cmp $2, %rbx
@@ -101,4 +110,5 @@ done:
 
     .include "lib.inc"
 msg_start: .asciz "memtest: writing pattern\n"
+msg_half:  .asciz "memtest: halfway\n"
 msg_sum:   .asciz "memtest: checksum 0x"

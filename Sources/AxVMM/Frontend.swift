@@ -171,6 +171,34 @@ public enum Frontend {
                    faultMap: map, { FaultMapSVG.render(report) })
     }
 
+    /// Restores a snapshot as `axvm restore` does: the statistics file checked first, the
+    /// end of the run on stderr unless the guest ended normally, the statistics if asked for.
+    public static func restore(_ config: RestoreConfig, stats: Bool, statsJSON: String?) throws(Exit) {
+        let inputs = [("snapshot state", config.directory + "/" + SnapshotState.stateFile),
+                      ("snapshot memory", config.directory + "/" + SnapshotState.memoryFile)]
+        let json = try openOutputFile(statsJSON, inputs: inputs)
+        let report: RunReport
+        do {
+            report = try Snapshots.restore(config)
+        } catch {
+            json?.discard()
+            eprint("axvm: error: \(error)")
+            throw Exit(error.isUsageError ? usageStatus : 2)
+        }
+        let normal: Bool = switch report.exit {
+        case .guestExit, .snapshotTaken: true
+        default: report.exit.isMachineEnd
+        }
+        if !stats && !normal { eprint("axvm: \(report.exitDescription)") }
+        let text: String? = if stats { StatsFormat.text(report) } else if let l = report.linux {
+            LinuxStatsFormat.summary(report, l) + "\n"
+        } else { nil }
+        try finish(status: report.exitStatus, json: json, { status in
+            if let l = report.linux { return LinuxStatsFormat.json(report, l, exitStatus: status) }
+            return StatsFormat.json(report, exitStatus: status)
+        }, text: text)
+    }
+
     /// The end of every run: the statistics file and the fault map written (before standard
     /// output, which may be a closed terminal), the text printed, then the exit status — 128 + the
     /// signal if a terminating signal arrived at any time (also while the results were

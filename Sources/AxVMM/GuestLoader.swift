@@ -14,6 +14,8 @@ struct RunSettings: Sendable {
     var handleInterrupt = false
     var kvmPath = "/dev/kvm"
     var faultMap = false
+    /// Take a snapshot during the run (`SnapshotTaker`).
+    var snapshot: SnapshotPlan?
 }
 
 /// What differs between kinds of guest on one run path (`Runner`): what goes into memory
@@ -56,4 +58,11 @@ protocol GuestLoader: AnyObject, Sendable {
     /// What the report says of the guest when the run ended before it started (a signal
     /// during set-up).
     func finishEarly(_ report: inout RunReport)
+    /// Calls `action` the first time the guest's console prints `text` (a snapshot trigger).
+    func watchConsole(_ text: String, _ action: @escaping @Sendable () -> Void)
+    /// What a snapshot keeps of this loader: its kind ("memtest", "linux") and the bytes a
+    /// restore makes it again from (configuration, device state). Called with every vCPU
+    /// paused.
+    var snapshotKind: String { get }
+    func snapshotBytes() -> [UInt8]
 }

@@ -225,9 +225,18 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
         try result.get()
     }
 
-    /// Reads a value (the page must be populated).
+    /// Reads a value. A page not populated yet is populated first, as a guest read would
+    /// (after a lazy restore: with the snapshot's contents).
     public func read<T: BitwiseCopyable>(_ gpa: GuestPhysAddr, as: T.Type = T.self) throws(VMMError) -> T {
         try withSpace { s throws(VMMError) -> T in
+            var page = gpa.alignedDown(4096)
+            while page < gpa + UInt64(MemoryLayout<T>.size) {
+                if !s.isPopulated(page) {
+                    let r = s.handlePageFault(page, access: .read)
+                    guard r.isResolved else { throw .addrSpace(r == .notInArea ? .notMapped(page) : .noMemory(page)) }
+                }
+                page = page + 4096
+            }
             do throws(AddrSpaceError) { return try s.readObject(gpa, as: T.self) } catch { throw .addrSpace(error) }
         }
     }
@@ -239,6 +248,7 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
     public func reclaim(_ gpa: GuestPhysAddr, size: UInt64) throws(VMMError) -> Int {
         try resolution.exclusive { () throws(VMMError) -> Int in
             try withSpace { s throws(VMMError) -> Int in
+                if let range = GuestPhysRange(start: gpa, size: size) { hal.contents?.forget(range) }
                 do throws(AddrSpaceError) { return try s.depopulate(gpa, size: size) } catch { throw .addrSpace(error) }
             }
         }

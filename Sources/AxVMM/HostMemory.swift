@@ -83,6 +83,9 @@ public final class MemfdHAL: NestedMemoryHAL, @unchecked Sendable {  // used und
     /// placement hint returns nil, so the fault is resolved as out of memory.
     public var guestFrameLimit: Int?
     private var guestFrames = 0
+    /// A restored VM's snapshot: each guest frame handed out gets the snapshot's page, if it
+    /// holds one (`SnapshotPages.fill`); nil: frames stay zero holes.
+    var contents: SnapshotPages?
 
     /// `tablePool` bytes at the start of the file are for page tables (and other frames
     /// without a placement).
@@ -123,9 +126,11 @@ public final class MemfdHAL: NestedMemoryHAL, @unchecked Sendable {  // used und
         // Areas may have been split by protect/unmap; the span is found by containment.
         for s in spans where s.range.contains(gpa) {
             if let limit = guestFrameLimit, guestFrames >= limit { return nil }
+            let frame = s.offset + (gpa - s.range.start)
+            if let contents, !contents.fill(gpa, memfd: memory.fd.raw, at: frame) { return nil }
             framesInUse += 1
             guestFrames += 1
-            return HostPhysAddr(s.offset + (gpa - s.range.start))
+            return HostPhysAddr(frame)
         }
         return allocFrame()
     }

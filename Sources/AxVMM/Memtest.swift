@@ -47,6 +47,8 @@ public struct VMConfig: Sendable {
     public var kvmPath = "/dev/kvm"
     /// Record when each part of RAM was first touched and faults over time (`--fault-map`).
     public var faultMap = false
+    /// Take a snapshot during the run.
+    public var snapshot: SnapshotPlan?
 
     public init(guestPath: String) { self.guestPath = guestPath }
 
@@ -103,6 +105,7 @@ public enum Machine {
             throw .badSize(what: "stride", value: stride,
                            reason: "must be from 1 to the \(testPages) test pages\(given)")
         }
+        try c.snapshot?.validate()
         if let m = c.maxResident {
             if m & 0xfff != 0 || m == 0 {
                 throw .badSize(what: "max resident", value: m, reason: "must be a non-zero multiple of 4 KiB")
@@ -151,13 +154,14 @@ public enum Machine {
 final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // immutable but `serial`, which locks
     let platform: P
     let config: VMConfig
-    let image: GuestImage
+    /// nil for a restore (guest memory comes from the snapshot).
+    let image: GuestImage?
     let params: GuestParams
     let serial: Serial
     let settings: RunSettings
     let ram: [GuestPhysRange]
 
-    init(platform: P, config: VMConfig, image: GuestImage) throws(VMMError) {
+    convenience init(platform: P, config: VMConfig, image: GuestImage) throws(VMMError) {
         let arch = platform.arch
         if image.mode.arch != arch {
             throw .guestImage(path: image.path, reason: "an \(image.mode.arch.rawValue) guest; this \(arch.rawValue) host runs \(arch.rawValue) guests (guests/build/\(arch == .aarch64 ? "aarch64/" : ""))")
@@ -166,15 +170,20 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
         if fits.overflow || fits.partialValue > arch.ramBase + min(config.memorySize, VMConfig.testBase) {
             throw .guestImage(path: image.path, reason: "\(image.bytes.count) bytes at 0x\(String(image.loadAddress, radix: 16)) do not fit below the test region at 2 MiB into the \(config.memorySize)-byte RAM")
         }
+        self.init(platform: platform, config: config, image: image as GuestImage?)
+    }
+
+    private init(platform: P, config: VMConfig, image: GuestImage?) {
         self.platform = platform
         self.config = config
         self.image = image
-        params = Machine.guestParams(config, arch: arch)
+        params = Machine.guestParams(config, arch: platform.arch)
         serial = Serial(toStdout: config.serialToStdout)
         settings = RunSettings(memorySize: config.memorySize, lazy: config.lazy, faultAround: config.faultAround,
                                timeout: config.timeout, vcpus: config.vcpus, faultThreads: config.faultThreads,
                                maxResident: config.maxResident, serialToStdout: config.serialToStdout,
-                               handleInterrupt: config.handleInterrupt, kvmPath: config.kvmPath, faultMap: config.faultMap)
+                               handleInterrupt: config.handleInterrupt, kvmPath: config.kvmPath, faultMap: config.faultMap,
+                               snapshot: config.snapshot)
         ram = platform.ramRanges(size: config.memorySize)
     }
 
@@ -182,6 +191,7 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
     var testRegionBase: GuestPhysAddr { GuestPhysAddr(params.testBase) }
 
     func load(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
+        guard let image else { throw .host("memtest loader without an image (a restore) asked to load") }
         let rom = try memory.addRAM(at: platform.romBase, size: VMConfig.romSize, lazy: false, readOnly: true)
         try memory.write(Array("AXVMROM!".utf8), at: rom.range.start)
         try memory.write(params.words, at: platform.paramsAddress)
@@ -230,5 +240,52 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
 
     func finishEarly(_ report: inout RunReport) {
         report.memtest = MemtestResult(config: config)
+    }
+
+    func watchConsole(_ text: String, _ action: @escaping @Sendable () -> Void) { serial.watch(text, action) }
+
+    // A snapshot keeps the configuration the guest's parameters and results come from; the
+    // devices (console, exit and reclaim ports) have no state.
+    var snapshotKind: String { "memtest" }
+    func snapshotBytes() -> [UInt8] {
+        var w = ByteWriter()
+        w.string(config.guestPath)
+        w.u64(config.memorySize)
+        w.u64(config.testOrder.rawValue)
+        w.u64(config.stridePages ?? 0)
+        w.u64(config.seed)
+        w.u64(config.testSize ?? 0)
+        w.u8(config.sparse ? 1 : 0)
+        w.u64(UInt64(config.vcpus))
+        w.u64(config.memtestMode.rawValue)
+        return w.bytes
+    }
+
+    /// The loader of a restored memtest guest: the saved configuration, with the run's own
+    /// settings (`base`: paging, fault-around, timeout, threads, …) over it.
+    static func restoring(platform: P, bytes: [UInt8], path: String, base: VMConfig) throws(VMMError) -> MemtestLoader {
+        var r = ByteReader(bytes, path: path)
+        var c = base
+        c.guestPath = try r.string("memtest guest")
+        c.memorySize = try r.u64("memtest memory size")
+        let order = try r.u64("memtest order")
+        guard let o = GuestParams.Order(rawValue: order) else {
+            throw .snapshot(path: path, field: "memtest order", reason: "\(order) is no order")
+        }
+        c.testOrder = o
+        let stride = try r.u64("memtest stride")
+        c.stridePages = stride == 0 ? nil : stride
+        c.seed = try r.u64("memtest seed")
+        let size = try r.u64("memtest test size")
+        c.testSize = size == 0 ? nil : size
+        c.sparse = try r.u8("memtest sparse") != 0
+        c.vcpus = Int(truncatingIfNeeded: try r.u64("memtest vcpus"))
+        let mode = try r.u64("memtest mode")
+        guard let m = GuestParams.Mode(rawValue: mode) else {
+            throw .snapshot(path: path, field: "memtest mode", reason: "\(mode) is no mode")
+        }
+        c.memtestMode = m
+        try Machine.validate(c)
+        return MemtestLoader(platform: platform, config: c, image: nil)
     }
 }

@@ -36,6 +36,17 @@ protocol Platform: Sendable {
     /// KVM is opened, then runs it through `Runner` with this platform's Linux loader.
     func bootLinux(_ c: LinuxBootConfig, t0: UInt64) throws(LinuxBootError) -> RunReport
 
+    // --- snapshots (`SnapshotTaker`, `Snapshots.restore`) ----------------------------------
+    /// Bytes of one vCPU's and of the VM's saved state on this platform (0: no snapshots).
+    var vcpuStateSize: Int { get }
+    var vmStateSize: Int { get }
+    /// A vCPU's whole state (registers, FPU, MSRs, LAPIC, events, …) as bytes, and back.
+    /// Called on the vCPU's own thread, outside KVM_RUN.
+    func saveVCPU(_ vcpu: VCPU, system: KVMSystem) throws(VMMError) -> [UInt8]
+    func restoreVCPU(_ vcpu: VCPU, _ state: [UInt8]) throws(VMMError)
+    /// The VM's in-kernel devices and clock, and back.
+    func saveVM(_ vm: VirtualMachine) throws(VMMError) -> [UInt8]
+    func restoreVM(_ vm: VirtualMachine, _ state: [UInt8]) throws(VMMError)
     // --- the memtest guests (guests/, `MemtestLoader`) --------------------------------------
     /// RAM areas for `size` bytes of RAM.
     func ramRanges(size: UInt64) -> [GuestPhysRange]

@@ -44,6 +44,8 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
     /// arm64: a data abort outside the memslots that KVM cannot emulate (no instruction
     /// syndrome), as the library's `Stage2Abort` decoder reads the record KVM gave.
     case unemulatedAbort(ipa: UInt64, esr: UInt64, fault: String, rip: UInt64)
+    /// A snapshot was written and the run ended there (`--snapshot-and-exit`): status 0.
+    case snapshotTaken(directory: String)
 
     public var description: String { description(pcName: "rip") }
 
@@ -88,6 +90,7 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
         case let .unsupportedExit(r, rip): return "unsupported KVM exit reason \(r) at \(pcName) \(h(rip))"
         case let .unemulatedAbort(ipa, esr, fault, rip):
             return "guest data abort at IPA \(h(ipa)) that KVM cannot emulate (no instruction syndrome; ESR_EL2 \(h(esr)): \(fault)) at \(pcName) \(h(rip)); VM stopped"
+        case let .snapshotTaken(directory): return "snapshot written to \(directory); VM stopped"
         }
     }
 }
@@ -126,6 +129,10 @@ public struct RunStatistics: Sendable {
     public var wallSeconds = 0.0
     /// With `--fault-map`: what the picture shows.
     public var faultMap: FaultMapData?
+    /// The snapshot this run took, if any.
+    public var snapshot: SnapshotResult?
+    /// For a restored VM: what the snapshot held and what was copied from it.
+    public var restore: RestoreStatistics?
 }
 
 extension RunStatistics {
@@ -203,7 +210,7 @@ public struct RunReport: Sendable {
     public var exitStatus: Int32 {
         switch exit {
         case let .guestExit(code): Int32(code)
-        case .halted, .reset, .powerOff, .systemReset: 0
+        case .halted, .reset, .powerOff, .systemReset, .snapshotTaken: 0
         case let .interrupted(signal): 128 + signal
         case .timeout: 124
         case .deadHalt: 4

@@ -14,8 +14,13 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
     let loader: L
     var platform: L.P { loader.platform }
     var settings: RunSettings { loader.settings }
+    /// Set for a restore: the snapshot whose memory, vCPUs and VM state replace the loader's `load`.
+    let restore: RestoreSource?
 
-    init(loader: L) { self.loader = loader }
+    init(loader: L, restore: RestoreSource? = nil) {
+        self.loader = loader
+        self.restore = restore
+    }
 
     /// Runs the guest; a terminating signal during set-up ends it with a report too.
     func run() throws(VMMError) -> RunReport {
@@ -31,6 +36,9 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
 
     private func runGuest(t0: UInt64) throws(VMMError) -> RunReport {
         try Termination.checkpoint("setup")
+        if settings.snapshot != nil && platform.vcpuStateSize == 0 {
+            throw .badValue(what: "snapshot", value: platform.arch.rawValue, reason: "snapshots are built for x86_64 guests only so far")
+        }
         let system: KVMSystem
         do { system = try KVMSystem(path: settings.kvmPath) } catch { throw .kvm(error) }
         let limit = Int(system.checkExtension(KVM_CAP_MAX_VCPUS))
@@ -44,8 +52,12 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
                                      hostCapacity: settings.memorySize + VMConfig.romSize + (256 << 20), spaceSize: 1 << 40)
         if let m = settings.maxResident { memory.withSpace { $0.hal.guestFrameLimit = Int(m / 4096) } }
         var ram: [RAMRegion] = []
-        for r in loader.ram { ram.append(try memory.addRAM(at: r.start, size: r.size, lazy: settings.lazy)) }
-        try loader.load(memory: memory, vm: vm, vcpus: vcpus)
+        if let restore {
+            ram = try restoreMachine(restore, memory: memory, vm: vm, vcpus: vcpus)
+        } else {
+            for r in loader.ram { ram.append(try memory.addRAM(at: r.start, size: r.size, lazy: settings.lazy)) }
+            try loader.load(memory: memory, vm: vm, vcpus: vcpus)
+        }
         try Termination.check()
 
         let cpus = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
@@ -59,8 +71,8 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         let control = RunControl(vcpus: vcpus)
         installKickHandler()
         // The kick must reach the vCPU threads even if they block signals (helper threads
-        // do from birth; libdispatch workers do): each unblocks SIGUSR1 for its run. Only
-        // SIGUSR1's state is restored afterwards.
+        // do from birth; libdispatch workers do): each unblocks SIGUSR2 for its run. Only
+        // SIGUSR2's state is restored afterwards.
         let wasBlocked = unblockKick()
         defer { if wasBlocked { blockKick() } }
         pager.onFatal = { control.kickAll() }
@@ -75,12 +87,36 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
             pager.stop()
             throw error
         }
-        let context = Context(vm: vm, memory: memory, ram: ram, control: control, watchdog: watchdog, pager: pager)
+        let taker: SnapshotTaker?
+        do throws(VMMError) {
+            taker = try settings.snapshot.map { plan throws(VMMError) in
+                let t = try SnapshotTaker(plan: plan, vcpus: settings.vcpus)
+                t.kick = { control.kickAll() }
+                t.save = { [self] states, ended throws(VMMError) in
+                    try writeSnapshot(plan.directory, states: states, ended: ended, vm: vm, memory: memory)
+                }
+                if let text = plan.onText { loader.watchConsole(text) { [weak t] in t?.request("console text") } }
+                try t.start()
+                return t
+            }
+        } catch {
+            watchdog.stop()
+            loader.stop()
+            pager.stop()
+            throw error
+        }
+        defer { taker?.stop() }
+        let context = Context(vm: vm, system: system, memory: memory, ram: ram, control: control, watchdog: watchdog,
+                              pager: pager, taker: taker)
         let tRun = nowNanos()
-        // vCPU 0 runs on this thread, the others on their own.
+        // vCPU 0 runs on this thread, the others on their own; vCPUs a snapshot saved as
+        // ended (a memtest vCPU that had exited) keep that outcome and do not run.
         let results = VCPUResults(count: settings.vcpus)
+        let preEnded = restore?.endedVCPUs ?? []
+        for (i, e) in preEnded.enumerated() { if let e { results.set(i, VCPUResult(outcome: e, stats: VCPUStatistics())) } }
+        func mustRun(_ i: Int) -> Bool { i >= preEnded.count || preEnded[i] == nil }
         var others: [OSThread] = []
-        for i in 1..<max(1, settings.vcpus) {
+        for i in 1..<max(1, settings.vcpus) where mustRun(i) {
             do {
                 others.append(try OSThread { [self] in
                     _ = unblockKick()
@@ -91,13 +127,18 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
                 break
             }
         }
-        results.set(0, runVCPU(vcpus[0], index: 0, context))
+        if mustRun(0) {
+            results.set(0, runVCPU(vcpus[0], index: 0, context))
+        } else {
+            taker?.leave(index: 0, outcome: preEnded[0] ?? .stopped)
+        }
         for t in others { t.join() }
         let tEnd = nowNanos()
         watchdog.stop()
         loader.stop()
         pager.stop()
         if let e = control.error { throw e }
+        if let e = taker?.error { throw e }
         let outcomes = results.all
         var exit: ExitReason
         if let f = pager.failure {
@@ -125,6 +166,8 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
             s.faultMap = FaultMapData(layout: layout, memory: memory, ram: ram, threads: s.faultThreads,
                                       runNanos: tEnd - mapStart)
         }
+        s.snapshot = taker?.taken
+        s.restore = restore.map { r in memory.withSpace { _ in r.statistics(pagesCopied: memory.hal.contents?.pagesCopied ?? 0) } }
         var report = RunReport(exit: exit, serialOutput: "", arch: platform.arch, settings: settings, statistics: s)
         report.residencyMismatches = ram.reduce(0) { $0 + memory.residencyMismatches($1).count }
         loader.finish(&report, memory: memory, ram: ram, outcomes: outcomes.map { $0.outcome })
@@ -134,11 +177,13 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
     /// What every vCPU loop of one run shares.
     struct Context: @unchecked Sendable {  // each field is thread-safe
         let vm: VirtualMachine
+        let system: KVMSystem
         let memory: GuestMemory<L.P.Format>
         let ram: [RAMRegion]
         let control: RunControl
         let watchdog: Watchdog
         let pager: LazyPager<L.P.Format>
+        let taker: SnapshotTaker?
     }
 
     /// One vCPU's loop, with its statistics. Ends of the whole run go through `control`.
@@ -147,13 +192,14 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         var stats = VCPUStatistics()
         let t0 = nowNanos()
         var outcome = VCPUOutcome.stopped
-        do { outcome = try loop(vcpu: vcpu, c, exits: &stats.exits) } catch { c.control.fail(error) }
+        do { outcome = try loop(vcpu: vcpu, index: index, c, exits: &stats.exits) } catch { c.control.fail(error) }
+        c.taker?.leave(index: index, outcome: outcome)
         stats.runNanos = nowNanos() - t0
         return VCPUResult(outcome: outcome, stats: stats)
     }
 
     /// The exit loop: every guest's exits, the devices' through the loader.
-    private func loop(vcpu: VCPU, _ c: Context, exits: inout Int) throws(VMMError) -> VCPUOutcome {
+    private func loop(vcpu: VCPU, index: Int, _ c: Context, exits: inout Int) throws(VMMError) -> VCPUOutcome {
         func pc() -> UInt64 { platform.programCounter(vcpu) }
         /// An end of the whole VM: every other vCPU is stopped.
         func fatal(_ reason: ExitReason) -> VCPUOutcome {
@@ -174,6 +220,18 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         }
         while true {
             if c.control.isStopping { return .stopped }
+            if let taker = c.taker, taker.isPending {
+                // Complete the last exit first (KVM_RUN with immediate_exit: a port read
+                // gets its data, the instruction retires, nothing runs), then save.
+                vcpu.requestImmediateExit()
+                _ = try? vcpu.run()
+                let state = Result { () throws(VMMError) in try platform.saveVCPU(vcpu, system: c.system) }
+                if taker.pause(index: index, state: state) {
+                    if let e = taker.error { throw e }
+                    return fatal(.snapshotTaken(directory: taker.plan.directory))
+                }
+                continue
+            }
             let exit: VCPUExit
             do { exit = try vcpu.run() } catch {
                 // EFAULT after the pager gave up (its windows are fenced off): the run

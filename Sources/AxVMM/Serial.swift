@@ -8,16 +8,35 @@ final class Serial: @unchecked Sendable {  // state behind `lock`
     private var captured: [UInt8] = []
     private var dropped = 0
     let toStdout: Bool
+    /// `watch`: the text looked for and what to call when it appears.
+    private var watcher: MarkerMatcher?
+    private var onMatch: (@Sendable () -> Void)?
     init(toStdout: Bool) { self.toStdout = toStdout }
+
+    /// Calls `action` (on the vCPU thread that printed it) the first time the output
+    /// contains `text`.
+    func watch(_ text: String, _ action: @escaping @Sendable () -> Void) {
+        lock.withLock {
+            watcher = text.isEmpty ? nil : MarkerMatcher(text)
+            onMatch = action
+        }
+    }
 
     /// Bytes one `out` instruction wrote (any vCPU).
     func out(_ bytes: UnsafeMutableRawBufferPointer) {
-        lock.withLock {
+        let fire: (@Sendable () -> Void)? = lock.withLock {
+            var fire: (@Sendable () -> Void)?
             for b in bytes {
                 if captured.count < Self.captureLimit { captured.append(b) } else { dropped += 1 }
+                if watcher?.feed(b) == true {
+                    fire = onMatch
+                    watcher = nil
+                }
             }
+            return fire
         }
         if toStdout { StandardStreams.write(1, UnsafeRawBufferPointer(bytes)) }
+        fire?()
     }
     /// One byte (e.g. an 8250 THR write).
     func out(_ byte: UInt8) {

@@ -70,6 +70,7 @@ public enum StatsFormat {
                 out += "memtest:         did not finish (\(m.pagesPlanned) pages planned; no checksum)\n"
             }
         }
+        out += snapshotText(s)
         out += StatsFormat.hostCheck(r.residencyMismatches)
         return out
     }
@@ -96,7 +97,35 @@ public enum StatsFormat {
     static func timeFields(_ s: RunStatistics) -> [(String, String)] {
         [("setup_seconds", "\(s.setupSeconds)"),
          ("run_seconds", "\(s.runSeconds)"),
-         ("wall_seconds", "\(s.wallSeconds)")]
+         ("wall_seconds", "\(s.wallSeconds)")] + snapshotFields(s)
+    }
+
+    /// The snapshot taken and the restore, when there were (null otherwise).
+    static func snapshotFields(_ s: RunStatistics) -> [(String, String)] {
+        let sn = s.snapshot, r = s.restore
+        func n<T>(_ v: T?) -> String { v.map { "\($0)" } ?? "null" }
+        return [("snapshot_directory", sn.map { jsonString($0.directory) } ?? "null"),
+                ("snapshot_trigger", sn.map { jsonString($0.trigger) } ?? "null"),
+                ("snapshot_pages", n(sn?.pages)),
+                ("snapshot_memory_file_bytes", n(sn?.memoryFileBytes)),
+                ("snapshot_disk_bytes", n(sn?.diskBytes)),
+                ("snapshot_state_bytes", n(sn?.stateBytes)),
+                ("snapshot_pause_ns", n(sn?.pauseNanos)),
+                ("snapshot_total_ns", n(sn?.totalNanos)),
+                ("restore_snapshot_pages", n(r?.snapshotPages)),
+                ("restore_pages_copied", n(r?.pagesCopied))]
+    }
+
+    /// The snapshot and restore lines of the text statistics ("" when neither happened).
+    static func snapshotText(_ s: RunStatistics) -> String {
+        var out = ""
+        if let sn = s.snapshot {
+            out += "snapshot:        \(sn.directory) (on \(sn.trigger)): \(sn.pages) pages, memory file \(mib(sn.memoryFileBytes)) (\(mib(sn.diskBytes)) on disk), state \(sn.stateBytes) bytes; vCPUs paused after \(micros(sn.pauseNanos)), written after \(fixed(Double(sn.totalNanos) / 1e6, 1)) ms\n"
+        }
+        if let r = s.restore {
+            out += "restore:         \(r.directory): \(r.pagesCopied) of the snapshot's \(r.snapshotPages) pages copied in\n"
+        }
+        return out
     }
 
     /// `exitStatus`: the process's, when it differs from the run's (a signal that came

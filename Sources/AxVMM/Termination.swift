@@ -35,6 +35,13 @@ public enum Termination {
         guard installed.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
         var set = signalSet()
         pthread_sigmask(SIG_BLOCK, &set, nil)
+        // SIGUSR1 asks for a snapshot: blocked in every thread from the start too, so that it
+        // never kills the process; a run with a snapshot plan reads it from its own signalfd
+        // (`SnapshotTaker`), any other run leaves it pending, unused.
+        var usr1 = sigset_t()
+        sigemptyset(&usr1)
+        sigaddset(&usr1, SIGUSR1)
+        pthread_sigmask(SIG_BLOCK, &usr1, nil)
         // A write to a closed pipe returns EPIPE (`StandardStreams` ends the run through
         // `request(SIGPIPE)`) instead of killing the process half-way through its results.
         ckvm_ignore_sigpipe()

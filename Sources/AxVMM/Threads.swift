@@ -55,7 +55,7 @@ final class OSThread: @unchecked Sendable {  // handle written once before use
     /// (the mask is inherited from the creating thread, which blocks all signals just
     /// around `pthread_create`). So a process-directed signal — Ctrl-C's SIGINT — can never
     /// land on a helper thread and kill the process behind the back of the thread that
-    /// handles it (the watchdog's signalfd); only the vCPU thread takes SIGUSR1 kicks.
+    /// handles it (the watchdog's signalfd); only the vCPU thread takes SIGUSR2 kicks.
     init(_ body: @escaping @Sendable () -> Void) throws(VMMError) {
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
         var all = sigset_t(), saved = sigset_t()

@@ -28,7 +28,7 @@ public struct VCPUStatistics: Sendable, Equatable {
 /// (a fault, a timeout, Ctrl-C, a pager failure), and how to stop every vCPU.
 ///
 /// Stopping a vCPU: set its `immediate_exit` (KVM_RUN returns at once if it is about to
-/// enter) and send its thread SIGUSR1 (interrupts a running KVM_RUN with EINTR).
+/// enter) and send its thread SIGUSR2 (interrupts a running KVM_RUN with EINTR).
 final class RunControl: Sendable {
     private let firstEnd = Locked<ExitReason?>(nil)
     private let firstError = Locked<VMMError?>(nil)
@@ -72,33 +72,34 @@ final class RunControl: Sendable {
         targets.withLock { list in
             for t in list {
                 t.vcpu.requestImmediateExit()
-                if let thread = t.thread { pthread_kill(thread, SIGUSR1) }
+                if let thread = t.thread { pthread_kill(thread, SIGUSR2) }
             }
         }
     }
 }
 
-/// SIGUSR1 interrupts KVM_RUN (EINTR); the handler itself does nothing.
+/// SIGUSR2 interrupts KVM_RUN (EINTR); the handler itself does nothing. (SIGUSR1 is the
+/// user's: it asks for a snapshot, `SnapshotTaker`.)
 func installKickHandler() {
     var sa = sigaction()
     sa.__sigaction_handler.sa_handler = { _ in }
     sigemptyset(&sa.sa_mask)
     sa.sa_flags = 0  // no SA_RESTART: KVM_RUN must return
-    sigaction(SIGUSR1, &sa, nil)
+    sigaction(SIGUSR2, &sa, nil)
 }
 
-/// Unblocks SIGUSR1 (the kick) in the calling thread; returns whether it was blocked.
+/// Unblocks SIGUSR2 (the kick) in the calling thread; returns whether it was blocked.
 func unblockKick() -> Bool {
     var kickSet = sigset_t(), saved = sigset_t()
     sigemptyset(&kickSet)
-    sigaddset(&kickSet, SIGUSR1)
+    sigaddset(&kickSet, SIGUSR2)
     pthread_sigmask(SIG_UNBLOCK, &kickSet, &saved)
-    return sigismember(&saved, SIGUSR1) == 1
+    return sigismember(&saved, SIGUSR2) == 1
 }
 
 func blockKick() {
     var kickSet = sigset_t()
     sigemptyset(&kickSet)
-    sigaddset(&kickSet, SIGUSR1)
+    sigaddset(&kickSet, SIGUSR2)
     pthread_sigmask(SIG_BLOCK, &kickSet, nil)
 }

@@ -21,6 +21,8 @@ public enum VMMError: Error, CustomStringConvertible {
     /// An input file (an initrd) could not be read where it was measured: `offset` is the byte
     /// the read stopped at.
     case input(path: String, offset: UInt64, reason: String)
+    /// A snapshot cannot be taken or used: the file, the field (or step) and why.
+    case snapshot(path: String, field: String, reason: String)
 
     /// A bad user-given value (a usage error: exit status 64) rather than a failure to set
     /// the machine up (exit status 2).
@@ -42,6 +44,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case let .host(m): m
         case let .interrupted(signal): "interrupted by \(Termination.describe(signal))"
         case let .input(path, offset, reason): "\(path): \(reason) at offset \(offset) (0x\(String(offset, radix: 16)))"
+        case let .snapshot(path, field, reason): "snapshot \(path): \(field): \(reason)"
         }
     }
 }

@@ -336,4 +336,106 @@ int ckvm_set_mp_state(int vcpu_fd, uint32_t state) {
     struct kvm_mp_state s = { .mp_state = state };
     return ioctl(vcpu_fd, KVM_SET_MP_STATE, &s);
 }
+#define STEP(name, call) do { if ((call) < 0) { *step = name; return -1; } } while (0)
+
+int ckvm_x86_save_vcpu(int kvm_fd, int vcpu_fd, struct ckvm_x86_vcpu_state *s, const char **step) {
+    memset(s, 0, sizeof *s);
+    STEP("KVM_GET_MP_STATE", ioctl(vcpu_fd, KVM_GET_MP_STATE, &s->mp_state));
+    STEP("KVM_GET_REGS", ioctl(vcpu_fd, KVM_GET_REGS, &s->regs));
+    STEP("KVM_GET_SREGS", ioctl(vcpu_fd, KVM_GET_SREGS, &s->sregs));
+    if (ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0) {
+        STEP("KVM_GET_XSAVE", ioctl(vcpu_fd, KVM_GET_XSAVE, &s->xsave));
+        s->parts |= CKVM_PART_XSAVE;
+    } else {
+        STEP("KVM_GET_FPU", ioctl(vcpu_fd, KVM_GET_FPU, &s->fpu));
+    }
+    if (ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0) {
+        STEP("KVM_GET_XCRS", ioctl(vcpu_fd, KVM_GET_XCRS, &s->xcrs));
+        s->parts |= CKVM_PART_XCRS;
+    }
+    // Without an in-kernel irqchip there is no LAPIC to read (x86.c: EINVAL).
+    if (ioctl(vcpu_fd, KVM_GET_LAPIC, &s->lapic) == 0) s->parts |= CKVM_PART_LAPIC;
+    else if (errno != EINVAL && errno != ENXIO) { *step = "KVM_GET_LAPIC"; return -1; }
+    STEP("KVM_GET_VCPU_EVENTS", ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &s->events));
+    if (ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DEBUGREGS) > 0) {
+        STEP("KVM_GET_DEBUGREGS", ioctl(vcpu_fd, KVM_GET_DEBUGREGS, &s->debugregs));
+        s->parts |= CKVM_PART_DEBUGREGS;
+    }
+    // The MSR list, then one KVM_GET_MSRS for all of them. KVM stops at the first MSR it
+    // cannot read (it returns how many it read): that one is dropped and the rest asked again.
+    struct kvm_msr_list *list = calloc(1, sizeof(*list) + CKVM_MAX_MSRS * sizeof(uint32_t));
+    struct kvm_msrs *m = calloc(1, sizeof(*m) + CKVM_MAX_MSRS * sizeof(struct kvm_msr_entry));
+    if (!list || !m) { free(list); free(m); errno = ENOMEM; *step = "calloc"; return -1; }
+    list->nmsrs = CKVM_MAX_MSRS;
+    if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, list) < 0) { free(list); free(m); *step = "KVM_GET_MSR_INDEX_LIST"; return -1; }
+    uint32_t next = 0;
+    while (next < list->nmsrs) {
+        uint32_t n = list->nmsrs - next;
+        m->nmsrs = n;
+        for (uint32_t i = 0; i < n; i++) { m->entries[i].index = list->indices[next + i]; m->entries[i].data = 0; }
+        int r = ioctl(vcpu_fd, KVM_GET_MSRS, m);
+        if (r < 0) { free(list); free(m); *step = "KVM_GET_MSRS"; return -1; }
+        for (int i = 0; i < r; i++) s->msrs[s->nmsrs++] = m->entries[i];
+        next += (uint32_t)r + 1;  // past the ones read and the one refused
+    }
+    free(list);
+    free(m);
+    return 0;
+}
+
+int ckvm_x86_restore_vcpu(int vcpu_fd, const struct ckvm_x86_vcpu_state *s, uint32_t *skipped, const char **step) {
+    *skipped = 0;
+    STEP("KVM_SET_MP_STATE", ioctl(vcpu_fd, KVM_SET_MP_STATE, &s->mp_state));
+    STEP("KVM_SET_REGS", ioctl(vcpu_fd, KVM_SET_REGS, &s->regs));
+    STEP("KVM_SET_SREGS", ioctl(vcpu_fd, KVM_SET_SREGS, &s->sregs));
+    if (s->parts & CKVM_PART_XSAVE) STEP("KVM_SET_XSAVE", ioctl(vcpu_fd, KVM_SET_XSAVE, &s->xsave));
+    else STEP("KVM_SET_FPU", ioctl(vcpu_fd, KVM_SET_FPU, &s->fpu));
+    if (s->parts & CKVM_PART_XCRS) STEP("KVM_SET_XCRS", ioctl(vcpu_fd, KVM_SET_XCRS, &s->xcrs));
+    if (s->parts & CKVM_PART_DEBUGREGS) STEP("KVM_SET_DEBUGREGS", ioctl(vcpu_fd, KVM_SET_DEBUGREGS, &s->debugregs));
+    if (s->parts & CKVM_PART_LAPIC) STEP("KVM_SET_LAPIC", ioctl(vcpu_fd, KVM_SET_LAPIC, &s->lapic));
+    uint32_t total = s->nmsrs < CKVM_MAX_MSRS ? s->nmsrs : CKVM_MAX_MSRS;
+    struct kvm_msrs *m = calloc(1, sizeof(*m) + CKVM_MAX_MSRS * sizeof(struct kvm_msr_entry));
+    if (!m) { errno = ENOMEM; *step = "calloc"; return -1; }
+    uint32_t next = 0;
+    while (next < total) {
+        m->nmsrs = total - next;
+        memcpy(m->entries, &s->msrs[next], m->nmsrs * sizeof(struct kvm_msr_entry));
+        int r = ioctl(vcpu_fd, KVM_SET_MSRS, m);
+        if (r < 0) { free(m); *step = "KVM_SET_MSRS"; return -1; }
+        next += (uint32_t)r;
+        if (next < total) { next++; (*skipped)++; }
+    }
+    free(m);
+    STEP("KVM_SET_VCPU_EVENTS", ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, &s->events));
+    return 0;
+}
+
+int ckvm_x86_save_vm(int vm_fd, struct ckvm_x86_vm_state *s, const char **step) {
+    memset(s, 0, sizeof *s);
+    s->chips[0].chip_id = KVM_IRQCHIP_PIC_MASTER;
+    if (ioctl(vm_fd, KVM_GET_IRQCHIP, &s->chips[0]) == 0) {
+        s->chips[1].chip_id = KVM_IRQCHIP_PIC_SLAVE;
+        s->chips[2].chip_id = KVM_IRQCHIP_IOAPIC;
+        STEP("KVM_GET_IRQCHIP(PIC slave)", ioctl(vm_fd, KVM_GET_IRQCHIP, &s->chips[1]));
+        STEP("KVM_GET_IRQCHIP(IOAPIC)", ioctl(vm_fd, KVM_GET_IRQCHIP, &s->chips[2]));
+        s->parts |= CKVM_VM_IRQCHIP;
+    } else if (errno != ENXIO) { *step = "KVM_GET_IRQCHIP(PIC master)"; return -1; }
+    if (ioctl(vm_fd, KVM_GET_PIT2, &s->pit) == 0) s->parts |= CKVM_VM_PIT;
+    else if (errno != ENXIO) { *step = "KVM_GET_PIT2"; return -1; }
+    STEP("KVM_GET_CLOCK", ioctl(vm_fd, KVM_GET_CLOCK, &s->clock));
+    return 0;
+}
+
+int ckvm_x86_restore_vm(int vm_fd, const struct ckvm_x86_vm_state *s, const char **step) {
+    if (s->parts & CKVM_VM_IRQCHIP) {
+        for (int i = 0; i < 3; i++) STEP("KVM_SET_IRQCHIP", ioctl(vm_fd, KVM_SET_IRQCHIP, &s->chips[i]));
+    }
+    if (s->parts & CKVM_VM_PIT) STEP("KVM_SET_PIT2", ioctl(vm_fd, KVM_SET_PIT2, &s->pit));
+    struct kvm_clock_data clock;
+    memset(&clock, 0, sizeof clock);
+    clock.clock = s->clock.clock;
+    STEP("KVM_SET_CLOCK", ioctl(vm_fd, KVM_SET_CLOCK, &clock));
+    return 0;
+}
+#undef STEP
 #endif

@@ -106,7 +106,7 @@ struct AxvmCommand: ParsableCommand {
         discussion: CommandHelp.exitStatuses,
         version: CommandHelp.version(commit: buildCommit, build: "SwiftPM build"),
         subcommands: subcommands)
-    static let subcommands: [ParsableCommand.Type] = [Check.self, Run.self, Boot.self]
+    static let subcommands: [ParsableCommand.Type] = [Check.self, Run.self, Boot.self, Restore.self]
 }
 
 struct Check: ParsableCommand {
@@ -153,6 +153,7 @@ struct Run: ParsableCommand {
     @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
     @Option(help: "Draw guest memory by first touch and faults over time to this SVG file.") var faultMap: String?
     @Option(help: "KVM device.") var kvm = "/dev/kvm"
+    @OptionGroup var snapshot: SnapshotOptions
 
     enum Paging: EnumerableFlag { case lazy, populate }
 
@@ -174,6 +175,7 @@ struct Run: ParsableCommand {
         c.serialToStdout = true
         c.handleInterrupt = true
         c.kvmPath = kvm
+        c.snapshot = snapshot.plan
         return c
     }
 
@@ -254,5 +256,75 @@ struct Boot: ParsableCommand {
 
     func run() throws {
         do { try Frontend.boot(config(), stats: stats, statsJSON: statsJson, faultMap: faultMap) } catch { throw ExitCode(error.status) }
+    }
+}
+
+/// Taking a snapshot of a running guest (`axvm run`, `axvm boot`, `axvm restore`).
+struct SnapshotOptions: ParsableArguments {
+    @Option(help: "Take a snapshot into this directory: on --snapshot-on, --snapshot-after or SIGUSR1, whichever comes first.")
+    var snapshot: String?
+    @Option(help: "Take it the first time the guest's console prints this text.") var snapshotOn: String?
+    @Option(parsing: .unconditional, help: "Take it this many seconds after the guest starts.",
+            transform: rule("must be a number of seconds", { Double($0) }))
+    var snapshotAfter: Double?
+    @Flag(help: "End the run once the snapshot is written (else the guest goes on).") var snapshotAndExit = false
+
+    var plan: SnapshotPlan? {
+        guard let snapshot else { return nil }
+        var p = SnapshotPlan(directory: snapshot)
+        p.onText = snapshotOn
+        p.afterSeconds = snapshotAfter
+        p.onSignal = true
+        p.andExit = snapshotAndExit
+        return p
+    }
+
+    func validate() throws {
+        if snapshot == nil && (snapshotOn != nil || snapshotAfter != nil || snapshotAndExit) {
+            throw ValidationError("--snapshot-on, --snapshot-after and --snapshot-and-exit need --snapshot DIR")
+        }
+        do { try plan?.validate() } catch { throw ValidationError("\(error)") }
+    }
+}
+
+/// `axvm restore`: a VM from a snapshot directory, its memory filled on demand.
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Resume a VM from a snapshot directory (axvm run/boot --snapshot).",
+        discussion: """
+            The vCPUs start at once; with --lazy (the default) each page the snapshot holds is \
+            copied in on the guest's first touch of it, and pages it does not hold are fresh \
+            zero pages. A damaged, truncated or foreign snapshot is refused before a VM is made.
+
+            """ + CommandHelp.seeExitStatuses)
+    @Argument(help: "Snapshot directory.") var directory: String
+    @Flag(help: "Copy pages in on first touch (default) or all before start.") var paging: Run.Paging = .lazy
+    @Option(parsing: .unconditional, help: "Pages populated per fault: 4K … 2M (default: 4K memtest, 64K Linux).",
+            transform: ByteSize.parse)
+    var faultAround: ByteSize?
+    @Option(parsing: .unconditional, help: "Stop the guest after this many seconds (0 or none: no limit).", transform: Timeout.parse)
+    var timeout = Timeout(argument: "30")!
+    @Option(parsing: .unconditional, help: "Threads serving lazy faults (1 … 64).", transform: count) var faultThreads: Int?
+    @Flag(help: "Do not copy the guest's console to stdout.") var quiet = false
+    @Flag(help: "Print statistics.") var stats = false
+    @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
+    @Option(help: "KVM device.") var kvm = "/dev/kvm"
+    @OptionGroup var snapshot: SnapshotOptions
+
+    func config() -> RestoreConfig {
+        var c = RestoreConfig(directory: directory)
+        c.lazy = paging == .lazy
+        c.faultAround = faultAround?.bytes
+        c.timeout = timeout.seconds
+        c.faultThreads = faultThreads
+        c.serialToStdout = !quiet
+        c.handleInterrupt = true
+        c.kvmPath = kvm
+        c.snapshot = snapshot.plan
+        return c
+    }
+
+    func run() throws {
+        do { try Frontend.restore(config(), stats: stats, statsJSON: statsJson) } catch { throw ExitCode(error.status) }
     }
 }

@@ -329,6 +329,10 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
     }
 
     func finishEarly(_ report: inout RunReport) { report.linux = lock.withLock { console.result } }
+
+    func watchConsole(_ text: String, _ action: @escaping @Sendable () -> Void) { lock.withLock { console.watch(text, action) } }
+    var snapshotKind: String { "linux" }
+    func snapshotBytes() -> [UInt8] { [] }
 }
 
 extension ArmKernelImage {

@@ -27,6 +27,7 @@ final class LinuxConsole {
     }
 
     var text: String { serial.text }
+    func watch(_ text: String, _ action: @escaping @Sendable () -> Void) { serial.watch(text, action) }
 }
 
 extension RunSettings {

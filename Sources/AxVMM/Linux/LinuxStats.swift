@@ -31,6 +31,7 @@ public enum LinuxStatsFormat {
         out += r.arch == .x86_64 ? " (UART interrupt re-delivered \(l.serialIRQResamples) times, halted vCPU woken \(l.haltedWakeups) times)\n" : "\n"
         for w in l.interruptWaits { out += "interrupt wait:  \(w)\n" }
         out += "time:            setup \(StatsFormat.fixed(s.setupSeconds * 1000, 1)) ms, run \(StatsFormat.fixed(s.runSeconds * 1000, 1)) ms, wall \(StatsFormat.fixed(s.wallSeconds * 1000, 1)) ms\n"
+        out += StatsFormat.snapshotText(s)
         out += StatsFormat.hostCheck(r.residencyMismatches)
         out += summary(r, l) + "\n"
         return out

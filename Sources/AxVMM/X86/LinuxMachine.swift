@@ -225,6 +225,10 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     }
 
     func finishEarly(_ report: inout RunReport) { report.linux = lock.withLock { console.result } }
+
+    func watchConsole(_ text: String, _ action: @escaping @Sendable () -> Void) { lock.withLock { console.watch(text, action) } }
+    var snapshotKind: String { "linux" }
+    func snapshotBytes() -> [UInt8] { [] }
 }
 
 #endif

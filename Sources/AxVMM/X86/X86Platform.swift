@@ -1,6 +1,9 @@
 #if arch(x86_64)
 import AxAddrSpace
 import CKVM
+#if canImport(Glibc)
+import Glibc
+#endif
 import KVM
 
 /// An x86_64 host: AMD (nested page tables, #NPF) or Intel (EPT, EPT violations).
@@ -82,5 +85,40 @@ struct X86Platform<Format: NestedPagingFormat>: Platform {
     }
 
     func memtestDevice(_ access: DeviceAccess, serial: Serial) -> DeviceAction { X86Devices.memtest(access, serial: serial) }
+
+    var vcpuStateSize: Int { MemoryLayout<ckvm_x86_vcpu_state>.size }
+    var vmStateSize: Int { MemoryLayout<ckvm_x86_vm_state>.size }
+
+    func saveVCPU(_ vcpu: VCPU, system: KVMSystem) throws(VMMError) -> [UInt8] {
+        try Self.withState(ckvm_x86_vcpu_state.self, from: nil) { p, step in ckvm_x86_save_vcpu(system.fd.raw, vcpu.fd.raw, p, step) }
+    }
+    func restoreVCPU(_ vcpu: VCPU, _ state: [UInt8]) throws(VMMError) {
+        var skipped: UInt32 = 0
+        _ = try Self.withState(ckvm_x86_vcpu_state.self, from: state) { p, step in ckvm_x86_restore_vcpu(vcpu.fd.raw, p, &skipped, step) }
+    }
+    func saveVM(_ vm: VirtualMachine) throws(VMMError) -> [UInt8] {
+        try Self.withState(ckvm_x86_vm_state.self, from: nil) { p, step in ckvm_x86_save_vm(vm.fd.raw, p, step) }
+    }
+    func restoreVM(_ vm: VirtualMachine, _ state: [UInt8]) throws(VMMError) {
+        _ = try Self.withState(ckvm_x86_vm_state.self, from: state) { p, step in ckvm_x86_restore_vm(vm.fd.raw, p, step) }
+    }
+
+    /// Runs one of CKVM's state calls on a `T` filled from `bytes` (or zeroed), and returns
+    /// the `T`'s bytes afterwards; a failure names the ioctl.
+    private static func withState<T>(_: T.Type, from bytes: [UInt8]?,
+                                      _ call: (UnsafeMutablePointer<T>, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32) throws(VMMError) -> [UInt8] {
+        // Sound: T is a plain C struct of integers; the buffer is exactly one T, aligned for it.
+        let p = UnsafeMutablePointer<T>.allocate(capacity: 1)
+        defer { p.deallocate() }
+        let raw = UnsafeMutableRawBufferPointer(start: p, count: MemoryLayout<T>.size)
+        raw.initializeMemory(as: UInt8.self, repeating: 0)
+        if let bytes { raw.copyBytes(from: bytes.prefix(raw.count)) }
+        var step: UnsafePointer<CChar>?
+        if call(p, &step) != 0 {
+            let e = Errno(rawValue: errno)
+            throw .kvm(.ioctl(step.map { String(cString: $0) } ?? "KVM state", e))
+        }
+        return Array(UnsafeRawBufferPointer(raw))
+    }
 }
 #endif

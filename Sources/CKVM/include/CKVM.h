@@ -198,6 +198,46 @@ struct ckvm_intr_snapshot {
     uint64_t rflags, rip;
 };
 int ckvm_intr_snapshot(int vm_fd, int vcpu_fd, uint32_t pin, struct ckvm_intr_snapshot *out);
+// --- Snapshots: the whole architectural state of a vCPU and of the VM's in-kernel devices --
+/// Most MSRs one snapshot keeps (KVM_GET_MSR_INDEX_LIST lists about 100 on 6.1).
+#define CKVM_MAX_MSRS 512
+/// One vCPU as KVM holds it, in one flat block (no pointers): what a snapshot saves and a
+/// restore sets back. `parts` says which optional parts were read.
+struct ckvm_x86_vcpu_state {
+    uint32_t parts;      // CKVM_PART_*
+    uint32_t nmsrs;
+    struct kvm_regs regs;
+    struct kvm_sregs sregs;
+    struct kvm_xsave xsave;    // KVM_CAP_XSAVE; else `fpu`
+    struct kvm_fpu fpu;
+    struct kvm_xcrs xcrs;
+    struct kvm_lapic_state lapic;
+    struct kvm_vcpu_events events;
+    struct kvm_mp_state mp_state;
+    struct kvm_debugregs debugregs;
+    struct kvm_msr_entry msrs[CKVM_MAX_MSRS];
+};
+enum { CKVM_PART_XSAVE = 1, CKVM_PART_XCRS = 2, CKVM_PART_LAPIC = 4, CKVM_PART_DEBUGREGS = 8 };
+/// The VM's in-kernel devices and clock: the 8259 pair and IOAPIC (KVM_GET_IRQCHIP), the PIT
+/// (KVM_GET_PIT2) when they exist, and kvmclock (KVM_GET_CLOCK).
+struct ckvm_x86_vm_state {
+    uint32_t parts;      // CKVM_VM_*
+    uint32_t pad;
+    struct kvm_irqchip chips[3];
+    struct kvm_pit_state2 pit;
+    struct kvm_clock_data clock;
+};
+enum { CKVM_VM_IRQCHIP = 1, CKVM_VM_PIT = 2 };
+/// Reads every part of the vCPU's state, and every MSR of the host KVM's list (kvm_fd) that
+/// it can read. 0, or -1 and errno, with `*step` naming the ioctl that failed.
+int ckvm_x86_save_vcpu(int kvm_fd, int vcpu_fd, struct ckvm_x86_vcpu_state *s, const char **step);
+/// Sets it back, in the order Firecracker restores (mp state, regs, sregs, FPU, XCRs, debug
+/// registers, LAPIC, MSRs, events). An MSR KVM refuses is skipped; `*skipped` counts them.
+int ckvm_x86_restore_vcpu(int vcpu_fd, const struct ckvm_x86_vcpu_state *s, uint32_t *skipped, const char **step);
+int ckvm_x86_save_vm(int vm_fd, struct ckvm_x86_vm_state *s, const char **step);
+/// Sets the irqchip, PIT and clock back (the clock with no flags: it goes on from the value
+/// saved, as if the VM had been paused).
+int ckvm_x86_restore_vm(int vm_fd, const struct ckvm_x86_vm_state *s, const char **step);
 #endif
 
 #endif

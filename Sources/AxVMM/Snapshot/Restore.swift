@@ -1,0 +1,207 @@
+import AxAddrSpace
+import CKVM
+#if canImport(Glibc)
+import Glibc
+#endif
+import KVM
+
+/// A snapshot read and checked for a restore, before any VM exists.
+struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the HAL, under its lock
+    let directory: String
+    let state: SnapshotState
+    let pages: SnapshotPages
+
+    /// Reads `directory`'s state file and opens its memory file, refusing a snapshot this
+    /// host cannot restore (another architecture, KVM module or build's state layout),
+    /// naming the file and the field.
+    init<P: Platform>(directory: String, platform: P) throws(VMMError) {
+        let path = directory + "/" + SnapshotState.stateFile
+        let bytes = try readSnapshotFile(path, field: "state file", limit: SnapshotState.stateLimit)
+        let state = try SnapshotState.decode(bytes, path: path)
+        func bad(_ field: String, _ reason: String) -> VMMError { .snapshot(path: path, field: field, reason: reason) }
+        guard state.arch == platform.arch.rawValue else {
+            throw bad("arch", "\(state.arch); this host runs \(platform.arch.rawValue) guests")
+        }
+        let flavour = KVMFlavour.detect().module.rawValue
+        guard state.flavour == flavour else { throw bad("kvm flavour", "taken on \(state.flavour); this host's KVM is \(flavour)") }
+        guard platform.vcpuStateSize > 0 else { throw bad("arch", "snapshots are built for x86_64 guests only so far") }
+        guard state.vcpuStateSize == UInt32(platform.vcpuStateSize), state.vmStateSize == UInt32(platform.vmStateSize) else {
+            throw bad("vcpu state size", "\(state.vcpuStateSize) and \(state.vmStateSize) bytes; this axvm's are \(platform.vcpuStateSize) and \(platform.vmStateSize) (another build)")
+        }
+        self.directory = directory
+        self.state = state
+        pages = try SnapshotPages(directory: directory, state: state)
+    }
+
+    /// How each vCPU's loop had ended when the snapshot was taken (nil: it was running).
+    var endedVCPUs: [VCPUOutcome?] {
+        state.vcpus.map { v in
+            switch v.ended {
+            case 1: .exited(UInt8(truncatingIfNeeded: v.value))
+            case 2: .halted(rip: v.value)
+            case 3: .deadHalt(rip: v.value)
+            default: nil
+            }
+        }
+    }
+
+    func statistics(pagesCopied: Int) -> RestoreStatistics {
+        RestoreStatistics(directory: directory, snapshotPages: state.populatedPages, pagesCopied: pagesCopied)
+    }
+}
+
+/// What a restored run took from its snapshot.
+public struct RestoreStatistics: Sendable, Equatable {
+    public var directory: String
+    /// Pages the snapshot holds, and those copied into the VM (the rest were never touched
+    /// after the restore: a lazy restore's saving).
+    public var snapshotPages: Int
+    public var pagesCopied: Int
+}
+
+extension SnapshotState.SavedVCPU {
+    init(state: [UInt8], ended: VCPUOutcome?) {
+        switch ended {
+        case let .exited(code)?: self.init(ended: 1, value: UInt64(code), state: state)
+        case let .halted(rip)?: self.init(ended: 2, value: rip, state: state)
+        case let .deadHalt(rip)?: self.init(ended: 3, value: rip, state: state)
+        default: self.init(ended: 0, value: 0, state: state)
+        }
+    }
+}
+
+extension Runner {
+    /// A restore in place of the loader's `load`: the snapshot's areas (lazy ones fill from
+    /// the memory file on first touch, populated ones now), then the VM's state, then each
+    /// vCPU's (the LAPICs after the irqchip). Returns the RAM areas.
+    func restoreMachine(_ r: RestoreSource, memory: GuestMemory<L.P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) -> [RAMRegion] {
+        memory.withSpace { _ in memory.hal.contents = r.pages }
+        var ram: [RAMRegion] = []
+        for saved in r.state.regions {
+            let region: RAMRegion
+            do {
+                region = try memory.addRAM(at: saved.range.start, size: saved.range.size,
+                                           lazy: settings.lazy && !saved.readOnly, readOnly: saved.readOnly)
+            } catch {
+                // A page that failed its checksum while an area was populated.
+                if let f = memory.withSpace({ _ in r.pages.failure }) { throw .snapshot(path: r.pages.path, field: "memory", reason: f) }
+                throw error
+            }
+            if !saved.readOnly { ram.append(region) }
+        }
+        guard vcpus.count == r.state.vcpus.count else {
+            throw .snapshot(path: r.directory, field: "vcpus", reason: "\(r.state.vcpus.count) saved, \(vcpus.count) made")
+        }
+        try platform.restoreVM(vm, r.state.vm)
+        for (v, saved) in zip(vcpus, r.state.vcpus) { try platform.restoreVCPU(v, saved.state) }
+        return ram
+    }
+
+    /// The snapshot's writer (`SnapshotTaker.save`), with every vCPU paused: VM state,
+    /// loader, guest memory into `memory.tmp`, the state into `state.tmp`, then both renamed
+    /// (memory first: a state file names only a complete memory file).
+    func writeSnapshot(_ directory: String, states: [[UInt8]], ended: [VCPUOutcome?], vm: VirtualMachine,
+                       memory: GuestMemory<L.P.Format>) throws(VMMError) -> (pages: Int, memoryBytes: UInt64, diskBytes: UInt64, stateBytes: Int) {
+        func bad(_ file: String, _ what: String) -> VMMError {
+            .snapshot(path: directory + "/" + file, field: what, reason: errnoString(errno))
+        }
+        if mkdir(directory, 0o755) != 0 && errno != EEXIST { throw bad("", "mkdir") }
+        var st = stat()
+        guard stat(directory, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
+            throw .snapshot(path: directory, field: "directory", reason: "not a directory")
+        }
+        let vmState = try platform.saveVM(vm)
+        let memTemp = directory + "/" + SnapshotState.memoryFile + ".tmp"
+        let fd = open(memTemp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw bad(SnapshotState.memoryFile + ".tmp", "create") }
+        let regions: [SnapshotState.SavedRegion]
+        do {
+            regions = try memory.writeSnapshot(to: fd, path: memTemp)
+        } catch {
+            close(fd)
+            unlink(memTemp)
+            throw error
+        }
+        var mst = stat()
+        fstat(fd, &mst)
+        guard close(fd) == 0 else { unlink(memTemp); throw bad(SnapshotState.memoryFile + ".tmp", "close") }
+        var vcpus: [SnapshotState.SavedVCPU] = []
+        for (i, s) in states.enumerated() {
+            let e = i < ended.count ? ended[i] : nil
+            // A vCPU that ended before the pause has no saved registers: a blank block of the
+            // right size, never loaded (it does not run after a restore).
+            let bytes = s.isEmpty ? [UInt8](repeating: 0, count: platform.vcpuStateSize) : s
+            vcpus.append(SnapshotState.SavedVCPU(state: bytes, ended: e))
+        }
+        let state = SnapshotState(arch: platform.arch.rawValue, flavour: KVMFlavour.detect().module.rawValue,
+                                  vcpuStateSize: UInt32(platform.vcpuStateSize), vmStateSize: UInt32(platform.vmStateSize),
+                                  kind: loader.snapshotKind, loader: loader.snapshotBytes(), memorySize: settings.memorySize,
+                                  regions: regions, vcpus: vcpus, vm: vmState)
+        let bytes = state.encoded()
+        let stateTemp = directory + "/" + SnapshotState.stateFile + ".tmp"
+        let sfd = open(stateTemp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard sfd >= 0 else { unlink(memTemp); throw bad(SnapshotState.stateFile + ".tmp", "create") }
+        let failed = bytes.withUnsafeBytes { writeAll(sfd, $0, at: 0) }
+        if close(sfd) != 0 || failed != nil {
+            unlink(memTemp)
+            unlink(stateTemp)
+            throw .snapshot(path: stateTemp, field: "write", reason: errnoString(failed ?? errno))
+        }
+        guard rename(memTemp, directory + "/" + SnapshotState.memoryFile) == 0 else { throw bad(SnapshotState.memoryFile, "rename") }
+        guard rename(stateTemp, directory + "/" + SnapshotState.stateFile) == 0 else { throw bad(SnapshotState.stateFile, "rename") }
+        return (state.populatedPages, state.memoryFileSize, UInt64(mst.st_blocks) * 512, bytes.count)
+    }
+}
+
+/// What `axvm restore` needs: the snapshot and how to run it.
+public struct RestoreConfig: Sendable {
+    public var directory: String
+    /// Fill pages from the snapshot on first touch (true) or all before the vCPUs start.
+    public var lazy = true
+    /// Pages populated per fault (nil: the guest kind's default: 4 KiB memtest, 64 KiB Linux).
+    public var faultAround: UInt64?
+    public var timeout: Double? = 30
+    public var faultThreads: Int?
+    public var serialToStdout = false
+    public var handleInterrupt = false
+    public var kvmPath = "/dev/kvm"
+    /// Take a snapshot of the restored VM too.
+    public var snapshot: SnapshotPlan?
+    public init(directory: String) { self.directory = directory }
+}
+
+/// Restoring snapshots (`axvm restore`).
+public enum Snapshots {
+    /// Reads and checks the snapshot (before any VM exists), makes the loader of the guest
+    /// it holds, and runs it from where it was.
+    public static func restore(_ c: RestoreConfig) throws(VMMError) -> RunReport {
+        struct Job: Platforms.Job {
+            let c: RestoreConfig
+            func run<P: Platform>(_ platform: P) throws(VMMError) -> RunReport {
+                if let fa = c.faultAround { try Machine.validateMemory(4 << 20, faultAround: fa) }
+                let source = try RestoreSource(directory: c.directory, platform: platform)
+                let path = c.directory + "/" + SnapshotState.stateFile
+                switch source.state.kind {
+                case "memtest":
+                    var base = VMConfig(guestPath: "")
+                    base.lazy = c.lazy
+                    base.faultAround = c.faultAround ?? 4096
+                    base.timeout = c.timeout
+                    base.faultThreads = c.faultThreads
+                    base.serialToStdout = c.serialToStdout
+                    base.handleInterrupt = c.handleInterrupt
+                    base.kvmPath = c.kvmPath
+                    base.snapshot = c.snapshot
+                    let loader = try MemtestLoader.restoring(platform: platform, bytes: source.state.loader, path: path, base: base)
+                    guard loader.config.vcpus == source.state.vcpus.count, loader.config.memorySize == source.state.memorySize else {
+                        throw .snapshot(path: path, field: "loader", reason: "its vCPUs or memory size differ from the snapshot's")
+                    }
+                    return try Runner(loader: loader, restore: source).run()
+                default:
+                    throw .snapshot(path: path, field: "guest kind", reason: "\(source.state.kind): this axvm restores memtest guests")
+                }
+            }
+        }
+        return try Platforms.withHost(Job(c: c))
+    }
+}

@@ -1,0 +1,115 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The bytes of a snapshot's state file, little-endian, appended in order.
+struct ByteWriter {
+    private(set) var bytes: [UInt8] = []
+    mutating func u8(_ v: UInt8) { bytes.append(v) }
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func blob(_ b: [UInt8]) { u64(UInt64(b.count)); bytes.append(contentsOf: b) }
+    mutating func string(_ s: String) { blob(Array(s.utf8)) }
+    mutating func raw(_ b: [UInt8]) { bytes.append(contentsOf: b) }
+}
+
+/// Reads what `ByteWriter` wrote. Every read names the field, so that a short or damaged
+/// file is refused with the file and the field it broke at.
+struct ByteReader {
+    let path: String
+    private let bytes: [UInt8]
+    private(set) var offset = 0
+    init(_ bytes: [UInt8], path: String) { self.bytes = bytes; self.path = path }
+
+    var remaining: Int { bytes.count - offset }
+
+    private mutating func take(_ n: Int, _ field: String) throws(VMMError) -> ArraySlice<UInt8> {
+        guard n >= 0, n <= remaining else {
+            throw .snapshot(path: path, field: field, reason: "the file ends at byte \(bytes.count), \(n) bytes needed at \(offset) (truncated?)")
+        }
+        defer { offset += n }
+        return bytes[offset..<offset + n]
+    }
+    mutating func u8(_ field: String) throws(VMMError) -> UInt8 { try take(1, field).first ?? 0 }
+    mutating func u32(_ field: String) throws(VMMError) -> UInt32 {
+        try take(4, field).reversed().reduce(0) { $0 << 8 | UInt32($1) }
+    }
+    mutating func u64(_ field: String) throws(VMMError) -> UInt64 {
+        try take(8, field).reversed().reduce(0) { $0 << 8 | UInt64($1) }
+    }
+    mutating func blob(_ field: String, limit: Int = 1 << 30) throws(VMMError) -> [UInt8] {
+        let n = try u64(field + " length")
+        guard n <= UInt64(min(limit, remaining)) else {
+            throw .snapshot(path: path, field: field, reason: "length \(n) is more than the \(min(limit, remaining)) bytes it may have")
+        }
+        return Array(try take(Int(n), field))
+    }
+    mutating func string(_ field: String) throws(VMMError) -> String {
+        String(decoding: try blob(field, limit: 4096), as: UTF8.self)
+    }
+    mutating func raw(_ n: Int, _ field: String) throws(VMMError) -> [UInt8] { Array(try take(n, field)) }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`): the state file's trailer.
+enum CRC32 {
+    private static let table: [UInt32] = (0..<256).map { i in
+        var c = UInt32(i)
+        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+    static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+        var c: UInt32 = 0xFFFF_FFFF
+        table.withUnsafeBufferPointer { t in
+            for b in bytes { c = t[Int((c ^ UInt32(b)) & 0xff)] ^ (c >> 8) }
+        }
+        return c ^ 0xFFFF_FFFF
+    }
+}
+
+/// A page's checksum in the snapshot index: a multiply-xor hash over its 512 words (a
+/// damaged memory file is caught when the page is read back). Never 0: 0 marks "not in
+/// the snapshot" in `SnapshotPages`.
+enum PageHash {
+    static func of(_ page: UnsafeRawPointer) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for i in 0..<512 {
+            h = (h ^ page.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) &* 0x0000_0100_0000_01b3
+            h ^= h >> 29
+        }
+        return h | 1
+    }
+}
+
+/// Reads a whole regular file of at most `limit` bytes (a snapshot's state file).
+func readSnapshotFile(_ path: String, field: String, limit: Int) throws(VMMError) -> [UInt8] {
+    func bad(_ reason: String) -> VMMError { .snapshot(path: path, field: field, reason: reason) }
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw bad(errnoString(errno)) }
+    defer { close(fd) }
+    var st = stat()
+    guard fstat(fd, &st) == 0 else { throw bad(errnoString(errno)) }
+    guard st.st_mode & S_IFMT == S_IFREG else { throw bad("not a regular file") }
+    guard st.st_size <= limit else { throw bad("\(st.st_size) bytes, more than a snapshot's state can be (\(limit))") }
+    var out = [UInt8](repeating: 0, count: Int(st.st_size))
+    var done = 0
+    while done < out.count {
+        let n = out.withUnsafeMutableBytes { b in b.baseAddress.map { read(fd, $0 + done, b.count - done) } ?? 0 }
+        if n < 0 { if errno == EINTR { continue }; throw bad(errnoString(errno)) }
+        if n == 0 { out.removeLast(out.count - done); break }
+        done += n
+    }
+    return out
+}
+
+/// Writes all of `bytes` at `offset` of `fd` (pwrite until done, EINTR retried).
+func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64) -> Int32? {
+    guard let base = bytes.baseAddress else { return nil }
+    var done = 0
+    while done < bytes.count {
+        let n = pwrite(fd, base + done, bytes.count - done, off_t(offset) + off_t(done))
+        if n < 0 { if errno == EINTR { continue }; return errno }
+        if n == 0 { return ENOSPC }
+        done += n
+    }
+    return nil
+}
