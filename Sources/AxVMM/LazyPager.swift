@@ -205,6 +205,8 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
                 stats.minorFaults += 1
                 window = GuestPhysRange(start: gpa, end: gpa + 4096)
             default:
+                // A restore's page that could not be copied in says why itself.
+                if let why = memory.withSpace({ _ in memory.hal.contents?.failure }) { return .failure(.host(why)) }
                 return .failure(.host("guest \(fault.access) at \(gpa): \(resolution)"))
             }
             return Result { () throws(VMMError) in

@@ -83,7 +83,8 @@ enum PageHash {
 /// Reads a whole regular file of at most `limit` bytes (a snapshot's state file).
 func readSnapshotFile(_ path: String, field: String, limit: Int) throws(VMMError) -> [UInt8] {
     func bad(_ reason: String) -> VMMError { .snapshot(path: path, field: field, reason: reason) }
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    // O_NONBLOCK: a FIFO put in the snapshot's place must not block the open; it is refused below.
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
     guard fd >= 0 else { throw bad(errnoString(errno)) }
     defer { close(fd) }
     var st = stat()

@@ -6,10 +6,11 @@ import Glibc
 import KVM
 
 extension GuestMemory {
-    /// Writes every page the library says is populated (no scan of the memfd) to `fd` at
-    /// its place (`SnapshotState`: the areas end to end, holes for the rest) and returns the
-    /// areas with their page index. The pages are read from the memfd with pread: the VMM
-    /// never maps them a second time.
+    /// Writes the guest's pages to `fd`, each at its place (`SnapshotState`: the areas end to
+    /// end, holes for the rest), and returns the areas with their page index. The pages are
+    /// those the library says are populated (no scan of the memfd), read with pread (the VMM
+    /// never maps them a second time), and, in a restored VM, those its snapshot holds that
+    /// the guest has not touched yet (`SnapshotPages.pending`), copied from that snapshot.
     func writeSnapshot(to fd: Int32, path: String) throws(VMMError) -> [SnapshotState.SavedRegion] {
         var saved: [SnapshotState.SavedRegion] = []
         var fileOffset: UInt64 = 0
@@ -17,29 +18,54 @@ extension GuestMemory {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunkPages * 4096, alignment: 4096)
         defer { buffer.deallocate() }
         for region in regions {
-            var extents: [SnapshotState.Extent] = []
-            forEachPopulatedPage(region) { i in
-                if let last = extents.last, last.first + last.count == UInt64(i) {
-                    extents[extents.count - 1].count += 1
+            var populated: [Int] = []
+            forEachPopulatedPage(region) { populated.append($0) }
+            let pending = withSpace { _ in hal.contents?.pending(in: region.range) ?? [] }
+            // Runs of consecutive pages from one source, in page order (the two lists are
+            // sorted and disjoint: a pending page is not populated).
+            var runs: [(first: Int, count: Int, parent: Bool)] = []
+            var a = 0, b = 0
+            while a < populated.count || b < pending.count {
+                let takeParent = a == populated.count || (b < pending.count && pending[b].page < populated[a])
+                let page = takeParent ? pending[b].page : populated[a]
+                if takeParent { b += 1 } else { a += 1 }
+                if let last = runs.last, last.parent == takeParent, last.first + last.count == page {
+                    runs[runs.count - 1].count += 1
                 } else {
-                    extents.append(SnapshotState.Extent(first: UInt64(i), count: 1))
+                    runs.append((page, 1, takeParent))
                 }
             }
             var hashes: [UInt64] = []
-            for e in extents {
-                var done: UInt64 = 0
-                while done < e.count {
-                    let n = min(UInt64(chunkPages), e.count - done)
-                    let page = e.first + done
-                    let bytes = Int(n) * 4096
-                    let got = pread(host.fd.raw, buffer, bytes, off_t(region.spanOffset + page * 4096))
-                    guard got == bytes else {
-                        throw .snapshot(path: path, field: "guest memory", reason: "pread(memfd) of \(region.range.start + page * 4096): \(got < 0 ? errnoString(errno) : "short read")")
+            var extents: [SnapshotState.Extent] = []
+            var nextPending = 0
+            for run in runs {
+                if let last = extents.last, last.first + last.count == UInt64(run.first) {
+                    extents[extents.count - 1].count += UInt64(run.count)
+                } else {
+                    extents.append(SnapshotState.Extent(first: UInt64(run.first), count: UInt64(run.count)))
+                }
+                var done = 0
+                while done < run.count {
+                    let n = min(chunkPages, run.count - done)
+                    let page = UInt64(run.first + done)
+                    let bytes = n * 4096
+                    let at = fileOffset + page * 4096
+                    let failed: Int32?
+                    if run.parent {
+                        // Straight from the parent's file, with the checksum it recorded.
+                        let source = withSpace { _ in hal.contents?.pointer(region.range.start + page * 4096) }
+                        guard let source else { throw .snapshot(path: path, field: "guest memory", reason: "the restored snapshot's page is gone") }
+                        for _ in 0..<n { hashes.append(pending[nextPending].hash); nextPending += 1 }
+                        failed = writeAll(fd, UnsafeRawBufferPointer(start: source, count: bytes), at: at)
+                    } else {
+                        let got = pread(host.fd.raw, buffer, bytes, off_t(region.spanOffset + page * 4096))
+                        guard got == bytes else {
+                            throw .snapshot(path: path, field: "guest memory", reason: "pread(memfd) of \(region.range.start + page * 4096): \(got < 0 ? errnoString(errno) : "short read")")
+                        }
+                        for p in 0..<n { hashes.append(PageHash.of(buffer + p * 4096)) }
+                        failed = writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: bytes), at: at)
                     }
-                    for p in 0..<Int(n) { hashes.append(PageHash.of(buffer + p * 4096)) }
-                    if let e = writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: bytes), at: fileOffset + page * 4096) {
-                        throw .snapshot(path: path, field: "guest memory", reason: "write: \(errnoString(e))")
-                    }
+                    if let e = failed { throw .snapshot(path: path, field: "guest memory", reason: "write: \(errnoString(e))") }
                     done += n
                 }
             }
@@ -76,7 +102,7 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
 
     init(directory: String, state: SnapshotState) throws(VMMError) {
         path = directory + "/" + SnapshotState.memoryFile
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // a FIFO must not block: refused below
         guard fd >= 0 else { throw .snapshot(path: path, field: "memory file", reason: errnoString(errno)) }
         defer { close(fd) }
         var st = stat()
@@ -115,16 +141,31 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
         // Sound: the page lies inside the file, which is mapped whole (size checked in init).
         let source = map + Int(areas[a].fileOffset) + page * 4096
         guard PageHash.of(source) == hash else {
-            failure = failure ?? "page \(gpa.alignedDown(4096)) at offset \(areas[a].fileOffset + UInt64(page) * 4096) of \(path) does not match its checksum (the file is damaged)"
+            failure = failure ?? "page 0x\(String(gpa.alignedDown(4096).raw, radix: 16)) at offset \(areas[a].fileOffset + UInt64(page) * 4096) of \(path) does not match its checksum (the file is damaged)"
             return false
         }
         if let e = writeAll(memfd, UnsafeRawBufferPointer(start: source, count: 4096), at: offset) {
-            failure = failure ?? "copying page \(gpa.alignedDown(4096)) from \(path) into guest memory: \(errnoString(e))"
+            failure = failure ?? "copying page 0x\(String(gpa.alignedDown(4096).raw, radix: 16)) from \(path) into guest memory: \(errnoString(e))"
             return false
         }
         areas[a].hashes[page] = 0
         pagesCopied += 1
         return true
+    }
+
+    /// The pages of `range` the snapshot holds that were not handed out yet: (page index
+    /// from `range.start`, checksum), in order. `range` is one whole area.
+    func pending(in range: GuestPhysRange) -> [(page: Int, hash: UInt64)] {
+        guard let a = areas.first(where: { $0.range == range }) else { return [] }
+        var out: [(page: Int, hash: UInt64)] = []
+        for (i, h) in a.hashes.enumerated() where h != 0 { out.append((i, h)) }
+        return out
+    }
+
+    /// Where the snapshot's copy of the page at `gpa` is mapped (nil: outside the file).
+    func pointer(_ gpa: GuestPhysAddr) -> UnsafeRawPointer? {
+        guard let a = areas.first(where: { $0.range.contains(gpa) }), let map else { return nil }
+        return map + Int(a.fileOffset + (gpa.alignedDown(4096) - a.range.start))
     }
 
     /// Forgets the snapshot's pages in `range` (reclaimed: they read as zeros from now on).
