@@ -136,7 +136,10 @@ public enum Frontend {
             eprint("axvm: error: \(error)")
             throw Exit(error.isUsageError ? usageStatus : 2)
         }
-        let normal: Bool = if case .guestExit = report.exit { true } else { false }
+        let normal: Bool = switch report.exit {
+        case .guestExit, .snapshotTaken: true
+        default: false
+        }
         if !stats && !normal { eprint("axvm: \(report.exitDescription)") }
         try finish(status: report.exitStatus, json: json, { StatsFormat.json(report, exitStatus: $0) },
                    text: stats ? StatsFormat.text(report) : nil, faultMap: map, { FaultMapSVG.render(report) })

@@ -15,6 +15,8 @@ public struct RAMRegion: Sendable, Equatable {
     public var spanOffset: UInt64
     public var lazy: Bool
     public var readOnly: Bool
+    /// KVM records the pages the guest writes (for a diff snapshot).
+    public var logDirty = false
     /// Under the pager's control (registered with userfaultfd): every writable area, lazy
     /// or populated, since a populated area can be reclaimed and its next touch must go
     /// through `handlePageFault` too. Read-only areas are never reclaimed.
@@ -64,7 +66,8 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
     /// memfd, one memslot. Read-only areas get `KVM_MEM_READONLY`: guest writes exit as MMIO.
     /// On failure every step already taken is undone.
     @discardableResult
-    public func addRAM(at gpa: GuestPhysAddr, size: UInt64, lazy: Bool, readOnly: Bool = false) throws(VMMError) -> RAMRegion {
+    public func addRAM(at gpa: GuestPhysAddr, size: UInt64, lazy: Bool, readOnly: Bool = false,
+                       logDirty: Bool = false) throws(VMMError) -> RAMRegion {
         try lock.withLock { () throws(VMMError) -> RAMRegion in
             guard let range = GuestPhysRange(start: gpa, size: size) else {
                 throw .addrSpace(.emptyRange(gpa, size: size))
@@ -86,8 +89,9 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
                 guard let p, p != MAP_FAILED else { throw VMMError.host("mmap(window of \(range)): \(errnoString(errno))") }
                 let window = UInt64(UInt(bitPattern: p))
                 undo.append { munmap(p, Int(size)) }
-                let region = RAMRegion(range: range, window: window, slot: nextSlot, spanOffset: span,
+                var region = RAMRegion(range: range, window: window, slot: nextSlot, spanOffset: span,
                                        lazy: lazy, readOnly: readOnly)
+                region.logDirty = logDirty && !readOnly
                 if !lazy && !readOnly {
                     // Populated: the library holds every frame; map them all into the
                     // window now (before registering, so no event is raised), so the
@@ -100,7 +104,7 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
                 }
                 do throws(KVMError) {
                     try vm.setMemorySlot(MemorySlot(slot: region.slot, guestPhysAddr: gpa.raw, size: size,
-                                                    userspaceAddr: window, readOnly: readOnly))
+                                                    userspaceAddr: window, readOnly: readOnly, logDirty: region.logDirty))
                 } catch {
                     throw VMMError.kvm(error)
                 }
@@ -272,6 +276,13 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
         var n: UInt64 = 0
         forEachPopulatedPage(region) { _ in n += 4096 }
         return n
+    }
+
+    /// The pages of `region` the guest wrote since the last call (since it was added, the
+    /// first time), one bit per page; nil if KVM does not record them for it.
+    func dirtyPages(_ region: RAMRegion) throws(VMMError) -> [UInt64]? {
+        guard region.logDirty else { return nil }
+        do { return try vm.dirtyLog(slot: region.slot, pages: Int(region.range.size / 4096)) } catch { throw .kvm(error) }
     }
 
     /// Index (from the region's start) of each populated 4 KiB page of `region`.

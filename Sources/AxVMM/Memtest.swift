@@ -106,6 +106,9 @@ public enum Machine {
                            reason: "must be from 1 to the \(testPages) test pages\(given)")
         }
         try c.snapshot?.validate()
+        if let plan = c.snapshot, plan.diff {
+            throw .badValue(what: "diff snapshot", value: plan.directory, reason: "needs a restored VM (axvm restore … --snapshot-diff): a diff is over the snapshot restored")
+        }
         if let m = c.maxResident {
             if m & 0xfff != 0 || m == 0 {
                 throw .badSize(what: "max resident", value: m, reason: "must be a non-zero multiple of 4 KiB")

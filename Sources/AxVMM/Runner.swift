@@ -39,6 +39,9 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         if settings.snapshot != nil && platform.vcpuStateSize == 0 {
             throw .badValue(what: "snapshot", value: platform.arch.rawValue, reason: "snapshots are built for x86_64 guests only so far")
         }
+        if let plan = settings.snapshot, plan.diff && restore == nil {
+            throw .badValue(what: "diff snapshot", value: plan.directory, reason: "needs a restored VM (axvm restore … --snapshot-diff): a diff is over the snapshot restored")
+        }
         let system: KVMSystem
         do { system = try KVMSystem(path: settings.kvmPath) } catch { throw .kvm(error) }
         let limit = Int(system.checkExtension(KVM_CAP_MAX_VCPUS))

@@ -151,6 +151,14 @@ struct ckvm_uffd_fault ckvm_uffd_decode(const void *msg) {
 }
 size_t ckvm_uffd_msg_size(void) { return sizeof(struct uffd_msg); }
 
+int ckvm_get_dirty_log(int vm_fd, uint32_t slot, uint64_t *bitmap) {
+    struct kvm_dirty_log log;
+    memset(&log, 0, sizeof log);
+    log.slot = slot;
+    log.dirty_bitmap = bitmap;
+    return ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log);
+}
+
 #if defined(__x86_64__)
 int ckvm_set_supported_cpuid(int kvm_fd, int vcpu_fd) {
     // 256 entries: more than any CPU reports (KVM_MAX_CPUID_ENTRIES is 256 in 6.x).

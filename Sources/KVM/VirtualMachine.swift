@@ -10,12 +10,15 @@ public struct MemorySlot: Equatable, Sendable {
     public var size: UInt64
     public var userspaceAddr: UInt64
     public var readOnly: Bool
-    public init(slot: UInt32, guestPhysAddr: UInt64, size: UInt64, userspaceAddr: UInt64, readOnly: Bool) {
+    /// KVM_MEM_LOG_DIRTY_PAGES: KVM records each page the guest writes (`dirtyLog`).
+    public var logDirty: Bool
+    public init(slot: UInt32, guestPhysAddr: UInt64, size: UInt64, userspaceAddr: UInt64, readOnly: Bool, logDirty: Bool = false) {
         self.slot = slot
         self.guestPhysAddr = guestPhysAddr
         self.size = size
         self.userspaceAddr = userspaceAddr
         self.readOnly = readOnly
+        self.logDirty = logDirty
     }
 }
 
@@ -33,11 +36,20 @@ public final class VirtualMachine: @unchecked Sendable {  // immutable after ini
     /// (size 0) and create again.
     public func setMemorySlot(_ s: MemorySlot) throws(KVMError) {
         var region = kvm_userspace_memory_region(
-            slot: s.slot, flags: s.readOnly ? UInt32(KVM_MEM_READONLY) : 0,
+            slot: s.slot, flags: (s.readOnly ? UInt32(KVM_MEM_READONLY) : 0) | (s.logDirty ? UInt32(KVM_MEM_LOG_DIRTY_PAGES) : 0),
             guest_phys_addr: s.guestPhysAddr, memory_size: s.size, userspace_addr: s.userspaceAddr)
         _ = try ioctl(fd.raw, CKVM_KVM_SET_USER_MEMORY_REGION,
                       "KVM_SET_USER_MEMORY_REGION(slot \(s.slot), gpa 0x\(String(s.guestPhysAddr, radix: 16)), size 0x\(String(s.size, radix: 16)))",
                       &region)
+    }
+
+    /// KVM_GET_DIRTY_LOG: which of the slot's `pages` pages the guest wrote since the last
+    /// call (the slot must have `logDirty`), one bit per page.
+    public func dirtyLog(slot: UInt32, pages: Int) throws(KVMError) -> [UInt64] {
+        var bitmap = [UInt64](repeating: 0, count: (pages + 63) / 64)
+        let r = bitmap.withUnsafeMutableBufferPointer { ckvm_get_dirty_log(fd.raw, slot, $0.baseAddress) }
+        if r < 0 { throw .ioctl("KVM_GET_DIRTY_LOG(slot \(slot))", Errno(rawValue: errno)) }
+        return bitmap
     }
 
     public func deleteMemorySlot(_ slot: UInt32) throws(KVMError) {

@@ -268,6 +268,8 @@ struct SnapshotOptions: ParsableArguments {
             transform: rule("must be a number of seconds", { Double($0) }))
     var snapshotAfter: Double?
     @Flag(help: "End the run once the snapshot is written (else the guest goes on).") var snapshotAndExit = false
+    @Flag(help: "axvm restore: write only the pages the guest wrote since the restore, over the restored snapshot.")
+    var snapshotDiff = false
 
     var plan: SnapshotPlan? {
         guard let snapshot else { return nil }
@@ -276,12 +278,13 @@ struct SnapshotOptions: ParsableArguments {
         p.afterSeconds = snapshotAfter
         p.onSignal = true
         p.andExit = snapshotAndExit
+        p.diff = snapshotDiff
         return p
     }
 
     func validate() throws {
-        if snapshot == nil && (snapshotOn != nil || snapshotAfter != nil || snapshotAndExit) {
-            throw ValidationError("--snapshot-on, --snapshot-after and --snapshot-and-exit need --snapshot DIR")
+        if snapshot == nil && (snapshotOn != nil || snapshotAfter != nil || snapshotAndExit || snapshotDiff) {
+            throw ValidationError("--snapshot-on, --snapshot-after, --snapshot-and-exit and --snapshot-diff need --snapshot DIR")
         }
         do { try plan?.validate() } catch { throw ValidationError("\(error)") }
     }

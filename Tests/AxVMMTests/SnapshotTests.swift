@@ -82,31 +82,62 @@ struct SnapshotTests {
         }
     }
 
-    /// A snapshot of a restored VM is a snapshot like any other: taken at a timer this
-    /// time, restored again, same checksum.
-    @Test func snapshotOfARestoredGuest() throws {
-        let first = temporaryPath("snap-gen1"), second = temporaryPath("snap-gen2")
-        defer { removeSnapshot(first); removeSnapshot(second) }
+    /// A snapshot of a restored VM, taken at a timer: a full one, or a diff over the
+    /// snapshot restored (KVM's dirty log: only the pages written since), and a diff of that
+    /// diff. Each restores to the checksum of an uninterrupted run.
+    @Test(arguments: [false, true])
+    func snapshotOfARestoredGuest(diff: Bool) throws {
+        let dirs = (1...3).map { temporaryPath("snap-gen\($0)-\(diff)") }
+        defer { dirs.forEach(removeSnapshot) }
         var c = Self.config()
         c.memorySize = 128 << 20
         let expected = expectedChecksum(Machine.guestParamsForTests(c))
-        _ = try Self.snapshotHalfway(c, into: first)
-        var r = RestoreConfig(directory: first)
-        var plan = SnapshotPlan(directory: second)
-        plan.afterSeconds = 0.05
-        plan.andExit = true
-        r.snapshot = plan
-        r.timeout = 60
-        let middle = try Snapshots.restore(r)
-        // The timer may lose the race with a fast guest: then the guest simply finished.
-        if middle.exit == .snapshotTaken(directory: second) {
-            #expect(middle.statistics.snapshot?.trigger == "timer")
-            let end = try Self.restore(second)
-            #expect(end.memtest?.checksum == expected)
-        } else {
-            #expect(middle.exit == .guestExit(code: 0))
-            #expect(middle.memtest?.checksum == expected)
+        let base = try Self.snapshotHalfway(c, into: dirs[0])
+        var last = dirs[0]
+        for (parent, child) in zip(dirs, dirs.dropFirst()) {
+            var r = RestoreConfig(directory: parent)
+            var plan = SnapshotPlan(directory: child)
+            plan.afterSeconds = 0.1
+            plan.andExit = true
+            plan.diff = diff
+            r.snapshot = plan
+            r.timeout = 60
+            let middle = try Snapshots.restore(r)
+            // The timer may lose the race with a fast guest: then the guest simply finished.
+            guard middle.exit == .snapshotTaken(directory: child) else {
+                #expect(middle.exit == .guestExit(code: 0))
+                #expect(middle.memtest?.checksum == expected)
+                break
+            }
+            let snap = try #require(middle.statistics.snapshot)
+            #expect(snap.trigger == "timer")
+            if diff {
+                // Only what the guest wrote in its 0.1 s: far less than the parent's pages.
+                #expect(snap.pages < (base.statistics.snapshot?.pages ?? 0), "diff of \(snap.pages) pages")
+                #expect(snap.diskBytes <= UInt64(snap.pages) * 4096 + (1 << 20))
+            }
+            last = child
         }
+        let end = try Self.restore(last)
+        #expect(end.exit == .guestExit(code: 0), "\(end.exitDescription)")
+        #expect(end.memtest?.checksum == expected)
+        #expect(end.memtest?.mismatches == 0)
+        if diff && last != dirs[0] {
+            // A diff names its parent: without it, the diff is refused, naming the parent.
+            removeSnapshot(dirs[0])
+            #expect(throws: VMMError.self) { try Self.restore(last) }
+            do { _ = try Self.restore(last) } catch { #expect("\(error)".contains(dirs[0]), "\(error)") }
+        }
+    }
+
+    /// A diff snapshot needs a snapshot to be a diff of.
+    @Test func diffSnapshotOfABootedGuestIsRefused() throws {
+        var c = Self.config()
+        var plan = SnapshotPlan(directory: temporaryPath("snap-nodiff"))
+        plan.onText = "memtest: halfway"
+        plan.diff = true
+        c.snapshot = plan
+        #expect(throws: VMMError.self) { try Machine.run(c) }
     }
 
     /// Damaged snapshots of every kind are refused before the guest runs, with an error

@@ -11,10 +11,40 @@ struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the H
     let state: SnapshotState
     let pages: SnapshotPages
 
-    /// Reads `directory`'s state file and opens its memory file, refusing a snapshot this
-    /// host cannot restore (another architecture, KVM module or build's state layout),
-    /// naming the file and the field.
+    /// Reads `directory`'s state file — and a diff snapshot's parents' — and opens the
+    /// memory files, refusing a snapshot this host cannot restore (another architecture, KVM
+    /// module or build's state layout, a damaged or truncated file, a broken chain), naming
+    /// the file and the field.
     init<P: Platform>(directory: String, platform: P) throws(VMMError) {
+        var chain: [(directory: String, state: SnapshotState)] = []
+        var next = directory
+        while true {
+            let state = try Self.readState(next, platform: platform)
+            if let first = chain.first?.state {
+                let path = next + "/" + SnapshotState.stateFile
+                let same = first.regions.count == state.regions.count && zip(first.regions, state.regions).allSatisfy {
+                    $0.range == $1.range && $0.readOnly == $1.readOnly && $0.fileOffset == $1.fileOffset
+                }
+                guard same && first.memorySize == state.memorySize else {
+                    throw .snapshot(path: path, field: "regions", reason: "the parent's memory layout differs from its diff's")
+                }
+            }
+            chain.append((next, state))
+            if state.parent.isEmpty { break }
+            guard chain.count < Self.maxChain else {
+                throw .snapshot(path: directory + "/" + SnapshotState.stateFile, field: "parent",
+                                reason: "more than \(Self.maxChain) diff snapshots in a row (a loop?)")
+            }
+            next = state.parent
+        }
+        self.directory = directory
+        state = chain[0].state
+        pages = try SnapshotPages(chain: chain)
+    }
+    static let maxChain = 16
+
+    /// One state file, checked against this host.
+    private static func readState<P: Platform>(_ directory: String, platform: P) throws(VMMError) -> SnapshotState {
         let path = directory + "/" + SnapshotState.stateFile
         let bytes = try readSnapshotFile(path, field: "state file", limit: SnapshotState.stateLimit)
         let state = try SnapshotState.decode(bytes, path: path)
@@ -28,9 +58,7 @@ struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the H
         guard state.vcpuStateSize == UInt32(platform.vcpuStateSize), state.vmStateSize == UInt32(platform.vmStateSize) else {
             throw bad("vcpu state size", "\(state.vcpuStateSize) and \(state.vmStateSize) bytes; this axvm's are \(platform.vcpuStateSize) and \(platform.vmStateSize) (another build)")
         }
-        self.directory = directory
-        self.state = state
-        pages = try SnapshotPages(directory: directory, state: state)
+        return state
     }
 
     /// How each vCPU's loop had ended when the snapshot was taken (nil: it was running).
@@ -46,15 +74,15 @@ struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the H
     }
 
     func statistics(pagesCopied: Int) -> RestoreStatistics {
-        RestoreStatistics(directory: directory, snapshotPages: state.populatedPages, pagesCopied: pagesCopied)
+        RestoreStatistics(directory: directory, snapshotPages: pages.pagesHeld, pagesCopied: pagesCopied)
     }
 }
 
 /// What a restored run took from its snapshot.
 public struct RestoreStatistics: Sendable, Equatable {
     public var directory: String
-    /// Pages the snapshot holds, and those copied into the VM (the rest were never touched
-    /// after the restore: a lazy restore's saving).
+    /// Pages the snapshot holds (a diff: with its parents), and those copied into the VM
+    /// (the rest were never touched after the restore: a lazy restore's saving).
     public var snapshotPages: Int
     public var pagesCopied: Int
 }
@@ -81,7 +109,8 @@ extension Runner {
             let region: RAMRegion
             do {
                 region = try memory.addRAM(at: saved.range.start, size: saved.range.size,
-                                           lazy: settings.lazy && !saved.readOnly, readOnly: saved.readOnly)
+                                           lazy: settings.lazy && !saved.readOnly, readOnly: saved.readOnly,
+                                           logDirty: settings.snapshot?.diff == true)
             } catch {
                 // A page that failed its checksum while an area was populated.
                 if let f = memory.withSpace({ _ in r.pages.failure }) { throw .snapshot(path: r.pages.path, field: "memory", reason: f) }
@@ -111,12 +140,19 @@ extension Runner {
             throw .snapshot(path: directory, field: "directory", reason: "not a directory")
         }
         let vmState = try platform.saveVM(vm)
+        // A diff names its parent by absolute path (the restore may run elsewhere).
+        var parent: String?
+        if settings.snapshot?.diff == true, let r = restore {
+            guard let p = realpath(r.directory, nil) else { throw bad("", "realpath of the parent \(r.directory)") }
+            parent = String(cString: p)
+            free(p)
+        }
         let memTemp = directory + "/" + SnapshotState.memoryFile + ".tmp"
         let fd = open(memTemp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw bad(SnapshotState.memoryFile + ".tmp", "create") }
         let regions: [SnapshotState.SavedRegion]
         do {
-            regions = try memory.writeSnapshot(to: fd, path: memTemp)
+            regions = try memory.writeSnapshot(to: fd, path: memTemp, diff: parent != nil)
         } catch {
             close(fd)
             unlink(memTemp)
@@ -135,8 +171,8 @@ extension Runner {
         }
         let state = SnapshotState(arch: platform.arch.rawValue, flavour: KVMFlavour.detect().module.rawValue,
                                   vcpuStateSize: UInt32(platform.vcpuStateSize), vmStateSize: UInt32(platform.vmStateSize),
-                                  kind: loader.snapshotKind, loader: loader.snapshotBytes(), memorySize: settings.memorySize,
-                                  regions: regions, vcpus: vcpus, vm: vmState)
+                                  kind: loader.snapshotKind, loader: loader.snapshotBytes(), parent: parent ?? "",
+                                  memorySize: settings.memorySize, regions: regions, vcpus: vcpus, vm: vmState)
         let bytes = state.encoded()
         let stateTemp = directory + "/" + SnapshotState.stateFile + ".tmp"
         let sfd = open(stateTemp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)

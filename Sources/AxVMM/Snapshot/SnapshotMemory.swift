@@ -5,73 +5,112 @@ import Glibc
 #endif
 import KVM
 
+/// Where a page written to a snapshot comes from: the guest's memfd, the restored
+/// snapshot's file (a page the guest has not touched since), or nowhere (a zero page: a hole).
+private enum SnapshotPageSource: Equatable { case memfd, parent, zero }
+
 extension GuestMemory {
     /// Writes the guest's pages to `fd`, each at its place (`SnapshotState`: the areas end to
-    /// end, holes for the rest), and returns the areas with their page index. The pages are
-    /// those the library says are populated (no scan of the memfd), read with pread (the VMM
-    /// never maps them a second time), and, in a restored VM, those its snapshot holds that
-    /// the guest has not touched yet (`SnapshotPages.pending`), copied from that snapshot.
-    func writeSnapshot(to fd: Int32, path: String) throws(VMMError) -> [SnapshotState.SavedRegion] {
+    /// end, holes for the rest), and returns the areas with their page index.
+    ///
+    /// A full snapshot holds the pages the library says are populated (no scan of the
+    /// memfd), read with pread (the VMM never maps them a second time), and, in a restored
+    /// VM, those its snapshot holds that the guest has not touched yet
+    /// (`SnapshotPages.pending`), copied from that snapshot. A `diff` snapshot of a restored
+    /// VM holds only the pages KVM saw the guest write since the restore (its dirty log),
+    /// and, as zero pages, those the restored snapshot held that read zero now (reclaimed);
+    /// every other page is its parent's.
+    func writeSnapshot(to fd: Int32, path: String, diff: Bool = false) throws(VMMError) -> [SnapshotState.SavedRegion] {
         var saved: [SnapshotState.SavedRegion] = []
         var fileOffset: UInt64 = 0
         let chunkPages = 256
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunkPages * 4096, alignment: 4096)
         defer { buffer.deallocate() }
         for region in regions {
-            var populated: [Int] = []
-            forEachPopulatedPage(region) { populated.append($0) }
-            let pending = withSpace { _ in hal.contents?.pending(in: region.range) ?? [] }
-            // Runs of consecutive pages from one source, in page order (the two lists are
-            // sorted and disjoint: a pending page is not populated).
-            var runs: [(first: Int, count: Int, parent: Bool)] = []
-            var a = 0, b = 0
-            while a < populated.count || b < pending.count {
-                let takeParent = a == populated.count || (b < pending.count && pending[b].page < populated[a])
-                let page = takeParent ? pending[b].page : populated[a]
-                if takeParent { b += 1 } else { a += 1 }
-                if let last = runs.last, last.parent == takeParent, last.first + last.count == page {
-                    runs[runs.count - 1].count += 1
-                } else {
-                    runs.append((page, 1, takeParent))
+            defer { fileOffset += region.range.size }
+            let count = Int(region.range.size / 4096)
+            var populated = [Bool](repeating: false, count: count)
+            forEachPopulatedPage(region) { populated[$0] = true }
+            // (page, where its bytes come from, its checksum if known), in page order.
+            var pages: [(page: Int, source: SnapshotPageSource, hash: UInt64)] = []
+            if diff {
+                // Read-only areas never change: their pages are all the parent's.
+                guard let dirty = try dirtyPages(region) else {
+                    saved.append(SnapshotState.SavedRegion(range: region.range, readOnly: region.readOnly, fileOffset: fileOffset,
+                                                           extents: [], hashes: []))
+                    continue
+                }
+                let dropped: [Int] = withSpace { _ in
+                    guard let contents = hal.contents else { return [] }
+                    let pendingNow = Set(contents.pending(in: region.range).map(\.page))
+                    return (0..<count).filter { !populated[$0] && !pendingNow.contains($0) && contents.held(region.range, page: $0) }
+                }
+                var d = 0
+                for p in 0..<count {
+                    let written = populated[p] && dirty[p / 64] & (1 << UInt64(p % 64)) != 0
+                    if d < dropped.count && dropped[d] == p {
+                        pages.append((p, .zero, SnapshotPages.zeroPageHash))
+                        d += 1
+                    } else if written {
+                        pages.append((p, .memfd, 0))
+                    }
+                }
+            } else {
+                let pending = withSpace { _ in hal.contents?.pending(in: region.range) ?? [] }
+                var b = 0
+                for p in 0..<count {
+                    if populated[p] {
+                        pages.append((p, .memfd, 0))
+                    } else if b < pending.count && pending[b].page == p {
+                        pages.append((p, .parent, pending[b].hash))
+                    }
+                    while b < pending.count && pending[b].page <= p { b += 1 }
                 }
             }
             var hashes: [UInt64] = []
             var extents: [SnapshotState.Extent] = []
-            var nextPending = 0
-            for run in runs {
-                if let last = extents.last, last.first + last.count == UInt64(run.first) {
-                    extents[extents.count - 1].count += UInt64(run.count)
+            var k = 0
+            while k < pages.count {
+                // A run: consecutive pages from one source, at most `chunkPages`.
+                var n = 1
+                while k + n < pages.count && n < chunkPages && pages[k + n].source == pages[k].source
+                        && pages[k + n].page == pages[k].page + n { n += 1 }
+                let first = pages[k].page
+                if let last = extents.last, last.first + last.count == UInt64(first) {
+                    extents[extents.count - 1].count += UInt64(n)
                 } else {
-                    extents.append(SnapshotState.Extent(first: UInt64(run.first), count: UInt64(run.count)))
+                    extents.append(SnapshotState.Extent(first: UInt64(first), count: UInt64(n)))
                 }
-                var done = 0
-                while done < run.count {
-                    let n = min(chunkPages, run.count - done)
-                    let page = UInt64(run.first + done)
-                    let bytes = n * 4096
-                    let at = fileOffset + page * 4096
-                    let failed: Int32?
-                    if run.parent {
-                        // Straight from the parent's file, with the checksum it recorded.
-                        let source = withSpace { _ in hal.contents?.pointer(region.range.start + page * 4096) }
-                        guard let source else { throw .snapshot(path: path, field: "guest memory", reason: "the restored snapshot's page is gone") }
-                        for _ in 0..<n { hashes.append(pending[nextPending].hash); nextPending += 1 }
-                        failed = writeAll(fd, UnsafeRawBufferPointer(start: source, count: bytes), at: at)
-                    } else {
-                        let got = pread(host.fd.raw, buffer, bytes, off_t(region.spanOffset + page * 4096))
-                        guard got == bytes else {
-                            throw .snapshot(path: path, field: "guest memory", reason: "pread(memfd) of \(region.range.start + page * 4096): \(got < 0 ? errnoString(errno) : "short read")")
+                let bytes = n * 4096
+                let at = fileOffset + UInt64(first) * 4096
+                var failed: Int32?
+                switch pages[k].source {
+                case .zero:
+                    hashes += pages[k..<k + n].map(\.hash)  // a hole of the file
+                case .parent:
+                    // Straight from the restored snapshot's file, with the checksum it recorded.
+                    hashes += pages[k..<k + n].map(\.hash)
+                    // One page at a time: consecutive pages may lie in different layers.
+                    for p in 0..<n where failed == nil {
+                        let gpa = region.range.start + UInt64(first + p) * 4096
+                        guard let source = withSpace({ _ in hal.contents?.pointer(gpa) }) else {
+                            throw .snapshot(path: path, field: "guest memory", reason: "the restored snapshot's page \(gpa) is gone")
                         }
-                        for p in 0..<n { hashes.append(PageHash.of(buffer + p * 4096)) }
-                        failed = writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: bytes), at: at)
+                        failed = writeAll(fd, UnsafeRawBufferPointer(start: source, count: 4096), at: at + UInt64(p) * 4096)
                     }
-                    if let e = failed { throw .snapshot(path: path, field: "guest memory", reason: "write: \(errnoString(e))") }
-                    done += n
+                case .memfd:
+                    let got = pread(host.fd.raw, buffer, bytes, off_t(region.spanOffset + UInt64(first) * 4096))
+                    guard got == bytes else {
+                        throw .snapshot(path: path, field: "guest memory", reason: "pread(memfd) of \(region.range.start + UInt64(first) * 4096): \(got < 0 ? errnoString(errno) : "short read")")
+                    }
+                    for p in 0..<n { hashes.append(PageHash.of(buffer + p * 4096)) }
+                    failed = writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: bytes), at: at)
                 }
+                if let e = failed { throw .snapshot(path: path, field: "guest memory", reason: "write: \(errnoString(e))") }
+                k += n
             }
             saved.append(SnapshotState.SavedRegion(range: region.range, readOnly: region.readOnly, fileOffset: fileOffset,
                                                    extents: extents, hashes: hashes))
-            fileOffset += region.range.size
         }
         // The holes at the end too: the file's size is the layout's.
         guard ftruncate(fd, off_t(fileOffset)) == 0 else {
@@ -81,71 +120,122 @@ extension GuestMemory {
     }
 }
 
-/// Where a restored VM's pages come from: the snapshot's memory file, mapped read-only
-/// (shared page cache between clones of one snapshot). `MemfdHAL` asks it for every frame
-/// the library hands out; a page the snapshot holds is copied into the memfd with one
-/// pwrite (checked against its checksum first), any other stays a hole (a zero page, as in a
-/// lazy boot). A page handed out once and freed again (reclaimed) is forgotten: its next
-/// touch reads zeros, as without a snapshot.
+/// Where a restored VM's pages come from: the snapshot's memory file — and, for a diff
+/// snapshot, its parents' — mapped read-only (shared page cache between clones of one
+/// snapshot). `MemfdHAL` asks it for every frame the library hands out; a page the snapshot
+/// holds is copied into the memfd with one pwrite (checked against its checksum first), any
+/// other stays a hole (a zero page, as in a lazy boot). A page handed out once and freed
+/// again (reclaimed) is forgotten: its next touch reads zeros, as without a snapshot.
 ///
 /// Used under `GuestMemory`'s lock (from the HAL).
 final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
-    let path: String
-    private let map: UnsafeRawPointer?
-    private let mapSize: Int
-    /// Per area: the guest range, its offset in the file, and each page's checksum
-    /// (0: not in the snapshot, or already handed out).
-    private var areas: [(range: GuestPhysRange, fileOffset: UInt64, hashes: [UInt64])]
+    /// One memory file, mapped whole.
+    private struct Layer {
+        let path: String
+        let map: UnsafeRawPointer?
+        let size: Int
+    }
+    private let layers: [Layer]
+    /// The newest snapshot's memory file (errors name it).
+    var path: String { layers.first?.path ?? "" }
+    /// Per area: the guest range, its offset in the files, each page's checksum (0: not in
+    /// the snapshot, or already handed out) and the layer holding it (0 newest), and which
+    /// pages the snapshot held at the restore (a bit per page: a diff snapshot of this VM
+    /// must record those the guest dropped since).
+    private var areas: [(range: GuestPhysRange, fileOffset: UInt64, hashes: [UInt64], layer: [UInt8], held: [UInt64])]
     /// The first damaged page, for the pager's report.
     private(set) var failure: String?
     private(set) var pagesCopied = 0
+    /// Pages the snapshot (with its parents) holds.
+    private(set) var pagesHeld = 0
 
-    init(directory: String, state: SnapshotState) throws(VMMError) {
-        path = directory + "/" + SnapshotState.memoryFile
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // a FIFO must not block: refused below
-        guard fd >= 0 else { throw .snapshot(path: path, field: "memory file", reason: errnoString(errno)) }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
-            throw .snapshot(path: path, field: "memory file", reason: "not a regular file")
+    /// `chain`: the snapshot restored, then its parent, and so on (all with one layout:
+    /// `RestoreSource` checks it).
+    init(chain: [(directory: String, state: SnapshotState)]) throws(VMMError) {
+        var layers: [Layer] = []
+        for (directory, state) in chain {
+            let path = directory + "/" + SnapshotState.memoryFile
+            let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // a FIFO must not block: refused below
+            guard fd >= 0 else {
+                for l in layers { if let m = l.map { munmap(UnsafeMutableRawPointer(mutating: m), l.size) } }
+                throw .snapshot(path: path, field: "memory file", reason: errnoString(errno))
+            }
+            defer { close(fd) }
+            var st = stat()
+            let expected = state.memoryFileSize
+            var problem: (String, String)?
+            if fstat(fd, &st) != 0 || st.st_mode & S_IFMT != S_IFREG {
+                problem = ("memory file", "not a regular file")
+            } else if UInt64(st.st_size) != expected {
+                problem = ("memory file size", "\(st.st_size) bytes; the state says \(expected) (truncated or from another snapshot)")
+            }
+            var map: UnsafeRawPointer?
+            if problem == nil && expected > 0 {
+                let p = mmap(nil, Int(expected), PROT_READ, MAP_SHARED, fd, 0)
+                if let p, p != MAP_FAILED { map = UnsafeRawPointer(p) } else { problem = ("memory file", "mmap: \(errnoString(errno))") }
+            }
+            if let (field, reason) = problem {
+                for l in layers { if let m = l.map { munmap(UnsafeMutableRawPointer(mutating: m), l.size) } }
+                throw .snapshot(path: path, field: field, reason: reason)
+            }
+            layers.append(Layer(path: path, map: map, size: Int(expected)))
         }
-        let expected = state.memoryFileSize
-        guard UInt64(st.st_size) == expected else {
-            throw .snapshot(path: path, field: "memory file size", reason: "\(st.st_size) bytes; the state says \(expected) (truncated or from another snapshot)")
+        self.layers = layers
+        // The oldest layer first, so that a newer one's page replaces it.
+        let regions = chain.first?.state.regions ?? []
+        areas = regions.map { r in
+            let pages = Int(r.range.size / 4096)
+            return (r.range, r.fileOffset, [UInt64](repeating: 0, count: pages), [UInt8](repeating: 0, count: pages),
+                    [UInt64](repeating: 0, count: (pages + 63) / 64))
         }
-        mapSize = Int(expected)
-        if expected > 0 {
-            let p = mmap(nil, mapSize, PROT_READ, MAP_SHARED, fd, 0)
-            guard let p, p != MAP_FAILED else { throw .snapshot(path: path, field: "memory file", reason: "mmap: \(errnoString(errno))") }
-            map = UnsafeRawPointer(p)
-        } else {
-            map = nil
-        }
-        areas = state.regions.map { r in
-            var dense = [UInt64](repeating: 0, count: Int(r.range.size / 4096))
-            var k = 0
-            for e in r.extents { for i in 0..<Int(e.count) { dense[Int(e.first) + i] = r.hashes[k]; k += 1 } }
-            return (r.range, r.fileOffset, dense)
+        for (l, link) in chain.enumerated().reversed() {
+            for (a, r) in link.state.regions.enumerated() where a < areas.count {
+                var k = 0
+                for e in r.extents {
+                    for i in Int(e.first)..<Int(e.first + e.count) {
+                        if areas[a].hashes[i] == 0 { pagesHeld += 1 }
+                        areas[a].hashes[i] = r.hashes[k]
+                        areas[a].layer[i] = UInt8(l)
+                        areas[a].held[i / 64] |= 1 << UInt64(i % 64)
+                        k += 1
+                    }
+                }
+            }
         }
     }
-    deinit { if let map { munmap(UnsafeMutableRawPointer(mutating: map), mapSize) } }
+    deinit {
+        for l in layers { if let m = l.map { munmap(UnsafeMutableRawPointer(mutating: m), l.size) } }
+    }
+
+    /// The checksum of a page of zeros: how a diff snapshot records a page that reads zero
+    /// again (a hole in its file).
+    static let zeroPageHash: UInt64 = {
+        let z = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 8)
+        defer { z.deallocate() }
+        z.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
+        return PageHash.of(z)
+    }()
 
     /// Copies the snapshot's page for `gpa` (if it holds one not handed out yet) into
     /// `memfd` at `offset`. False if the page is damaged (its checksum differs) or cannot be
     /// written: `failure` says which.
     func fill(_ gpa: GuestPhysAddr, memfd: Int32, at offset: UInt64) -> Bool {
-        guard let a = areas.firstIndex(where: { $0.range.contains(gpa) }), let map else { return true }
+        guard let a = areas.firstIndex(where: { $0.range.contains(gpa) }) else { return true }
         let page = Int((gpa - areas[a].range.start) / 4096)
         let hash = areas[a].hashes[page]
         guard hash != 0 else { return true }
+        let layer = layers[Int(areas[a].layer[page])]
+        guard let map = layer.map else { return true }
+        let fileOffset = areas[a].fileOffset + UInt64(page) * 4096
+        let name = "0x\(String(gpa.alignedDown(4096).raw, radix: 16))"
         // Sound: the page lies inside the file, which is mapped whole (size checked in init).
-        let source = map + Int(areas[a].fileOffset) + page * 4096
+        let source = map + Int(fileOffset)
         guard PageHash.of(source) == hash else {
-            failure = failure ?? "page 0x\(String(gpa.alignedDown(4096).raw, radix: 16)) at offset \(areas[a].fileOffset + UInt64(page) * 4096) of \(path) does not match its checksum (the file is damaged)"
+            failure = failure ?? "page \(name) at offset \(fileOffset) of \(layer.path) does not match its checksum (the file is damaged)"
             return false
         }
         if let e = writeAll(memfd, UnsafeRawBufferPointer(start: source, count: 4096), at: offset) {
-            failure = failure ?? "copying page 0x\(String(gpa.alignedDown(4096).raw, radix: 16)) from \(path) into guest memory: \(errnoString(e))"
+            failure = failure ?? "copying page \(name) from \(layer.path) into guest memory: \(errnoString(e))"
             return false
         }
         areas[a].hashes[page] = 0
@@ -162,10 +252,18 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
         return out
     }
 
-    /// Where the snapshot's copy of the page at `gpa` is mapped (nil: outside the file).
+    /// Whether the snapshot held page `page` of the area `range` when the VM was restored.
+    func held(_ range: GuestPhysRange, page: Int) -> Bool {
+        guard let a = areas.first(where: { $0.range == range }) else { return false }
+        return a.held[page / 64] & (1 << UInt64(page % 64)) != 0
+    }
+
+    /// Where the snapshot's copy of the page at `gpa` is mapped (nil: it holds none).
     func pointer(_ gpa: GuestPhysAddr) -> UnsafeRawPointer? {
-        guard let a = areas.first(where: { $0.range.contains(gpa) }), let map else { return nil }
-        return map + Int(a.fileOffset + (gpa.alignedDown(4096) - a.range.start))
+        guard let a = areas.first(where: { $0.range.contains(gpa) }) else { return nil }
+        let page = Int((gpa - a.range.start) / 4096)
+        guard let map = layers[Int(a.layer[page])].map else { return nil }
+        return map + Int(a.fileOffset) + page * 4096
     }
 
     /// Forgets the snapshot's pages in `range` (reclaimed: they read as zeros from now on).

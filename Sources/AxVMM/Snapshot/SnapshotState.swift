@@ -29,6 +29,10 @@ struct SnapshotState: Equatable {
     /// `memtest` or `linux`, and what that loader needs to go on (its configuration and devices).
     var kind: String
     var loader: [UInt8]
+    /// A diff snapshot's parent directory (absolute): its memory file holds only the pages
+    /// written since the restore from the parent; every other page is the parent's. Empty
+    /// for a full snapshot.
+    var parent = ""
     var memorySize: UInt64
     var regions: [SavedRegion]
     var vcpus: [SavedVCPU]
@@ -69,6 +73,7 @@ struct SnapshotState: Equatable {
         w.u32(vmStateSize)
         w.string(kind)
         w.blob(loader)
+        w.string(parent)
         w.u64(memorySize)
         w.u64(UInt64(regions.count))
         for r in regions {
@@ -106,8 +111,8 @@ struct SnapshotState: Equatable {
         }
         var s = SnapshotState(arch: try r.string("arch"), flavour: try r.string("kvm flavour"),
                               vcpuStateSize: try r.u32("vcpu state size"), vmStateSize: try r.u32("vm state size"),
-                              kind: try r.string("guest kind"), loader: try r.blob("loader"), memorySize: try r.u64("memory size"),
-                              regions: [], vcpus: [], vm: [])
+                              kind: try r.string("guest kind"), loader: try r.blob("loader"), parent: try r.string("parent"),
+                              memorySize: try r.u64("memory size"), regions: [], vcpus: [], vm: [])
         let regionCount = try r.u64("regions")
         guard regionCount <= 64 else { throw bad("regions", "\(regionCount) areas; at most 64") }
         var fileEnd: UInt64 = 0

@@ -18,6 +18,9 @@ public struct SnapshotPlan: Sendable, Equatable {
     public var onSignal = false
     /// End the run once the snapshot is written (else the guest goes on).
     public var andExit = false
+    /// For a restored VM: write only what changed since the restore, over the restored
+    /// snapshot (KVM's dirty log; `axvm restore --snapshot-diff`).
+    public var diff = false
     public init(directory: String) { self.directory = directory }
 
     /// Refuses an unusable plan, naming the value.

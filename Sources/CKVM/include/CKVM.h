@@ -153,6 +153,10 @@ struct ckvm_uffd_fault { uint8_t event; uint64_t flags; uint64_t address; };
 struct ckvm_uffd_fault ckvm_uffd_decode(const void *msg);
 size_t ckvm_uffd_msg_size(void);
 
+/// KVM_GET_DIRTY_LOG: the slot's bitmap of pages written since the last call (or since
+/// KVM_MEM_LOG_DIRTY_PAGES was set), one bit per page, into `bitmap` (64-bit words).
+int ckvm_get_dirty_log(int vm_fd, uint32_t slot, uint64_t *bitmap);
+
 #if defined(__x86_64__)
 // --- Linux guests (axvm boot): in-kernel irqchip, PIT, LAPIC LVTs, MSRs -------------------
 /// KVM_CREATE_IRQCHIP: in-kernel 8259 PICs, IOAPIC and a LAPIC per vCPU (before any vCPU).
