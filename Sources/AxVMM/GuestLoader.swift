@@ -65,4 +65,10 @@ protocol GuestLoader: AnyObject, Sendable {
     /// paused.
     var snapshotKind: String { get }
     func snapshotBytes() -> [UInt8]
+    /// A restore filled `memory` in place of `load`.
+    func restored(memory: GuestMemory<P.Format>)
+}
+
+extension GuestLoader {
+    func restored(memory: GuestMemory<P.Format>) {}
 }

@@ -22,9 +22,10 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         self.restore = restore
     }
 
-    /// Runs the guest; a terminating signal during set-up ends it with a report too.
-    func run() throws(VMMError) -> RunReport {
-        let t0 = nowNanos()
+    /// Runs the guest; a terminating signal during set-up ends it with a report too. `start`:
+    /// when the run began, if before this call (a restore reads its snapshot first).
+    func run(start: UInt64? = nil) throws(VMMError) -> RunReport {
+        let t0 = start ?? nowNanos()
         do { return try runGuest(t0: t0) } catch {
             guard case let .interrupted(signal) = error else { throw error }
             var report = RunReport(exit: .interrupted(signal: signal), serialOutput: "", arch: platform.arch, settings: settings,

@@ -230,6 +230,7 @@ struct Boot: ParsableCommand {
     @Flag(help: .hidden) var forceKvmPvm = false
     @Flag(help: .hidden) var noMpTable = false
     @Flag(help: .hidden) var noAcpi = false
+    @OptionGroup var snapshot: SnapshotOptions
 
     func config() -> LinuxBootConfig {
         var c = LinuxBootConfig(kernelPath: kernel)
@@ -247,6 +248,7 @@ struct Boot: ParsableCommand {
         c.allowKVMPVM = forceKvmPvm
         // Hidden, for experiments: the MP table instead of ACPI; no firmware tables at all.
         c.firmware = noMpTable ? .none : noAcpi ? .mpTable : .acpi
+        c.snapshot = snapshot.plan
         return c
     }
 
@@ -308,6 +310,7 @@ struct Restore: ParsableCommand {
     @Option(parsing: .unconditional, help: "Stop the guest after this many seconds (0 or none: no limit).", transform: Timeout.parse)
     var timeout = Timeout(argument: "30")!
     @Option(parsing: .unconditional, help: "Threads serving lazy faults (1 … 64).", transform: count) var faultThreads: Int?
+    @Option(help: "Linux: console text whose first appearance after the restore is timed.") var marker: String?
     @Flag(help: "Do not copy the guest's console to stdout.") var quiet = false
     @Flag(help: "Print statistics.") var stats = false
     @Option(help: "Write statistics as JSON to this file.") var statsJson: String?
@@ -324,6 +327,7 @@ struct Restore: ParsableCommand {
         c.handleInterrupt = true
         c.kvmPath = kvm
         c.snapshot = snapshot.plan
+        c.marker = marker
         return c
     }
 

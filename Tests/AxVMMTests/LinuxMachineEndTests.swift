@@ -12,7 +12,8 @@ import Testing
 /// the bootstrap processor starts with INIT/SIPI.
 @Suite(.serialized) struct LinuxMachineEndTests {
     /// Boots `code` (64-bit, at the kernel's entry point) on `vcpus` vCPUs with a 20 s timeout.
-    func boot(_ code: [UInt8], vcpus: Int = 1, firmware: FirmwareTables = .acpi) throws -> (RunReport, seconds: Double) {
+    func boot(_ code: [UInt8], vcpus: Int = 1, firmware: FirmwareTables = .acpi,
+              snapshot: SnapshotPlan? = nil) throws -> (RunReport, seconds: Double) {
         var image = syntheticBzImage(kernelBytes: 0x1000)
         let entry = 5 * 512 + 0x200
         image.replaceSubrange(entry..<(entry + code.count), with: code)
@@ -24,6 +25,7 @@ import Testing
         c.memorySize = 64 << 20
         c.vcpus = vcpus
         c.firmware = firmware
+        c.snapshot = snapshot
         let t0 = monotonicSeconds()
         let r = try LinuxMachine.boot(c)
         return (r, monotonicSeconds() - t0)
@@ -94,6 +96,38 @@ import Testing
         guard case .deadHalt = r.exit else { Issue.record("\(r.exit)"); return }
         #expect(r.serialOutput.contains("A"), "AP's output: \(r.serialOutput.debugDescription)")
         #expect(seconds < 5, "ended after \(seconds) s")
+    }
+
+    /// The Linux loader's snapshot: a kernel prints "s", computes a sum in a loop, prints a
+    /// letter from it and powers off. Snapshotted at the "s" (in-kernel irqchip, PIT, LAPIC
+    /// and clock saved with the registers, the UART's registers with the loader) and
+    /// restored, it prints the same letter as an uninterrupted run and powers off.
+    @Test(.enabled(if: KVMGate.enabled, "KVM unusable here"), arguments: [1, 2])
+    func snapshotAndRestoreOfALinuxMachine(vcpus: Int) throws {
+        let code: [UInt8] = [0x66, 0xba, 0xf8, 0x03,            // mov dx, 0x3f8
+                             0xb0, 0x73, 0xee,                  // mov al, 's'; out dx, al
+                             0xb9, 0x10, 0x27, 0x00, 0x00,      // mov ecx, 10000
+                             0x31, 0xc0,                        // xor eax, eax
+                             0x01, 0xc8, 0xff, 0xc9, 0x75, 0xfa, // add eax, ecx; dec ecx; jnz .-6
+                             0x83, 0xe0, 0x0f, 0x04, 0x41,      // and eax, 15; add al, 'A'
+                             0xee,                              // out dx, al
+                             0xb0, 0x34, 0x66, 0xba, 0x00, 0x06, 0xee] + Self.haltForGood  // S5 power-off
+        let (plain, _) = try boot(code, vcpus: vcpus)
+        #expect(plain.exit == .powerOff, "\(plain.exitDescription)")
+        let letter = try #require(plain.serialOutput.last)
+        let dir = "/tmp/axvm-test-\(getpid())-linux-snap"
+        defer { removeSnapshot(dir) }
+        var plan = SnapshotPlan(directory: dir)
+        plan.onText = "s"
+        plan.andExit = true
+        let (taken, _) = try boot(code, vcpus: vcpus, snapshot: plan)
+        #expect(taken.exit == .snapshotTaken(directory: dir), "\(taken.exitDescription)")
+        var r = RestoreConfig(directory: dir)
+        r.timeout = 20
+        let restored = try Snapshots.restore(r)
+        #expect(restored.exit == .powerOff, "\(restored.exitDescription)")
+        #expect(restored.serialOutput == String(letter), "\(restored.serialOutput.debugDescription) after the restore, \(plain.serialOutput.debugDescription) without")
+        #expect(restored.linux != nil)
     }
 
     /// Without firmware tables a guest finds one CPU: more vCPUs are refused up front.

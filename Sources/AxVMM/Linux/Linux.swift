@@ -93,6 +93,8 @@ public struct LinuxBootConfig: Sendable {
     public var allowKVMPVM = false
     /// x86: how the guest learns its CPUs, interrupt routing and devices (`FirmwareTables`).
     public var firmware = FirmwareTables.acpi
+    /// Take a snapshot during the run.
+    public var snapshot: SnapshotPlan?
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 
@@ -128,6 +130,10 @@ public enum LinuxMachine {
     /// The checks made before anything runs: sizes bounded (usage errors).
     public static func validate(_ c: LinuxBootConfig) throws(VMMError) {
         try Machine.validateMemory(c.memorySize, faultAround: c.faultAround)
+        try c.snapshot?.validate()
+        if let plan = c.snapshot, plan.diff {
+            throw .badValue(what: "diff snapshot", value: plan.directory, reason: "needs a restored VM (axvm restore … --snapshot-diff): a diff is over the snapshot restored")
+        }
         if let t = c.timeout, !(t > 0 && t <= VMConfig.maxTimeout) {
             throw .badValue(what: "timeout", value: "\(t)",
                             reason: "must be a number of seconds above 0 and at most \(Int(VMConfig.maxTimeout)) (one week); 0 or none: no limit")

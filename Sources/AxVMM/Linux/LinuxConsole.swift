@@ -35,6 +35,6 @@ extension RunSettings {
     init(linux c: LinuxBootConfig) {
         self.init(memorySize: c.memorySize, lazy: c.lazy, faultAround: c.faultAround, timeout: c.timeout, vcpus: c.vcpus,
                   serialToStdout: c.serialToStdout, handleInterrupt: c.handleInterrupt, kvmPath: c.kvmPath,
-                  faultMap: c.faultMap)
+                  faultMap: c.faultMap, snapshot: c.snapshot)
     }
 }

@@ -92,6 +92,23 @@ final class UART8250 {
         }
     }
 
+    /// The registers, for a snapshot: IER, LCR, MCR, scratch, divisor (2 bytes), THR-empty pending.
+    var registers: [UInt8] {
+        [ier, lcr, mcr, scratch, UInt8(divisor & 0xff), UInt8(divisor >> 8), thrEmptyPending ? 1 : 0]
+    }
+    /// Sets the registers a snapshot saved (7 bytes, as `registers` gives them) and tells
+    /// `level` the interrupt output that follows.
+    func restore(_ r: [UInt8]) {
+        guard r.count == 7 else { return }
+        ier = r[0] & 0x0f
+        lcr = r[1]
+        mcr = r[2] & 0x1f
+        scratch = r[3]
+        divisor = UInt16(r[4]) | UInt16(r[5]) << 8
+        thrEmptyPending = r[6] != 0
+        level(asserted)
+    }
+
     /// For a report on a stuck guest: the interrupt enables and whether an interrupt waits.
     var state: String {
         "IER 0x\(String(ier, radix: 16)), THR-empty interrupt \(thrEmptyPending ? "pending" : "not pending")"

@@ -123,6 +123,7 @@ extension Runner {
         }
         try platform.restoreVM(vm, r.state.vm)
         for (v, saved) in zip(vcpus, r.state.vcpus) { try platform.restoreVCPU(v, saved.state) }
+        loader.restored(memory: memory)
         return ram
     }
 
@@ -203,6 +204,9 @@ public struct RestoreConfig: Sendable {
     public var kvmPath = "/dev/kvm"
     /// Take a snapshot of the restored VM too.
     public var snapshot: SnapshotPlan?
+    /// Linux: console text whose first appearance after the restore is timed (as a boot's
+    /// init marker).
+    public var marker: String?
     public init(directory: String) { self.directory = directory }
 }
 
@@ -213,6 +217,7 @@ public enum Snapshots {
     public static func restore(_ c: RestoreConfig) throws(VMMError) -> RunReport {
         struct Job: Platforms.Job {
             let c: RestoreConfig
+            let t0: UInt64
             func run<P: Platform>(_ platform: P) throws(VMMError) -> RunReport {
                 if let fa = c.faultAround { try Machine.validateMemory(4 << 20, faultAround: fa) }
                 let source = try RestoreSource(directory: c.directory, platform: platform)
@@ -232,12 +237,36 @@ public enum Snapshots {
                     guard loader.config.vcpus == source.state.vcpus.count, loader.config.memorySize == source.state.memorySize else {
                         throw .snapshot(path: path, field: "loader", reason: "its vCPUs or memory size differ from the snapshot's")
                     }
-                    return try Runner(loader: loader, restore: source).run()
+                    return try Runner(loader: loader, restore: source).run(start: t0)
+                case "linux":
+                    #if arch(x86_64)
+                    var base = LinuxBootConfig(kernelPath: "")
+                    base.lazy = c.lazy
+                    base.faultAround = c.faultAround ?? base.faultAround
+                    base.timeout = c.timeout
+                    base.serialToStdout = c.serialToStdout
+                    base.handleInterrupt = c.handleInterrupt
+                    base.kvmPath = c.kvmPath
+                    base.snapshot = c.snapshot
+                    base.initMarker = c.marker ?? ""
+                    let ram = source.state.regions.filter { !$0.readOnly }.map(\.range)
+                    guard let x86 = platform as? X86Platform<P.Format> else {
+                        throw .snapshot(path: path, field: "arch", reason: "a Linux snapshot restores on x86_64 only so far")
+                    }
+                    let loader = try LinuxLoader.restoring(platform: x86, bytes: source.state.loader, path: path, ram: ram,
+                                                           base: base, t0: t0)
+                    guard loader.config.vcpus == source.state.vcpus.count else {
+                        throw .snapshot(path: path, field: "loader", reason: "its vCPUs differ from the snapshot's")
+                    }
+                    return try Runner(loader: loader, restore: source).run(start: t0)
+                    #else
+                    throw .snapshot(path: path, field: "arch", reason: "a Linux snapshot restores on x86_64 only so far")
+                    #endif
                 default:
-                    throw .snapshot(path: path, field: "guest kind", reason: "\(source.state.kind): this axvm restores memtest guests")
+                    throw .snapshot(path: path, field: "guest kind", reason: "\(source.state.kind): this axvm restores memtest and Linux guests")
                 }
             }
         }
-        return try Platforms.withHost(Job(c: c))
+        return try Platforms.withHost(Job(c: c, t0: nowNanos()))
     }
 }

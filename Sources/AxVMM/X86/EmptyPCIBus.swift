@@ -12,7 +12,7 @@ struct EmptyPCIBus {
     static let addressPort: UInt16 = 0xcf8
     static let dataPorts: ClosedRange<UInt16> = 0xcfc...0xcff
     /// Bit 31 (enable) and the bus/device/function/register bits; bits 30–24 and 1–0 read 0.
-    private(set) var address: UInt32 = 0
+    var address: UInt32 = 0
 
     static func claims(_ port: UInt16) -> Bool { port == addressPort || dataPorts.contains(port) }
 

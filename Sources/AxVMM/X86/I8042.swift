@@ -14,6 +14,15 @@ final class I8042 {
     /// The guest pulsed the CPU reset line.
     private(set) var resetRequested = false
 
+    /// For a snapshot: the command byte, the pending command (0: none) and the output queue.
+    var state: [UInt8] { [commandByte, pendingWrite ?? 0] + output }
+    func restore(_ s: [UInt8]) {
+        guard s.count >= 2 else { return }
+        commandByte = s[0]
+        pendingWrite = s[1] == 0 ? nil : s[1]
+        output = Array(s.dropFirst(2).prefix(16))
+    }
+
     func read(port: UInt16) -> UInt8 {
         if port == Self.dataPort { return output.isEmpty ? 0 : output.removeFirst() }
         // Status: bit 0 output buffer full, bit 2 system flag; input buffer always empty.

@@ -63,8 +63,12 @@ extension X86Platform {
 final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // device state behind `lock`
     let platform: P
     let config: LinuxBootConfig
-    let plan: LinuxBootPlan
+    /// nil for a restore (memory and registers come from the snapshot).
+    let plan: LinuxBootPlan?
+    let ram: [GuestPhysRange]
     let initrd: LinuxInitrd?
+    /// A restore's device registers, set once `start` has made the UART.
+    private var restoredUART: [UInt8]?
     let settings: RunSettings
     let t0: UInt64
     private let lock = Lock()
@@ -81,26 +85,31 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     static var interruptWaitsKept: Int { 4 }
     static var haltProbeMillis: Int32 { 200 }
 
-    init(platform: P, config: LinuxBootConfig, plan: LinuxBootPlan, initrd: LinuxInitrd?, t0: UInt64) {
+    init(platform: P, config: LinuxBootConfig, plan: LinuxBootPlan?, ram: [GuestPhysRange], initrd: LinuxInitrd?, t0: UInt64) {
         self.platform = platform
         self.config = config
         self.plan = plan
+        self.ram = ram
         self.initrd = initrd
         self.t0 = t0
         settings = RunSettings(linux: config)
         stuckKicks = Array(repeating: 0, count: max(1, config.vcpus))
         haltedForGood = Array(repeating: false, count: max(1, config.vcpus))
-        console = LinuxConsole(config: config, placements: plan.placements, initrdAddress: plan.initrdAddress,
-                               initrdSize: plan.initrdSize, t0: t0)
+        console = LinuxConsole(config: config, placements: plan?.placements ?? [], initrdAddress: plan?.initrdAddress ?? 0,
+                               initrdSize: plan?.initrdSize ?? 0, t0: t0)
     }
 
-    var ram: [GuestPhysRange] { plan.ram }
+    convenience init(platform: P, config: LinuxBootConfig, plan: LinuxBootPlan, initrd: LinuxInitrd?, t0: UInt64) {
+        self.init(platform: platform, config: config, plan: plan as LinuxBootPlan?, ram: plan.ram, initrd: initrd, t0: t0)
+    }
+
     var interrupts: InterruptModel { .inKernel }
     var testRegionBase: GuestPhysAddr { GuestPhysAddr(0) }
 
     func load(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
+        guard let plan else { throw .host("Linux loader without a boot plan (a restore) asked to load") }
         console.populated = { memory.regions.reduce(0) { $0 + memory.populatedBytes($1) } }
-        try write(memory)
+        try write(memory, plan)
         // The bootstrap processor enters the kernel; the others wait in KVM for the INIT and
         // SIPIs Linux sends them through its local APIC (KVM_MP_STATE_UNINITIALIZED).
         do { try LinuxBoot.setupVCPU(vcpus[0], entry: plan.kernel.entryPoint) } catch { throw .kvm(error) }
@@ -109,7 +118,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     /// Zero page, command line, GDT, page tables, the kernel and the initrd, written through
     /// the address space (lazy pages populated on the way, as a guest touch would), where
     /// the plan placed them.
-    private func write(_ memory: GuestMemory<P.Format>) throws(VMMError) {
+    private func write(_ memory: GuestMemory<P.Format>, _ plan: LinuxBootPlan) throws(VMMError) {
         try memory.write(plan.zeroPage(), at: GuestPhysAddr(LinuxLayout.zeroPage))
         try memory.write(plan.cmdline, at: GuestPhysAddr(LinuxLayout.cmdline))
         if !plan.firmwareTables.isEmpty { try memory.write(plan.firmwareTables, at: GuestPhysAddr(plan.firmwareAddress)) }
@@ -135,6 +144,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         uart = UART8250(sink: { self.console.out($0) },
                         interrupt: { resampler.edge(); try? vm.pulseIRQ(LinuxLayout.serialIRQ) },
                         level: { resampler.set($0) })
+        if let r = restoredUART { lock.withLock { uart?.restore(r) } }
         haltProbe = try PeriodicThread(periodMillis: Self.haltProbeMillis, tick: kick)
     }
 
@@ -227,8 +237,65 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     func finishEarly(_ report: inout RunReport) { report.linux = lock.withLock { console.result } }
 
     func watchConsole(_ text: String, _ action: @escaping @Sendable () -> Void) { lock.withLock { console.watch(text, action) } }
+
+    func restored(memory: GuestMemory<P.Format>) {
+        console.populated = { memory.regions.reduce(0) { $0 + memory.populatedBytes($1) } }
+    }
+
+    // A snapshot keeps what the guest's devices hold (the UART's registers, the i8042's,
+    // the PCI address latch) and the configuration the report names (kernel, initrd,
+    // command line, marker). The irqchip, PIT and LAPICs are the VM's and vCPUs' state.
     var snapshotKind: String { "linux" }
-    func snapshotBytes() -> [UInt8] { [] }
+    func snapshotBytes() -> [UInt8] {
+        var w = ByteWriter()
+        w.string(config.kernelPath)
+        w.string(config.initrdPath ?? "")
+        w.string(config.cmdline)
+        w.string(config.initMarker)
+        w.u64(config.memorySize)
+        w.u64(UInt64(config.vcpus))
+        w.string(config.firmware.rawValue)
+        lock.withLock {
+            w.blob(uart?.registers ?? [])
+            w.blob(i8042.state)
+            w.u32(pci.address)
+        }
+        return w.bytes
+    }
+
+    /// The loader of a restored Linux guest: the saved configuration and device state, with
+    /// the restore's own settings (`base`: paging, fault-around, timeout, marker, …) over it.
+    static func restoring(platform: P, bytes: [UInt8], path: String, ram: [GuestPhysRange], base: LinuxBootConfig,
+                          t0: UInt64) throws(VMMError) -> LinuxLoader {
+        var r = ByteReader(bytes, path: path)
+        var c = base
+        c.kernelPath = try r.string("linux kernel")
+        let initrd = try r.string("linux initrd")
+        c.initrdPath = initrd.isEmpty ? nil : initrd
+        c.cmdline = try r.string("linux command line")
+        let marker = try r.string("linux init marker")
+        if c.initMarker.isEmpty { c.initMarker = marker }
+        c.memorySize = try r.u64("linux memory size")
+        c.vcpus = Int(truncatingIfNeeded: try r.u64("linux vcpus"))
+        let firmware = try r.string("linux firmware")
+        guard let f = FirmwareTables(rawValue: firmware) else {
+            throw .snapshot(path: path, field: "linux firmware", reason: "\(firmware) is no firmware table kind")
+        }
+        c.firmware = f
+        guard c.vcpus >= 1 && c.vcpus <= LinuxBootConfig.maxVCPUs else {
+            throw .snapshot(path: path, field: "linux vcpus", reason: "\(c.vcpus); from 1 to \(LinuxBootConfig.maxVCPUs)")
+        }
+        let uart = try r.blob("uart registers", limit: 64)
+        let i8042 = try r.blob("i8042 state", limit: 64)
+        let pciAddress = try r.u32("pci address")
+        let loader = LinuxLoader(platform: platform, config: c, plan: nil, ram: ram, initrd: nil, t0: t0)
+        loader.restoredUART = uart
+        loader.lock.withLock {
+            loader.i8042.restore(i8042)
+            loader.pci.address = pciAddress
+        }
+        return loader
+    }
 }
 
 #endif
