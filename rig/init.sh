@@ -373,7 +373,48 @@ linux_cases() {
     name=linux-4vcpus-seen
     result "linux-4vcpus-seen: $(tr -d '\r' < /tmp/linux-halt-4vcpus.out | grep -c -e '^axvm-linux: 4 CPUs online' -e '^axvm-linux: ran on CPU [0-3]$') of 5 lines"
     clean_log_case /tmp/linux-lazy.out /tmp/linux-populated-poweroff.out /tmp/linux-lazy-64K-2vcpus.out /tmp/linux-halt-4vcpus.out
+    linux_snapshot_cases
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $boot64 s lazy 64K on 2 vCPUs, $boot s on 4 vCPUs, $pop_boot s populated"
+}
+
+# linux_snapshot_cases: Linux booted lazily and snapshotted at its "axvm-snap: ready" line
+# (after writing data it checksummed, scripts/linux-guest-initramfs.sh axvm.snap); restored
+# lazily, it checksums the data again and reboots; then 4 clones restored at once from the
+# same snapshot do the same. The timing line sets the restore against the boot.
+linux_snapshot_cases() {
+    local snap=/tmp/linux-snap before boot_s i ok pages
+    rm -rf $snap
+    linux_axvm linux-snapshot --fault-around 64K --cmdline "$LINUX_CMDLINE axvm.snap" \
+        --snapshot $snap --snapshot-on "axvm-snap: ready" --snapshot-and-exit
+    boot_s=$boot
+    pages=$(jf snapshot_pages)
+    before=$(tr -d '\r' < /tmp/linux-snapshot.out | sed -n 's/^axvm-snap: before //p')
+    result "linux-snapshot: exit $st, $(jf exit | sed "s|$snap|DIR|"), $( [ -n "$before" ] && echo "checksum printed before" || echo "no checksum before")"
+    echo "rig: linux-snapshot: boot to init $boot_s s, $pages pages ($(mib $((${pages:-0} * 4096))) MiB) in the snapshot, $(jf snapshot_disk_bytes) bytes on disk, written in $(jf snapshot_total_ns) ns"
+    LIVE=1 bootwatch linux-restore /axvm restore $snap --marker "axvm-snap: after" --stats-json /tmp/s.json
+    name=linux-restore
+    local after
+    after=$(tr -d '\r' < /tmp/linux-restore.out | sed -n 's/^axvm-snap: after //p')
+    if [ -n "$before" ] && [ "$after" = "$before" ]; then ok="the checksum after the restore is the one before"
+    else ok="checksum before '${before:-?}', after '${after:-?}'"; fi
+    result "linux-restore: exit $st, $(jf exit), $ok, host check $(host_check)"
+    echo "rig: linux-restore: first guest instruction after $(jf setup_seconds) s, 'after' line at $(jf init_marker_seconds) s (boot to init: $boot_s s), $(jf restore_pages_copied) of $(jf restore_snapshot_pages) snapshot pages copied in, RssShmem $(mib "$(jf shmem_rss_bytes)") MiB"
+    # 4 clones at once.
+    for i in 1 2 3 4; do
+        /axvm restore $snap --marker "axvm-snap: after" --stats-json /tmp/clone$i.json > /tmp/clone$i.out 2>&1 &
+    done
+    rig_case linux-clones 120
+    wait
+    ok=0
+    local shmem=0
+    for i in 1 2 3 4; do
+        if grep -q '"exit_status": 0,' /tmp/clone$i.json 2>/dev/null && [ -n "$before" ] \
+            && tr -d '\r' < /tmp/clone$i.out | grep -qx "axvm-snap: after $before"; then ok=$((ok + 1)); fi
+        shmem=$((shmem + $(sed -n 's/^  "shmem_rss_bytes": \([0-9]*\),/\1/p' /tmp/clone$i.json 2>/dev/null || echo 0)))
+    done
+    name=linux-clones
+    result "linux-clones: $ok of 4 clones restored at once read back the checksum and rebooted"
+    echo "rig: linux-clones: their guest memory together $(mib $shmem) MiB, against 4 full copies of the snapshot's $(mib $((4 * ${pages:-0} * 4096))) MiB"
 }
 
 # clean_log_case LOG...: the kernel printed no line a user reads as an error (Error, Fatal,

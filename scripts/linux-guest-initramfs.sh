@@ -3,7 +3,8 @@
 # and an /init that prints a marker, the RAM the kernel sees (MemTotal), the CPUs it runs
 # (nproc, and a line from each CPU) and the controller of the serial interrupt, then
 # reboots, which ends the VM (axvm: i8042 reset with reboot=k on x86, PSCI SYSTEM_RESET on
-# arm64; QEMU: -no-reboot), or powers off if the command line has axvm.end=poweroff.
+# arm64; QEMU: -no-reboot), or powers off if the command line has axvm.end=poweroff. With
+# axvm.snap it also checksums data it wrote before a snapshot point and again after it.
 #   scripts/linux-guest-initramfs.sh [OUT]   default OUT: .build-rig/linux-guest/initramfs.cpio.gz
 # busybox: $BUSYBOX (any architecture's static busybox: the archive is written by
 # scripts/cpio-newc.py), else the rig's cache (scripts/kvm-rig.sh fetch), else /bin/busybox
@@ -43,6 +44,18 @@ while [ $i -lt $n ]; do
     /bin/busybox taskset -c $i /bin/busybox sh -c "echo axvm-linux: ran on CPU \$(/bin/busybox awk '{ print \$39 }' /proc/self/stat)"
     i=$((i + 1))
 done
+# axvm.snap (the rig's snapshot cases): data written before "axvm-snap: ready", where axvm
+# takes the snapshot, and read back after it: in a restored VM the two checksums agree.
+case " $(/bin/busybox cat /proc/cmdline) " in
+*" axvm.snap "*)
+    /bin/busybox mkdir -p /tmp
+    /bin/busybox mount -t tmpfs tmp /tmp
+    /bin/busybox seq 1 200000 > /tmp/data
+    /bin/busybox dd if=/dev/urandom of=/tmp/random bs=1M count=8 2>/dev/null
+    echo "axvm-snap: before $(/bin/busybox cat /tmp/data /tmp/random | /bin/busybox md5sum | /bin/busybox cut -c1-32)"
+    echo "axvm-snap: ready"
+    echo "axvm-snap: after $(/bin/busybox cat /tmp/data /tmp/random | /bin/busybox md5sum | /bin/busybox cut -c1-32)" ;;
+esac
 case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.end=poweroff "*)
     echo "axvm-linux: powering off to end the VM"

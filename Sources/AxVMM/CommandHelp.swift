@@ -29,17 +29,28 @@ public enum CommandHelp {
           axvm boot --kernel bzImage --cmdline "console=ttyS0 panic=-1" --populate --quiet
         """
 
+    public static let restoreExamples = """
+        EXAMPLES:
+          axvm run guests/build/memtest.bin --snapshot snap --snapshot-on halfway
+          axvm restore snap --stats             # pages copied in on first touch
+          axvm restore snap --populate          # all pages copied in first
+          axvm restore snap --snapshot s2 --snapshot-diff --snapshot-after 0.5
+          kill -USR1 PID                        # snapshot a run given --snapshot
+        """
+
     /// Where a subcommand's help points for the exit statuses.
     public static let seeExitStatuses = "Exit statuses: axvm --help (and man axvm)."
 
-    /// The exit statuses of `check`, `run` and `boot` (the README has the same table).
+    /// The exit statuses of `check`, `run`, `boot` and `restore` (the README has the same table).
     public static let exitStatuses = """
         EXIT STATUS:
           code   run: the code the guest wrote to its exit device (0: success)
-          0      boot: Linux rebooted or powered off; check: KVM is usable
+          0      boot: Linux rebooted or powered off; check: KVM is usable;
+                 a snapshot was written and the run ended (--snapshot-and-exit)
           1      check: KVM or userfaultfd is not usable here
           2      cannot set up: a missing, unreadable or malformed guest image,
-                 kernel, initrd or command line; no KVM device; no permission
+                 kernel, initrd or command line; a damaged, truncated or foreign
+                 snapshot; no KVM device; no permission
           3      the guest ended badly: unmapped access, triple fault, pager
                  failure (e.g. --max-resident)
           4      the guest halted for good: every vCPU stopped with interrupts

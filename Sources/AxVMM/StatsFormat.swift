@@ -112,6 +112,7 @@ public enum StatsFormat {
                 ("snapshot_state_bytes", n(sn?.stateBytes)),
                 ("snapshot_pause_ns", n(sn?.pauseNanos)),
                 ("snapshot_total_ns", n(sn?.totalNanos)),
+                ("snapshot_at_ns", n(sn?.atNanos)),
                 ("restore_snapshot_pages", n(r?.snapshotPages)),
                 ("restore_pages_copied", n(r?.pagesCopied))]
     }
@@ -120,7 +121,7 @@ public enum StatsFormat {
     static func snapshotText(_ s: RunStatistics) -> String {
         var out = ""
         if let sn = s.snapshot {
-            out += "snapshot:        \(sn.directory) (on \(sn.trigger)): \(sn.pages) pages, memory file \(mib(sn.memoryFileBytes)) (\(mib(sn.diskBytes)) on disk), state \(sn.stateBytes) bytes; vCPUs paused after \(micros(sn.pauseNanos)), written after \(fixed(Double(sn.totalNanos) / 1e6, 1)) ms\n"
+            out += "snapshot:        \(sn.directory) (on \(sn.trigger) at \(fixed(Double(sn.atNanos) / 1e6, 1)) ms): \(sn.pages) pages, memory file \(mib(sn.memoryFileBytes)) (\(mib(sn.diskBytes)) on disk), state \(sn.stateBytes) bytes; vCPUs paused after \(micros(sn.pauseNanos)), written after \(fixed(Double(sn.totalNanos) / 1e6, 1)) ms\n"
         }
         if let r = s.restore {
             out += "restore:         \(r.directory): \(r.pagesCopied) of the snapshot's \(r.snapshotPages) pages copied in\n"

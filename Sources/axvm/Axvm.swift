@@ -301,7 +301,7 @@ struct Restore: ParsableCommand {
             copied in on the guest's first touch of it, and pages it does not hold are fresh \
             zero pages. A damaged, truncated or foreign snapshot is refused before a VM is made.
 
-            """ + CommandHelp.seeExitStatuses)
+            """ + CommandHelp.restoreExamples + "\n\n" + CommandHelp.seeExitStatuses)
     @Argument(help: "Snapshot directory.") var directory: String
     @Flag(help: "Copy pages in on first touch (default) or all before start.") var paging: Run.Paging = .lazy
     @Option(parsing: .unconditional, help: "Pages populated per fault: 4K … 2M (default: 4K memtest, 64K Linux).",

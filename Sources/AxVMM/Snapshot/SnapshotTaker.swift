@@ -46,6 +46,8 @@ public struct SnapshotResult: Sendable, Equatable {
     /// From the request to every vCPU paused, and the pause in all (request → vCPUs resumed).
     public var pauseNanos: UInt64
     public var totalNanos: UInt64
+    /// When it was asked for, from the start of the vCPUs.
+    public var atNanos: UInt64
 }
 
 /// Takes one snapshot of a running VM: a trigger (`request`) kicks every vCPU out of
@@ -77,6 +79,8 @@ final class SnapshotTaker: @unchecked Sendable {  // mutable state under `mutex`
     var kick: @Sendable () -> Void = {}
     private var timer: OSThread?
     private let stopEvent: EventFD
+    /// Made just before the vCPUs start: the zero of `SnapshotResult.atNanos`.
+    private let created = nowNanos()
 
     init(plan: SnapshotPlan, vcpus: Int) throws(VMMError) {
         self.plan = plan
@@ -202,7 +206,8 @@ final class SnapshotTaker: @unchecked Sendable {  // mutable state under `mutex`
         case let .success(w):
             result = SnapshotResult(directory: plan.directory, trigger: trigger, pages: w.pages, memoryFileBytes: w.memoryBytes,
                                     diskBytes: w.diskBytes, stateBytes: w.stateBytes,
-                                    pauseNanos: paused &- requestedAt, totalNanos: end &- requestedAt)
+                                    pauseNanos: paused &- requestedAt, totalNanos: end &- requestedAt,
+                                    atNanos: requestedAt &- created)
         case let .failure(err): if !failed { firstError = err }
         }
         phase = .done
