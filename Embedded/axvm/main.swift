@@ -17,6 +17,11 @@ let usage = """
                     [--lazy|--populate] [--fault-around <size>] [--timeout <seconds>] [--vcpus <n>]
                     [--init-marker <text>] [--quiet] [--stats] [--stats-json <file>]
                     [--fault-map <file.svg>] [--kvm <kvm>]
+           axvm restore <directory> [--lazy|--populate] [--fault-around <size>] [--timeout <seconds>]
+                    [--fault-threads <n>] [--marker <text>] [--quiet] [--stats] [--stats-json <file>]
+                    [--kvm <kvm>]
+    run, boot and restore also take [--snapshot <dir>] [--snapshot-on <text>]
+                    [--snapshot-after <seconds>] [--snapshot-and-exit] [--snapshot-diff]
     (axvm boot: a bzImage on x86_64 hosts, an arm64 Image or Image.gz on arm64 hosts.)
     """
 
@@ -28,7 +33,10 @@ func help(_ subcommand: String?) -> String {
     case "check": examples = CommandHelp.checkExamples
     case "run": examples = CommandHelp.runExamples
     case "boot": examples = CommandHelp.bootExamples
-    default: examples = CommandHelp.checkExamples + "\n" + CommandHelp.runExamples + "\n" + CommandHelp.bootExamples
+    case "restore": examples = CommandHelp.restoreExamples
+    default:
+        examples = CommandHelp.checkExamples + "\n" + CommandHelp.runExamples + "\n" + CommandHelp.bootExamples + "\n"
+            + CommandHelp.restoreExamples
     }
     return usage + "\n\n" + examples + "\n\n" + CommandHelp.exitStatuses
 }
@@ -89,9 +97,37 @@ func command(_ args: [String]) throws(UsageError) -> Int32 {
         do { try LinuxMachine.validate(config) } catch { throw UsageError(message: "\(error)") }
         do { try Frontend.boot(config, stats: stats, statsJSON: statsJSON, faultMap: faultMap) } catch { return error.status }
         return 0
+    case "restore":
+        let (config, stats, statsJSON) = try restoreConfig(&options)
+        do { try config.snapshot?.validate() } catch { throw UsageError(message: "\(error)") }
+        do { try Frontend.restore(config, stats: stats, statsJSON: statsJSON) } catch { return error.status }
+        return 0
     default:
-        throw UsageError(message: "unknown subcommand '\(verb)' (check, run or boot)")
+        throw UsageError(message: "unknown subcommand '\(verb)' (check, run, boot or restore)")
     }
+}
+
+/// `axvm restore`'s options into a configuration.
+func restoreConfig(_ o: inout Options) throws(UsageError) -> (RestoreConfig, Bool, String?) {
+    guard o.positionals.count == 1 else {
+        throw UsageError(message: o.positionals.isEmpty ? "Missing expected argument '<directory>'" : "Unexpected argument '\(o.positionals[1])'")
+    }
+    var c = RestoreConfig(directory: o.positionals[0])
+    c.handleInterrupt = true
+    let m = try o.memoryOptions()
+    if m.memory != nil { throw UsageError(message: "Unknown option '--memory'") }
+    c.lazy = m.lazy
+    c.faultAround = m.faultAround
+    c.timeout = m.timeout ?? c.timeout
+    if let v = try o.signedCount("--fault-threads") { c.faultThreads = v }
+    c.marker = try o.take("--marker")
+    c.serialToStdout = !o.flag("--quiet")
+    c.snapshot = try o.snapshotPlan()
+    let stats = o.flag("--stats")
+    let json = try o.take("--stats-json")
+    if let v = try o.take("--kvm") { c.kvmPath = v }
+    try o.expectEmpty()
+    return (c, stats, json)
 }
 
 /// `axvm run`'s options into a configuration (values checked by `Machine.validate` later).
@@ -126,6 +162,7 @@ func runConfig(_ o: inout Options) throws(UsageError) -> (VMConfig, Bool, String
     let json = try o.take("--stats-json")
     let faultMap = try o.take("--fault-map")
     if let v = try o.take("--kvm") { c.kvmPath = v }
+    c.snapshot = try o.snapshotPlan()
     try o.expectEmpty()
     return (c, stats, json, faultMap)
 }
@@ -154,6 +191,7 @@ func bootConfig(_ o: inout Options) throws(UsageError) -> (LinuxBootConfig, Bool
     let json = try o.take("--stats-json")
     let faultMap = try o.take("--fault-map")
     if let v = try o.take("--kvm") { c.kvmPath = v }
+    c.snapshot = try o.snapshotPlan()
     try o.expectEmpty()
     return (c, stats, json, faultMap)
 }
@@ -192,7 +230,32 @@ struct Options {
         }
     }
 
-    static let flags: Set<String> = ["--lazy", "--populate", "--sparse", "--stats", "--help", "--quiet", "--force-kvm-pvm", "--no-mp-table", "--no-acpi"]
+    static let flags: Set<String> = ["--lazy", "--populate", "--sparse", "--stats", "--help", "--quiet", "--force-kvm-pvm", "--no-mp-table", "--no-acpi",
+                                     "--snapshot-and-exit", "--snapshot-diff"]
+
+    /// --snapshot DIR and its triggers (SIGUSR1 always, as the SwiftPM front end).
+    mutating func snapshotPlan() throws(UsageError) -> SnapshotPlan? {
+        let dir = try take("--snapshot"), on = try take("--snapshot-on")
+        var after: Double?
+        if let s = try take("--snapshot-after") {
+            guard let v = Double(s) else { throw invalid(s, "--snapshot-after", "must be a number of seconds") }
+            after = v
+        }
+        let andExit = flag("--snapshot-and-exit"), diff = flag("--snapshot-diff")
+        guard let dir else {
+            if on != nil || after != nil || andExit || diff {
+                throw UsageError(message: "--snapshot-on, --snapshot-after, --snapshot-and-exit and --snapshot-diff need --snapshot DIR")
+            }
+            return nil
+        }
+        var p = SnapshotPlan(directory: dir)
+        p.onText = on
+        p.afterSeconds = after
+        p.onSignal = true
+        p.andExit = andExit
+        p.diff = diff
+        return p
+    }
 
     /// The value of option `name` (the last one given), removed from the list.
     mutating func take(_ name: String) throws(UsageError) -> String? {

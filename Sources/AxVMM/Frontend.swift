@@ -168,7 +168,9 @@ public enum Frontend {
             eprint("axvm: error: the run's report has no Linux boot result")
             throw Exit(3)
         }
-        if !report.exit.isMachineEnd { eprint("axvm: \(report.exitDescription)") }
+        if !report.exit.isMachineEnd && report.exit != .snapshotTaken(directory: config.snapshot?.directory ?? "") {
+            eprint("axvm: \(report.exitDescription)")
+        }
         let text = stats ? LinuxStatsFormat.text(report, linux) : LinuxStatsFormat.summary(report, linux) + "\n"
         try finish(status: report.exitStatus, json: json, { LinuxStatsFormat.json(report, linux, exitStatus: $0) }, text: text,
                    faultMap: map, { FaultMapSVG.render(report) })

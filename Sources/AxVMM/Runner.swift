@@ -83,6 +83,9 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         try pager.start()
         let watchdog: Watchdog
         do {
+            // A restore's VM and vCPU state after the pager runs: KVM reads guest memory as
+            // it takes some of it (the kvmclock MSR maps its page), and that page may be lazy.
+            if let restore { try restoreState(restore, vm: vm, vcpus: vcpus) }
             try loader.start(vm: vm, kick: { control.kickAll() })
             watchdog = try Watchdog(timeout: settings.timeout, handleInterrupt: settings.handleInterrupt,
                                     kick: { control.kickAll() }, stuck: { pager.releaseStuckVCPUs() })

@@ -100,8 +100,7 @@ extension SnapshotState.SavedVCPU {
 
 extension Runner {
     /// A restore in place of the loader's `load`: the snapshot's areas (lazy ones fill from
-    /// the memory file on first touch, populated ones now), then the VM's state, then each
-    /// vCPU's (the LAPICs after the irqchip). Returns the RAM areas.
+    /// the memory file on first touch, populated ones now). Returns the RAM areas.
     func restoreMachine(_ r: RestoreSource, memory: GuestMemory<L.P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) -> [RAMRegion] {
         memory.withSpace { _ in memory.hal.contents = r.pages }
         var ram: [RAMRegion] = []
@@ -118,13 +117,18 @@ extension Runner {
             }
             if !saved.readOnly { ram.append(region) }
         }
+        loader.restored(memory: memory)
+        return ram
+    }
+
+    /// The VM's state, then each vCPU's (the LAPICs after the irqchip), with the pager
+    /// running: KVM touches guest memory while it takes some of it.
+    func restoreState(_ r: RestoreSource, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
         guard vcpus.count == r.state.vcpus.count else {
             throw .snapshot(path: r.directory, field: "vcpus", reason: "\(r.state.vcpus.count) saved, \(vcpus.count) made")
         }
         try platform.restoreVM(vm, r.state.vm)
         for (v, saved) in zip(vcpus, r.state.vcpus) { try platform.restoreVCPU(v, saved.state) }
-        loader.restored(memory: memory)
-        return ram
     }
 
     /// The snapshot's writer (`SnapshotTaker.save`), with every vCPU paused: VM state,
