@@ -391,30 +391,57 @@ linux_snapshot_cases() {
     before=$(tr -d '\r' < /tmp/linux-snapshot.out | sed -n 's/^axvm-snap: before //p')
     result "linux-snapshot: exit $st, $(jf exit | sed "s|$snap|DIR|"), $( [ -n "$before" ] && echo "checksum printed before" || echo "no checksum before")"
     echo "rig: linux-snapshot: boot to init $boot_s s, $pages pages ($(mib $((${pages:-0} * 4096))) MiB) in the snapshot, $(jf snapshot_disk_bytes) bytes on disk, written in $(jf snapshot_total_ns) ns"
-    LIVE=1 bootwatch linux-restore /axvm restore $snap --marker "axvm-snap: after" --stats-json /tmp/s.json
+    LIVE=1 bootwatch linux-restore /axvm restore $snap --marker "axvm-snap: resumed" --stats-json /tmp/s.json
     name=linux-restore
     local after
     after=$(tr -d '\r' < /tmp/linux-restore.out | sed -n 's/^axvm-snap: after //p')
     if [ -n "$before" ] && [ "$after" = "$before" ]; then ok="the checksum after the restore is the one before"
     else ok="checksum before '${before:-?}', after '${after:-?}'"; fi
     result "linux-restore: exit $st, $(jf exit), $ok, host check $(host_check)"
-    echo "rig: linux-restore: first guest instruction after $(jf setup_seconds) s, 'after' line at $(jf init_marker_seconds) s (boot to init: $boot_s s), $(jf restore_pages_copied) of $(jf restore_snapshot_pages) snapshot pages copied in, RssShmem $(mib "$(jf shmem_rss_bytes)") MiB"
-    # 4 clones at once.
-    for i in 1 2 3 4; do
-        /axvm restore $snap --marker "axvm-snap: after" --stats-json /tmp/clone$i.json > /tmp/clone$i.out 2>&1 &
+    echo "rig: linux-restore: first guest instruction after $(jf setup_seconds) s, its next console line ('resumed') at $(jf init_marker_seconds) s (boot to init: $boot_s s), run $(jf run_seconds) s to the reboot, $(jf restore_pages_copied) of $(jf restore_snapshot_pages) snapshot pages copied in, RssShmem $(mib "$(jf shmem_rss_bytes)") MiB"
+    linux_clones 4 "$before" "$pages"
+    name=linux-clones
+    result "linux-clones: $clones_ok of 4 clones restored at once read back the checksum and rebooted"
+}
+
+# linux_clones N BEFORE PAGES: N lazy restores of /tmp/linux-snap at once; sets clones_ok to
+# how many printed the checksum BEFORE again and rebooted, and prints their guest memory
+# (RssShmem: the memfd pages each copied in or populated, private to it) against N full
+# copies of the snapshot's PAGES. The memory file's page cache is shared by all of them.
+linux_clones() {
+    local n=$1 before=$2 pages=$3 i pids="" shmem=0 t0
+    rig_case linux-clones-$n 300
+    t0=$(up)
+    for i in $(seq 1 "$n"); do
+        /axvm restore /tmp/linux-snap --marker "axvm-snap: resumed" --stats-json /tmp/clone$i.json > /tmp/clone$i.out 2>&1 &
+        pids="$pids $!"
     done
-    rig_case linux-clones 120
-    wait
-    ok=0
-    local shmem=0
-    for i in 1 2 3 4; do
+    # Their PIDs only: a bare `wait` would also wait for answer_requests, which never ends.
+    for i in $pids; do wait $i; done
+    clones_ok=0
+    for i in $(seq 1 "$n"); do
         if grep -q '"exit_status": 0,' /tmp/clone$i.json 2>/dev/null && [ -n "$before" ] \
-            && tr -d '\r' < /tmp/clone$i.out | grep -qx "axvm-snap: after $before"; then ok=$((ok + 1)); fi
+            && tr -d '\r' < /tmp/clone$i.out | grep -qx "axvm-snap: after $before"; then clones_ok=$((clones_ok + 1)); fi
         shmem=$((shmem + $(sed -n 's/^  "shmem_rss_bytes": \([0-9]*\),/\1/p' /tmp/clone$i.json 2>/dev/null || echo 0)))
     done
-    name=linux-clones
-    result "linux-clones: $ok of 4 clones restored at once read back the checksum and rebooted"
-    echo "rig: linux-clones: their guest memory together $(mib $shmem) MiB, against 4 full copies of the snapshot's $(mib $((4 * ${pages:-0} * 4096))) MiB"
+    echo "rig: linux-clones-$n: $clones_ok of $n right in $(since "$t0") s; RssShmem together $(mib $shmem) MiB, against $n full copies of the snapshot: $(mib $((n * ${pages:-0} * 4096))) MiB (page cache of the memory file, shared: $(mib $((${pages:-0} * 4096))) MiB at most)"
+}
+
+# linux_restore_rounds N: N lazy and N populated restores of /tmp/linux-snap, interleaved;
+# the medians of the first guest instruction and of the next console line, against the
+# boot to init of linux-snapshot.
+linux_restore_rounds() {
+    local n=$1 r lazy_set="" lazy_line="" pop_set="" pop_line=""
+    for r in $(seq 1 "$n"); do
+        rig_case linux-restore-round-$r 60
+        /axvm restore /tmp/linux-snap --quiet --marker "axvm-snap: resumed" --stats-json /tmp/s.json > /dev/null 2>&1
+        lazy_set="$lazy_set $(jf setup_seconds)"; lazy_line="$lazy_line $(jf init_marker_seconds)"
+        /axvm restore /tmp/linux-snap --populate --quiet --marker "axvm-snap: resumed" --stats-json /tmp/s.json > /dev/null 2>&1
+        pop_set="$pop_set $(jf setup_seconds)"; pop_line="$pop_line $(jf init_marker_seconds)"
+    done
+    awk -v ls="$lazy_set" -v ll="$lazy_line" -v ps="$pop_set" -v pl="$pop_line" "$AWK_MEDIAN"'
+        BEGIN { printf "rig: restore, median of %d: lazy: first instruction %.1f ms, next console line %.3f s; populated: %.1f ms, %.3f s\n",
+                split(ls, x, " "), median(ls) * 1000, median(ll), median(ps) * 1000, median(pl) }'
 }
 
 # clean_log_case LOG...: the kernel printed no line a user reads as an error (Error, Fatal,
@@ -896,6 +923,8 @@ case " $(cat /proc/cmdline) " in
             linux_bad_input
             linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)" "lazy lazy64 lazy2m populate qemu"
             exit_profile
+            linux_restore_rounds 5
+            linux_clones 16 "$(tr -d '\r' < /tmp/linux-snapshot.out | sed -n 's/^axvm-snap: before //p')" "$(sed -n 's/^  "snapshot_pages": \([0-9]*\),/\1/p' /tmp/linux-snapshot.json)"
         fi
         cat /tmp/table
         echo "rig: $npass passed, $nfail failed"

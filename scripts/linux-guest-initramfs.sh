@@ -54,6 +54,7 @@ case " $(/bin/busybox cat /proc/cmdline) " in
     /bin/busybox dd if=/dev/urandom of=/tmp/random bs=1M count=8 2>/dev/null
     echo "axvm-snap: before $(/bin/busybox cat /tmp/data /tmp/random | /bin/busybox md5sum | /bin/busybox cut -c1-32)"
     echo "axvm-snap: ready"
+    echo "axvm-snap: resumed"
     echo "axvm-snap: after $(/bin/busybox cat /tmp/data /tmp/random | /bin/busybox md5sum | /bin/busybox cut -c1-32)" ;;
 esac
 case " $(/bin/busybox cat /proc/cmdline) " in
