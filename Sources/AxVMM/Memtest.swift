@@ -79,7 +79,10 @@ public enum Machine {
 
     /// Validates user-given values, naming the bad one. Everything that reaches the guest's
     /// arithmetic is bounded here.
-    public static func validate(_ c: VMConfig) throws(VMMError) {
+    public static func validate(_ c: VMConfig) throws(VMMError) { try validate(c, restoring: false) }
+
+    /// `restoring`: the configuration of a restored guest, whose snapshot plan may be a diff.
+    static func validate(_ c: VMConfig, restoring: Bool) throws(VMMError) {
         try validateMemory(c.memorySize, faultAround: c.faultAround)
         let usable = c.memorySize - VMConfig.testBase
         if let size = c.testSize, size & 0xfff != 0 || size == 0 || size > usable {
@@ -106,7 +109,7 @@ public enum Machine {
                            reason: "must be from 1 to the \(testPages) test pages\(given)")
         }
         try c.snapshot?.validate()
-        if let plan = c.snapshot, plan.diff {
+        if let plan = c.snapshot, plan.diff && !restoring {
             throw .badValue(what: "diff snapshot", value: plan.directory, reason: "needs a restored VM (axvm restore … --snapshot-diff): a diff is over the snapshot restored")
         }
         if let m = c.maxResident {
@@ -288,7 +291,7 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
             throw .snapshot(path: path, field: "memtest mode", reason: "\(mode) is no mode")
         }
         c.memtestMode = m
-        try Machine.validate(c)
+        try Machine.validate(c, restoring: true)
         return MemtestLoader(platform: platform, config: c, image: nil)
     }
 }

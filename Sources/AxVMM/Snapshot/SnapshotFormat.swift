@@ -13,8 +13,8 @@ struct ByteWriter {
     mutating func raw(_ b: [UInt8]) { bytes.append(contentsOf: b) }
 }
 
-/// Reads what `ByteWriter` wrote. Every read names the field, so that a short or damaged
-/// file is refused with the file and the field it broke at.
+/// Reads what `ByteWriter` wrote. Every read names the field (built only when it fails),
+/// so that a short or damaged file is refused with the file and the field it broke at.
 struct ByteReader {
     let path: String
     private let bytes: [UInt8]
@@ -23,44 +23,87 @@ struct ByteReader {
 
     var remaining: Int { bytes.count - offset }
 
-    private mutating func take(_ n: Int, _ field: String) throws(VMMError) -> ArraySlice<UInt8> {
+    private mutating func need(_ n: Int, _ field: @autoclosure () -> String) throws(VMMError) {
         guard n >= 0, n <= remaining else {
-            throw .snapshot(path: path, field: field, reason: "the file ends at byte \(bytes.count), \(n) bytes needed at \(offset) (truncated?)")
+            throw .snapshot(path: path, field: field(), reason: "the file ends at byte \(bytes.count), \(n) bytes needed at \(offset) (truncated?)")
         }
-        defer { offset += n }
-        return bytes[offset..<offset + n]
     }
-    mutating func u8(_ field: String) throws(VMMError) -> UInt8 { try take(1, field).first ?? 0 }
-    mutating func u32(_ field: String) throws(VMMError) -> UInt32 {
-        try take(4, field).reversed().reduce(0) { $0 << 8 | UInt32($1) }
+    /// `count` little-endian words at the current offset (checked by `need`).
+    private mutating func words<T: FixedWidthInteger>(_: T.Type, _ count: Int, _ field: @autoclosure () -> String) throws(VMMError) -> [T] {
+        try need(count * MemoryLayout<T>.size, field())
+        let at = offset
+        offset += count * MemoryLayout<T>.size
+        // Sound: `need` checked that the words lie inside the array.
+        return bytes.withUnsafeBytes { b in
+            (0..<count).map { T(littleEndian: b.loadUnaligned(fromByteOffset: at + $0 * MemoryLayout<T>.size, as: T.self)) }
+        }
     }
-    mutating func u64(_ field: String) throws(VMMError) -> UInt64 {
-        try take(8, field).reversed().reduce(0) { $0 << 8 | UInt64($1) }
+    /// One little-endian word (no array: the page index reads tens of thousands).
+    private mutating func word<T: FixedWidthInteger>(_: T.Type, _ field: @autoclosure () -> String) throws(VMMError) -> T {
+        try need(MemoryLayout<T>.size, field())
+        let at = offset
+        offset += MemoryLayout<T>.size
+        // Sound: `need` checked that the word lies inside the array.
+        return bytes.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: T.self)) }
     }
-    mutating func blob(_ field: String, limit: Int = 1 << 30) throws(VMMError) -> [UInt8] {
-        let n = try u64(field + " length")
+    mutating func u8(_ field: @autoclosure () -> String) throws(VMMError) -> UInt8 { try word(UInt8.self, field()) }
+    mutating func u32(_ field: @autoclosure () -> String) throws(VMMError) -> UInt32 { try word(UInt32.self, field()) }
+    mutating func u64(_ field: @autoclosure () -> String) throws(VMMError) -> UInt64 { try word(UInt64.self, field()) }
+    /// `count` 64-bit words at once.
+    mutating func u64s(_ count: Int, _ field: @autoclosure () -> String) throws(VMMError) -> [UInt64] {
+        try words(UInt64.self, count, field())
+    }
+    mutating func blob(_ field: @autoclosure () -> String, limit: Int = 1 << 30) throws(VMMError) -> [UInt8] {
+        let n = try u64(field() + " length")
         guard n <= UInt64(min(limit, remaining)) else {
-            throw .snapshot(path: path, field: field, reason: "length \(n) is more than the \(min(limit, remaining)) bytes it may have")
+            throw .snapshot(path: path, field: field(), reason: "length \(n) is more than the \(min(limit, remaining)) bytes it may have")
         }
-        return Array(try take(Int(n), field))
+        return try raw(Int(n), field())
     }
-    mutating func string(_ field: String) throws(VMMError) -> String {
-        String(decoding: try blob(field, limit: 4096), as: UTF8.self)
+    mutating func string(_ field: @autoclosure () -> String) throws(VMMError) -> String {
+        String(decoding: try blob(field(), limit: 4096), as: UTF8.self)
     }
-    mutating func raw(_ n: Int, _ field: String) throws(VMMError) -> [UInt8] { Array(try take(n, field)) }
+    mutating func raw(_ n: Int, _ field: @autoclosure () -> String) throws(VMMError) -> [UInt8] {
+        try need(n, field())
+        defer { offset += n }
+        return Array(bytes[offset..<offset + n])
+    }
 }
 
-/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`): the state file's trailer.
+/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`): the state file's trailer. Eight bytes
+/// a step (slicing-by-8): the state of a large guest is megabytes of page checksums, and a
+/// restore checks it before anything else.
 enum CRC32 {
-    private static let table: [UInt32] = (0..<256).map { i in
-        var c = UInt32(i)
-        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
+    private static let tables: [UInt32] = {
+        var t = [UInt32](repeating: 0, count: 8 * 256)
+        for i in 0..<256 {
+            var c = UInt32(i)
+            for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+            t[i] = c
+        }
+        for i in 0..<256 {
+            for k in 1..<8 { t[k * 256 + i] = (t[(k - 1) * 256 + i] >> 8) ^ t[Int(t[(k - 1) * 256 + i] & 0xff)] }
+        }
+        return t
+    }()
     static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt32 {
         var c: UInt32 = 0xFFFF_FFFF
-        table.withUnsafeBufferPointer { t in
-            for b in bytes { c = t[Int((c ^ UInt32(b)) & 0xff)] ^ (c >> 8) }
+        tables.withUnsafeBufferPointer { t in
+            bytes.withUnsafeBytes { b in
+                var i = 0
+                while i + 8 <= b.count {
+                    let lo = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: i, as: UInt32.self)) ^ c
+                    let hi = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: i + 4, as: UInt32.self))
+                    c = t[7 * 256 + Int(lo & 0xff)] ^ t[6 * 256 + Int(lo >> 8 & 0xff)] ^ t[5 * 256 + Int(lo >> 16 & 0xff)]
+                        ^ t[4 * 256 + Int(lo >> 24)] ^ t[3 * 256 + Int(hi & 0xff)] ^ t[2 * 256 + Int(hi >> 8 & 0xff)]
+                        ^ t[256 + Int(hi >> 16 & 0xff)] ^ t[Int(hi >> 24)]
+                    i += 8
+                }
+                while i < b.count {
+                    c = t[Int((c ^ UInt32(b[i])) & 0xff)] ^ (c >> 8)
+                    i += 1
+                }
+            }
         }
         return c ^ 0xFFFF_FFFF
     }

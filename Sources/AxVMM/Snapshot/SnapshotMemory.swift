@@ -37,7 +37,7 @@ extension GuestMemory {
                 // Read-only areas never change: their pages are all the parent's.
                 guard let dirty = try dirtyPages(region) else {
                     saved.append(SnapshotState.SavedRegion(range: region.range, readOnly: region.readOnly, fileOffset: fileOffset,
-                                                           extents: [], hashes: []))
+                                                           bitmap: SnapshotState.SavedRegion.bitmap(pages: count, []), hashes: []))
                     continue
                 }
                 let dropped: [Int] = withSpace { _ in
@@ -68,7 +68,6 @@ extension GuestMemory {
                 }
             }
             var hashes: [UInt64] = []
-            var extents: [SnapshotState.Extent] = []
             var k = 0
             while k < pages.count {
                 // A run: consecutive pages from one source, at most `chunkPages`.
@@ -76,11 +75,6 @@ extension GuestMemory {
                 while k + n < pages.count && n < chunkPages && pages[k + n].source == pages[k].source
                         && pages[k + n].page == pages[k].page + n { n += 1 }
                 let first = pages[k].page
-                if let last = extents.last, last.first + last.count == UInt64(first) {
-                    extents[extents.count - 1].count += UInt64(n)
-                } else {
-                    extents.append(SnapshotState.Extent(first: UInt64(first), count: UInt64(n)))
-                }
                 let bytes = n * 4096
                 let at = fileOffset + UInt64(first) * 4096
                 var failed: Int32?
@@ -110,7 +104,8 @@ extension GuestMemory {
                 k += n
             }
             saved.append(SnapshotState.SavedRegion(range: region.range, readOnly: region.readOnly, fileOffset: fileOffset,
-                                                   extents: extents, hashes: hashes))
+                                                   bitmap: SnapshotState.SavedRegion.bitmap(pages: count, pages.lazy.map(\.page)),
+                                                   hashes: hashes))
         }
         // The holes at the end too: the file's size is the layout's.
         guard ftruncate(fd, off_t(fileOffset)) == 0 else {
@@ -138,11 +133,40 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
     private let layers: [Layer]
     /// The newest snapshot's memory file (errors name it).
     var path: String { layers.first?.path ?? "" }
-    /// Per area: the guest range, its offset in the files, each page's checksum (0: not in
-    /// the snapshot, or already handed out) and the layer holding it (0 newest), and which
-    /// pages the snapshot held at the restore (a bit per page: a diff snapshot of this VM
-    /// must record those the guest dropped since).
-    private var areas: [(range: GuestPhysRange, fileOffset: UInt64, hashes: [UInt64], layer: [UInt8], held: [UInt64])]
+    /// One layer's index of one area: which pages its file holds (a bitmap), each word's
+    /// count of set bits before it (so a page's checksum is found without a per-page array),
+    /// and the checksums in page order.
+    private struct Index {
+        let bitmap: [UInt64]
+        let rank: [UInt32]
+        let hashes: [UInt64]
+        init(bitmap: [UInt64], hashes: [UInt64]) {
+            self.bitmap = bitmap
+            self.hashes = hashes
+            var r = [UInt32](repeating: 0, count: bitmap.count)
+            var n: UInt32 = 0
+            for (i, w) in bitmap.enumerated() { r[i] = n; n += UInt32(w.nonzeroBitCount) }
+            rank = r
+        }
+        func has(_ page: Int) -> Bool { bitmap[page / 64] & (1 << UInt64(page % 64)) != 0 }
+        func hash(_ page: Int) -> UInt64 {
+            let below = bitmap[page / 64] & ((1 << UInt64(page % 64)) - 1)
+            return hashes[Int(rank[page / 64]) + below.nonzeroBitCount]
+        }
+    }
+    /// Per area: the guest range, its offset in the files, each layer's index (0 newest),
+    /// which pages the snapshot held at the restore (the union), and which of them are still
+    /// to be handed out (cleared as pages are copied in or forgotten).
+    private struct Area {
+        let range: GuestPhysRange
+        let fileOffset: UInt64
+        let layers: [Index]
+        let held: [UInt64]
+        var pending: [UInt64]
+        /// The newest layer holding `page`.
+        func layer(of page: Int) -> Int? { layers.firstIndex { $0.has(page) } }
+    }
+    private var areas: [Area]
     /// The first damaged page, for the pager's report.
     private(set) var failure: String?
     private(set) var pagesCopied = 0
@@ -181,27 +205,14 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
             layers.append(Layer(path: path, map: map, size: Int(expected)))
         }
         self.layers = layers
-        // The oldest layer first, so that a newer one's page replaces it.
         let regions = chain.first?.state.regions ?? []
-        areas = regions.map { r in
-            let pages = Int(r.range.size / 4096)
-            return (r.range, r.fileOffset, [UInt64](repeating: 0, count: pages), [UInt8](repeating: 0, count: pages),
-                    [UInt64](repeating: 0, count: (pages + 63) / 64))
+        areas = regions.enumerated().map { a, r in
+            let indexes = chain.map { Index(bitmap: $0.state.regions[a].bitmap, hashes: $0.state.regions[a].hashes) }
+            var union = [UInt64](repeating: 0, count: r.bitmap.count)
+            for x in indexes { for w in union.indices { union[w] |= x.bitmap[w] } }
+            return Area(range: r.range, fileOffset: r.fileOffset, layers: indexes, held: union, pending: union)
         }
-        for (l, link) in chain.enumerated().reversed() {
-            for (a, r) in link.state.regions.enumerated() where a < areas.count {
-                var k = 0
-                for e in r.extents {
-                    for i in Int(e.first)..<Int(e.first + e.count) {
-                        if areas[a].hashes[i] == 0 { pagesHeld += 1 }
-                        areas[a].hashes[i] = r.hashes[k]
-                        areas[a].layer[i] = UInt8(l)
-                        areas[a].held[i / 64] |= 1 << UInt64(i % 64)
-                        k += 1
-                    }
-                }
-            }
-        }
+        pagesHeld = areas.reduce(0) { $0 + $1.held.reduce(0) { $0 + $1.nonzeroBitCount } }
     }
     deinit {
         for l in layers { if let m = l.map { munmap(UnsafeMutableRawPointer(mutating: m), l.size) } }
@@ -222,23 +233,21 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
     func fill(_ gpa: GuestPhysAddr, memfd: Int32, at offset: UInt64) -> Bool {
         guard let a = areas.firstIndex(where: { $0.range.contains(gpa) }) else { return true }
         let page = Int((gpa - areas[a].range.start) / 4096)
-        let hash = areas[a].hashes[page]
-        guard hash != 0 else { return true }
-        let layer = layers[Int(areas[a].layer[page])]
-        guard let map = layer.map else { return true }
+        let bit: UInt64 = 1 << UInt64(page % 64)
+        guard areas[a].pending[page / 64] & bit != 0, let l = areas[a].layer(of: page), let map = layers[l].map else { return true }
         let fileOffset = areas[a].fileOffset + UInt64(page) * 4096
         let name = "0x\(String(gpa.alignedDown(4096).raw, radix: 16))"
         // Sound: the page lies inside the file, which is mapped whole (size checked in init).
         let source = map + Int(fileOffset)
-        guard PageHash.of(source) == hash else {
-            failure = failure ?? "page \(name) at offset \(fileOffset) of \(layer.path) does not match its checksum (the file is damaged)"
+        guard PageHash.of(source) == areas[a].layers[l].hash(page) else {
+            failure = failure ?? "page \(name) at offset \(fileOffset) of \(layers[l].path) does not match its checksum (the file is damaged)"
             return false
         }
         if let e = writeAll(memfd, UnsafeRawBufferPointer(start: source, count: 4096), at: offset) {
-            failure = failure ?? "copying page \(name) from \(layer.path) into guest memory: \(errnoString(e))"
+            failure = failure ?? "copying page \(name) from \(layers[l].path) into guest memory: \(errnoString(e))"
             return false
         }
-        areas[a].hashes[page] = 0
+        areas[a].pending[page / 64] &= ~bit
         pagesCopied += 1
         return true
     }
@@ -248,7 +257,14 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
     func pending(in range: GuestPhysRange) -> [(page: Int, hash: UInt64)] {
         guard let a = areas.first(where: { $0.range == range }) else { return [] }
         var out: [(page: Int, hash: UInt64)] = []
-        for (i, h) in a.hashes.enumerated() where h != 0 { out.append((i, h)) }
+        for (w, word) in a.pending.enumerated() where word != 0 {
+            var bits = word
+            while bits != 0 {
+                let page = w * 64 + bits.trailingZeroBitCount
+                bits &= bits - 1
+                if let l = a.layer(of: page) { out.append((page, a.layers[l].hash(page))) }
+            }
+        }
         return out
     }
 
@@ -262,7 +278,7 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
     func pointer(_ gpa: GuestPhysAddr) -> UnsafeRawPointer? {
         guard let a = areas.first(where: { $0.range.contains(gpa) }) else { return nil }
         let page = Int((gpa - a.range.start) / 4096)
-        guard let map = layers[Int(a.layer[page])].map else { return nil }
+        guard let l = a.layer(of: page), let map = layers[l].map else { return nil }
         return map + Int(a.fileOffset) + page * 4096
     }
 
@@ -272,7 +288,7 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
             let lo = max(range.start.raw, areas[a].range.start.raw), hi = min(range.end.raw, areas[a].range.end.raw)
             guard lo < hi else { continue }
             let base = areas[a].range.start.raw
-            for p in Int((lo - base) / 4096)..<Int((hi - base + 4095) / 4096) { areas[a].hashes[p] = 0 }
+            for p in Int((lo - base) / 4096)..<Int((hi - base + 4095) / 4096) { areas[a].pending[p / 64] &= ~(1 << UInt64(p % 64)) }
         }
     }
 }

@@ -44,13 +44,20 @@ struct SnapshotState: Equatable {
         var readOnly: Bool
         /// Where the area starts in the memory file.
         var fileOffset: UInt64
-        /// Populated pages: (first page index in the area, count), in order.
-        var extents: [Extent]
-        /// One `PageHash` per populated page, in extent order.
+        /// The pages the file holds: bit i of word i / 64 for page i of the area (a bitmap:
+        /// 16 KiB for 512 MiB, whatever the pattern; a restore reads it as it is).
+        var bitmap: [UInt64]
+        /// One `PageHash` per page the file holds, in page order.
         var hashes: [UInt64]
         var pages: Int { hashes.count }
+
+        /// A bitmap for `count` pages with the pages of `indices` set.
+        static func bitmap(pages count: Int, _ indices: some Sequence<Int>) -> [UInt64] {
+            var b = [UInt64](repeating: 0, count: (count + 63) / 64)
+            for i in indices { b[i / 64] |= 1 << UInt64(i % 64) }
+            return b
+        }
     }
-    struct Extent: Equatable { var first: UInt64; var count: UInt64 }
 
     /// One vCPU: its KVM state and, if its loop had ended (a memtest vCPU that exited), how.
     struct SavedVCPU: Equatable {
@@ -81,8 +88,8 @@ struct SnapshotState: Equatable {
             w.u64(r.range.size)
             w.u8(r.readOnly ? 1 : 0)
             w.u64(r.fileOffset)
-            w.u64(UInt64(r.extents.count))
-            for e in r.extents { w.u64(e.first); w.u64(e.count) }
+            for b in r.bitmap { w.u64(b) }
+            w.u64(UInt64(r.hashes.count))
             for h in r.hashes { w.u64(h) }
         }
         w.u64(UInt64(vcpus.count))
@@ -104,7 +111,7 @@ struct SnapshotState: Equatable {
         // The CRC first: a damaged file is named as such, not by the first odd field.
         guard bytes.count >= magic.count + 8 else { throw bad("checksum", "the file is too short to hold one") }
         let body = bytes[..<(bytes.count - 4)]
-        let stored = bytes[(bytes.count - 4)...].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        let stored = bytes[(bytes.count - 4)...].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }  // little-endian
         let crc = CRC32.checksum(body)
         guard crc == stored else {
             throw bad("checksum", "CRC-32 0x\(String(crc, radix: 16)) of the contents, 0x\(String(stored, radix: 16)) recorded: the file is damaged or truncated")
@@ -127,23 +134,16 @@ struct SnapshotState: Equatable {
             let fileOffset = try r.u64(f + " file offset")
             guard fileOffset == fileEnd else { throw bad(f + " file offset", "\(fileOffset); the areas lie end to end, so \(fileEnd)") }
             fileEnd += size
-            let n = try r.u64(f + " extents")
-            guard n <= size / 4096 else { throw bad(f + " extents", "\(n) for \(size / 4096) pages") }
-            var extents: [Extent] = []
-            var pages: UInt64 = 0, next: UInt64 = 0
-            for _ in 0..<Int(n) {
-                let e = Extent(first: try r.u64(f + " extent"), count: try r.u64(f + " extent"))
-                guard e.count > 0, e.first >= next, e.first <= size / 4096, e.count <= size / 4096 - e.first else {
-                    throw bad(f + " extent", "pages \(e.first)+\(e.count) out of order or outside the area's \(size / 4096) pages")
-                }
-                next = e.first + e.count
-                pages += e.count
-                extents.append(e)
+            let pageCount = Int(size / 4096)
+            let bitmap = try r.u64s((pageCount + 63) / 64, f + " page bitmap")
+            let held = bitmap.reduce(0) { $0 + $1.nonzeroBitCount }
+            if pageCount % 64 != 0, let last = bitmap.last, last >> UInt64(pageCount % 64) != 0 {
+                throw bad(f + " page bitmap", "pages set past the area's \(pageCount)")
             }
-            var hashes: [UInt64] = []
-            hashes.reserveCapacity(Int(pages))
-            for _ in 0..<pages { hashes.append(try r.u64(f + " page checksums")) }
-            s.regions.append(SavedRegion(range: range, readOnly: readOnly, fileOffset: fileOffset, extents: extents, hashes: hashes))
+            let pages = try r.u64(f + " page checksums")
+            guard pages == UInt64(held) else { throw bad(f + " page checksums", "\(pages) for the bitmap's \(held) pages") }
+            let hashes = try r.u64s(held, f + " page checksums")
+            s.regions.append(SavedRegion(range: range, readOnly: readOnly, fileOffset: fileOffset, bitmap: bitmap, hashes: hashes))
         }
         let vcpuCount = try r.u64("vcpus")
         guard vcpuCount >= 1 && vcpuCount <= 64 else { throw bad("vcpus", "\(vcpuCount); from 1 to 64") }
