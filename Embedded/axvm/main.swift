@@ -242,19 +242,11 @@ struct Options {
             after = v
         }
         let andExit = flag("--snapshot-and-exit"), diff = flag("--snapshot-diff")
-        guard let dir else {
-            if on != nil || after != nil || andExit || diff {
-                throw UsageError(message: "--snapshot-on, --snapshot-after, --snapshot-and-exit and --snapshot-diff need --snapshot DIR")
-            }
-            return nil
+        do {
+            return try SnapshotPlan.commandLine(directory: dir, onText: on, afterSeconds: after, andExit: andExit, diff: diff)
+        } catch {
+            throw UsageError(message: "\(error)")
         }
-        var p = SnapshotPlan(directory: dir)
-        p.onText = on
-        p.afterSeconds = after
-        p.onSignal = true
-        p.andExit = andExit
-        p.diff = diff
-        return p
     }
 
     /// The value of option `name` (the last one given), removed from the list.

@@ -273,22 +273,17 @@ struct SnapshotOptions: ParsableArguments {
     @Flag(help: "axvm restore: write only the pages the guest wrote since the restore, over the restored snapshot.")
     var snapshotDiff = false
 
+    /// Checked in `validate`: a bad plan never reaches `run`.
     var plan: SnapshotPlan? {
-        guard let snapshot else { return nil }
-        var p = SnapshotPlan(directory: snapshot)
-        p.onText = snapshotOn
-        p.afterSeconds = snapshotAfter
-        p.onSignal = true
-        p.andExit = snapshotAndExit
-        p.diff = snapshotDiff
-        return p
+        try? SnapshotPlan.commandLine(directory: snapshot, onText: snapshotOn, afterSeconds: snapshotAfter,
+                                      andExit: snapshotAndExit, diff: snapshotDiff)
     }
 
     func validate() throws {
-        if snapshot == nil && (snapshotOn != nil || snapshotAfter != nil || snapshotAndExit || snapshotDiff) {
-            throw ValidationError("--snapshot-on, --snapshot-after, --snapshot-and-exit and --snapshot-diff need --snapshot DIR")
-        }
-        do { try plan?.validate() } catch { throw ValidationError("\(error)") }
+        do {
+            _ = try SnapshotPlan.commandLine(directory: snapshot, onText: snapshotOn, afterSeconds: snapshotAfter,
+                                             andExit: snapshotAndExit, diff: snapshotDiff)
+        } catch { throw ValidationError("\(error)") }
     }
 }
 

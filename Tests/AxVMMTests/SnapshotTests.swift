@@ -130,6 +130,34 @@ struct SnapshotTests {
         }
     }
 
+    /// A vCPU that had already exited when the snapshot was taken is saved as ended and does
+    /// not run after the restore: vCPU 1 has no test pages (one page, split between two
+    /// vCPUs) and exits at once; vCPU 0 is snapshotted as it prints its checksum.
+    @Test func vcpuThatHadEndedStaysEnded() throws {
+        let dir = temporaryPath("snap-ended")
+        defer { removeSnapshot(dir) }
+        var c = Self.config(vcpus: 2)
+        c.testSize = 4096
+        let expected = expectedChecksum(Machine.guestParamsForTests(c))
+        var ended = 0
+        for _ in 0..<3 where ended == 0 {  // vCPU 1 ends first in practice; the race is retried
+            var plan = SnapshotPlan(directory: dir)
+            plan.onText = "memtest: checksum"
+            plan.andExit = true
+            c.snapshot = plan
+            let taken = try Machine.run(c)
+            #expect(taken.exit == .snapshotTaken(directory: dir), "\(taken.exitDescription)")
+            ended = taken.statistics.snapshot?.vcpusEnded ?? 0
+        }
+        try #require(ended == 1, "vCPU 1 never ended before the snapshot")
+        let r = try Self.restore(dir)
+        #expect(r.exit == .guestExit(code: 0), "\(r.exitDescription)")
+        #expect(r.memtest?.checksum == expected)
+        #expect(r.statistics.vcpus.count == 2)
+        #expect(r.statistics.vcpus[1].exits == 0, "vCPU 1 ran after the restore")
+        #expect(r.serialOutput.hasPrefix(" 0x"), "\(r.serialOutput.debugDescription): the checksum line goes on where it stopped")
+    }
+
     /// A diff snapshot needs a snapshot to be a diff of.
     @Test func diffSnapshotOfABootedGuestIsRefused() throws {
         var c = Self.config()

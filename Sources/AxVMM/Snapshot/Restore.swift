@@ -128,7 +128,8 @@ extension Runner {
             throw .snapshot(path: r.directory, field: "vcpus", reason: "\(r.state.vcpus.count) saved, \(vcpus.count) made")
         }
         try platform.restoreVM(vm, r.state.vm)
-        for (v, saved) in zip(vcpus, r.state.vcpus) { try platform.restoreVCPU(v, saved.state) }
+        // A vCPU whose loop had ended has no saved registers (a blank block) and does not run.
+        for (v, saved) in zip(vcpus, r.state.vcpus) where saved.ended == 0 { try platform.restoreVCPU(v, saved.state) }
     }
 
     /// The snapshot's writer (`SnapshotTaker.save`), with every vCPU paused: VM state,
@@ -254,10 +255,7 @@ public enum Snapshots {
                     base.snapshot = c.snapshot
                     base.initMarker = c.marker ?? ""
                     let ram = source.state.regions.filter { !$0.readOnly }.map(\.range)
-                    guard let x86 = platform as? X86Platform<P.Format> else {
-                        throw .snapshot(path: path, field: "arch", reason: "a Linux snapshot restores on x86_64 only so far")
-                    }
-                    let loader = try LinuxLoader.restoring(platform: x86, bytes: source.state.loader, path: path, ram: ram,
+                    let loader = try LinuxLoader.restoring(platform: platform, bytes: source.state.loader, path: path, ram: ram,
                                                            base: base, t0: t0)
                     guard loader.config.vcpus == source.state.vcpus.count else {
                         throw .snapshot(path: path, field: "loader", reason: "its vCPUs differ from the snapshot's")

@@ -23,6 +23,27 @@ public struct SnapshotPlan: Sendable, Equatable {
     public var diff = false
     public init(directory: String) { self.directory = directory }
 
+    /// The plan the command line's snapshot options give (both front ends): nil without a
+    /// directory, refused if a trigger or flag comes without one. SIGUSR1 is always a trigger.
+    public static func commandLine(directory: String?, onText: String?, afterSeconds: Double?, andExit: Bool,
+                                   diff: Bool) throws(VMMError) -> SnapshotPlan? {
+        guard let directory else {
+            if onText != nil || afterSeconds != nil || andExit || diff {
+                throw .badValue(what: "snapshot options", value: "without --snapshot",
+                                reason: "--snapshot-on, --snapshot-after, --snapshot-and-exit and --snapshot-diff need --snapshot DIR")
+            }
+            return nil
+        }
+        var p = SnapshotPlan(directory: directory)
+        p.onText = onText
+        p.afterSeconds = afterSeconds
+        p.onSignal = true
+        p.andExit = andExit
+        p.diff = diff
+        try p.validate()
+        return p
+    }
+
     /// Refuses an unusable plan, naming the value.
     public func validate() throws(VMMError) {
         if directory.isEmpty { throw .badValue(what: "snapshot directory", value: "\"\"", reason: "must name a directory") }
@@ -48,6 +69,8 @@ public struct SnapshotResult: Sendable, Equatable {
     public var totalNanos: UInt64
     /// When it was asked for, from the start of the vCPUs.
     public var atNanos: UInt64
+    /// vCPUs whose loop had already ended (a memtest vCPU that exited): saved as ended.
+    public var vcpusEnded: Int
 }
 
 /// Takes one snapshot of a running VM: a trigger (`request`) kicks every vCPU out of
@@ -207,7 +230,7 @@ final class SnapshotTaker: @unchecked Sendable {  // mutable state under `mutex`
             result = SnapshotResult(directory: plan.directory, trigger: trigger, pages: w.pages, memoryFileBytes: w.memoryBytes,
                                     diskBytes: w.diskBytes, stateBytes: w.stateBytes,
                                     pauseNanos: paused &- requestedAt, totalNanos: end &- requestedAt,
-                                    atNanos: requestedAt &- created)
+                                    atNanos: requestedAt &- created, vcpusEnded: e.filter { $0 != nil }.count)
         case let .failure(err): if !failed { firstError = err }
         }
         phase = .done
