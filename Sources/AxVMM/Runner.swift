@@ -102,7 +102,7 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
                 t.save = { [self] states, ended throws(VMMError) in
                     try writeSnapshot(plan.directory, states: states, ended: ended, vm: vm, memory: memory)
                 }
-                if let text = plan.onText { loader.watchConsole(text) { [weak t] in t?.request("console text") } }
+                if let text = plan.onText { loader.watchConsole(text) { t.request("console text") } }
                 try t.start()
                 return t
             }

@@ -43,6 +43,7 @@ int ckvm_open(const char *path, int flags) { return open(path, flags); }
 int ckvm_open_mode(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
 int ckvm_close(int fd) { return close(fd); }
 int ckvm_is_regular_file(unsigned int mode) { return S_ISREG(mode); }
+int ckvm_is_directory(unsigned int mode) { return S_ISDIR(mode); }
 int ckvm_mkstemp_cloexec(char *template_) { return mkostemp(template_, O_CLOEXEC); }
 void ckvm_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 long ckvm_write(int fd, const void *buffer, size_t count) { return write(fd, buffer, count); }
@@ -352,7 +353,7 @@ int ckvm_x86_save_vcpu(int kvm_fd, int vcpu_fd, struct ckvm_x86_vcpu_state *s, c
     STEP("KVM_GET_REGS", ioctl(vcpu_fd, KVM_GET_REGS, &s->regs));
     STEP("KVM_GET_SREGS", ioctl(vcpu_fd, KVM_GET_SREGS, &s->sregs));
     if (ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0) {
-        STEP("KVM_GET_XSAVE", ioctl(vcpu_fd, KVM_GET_XSAVE, &s->xsave));
+        STEP("KVM_GET_XSAVE", ioctl(vcpu_fd, KVM_GET_XSAVE, (struct kvm_xsave *)s->xsave));
         s->parts |= CKVM_PART_XSAVE;
     } else {
         STEP("KVM_GET_FPU", ioctl(vcpu_fd, KVM_GET_FPU, &s->fpu));
@@ -396,7 +397,7 @@ int ckvm_x86_restore_vcpu(int vcpu_fd, const struct ckvm_x86_vcpu_state *s, uint
     STEP("KVM_SET_MP_STATE", ioctl(vcpu_fd, KVM_SET_MP_STATE, &s->mp_state));
     STEP("KVM_SET_REGS", ioctl(vcpu_fd, KVM_SET_REGS, &s->regs));
     STEP("KVM_SET_SREGS", ioctl(vcpu_fd, KVM_SET_SREGS, &s->sregs));
-    if (s->parts & CKVM_PART_XSAVE) STEP("KVM_SET_XSAVE", ioctl(vcpu_fd, KVM_SET_XSAVE, &s->xsave));
+    if (s->parts & CKVM_PART_XSAVE) STEP("KVM_SET_XSAVE", ioctl(vcpu_fd, KVM_SET_XSAVE, (const struct kvm_xsave *)s->xsave));
     else STEP("KVM_SET_FPU", ioctl(vcpu_fd, KVM_SET_FPU, &s->fpu));
     if (s->parts & CKVM_PART_XCRS) STEP("KVM_SET_XCRS", ioctl(vcpu_fd, KVM_SET_XCRS, &s->xcrs));
     if (s->parts & CKVM_PART_DEBUGREGS) STEP("KVM_SET_DEBUGREGS", ioctl(vcpu_fd, KVM_SET_DEBUGREGS, &s->debugregs));

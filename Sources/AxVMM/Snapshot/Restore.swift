@@ -142,7 +142,7 @@ extension Runner {
         }
         if mkdir(directory, 0o755) != 0 && errno != EEXIST { throw bad("", "mkdir") }
         var st = stat()
-        guard stat(directory, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
+        guard stat(directory, &st) == 0, ckvm_is_directory(UInt32(st.st_mode)) != 0 else {
             throw .snapshot(path: directory, field: "directory", reason: "not a directory")
         }
         let vmState = try platform.saveVM(vm)
@@ -154,7 +154,7 @@ extension Runner {
             free(p)
         }
         let memTemp = directory + "/" + SnapshotState.memoryFile + ".tmp"
-        let fd = open(memTemp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = ckvm_open_mode(memTemp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw bad(SnapshotState.memoryFile + ".tmp", "create") }
         let regions: [SnapshotState.SavedRegion]
         do {
@@ -181,7 +181,7 @@ extension Runner {
                                   memorySize: settings.memorySize, regions: regions, vcpus: vcpus, vm: vmState)
         let bytes = state.encoded()
         let stateTemp = directory + "/" + SnapshotState.stateFile + ".tmp"
-        let sfd = open(stateTemp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let sfd = ckvm_open_mode(stateTemp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard sfd >= 0 else { unlink(memTemp); throw bad(SnapshotState.stateFile + ".tmp", "create") }
         let failed = bytes.withUnsafeBytes { writeAll(sfd, $0, at: 0) }
         if close(sfd) != 0 || failed != nil {
@@ -254,7 +254,7 @@ public enum Snapshots {
                     base.kvmPath = c.kvmPath
                     base.snapshot = c.snapshot
                     base.initMarker = c.marker ?? ""
-                    let ram = source.state.regions.filter { !$0.readOnly }.map(\.range)
+                    let ram = source.state.regions.filter { !$0.readOnly }.map { $0.range }
                     let loader = try LinuxLoader.restoring(platform: platform, bytes: source.state.loader, path: path, ram: ram,
                                                            base: base, t0: t0)
                     guard loader.config.vcpus == source.state.vcpus.count else {

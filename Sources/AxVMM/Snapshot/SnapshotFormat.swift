@@ -1,6 +1,8 @@
+import CKVM
 #if canImport(Glibc)
 import Glibc
 #endif
+import KVM
 
 /// The bytes of a snapshot's state file, little-endian, appended in order.
 struct ByteWriter {
@@ -127,12 +129,12 @@ enum PageHash {
 func readSnapshotFile(_ path: String, field: String, limit: Int) throws(VMMError) -> [UInt8] {
     func bad(_ reason: String) -> VMMError { .snapshot(path: path, field: field, reason: reason) }
     // O_NONBLOCK: a FIFO put in the snapshot's place must not block the open; it is refused below.
-    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+    let fd = ckvm_open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
     guard fd >= 0 else { throw bad(errnoString(errno)) }
     defer { close(fd) }
     var st = stat()
     guard fstat(fd, &st) == 0 else { throw bad(errnoString(errno)) }
-    guard st.st_mode & S_IFMT == S_IFREG else { throw bad("not a regular file") }
+    guard ckvm_is_regular_file(UInt32(st.st_mode)) != 0 else { throw bad("not a regular file") }
     guard st.st_size <= limit else { throw bad("\(st.st_size) bytes, more than a snapshot's state can be (\(limit))") }
     var out = [UInt8](repeating: 0, count: Int(st.st_size))
     var done = 0

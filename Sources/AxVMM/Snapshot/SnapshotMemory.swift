@@ -42,7 +42,7 @@ extension GuestMemory {
                 }
                 let dropped: [Int] = withSpace { _ in
                     guard let contents = hal.contents else { return [] }
-                    let pendingNow = Set(contents.pending(in: region.range).map(\.page))
+                    let pendingNow = Set(contents.pending(in: region.range).map { $0.page })
                     return (0..<count).filter { !populated[$0] && !pendingNow.contains($0) && contents.held(region.range, page: $0) }
                 }
                 var d = 0
@@ -80,10 +80,10 @@ extension GuestMemory {
                 var failed: Int32?
                 switch pages[k].source {
                 case .zero:
-                    hashes += pages[k..<k + n].map(\.hash)  // a hole of the file
+                    hashes += pages[k..<k + n].map { $0.hash }  // a hole of the file
                 case .parent:
                     // Straight from the restored snapshot's file, with the checksum it recorded.
-                    hashes += pages[k..<k + n].map(\.hash)
+                    hashes += pages[k..<k + n].map { $0.hash }
                     // One page at a time: consecutive pages may lie in different layers.
                     for p in 0..<n where failed == nil {
                         let gpa = region.range.start + UInt64(first + p) * 4096
@@ -104,7 +104,7 @@ extension GuestMemory {
                 k += n
             }
             saved.append(SnapshotState.SavedRegion(range: region.range, readOnly: region.readOnly, fileOffset: fileOffset,
-                                                   bitmap: SnapshotState.SavedRegion.bitmap(pages: count, pages.lazy.map(\.page)),
+                                                   bitmap: SnapshotState.SavedRegion.bitmap(pages: count, pages.lazy.map { $0.page }),
                                                    hashes: hashes))
         }
         // The holes at the end too: the file's size is the layout's.
@@ -179,7 +179,7 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
         var layers: [Layer] = []
         for (directory, state) in chain {
             let path = directory + "/" + SnapshotState.memoryFile
-            let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // a FIFO must not block: refused below
+            let fd = ckvm_open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // a FIFO must not block: refused below
             guard fd >= 0 else {
                 for l in layers { if let m = l.map { munmap(UnsafeMutableRawPointer(mutating: m), l.size) } }
                 throw .snapshot(path: path, field: "memory file", reason: errnoString(errno))
@@ -188,7 +188,7 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
             var st = stat()
             let expected = state.memoryFileSize
             var problem: (String, String)?
-            if fstat(fd, &st) != 0 || st.st_mode & S_IFMT != S_IFREG {
+            if fstat(fd, &st) != 0 || ckvm_is_regular_file(UInt32(st.st_mode)) == 0 {
                 problem = ("memory file", "not a regular file")
             } else if UInt64(st.st_size) != expected {
                 problem = ("memory file size", "\(st.st_size) bytes; the state says \(expected) (truncated or from another snapshot)")

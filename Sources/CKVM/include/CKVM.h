@@ -41,6 +41,7 @@ int ckvm_close(int fd);
 /// S_ISREG(mode): S_IFMT is a mode_t in Glibc's overlay but an int macro here, and both
 /// would be visible to Swift.
 int ckvm_is_regular_file(unsigned int mode);
+int ckvm_is_directory(unsigned int mode);
 /// mkostemp(template, O_CLOEXEC): a new file named from `template` (its XXXXXX replaced).
 int ckvm_mkstemp_cloexec(char *template_);
 /// signal(SIGPIPE, SIG_IGN): a write to a closed pipe returns EPIPE instead of killing the process.
@@ -212,7 +213,10 @@ struct ckvm_x86_vcpu_state {
     uint32_t nmsrs;
     struct kvm_regs regs;
     struct kvm_sregs sregs;
-    struct kvm_xsave xsave;    // KVM_CAP_XSAVE; else `fpu`
+    /// KVM_GET_XSAVE's 4096-byte region (`struct kvm_xsave` without its flexible `extra`:
+    /// the size as long as no dynamic XSAVE feature such as AMX is enabled for the guest,
+    /// which axvm never asks for); with KVM_CAP_XSAVE, else `fpu`.
+    uint32_t xsave[1024];
     struct kvm_fpu fpu;
     struct kvm_xcrs xcrs;
     struct kvm_lapic_state lapic;
