@@ -398,7 +398,7 @@ linux_snapshot_cases() {
     if [ -n "$before" ] && [ "$after" = "$before" ]; then ok="the checksum after the restore is the one before"
     else ok="checksum before '${before:-?}', after '${after:-?}'"; fi
     result "linux-restore: exit $st, $(jf exit), $ok, host check $(host_check)"
-    echo "rig: linux-restore: first guest instruction after $(jf setup_seconds) s, its next console line ('resumed') at $(jf init_marker_seconds) s (boot to init: $boot_s s), run $(jf run_seconds) s to the reboot, $(jf restore_pages_copied) of $(jf restore_snapshot_pages) snapshot pages copied in, RssShmem $(mib "$(jf shmem_rss_bytes)") MiB"
+    echo "rig: linux-restore: first guest instruction after $(jf setup_seconds) s, its next console line ('resumed') at $(jf init_marker_seconds) s (boot to init: $boot_s s), run $(jf run_seconds) s to the reboot, $(jf restore_pages_copied) of $(jf restore_snapshot_pages) snapshot pages copied in, guest memory $(mib "$(jf populated_bytes)") MiB"
     linux_clones 4 "$before" "$pages"
     name=linux-clones
     result "linux-clones: $clones_ok of 4 clones restored at once read back the checksum and rebooted"
@@ -406,10 +406,11 @@ linux_snapshot_cases() {
 
 # linux_clones N BEFORE PAGES: N lazy restores of /tmp/linux-snap at once; sets clones_ok to
 # how many printed the checksum BEFORE again and rebooted, and prints their guest memory
-# (RssShmem: the memfd pages each copied in or populated, private to it) against N full
-# copies of the snapshot's PAGES. The memory file's page cache is shared by all of them.
+# (populated_bytes: the memfd pages each copied in or populated, private to it; RssShmem
+# would also count the mapped snapshot file, on the rig's tmpfs) against N full copies of
+# the snapshot's PAGES. The memory file's page cache is shared by all of them.
 linux_clones() {
-    local n=$1 before=$2 pages=$3 i pids="" shmem=0 t0
+    local n=$1 before=$2 pages=$3 i pids="" private=0 copied=0 t0
     rig_case linux-clones-$n 300
     t0=$(up)
     for i in $(seq 1 "$n"); do
@@ -422,9 +423,10 @@ linux_clones() {
     for i in $(seq 1 "$n"); do
         if grep -q '"exit_status": 0,' /tmp/clone$i.json 2>/dev/null && [ -n "$before" ] \
             && tr -d '\r' < /tmp/clone$i.out | grep -qx "axvm-snap: after $before"; then clones_ok=$((clones_ok + 1)); fi
-        shmem=$((shmem + $(sed -n 's/^  "shmem_rss_bytes": \([0-9]*\),/\1/p' /tmp/clone$i.json 2>/dev/null || echo 0)))
+        private=$((private + $(sed -n 's/^  "populated_bytes": \([0-9]*\),/\1/p' /tmp/clone$i.json 2>/dev/null || echo 0)))
+        copied=$((copied + $(sed -n 's/^  "restore_pages_copied": \([0-9]*\),/\1/p' /tmp/clone$i.json 2>/dev/null || echo 0)))
     done
-    echo "rig: linux-clones-$n: $clones_ok of $n right in $(since "$t0") s; RssShmem together $(mib $shmem) MiB, against $n full copies of the snapshot: $(mib $((n * ${pages:-0} * 4096))) MiB (page cache of the memory file, shared: $(mib $((${pages:-0} * 4096))) MiB at most)"
+    echo "rig: linux-clones-$n: $clones_ok of $n right in $(since "$t0") s; their guest memory (memfd, private to each) together $(mib $private) MiB, of which $(mib $((copied * 4096))) MiB copied in from the snapshot; against $n full copies of the snapshot: $(mib $((n * ${pages:-0} * 4096))) MiB; the snapshot file's page cache, shared: $(mib $((${pages:-0} * 4096))) MiB at most"
 }
 
 # linux_restore_rounds N: N lazy and N populated restores of /tmp/linux-snap, interleaved;
