@@ -187,16 +187,11 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
     /// lazy pages first through `handlePageFault`, as a guest read would. Used by loaders.
     public func write(_ bytes: UnsafeRawBufferPointer, at gpa: GuestPhysAddr) throws(VMMError) {
         try withSpace { s throws(VMMError) in
-            var page = gpa.alignedDown(4096)
-            while page < gpa + UInt64(bytes.count) {
-                let r = s.handlePageFault(page, access: .read)
-                guard r.isResolved else { throw .addrSpace(r == .notInArea ? .notMapped(page) : .noMemory(page)) }
-                page = page + 4096
-            }
+            try Self.populate(s, gpa, count: bytes.count)
             do throws(AddrSpaceError) { try s.write(gpa, from: bytes) } catch { throw .addrSpace(error) }
             // The bytes went through the VMM's view of the memfd; drop that view's mappings
             // of guest pages so they count once in the RSS (the data stays in the file).
-            page = gpa.alignedDown(4096)
+            var page = gpa.alignedDown(4096)
             while page < gpa + UInt64(bytes.count) {
                 if let hpa = s.translate(page) { host.dropView(hpa.raw, 4096) }
                 page = page + 4096
@@ -233,15 +228,19 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
     /// (after a lazy restore: with the snapshot's contents).
     public func read<T: BitwiseCopyable>(_ gpa: GuestPhysAddr, as: T.Type = T.self) throws(VMMError) -> T {
         try withSpace { s throws(VMMError) -> T in
-            var page = gpa.alignedDown(4096)
-            while page < gpa + UInt64(MemoryLayout<T>.size) {
-                if !s.isPopulated(page) {
-                    let r = s.handlePageFault(page, access: .read)
-                    guard r.isResolved else { throw .addrSpace(r == .notInArea ? .notMapped(page) : .noMemory(page)) }
-                }
-                page = page + 4096
-            }
+            try Self.populate(s, gpa, count: MemoryLayout<T>.size)
             do throws(AddrSpaceError) { return try s.readObject(gpa, as: T.self) } catch { throw .addrSpace(error) }
+        }
+    }
+
+    /// Populates the pages of `[gpa, gpa + count)` through `handlePageFault`, as a guest read
+    /// would (a page already there stays as it is). Called under the lock (`withSpace`).
+    private static func populate(_ s: AddrSpace<Format, MemfdHAL>, _ gpa: GuestPhysAddr, count: Int) throws(VMMError) {
+        var page = gpa.alignedDown(4096)
+        while page < gpa + UInt64(count) {
+            let r = s.handlePageFault(page, access: .read)
+            guard r.isResolved else { throw .addrSpace(r == .notInArea ? .notMapped(page) : .noMemory(page)) }
+            page = page + 4096
         }
     }
 

@@ -40,11 +40,7 @@ extension GuestMemory {
                                                            bitmap: SnapshotState.SavedRegion.bitmap(pages: count, []), hashes: []))
                     continue
                 }
-                let dropped: [Int] = withSpace { _ in
-                    guard let contents = hal.contents else { return [] }
-                    let pendingNow = Set(contents.pending(in: region.range).map { $0.page })
-                    return (0..<count).filter { !populated[$0] && !pendingNow.contains($0) && contents.held(region.range, page: $0) }
-                }
+                let dropped = withSpace { _ in hal.contents?.dropped(in: region.range) ?? [] }.filter { !populated[$0] }
                 var d = 0
                 for p in 0..<count {
                     let written = populated[p] && dirty[p / 64] & (1 << UInt64(p % 64)) != 0
@@ -268,10 +264,19 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
         return out
     }
 
-    /// Whether the snapshot held page `page` of the area `range` when the VM was restored.
-    func held(_ range: GuestPhysRange, page: Int) -> Bool {
-        guard let a = areas.first(where: { $0.range == range }) else { return false }
-        return a.held[page / 64] & (1 << UInt64(page % 64)) != 0
+    /// The pages of `range` (one whole area) the snapshot held at the restore and no longer
+    /// hands out (copied in, or forgotten on a reclaim), in order.
+    func dropped(in range: GuestPhysRange) -> [Int] {
+        guard let a = areas.first(where: { $0.range == range }) else { return [] }
+        var out: [Int] = []
+        for (w, held) in a.held.enumerated() {
+            var bits = held & ~a.pending[w]
+            while bits != 0 {
+                out.append(w * 64 + bits.trailingZeroBitCount)
+                bits &= bits - 1
+            }
+        }
+        return out
     }
 
     /// Where the snapshot's copy of the page at `gpa` is mapped (nil: it holds none).
