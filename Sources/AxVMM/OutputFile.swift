@@ -25,7 +25,8 @@ public struct OutputFile: ~Copyable {
     /// The target's permissions (an existing file keeps its own).
     private let mode: mode_t
 
-    /// `inputs`: (what it is, its path) for each file the run reads.
+    /// `inputs`: (what it is, its path) for each file the run reads or writes besides this
+    /// one; a directory among them (a snapshot's) may hold no output at all.
     public init(path: String, inputs: [(String, String)] = []) throws(VMMError) {
         var st = stat()
         var target = path
@@ -58,6 +59,17 @@ public struct OutputFile: ~Copyable {
         let slash = target.lastIndex(of: "/")
         let directory = slash.map { String(target[...$0]) } ?? ""
         let base = slash.map { String(target[target.index(after: $0)...]) } ?? target
+        // An input that is a directory (a snapshot's) takes no output: its files would be
+        // replaced, and a file of ours in it would stop it from being a snapshot.
+        var d = stat()
+        if stat(directory.isEmpty ? "." : directory, &d) == 0 {
+            for (what, input) in inputs {
+                var i = stat()
+                if stat(input, &i) == 0 && ckvm_is_directory(i.st_mode) != 0 && i.st_dev == d.st_dev && i.st_ino == d.st_ino {
+                    throw .output(path: path, reason: "is in the \(what) \(input): a snapshot directory holds only the snapshot's files, which it would replace")
+                }
+            }
+        }
         var template = Array((directory + "." + base + ".axvm-XXXXXX").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { b in b.baseAddress.map { ckvm_mkstemp_cloexec($0) } ?? -1 }
         guard fd >= 0 else {

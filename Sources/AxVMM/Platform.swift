@@ -104,6 +104,12 @@ public enum GuestArch: String, Sendable {
 
     /// Where guest RAM starts: 0 on x86, 1 GiB on arm64 (`AArch64Layout.ramBase`).
     public var ramBase: UInt64 { self == .aarch64 ? AArch64Layout.ramBase : 0 }
+    /// The RAM areas of `size` bytes on this architecture (what `Platform.ramRanges` gives).
+    public func ramRanges(size: UInt64) -> [GuestPhysRange] {
+        self == .aarch64 ? AArch64Layout.ramRanges(size: size) : X86Layout.ramRanges(size: size)
+    }
+    /// Where a memtest guest's ROM lies (`Platform.romBase`).
+    public var romBase: UInt64 { self == .aarch64 ? AArch64Layout.romBase : X86Layout.romBase }
 
     /// The name the guest's program counter has in reports.
     public var pcName: String { self == .aarch64 ? "pc" : "rip" }

@@ -41,9 +41,13 @@ int ckvm_errno(void) { return errno; }
 void ckvm_set_errno(int value) { errno = value; }
 int ckvm_open(const char *path, int flags) { return open(path, flags); }
 int ckvm_open_mode(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
+int ckvm_rename_exchange(const char *from, const char *to) {
+    return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 2 /* RENAME_EXCHANGE */);
+}
 int ckvm_close(int fd) { return close(fd); }
 int ckvm_is_regular_file(unsigned int mode) { return S_ISREG(mode); }
 int ckvm_is_directory(unsigned int mode) { return S_ISDIR(mode); }
+int ckvm_is_symlink(unsigned int mode) { return S_ISLNK(mode); }
 int ckvm_mkstemp_cloexec(char *template_) { return mkostemp(template_, O_CLOEXEC); }
 void ckvm_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 long ckvm_write(int fd, const void *buffer, size_t count) { return write(fd, buffer, count); }

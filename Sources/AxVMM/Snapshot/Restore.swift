@@ -5,11 +5,19 @@ import Glibc
 #endif
 import KVM
 
+/// 16 bytes as 32 hexadecimal digits (a snapshot's identity in messages).
+func hex(_ bytes: [UInt8]) -> String {
+    bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+}
+
 /// A snapshot read and checked for a restore, before any VM exists.
 struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the HAL, under its lock
     let directory: String
     let state: SnapshotState
     let pages: SnapshotPages
+    /// The snapshot's identity and its state's CRC-32: what a diff of the restored VM pins.
+    var pin: (id: [UInt8], crc: UInt32) { (state.id, stateCRC) }
+    let stateCRC: UInt32
 
     /// Reads `directory`'s state file — and a diff snapshot's parents' — and opens the
     /// memory files, refusing a snapshot this host cannot restore (another architecture, KVM
@@ -18,36 +26,50 @@ struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the H
     init<P: Platform>(directory: String, platform: P) throws(VMMError) {
         var chain: [(directory: String, state: SnapshotState)] = []
         var next = directory
+        var pin: (id: [UInt8], crc: UInt32)?
+        var firstCRC: UInt32?
         while true {
-            let state = try Self.readState(next, platform: platform)
-            if let first = chain.first?.state {
-                let path = next + "/" + SnapshotState.stateFile
+            let path = next + "/" + SnapshotState.stateFile
+            let (state, crc) = try Self.readState(next, platform: platform)
+            if let child = chain.last {
+                // The parent must be the very snapshot the diff was taken over.
+                let childPath = child.directory + "/" + SnapshotState.stateFile
+                if let pin, pin.id != state.id || pin.crc != crc {
+                    throw .snapshot(path: path, field: "snapshot id",
+                                    reason: "not the parent \(childPath) was taken over (id \(hex(state.id)), state CRC-32 0x\(String(crc, radix: 16)); the diff pins id \(hex(pin.id)), CRC-32 0x\(String(pin.crc, radix: 16))): it was replaced since, and the diff cannot be restored over it")
+                }
+                let first = chain[0].state
                 let same = first.regions.count == state.regions.count && zip(first.regions, state.regions).allSatisfy {
                     $0.range == $1.range && $0.readOnly == $1.readOnly && $0.fileOffset == $1.fileOffset
                 }
-                guard same && first.memorySize == state.memorySize else {
+                guard same && first.memorySize == state.memorySize && first.kind == state.kind else {
                     throw .snapshot(path: path, field: "regions", reason: "the parent's memory layout differs from its diff's")
                 }
             }
             chain.append((next, state))
+            firstCRC = firstCRC ?? crc
             if state.parent.isEmpty { break }
             guard chain.count < Self.maxChain else {
                 throw .snapshot(path: directory + "/" + SnapshotState.stateFile, field: "parent",
                                 reason: "more than \(Self.maxChain) diff snapshots in a row (a loop?)")
             }
+            pin = (state.parentID, state.parentCRC)
             next = state.parent
         }
         self.directory = directory
+        self.chain = chain.map { $0.directory }
         state = chain[0].state
+        stateCRC = firstCRC ?? 0
         pages = try SnapshotPages(chain: chain)
     }
     static let maxChain = 16
+    /// The snapshot's directory and its ancestors' (a diff's parents), newest first.
+    let chain: [String]
 
-    /// One state file, checked against this host.
-    private static func readState<P: Platform>(_ directory: String, platform: P) throws(VMMError) -> SnapshotState {
+    /// One state file, checked against this host; and its CRC-32 (what a diff pins).
+    private static func readState<P: Platform>(_ directory: String, platform: P) throws(VMMError) -> (SnapshotState, UInt32) {
         let path = directory + "/" + SnapshotState.stateFile
-        let bytes = try readSnapshotFile(path, field: "state file", limit: SnapshotState.stateLimit)
-        let state = try SnapshotState.decode(bytes, path: path)
+        let (state, crc) = try SnapshotState.read(path)
         func bad(_ field: String, _ reason: String) -> VMMError { .snapshot(path: path, field: field, reason: reason) }
         guard state.arch == platform.arch.rawValue else {
             throw bad("arch", "\(state.arch); this host runs \(platform.arch.rawValue) guests")
@@ -58,7 +80,40 @@ struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the H
         guard state.vcpuStateSize == UInt32(platform.vcpuStateSize), state.vmStateSize == UInt32(platform.vmStateSize) else {
             throw bad("vcpu state size", "\(state.vcpuStateSize) and \(state.vmStateSize) bytes; this axvm's are \(platform.vcpuStateSize) and \(platform.vmStateSize) (another build)")
         }
-        return state
+        return (state, crc)
+    }
+
+    /// The loader made from the snapshot must build the machine the snapshot describes: its
+    /// memory size, its vCPUs and its RAM (the areas were checked against the layout of that
+    /// size in `SnapshotState.checkMachine`). Before any VM exists.
+    func check(memorySize: UInt64, vcpus: Int, ram: [GuestPhysRange]) throws(VMMError) {
+        let path = directory + "/" + SnapshotState.stateFile
+        guard memorySize == state.memorySize else {
+            throw .snapshot(path: path, field: "loader memory size", reason: "\(memorySize) bytes; the snapshot's memory is \(state.memorySize)")
+        }
+        guard vcpus == state.vcpus.count else {
+            throw .snapshot(path: path, field: "loader vcpus", reason: "\(vcpus); the snapshot saved \(state.vcpus.count)")
+        }
+        let saved = state.regions.filter { !$0.readOnly }.map { $0.range }
+        guard ram == saved else {
+            throw .snapshot(path: path, field: "regions", reason: "RAM \(saved); the guest's loader lays out \(ram)")
+        }
+    }
+
+    /// Refuses to write a snapshot into `target` if it is this snapshot's directory or one
+    /// of its ancestors (same device and inode, links followed): the new snapshot would
+    /// replace one it depends on.
+    func checkSnapshotTarget(_ target: String) throws(VMMError) {
+        var t = stat()
+        guard stat(target, &t) == 0 else { return }  // made by the snapshot: no ancestor
+        for (i, dir) in chain.enumerated() {
+            var d = stat()
+            if stat(dir, &d) == 0 && d.st_dev == t.st_dev && d.st_ino == t.st_ino {
+                let what = i == 0 ? "the snapshot being restored" : "an ancestor of the snapshot being restored (\(i) up the chain from \(directory))"
+                throw .badValue(what: "snapshot directory", value: target,
+                                reason: "is \(dir), \(what): writing there would replace a snapshot this run reads; choose another directory")
+            }
+        }
     }
 
     /// How each vCPU's loop had ended when the snapshot was taken (nil: it was running).
@@ -133,64 +188,63 @@ extension Runner {
     }
 
     /// The snapshot's writer (`SnapshotTaker.save`), with every vCPU paused: VM state,
-    /// loader, guest memory into `memory.tmp`, the state into `state.tmp`, then both renamed
-    /// (memory first: a state file names only a complete memory file).
+    /// loader, guest memory and the state file, each flushed to disk, in a new directory
+    /// that then replaces `directory` as a whole (`SnapshotDirectory`): a write that fails
+    /// leaves the old snapshot as it was.
     func writeSnapshot(_ directory: String, states: [[UInt8]], ended: [VCPUOutcome?], vm: VirtualMachine,
                        memory: GuestMemory<L.P.Format>) throws(VMMError) -> (pages: Int, memoryBytes: UInt64, diskBytes: UInt64, stateBytes: Int) {
-        func bad(_ file: String, _ what: String) -> VMMError {
-            .snapshot(path: directory + "/" + file, field: what, reason: errnoString(errno))
-        }
-        if mkdir(directory, 0o755) != 0 && errno != EEXIST { throw bad("", "mkdir") }
-        var st = stat()
-        guard stat(directory, &st) == 0, ckvm_is_directory(UInt32(st.st_mode)) != 0 else {
-            throw .snapshot(path: directory, field: "directory", reason: "not a directory")
-        }
+        let target = try SnapshotDirectory(directory)
         let vmState = try platform.saveVM(vm)
-        // A diff names its parent by absolute path (the restore may run elsewhere).
-        var parent: String?
+        // A diff names its parent by absolute path (the restore may run elsewhere) and pins it.
+        var parent: (path: String, id: [UInt8], crc: UInt32)?
         if settings.snapshot?.diff == true, let r = restore {
-            guard let p = realpath(r.directory, nil) else { throw bad("", "realpath of the parent \(r.directory)") }
-            parent = String(cString: p)
+            guard let p = realpath(r.directory, nil) else {
+                throw .snapshot(path: r.directory, field: "parent", reason: "realpath: \(errnoString(errno))")
+            }
+            parent = (cString(p), r.pin.id, r.pin.crc)
             free(p)
         }
-        let memTemp = directory + "/" + SnapshotState.memoryFile + ".tmp"
-        let fd = ckvm_open_mode(memTemp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw bad(SnapshotState.memoryFile + ".tmp", "create") }
-        let regions: [SnapshotState.SavedRegion]
-        do {
-            regions = try memory.writeSnapshot(to: fd, path: memTemp, diff: parent != nil)
-        } catch {
-            close(fd)
-            unlink(memTemp)
-            throw error
+        return try target.replace { temp throws(VMMError) in
+            let memPath = temp + "/" + SnapshotState.memoryFile
+            let fd = ckvm_open_mode(memPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw .snapshot(path: memPath, field: "memory file", reason: "create: \(errnoString(errno))") }
+            let regions: [SnapshotState.SavedRegion]
+            var mst = stat()
+            do throws(VMMError) {
+                regions = try memory.writeSnapshot(to: fd, path: memPath, diff: parent != nil)
+                guard fsync(fd) == 0 else { throw VMMError.snapshot(path: memPath, field: "memory file", reason: "fsync: \(errnoString(errno))") }
+                fstat(fd, &mst)
+            } catch {
+                close(fd)
+                throw error
+            }
+            guard close(fd) == 0 else { throw .snapshot(path: memPath, field: "memory file", reason: "close: \(errnoString(errno))") }
+            var vcpus: [SnapshotState.SavedVCPU] = []
+            for (i, s) in states.enumerated() {
+                let e = i < ended.count ? ended[i] : nil
+                // A vCPU that ended before the pause has no saved registers: a blank block of the
+                // right size, never loaded (it does not run after a restore).
+                let bytes = s.isEmpty ? [UInt8](repeating: 0, count: platform.vcpuStateSize) : s
+                vcpus.append(SnapshotState.SavedVCPU(state: bytes, ended: e))
+            }
+            var state = SnapshotState(arch: platform.arch.rawValue, flavour: KVMFlavour.detect().module.rawValue,
+                                      vcpuStateSize: UInt32(platform.vcpuStateSize), vmStateSize: UInt32(platform.vmStateSize),
+                                      kind: loader.snapshotKind, loader: loader.snapshotBytes(),
+                                      memorySize: settings.memorySize, regions: regions, vcpus: vcpus, vm: vmState)
+            if let parent {
+                state.parent = parent.path
+                state.parentID = parent.id
+                state.parentCRC = parent.crc
+            }
+            let bytes = state.encoded()
+            let statePath = temp + "/" + SnapshotState.stateFile
+            let sfd = ckvm_open_mode(statePath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            guard sfd >= 0 else { throw .snapshot(path: statePath, field: "state file", reason: "create: \(errnoString(errno))") }
+            var failed = bytes.withUnsafeBytes { writeAll(sfd, $0, at: 0) }
+            if failed == nil && fsync(sfd) != 0 { failed = errno }
+            if close(sfd) != 0 && failed == nil { failed = errno }
+            if let e = failed { throw .snapshot(path: statePath, field: "state file", reason: "write: \(errnoString(e))") }
+            return (state.populatedPages, state.memoryFileSize, UInt64(mst.st_blocks) * 512, bytes.count)
         }
-        var mst = stat()
-        fstat(fd, &mst)
-        guard close(fd) == 0 else { unlink(memTemp); throw bad(SnapshotState.memoryFile + ".tmp", "close") }
-        var vcpus: [SnapshotState.SavedVCPU] = []
-        for (i, s) in states.enumerated() {
-            let e = i < ended.count ? ended[i] : nil
-            // A vCPU that ended before the pause has no saved registers: a blank block of the
-            // right size, never loaded (it does not run after a restore).
-            let bytes = s.isEmpty ? [UInt8](repeating: 0, count: platform.vcpuStateSize) : s
-            vcpus.append(SnapshotState.SavedVCPU(state: bytes, ended: e))
-        }
-        let state = SnapshotState(arch: platform.arch.rawValue, flavour: KVMFlavour.detect().module.rawValue,
-                                  vcpuStateSize: UInt32(platform.vcpuStateSize), vmStateSize: UInt32(platform.vmStateSize),
-                                  kind: loader.snapshotKind, loader: loader.snapshotBytes(), parent: parent ?? "",
-                                  memorySize: settings.memorySize, regions: regions, vcpus: vcpus, vm: vmState)
-        let bytes = state.encoded()
-        let stateTemp = directory + "/" + SnapshotState.stateFile + ".tmp"
-        let sfd = ckvm_open_mode(stateTemp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard sfd >= 0 else { unlink(memTemp); throw bad(SnapshotState.stateFile + ".tmp", "create") }
-        let failed = bytes.withUnsafeBytes { writeAll(sfd, $0, at: 0) }
-        if close(sfd) != 0 || failed != nil {
-            unlink(memTemp)
-            unlink(stateTemp)
-            throw .snapshot(path: stateTemp, field: "write", reason: errnoString(failed ?? errno))
-        }
-        guard rename(memTemp, directory + "/" + SnapshotState.memoryFile) == 0 else { throw bad(SnapshotState.memoryFile, "rename") }
-        guard rename(stateTemp, directory + "/" + SnapshotState.stateFile) == 0 else { throw bad(SnapshotState.stateFile, "rename") }
-        return (state.populatedPages, state.memoryFileSize, UInt64(mst.st_blocks) * 512, bytes.count)
     }
 }

@@ -125,8 +125,11 @@ enum PageHash {
     }
 }
 
-/// Reads a whole regular file of at most `limit` bytes (a snapshot's state file).
-func readSnapshotFile(_ path: String, field: String, limit: Int) throws(VMMError) -> [UInt8] {
+/// Reads a whole regular file of at most `limit` bytes (a snapshot's state file): its first
+/// `SnapshotState.headerSize` bytes are handed to `checkHeader` before the rest is read, so
+/// a file that is no snapshot costs no more than its header.
+func readSnapshotFile(_ path: String, field: String, limit: Int,
+                      checkHeader: ([UInt8]) throws(VMMError) -> Void = { _ throws(VMMError) in }) throws(VMMError) -> [UInt8] {
     func bad(_ reason: String) -> VMMError { .snapshot(path: path, field: field, reason: reason) }
     // O_NONBLOCK: a FIFO put in the snapshot's place must not block the open; it is refused below.
     let fd = ckvm_open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
@@ -138,12 +141,21 @@ func readSnapshotFile(_ path: String, field: String, limit: Int) throws(VMMError
     guard st.st_size <= limit else { throw bad("\(st.st_size) bytes, more than a snapshot's state can be (\(limit))") }
     var out = [UInt8](repeating: 0, count: Int(st.st_size))
     var done = 0
+    var checked = false
     while done < out.count {
-        let n = out.withUnsafeMutableBytes { b in b.baseAddress.map { read(fd, $0 + done, b.count - done) } ?? 0 }
+        // The header alone first.
+        let want = checked ? out.count - done : min(out.count, SnapshotState.headerSize) - done
+        let n = out.withUnsafeMutableBytes { b in b.baseAddress.map { pread(fd, $0 + done, want, off_t(done)) } ?? 0 }
         if n < 0 { if errno == EINTR { continue }; throw bad(errnoString(errno)) }
-        if n == 0 { out.removeLast(out.count - done); break }
+        if n == 0 { break }  // shorter than fstat said: it changed while read; the checks below see what is there
         done += n
+        if !checked && done >= min(out.count, SnapshotState.headerSize) {
+            try checkHeader(Array(out[..<done]))
+            checked = true
+        }
     }
+    out.removeLast(out.count - done)
+    if !checked { try checkHeader(out) }
     return out
 }
 

@@ -81,12 +81,12 @@ extension GuestMemory {
                     // Straight from the restored snapshot's file, with the checksum it recorded.
                     hashes += pages[k..<k + n].map { $0.hash }
                     // One page at a time: consecutive pages may lie in different layers.
-                    for p in 0..<n where failed == nil {
+                    for p in 0..<n {
                         let gpa = region.range.start + UInt64(first + p) * 4096
-                        guard let source = withSpace({ _ in hal.contents?.pointer(gpa) }) else {
+                        guard let contents = withSpace({ _ in hal.contents }) else {
                             throw .snapshot(path: path, field: "guest memory", reason: "the restored snapshot's page \(gpa) is gone")
                         }
-                        failed = writeAll(fd, UnsafeRawBufferPointer(start: source, count: 4096), at: at + UInt64(p) * 4096)
+                        try withSpace { _ throws(VMMError) in try contents.copyPage(gpa, to: fd, at: at + UInt64(p) * 4096, path: path) }
                     }
                 case .memfd:
                     let got = pread(host.fd.raw, buffer, bytes, off_t(region.spanOffset + UInt64(first) * 4096))
@@ -112,21 +112,33 @@ extension GuestMemory {
 }
 
 /// Where a restored VM's pages come from: the snapshot's memory file — and, for a diff
-/// snapshot, its parents' — mapped read-only (shared page cache between clones of one
-/// snapshot). `MemfdHAL` asks it for every frame the library hands out; a page the snapshot
-/// holds is copied into the memfd with one pwrite (checked against its checksum first), any
-/// other stays a hole (a zero page, as in a lazy boot). A page handed out once and freed
-/// again (reclaimed) is forgotten: its next touch reads zeros, as without a snapshot.
+/// snapshot, its parents' — each held open for the whole run and read with pread, never
+/// mapped. `MemfdHAL` asks it for every frame the library hands out; a page the snapshot
+/// holds is read into a buffer of the VMM's own, checked against its checksum there and
+/// copied into the memfd with one pwrite; any other stays a hole (a zero page, as in a lazy
+/// boot). A page handed out once and freed again (reclaimed) is forgotten: its next touch
+/// reads zeros, as without a snapshot.
+///
+/// Why pread and not a mapping: the files are shared with other programs and other axvm
+/// processes. A mapped file that shrinks under the VMM kills it with SIGBUS at the next read
+/// of a page past the new end; a read is an error like any other instead ("the file ends at
+/// …"), which ends the run through its normal path (status 3 naming the file and the page,
+/// statistics written). A file renamed over or deleted changes nothing: the descriptor holds
+/// the file that was checked. A file rewritten in place is caught by the page checksums,
+/// after the copy into the private buffer, so what is checked is what the guest gets. The
+/// page cache is shared between clones of one snapshot either way.
 ///
 /// Used under `GuestMemory`'s lock (from the HAL).
 final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
-    /// One memory file, mapped whole.
+    /// One memory file, open.
     private struct Layer {
         let path: String
-        let map: UnsafeRawPointer?
-        let size: Int
+        let fd: Int32
+        let size: UInt64
     }
     private let layers: [Layer]
+    /// One page, read from a file and checked before it goes anywhere.
+    private let buffer = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
     /// The newest snapshot's memory file (errors name it).
     var path: String { layers.first?.path ?? "" }
     /// One layer's index of one area: which pages its file holds (a bitmap), each word's
@@ -176,29 +188,23 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
         for (directory, state) in chain {
             let path = directory + "/" + SnapshotState.memoryFile
             let fd = ckvm_open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // a FIFO must not block: refused below
-            guard fd >= 0 else {
-                for l in layers { if let m = l.map { munmap(UnsafeMutableRawPointer(mutating: m), l.size) } }
-                throw .snapshot(path: path, field: "memory file", reason: errnoString(errno))
-            }
-            defer { close(fd) }
             var st = stat()
             let expected = state.memoryFileSize
             var problem: (String, String)?
-            if fstat(fd, &st) != 0 || ckvm_is_regular_file(UInt32(st.st_mode)) == 0 {
+            if fd < 0 {
+                problem = ("memory file", errnoString(errno))
+            } else if fstat(fd, &st) != 0 || ckvm_is_regular_file(UInt32(st.st_mode)) == 0 {
                 problem = ("memory file", "not a regular file")
             } else if UInt64(st.st_size) != expected {
                 problem = ("memory file size", "\(st.st_size) bytes; the state says \(expected) (truncated or from another snapshot)")
             }
-            var map: UnsafeRawPointer?
-            if problem == nil && expected > 0 {
-                let p = mmap(nil, Int(expected), PROT_READ, MAP_SHARED, fd, 0)
-                if let p, p != MAP_FAILED { map = UnsafeRawPointer(p) } else { problem = ("memory file", "mmap: \(errnoString(errno))") }
-            }
             if let (field, reason) = problem {
-                for l in layers { if let m = l.map { munmap(UnsafeMutableRawPointer(mutating: m), l.size) } }
+                if fd >= 0 { close(fd) }
+                for l in layers { close(l.fd) }
+                buffer.deallocate()
                 throw .snapshot(path: path, field: field, reason: reason)
             }
-            layers.append(Layer(path: path, map: map, size: Int(expected)))
+            layers.append(Layer(path: path, fd: fd, size: expected))
         }
         self.layers = layers
         let regions = chain.first?.state.regions ?? []
@@ -211,7 +217,8 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
         pagesHeld = areas.reduce(0) { $0 + $1.held.reduce(0) { $0 + $1.nonzeroBitCount } }
     }
     deinit {
-        for l in layers { if let m = l.map { munmap(UnsafeMutableRawPointer(mutating: m), l.size) } }
+        for l in layers { close(l.fd) }
+        buffer.deallocate()
     }
 
     /// The checksum of a page of zeros: how a diff snapshot records a page that reads zero
@@ -223,24 +230,48 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
         return PageHash.of(z)
     }()
 
+    /// Reads the snapshot's page `page` of area `a` into `buffer` and checks it against its
+    /// checksum: nil if it is whole, else what is wrong (naming the file, the offset and the
+    /// guest page). The page's bytes are in `buffer` only when nil is returned.
+    private func readPage(area a: Int, page: Int) -> String? {
+        let gpa = areas[a].range.start + UInt64(page) * 4096
+        let name = "0x\(String(gpa.raw, radix: 16))"
+        guard let l = areas[a].layer(of: page) else { return "page \(name) is in no snapshot file" }
+        let offset = areas[a].fileOffset + UInt64(page) * 4096
+        var done = 0
+        while done < 4096 {
+            let n = pread(layers[l].fd, buffer + done, 4096 - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                return "reading page \(name) at offset \(offset) of \(layers[l].path): \(errnoString(errno))"
+            }
+            if n == 0 {
+                var st = stat()
+                let size = fstat(layers[l].fd, &st) == 0 ? "\(st.st_size) bytes" : "shorter"
+                return "page \(name) at offset \(offset) of \(layers[l].path) is gone: the file is now \(size), \(layers[l].size) when the restore began (it changed under the restore)"
+            }
+            done += n
+        }
+        guard PageHash.of(buffer) == areas[a].layers[l].hash(page) else {
+            return "page \(name) at offset \(offset) of \(layers[l].path) does not match its checksum (the file is damaged, or changed under the restore)"
+        }
+        return nil
+    }
+
     /// Copies the snapshot's page for `gpa` (if it holds one not handed out yet) into
-    /// `memfd` at `offset`. False if the page is damaged (its checksum differs) or cannot be
-    /// written: `failure` says which.
+    /// `memfd` at `offset`. False if the page cannot be read whole, is damaged (its checksum
+    /// differs) or cannot be written: `failure` says which.
     func fill(_ gpa: GuestPhysAddr, memfd: Int32, at offset: UInt64) -> Bool {
         guard let a = areas.firstIndex(where: { $0.range.contains(gpa) }) else { return true }
         let page = Int((gpa - areas[a].range.start) / 4096)
         let bit: UInt64 = 1 << UInt64(page % 64)
-        guard areas[a].pending[page / 64] & bit != 0, let l = areas[a].layer(of: page), let map = layers[l].map else { return true }
-        let fileOffset = areas[a].fileOffset + UInt64(page) * 4096
-        let name = "0x\(String(gpa.alignedDown(4096).raw, radix: 16))"
-        // Sound: the page lies inside the file, which is mapped whole (size checked in init).
-        let source = map + Int(fileOffset)
-        guard PageHash.of(source) == areas[a].layers[l].hash(page) else {
-            failure = failure ?? "page \(name) at offset \(fileOffset) of \(layers[l].path) does not match its checksum (the file is damaged)"
+        guard areas[a].pending[page / 64] & bit != 0 else { return true }
+        if let problem = readPage(area: a, page: page) {
+            failure = failure ?? problem
             return false
         }
-        if let e = writeAll(memfd, UnsafeRawBufferPointer(start: source, count: 4096), at: offset) {
-            failure = failure ?? "copying page \(name) from \(layers[l].path) into guest memory: \(errnoString(e))"
+        if let e = writeAll(memfd, UnsafeRawBufferPointer(start: buffer, count: 4096), at: offset) {
+            failure = failure ?? "copying page 0x\(String(gpa.alignedDown(4096).raw, radix: 16)) into guest memory: \(errnoString(e))"
             return false
         }
         areas[a].pending[page / 64] &= ~bit
@@ -279,12 +310,19 @@ final class SnapshotPages: @unchecked Sendable {  // under GuestMemory's lock
         return out
     }
 
-    /// Where the snapshot's copy of the page at `gpa` is mapped (nil: it holds none).
-    func pointer(_ gpa: GuestPhysAddr) -> UnsafeRawPointer? {
-        guard let a = areas.first(where: { $0.range.contains(gpa) }) else { return nil }
-        let page = Int((gpa - a.range.start) / 4096)
-        guard let l = a.layer(of: page), let map = layers[l].map else { return nil }
-        return map + Int(a.fileOffset) + page * 4096
+    /// Writes the snapshot's page for `gpa` (one it holds) to `fd` at `offset`, checked as
+    /// `fill` checks it: a new snapshot of a restored VM carries over the pages the guest has
+    /// not touched. Throws naming the page if it cannot be read whole or is damaged.
+    func copyPage(_ gpa: GuestPhysAddr, to fd: Int32, at offset: UInt64, path: String) throws(VMMError) {
+        guard let a = areas.firstIndex(where: { $0.range.contains(gpa) }) else {
+            throw .snapshot(path: path, field: "guest memory", reason: "the restored snapshot holds no page \(gpa)")
+        }
+        if let problem = readPage(area: a, page: Int((gpa - areas[a].range.start) / 4096)) {
+            throw .snapshot(path: path, field: "guest memory", reason: "the restored snapshot's " + problem)
+        }
+        if let e = writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: 4096), at: offset) {
+            throw .snapshot(path: path, field: "guest memory", reason: "write: \(errnoString(e))")
+        }
     }
 
     /// Forgets the snapshot's pages in `range` (reclaimed: they read as zeros from now on).

@@ -36,12 +36,16 @@ int ckvm_errno(void);
 /// open(2) is variadic in C (no Swift import without the Glibc overlay): fixed forms.
 int ckvm_open(const char *path, int flags);
 int ckvm_open_mode(const char *path, int flags, unsigned int mode);
+/// renameat2(2) with RENAME_EXCHANGE (Linux 3.15): swaps two paths atomically (a snapshot
+/// directory and its replacement). -1 with errno on failure.
+int ckvm_rename_exchange(const char *from, const char *to);
 /// close(2) and write(2) under names no Swift type member shadows.
 int ckvm_close(int fd);
 /// S_ISREG(mode): S_IFMT is a mode_t in Glibc's overlay but an int macro here, and both
 /// would be visible to Swift.
 int ckvm_is_regular_file(unsigned int mode);
 int ckvm_is_directory(unsigned int mode);
+int ckvm_is_symlink(unsigned int mode);
 /// mkostemp(template, O_CLOEXEC): a new file named from `template` (its XXXXXX replaced).
 int ckvm_mkstemp_cloexec(char *template_);
 /// signal(SIGPIPE, SIG_IGN): a write to a closed pipe returns EPIPE instead of killing the process.
