@@ -13,7 +13,6 @@ let package = Package(
     dependencies: [
         // The library is a package of its own (no dependencies), in this repository.
         .package(path: "AxAddrSpace"),
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // <linux/kvm.h>, <linux/userfaultfd.h>: ioctl numbers and kvm_run fields for Swift.
@@ -23,8 +22,8 @@ let package = Package(
         .target(name: "KVM", dependencies: ["CKVM"]),
         // The hypervisor: memfd HAL, memslot mirror, lazy pager, x86 boot, run loop.
         .target(name: "AxVMM", dependencies: [addrSpace, "KVM", "CKVM"]),
-        .executableTarget(name: "axvm", dependencies: ["AxVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-                          plugins: ["BuildCommit"]),
+        // The command line itself is in AxVMM (CommandLine/), shared with Embedded/axvm.
+        .executableTarget(name: "axvm", dependencies: ["AxVMM"], plugins: ["BuildCommit"]),
         // `axvm --version`: the git commit, written before every build.
         .plugin(name: "BuildCommit", capability: .buildTool()),
         // Benchmark of the library (scripts/bench-addrspace.sh): the Rust crate's workloads

@@ -1,21 +1,77 @@
 import AxAddrSpace
 import KVM
 
-/// What the run needs to know of any guest, whatever loads it.
-struct RunSettings: Sendable {
-    var memorySize: UInt64
-    var lazy: Bool
-    var faultAround: UInt64
-    var timeout: Double?
-    var vcpus = 1
-    var faultThreads: Int?
-    var maxResident: UInt64?
-    var serialToStdout = false
-    var handleInterrupt = false
-    var kvmPath = "/dev/kvm"
-    var faultMap = false
+/// How a guest runs, whatever loads it: the part of every configuration (`VMConfig`,
+/// `LinuxBootConfig`, `RestoreConfig`) that the run path (`Runner`) reads. The command line
+/// fills it (`CommandOptions`); a loader hands it to the runner as it is.
+public struct RunSettings: Sendable, Equatable {
+    /// Guest RAM in bytes, a multiple of 4 KiB (between 4 MiB and 64 GiB).
+    public var memorySize: UInt64
+    /// Populate RAM on first touch (true) or all up front.
+    public var lazy = true
+    /// Pages populated per fault: 4 KiB … 2 MiB, a power of two.
+    public var faultAround: UInt64
+    /// Stop the guest after this many seconds (nil: never): finite, positive, at most
+    /// `VMConfig.maxTimeout`.
+    public var timeout: Double?
+    /// vCPUs, each on its own thread.
+    public var vcpus = 1
+    /// Threads serving the userfaultfd's events: 1 … 64 (nil: one per vCPU, at most the
+    /// host's CPUs).
+    public var faultThreads: Int?
+    /// Most guest memory the host populates (nil: all of it). A lazy fault beyond it is out of
+    /// memory: the pager fails and the run ends with `.pagerFailure`.
+    public var maxResident: UInt64?
+    /// Also copy the guest's serial output to stdout.
+    public var serialToStdout = false
+    /// End the run cleanly on SIGINT, SIGTERM, SIGHUP and SIGQUIT (for the CLI):
+    /// `Termination.install()` (which the front ends call first thing anyway) and the
+    /// watchdog kicks the vCPUs when one arrives.
+    public var handleInterrupt = false
+    public var kvmPath = "/dev/kvm"
+    /// Record when each part of RAM was first touched and faults over time (`--fault-map`).
+    public var faultMap = false
     /// Take a snapshot during the run (`SnapshotTaker`).
-    var snapshot: SnapshotPlan?
+    public var snapshot: SnapshotPlan?
+
+    public init(memorySize: UInt64, lazy: Bool = true, faultAround: UInt64, timeout: Double?, vcpus: Int = 1,
+                faultThreads: Int? = nil, maxResident: UInt64? = nil, serialToStdout: Bool = false,
+                handleInterrupt: Bool = false, kvmPath: String = "/dev/kvm", faultMap: Bool = false,
+                snapshot: SnapshotPlan? = nil) {
+        self.memorySize = memorySize
+        self.lazy = lazy
+        self.faultAround = faultAround
+        self.timeout = timeout
+        self.vcpus = vcpus
+        self.faultThreads = faultThreads
+        self.maxResident = maxResident
+        self.serialToStdout = serialToStdout
+        self.handleInterrupt = handleInterrupt
+        self.kvmPath = kvmPath
+        self.faultMap = faultMap
+        self.snapshot = snapshot
+    }
+}
+
+/// A configuration that holds run settings (`VMConfig`, `LinuxBootConfig`, `RestoreConfig`):
+/// they read and set them by their own names (`config.lazy`), one `settings` value underneath.
+public protocol RunConfiguration {
+    var settings: RunSettings { get set }
+}
+
+extension RunConfiguration {
+    public var memorySize: UInt64 { get { settings.memorySize } set { settings.memorySize = newValue } }
+    public var lazy: Bool { get { settings.lazy } set { settings.lazy = newValue } }
+    public var faultAround: UInt64 { get { settings.faultAround } set { settings.faultAround = newValue } }
+    public var timeout: Double? { get { settings.timeout } set { settings.timeout = newValue } }
+    public var vcpus: Int { get { settings.vcpus } set { settings.vcpus = newValue } }
+    public var faultThreads: Int? { get { settings.faultThreads } set { settings.faultThreads = newValue } }
+    public var maxResident: UInt64? { get { settings.maxResident } set { settings.maxResident = newValue } }
+    public var serialToStdout: Bool { get { settings.serialToStdout } set { settings.serialToStdout = newValue } }
+    public var handleInterrupt: Bool { get { settings.handleInterrupt } set { settings.handleInterrupt = newValue } }
+    public var kvmPath: String { get { settings.kvmPath } set { settings.kvmPath = newValue } }
+    public var faultMap: Bool { get { settings.faultMap } set { settings.faultMap = newValue } }
+    public var snapshot: SnapshotPlan? { get { settings.snapshot } set { settings.snapshot = newValue } }
 }
 
 /// What differs between kinds of guest on one run path (`Runner`): what goes into memory

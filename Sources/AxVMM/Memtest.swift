@@ -5,18 +5,11 @@ import Glibc
 #endif
 import KVM
 
-/// What to run and how.
+/// What memtest guest to run and how (`axvm run`).
 public struct VMConfig: Sendable {
     public var guestPath: String
-    /// Guest RAM in bytes, a multiple of 4 KiB (between 4 MiB and 64 GiB).
-    public var memorySize: UInt64 = 64 << 20
-    /// Populate RAM on first touch (true) or all up front.
-    public var lazy = true
-    /// Pages populated per fault: 4 KiB … 2 MiB, a power of two.
-    public var faultAround: UInt64 = 4096
-    /// Stop the guest after this many seconds (nil: never): finite, positive, at most
-    /// `maxTimeout`.
-    public var timeout: Double? = 30
+    /// How it runs (RAM, paging, vCPUs, …): what the runner gets (`MemtestLoader.settings`).
+    public var settings = RunSettings.memtest
     public var testOrder: GuestParams.Order = .sequential
     /// memtest's stride in pages for the strided order: 1 … the number of test pages (nil:
     /// `defaultStride`).
@@ -28,27 +21,8 @@ public struct VMConfig: Sendable {
     /// Spread the test pages evenly over all RAM above 2 MiB instead of taking the first
     /// `testSize` bytes (so a small test size still reaches RAM above 4 GiB).
     public var sparse = false
-    /// vCPUs, each on its own thread: 1 … `X86Layout.maxVCPUs` (and KVM's limit).
-    public var vcpus = 1
     /// How memtest's vCPUs share the test pages.
     public var memtestMode: GuestParams.Mode = .split
-    /// Threads serving the userfaultfd's events: 1 … 64 (nil: one per vCPU, at most the
-    /// host's CPUs).
-    public var faultThreads: Int?
-    /// Most guest memory the host populates (nil: all of it). A lazy fault beyond it is out of
-    /// memory: the pager fails and the run ends with `.pagerFailure`.
-    public var maxResident: UInt64?
-    /// Also copy the guest's serial output to stdout.
-    public var serialToStdout = false
-    /// End the run cleanly on SIGINT, SIGTERM, SIGHUP and SIGQUIT (for the CLI):
-    /// `Termination.install()` (which the front ends call first thing anyway) and the
-    /// watchdog kicks the vCPUs when one arrives.
-    public var handleInterrupt = false
-    public var kvmPath = "/dev/kvm"
-    /// Record when each part of RAM was first touched and faults over time (`--fault-map`).
-    public var faultMap = false
-    /// Take a snapshot during the run.
-    public var snapshot: SnapshotPlan?
 
     public init(guestPath: String) { self.guestPath = guestPath }
 
@@ -60,6 +34,13 @@ public struct VMConfig: Sendable {
     public static let testBase: UInt64 = 2 << 20
     public static let romSize: UInt64 = 0x1_0000
 }
+
+extension RunSettings {
+    /// A memtest run's defaults (`axvm run`; a restored memtest guest's fault-around).
+    public static let memtest = RunSettings(memorySize: 64 << 20, faultAround: 4 << 10, timeout: 30)
+}
+
+extension VMConfig: RunConfiguration {}
 
 /// Runs one guest on KVM with its memory managed by `AddrSpace`: an x86_64 guest on an x86
 /// host (nested faults as AMD #NPF or Intel EPT violations), an AArch64 guest on an arm64
@@ -185,11 +166,7 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
         self.image = image
         params = Machine.guestParams(config, arch: platform.arch)
         serial = Serial(toStdout: config.serialToStdout)
-        settings = RunSettings(memorySize: config.memorySize, lazy: config.lazy, faultAround: config.faultAround,
-                               timeout: config.timeout, vcpus: config.vcpus, faultThreads: config.faultThreads,
-                               maxResident: config.maxResident, serialToStdout: config.serialToStdout,
-                               handleInterrupt: config.handleInterrupt, kvmPath: config.kvmPath, faultMap: config.faultMap,
-                               snapshot: config.snapshot)
+        settings = config.settings
         ram = platform.ramRanges(size: config.memorySize)
     }
 
@@ -267,6 +244,9 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
         return w.bytes
     }
 
+    /// What `Machine.validate` calls the values a memtest snapshot holds.
+    static var savedFields: Set<String> { ["memory size", "test size", "vCPUs", "stride", "max resident"] }
+
     /// The loader of a restored memtest guest: the saved configuration, with the run's own
     /// settings (`base`: paging, fault-around, timeout, threads, …) over it.
     static func restoring(platform: P, bytes: [UInt8], path: String, base: VMConfig) throws(VMMError) -> MemtestLoader {
@@ -284,14 +264,29 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
         c.seed = try r.u64("memtest seed")
         let size = try r.u64("memtest test size")
         c.testSize = size == 0 ? nil : size
-        c.sparse = try r.u8("memtest sparse") != 0
+        let sparse = try r.u8("memtest sparse")
+        guard sparse <= 1 else { throw .snapshot(path: path, field: "memtest sparse", reason: "\(sparse); 0 or 1") }
+        c.sparse = sparse == 1
         c.vcpus = Int(truncatingIfNeeded: try r.u64("memtest vcpus"))
         let mode = try r.u64("memtest mode")
         guard let m = GuestParams.Mode(rawValue: mode) else {
             throw .snapshot(path: path, field: "memtest mode", reason: "\(mode) is no mode")
         }
         c.memtestMode = m
-        try Machine.validate(c, restoring: true)
+        guard r.remaining == 0 else { throw .snapshot(path: path, field: "loader", reason: "\(r.remaining) bytes after memtest's fields") }
+        do {
+            try Machine.validate(c, restoring: true)
+        } catch {
+            // A value the snapshot gave is the snapshot's fault (status 2, naming the file
+            // and the field); the restore's own options stay usage errors.
+            switch error {
+            case let .badSize(what, value, reason) where Self.savedFields.contains(what):
+                throw .snapshot(path: path, field: "memtest " + what, reason: "\(value): \(reason)")
+            case let .badValue(what, value, reason) where Self.savedFields.contains(what):
+                throw .snapshot(path: path, field: "memtest " + what, reason: "\(value): \(reason)")
+            default: throw error
+            }
+        }
         return MemtestLoader(platform: platform, config: c, image: nil)
     }
 }

@@ -227,7 +227,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
         self.config = config
         self.plan = plan
         self.initrd = initrd
-        settings = RunSettings(linux: config)
+        settings = config.settings
         console = LinuxConsole(config: config, placements: plan.placements, initrdAddress: plan.initrdAddress,
                                initrdSize: plan.initrdSize, t0: t0)
     }

@@ -64,37 +64,22 @@ public struct BootPlacement: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// What Linux kernel to boot and how (`axvm boot`).
-public struct LinuxBootConfig: Sendable {
+public struct LinuxBootConfig: Sendable, RunConfiguration {
     public var kernelPath: String
     public var initrdPath: String?
     public var cmdline = LinuxBootConfig.defaultCmdline
-    /// Guest RAM in bytes, a multiple of 4 KiB (at most 64 GiB; the kernel's header says
-    /// how much it needs at least).
-    public var memorySize: UInt64 = 256 << 20
-    public var lazy = true
-    /// 64 KiB: of 4 KiB, 64 KiB and 2 MiB, the fastest boot in the kvm_amd rig (median of
-    /// interleaved rounds) and the fastest of the three on a tmpfs-filling workload after the
-    /// boot, where 2 MiB was slowest (docs/performance.md, "Linux boot").
-    public var faultAround: UInt64 = 64 << 10
-    public var timeout: Double? = 120
+    /// How it runs (RAM, paging, vCPUs, …): what the runner gets (`LinuxLoader.settings`).
+    /// vCPUs: arm64 starts them by PSCI CPU_ON; x86 by INIT/SIPI, listed in the ACPI MADT or
+    /// the MP table.
+    public var settings = RunSettings.linux
     /// The run's boot time is when this text first appears on the serial console.
     public var initMarker = LinuxBootConfig.defaultInitMarker
-    public var serialToStdout = false
-    public var handleInterrupt = false
-    /// vCPUs the guest sees (arm64: started by PSCI CPU_ON; x86: by INIT/SIPI, listed in the
-    /// ACPI MADT or the MP table).
-    public var vcpus = 1
     /// The most vCPUs a Linux guest gets.
     public static let maxVCPUs = 64
-    public var kvmPath = "/dev/kvm"
-    /// Record when each part of RAM was first touched and faults over time (`--fault-map`).
-    public var faultMap = false
     /// Try even on kvm_pvm (which cannot run a stock kernel): for experiments.
     public var allowKVMPVM = false
     /// x86: how the guest learns its CPUs, interrupt routing and devices (`FirmwareTables`).
     public var firmware = FirmwareTables.acpi
-    /// Take a snapshot during the run.
-    public var snapshot: SnapshotPlan?
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 
@@ -110,6 +95,14 @@ public struct LinuxBootConfig: Sendable {
     public static let arm64Cmdline = "console=ttyS0 panic=-1 quiet"
     /// What scripts/linux-guest-initramfs.sh's init prints first.
     public static let defaultInitMarker = "axvm-linux: init reached"
+}
+
+extension RunSettings {
+    /// A Linux boot's defaults (`axvm boot`; a restored Linux guest's fault-around). 64 KiB
+    /// fault-around: of 4 KiB, 64 KiB and 2 MiB, the fastest boot in the kvm_amd rig (median
+    /// of interleaved rounds) and the fastest of the three on a tmpfs-filling workload after
+    /// the boot, where 2 MiB was slowest (docs/performance.md, "Linux boot").
+    public static let linux = RunSettings(memorySize: 256 << 20, faultAround: 64 << 10, timeout: 120)
 }
 
 /// x86: the tables a Linux guest finds its machine in.

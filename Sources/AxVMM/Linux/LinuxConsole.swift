@@ -29,12 +29,3 @@ final class LinuxConsole {
     var text: String { serial.text }
     func watch(_ text: String, _ action: @escaping @Sendable () -> Void) { serial.watch(text, action) }
 }
-
-extension RunSettings {
-    /// A Linux boot's run settings.
-    init(linux c: LinuxBootConfig) {
-        self.init(memorySize: c.memorySize, lazy: c.lazy, faultAround: c.faultAround, timeout: c.timeout, vcpus: c.vcpus,
-                  serialToStdout: c.serialToStdout, handleInterrupt: c.handleInterrupt, kvmPath: c.kvmPath,
-                  faultMap: c.faultMap, snapshot: c.snapshot)
-    }
-}

@@ -92,7 +92,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         self.ram = ram
         self.initrd = initrd
         self.t0 = t0
-        settings = RunSettings(linux: config)
+        settings = config.settings
         stuckKicks = Array(repeating: 0, count: max(1, config.vcpus))
         haltedForGood = Array(repeating: false, count: max(1, config.vcpus))
         console = LinuxConsole(config: config, placements: plan?.placements ?? [], initrdAddress: plan?.initrdAddress ?? 0,
@@ -288,6 +288,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         let uart = try r.blob("uart registers", limit: 64)
         let i8042 = try r.blob("i8042 state", limit: 64)
         let pciAddress = try r.u32("pci address")
+        guard r.remaining == 0 else { throw .snapshot(path: path, field: "loader", reason: "\(r.remaining) bytes after the Linux loader's fields") }
         let loader = LinuxLoader(platform: platform, config: c, plan: nil, ram: ram, initrd: nil, t0: t0)
         loader.restoredUART = uart
         loader.lock.withLock {

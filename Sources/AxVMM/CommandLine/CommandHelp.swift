@@ -1,10 +1,46 @@
-/// Help text both front ends show (`--help`, the man page, the Embedded usage): examples for
-/// each subcommand, the exit statuses, and the version line.
+/// Help text beside the option table (`CommandDocs`): what axvm and each subcommand is,
+/// examples for each subcommand, the exit statuses, and the version line.
 public enum CommandHelp {
     /// `axvm --version`: the commit the binary was built from (`git describe`, "-dirty" for
     /// uncommitted changes; "unknown" outside a git checkout) and which build it is.
     public static func version(commit: String, build: String) -> String {
         "axvm commit \(commit) (\(build))"
+    }
+
+    /// What axvm is, for `axvm --help` and the manual's NAME.
+    public static let abstract = "A KVM hypervisor whose guest memory is an AxAddrSpace address space."
+
+    /// A subcommand's examples.
+    public static func examples(_ s: Subcommand) -> String {
+        switch s {
+        case .check: checkExamples
+        case .run: runExamples
+        case .boot: bootExamples
+        case .restore: restoreExamples
+        }
+    }
+
+    /// What a subcommand's help says beyond its one line (nil: nothing).
+    public static func discussion(_ s: Subcommand) -> String? {
+        switch s {
+        case .check, .run: nil
+        case .boot:
+            """
+            x86_64 devices: an 8250 UART on COM1 (console=ttyS0, IRQ 4), the in-kernel PIC, IOAPIC, \
+            LAPIC and PIT, an i8042 whose reset line ends the VM (reboot=k). arm64: a device \
+            tree written by axvm, an in-kernel GICv3 (or GICv2), PSCI, an ns16550a UART \
+            (console=ttyS0). The run ends normally (status 0) when the guest reboots or \
+            powers off.
+            Needs KVM with hardware virtualization (kvm_amd, kvm_intel): on kvm_pvm a stock \
+            kernel cannot run, and axvm boot says so at once.
+            """
+        case .restore:
+            """
+            The vCPUs start at once; with --lazy (the default) each page the snapshot holds is \
+            copied in on the guest's first touch of it, and pages it does not hold are fresh \
+            zero pages. A damaged, truncated or foreign snapshot is refused before a VM is made.
+            """
+        }
     }
 
     public static let checkExamples = """
