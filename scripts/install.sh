@@ -5,13 +5,15 @@
 #                                                     host (scripts/build-static.sh); with
 #                                                     --swiftpm the SwiftPM build instead (it
 #                                                     needs the Swift runtime libraries)
-#     PREFIX/share/man/man1/axvm.1                    swift-argument-parser's manual, with the
-#                                                     exit statuses as its EXIT STATUS section
+#     PREFIX/share/man/man1/axvm.1                    the manual, with the exit statuses as its
+#                                                     EXIT STATUS section
 #     PREFIX/share/bash-completion/completions/axvm   completions for bash, zsh and fish
 #     PREFIX/share/zsh/site-functions/_axvm
 #     PREFIX/share/fish/vendor_completions.d/axvm.fish
-# PREFIX defaults to /usr/local. The man page and completions come from the SwiftPM build
-# (--config, default release); both front ends take the same subcommands and options.
+# PREFIX defaults to /usr/local. The installed axvm writes its own manual and completions
+# (--generate-manual, --generate-completion-script SHELL: both builds, from the option table
+# in Sources/AxVMM/CommandLine). --config (default release) is the SwiftPM build's, for
+# --swiftpm; AXVM_SCRATCH names its scratch path (default .build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=/usr/local config=release swiftpm=0
@@ -25,31 +27,20 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-swift build -c "$config" --product axvm
-swiftpm_axvm=$(swift build -c "$config" --show-bin-path)/axvm
 if [ "$swiftpm" = 1 ]; then
-    binary=$swiftpm_axvm
+    scratch=${AXVM_SCRATCH:-.build}
+    swift build -c "$config" --scratch-path "$scratch" --product axvm
+    binary=$(swift build -c "$config" --scratch-path "$scratch" --show-bin-path)/axvm
 else
     scripts/build-static.sh "$(uname -m)"
     binary=.build-static/$(uname -m)/axvm
 fi
 
-# The manual: the root command's description holds the exit status table; move it into
-# the EXIT STATUS section, where swift-argument-parser writes only mdoc's generic `.Ex -std`.
-swift package generate-manual --configuration "$config" >/dev/null
-manual=.build/plugins/GenerateManual/outputs/axvm/axvm.1
-[ -f "$manual" ] || { echo "install: generate-manual wrote no $manual" >&2; exit 1; }
 staged=$(mktemp -d)
 trap 'rm -rf "$staged"' EXIT
-awk '
-    !moved && /^EXIT STATUS:$/ { taking = 1; next }
-    taking && /^\./ { taking = 0; moved = 1 }
-    taking { table = table $0 "\n"; next }
-    /^\.Ex -std/ { printf ".Bd -literal\n%s.Ed\n", table; next }
-    { print }
-' "$manual" > "$staged/axvm.1"
+"$binary" --generate-manual > "$staged/axvm.1"
 grep -q '^  124 ' "$staged/axvm.1" || { echo "install: the exit status table is missing from the manual" >&2; exit 1; }
-for shell in bash zsh fish; do "$swiftpm_axvm" --generate-completion-script "$shell" > "$staged/completion.$shell"; done
+for shell in bash zsh fish; do "$binary" --generate-completion-script "$shell" > "$staged/completion.$shell"; done
 
 install -D -m 755 "$binary" "$prefix/bin/axvm"
 install -D -m 644 "$staged/axvm.1" "$prefix/share/man/man1/axvm.1"

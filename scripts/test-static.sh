@@ -4,8 +4,12 @@
 # - the static x86_64 axvm runs memtest on this machine's KVM lazily and populated with the
 #   same checksum as the SwiftPM axvm (with AXVM_REQUIRE_KVM=1 a KVM failure fails);
 # - bad command lines get the same first error line and exit status from all front ends
-#   (the aarch64 one under qemu-aarch64-static when it is installed): the option values
-#   and validation are shared code;
+#   (the aarch64 one under qemu-aarch64-static when it is installed): both run the one
+#   command line of Sources/AxVMM/CommandLine (option table, parser, validation);
+# - every option of every subcommand reaches the configuration the runner receives, in the
+#   shared parser and in the static x86_64 build (CommandOptionTests with AXVM_STATIC_AXVM:
+#   the static axvm's --print-config against the parser's), and the aarch64 build resolves
+#   the same configurations under qemu;
 # - the static axvm's own memory beside a 1 GiB lazy guest is under 5 MiB (SwiftPM's shown);
 # - scripts/install.sh installs the static axvm naming this commit, the manual and the
 #   shell completions, which complete.
@@ -13,8 +17,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-static.sh aarch64
 scripts/build-static.sh x86_64
-swift build --product axvm > /dev/null
-ref=.build/debug/axvm
+# AXVM_SCRATCH: the SwiftPM scratch path (default .build).
+scratch=${AXVM_SCRATCH:-.build}
+swift build --scratch-path "$scratch" --product axvm > /dev/null
+ref=$scratch/debug/axvm
 x86=.build-static/x86_64/axvm
 arm=.build-static/aarch64/axvm
 fail=0
@@ -64,6 +70,33 @@ for c in "${cases[@]}"; do
 done
 echo "static: ${#cases[@]} bad command lines, same error and status from ${#runners[@]} Embedded front end(s) and the SwiftPM one"
 
+# Every option reaches the runner: the test suite's sample command lines, one per option and
+# subcommand, resolved by the shared parser and by the static x86_64 axvm (--print-config).
+swift build --build-tests --scratch-path "$scratch" > /dev/null
+if AXVM_STATIC_AXVM=$PWD/$x86 swift test --skip-build --scratch-path "$scratch" --filter CommandOptionTests > /tmp/static-options 2>&1; then
+    echo "static: every option of every subcommand reaches the runner's configuration, SwiftPM and static x86_64 alike"
+else
+    echo "static: FAIL: CommandOptionTests against $x86:"; grep -E '✘|Expectation failed' /tmp/static-options | head -20
+    fail=1
+fi
+# The aarch64 build under qemu: the same configurations (boot left out: its default kernel
+# command line is the host architecture's).
+if command -v qemu-aarch64-static > /dev/null; then
+    configs=(
+        "check --kvm /dev/kvm-x"
+        "run g.bin --memory 1G --populate --fault-around 2M --timeout none --order strided --stride 3 --seed 9 --test-size 8M --sparse --vcpus 2 --memtest-mode overlap --fault-threads 3 --max-resident 512M --stats --stats-json j --fault-map m.svg --kvm /dev/k --snapshot s --snapshot-on x --snapshot-after 2 --snapshot-and-exit"
+        "restore d --populate --fault-around 64K --timeout 5 --fault-threads 2 --marker m --quiet --stats --stats-json j --kvm /dev/k --snapshot s --snapshot-diff"
+    )
+    for c in "${configs[@]}"; do
+        # shellcheck disable=SC2086
+        if [ "$($ref $c --print-config)" != "$(qemu-aarch64-static $arm $c --print-config)" ]; then
+            echo "static: FAIL: axvm $c --print-config: aarch64 and SwiftPM differ"
+            fail=1
+        fi
+    done
+    echo "static: ${#configs[@]} full command lines resolve alike on aarch64"
+fi
+
 kvm_usable=0
 $x86 check > /tmp/static-check 2>&1 && kvm_usable=1
 if [ $kvm_usable = 1 ]; then
@@ -97,12 +130,16 @@ fi
 # The install step (scripts/install.sh): the static binary naming this commit, the manual
 # with its EXIT STATUS table, bash completions that complete options and their values.
 prefix=$(mktemp -d)
-scripts/install.sh --prefix "$prefix" --config debug > /dev/null
+AXVM_SCRATCH=$scratch scripts/install.sh --prefix "$prefix" --config debug > /dev/null
 commit=$(git describe --always --dirty --abbrev=12 --exclude '*' 2>/dev/null || echo unknown)
 version=$("$prefix/bin/axvm" --version)
 [ "$version" = "axvm commit $commit (Embedded static build)" ] || { echo "static: FAIL: installed axvm --version says \"$version\", commit $commit"; fail=1; }
 awk '/^\.Sh "EXIT STATUS"/ { s = 1 } s && /^  124 / { found = 1 } END { exit !found }' "$prefix/share/man/man1/axvm.1" \
     || { echo "static: FAIL: the installed manual has no EXIT STATUS table"; fail=1; }
+if command -v groff > /dev/null && [ -n "$(groff -mandoc -Tutf8 -ww -z "$prefix/share/man/man1/axvm.1" 2>&1)" ]; then
+    echo "static: FAIL: groff warns about the installed manual:"; groff -mandoc -Tutf8 -ww -z "$prefix/share/man/man1/axvm.1" 2>&1 | head -5
+    fail=1
+fi
 complete_words() {
     bash -O extglob -c 'source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
         _axvm axvm "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"; printf "%s\n" "${COMPREPLY[@]}"' _ \

@@ -139,11 +139,21 @@ public enum CommandDocs {
         return m
     }
 
-    /// Text safe on a roff line: backslashes escaped, and a line that would start with a
-    /// control character (`.` or `'`) made literal.
+    /// Text safe on a roff line: backslashes escaped, characters beyond ASCII as `\[uXXXX]`,
+    /// and a line that would start with a control character (`.` or `'`) made literal.
     static func roff(_ text: String) -> String {
         text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
-            var l = String(line).replacingAll("\\", with: "\\e")
+            var l = ""
+            for u in line.unicodeScalars {
+                if u == "\\" {
+                    l += "\\e"
+                } else if u.value > 127 {
+                    let hex = String(u.value, radix: 16, uppercase: true)
+                    l += "\\[u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex + "]"
+                } else {
+                    l.unicodeScalars.append(u)
+                }
+            }
             if l.hasPrefix(".") || l.hasPrefix("'") { l = "\\&" + l }
             if l.isEmpty { l = ".Pp" }
             return l
@@ -308,16 +318,5 @@ public enum CommandDocs {
             }
         }
         return f
-    }
-}
-
-extension String {
-    /// Every `target` replaced (no Foundation in Embedded Swift).
-    func replacingAll(_ target: Character, with replacement: String) -> String {
-        var out = ""
-        for c in self {
-            if c == target { out += replacement } else { out.append(c) }
-        }
-        return out
     }
 }
