@@ -20,13 +20,18 @@ struct AxvmProcess {
 
     /// Starts axvm with `args`; `environment` is added to this process's; standard output
     /// goes to `stdoutPath` (opened for writing) or to /dev/null.
-    init(_ args: [String], environment: [String] = [], stdoutPath: String = "/dev/null", stdoutFD: Int32? = nil) throws {
-        try self.init(raw: args.map { Array($0.utf8) }, environment: environment, stdoutPath: stdoutPath, stdoutFD: stdoutFD)
+    /// `limitFileSize`: the largest file it may write (RLIMIT_FSIZE, with SIGXFSZ ignored, so
+    /// a write past it fails with EFBIG), set by a shell that then execs axvm.
+    init(_ args: [String], environment: [String] = [], stdoutPath: String = "/dev/null", stdoutFD: Int32? = nil,
+         limitFileSize: Int? = nil) throws {
+        try self.init(raw: args.map { Array($0.utf8) }, environment: environment, stdoutPath: stdoutPath, stdoutFD: stdoutFD,
+                      limitFileSize: limitFileSize)
     }
 
     /// As `init(_:)`, with the arguments as bytes (which need not be UTF-8); `stdoutFD`, if
     /// given, is standard output instead of `stdoutPath`.
-    init(raw args: [[UInt8]], environment: [String] = [], stdoutPath: String = "/dev/null", stdoutFD: Int32? = nil) throws {
+    init(raw args: [[UInt8]], environment: [String] = [], stdoutPath: String = "/dev/null", stdoutFD: Int32? = nil,
+         limitFileSize: Int? = nil) throws {
         try #require(access(Self.binary, X_OK) == 0, "\(Self.binary) missing: run swift build first")
         var fds: [Int32] = [0, 0]
         try #require(pipe(&fds) == 0)
@@ -43,7 +48,10 @@ struct AxvmProcess {
         var env: [String] = []
         var e = environ
         while let p = e.pointee { env.append(String(cString: p)); e += 1 }
-        let argv = ([Array(Self.binary.utf8)] + args).map { bytes -> UnsafeMutablePointer<CChar>? in
+        // dash's `ulimit -f` counts 512-byte blocks.
+        let shell = limitFileSize.map { ["/bin/sh", "-c", "trap '' XFSZ; ulimit -f \($0 / 512) && exec \"$0\" \"$@\""].map { Array($0.utf8) } } ?? []
+        let program = limitFileSize == nil ? Self.binary : "/bin/sh"
+        let argv = (shell + [Array(Self.binary.utf8)] + args).map { bytes -> UnsafeMutablePointer<CChar>? in
             let p = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count + 1)
             for (i, b) in bytes.enumerated() { p[i] = CChar(bitPattern: b) }
             p[bytes.count] = 0
@@ -52,7 +60,7 @@ struct AxvmProcess {
         let envp = (env + environment).map { strdup($0) } + [nil]
         defer { argv.forEach { $0?.deallocate() }; envp.forEach { free($0) } }
         var pid = pid_t()
-        let r = posix_spawn(&pid, Self.binary, &actions, nil, argv, envp)
+        let r = posix_spawn(&pid, program, &actions, nil, argv, envp)
         close(fds[1])
         try #require(r == 0, "posix_spawn: \(r)")
         self.pid = pid

@@ -95,6 +95,7 @@ struct SnapshotDirectory {
         // Checked again: the directory may have changed since the run began.
         _ = try SnapshotDirectory(given)
         let name = String(path[path.index(after: path.lastIndex(of: "/") ?? path.index(before: path.startIndex))...])
+        Self.removeStale(in: parent, prefix: "." + name + ".axvm-")
         var temp = ""
         for n in 0..<100 {
             temp = parent + "/." + name + ".axvm-\(getpid())-\(n)"
@@ -126,6 +127,17 @@ struct SnapshotDirectory {
         }
         try Self.sync(parent)
         return result
+    }
+
+    /// Removes what an axvm killed while writing a snapshot left: temporary directories of
+    /// this snapshot (`prefix` + PID + "-" + N) whose process is gone.
+    static func removeStale(in parent: String, prefix: String) {
+        for entry in entries(parent) ?? [] where entry.hasPrefix(prefix) {
+            let rest = entry.dropFirst(prefix.count)
+            guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]), pid > 0, Int(rest[rest.index(after: dash)...]) != nil,
+                  pid != getpid(), kill(pid, 0) != 0 && errno == ESRCH else { continue }
+            remove(parent + "/" + entry)
+        }
     }
 
     /// fsync(2) of a directory: its entries (the files written, the swap) reach the disk.
