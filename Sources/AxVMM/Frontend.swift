@@ -122,7 +122,7 @@ public enum Frontend {
     /// guest's code, 3, 124, 128 + a signal: `RunReport.exitStatus`; 74 if the results
     /// could not be written).
     public static func run(_ config: VMConfig, stats: Bool, statsJSON: String?, faultMap: String? = nil) throws(Exit) {
-        let inputs = [("guest image", config.guestPath)]
+        let inputs = [("guest image", config.guestPath)] + Snapshots.files(restoring: nil, writing: config.snapshot?.directory)
         let json = try openOutputFile(statsJSON, inputs: inputs)
         let map = try openFaultMap(faultMap, statsJSON: statsJSON, inputs: inputs)
         var config = config
@@ -150,6 +150,7 @@ public enum Frontend {
     /// stderr unless the guest rebooted or powered off, the statistics or a summary line.
     public static func boot(_ config: LinuxBootConfig, stats: Bool, statsJSON: String?, faultMap: String? = nil) throws(Exit) {
         let inputs = [("kernel", config.kernelPath)] + (config.initrdPath.map { [("initrd", $0)] } ?? [])
+            + Snapshots.files(restoring: nil, writing: config.snapshot?.directory)
         let json = try openOutputFile(statsJSON, inputs: inputs)
         let map = try openFaultMap(faultMap, statsJSON: statsJSON, inputs: inputs)
         var config = config
@@ -179,8 +180,7 @@ public enum Frontend {
     /// Restores a snapshot as `axvm restore` does: the statistics file checked first, the
     /// end of the run on stderr unless the guest ended normally, the statistics if asked for.
     public static func restore(_ config: RestoreConfig, stats: Bool, statsJSON: String?) throws(Exit) {
-        let inputs = [("snapshot state", config.directory + "/" + SnapshotState.stateFile),
-                      ("snapshot memory", config.directory + "/" + SnapshotState.memoryFile)]
+        let inputs = Snapshots.files(restoring: config.directory, writing: config.snapshot?.directory)
         let json = try openOutputFile(statsJSON, inputs: inputs)
         let report: RunReport
         do {
