@@ -4,10 +4,10 @@ import Glibc
 import CKVM
 import KVM
 
-/// What both command-line front ends share — the SwiftPM one (swift-argument-parser,
-/// Sources/axvm) and the Embedded one (Embedded/axvm, scripts/build-static.sh): the parsing
-/// of option values, the `check` report, and running a guest with its statistics and exit
-/// status. The front ends only map option names to `VMConfig` fields.
+/// What both command-line front ends run — the SwiftPM one (Sources/axvm) and the Embedded
+/// one (Embedded/axvm, scripts/build-static.sh), each a call of `main` (CommandLine/): the
+/// parsing of option values, the `check` report, and running a guest with its statistics
+/// and exit status.
 public enum Frontend {
     /// A process exit status to leave with (0 included).
     public struct Exit: Error, Equatable {
@@ -15,7 +15,7 @@ public enum Frontend {
         public init(_ status: Int32) { self.status = status }
     }
 
-    /// The exit status for bad option values (BSD sysexits EX_USAGE), as swift-argument-parser uses.
+    /// The exit status for bad option values (BSD sysexits EX_USAGE), as swift-argument-parser's.
     public static let usageStatus: Int32 = 64
 
     // --- option values ------------------------------------------------------------------
