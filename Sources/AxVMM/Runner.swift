@@ -43,9 +43,8 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         if let plan = settings.snapshot, plan.diff && restore == nil {
             throw .badValue(what: "diff snapshot", value: plan.directory, reason: "needs a restored VM (axvm restore … --snapshot-diff): a diff is over the snapshot restored")
         }
-        // Before any VM exists: the restored snapshot describes the machine its loader
-        // builds, and a snapshot directory is usable and replaces nothing this run reads.
-        if let restore { try restore.check(memorySize: settings.memorySize, vcpus: settings.vcpus, ram: loader.ram) }
+        // Before any VM exists: a snapshot directory is usable and replaces nothing this run
+        // reads (`RestoreSource.withLoader` checked the restored snapshot's machine).
         if let plan = settings.snapshot {
             try restore?.checkSnapshotTarget(plan.directory)
             _ = try SnapshotDirectory(plan.directory)

@@ -10,6 +10,13 @@ func hex(_ bytes: [UInt8]) -> String {
     bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }
 
+/// What is done with a restored guest's loader (`RestoreSource.withLoader`): run it, or
+/// only look at it (`Snapshots.inspect`).
+protocol RestoredLoaderBody {
+    associatedtype R
+    func run<L: GuestLoader>(_ loader: L, _ source: RestoreSource) throws(VMMError) -> R
+}
+
 /// A snapshot read and checked for a restore, before any VM exists.
 struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the HAL, under its lock
     let directory: String
@@ -23,14 +30,16 @@ struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the H
     /// memory files, refusing a snapshot this host cannot restore (another architecture, KVM
     /// module or build's state layout, a damaged or truncated file, a broken chain), naming
     /// the file and the field.
-    init<P: Platform>(directory: String, platform: P) throws(VMMError) {
+    /// `checkHost`: refuse a snapshot of another KVM module (off only for `Snapshots.inspect`,
+    /// which builds no VM).
+    init<P: Platform>(directory: String, platform: P, checkHost: Bool = true) throws(VMMError) {
         var chain: [(directory: String, state: SnapshotState)] = []
         var next = directory
         var pin: (id: [UInt8], crc: UInt32)?
         var firstCRC: UInt32?
         while true {
             let path = next + "/" + SnapshotState.stateFile
-            let (state, crc) = try Self.readState(next, platform: platform)
+            let (state, crc) = try Self.readState(next, platform: platform, checkHost: checkHost)
             if let child = chain.last {
                 // The parent must be the very snapshot the diff was taken over.
                 let childPath = child.directory + "/" + SnapshotState.stateFile
@@ -67,20 +76,45 @@ struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the H
     let chain: [String]
 
     /// One state file, checked against this host; and its CRC-32 (what a diff pins).
-    private static func readState<P: Platform>(_ directory: String, platform: P) throws(VMMError) -> (SnapshotState, UInt32) {
+    private static func readState<P: Platform>(_ directory: String, platform: P, checkHost: Bool) throws(VMMError) -> (SnapshotState, UInt32) {
         let path = directory + "/" + SnapshotState.stateFile
         let (state, crc) = try SnapshotState.read(path)
         func bad(_ field: String, _ reason: String) -> VMMError { .snapshot(path: path, field: field, reason: reason) }
         guard state.arch == platform.arch.rawValue else {
             throw bad("arch", "\(state.arch); this host runs \(platform.arch.rawValue) guests")
         }
-        let flavour = KVMFlavour.detect().module.rawValue
+        let flavour = checkHost ? KVMFlavour.detect().module.rawValue : state.flavour
         guard state.flavour == flavour else { throw bad("kvm flavour", "taken on \(state.flavour); this host's KVM is \(flavour)") }
         guard platform.vcpuStateSize > 0 else { throw bad("arch", "snapshots are built for x86_64 guests only so far") }
         guard state.vcpuStateSize == UInt32(platform.vcpuStateSize), state.vmStateSize == UInt32(platform.vmStateSize) else {
             throw bad("vcpu state size", "\(state.vcpuStateSize) and \(state.vmStateSize) bytes; this axvm's are \(platform.vcpuStateSize) and \(platform.vmStateSize) (another build)")
         }
         return (state, crc)
+    }
+
+    /// Makes the loader of the guest the snapshot holds (its configuration from the
+    /// snapshot, the run's settings from `config`), checks that it builds the machine the
+    /// snapshot describes, and hands it to `body` — all before any VM exists.
+    func withLoader<P: Platform, B: RestoredLoaderBody>(platform: P, config c: RestoreConfig, t0: UInt64, _ body: B) throws(VMMError) -> B.R {
+        let path = directory + "/" + SnapshotState.stateFile
+        switch state.kind {
+        case "memtest":
+            let loader = try MemtestLoader.restoring(platform: platform, bytes: state.loader, path: path, base: c.memtestConfig)
+            try check(memorySize: loader.settings.memorySize, vcpus: loader.settings.vcpus, ram: loader.ram)
+            return try body.run(loader, self)
+        case "linux":
+            #if arch(x86_64)
+            let ram = state.regions.filter { !$0.readOnly }.map { $0.range }
+            let loader = try LinuxLoader.restoring(platform: platform, bytes: state.loader, path: path, ram: ram,
+                                                   base: c.linuxConfig, t0: t0)
+            try check(memorySize: state.memorySize, vcpus: loader.settings.vcpus, ram: platform.ramRanges(size: state.memorySize))
+            return try body.run(loader, self)
+            #else
+            throw .snapshot(path: path, field: "arch", reason: "a Linux snapshot restores on x86_64 only so far")
+            #endif
+        default:
+            throw .snapshot(path: path, field: "guest kind", reason: "\(state.kind): this axvm restores memtest and Linux guests")
+        }
     }
 
     /// The loader made from the snapshot must build the machine the snapshot describes: its

@@ -61,6 +61,14 @@ public struct RestoreConfig: Sendable {
     }
 }
 
+/// Runs a restored guest from where its snapshot left it.
+struct StartRestored: RestoredLoaderBody {
+    let t0: UInt64
+    func run<L: GuestLoader>(_ loader: L, _ source: RestoreSource) throws(VMMError) -> RunReport {
+        try Runner(loader: loader, restore: source).run(start: t0)
+    }
+}
+
 /// Restoring snapshots (`axvm restore`).
 public enum Snapshots {
     /// Reads and checks the snapshot (before any VM exists), makes the loader of the guest
@@ -72,29 +80,7 @@ public enum Snapshots {
             func run<P: Platform>(_ platform: P) throws(VMMError) -> RunReport {
                 try c.validate()
                 let source = try RestoreSource(directory: c.directory, platform: platform)
-                let path = c.directory + "/" + SnapshotState.stateFile
-                switch source.state.kind {
-                case "memtest":
-                    let loader = try MemtestLoader.restoring(platform: platform, bytes: source.state.loader, path: path, base: c.memtestConfig)
-                    guard loader.config.vcpus == source.state.vcpus.count, loader.config.memorySize == source.state.memorySize else {
-                        throw .snapshot(path: path, field: "loader", reason: "its vCPUs or memory size differ from the snapshot's")
-                    }
-                    return try Runner(loader: loader, restore: source).run(start: t0)
-                case "linux":
-                    #if arch(x86_64)
-                    let ram = source.state.regions.filter { !$0.readOnly }.map { $0.range }
-                    let loader = try LinuxLoader.restoring(platform: platform, bytes: source.state.loader, path: path, ram: ram,
-                                                           base: c.linuxConfig, t0: t0)
-                    guard loader.config.vcpus == source.state.vcpus.count else {
-                        throw .snapshot(path: path, field: "loader", reason: "its vCPUs differ from the snapshot's")
-                    }
-                    return try Runner(loader: loader, restore: source).run(start: t0)
-                    #else
-                    throw .snapshot(path: path, field: "arch", reason: "a Linux snapshot restores on x86_64 only so far")
-                    #endif
-                default:
-                    throw .snapshot(path: path, field: "guest kind", reason: "\(source.state.kind): this axvm restores memtest and Linux guests")
-                }
+                return try source.withLoader(platform: platform, config: c, t0: t0, StartRestored(t0: t0))
             }
         }
         return try Platforms.withHost(Job(c: c, t0: nowNanos()))
