@@ -5,7 +5,7 @@
 # checks that its resolution holds the library and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build --package-path AxAddrSpace --build-tests
+swift build --package-path AxAddrSpace --build-tests -Xswiftc -warnings-as-errors
 swift test --package-path AxAddrSpace --skip-build --no-parallel
 scripts/docs.sh
 swift build --package-path Examples/AddrSpaceDemo

@@ -18,7 +18,7 @@ public struct ProcessMemory: Sendable {
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 256)
         while fgets(&line, 256, f) != nil {
-            let s = String(cString: line)
+            let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             func kB(_ prefix: String) -> UInt64? {
                 guard s.hasPrefix(prefix) else { return nil }
                 let digits = s.dropFirst(prefix.count).filter { $0.isNumber }

@@ -54,7 +54,7 @@ extension VCPU {
 
     /// Where this vCPU stands (KVM_GET_MP_STATE, KVM_GET_REGS, KVM_GET_VCPU_EVENTS).
     public func haltState() throws(KVMError) -> HaltState {
-        switch try check("KVM_GET_MP_STATE, KVM_GET_REGS, KVM_GET_VCPU_EVENTS") { ckvm_halt_state(fd.raw) } {
+        switch try check("KVM_GET_MP_STATE, KVM_GET_REGS, KVM_GET_VCPU_EVENTS", { ckvm_halt_state(fd.raw) }) {
         case 1: .haltedForGood
         case 2: .waitingForStartup
         default: .live

@@ -149,15 +149,15 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
 
     #endif
 
-    /// An ioctl that fills a register struct.
-    private func get<T>(_ request: UInt, _ name: String, _ empty: T) throws(KVMError) -> T {
+    /// An ioctl that fills a register struct (plain bytes: the kernel writes them).
+    private func get<T: BitwiseCopyable>(_ request: UInt, _ name: String, _ empty: T) throws(KVMError) -> T {
         var value = empty
-        _ = try ioctl(fd.raw, request, name, &value)
+        _ = try withUnsafeMutableBytes(of: &value) { b throws(KVMError) in try ioctl(fd.raw, request, name, b.baseAddress) }
         return value
     }
-    /// An ioctl that reads a register struct.
-    private func set<T>(_ value: T, _ request: UInt, _ name: String) throws(KVMError) {
+    /// An ioctl that reads a register struct (plain bytes: the kernel reads them).
+    private func set<T: BitwiseCopyable>(_ value: T, _ request: UInt, _ name: String) throws(KVMError) {
         var v = value
-        _ = try ioctl(fd.raw, request, name, &v)
+        _ = try withUnsafeMutableBytes(of: &v) { b throws(KVMError) in try ioctl(fd.raw, request, name, b.baseAddress) }
     }
 }

@@ -96,9 +96,9 @@ struct ModelPage: Equatable {
                         for p in range {
                             model[p] = ModelPage(kind: linear ? .linear(host + UInt64(p - start) * 4096) : populate ? .populated : .lazy, flags: flags)
                         }
-                    } catch let e as AddrSpaceError {
-                        if case .overlaps = e { #expect(overlapping != nil, "step \(step): \(e)") }
-                        else { throw e }
+                    } catch {  // typed: an AddrSpaceError
+                        if case .overlaps = error { #expect(overlapping != nil, "step \(step): \(error)") }
+                        else { throw error }
                     }
                 case 2:
                     try s.unmap(gpa(start), size: UInt64(len) * 4096)
