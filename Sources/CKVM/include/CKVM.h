@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 // The rest of libc the VMM calls. A SwiftPM build also has them from Glibc; the Embedded
 // build (scripts/build-static.sh) has no Glibc module and sees libc through this header only.
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
