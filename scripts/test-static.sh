@@ -73,7 +73,8 @@ echo "static: ${#cases[@]} bad command lines, same error and status from ${#runn
 # Every option reaches the runner: the test suite's sample command lines, one per option and
 # subcommand, resolved by the shared parser and by the static x86_64 axvm (--print-config).
 swift build --build-tests --scratch-path "$scratch" > /dev/null
-if AXVM_STATIC_AXVM=$PWD/$x86 swift test --skip-build --scratch-path "$scratch" --filter CommandOptionTests > /tmp/static-options 2>&1; then
+if AXVM_STATIC_AXVM=$PWD/$x86 swift test --skip-build --scratch-path "$scratch" --filter CommandOptionTests > /tmp/static-options 2>&1 \
+    && grep -q 'Suite CommandOptionTests passed' /tmp/static-options; then
     echo "static: every option of every subcommand reaches the runner's configuration, SwiftPM and static x86_64 alike"
 else
     echo "static: FAIL: CommandOptionTests against $x86:"; grep -E '✘|Expectation failed' /tmp/static-options | head -20
