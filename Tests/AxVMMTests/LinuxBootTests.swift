@@ -470,34 +470,40 @@ func writeTempFile(_ bytes: [UInt8], _ name: String) -> String {
         0xeb, 0xfd,                          // jmp halt
     ]
 
-    @Test(.enabled(if: KVMGate.enabled, "KVM unusable here")) func initrdReachesGuestMemory() throws {
-        var image = syntheticBzImage(kernelBytes: 0x1000)
-        let entry = 5 * 512 + 0x200
-        image.replaceSubrange(entry..<(entry + Self.entryCode.count), with: Self.entryCode)
-        let kernel = writeTempFile(image, "load-kernel"), initrd = writeTempFile(Array("ITRD".utf8), "load-initrd")
-        defer { unlink(kernel); unlink(initrd) }
-        let size = (96 << 20) + 12  // 24 chunks and a bit, not a multiple of a page
-        let fd = open(initrd, O_WRONLY)
-        _ = pwrite(fd, "END!", 4, off_t(size - 4))  // sparse in between
-        close(fd)
-        var c = LinuxBootConfig(kernelPath: kernel)
-        c.initrdPath = initrd
-        c.allowKVMPVM = true
-        c.timeout = 20
-        c.memorySize = 256 << 20
-        let rss0 = InitrdRefusalTests().status("VmRSS")
-        InitrdRefusalTests().resetPeak()
-        let r = try LinuxMachine.boot(c)
-        let grown = InitrdRefusalTests().status("VmHWM") - rss0
-        #expect(r.exit == .reset, "\(r.exit)")
-        #expect(r.linux?.initrdSize == UInt64(size))
-        // The guest RAM the copy populated is the memfd's, not the heap's; no 96 MiB buffer.
-        #expect(r.statistics.populatedBytes >= UInt64(size))
-        #expect(grown < 64 << 20, "peak RSS grew by \(grown >> 20) MiB")
+    /// The peak RSS is the process's: the boot has a process of its own (an exit test), where
+    /// the suites `swift test` runs alongside neither add to it nor reset it.
+    @Test(.enabled(if: KVMGate.enabled, "KVM unusable here")) func initrdReachesGuestMemory() async {
+        await #expect(processExitsWith: .success) {
+            var image = syntheticBzImage(kernelBytes: 0x1000)
+            let entry = 5 * 512 + 0x200
+            image.replaceSubrange(entry..<(entry + LinuxInitrdLoadTests.entryCode.count), with: LinuxInitrdLoadTests.entryCode)
+            let kernel = writeTempFile(image, "load-kernel"), initrd = writeTempFile(Array("ITRD".utf8), "load-initrd")
+            defer { unlink(kernel); unlink(initrd) }
+            let size = (96 << 20) + 12  // 24 chunks and a bit, not a multiple of a page
+            let fd = open(initrd, O_WRONLY)
+            _ = pwrite(fd, "END!", 4, off_t(size - 4))  // sparse in between
+            close(fd)
+            var c = LinuxBootConfig(kernelPath: kernel)
+            c.initrdPath = initrd
+            c.allowKVMPVM = true
+            c.timeout = 20
+            c.memorySize = 256 << 20
+            let rss0 = InitrdRefusalTests().status("VmRSS")
+            InitrdRefusalTests().resetPeak()
+            let r = try LinuxMachine.boot(c)
+            let grown = InitrdRefusalTests().status("VmHWM") - rss0
+            #expect(r.exit == .reset, "\(r.exit)")
+            #expect(r.linux?.initrdSize == UInt64(size))
+            // The guest RAM the copy populated is the memfd's, not the heap's; no 96 MiB buffer.
+            #expect(r.statistics.populatedBytes >= UInt64(size))
+            #expect(grown < 64 << 20, "peak RSS grew by \(grown >> 20) MiB")
+        }
     }
 }
 
-/// `axvm boot`'s checks of the initrd work from its size (fstat), not its bytes.
+/// `axvm boot`'s checks of the initrd work from its size (fstat), not its bytes. Each test
+/// measures its process's peak RSS in a process of its own (an exit test), where nothing
+/// else runs.
 @Suite(.serialized) struct InitrdRefusalTests {
     /// A field of /proc/self/status in bytes (VmRSS: now; VmHWM: the peak since the last
     /// `resetPeak()`).
@@ -543,20 +549,24 @@ func writeTempFile(_ bytes: [UInt8], _ name: String) -> String {
     /// 1 GiB of sparse initrd, 2 GiB of RAM, but the kernel's initrd_addr_max is 256 MiB: it
     /// cannot fit, which the file's size says without reading it (it was read into the heap,
     /// 1 GiB of RSS, before the placement refused it).
-    @Test func sparseInitrdPastInitrdAddrMaxIsRefusedWithoutReading() throws {
-        let r = try refusal(syntheticBzImage(initrdAddrMax: 0x0fff_ffff), initrd: 1 << 30, memory: 2 << 30)
-        #expect(r.reason.hasPrefix("initrd \(r.initrd): 1073741824 bytes do not fit in RAM"))
-        #expect(r.reason.contains("initrd_addr_max 0xfffffff"))
-        #expect(r.seconds < 2, "refused after \(r.seconds) s")
-        #expect(r.grown < 64 << 20, "RSS grew by \(r.grown >> 20) MiB")
+    @Test func sparseInitrdPastInitrdAddrMaxIsRefusedWithoutReading() async {
+        await #expect(processExitsWith: .success) {
+            let r = try InitrdRefusalTests().refusal(syntheticBzImage(initrdAddrMax: 0x0fff_ffff), initrd: 1 << 30, memory: 2 << 30)
+            #expect(r.reason.hasPrefix("initrd \(r.initrd): 1073741824 bytes do not fit in RAM"))
+            #expect(r.reason.contains("initrd_addr_max 0xfffffff"))
+            #expect(r.seconds < 2, "refused after \(r.seconds) s")
+            #expect(r.grown < 64 << 20, "RSS grew by \(r.grown >> 20) MiB")
+        }
     }
 
     /// Larger than the guest's RAM: refused from the size alone, as before.
-    @Test func sparseInitrdLargerThanRAMIsRefusedWithoutReading() throws {
-        let r = try refusal(syntheticBzImage(), initrd: 3 << 30, memory: 256 << 20)
-        #expect(r.reason == "initrd \(r.initrd): 3221225472 bytes do not fit in RAM: larger than the 256 MiB of guest RAM")
-        #expect(r.seconds < 2, "refused after \(r.seconds) s")
-        #expect(r.grown < 64 << 20, "RSS grew by \(r.grown >> 20) MiB")
+    @Test func sparseInitrdLargerThanRAMIsRefusedWithoutReading() async {
+        await #expect(processExitsWith: .success) {
+            let r = try InitrdRefusalTests().refusal(syntheticBzImage(), initrd: 3 << 30, memory: 256 << 20)
+            #expect(r.reason == "initrd \(r.initrd): 3221225472 bytes do not fit in RAM: larger than the 256 MiB of guest RAM")
+            #expect(r.seconds < 2, "refused after \(r.seconds) s")
+            #expect(r.grown < 64 << 20, "RSS grew by \(r.grown >> 20) MiB")
+        }
     }
 }
 
