@@ -13,11 +13,20 @@ enum KVMGate {
     static var enabled: Bool { (required || usable) && GuestArch.host == .x86_64 }
 }
 
-/// guests/build, next to this package.
+/// guests/build, next to this package; built once (scripts/build-guests.sh, the Swift
+/// toolchain's clang and ld.lld) if a fresh clone has none yet, so that a plain `swift test`
+/// needs no step before it.
 func guestPath(_ name: String) -> String {
-    let file = #filePath
-    let root = file.split(separator: "/").dropLast(3).joined(separator: "/")
-    return "/" + root + "/guests/build/" + name + ".bin"
+    _ = Guests.built
+    return Guests.root + "/guests/build/" + name + ".bin"
+}
+
+enum Guests {
+    static let root = "/" + #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
+    static let built: Bool = {
+        if access(root + "/guests/build/memtest.bin", R_OK) == 0 { return true }
+        return system("'\(root)/scripts/build-guests.sh' >/dev/null") == 0
+    }()
 }
 
 /// Runs a guest; fails the test (instead of crashing) when the VMM throws.
