@@ -97,8 +97,9 @@ protocol GuestLoader: AnyObject, Sendable {
     func start(vm: VirtualMachine, kick: @escaping @Sendable () -> Void) throws(VMMError)
     /// Stops it again (after the vCPUs ended).
     func stop()
-    /// A port I/O or MMIO exit of `vcpu`.
-    func access(_ access: DeviceAccess, vcpu: VCPU) -> DeviceAction
+    /// Puts the guest's devices on the buses, once guest memory is set up (a device may
+    /// reach guest memory). The run loop sends every port I/O and MMIO exit through them.
+    func attach(_ buses: inout DeviceBuses, memory: GuestMemory<P.Format>, ram: [RAMRegion]) throws(VMMError)
     /// An MMIO access no device claimed: the end of the run, or nil to float the bus (reads
     /// 0xff, writes dropped).
     func unclaimedMMIO(gpa: GuestPhysAddr, isWrite: Bool, size: Int, pc: UInt64) -> ExitReason?

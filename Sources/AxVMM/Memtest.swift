@@ -185,7 +185,11 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
     func start(vm: VirtualMachine, kick: @escaping @Sendable () -> Void) throws(VMMError) {}
     func stop() {}
 
-    func access(_ access: DeviceAccess, vcpu: VCPU) -> DeviceAction { platform.memtestDevice(access, serial: serial) }
+    func attach(_ buses: inout DeviceBuses, memory: GuestMemory<P.Format>, ram: [RAMRegion]) throws(VMMError) {
+        try platform.attachMemtestDevices(&buses, serial: serial, reclaim: { [self] () throws(VMMError) in
+            try reclaim(memory: memory, ram: ram)
+        })
+    }
 
     func unclaimedMMIO(gpa: GuestPhysAddr, isWrite: Bool, size: Int, pc: UInt64) -> ExitReason? {
         let rom = platform.romBase

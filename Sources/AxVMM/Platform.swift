@@ -56,8 +56,9 @@ protocol Platform: Sendable {
     func vcpuSlot(_ i: Int) -> GuestPhysAddr
     /// Boot data (page tables, descriptor tables) and each vCPU's registers for `image`.
     func bootMemtest<F>(memory: GuestMemory<F>, params: GuestParams, image: GuestImage, vcpus: [VCPU]) throws(VMMError)
-    /// The memtest guests' devices: console, exit, reclaim.
-    func memtestDevice(_ access: DeviceAccess, serial: Serial) -> DeviceAction
+    /// Puts the memtest guests' devices on the buses: console, exit, reclaim.
+    func attachMemtestDevices(_ buses: inout DeviceBuses, serial: Serial,
+                              reclaim: @escaping @Sendable () throws(VMMError) -> Void) throws(VMMError)
 }
 
 /// What a guest needs from KVM's in-kernel devices.
@@ -68,27 +69,6 @@ enum InterruptModel: Sendable {
     case inKernel
 }
 
-/// A guest's access to a device: port I/O (x86) or MMIO outside RAM.
-enum DeviceAccess {
-    case io(port: UInt16, isOut: Bool, data: UnsafeMutableRawBufferPointer)
-    case mmio(gpa: GuestPhysAddr, isWrite: Bool, data: UnsafeMutableRawBufferPointer)
-}
-
-/// What a device made of an access.
-enum DeviceAction: Equatable {
-    /// Served (reads filled in).
-    case handled
-    /// No device there: the loader's policy applies.
-    case unhandled
-    /// This vCPU is done, with the guest's exit code.
-    case exit(UInt8)
-    /// The guest asks for its test region to be reclaimed.
-    case reclaim
-    /// The guest reset the machine (x86: the i8042's reset line).
-    case reset
-    /// The guest powered the machine off (x86: ACPI sleep state S5).
-    case powerOff
-}
 
 /// The guest architecture axvm runs: the host's own (KVM runs guests of its host's ISA).
 public enum GuestArch: String, Sendable {

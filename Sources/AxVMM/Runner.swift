@@ -68,6 +68,8 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
             for r in loader.ram { ram.append(try memory.addRAM(at: r.start, size: r.size, lazy: settings.lazy)) }
             try loader.load(memory: memory, vm: vm, vcpus: vcpus)
         }
+        var buses = DeviceBuses()
+        try loader.attach(&buses, memory: memory, ram: ram)
         try Termination.check()
 
         let cpus = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
@@ -119,8 +121,8 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
             throw error
         }
         defer { taker?.stop() }
-        let context = Context(vm: vm, system: system, memory: memory, ram: ram, control: control, watchdog: watchdog,
-                              pager: pager, taker: taker)
+        let context = Context(vm: vm, system: system, memory: memory, ram: ram, buses: buses, control: control,
+                              watchdog: watchdog, pager: pager, taker: taker)
         let tRun = nowNanos()
         // vCPU 0 runs on this thread, the others on their own; vCPUs a snapshot saved as
         // ended (a memtest vCPU that had exited) keep that outcome and do not run.
@@ -193,6 +195,7 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         let system: KVMSystem
         let memory: GuestMemory<L.P.Format>
         let ram: [RAMRegion]
+        let buses: DeviceBuses
         let control: RunControl
         let watchdog: Watchdog
         let pager: LazyPager<L.P.Format>
@@ -220,15 +223,12 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
             return .stopped
         }
         /// A device's answer.
-        func act(_ action: DeviceAction) throws(VMMError) -> VCPUOutcome? {
-            switch action {
-            case .handled, .unhandled: return nil
-            case let .exit(code): return .exited(code)
-            case .reclaim:
-                try loader.reclaim(memory: c.memory, ram: c.ram)
-                return nil
-            case .reset: return fatal(.reset)
-            case .powerOff: return fatal(.powerOff)
+        func act(_ effect: BusEffect) throws(VMMError) -> VCPUOutcome? {
+            switch effect {
+            case .handled: return nil
+            case let .endVCPU(outcome): return outcome
+            case let .endMachine(reason): return fatal(reason)
+            case let .fail(error): throw error
             }
         }
         while true {
@@ -255,21 +255,22 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
             exits += 1
             switch exit {
             case let .io(port, isOut, _, data):
-                let action = loader.access(.io(port: port, isOut: isOut, data: data), vcpu: vcpu)
-                if action == .unhandled && !isOut {
-                    for i in 0..<data.count { data[i] = 0xff }  // absent devices float high
-                }
-                if let end = try act(action) { return end }
+                let bus = c.buses.pio
+                let effect = isOut ? bus.write(UInt64(port), UnsafeRawBufferPointer(data), vcpu: index) : bus.read(UInt64(port), data, vcpu: index)
+                // No device there: writes are dropped, reads float high, as on a PC's bus.
+                if effect == nil && !isOut { data.fill(0xff) }
+                if let effect, let end = try act(effect) { return end }
             case let .mmio(gpa, isWrite, data):
-                let address = GuestPhysAddr(gpa)
-                let action = loader.access(.mmio(gpa: address, isWrite: isWrite, data: data), vcpu: vcpu)
-                if action == .unhandled {
-                    if let end = loader.unclaimedMMIO(gpa: address, isWrite: isWrite, size: data.count, pc: pc()) {
+                let bus = c.buses.mmio
+                let effect = isWrite ? bus.write(gpa, UnsafeRawBufferPointer(data), vcpu: index) : bus.read(gpa, data, vcpu: index)
+                if let effect {
+                    if let end = try act(effect) { return end }
+                } else {
+                    if let end = loader.unclaimedMMIO(gpa: GuestPhysAddr(gpa), isWrite: isWrite, size: data.count, pc: pc()) {
                         return fatal(end)
                     }
-                    if !isWrite { for i in 0..<data.count { data[i] = 0xff } }
+                    if !isWrite { data.fill(0xff) }
                 }
-                if let end = try act(action) { return end }
             case .hlt:
                 if let outcome = loader.halted(vcpu) {
                     if case let .deadHalt(rip) = outcome { return fatal(.deadHalt(rip: rip)) }

@@ -23,7 +23,7 @@ final class Serial: @unchecked Sendable {  // state behind `lock`
     }
 
     /// Bytes one `out` instruction wrote (any vCPU).
-    func out(_ bytes: UnsafeMutableRawBufferPointer) {
+    func out(_ bytes: UnsafeRawBufferPointer) {
         let fire: (@Sendable () -> Void)? = lock.withLock {
             var fire: (@Sendable () -> Void)?
             for b in bytes {
@@ -35,13 +35,13 @@ final class Serial: @unchecked Sendable {  // state behind `lock`
             }
             return fire
         }
-        if toStdout { StandardStreams.write(1, UnsafeRawBufferPointer(bytes)) }
+        if toStdout { StandardStreams.write(1, bytes) }
         fire?()
     }
     /// One byte (e.g. an 8250 THR write).
     func out(_ byte: UInt8) {
         var b = byte
-        withUnsafeMutableBytes(of: &b) { out($0) }
+        withUnsafeBytes(of: &b) { out($0) }
     }
     /// LSR: transmitter holding register empty and transmitter empty (bits 5 and 6).
     var lineStatus: UInt8 { 0x60 }

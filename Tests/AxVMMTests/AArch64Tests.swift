@@ -74,26 +74,27 @@ import Testing
         #expect(external.fault?.access == .write)
     }
 
-    @Test func devicesAnswerTheirAddressesOnly() {
+    @Test func devicesAnswerTheirAddressesOnly() throws {
         let serial = Serial(toStdout: false)
+        let reclaims = Counter()
+        var buses = DeviceBuses()
+        try AArch64Devices.attachMemtest(&buses, serial: serial, reclaim: { reclaims.add() })
         var word: UInt32 = 0x41
-        withUnsafeMutableBytes(of: &word) { data in
-            if case .handled = AArch64Devices.memtest(.mmio(gpa: GuestPhysAddr(AArch64Layout.uart), isWrite: true, data: data), serial: serial) {} else {
-                Issue.record("UART DR write not handled")
-            }
-            if case .exit(0x41) = AArch64Devices.memtest(.mmio(gpa: GuestPhysAddr(AArch64Layout.exitDevice), isWrite: true, data: data), serial: serial) {} else {
+        try withUnsafeMutableBytes(of: &word) { data in
+            let bus = buses.mmio
+            let r = UnsafeRawBufferPointer(data)
+            if case .handled? = bus.write(AArch64Layout.uart, r, vcpu: 0) {} else { Issue.record("UART DR write not handled") }
+            if case .endVCPU(.exited(0x41))? = bus.write(AArch64Layout.exitDevice, r, vcpu: 0) {} else {
                 Issue.record("exit device write not an exit with the low byte")
             }
-            if case .reclaim = AArch64Devices.memtest(.mmio(gpa: GuestPhysAddr(AArch64Layout.reclaimDevice), isWrite: true, data: data), serial: serial) {} else {
-                Issue.record("reclaim write not a reclaim")
-            }
-            if case .unhandled = AArch64Devices.memtest(.mmio(gpa: GuestPhysAddr(AArch64Layout.unmapped), isWrite: false, data: data), serial: serial) {} else {
-                Issue.record("an unmapped IPA answered as a device")
-            }
-            _ = AArch64Devices.memtest(.mmio(gpa: GuestPhysAddr(AArch64Layout.uart + 0x18), isWrite: false, data: data), serial: serial)
+            if case .handled? = bus.write(AArch64Layout.reclaimDevice, r, vcpu: 0) {} else { Issue.record("reclaim write not handled") }
+            #expect(bus.read(AArch64Layout.unmapped, data, vcpu: 0) == nil, "an unmapped IPA answered as a device")
+            #expect(bus.read(AArch64Layout.exitDevice + 1, data, vcpu: 0) == nil, "the exit register is one address")
+            _ = try #require(bus.read(AArch64Layout.uart + 0x18, data, vcpu: 0))
         }
         #expect(word == 0)  // FR: never busy
         #expect(serial.text == "A")
+        #expect(reclaims.value == 1)
     }
 
     @Test func parameterPageLaysTestPagesFromRAMBase() {

@@ -76,6 +76,30 @@ func openFDCount() -> Int {
     return n
 }
 
+/// Open file descriptors of this process on files under `prefix` (immune to what other
+/// suites running alongside open).
+func openFDs(under prefix: String) -> Int {
+    var n = 0
+    for fd in (try? listDirectory("/proc/self/fd")) ?? [] {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let len = readlink("/proc/self/fd/" + fd, &buf, buf.count - 1)
+        if len > 0 && String(decoding: buf[0..<len].map { UInt8(bitPattern: $0) }, as: UTF8.self).hasPrefix(prefix) { n += 1 }
+    }
+    return n
+}
+
+/// The names in a directory but `.` and `..`.
+func listDirectory(_ path: String) throws -> [String] {
+    guard let d = opendir(path) else { throw VMMError.host("opendir \(path)") }
+    defer { closedir(d) }
+    var names: [String] = []
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: &e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
 /// Whether the Debian tool at `path` (from `package`, installed by scripts/setup.sh) can run.
 /// If not, the test skips with a note, or fails when the environment variable `required` is
 /// 1 (CI sets it: the read-back must not quietly go away).

@@ -93,7 +93,10 @@ struct AArch64Platform: Platform {
         }
     }
 
-    func memtestDevice(_ access: DeviceAccess, serial: Serial) -> DeviceAction { AArch64Devices.memtest(access, serial: serial) }
+    func attachMemtestDevices(_ buses: inout DeviceBuses, serial: Serial,
+                              reclaim: @escaping @Sendable () throws(VMMError) -> Void) throws(VMMError) {
+        try AArch64Devices.attachMemtest(&buses, serial: serial, reclaim: reclaim)
+    }
 }
 
 /// What an arm64 KVM offers, for `axvm check` and VM creation.

@@ -289,24 +289,23 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
 
     func stop() { lock.withLock { uart = nil } }
 
-    func access(_ access: DeviceAccess, vcpu: VCPU) -> DeviceAction {
-        guard case let .mmio(gpa, isWrite, data) = access,
-              gpa.raw >= ArmLinuxLayout.uart, gpa.raw - ArmLinuxLayout.uart < ArmLinuxLayout.uartSize else { return .unhandled }
-        let offset = gpa.raw - ArmLinuxLayout.uart
-        return lock.withLock {
-            // Registers 0-7, one byte each; the rest of the page is empty.
-            guard offset < 8, let uart else {
-                if !isWrite { for i in 0..<data.count { data[i] = 0 } }
-                return .handled
-            }
-            let port = UART8250.base + UInt16(offset)
-            if isWrite {
-                if let b = data.first { uart.write(port: port, b) }
-            } else {
+    /// The ns16550a UART on MMIO: registers 0-7, one byte each; the rest of its page is empty.
+    func attach(_ buses: inout DeviceBuses, memory: GuestMemory<P.Format>, ram: [RAMRegion]) throws(VMMError) {
+        let uartDevice = ClosureDevice(read: { [self] offset, data in
+            lock.withLock {
+                guard offset < 8, let uart else { return data.fill(0) }
+                let port = UART8250.base + UInt16(offset)
                 for i in 0..<data.count { data[i] = i == 0 ? uart.read(port: port) : 0 }
             }
             return .handled
-        }
+        }, write: { [self] offset, data in
+            lock.withLock {
+                guard offset < 8, let uart, let b = data.first else { return }
+                uart.write(port: UART8250.base + UInt16(offset), b)
+            }
+            return .handled
+        })
+        try buses.mmio.register(uartDevice, name: "UART (ns16550a)", at: ArmLinuxLayout.uart, size: ArmLinuxLayout.uartSize)
     }
 
     /// Nothing else is mapped outside RAM (the GIC is in the kernel): reads see an empty

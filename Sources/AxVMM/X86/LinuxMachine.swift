@@ -157,32 +157,49 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         }
     }
 
-    func access(_ access: DeviceAccess, vcpu: VCPU) -> DeviceAction {
-        guard case let .io(port, isOut, data) = access else { return .unhandled }
-        if EmptyPCIBus.claims(port) {
-            lock.withLock { pci.access(port: port, isOut: isOut, data: data) }
+    /// The PC devices on I/O ports, all under the loader's lock: the empty PCI bus's
+    /// configuration ports, the ACPI sleep registers, COM1's 8250, the i8042.
+    func attach(_ buses: inout DeviceBuses, memory: GuestMemory<P.Format>, ram: [RAMRegion]) throws(VMMError) {
+        func ports(_ name: String, _ base: UInt16, _ count: UInt16,
+                   read: @escaping @Sendable (UInt16, UnsafeMutableRawBufferPointer) -> BusEffect,
+                   write: @escaping @Sendable (UInt16, UnsafeRawBufferPointer) -> BusEffect) throws(VMMError) {
+            try buses.pio.register(ClosureDevice(read: { read(base + UInt16($0), $1) }, write: { write(base + UInt16($0), $1) }),
+                                   name: name, at: UInt64(base), size: UInt64(count))
+        }
+        @Sendable func pci(_ port: UInt16, _ isOut: Bool, _ data: UnsafeMutableRawBufferPointer) -> BusEffect {
+            lock.withLock { self.pci.access(port: port, isOut: isOut, data: data) }
             return .handled
         }
-        if port == ACPITables.sleepControlPort || port == ACPITables.sleepStatusPort {
-            guard isOut else {
-                for i in 0..<data.count { data[i] = 0 }  // no wake status
+        try ports("PCI address", EmptyPCIBus.addressPort, 1, read: { pci($0, false, $1) },
+                  write: { pci($0, true, UnsafeMutableRawBufferPointer(mutating: $1)) })  // read only when written
+        let dataPorts = EmptyPCIBus.dataPorts
+        try ports("PCI data", dataPorts.lowerBound, dataPorts.upperBound - dataPorts.lowerBound + 1, read: { pci($0, false, $1) },
+                  write: { pci($0, true, UnsafeMutableRawBufferPointer(mutating: $1)) })
+        // The sleep control and status registers: no wake status; S5 written to the control
+        // byte powers off (a wider write's first byte is the one at 0x600).
+        try ports("ACPI sleep registers", ACPITables.sleepControlPort, 2, read: { _, data in
+            data.fill(0)
+            return .handled
+        }, write: { port, data in
+            port == ACPITables.sleepControlPort && data.first.map(ACPITables.isPowerOff) == true ? .endMachine(.powerOff) : .handled
+        })
+        try ports("COM1 (8250)", UART8250.ports.lowerBound, UInt16(UART8250.ports.count), read: { [self] port, data in
+            lock.withLock { for i in 0..<data.count { data[i] = uart?.read(port: port) ?? 0xff } }
+            return .handled
+        }, write: { [self] port, data in
+            lock.withLock { for b in data { uart?.write(port: port, b) } }
+            return .handled
+        })
+        for port in [I8042.dataPort, I8042.commandPort] {
+            try ports(port == I8042.dataPort ? "i8042 data" : "i8042 command", port, 1, read: { [self] port, data in
+                lock.withLock { for i in 0..<data.count { data[i] = i8042.read(port: port) } }
                 return .handled
-            }
-            // The register is one byte: a wider write's first byte is the one at 0x600.
-            let powerOff = port == ACPITables.sleepControlPort && data.first.map(ACPITables.isPowerOff) == true
-            return powerOff ? .powerOff : .handled
-        }
-        let isUART = UART8250.ports.contains(port), isI8042 = port == I8042.dataPort || port == I8042.commandPort
-        guard isUART || isI8042 else { return .unhandled }
-        return lock.withLock {
-            if isOut {
-                for b in data {
-                    if isUART { uart?.write(port: port, b) } else { i8042.write(port: port, b) }
+            }, write: { [self] port, data in
+                lock.withLock { () -> BusEffect in
+                    for b in data { i8042.write(port: port, b) }
+                    return i8042.resetRequested ? .endMachine(.reset) : .handled
                 }
-                return i8042.resetRequested ? .reset : .handled
-            }
-            for i in 0..<data.count { data[i] = isUART ? (uart?.read(port: port) ?? 0xff) : i8042.read(port: port) }
-            return .handled
+            })
         }
     }
 

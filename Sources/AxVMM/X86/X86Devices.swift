@@ -12,21 +12,13 @@ enum X86Devices {
     /// touch faults again and reads zeros.
     static let reclaim: UInt16 = 0xf5
 
-    /// Serves a memtest guest's port access; MMIO is nobody's here.
-    static func memtest(_ access: DeviceAccess, serial: Serial) -> DeviceAction {
-        guard case let .io(port, isOut, data) = access else { return .unhandled }
-        if isOut {
-            switch port {
-            case serialData: serial.out(data)
-            case debugExit: return .exit(data.first ?? 0)
-            case reclaim: return .reclaim
-            default: return .unhandled  // writes to absent devices are dropped, as on a bus
-            }
-            return .handled
-        }
-        // Reads: the serial line status says "ready"; absent devices float high.
-        guard port == serialLineStatus else { return .unhandled }
-        for i in 0..<data.count { data[i] = serial.lineStatus }
-        return .handled
+    /// The memtest guests' devices on I/O ports; reads of their empty registers float high
+    /// (0xff), as absent devices do.
+    static func attachMemtest(_ buses: inout DeviceBuses, serial: Serial,
+                              reclaim: @escaping @Sendable () throws(VMMError) -> Void) throws(VMMError) {
+        try buses.pio.register(MemtestConsole(serial: serial, statusOffset: UInt64(serialLineStatus - serialData), empty: 0xff,
+                                              wideWrites: true), name: "memtest console", at: UInt64(serialData), size: 8)
+        try buses.pio.register(MemtestExit(empty: 0xff), name: "memtest exit", at: UInt64(debugExit), size: 1)
+        try buses.pio.register(MemtestReclaim(empty: 0xff, reclaim: reclaim), name: "memtest reclaim", at: UInt64(Self.reclaim), size: 1)
     }
 }

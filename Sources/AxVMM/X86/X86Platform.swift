@@ -84,7 +84,10 @@ struct X86Platform<Format: NestedPagingFormat>: Platform {
         }
     }
 
-    func memtestDevice(_ access: DeviceAccess, serial: Serial) -> DeviceAction { X86Devices.memtest(access, serial: serial) }
+    func attachMemtestDevices(_ buses: inout DeviceBuses, serial: Serial,
+                              reclaim: @escaping @Sendable () throws(VMMError) -> Void) throws(VMMError) {
+        try X86Devices.attachMemtest(&buses, serial: serial, reclaim: reclaim)
+    }
 
     var vcpuStateSize: Int { MemoryLayout<ckvm_x86_vcpu_state>.size }
     var vmStateSize: Int { MemoryLayout<ckvm_x86_vm_state>.size }
