@@ -42,6 +42,9 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
     let userfault: Userfault
     private var regionList: [RAMRegion] = []
     private var nextSlot: UInt32 = 0
+    /// Per dirty-logged area (by slot): the pages the VMM's devices wrote since the last
+    /// `dirtyPages`, one bit per page; KVM's dirty log sees only the guest's writes. Under `lock`.
+    private var vmmWritten: [UInt32: [UInt64]] = [:]
 
     init(vm: VirtualMachine, format: Format, hostCapacity: UInt64, spaceSize: UInt64) throws(VMMError) {
         let host = try HostMemory(capacity: hostCapacity)
@@ -281,7 +284,26 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
     /// first time), one bit per page; nil if KVM does not record them for it.
     func dirtyPages(_ region: RAMRegion) throws(VMMError) -> [UInt64]? {
         guard region.logDirty else { return nil }
-        do { return try vm.dirtyLog(slot: region.slot, pages: Int(region.range.size / 4096)) } catch { throw .kvm(error) }
+        var log: [UInt64]
+        do { log = try vm.dirtyLog(slot: region.slot, pages: Int(region.range.size / 4096)) } catch { throw .kvm(error) }
+        let written = lock.withLock { vmmWritten.removeValue(forKey: region.slot) }
+        if let written { for i in log.indices where i < written.count { log[i] |= written[i] } }
+        return log
+    }
+
+    /// Records that the VMM wrote [gpa, gpa + count) of `region` (a device's write), for a
+    /// diff snapshot. Called under `lock`.
+    func markWritten(_ region: RAMRegion, _ gpa: UInt64, _ count: Int) {
+        guard region.logDirty, count > 0 else { return }
+        let pages = Int(region.range.size / 4096)
+        var bits = vmmWritten[region.slot] ?? [UInt64](repeating: 0, count: (pages + 63) / 64)
+        var p = Int((gpa - region.range.start.raw) / 4096)
+        let last = Int((gpa + UInt64(count) - 1 - region.range.start.raw) / 4096)
+        while p <= last && p < pages {
+            bits[p / 64] |= 1 << UInt64(p % 64)
+            p += 1
+        }
+        vmmWritten[region.slot] = bits
     }
 
     /// Index (from the region's start) of each populated 4 KiB page of `region`.

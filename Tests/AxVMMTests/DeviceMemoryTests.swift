@@ -1,0 +1,76 @@
+import AxAddrSpace
+@testable import AxVMM
+import Glibc
+import KVM
+import Testing
+
+/// Guest RAM as devices see it (`GuestMemory.deviceAccess`), on a real VM's memory: every
+/// (address, length) checked against RAM, lazy pages populated through the library, the
+/// device's writes recorded for diff snapshots.
+@Suite(.enabled(if: KVMGate.enabled, "KVM is not usable here (set AXVM_REQUIRE_KVM=1 to fail instead)"))
+struct DeviceMemoryTests {
+    /// A VM with 8 MiB of lazy, dirty-logged RAM at 0, another MiB at 16 MiB and a ROM above.
+    static func memory() throws -> (GuestMemory<NPT>, [RAMRegion]) {
+        let vm = try KVMSystem().createVM()
+        let m = try GuestMemory(vm: vm, format: NPT(), hostCapacity: 512 << 20, spaceSize: 1 << 32)
+        let a = try m.addRAM(at: GuestPhysAddr(0), size: 8 << 20, lazy: true, logDirty: true)
+        let b = try m.addRAM(at: GuestPhysAddr(16 << 20), size: 1 << 20, lazy: true)
+        _ = try m.addRAM(at: GuestPhysAddr(0xe000_0000), size: 0x1_0000, lazy: false, readOnly: true)
+        return (m, [a, b])
+    }
+
+    @Test func outsideRAMIsRefusedAndNothingIsTouched() throws {
+        let (m, ram) = try Self.memory()
+        let d = m.deviceAccess
+        var buf = [UInt8](repeating: 0xaa, count: 64)
+        let cases: [(UInt64, Int)] = [((8 << 20) - 32, 64), (8 << 20, 1), (0xe000_0000, 4), ((16 << 20) + (1 << 20) - 1, 2),
+                                      (UInt64.max - 8, 64), (12 << 20, 16)]
+        for (gpa, n) in cases {
+            do {
+                try buf.withUnsafeMutableBytes { try d.read(gpa, UnsafeMutableRawBufferPointer(rebasing: $0[..<n])) }
+                Issue.record("read of \(n) at 0x\(String(gpa, radix: 16)) allowed")
+            } catch {
+                #expect(error as? DeviceMemoryError == .outsideRAM(gpa: gpa, length: UInt64(n)))
+            }
+            #expect(throws: DeviceMemoryError.self) { try buf.withUnsafeBytes { try d.write(gpa, UnsafeRawBufferPointer(rebasing: $0[..<n])) } }
+        }
+        #expect(buf.allSatisfy { $0 == 0xaa })
+        #expect(ram.allSatisfy { m.populatedBytes($0) == 0 }, "a refused access populated memory")
+    }
+
+    @Test func lazyPagesComeInAndWritesAreRecorded() throws {
+        let (m, ram) = try Self.memory()
+        let d = m.deviceAccess
+        // Across a page boundary: two lazy pages populated, written, read back.
+        let data = (0..<600).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        try data.withUnsafeBytes { try d.write(0x2000 - 300, $0) }
+        #expect(m.populatedBytes(ram[0]) == 2 * 4096)
+        var back = [UInt8](repeating: 0, count: 600)
+        try back.withUnsafeMutableBytes { try d.read(0x2000 - 300, $0) }
+        #expect(back == data)
+        // What a guest read would see: the library's view (GuestMemory.read goes through it).
+        #expect(try m.read(GuestPhysAddr(0x2000 - 300), as: UInt8.self) == data[0])
+        // A read populates too (a zero page), and is not a write.
+        var z = [UInt8](repeating: 1, count: 8)
+        try z.withUnsafeMutableBytes { try d.read(0x5000, $0) }
+        #expect(z == [UInt8](repeating: 0, count: 8))
+        #expect(m.populatedBytes(ram[0]) == 3 * 4096)
+        // The device's writes are in the next dirty log (pages 1 and 2), the read is not.
+        let dirty = try #require(try m.dirtyPages(ram[0]))
+        #expect(dirty[0] & 0b111110 == 0b110, "dirty bits \(String(dirty[0], radix: 2))")
+        #expect(try #require(try m.dirtyPages(ram[0]))[0] & 0b110 == 0, "recorded once")
+        #expect(ram.allSatisfy { m.residencyMismatches($0).isEmpty })
+    }
+
+    @Test func aReclaimedPageComesBackAsZeros() throws {
+        let (m, ram) = try Self.memory()
+        let d = m.deviceAccess
+        try [UInt8](repeating: 9, count: 4096).withUnsafeBytes { try d.write(16 << 20, $0) }
+        try m.reclaim(GuestPhysAddr(16 << 20), size: 4096)
+        #expect(m.populatedBytes(ram[1]) == 0)
+        var back = [UInt8](repeating: 1, count: 4096)
+        try back.withUnsafeMutableBytes { try d.read(16 << 20, $0) }
+        #expect(back.allSatisfy { $0 == 0 })
+        #expect(m.residencyMismatches(ram[1]).isEmpty)
+    }
+}
