@@ -66,6 +66,8 @@ extern const unsigned long CKVM_KVM_GET_VCPU_MMAP_SIZE;
 extern const unsigned long CKVM_KVM_CREATE_VCPU;
 extern const unsigned long CKVM_KVM_SET_USER_MEMORY_REGION;
 extern const unsigned long CKVM_KVM_SET_TSS_ADDR;
+extern const unsigned long CKVM_KVM_IRQFD;
+extern const unsigned long CKVM_KVM_IOEVENTFD;
 extern const unsigned long CKVM_KVM_RUN;
 extern const unsigned long CKVM_KVM_GET_REGS;
 extern const unsigned long CKVM_KVM_SET_REGS;
