@@ -385,6 +385,34 @@ func blkHeader(type: UInt32, sector: UInt64) -> [UInt8] {
         #expect(!Virtqueue.needEvent(event: 7, new: 5, old: 1))
     }
 
+    /// A device thread serving notifications (as an ioeventfd thread does) while the driver
+    /// keeps adding chains and acknowledging interrupts from another thread.
+    @Test func deviceThreadServesWhileTheDriverAdds() throws {
+        let d = VirtioTestDriver(VirtioRNG())
+        #expect(d.start())
+        final class Stop: Sendable { let flag = Atomic<Bool>(false) }
+        let stop = Stop()
+        let mmio = d.mmio
+        let thread = try OSThread {
+            while !stop.flag.load(ordering: .acquiring) { mmio.notify(queue: 0) }
+        }
+        var done = 0
+        let total = 2000
+        var posted = 0
+        while done < total {
+            if posted < total && posted - done < 8 {
+                d.post([Buffer(gpa: d.data + UInt64(posted % 8) * 64, length: 64, writable: true)])
+                posted += 1
+            }
+            done += d.takeUsed().count
+            d.w32(VirtioMMIORegister.interruptACK, d.r32(VirtioMMIORegister.interruptStatus))
+        }
+        stop.flag.store(true, ordering: .releasing)
+        thread.join()
+        #expect(done == total)
+        #expect(!d.broken)
+    }
+
     // MARK: virtio-blk
 
     func blk(_ image: TempImage, readOnly: Bool = false) -> VirtioTestDriver<VirtioBlock> {
