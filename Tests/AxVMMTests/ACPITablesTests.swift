@@ -85,7 +85,8 @@ import Testing
     @Test func acpicaReadsEveryTable() throws {
         let iasl = "/usr/bin/iasl"
         guard toolAvailable(iasl, package: "acpica-tools", required: "AXVM_REQUIRE_IASL") else { return }
-        let tables = try walk(ACPITables.build(cpus: 2, at: base))
+        let slots = [VirtioSlot(base: 0xd000_0000, gsi: 16), VirtioSlot(base: 0xd000_1000, gsi: 17)]
+        let tables = try walk(ACPITables.build(cpus: 2, at: base, virtio: slots))
         let dir = NSTemporaryDirectory() + "axvm-acpi-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -94,7 +95,11 @@ import Testing
                      "Address : 0000000000000601", "CMOS RTC Not Present (V5) : 1"],
             "APIC": ["Processor Local APIC", "Local Apic ID : 01", "I/O APIC", "Address : FEC00000"],
             "DSDT": ["Name (_S5, Package (0x02)", "Device (COM1)", "EisaId (\"PNP0501\")", "IO (Decode16,",
-                     "0x03F8,", "IRQNoFlags ()", "{4}"],
+                     "0x03F8,", "IRQNoFlags ()", "{4}",
+                     // virtio-mmio transports as Linux's virtio_mmio driver matches them (ACPI id LNRO0005).
+                     "Device (VR00)", "Device (VR01)", "Name (_HID, \"LNRO0005\")", "Name (_CCA, One)",
+                     "Memory32Fixed (ReadWrite,", "0xD0001000,", "0x00000200,",
+                     "Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive, ,, )", "0x00000011,"],
             "XSDT": ["ACPI Table Address   0 :", "ACPI Table Address   1 :"],
         ]
         for (signature, bytes) in tables {

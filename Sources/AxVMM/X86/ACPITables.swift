@@ -13,10 +13,26 @@
 ///   the IOAPIC with GSI base 0; ISA IRQ n is GSI n (no overrides), as KVM's default routing.
 /// - DSDT: `\_S5` and the 16550 on COM1 (PNP0501, 0x3f8, IRQ 4). A hardware-reduced
 ///   platform has no legacy PIC, so Linux maps an ISA interrupt only when a device asks
-///   for it by its resources: the UART must be described.
+///   for it by its resources: the UART must be described. And one `LNRO0005` device per
+///   virtio-mmio transport (`VirtioSlot`: its registers and its level-triggered GSI), where
+///   a stock kernel's virtio_mmio driver finds them (Debian's is built without
+///   `VIRTIO_MMIO_CMDLINE_DEVICES`), as QEMU microvm describes them.
 ///
 /// Every table's bytes sum to 0 mod 256; the RSDP has its own two checksums. What Linux and
 /// ACPICA's `iasl` read back is tested (ACPITablesTests).
+/// A virtio-mmio transport's place in the machine: its registers (`size` bytes at `base`,
+/// 0x200 for version 2) and its interrupt (x86: an IOAPIC GSI; arm64: an SPI).
+public struct VirtioSlot: Sendable, Equatable {
+    public var base: UInt64
+    public var size: UInt32
+    public var gsi: UInt32
+    public init(base: UInt64, size: UInt32 = 0x200, gsi: UInt32) {
+        self.base = base
+        self.size = size
+        self.gsi = gsi
+    }
+}
+
 public enum ACPITables {
     /// The I/O port of the FADT's sleep control register; the status register is the next.
     public static let sleepControlPort: UInt16 = 0x600
@@ -33,10 +49,10 @@ public enum ACPITables {
     /// The tables for `cpus` CPUs (1 ... 254), laid out from guest physical `address`
     /// (16-byte aligned, below 1 MiB where Linux scans for the RSDP: 0xe0000–0xfffff); the
     /// RSDP comes first.
-    public static func build(cpus: Int, at address: UInt64) -> [UInt8] {
+    public static func build(cpus: Int, at address: UInt64, virtio: [VirtioSlot] = []) -> [UInt8] {
         let cpus = min(max(cpus, 1), 254)
         func align(_ n: Int) -> Int { (n + 15) & ~15 }
-        let dsdt = table("DSDT", revision: 2, body: dsdtAML())
+        let dsdt = table("DSDT", revision: 2, body: dsdtAML(virtio: virtio))
         let madt = table("APIC", revision: 5, body: madtBody(cpus: cpus))
         let rsdpSize = 36, xsdtSize = 36 + 2 * 8
         let xsdtAt = align(rsdpSize), fadtAt = align(xsdtAt + xsdtSize)
@@ -120,8 +136,17 @@ public enum ACPITables {
     ///                 IRQNoFlags () {4}
     ///             })
     ///         }
+    ///         Device (VR00) {                     // one per virtio-mmio slot
+    ///             Name (_HID, "LNRO0005")
+    ///             Name (_UID, Zero)
+    ///             Name (_CCA, One)                // cache-coherent DMA
+    ///             Name (_CRS, ResourceTemplate () {
+    ///                 Memory32Fixed (ReadWrite, 0xD0000000, 0x00000200)
+    ///                 Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive) { 16 }
+    ///             })
+    ///         }
     ///     }
-    static func dsdtAML() -> [UInt8] {
+    static func dsdtAML(virtio: [VirtioSlot] = []) -> [UInt8] {
         let nameOp: UInt8 = 0x08, packageOp: UInt8 = 0x12, bufferOp: UInt8 = 0x11, scopeOp: UInt8 = 0x10
         let bytePrefix: UInt8 = 0x0a, dwordPrefix: UInt8 = 0x0c, oneOp: UInt8 = 0x01, zeroOp: UInt8 = 0x00
         func name(_ s: String) -> [UInt8] { Array(s.utf8) }
@@ -133,17 +158,33 @@ public enum ACPITables {
         let uid: [UInt8] = [nameOp] + name("_UID") + [oneOp]
         let crs = [nameOp] + name("_CRS") + [bufferOp] + pkg([bytePrefix, UInt8(resources.count)] + resources)
         let device = [0x5b, 0x82] + pkg(name("COM1") + hid + uid + crs)   // DeviceOp
-        let scope = [scopeOp] + pkg(name("_SB_") + device)
+        var devices = device
+        for (i, slot) in virtio.prefix(256).enumerated() {
+            let hex = Array("0123456789ABCDEF".utf8)
+            let vname = [UInt8(ascii: "V"), UInt8(ascii: "R"), hex[i >> 4], hex[i & 15]]
+            let vhid = [nameOp] + name("_HID") + [0x0d] + name("LNRO0005") + [0]               // StringPrefix
+            let vuid = [nameOp] + name("_UID") + [bytePrefix, UInt8(i)]
+            let cca = [nameOp] + name("_CCA") + [oneOp]
+            // Large descriptors (ACPI 6.5 §6.4.3): Memory32Fixed (0x86, read-write), Extended
+            // Interrupt (0x89: consumer, level, active high, exclusive; one GSI), end tag.
+            let res: [UInt8] = [0x86, 0x09, 0x00, 0x01] + le(UInt32(truncatingIfNeeded: slot.base)) + le(slot.size)
+                + [0x89, 0x06, 0x00, 0x01, 0x01] + le(slot.gsi) + [0x79, 0x00]
+            let vcrs = [nameOp] + name("_CRS") + [bufferOp] + pkg([bytePrefix, UInt8(res.count)] + res)
+            devices += [0x5b, 0x82] + pkg(vname + vhid + vuid + cca + vcrs)
+        }
+        let scope = [scopeOp] + pkg(name("_SB_") + devices)
         return s5 + scope
     }
 
-    /// `body` behind its PkgLength (ACPI 6.5 §20.2.4): one byte below 64, else two (the
-    /// length counts its own bytes).
+    /// `body` behind its PkgLength (ACPI 6.5 §20.2.4): one byte below 64, two below 4096,
+    /// else three (the length counts its own bytes; the low nibble in the lead byte).
     static func pkg(_ body: [UInt8]) -> [UInt8] {
         let n1 = body.count + 1
         if n1 < 64 { return [UInt8(n1)] + body }
-        let n2 = body.count + 2  // below 4096: two bytes, the low nibble in the lead byte
-        return [0x40 | UInt8(n2 & 0xf), UInt8(n2 >> 4)] + body
+        let n2 = body.count + 2
+        if n2 < 4096 { return [0x40 | UInt8(n2 & 0xf), UInt8(n2 >> 4)] + body }
+        let n3 = body.count + 3  // a DSDT of 256 virtio devices is 20 KB
+        return [0x80 | UInt8(n3 & 0xf), UInt8(truncatingIfNeeded: n3 >> 4), UInt8(truncatingIfNeeded: n3 >> 12)] + body
     }
 
     private static func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { MPTable.le(v) }
