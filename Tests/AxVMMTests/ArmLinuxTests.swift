@@ -210,7 +210,8 @@ private let debianArmKernel: String? = {
         let plan = try ArmLinuxPlan(kernel: kernel, ram: ram, cmdline: "console=ttyS0 quiet", initrdPath: "i", initrdSize: 5000)
         for (version, compatible, reg) in [(ArmGIC.Version.v3, "arm,gic-v3", "reg = <0x00 0x8000000 0x00 0x10000 0x00 0x80a0000 0x00 0x40000>;"),
                                            (.v2, "arm,cortex-a15-gic", "reg = <0x00 0x8000000 0x00 0x1000 0x00 0x8010000 0x00 0x2000>;")] {
-            let blob = try ArmDeviceTree.build(plan: plan, gic: ArmGIC.Layout(version: version, vcpus: 2), mpidrs: [0x8000_0000, 0x8000_0001])
+            let blob = try ArmDeviceTree.build(plan: plan, gic: ArmGIC.Layout(version: version, vcpus: 2), mpidrs: [0x8000_0000, 0x8000_0001],
+                                               virtio: [VirtioSlot(base: 0x0a00_0000, gsi: 16), VirtioSlot(base: 0x0a00_0200, gsi: 17)])
             #expect(blob.prefix(4) == [0xd0, 0x0d, 0xfe, 0xed])
             let r = try runTool(dtc, ["-I", "dtb", "-O", "dts", "-"], stdin: blob)
             let dts = String(decoding: r.out, as: UTF8.self)
@@ -230,6 +231,9 @@ private let debianArmKernel: String? = {
                                : "interrupts = <0x01 0x0d 0x304 0x01 0x0e 0x304 0x01 0x0b 0x304 0x01 0x0a 0x304>;",
                 "uart@9000000 {", "compatible = \"ns16550a\";", "reg = <0x00 0x9000000 0x00 0x1000>;",
                 "interrupts = <0x00 0x01 0x04>;", "clock-frequency = <0x1c2000>;",
+                // virtio-mmio transports, as Linux's virtio_mmio driver matches them in a device tree.
+                "virtio_mmio@a000000 {", "virtio_mmio@a000200 {", "compatible = \"virtio,mmio\";",
+                "reg = <0x00 0xa000200 0x00 0x200>;", "interrupts = <0x00 0x11 0x04>;", "dma-coherent;",
             ] {
                 #expect(dts.contains(line), "\(version): no \(line) in\n\(dts)")
             }

@@ -91,8 +91,9 @@ public struct ArmLinuxPlan: Sendable {
 enum ArmDeviceTree {
     static let gicPhandle: UInt32 = 1
 
-    /// `mpidrs`: each vCPU's MPIDR_EL1 (its `reg`).
-    static func build(plan: ArmLinuxPlan, gic: ArmGIC.Layout, mpidrs: [UInt64]) throws(LinuxBootError) -> [UInt8] {
+    /// `mpidrs`: each vCPU's MPIDR_EL1 (its `reg`); `virtio`: the virtio-mmio transports, as
+    /// `virtio,mmio` nodes (their `gsi` an SPI number, level-triggered, DMA-coherent).
+    static func build(plan: ArmLinuxPlan, gic: ArmGIC.Layout, mpidrs: [UInt64], virtio: [VirtioSlot] = []) throws(LinuxBootError) -> [UInt8] {
         var w = DeviceTreeWriter()
         func cells(_ pairs: [(UInt64, UInt64)]) -> DeviceTreeValue { .u64s(pairs.flatMap { [$0.0, $0.1] }) }
         w.beginNode("")
@@ -166,6 +167,15 @@ enum ArmDeviceTree {
         w.property("interrupts", .u32s([spi, ArmLinuxLayout.uartSPI, levelHigh]))
         w.property("clock-frequency", .u32s([ArmLinuxLayout.uartClock]))
         w.endNode()
+
+        for slot in virtio {
+            w.beginNode("virtio_mmio@\(hexDigits(slot.base))")
+            w.property("compatible", .string("virtio,mmio"))
+            w.property("reg", cells([(slot.base, UInt64(slot.size))]))
+            w.property("interrupts", .u32s([spi, slot.gsi, levelHigh]))
+            w.property("dma-coherent", .empty)
+            w.endNode()
+        }
 
         w.endNode()
         let blob: [UInt8]
