@@ -373,8 +373,33 @@ linux_cases() {
     name=linux-4vcpus-seen
     result "linux-4vcpus-seen: $(tr -d '\r' < /tmp/linux-halt-4vcpus.out | grep -c -e '^axvm-linux: 4 CPUs online' -e '^axvm-linux: ran on CPU [0-3]$') of 5 lines"
     clean_log_case /tmp/linux-lazy.out /tmp/linux-populated-poweroff.out /tmp/linux-lazy-64K-2vcpus.out /tmp/linux-halt-4vcpus.out
+    linux_virtio_case
     linux_snapshot_cases
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $boot64 s lazy 64K on 2 vCPUs, $boot s on 4 vCPUs, $pop_boot s populated"
+}
+
+# linux_virtio_case: Linux with two virtio-blk disks (the second read-only) and a virtio-rng
+# on virtio-mmio, found through the ACPI tables (LNRO0005) by Debian's virtio_mmio module;
+# the guest writes 1 MiB of random data to /dev/vda and reads it back past its page cache,
+# its write to /dev/vdb is refused, it reads /dev/hwrng; from here the image is checked to
+# hold what the guest wrote (the checksum it printed).
+linux_virtio_case() {
+    local w r host
+    /bin/busybox dd if=/dev/zero of=/tmp/vda.img bs=1M count=8 2>/dev/null
+    printf 'axvm-read-only-disk' > /tmp/vdb.img
+    /bin/busybox dd if=/dev/zero of=/tmp/vdb.img bs=1 count=0 seek=1048576 2>/dev/null
+    linux_axvm linux-virtio --disk /tmp/vda.img --disk /tmp/vdb.img,ro --rng --cmdline "$LINUX_CMDLINE axvm.virtio"
+    result "$(linux_line)"
+    w=$(tr -d '\r' < /tmp/linux-virtio.out | sed -n 's/^axvm-virtio: vda wrote \([0-9a-f]*\) read .*/\1/p')
+    r=$(tr -d '\r' < /tmp/linux-virtio.out | sed -n 's/^axvm-virtio: vda wrote [0-9a-f]* read \([0-9a-f]*\)$/\1/p')
+    host=$(/bin/busybox dd if=/tmp/vda.img bs=64k count=16 2>/dev/null | /bin/busybox md5sum | cut -c1-32)
+    name=linux-virtio-disk
+    if [ -n "$w" ] && [ "$w" = "$r" ] && [ "$w" = "$host" ]; then
+        result "linux-virtio-disk: the guest read back what it wrote, and the image file holds it"
+    else
+        result "linux-virtio-disk: wrote ${w:-?}, read back ${r:-?}, the image holds $host"
+    fi
+    rm -f /tmp/vda.img /tmp/vdb.img
 }
 
 # linux_snapshot_cases: Linux booted lazily and snapshotted at its "axvm-snap: ready" line

@@ -88,7 +88,7 @@ fetch() {
     if [ -f "$cache/kernel-package" ] && [ -f "$cache/busybox/bin/busybox" ] && [ "${AXVM_RIG_REFRESH:-0}" != 1 ]; then
         local pkg
         pkg=$(cat "$cache/kernel-package")
-        if [ -f "$cache/$pkg/vmlinuz" ]; then
+        if [ -f "$cache/$pkg/vmlinuz" ] && [ -f "$cache/$pkg/guest-modules/virtio_mmio.ko" ]; then
             echo "kvm-rig: cached: $pkg, busybox-static ($cache)"
             return
         fi
@@ -97,11 +97,21 @@ fetch() {
     pkg=$(kernel_package_or_update amd64)
     download_debs "$cache/debs" "$pkg" amd64
 
-    # Unpack the kernel image and the four KVM modules only (the .deb holds ~400 MB of modules).
+    # Unpack the kernel image, the four KVM modules and the guest's virtio modules only (the
+    # .deb holds ~400 MB of modules).
     local dir=$cache/$pkg tmp=$cache/$pkg.tmp
     rm -rf "$tmp" && mkdir -p "$tmp"
     dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp" --wildcards './boot/vmlinuz-*' './boot/config-*' \
-        '*/virt/lib/irqbypass.ko' '*/arch/x86/kvm/kvm.ko' '*/drivers/crypto/ccp/ccp.ko' '*/arch/x86/kvm/kvm-amd.ko'
+        '*/virt/lib/irqbypass.ko' '*/arch/x86/kvm/kvm.ko' '*/drivers/crypto/ccp/ccp.ko' '*/arch/x86/kvm/kvm-amd.ko' \
+        '*/drivers/virtio/virtio.ko' '*/drivers/virtio/virtio_ring.ko' '*/drivers/virtio/virtio_mmio.ko' \
+        '*/drivers/block/virtio_blk.ko' '*/drivers/char/hw_random/virtio-rng.ko'
+    # The Linux guest's modules (the same kernel): virtio over MMIO, its disk and entropy
+    # drivers, in load order (scripts/linux-guest-initramfs.sh GUEST_MODULES).
+    mkdir -p "$tmp/guest-modules"
+    for m in virtio virtio_ring virtio_mmio virtio_blk virtio-rng; do
+        find "$tmp/lib" -name "$m.ko" -exec cp {} "$tmp/guest-modules/" \;
+        [ -f "$tmp/guest-modules/$m.ko" ] || die "$m.ko not in $kdeb"
+    done
     mkdir -p "$tmp/modules"
     cp "$tmp"/boot/vmlinuz-* "$tmp/vmlinuz"
     cp "$tmp"/boot/config-* "$tmp/config"
@@ -202,7 +212,7 @@ build_x86_64() {
     # QEMU for the microvm peer (AXVM_RIG_NO_QEMU=1 leaves it out: 15 MB less).
     mkdir -p "$root/linux"
     cp "$kdir/vmlinuz" "$root/linux/vmlinuz"
-    BUSYBOX=$bb scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
+    BUSYBOX=$bb GUEST_MODULES=$kdir/guest-modules scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
     [ "${AXVM_RIG_NO_QEMU:-0}" = 1 ] || copy_qemu "$root"
     cp rig/init.sh "$root/init"
     chmod +x "$root/init"

@@ -4,7 +4,11 @@
 # (nproc, and a line from each CPU) and the controller of the serial interrupt, then
 # reboots, which ends the VM (axvm: i8042 reset with reboot=k on x86, PSCI SYSTEM_RESET on
 # arm64; QEMU: -no-reboot), or powers off if the command line has axvm.end=poweroff. With
-# axvm.snap it also checksums data it wrote before a snapshot point and again after it.
+# axvm.snap it also checksums data it wrote before a snapshot point and again after it. With
+# axvm.virtio it loads the virtio modules ($GUEST_MODULES: virtio, virtio_ring, virtio_mmio,
+# virtio_blk, virtio-rng .ko files of the guest's kernel, put in the archive) and uses the
+# devices: 1 MiB of random data written to /dev/vda and read back (uncached), a write to
+# /dev/vdb (a read-only disk) refused, bytes read from /dev/hwrng.
 #   scripts/linux-guest-initramfs.sh [OUT]   default OUT: .build-rig/linux-guest/initramfs.cpio.gz
 # busybox: $BUSYBOX (any architecture's static busybox: the archive is written by
 # scripts/cpio-newc.py), else the rig's cache (scripts/kvm-rig.sh fetch), else /bin/busybox
@@ -20,8 +24,9 @@ if [ ! -x "$bb" ]; then
 fi
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,proc,dev}
+mkdir -p "$root"/{bin,proc,dev,modules}
 cp "$bb" "$root/bin/busybox"
+if [ -n "${GUEST_MODULES:-}" ]; then cp "$GUEST_MODULES"/*.ko "$root/modules/"; fi
 cat > "$root/init" <<'INIT'
 #!/bin/busybox sh
 # The kernel opens /dev/console for init only if the node exists: mount devtmpfs and take it.
@@ -56,6 +61,26 @@ case " $(/bin/busybox cat /proc/cmdline) " in
     echo "axvm-snap: ready"
     echo "axvm-snap: resumed"
     echo "axvm-snap: after $(/bin/busybox cat /tmp/data /tmp/random | /bin/busybox md5sum | /bin/busybox cut -c1-32)" ;;
+esac
+# axvm.virtio (the rig's virtio case): the modules, then each device used once.
+case " $(/bin/busybox cat /proc/cmdline) " in
+*" axvm.virtio "*)
+    for m in virtio virtio_ring virtio_mmio virtio_blk virtio-rng; do
+        /bin/busybox insmod /modules/$m.ko || echo "axvm-virtio: insmod $m failed"
+    done
+    i=0
+    while [ ! -b /dev/vdb ] && [ $i -lt 50 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
+    echo "axvm-virtio: $(/bin/busybox ls /sys/bus/virtio/devices | /bin/busybox wc -l) devices"
+    /bin/busybox dd if=/dev/urandom of=/pattern bs=64k count=16 2>/dev/null
+    /bin/busybox dd if=/pattern of=/dev/vda bs=64k 2>/dev/null && /bin/busybox sync
+    echo 3 > /proc/sys/vm/drop_caches
+    w=$(/bin/busybox md5sum < /pattern | /bin/busybox cut -c1-32)
+    r=$(/bin/busybox dd if=/dev/vda bs=64k count=16 2>/dev/null | /bin/busybox md5sum | /bin/busybox cut -c1-32)
+    echo "axvm-virtio: vda wrote $w read $r"
+    if /bin/busybox dd if=/pattern of=/dev/vdb bs=4k count=1 2>/dev/null; then echo "axvm-virtio: vdb took a write"
+    else echo "axvm-virtio: vdb refused the write"; fi
+    echo "axvm-virtio: vdb reads $(/bin/busybox dd if=/dev/vdb bs=19 count=1 2>/dev/null)"
+    echo "axvm-virtio: rng $(/bin/busybox cat /sys/class/misc/hw_random/rng_current), $(/bin/busybox dd if=/dev/hwrng bs=16 count=1 2>/dev/null | /bin/busybox wc -c) bytes read" ;;
 esac
 case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.end=poweroff "*)

@@ -31,6 +31,8 @@ import Testing
         "--max-resident": (["--max-resident", "32M"], [.run: ["max_resident=33554432"]]),
         "--init-marker": (["--init-marker", "booted!"], [.boot: ["init_marker=booted!"]]),
         "--marker": (["--marker", "resumed!"], [.restore: ["linux.init_marker=resumed!"]]),
+        "--disk": (["--disk", "a.img,ro", "--disk", "b.img"], [.boot: ["disk0=a.img,ro", "disk1=b.img"]]),
+        "--rng": (["--rng"], [.boot: ["rng=true"]]),
         "--quiet": (["--quiet"], [.boot: ["serial_to_stdout=false"],
                                   .restore: ["memtest.serial_to_stdout=false", "linux.serial_to_stdout=false"]]),
         "--stats": (["--stats"], [.run: ["stats=true"]]),

@@ -18,6 +18,9 @@ public enum ArmLinuxLayout {
     public static let uartSPI: UInt32 = 1
     /// Its input clock (the PC's 1.8432 MHz; the divisor the driver programs is not used).
     public static let uartClock: UInt32 = 1_843_200
+    /// The virtio-mmio transports (`VirtioSet`): 0x200 apart, on SPIs 16 and up, level-triggered.
+    public static let virtioBase: UInt64 = 0x0a00_0000
+    public static let virtioFirstSPI: UInt32 = 16
     /// The device tree's slot: the last 2 MiB of RAM (booting.rst: at most 2 MiB, 8-byte
     /// aligned, inside a 2 MiB region of its own).
     public static let deviceTreeSlot: UInt64 = 2 << 20
@@ -193,8 +196,12 @@ extension AArch64Platform {
     /// An arm64 `Image` (or `Image.gz`) with a device tree axvm writes (`ArmLinuxLoader`).
     func bootLinux(_ c: LinuxBootConfig, t0: UInt64) throws(LinuxBootError) -> RunReport {
         let (plan, initrd) = try ArmLinuxLoader<Self>.plan(c)
+        let virtio: VirtioSet?
+        do { virtio = c.virtioDevices > 0 ? try VirtioSet(disks: c.disks, rng: c.rng) : nil } catch { throw .vmm(error) }
+        let loader = ArmLinuxLoader(platform: self, config: c, plan: plan, initrd: initrd, t0: t0)
+        loader.virtio = virtio
         do {
-            return try Runner(loader: ArmLinuxLoader(platform: self, config: c, plan: plan, initrd: initrd, t0: t0)).run()
+            return try Runner(loader: loader).run()
         } catch {
             throw .vmm(error)
         }
@@ -217,6 +224,11 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
     private var uart: UART8250?
     private var uartLevel = false
     private var gic: ArmGIC?
+    /// The virtio devices, at `ArmLinuxLayout.virtioBase` (set before the run; attached with the VM).
+    var virtio: VirtioSet?
+    private var virtioSlots: [VirtioSlot] {
+        virtio?.slots(base: ArmLinuxLayout.virtioBase, firstGSI: ArmLinuxLayout.virtioFirstSPI) ?? []
+    }
 
     /// Reads and checks the kernel (inflating an `Image.gz`), and checks the initrd (its size)
     /// and command line against the layout: every input error before KVM is opened.
@@ -258,7 +270,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
         }
         self.gic = gic
         let blob: [UInt8]
-        do { blob = try ArmDeviceTree.build(plan: plan, gic: gic.layout, mpidrs: mpidrs) } catch {
+        do { blob = try ArmDeviceTree.build(plan: plan, gic: gic.layout, mpidrs: mpidrs, virtio: virtioSlots) } catch {
             throw .host("\(error)")
         }
         var written: Result<Void, VMMError> = .success(())
@@ -295,9 +307,13 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
             self.uartLevel = high
             try? vm.setIRQLine(line, high: high)
         })
+        try virtio?.start()
     }
 
-    func stop() { lock.withLock { uart = nil } }
+    func stop() {
+        virtio?.stop()
+        lock.withLock { uart = nil }
+    }
 
     /// The ns16550a UART on MMIO: registers 0-7, one byte each; the rest of its page is empty.
     func attach(_ buses: inout DeviceBuses, memory: GuestMemory<P.Format>, ram: [RAMRegion]) throws(VMMError) {
@@ -316,6 +332,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
             return .handled
         })
         try buses.mmio.register(uartDevice, name: "UART (ns16550a)", at: ArmLinuxLayout.uart, size: ArmLinuxLayout.uartSize)
+        if let virtio { try virtio.attach(&buses, slots: virtioSlots, memory: memory.deviceAccess, vm: memory.vm) }
     }
 
     /// Nothing else is mapped outside RAM (the GIC is in the kernel): reads see an empty

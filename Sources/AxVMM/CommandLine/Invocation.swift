@@ -128,6 +128,8 @@ public struct Invocation: Sendable {
             lines.append("init_marker=\(boot.initMarker)")
             lines.append("allow_kvm_pvm=\(boot.allowKVMPVM)")
             lines.append("firmware=\(boot.firmware.rawValue)")
+            for (i, d) in boot.disks.enumerated() { lines.append("disk\(i)=\(d.path)\(d.readOnly ? ",ro" : "")") }
+            lines.append("rng=\(boot.rng)")
             add("", boot.settings)
         case .restore:
             lines.append("directory=\(restore.directory)")

@@ -58,3 +58,16 @@ public struct DeviceState: Sendable, Equatable {
         self.bytes = bytes
     }
 }
+
+/// A virtio-mmio transport's place in the machine: its registers (`size` bytes at `base`,
+/// 0x200 for version 2) and its interrupt (x86: an IOAPIC GSI; arm64: an SPI).
+public struct VirtioSlot: Sendable, Equatable {
+    public var base: UInt64
+    public var size: UInt32
+    public var gsi: UInt32
+    public init(base: UInt64, size: UInt32 = 0x200, gsi: UInt32) {
+        self.base = base
+        self.size = size
+        self.gsi = gsi
+    }
+}

@@ -80,6 +80,12 @@ public struct LinuxBootConfig: Sendable, RunConfiguration {
     public var allowKVMPVM = false
     /// x86: how the guest learns its CPUs, interrupt routing and devices (`FirmwareTables`).
     public var firmware = FirmwareTables.acpi
+    /// virtio-blk disks, in order (/dev/vda, /dev/vdb, …): `--disk FILE[,ro]`.
+    public var disks: [DiskSpec] = []
+    /// A virtio-rng fed from the host's getrandom: `--rng`.
+    public var rng = false
+    /// How many virtio devices the guest gets.
+    public var virtioDevices: Int { disks.count + (rng ? 1 : 0) }
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 
@@ -124,6 +130,19 @@ public enum LinuxMachine {
     public static func validate(_ c: LinuxBootConfig) throws(VMMError) {
         try Machine.validateMemory(c.memorySize, faultAround: c.faultAround)
         try c.snapshot?.validate()
+        if let bad = c.disks.first(where: { $0.path.isEmpty }) {
+            throw .badValue(what: "disk", value: "\"\(bad.path)\"", reason: DiskSpec.rule)
+        }
+        if c.virtioDevices > VirtioSet.maxDevices {
+            throw .badValue(what: "virtio devices", value: "\(c.virtioDevices)", reason: "at most \(VirtioSet.maxDevices) (--disk and --rng together)")
+        }
+        if c.virtioDevices > 0, let plan = c.snapshot {
+            throw .badValue(what: "snapshot", value: plan.directory,
+                            reason: "a VM with virtio devices (--disk, --rng) cannot be snapshotted yet: their queues' state is not saved")
+        }
+        if c.virtioDevices > 0 && c.firmware != .acpi && GuestArch.host == .x86_64 {
+            throw .badValue(what: "virtio devices", value: "\(c.virtioDevices)", reason: "are described in the ACPI tables: not with --no-acpi or --no-mp-table")
+        }
         if let plan = c.snapshot, plan.diff {
             throw .badValue(what: "diff snapshot", value: plan.directory, reason: "needs a restored VM (axvm restore … --snapshot-diff): a diff is over the snapshot restored")
         }

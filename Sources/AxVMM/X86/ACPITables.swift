@@ -20,19 +20,6 @@
 ///
 /// Every table's bytes sum to 0 mod 256; the RSDP has its own two checksums. What Linux and
 /// ACPICA's `iasl` read back is tested (ACPITablesTests).
-/// A virtio-mmio transport's place in the machine: its registers (`size` bytes at `base`,
-/// 0x200 for version 2) and its interrupt (x86: an IOAPIC GSI; arm64: an SPI).
-public struct VirtioSlot: Sendable, Equatable {
-    public var base: UInt64
-    public var size: UInt32
-    public var gsi: UInt32
-    public init(base: UInt64, size: UInt32 = 0x200, gsi: UInt32) {
-        self.base = base
-        self.size = size
-        self.gsi = gsi
-    }
-}
-
 public enum ACPITables {
     /// The I/O port of the FADT's sleep control register; the status register is the next.
     public static let sleepControlPort: UInt16 = 0x600

@@ -249,7 +249,7 @@ public struct LinuxBootPlan: Sendable {
     /// is checked, and a refusal names the value.
     public init(kernel: LinuxKernel, ram: [GuestPhysRange], cmdline: String,
                 initrdPath: String? = nil, initrdSize: UInt64 = 0, firmware: FirmwareTables = .acpi,
-                cpus: Int = 1) throws(LinuxBootError) {
+                cpus: Int = 1, virtio: [VirtioSlot] = []) throws(LinuxBootError) {
         let h = kernel.header
         let text = Array(cmdline.utf8)
         guard !text.contains(0) else { throw .cmdline(reason: "contains a NUL byte") }
@@ -284,7 +284,7 @@ public struct LinuxBootPlan: Sendable {
         }
         let tables: [UInt8]
         switch firmware {
-        case .acpi: tables = ACPITables.build(cpus: cpus, at: LinuxLayout.acpiTables)
+        case .acpi: tables = ACPITables.build(cpus: cpus, at: LinuxLayout.acpiTables, virtio: virtio)
         case .mpTable: tables = MPTable.build(cpus: cpus, at: LinuxLayout.mpTable)
         case .none: tables = []
         }

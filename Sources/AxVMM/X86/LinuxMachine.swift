@@ -12,6 +12,12 @@ extension LinuxMachine {
     /// read) and command line against the RAM layout: every input error is found here,
     /// before KVM is opened, and an initrd that cannot fit is refused without reading it.
     public static func plan(_ c: LinuxBootConfig) throws(LinuxBootError) -> (LinuxBootPlan, initrd: LinuxInitrd?) {
+        let (plan, initrd, _) = try planWithDevices(c)
+        return (plan, initrd)
+    }
+
+    /// `plan`, and the virtio devices (their images opened and locked) at their slots.
+    static func planWithDevices(_ c: LinuxBootConfig) throws(LinuxBootError) -> (LinuxBootPlan, initrd: LinuxInitrd?, VirtioSet?) {
         do { try validate(c) } catch { throw .vmm(error) }
         guard c.vcpus == 1 || c.firmware != .none else {
             throw .vmm(.badValue(what: "vCPUs", value: "\(c.vcpus)",
@@ -24,16 +30,20 @@ extension LinuxMachine {
                 "\(size) bytes do not fit in RAM: larger than the \(c.memorySize >> 20) MiB of guest RAM"
             }
         }
+        let virtio: VirtioSet?
+        do { virtio = c.virtioDevices > 0 ? try VirtioSet(disks: c.disks, rng: c.rng) : nil } catch { throw .vmm(error) }
+        let slots = virtio?.slots(base: X86Layout.virtioBase, firstGSI: X86Layout.virtioFirstGSI) ?? []
         let plan = try LinuxBootPlan(kernel: kernel, ram: X86Layout.ramRanges(size: c.memorySize), cmdline: c.cmdline,
-                                     initrdPath: c.initrdPath, initrdSize: initrd?.size ?? 0, firmware: c.firmware, cpus: c.vcpus)
-        return (plan, initrd)
+                                     initrdPath: c.initrdPath, initrdSize: initrd?.size ?? 0, firmware: c.firmware, cpus: c.vcpus,
+                                     virtio: slots)
+        return (plan, initrd, virtio)
     }
 }
 
 extension X86Platform {
     /// A bzImage through the 64-bit boot protocol, on a PC (`LinuxLoader`).
     func bootLinux(_ c: LinuxBootConfig, t0: UInt64) throws(LinuxBootError) -> RunReport {
-        let (plan, initrd) = try LinuxMachine.plan(c)
+        let (plan, initrd, virtio) = try LinuxMachine.planWithDevices(c)
         // The device first, so that a bad --kvm is named as such rather than judged by the
         // host's modules.
         do { _ = try KVMSystem(path: c.kvmPath) } catch { throw .vmm(.kvm(error)) }
@@ -46,7 +56,9 @@ extension X86Platform {
                 e.g. in the rig: scripts/kvm-rig.sh test x86_64
                 """)
         }
-        do { return try Runner(loader: LinuxLoader(platform: self, config: c, plan: plan, initrd: initrd, t0: t0)).run() } catch {
+        let loader = LinuxLoader(platform: self, config: c, plan: plan, initrd: initrd, t0: t0)
+        loader.virtio = virtio
+        do { return try Runner(loader: loader).run() } catch {
             throw .vmm(error)
         }
     }
@@ -77,6 +89,8 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     private let i8042 = I8042()
     private var pci = EmptyPCIBus()
     private var resampler: IRQResampler?
+    /// The virtio devices, at `X86Layout.virtioBase` (set before the run; attached with the VM).
+    var virtio: VirtioSet?
     private var haltProbe: PeriodicThread?
     /// Per vCPU: how many kicks in a row found it unable to go on by itself, and whether
     /// the last found it halted (rather than never started).
@@ -146,9 +160,11 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
                         level: { resampler.set($0) })
         if let r = restoredUART { lock.withLock { uart?.restore(r) } }
         haltProbe = try PeriodicThread(periodMillis: Self.haltProbeMillis, tick: kick)
+        try virtio?.start()
     }
 
     func stop() {
+        virtio?.stop()
         haltProbe?.stop()
         resampler?.stop()
         lock.withLock {
@@ -200,6 +216,10 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
                     return i8042.resetRequested ? .endMachine(.reset) : .handled
                 }
             })
+        }
+        if let virtio {
+            try virtio.attach(&buses, slots: virtio.slots(base: X86Layout.virtioBase, firstGSI: X86Layout.virtioFirstGSI),
+                              memory: memory.deviceAccess, vm: memory.vm)
         }
     }
 

@@ -22,6 +22,10 @@ public enum X86Layout {
     public static func vcpuSlot(_ i: Int) -> UInt64 { params + 0x100 + UInt64(i) * 48 }
     public static let maxVCPUs = 64
     /// A read-only area (KVM_MEM_READONLY) holding "AXVMROM!", for the read-only test guest.
+    /// Linux's virtio-mmio transports (`VirtioSet`): 0x200 apart in the MMIO hole, on IOAPIC
+    /// pins 16-23 (above the ISA interrupts), level-triggered.
+    public static let virtioBase: UInt64 = 0xd000_0000
+    public static let virtioFirstGSI: UInt32 = 16
     public static let romBase: UInt64 = 0xe000_0000
     /// KVM's three-page real-mode TSS area, below 4 GiB and outside RAM.
     public static let tss: UInt64 = 0xfffb_d000

@@ -6,7 +6,7 @@
 
 /// A virtio device behind a transport (§5): what it offers and how it serves its queues.
 /// Generic, not an existential, so the Embedded build can specialize it.
-public protocol VirtioDevice {
+public protocol VirtioDevice: SendableMetatype {
     /// The device ID (§5: 2 block, 4 entropy).
     var deviceID: UInt32 { get }
     /// Device-specific feature bits it offers; the transport adds VERSION_1, EVENT_IDX and
@@ -134,6 +134,9 @@ public final class VirtioMMIO<D: VirtioDevice>: @unchecked Sendable {  // every 
 
     /// The Status register.
     public var status: UInt32 { lock.withLock { deviceStatus } }
+    /// Whether the interrupt status has a bit set the driver has not acknowledged (a
+    /// level-triggered line must stay raised).
+    public var interruptPending: Bool { lock.withLock { interruptStatus != 0 } }
     /// Why the device set DEVICE_NEEDS_RESET, nil while it works.
     public var brokenBy: VirtqueueError? { lock.withLock { failure } }
     /// Runs `body` with the device under the lock (tests, a monitor).

@@ -1,0 +1,110 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+import KVM
+
+/// A virtio-mmio transport attached to a VM (`VirtioMMIO`): on the MMIO bus at its slot, its
+/// queue notifications arriving through ioeventfds (one per queue on QueueNotify, matched by
+/// the queue's index: the vCPU never exits to userspace for them) and its interrupt going
+/// out through a level-triggered irqfd with a resample eventfd. One thread of its own serves
+/// it: a notification makes it process that queue; a resample (the guest ended its
+/// interrupt handler) makes it raise the line again if the interrupt status is still set.
+final class VirtioAttachment<D: VirtioDevice>: BusDevice, @unchecked Sendable {  // fds immutable; `thread` set by start/stop on the run's thread
+    let name: String
+    let slot: VirtioSlot
+    let transport: VirtioMMIO<D>
+    private let vm: VirtualMachine
+    private let irq: EventFD
+    private let resample: EventFD
+    private let stopEvent: EventFD
+    private let notifies: [EventFD]
+    private var thread: OSThread?
+
+    init(_ device: D, name: String, slot: VirtioSlot, memory: DeviceMemory, vm: VirtualMachine) throws(VMMError) {
+        self.name = name
+        self.slot = slot
+        self.vm = vm
+        let irq = try EventFD()
+        self.irq = irq
+        resample = try EventFD()
+        stopEvent = try EventFD()
+        var notifies: [EventFD] = []
+        for _ in device.queueMaxSizes { notifies.append(try EventFD()) }
+        self.notifies = notifies
+        // Asserting the line is a write to the irqfd; KVM keeps it asserted until the guest's
+        // EOI, then lowers it and signals `resample`.
+        transport = VirtioMMIO(device: device, memory: memory, interrupt: InterruptLine(trigger: {}, level: { high in
+            if high { irq.signal() }
+        }))
+        do {
+            try vm.assignIRQFD(irq.fd, gsi: slot.gsi, resampleFD: resample.fd)
+            for (q, e) in notifies.enumerated() {
+                try vm.assignIOEventFD(e.fd, address: slot.base + VirtioMMIORegister.queueNotify, length: 4, dataMatch: UInt64(q))
+            }
+        } catch {
+            detach()
+            throw .kvm(error)
+        }
+    }
+
+    /// Undoes the KVM side (best effort: what was not assigned is refused, and ignored).
+    private func detach() {
+        for (q, e) in notifies.enumerated() {
+            try? vm.deassignIOEventFD(e.fd, address: slot.base + VirtioMMIORegister.queueNotify, length: 4, dataMatch: UInt64(q))
+        }
+        try? vm.deassignIRQFD(irq.fd, gsi: slot.gsi)
+    }
+
+    func read(at offset: UInt64, into data: UnsafeMutableRawBufferPointer, vcpu: Int) -> BusEffect {
+        transport.read(offset: offset, data: data)
+        return .handled
+    }
+
+    func write(at offset: UInt64, from data: UnsafeRawBufferPointer, vcpu: Int) -> BusEffect {
+        transport.write(offset: offset, data: data)
+        return .handled
+    }
+
+    /// Starts the device thread.
+    func start() throws(VMMError) {
+        let fds = [stopEvent.fd, resample.fd] + notifies.map { $0.fd }
+        let transport = self.transport, irq = self.irq
+        thread = try OSThread {
+            var polls = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            while true {
+                let r = poll(&polls, nfds_t(polls.count), -1)
+                if r < 0 { if errno == EINTR { continue }; return }
+                if polls[0].revents != 0 { return }
+                if polls[1].revents != 0 {
+                    drainEventFD(fds[1])
+                    if transport.interruptPending { irq.signal() }
+                }
+                for q in 2..<polls.count where polls[q].revents != 0 {
+                    drainEventFD(fds[q])
+                    transport.notify(queue: UInt32(q - 2))
+                }
+            }
+        }
+    }
+
+    /// `start`, its error as a value (for a list of devices of several types).
+    func startReportingError() -> VMMError? {
+        do { try start() } catch { return error }
+        return nil
+    }
+
+    /// Stops the device thread and detaches from KVM.
+    func stop() {
+        stopEvent.signal()
+        thread?.join()
+        thread = nil
+        detach()
+    }
+}
+
+/// Reads an eventfd's count (resetting it).
+private func drainEventFD(_ fd: Int32) {
+    var count: UInt64 = 0
+    _ = read(fd, &count, 8)
+}
