@@ -22,6 +22,19 @@ struct SnapshotIntegrityTests {
         return dir
     }
 
+    /// A diff snapshot of `base` restored, taken into `dir` 0.2 s into the run.
+    static func diff(of base: String, into dir: String) throws {
+        var r = RestoreConfig(directory: base)
+        var plan = SnapshotPlan(directory: dir)
+        plan.afterSeconds = 0.2
+        plan.andExit = true
+        plan.diff = true
+        r.snapshot = plan
+        r.timeout = 60
+        let report = try Snapshots.restore(r)
+        try #require(report.exit == .snapshotTaken(directory: dir), "\(report.exitDescription)")
+    }
+
     /// What a directory holds: each file's name and bytes (to see it untouched).
     static func contents(_ dir: String) -> [String: [UInt8]] {
         var out: [String: [UInt8]] = [:]
@@ -124,14 +137,7 @@ struct SnapshotIntegrityTests {
         let base = try Self.snapshot("chain-base")
         let diff = temporaryPath("chain-diff"), link = temporaryPath("chain-link")
         defer { SnapshotDirectory.remove(base); SnapshotDirectory.remove(diff); unlink(link) }
-        var d = RestoreConfig(directory: base)
-        var plan = SnapshotPlan(directory: diff)
-        plan.afterSeconds = 0.2
-        plan.andExit = true
-        plan.diff = true
-        d.snapshot = plan
-        d.timeout = 60
-        _ = try Snapshots.restore(d)
+        try Self.diff(of: base, into: diff)
         #expect(symlink(base, link) == 0)
         let before = Self.contents(base), diffBefore = Self.contents(diff)
         for (restored, target) in [(base, base), (base, link), (diff, base), (diff, diff), (diff, link)] {
@@ -163,13 +169,7 @@ struct SnapshotIntegrityTests {
         let base = try Self.snapshot("pin-base")
         let diff = temporaryPath("pin-diff")
         defer { SnapshotDirectory.remove(base); SnapshotDirectory.remove(diff) }
-        var r = RestoreConfig(directory: base)
-        var plan = SnapshotPlan(directory: diff)
-        plan.afterSeconds = 0.2
-        plan.andExit = true
-        plan.diff = true
-        r.snapshot = plan
-        _ = try Snapshots.restore(r)
+        try Self.diff(of: base, into: diff)
         let ok = try SnapshotTests.restore(diff)
         #expect(ok.exit == .guestExit(code: 0))
         // The same guest, snapshotted again into the parent's directory: another snapshot.
@@ -247,13 +247,7 @@ struct SnapshotIntegrityTests {
         let base = try Self.snapshot("out-base")
         let diff = temporaryPath("out-diff"), next = temporaryPath("out-next")
         defer { SnapshotDirectory.remove(base); SnapshotDirectory.remove(diff); SnapshotDirectory.remove(next) }
-        var r = RestoreConfig(directory: base)
-        var plan = SnapshotPlan(directory: diff)
-        plan.afterSeconds = 0.2
-        plan.andExit = true
-        plan.diff = true
-        r.snapshot = plan
-        _ = try Snapshots.restore(r)
+        try Self.diff(of: base, into: diff)
         _ = try SnapshotTests.restore(base)
         #expect(mkdir(next, 0o755) == 0)
         let savedBase = Self.contents(base), savedDiff = Self.contents(diff)
