@@ -238,6 +238,15 @@ struct SnapshotIntegrityTests {
         #expect(readFile(mine + "/notes.txt") == "keep me")
     }
 
+    /// A snapshot directory named relative to the working directory, with or without a
+    /// slash: its temporary sibling is found beside it.
+    @Test func relativeSnapshotDirectoriesHaveAParentAndAName() {
+        for (path, parent, name) in [("snap", ".", "snap"), ("a/snap", "a", "snap"), ("/snap", "/", "snap"), ("/t/a/snap", "/t/a", "snap")] {
+            #expect(SnapshotDirectory.parentDirectory(of: path) == parent, "\(path)")
+            #expect(SnapshotDirectory.baseName(of: path) == name, "\(path)")
+        }
+    }
+
     // --- 3. output files ----------------------------------------------------------------
 
     /// `--stats-json` / `--fault-map` naming a file of the snapshot being written, restored,

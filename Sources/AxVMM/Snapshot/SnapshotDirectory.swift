@@ -67,6 +67,11 @@ struct SnapshotDirectory {
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
+    /// The last component of `path` (all of it without a slash).
+    static func baseName(of path: String) -> String {
+        path.lastIndex(of: "/").map { String(path[path.index(after: $0)...]) } ?? path
+    }
+
     /// The names in a directory but `.` and `..` (nil if it cannot be read).
     static func entries(_ path: String) -> [String]? {
         guard let d = opendir(path) else { return nil }
@@ -94,7 +99,7 @@ struct SnapshotDirectory {
     func replace<R>(_ write: (String) throws(VMMError) -> R) throws(VMMError) -> R {
         // Checked again: the directory may have changed since the run began.
         _ = try SnapshotDirectory(given)
-        let name = String(path[path.index(after: path.lastIndex(of: "/") ?? path.index(before: path.startIndex))...])
+        let name = Self.baseName(of: path)
         Self.removeStale(in: parent, prefix: "." + name + ".axvm-")
         var temp = ""
         for n in 0..<100 {
