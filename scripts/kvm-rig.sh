@@ -108,7 +108,7 @@ fetch() {
     # The Linux guest's modules (the same kernel): virtio over MMIO, its disk and entropy
     # drivers, in load order (scripts/linux-guest-initramfs.sh GUEST_MODULES).
     mkdir -p "$tmp/guest-modules"
-    for m in virtio virtio_ring virtio_mmio virtio_blk virtio-rng; do
+    for m in virtio_ring virtio virtio_mmio virtio_blk virtio-rng; do
         find "$tmp/lib" -name "$m.ko" -exec cp {} "$tmp/guest-modules/" \;
         [ -f "$tmp/guest-modules/$m.ko" ] || die "$m.ko not in $kdeb"
     done

@@ -5,7 +5,7 @@
 # reboots, which ends the VM (axvm: i8042 reset with reboot=k on x86, PSCI SYSTEM_RESET on
 # arm64; QEMU: -no-reboot), or powers off if the command line has axvm.end=poweroff. With
 # axvm.snap it also checksums data it wrote before a snapshot point and again after it. With
-# axvm.virtio it loads the virtio modules ($GUEST_MODULES: virtio, virtio_ring, virtio_mmio,
+# axvm.virtio it loads the virtio modules ($GUEST_MODULES: virtio_ring, virtio, virtio_mmio,
 # virtio_blk, virtio-rng .ko files of the guest's kernel, put in the archive) and uses the
 # devices: 1 MiB of random data written to /dev/vda and read back (uncached), a write to
 # /dev/vdb (a read-only disk) refused, bytes read from /dev/hwrng.
@@ -65,19 +65,21 @@ esac
 # axvm.virtio (the rig's virtio case): the modules, then each device used once.
 case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.virtio "*)
-    for m in virtio virtio_ring virtio_mmio virtio_blk virtio-rng; do
+    # In dependency order (each module's "depends=").
+    for m in virtio_ring virtio virtio_mmio virtio_blk virtio-rng; do
         /bin/busybox insmod /modules/$m.ko || echo "axvm-virtio: insmod $m failed"
     done
     i=0
     while [ ! -b /dev/vdb ] && [ $i -lt 50 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
     echo "axvm-virtio: $(/bin/busybox ls /sys/bus/virtio/devices | /bin/busybox wc -l) devices"
+    for d in vda vdb; do [ -b /dev/$d ] || echo "axvm-virtio: no /dev/$d"; done
     /bin/busybox dd if=/dev/urandom of=/pattern bs=64k count=16 2>/dev/null
-    /bin/busybox dd if=/pattern of=/dev/vda bs=64k 2>/dev/null && /bin/busybox sync
+    [ -b /dev/vda ] && /bin/busybox dd if=/pattern of=/dev/vda bs=64k 2>/dev/null && /bin/busybox sync
     echo 3 > /proc/sys/vm/drop_caches
     w=$(/bin/busybox md5sum < /pattern | /bin/busybox cut -c1-32)
     r=$(/bin/busybox dd if=/dev/vda bs=64k count=16 2>/dev/null | /bin/busybox md5sum | /bin/busybox cut -c1-32)
     echo "axvm-virtio: vda wrote $w read $r"
-    if /bin/busybox dd if=/pattern of=/dev/vdb bs=4k count=1 2>/dev/null; then echo "axvm-virtio: vdb took a write"
+    if [ ! -b /dev/vdb ] || /bin/busybox dd if=/pattern of=/dev/vdb bs=4k count=1 2>/dev/null; then echo "axvm-virtio: vdb took a write"
     else echo "axvm-virtio: vdb refused the write"; fi
     echo "axvm-virtio: vdb reads $(/bin/busybox dd if=/dev/vdb bs=19 count=1 2>/dev/null)"
     echo "axvm-virtio: rng $(/bin/busybox cat /sys/class/misc/hw_random/rng_current), $(/bin/busybox dd if=/dev/hwrng bs=16 count=1 2>/dev/null | /bin/busybox wc -c) bytes read" ;;
