@@ -506,7 +506,9 @@ linux_cases_aarch64() {
     result "$(linux_line)"
     name=linux-2vcpus-seen
     result "linux-2vcpus-seen: $(tr -d '\r' < /tmp/linux-lazy-64K-2vcpus.out | grep -c -e '^axvm-linux: 2 CPUs online' -e '^axvm-linux: ran on CPU [01]$') of 3 lines"
-    echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $pop_boot s populated, $boot s lazy 64K on 2 vCPUs"
+    local boot64=$boot
+    linux_virtio_case
+    echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $pop_boot s populated, $boot64 s lazy 64K on 2 vCPUs"
 }
 
 # exit_profile: one axvm boot (lazy 64K) and one QEMU microvm boot with KVM's tracepoints on

@@ -514,7 +514,7 @@ fetch_aarch64() {
     if [ -f "$cache_a64/kernel-package" ] && [ -f "$cache_a64/busybox/bin/busybox" ] && [ "${AXVM_RIG_REFRESH:-0}" != 1 ]; then
         local pkg
         pkg=$(cat "$cache_a64/kernel-package")
-        if [ -f "$cache_a64/$pkg/vmlinuz" ]; then
+        if [ -f "$cache_a64/$pkg/vmlinuz" ] && [ -d "$cache_a64/$pkg/guest-modules" ]; then
             echo "kvm-rig: cached: $pkg, busybox-static:arm64 ($cache_a64)"
             return
         fi
@@ -525,10 +525,18 @@ fetch_aarch64() {
     pkg=$(kernel_package_or_update arm64)
     download_debs "$cache_a64/debs" "$pkg" arm64
 
-    # The kernel image and its config only: KVM is built in, no modules needed.
+    # The kernel image, its config and the guest's virtio modules (KVM is built in; so may the
+    # virtio drivers be: then there is no module to take, and the guest needs none).
     local dir=$cache_a64/$pkg tmp=$cache_a64/$pkg.tmp
     rm -rf "$tmp" && mkdir -p "$tmp"
-    dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp" --wildcards './boot/vmlinuz-*' './boot/config-*'
+    dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp" --wildcards './boot/vmlinuz-*' './boot/config-*' \
+        '*/drivers/virtio/*.ko' '*/drivers/block/virtio_blk.ko' '*/drivers/char/hw_random/virtio-rng.ko' 2>/dev/null || true
+    [ -n "$(ls "$tmp"/boot/vmlinuz-* 2>/dev/null)" ] || die "no kernel image in $kdeb"
+    mkdir -p "$tmp/guest-modules"
+    for m in virtio_ring virtio virtio_mmio virtio_blk virtio-rng; do
+        find "$tmp" -name "$m.ko" -exec cp {} "$tmp/guest-modules/" \;
+    done
+    rm -rf "$tmp/lib"
     cp "$tmp"/boot/vmlinuz-* "$tmp/vmlinuz"
     cp "$tmp"/boot/config-* "$tmp/config"
     local opt
@@ -602,7 +610,7 @@ build_aarch64() {
     # busybox initramfs for it.
     mkdir -p "$root/linux"
     cp "$kdir/vmlinuz" "$root/linux/vmlinuz"
-    BUSYBOX=$bb scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
+    BUSYBOX=$bb GUEST_MODULES=$kdir/guest-modules scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
     # Debian's arm64 QEMU for the peer boot (AXVM_RIG_NO_QEMU=1 leaves it out: 52 MiB less).
     if [ "${AXVM_RIG_NO_QEMU:-0}" != 1 ]; then
         echo "kvm-rig: scripts/qemu-arm64-sysroot.sh (Debian's arm64 QEMU for the peer)"

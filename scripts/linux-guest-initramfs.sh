@@ -26,7 +26,7 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,proc,dev,modules}
 cp "$bb" "$root/bin/busybox"
-if [ -n "${GUEST_MODULES:-}" ]; then cp "$GUEST_MODULES"/*.ko "$root/modules/"; fi
+if [ -n "${GUEST_MODULES:-}" ]; then cp "$GUEST_MODULES"/*.ko "$root/modules/" 2>/dev/null || true; fi
 cat > "$root/init" <<'INIT'
 #!/bin/busybox sh
 # The kernel opens /dev/console for init only if the node exists: mount devtmpfs and take it.
@@ -65,8 +65,9 @@ esac
 # axvm.virtio (the rig's virtio case): the modules, then each device used once.
 case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.virtio "*)
-    # In dependency order (each module's "depends=").
+    # In dependency order (each module's "depends="); a driver built into the kernel has none.
     for m in virtio_ring virtio virtio_mmio virtio_blk virtio-rng; do
+        [ -f /modules/$m.ko ] || continue
         /bin/busybox insmod /modules/$m.ko || echo "axvm-virtio: insmod $m failed"
     done
     i=0
