@@ -65,6 +65,8 @@ esac
 # axvm.virtio (the rig's virtio case): the modules, then each device used once.
 case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.virtio "*)
+    /bin/busybox mkdir -p /sys
+    /bin/busybox mount -t sysfs sys /sys
     # In dependency order (each module's "depends="); a driver built into the kernel has none.
     for m in virtio_ring virtio virtio_mmio virtio_blk virtio-rng; do
         [ -f /modules/$m.ko ] || continue
