@@ -11,7 +11,6 @@ import KVM
 /// it: a notification makes it process that queue; a resample (the guest ended its
 /// interrupt handler) makes it raise the line again if the interrupt status is still set.
 final class VirtioAttachment<D: VirtioDevice>: BusDevice, @unchecked Sendable {  // fds immutable; `thread` set by start/stop on the run's thread
-    let name: String
     let slot: VirtioSlot
     let transport: VirtioMMIO<D>
     private let vm: VirtualMachine
@@ -21,8 +20,7 @@ final class VirtioAttachment<D: VirtioDevice>: BusDevice, @unchecked Sendable { 
     private let notifies: [EventFD]
     private var thread: OSThread?
 
-    init(_ device: D, name: String, slot: VirtioSlot, memory: DeviceMemory, vm: VirtualMachine) throws(VMMError) {
-        self.name = name
+    init(_ device: D, slot: VirtioSlot, memory: DeviceMemory, vm: VirtualMachine) throws(VMMError) {
         self.slot = slot
         self.vm = vm
         let irq = try EventFD()

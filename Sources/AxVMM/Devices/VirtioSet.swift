@@ -67,7 +67,7 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop on the run's 
 
     private func add<D: VirtioDevice>(_ device: D, _ name: String, _ slot: VirtioSlot, _ buses: inout DeviceBuses,
                                       _ memory: DeviceMemory, _ vm: VirtualMachine) throws(VMMError) {
-        let a = try VirtioAttachment(device, name: name, slot: slot, memory: memory, vm: vm)
+        let a = try VirtioAttachment(device, slot: slot, memory: memory, vm: vm)
         stops.append { a.stop() }
         starts.append { a.startReportingError() }
         try buses.mmio.register(a, name: name, at: slot.base, size: UInt64(slot.size))
