@@ -374,6 +374,7 @@ linux_cases() {
     result "linux-4vcpus-seen: $(tr -d '\r' < /tmp/linux-halt-4vcpus.out | grep -c -e '^axvm-linux: 4 CPUs online' -e '^axvm-linux: ran on CPU [0-3]$') of 5 lines"
     clean_log_case /tmp/linux-lazy.out /tmp/linux-populated-poweroff.out /tmp/linux-lazy-64K-2vcpus.out /tmp/linux-halt-4vcpus.out
     linux_virtio_case
+    linux_root_case
     linux_snapshot_cases
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $boot64 s lazy 64K on 2 vCPUs, $boot s on 4 vCPUs, $pop_boot s populated"
 }
@@ -400,6 +401,29 @@ linux_virtio_case() {
         result "linux-virtio-disk: wrote ${w:-?}, read back ${r:-?}, the image holds $host"
     fi
     rm -f /tmp/vda.img /tmp/vdb.img
+}
+
+# linux_root_case: Linux runs from an ext4 root file system on virtio-blk (root=/dev/vda, the
+# image of scripts/linux-guest-rootfs.sh): its init writes a file, reads it back from the disk
+# and reboots; a second VM boots the same image and finds the file as written. The image then
+# goes out on the console (gzip, base64, as rig file root.img.gz.b64), where kvm-rig.sh checks
+# it with the host's e2fsck and debugfs.
+linux_root_case() {
+    local b
+    if [ ! -f /linux/root.img ]; then
+        echo "linux-root-1: skipped (no /linux/root.img)"; echo "linux-root-2: skipped (no /linux/root.img)"; return
+    fi
+    cp /linux/root.img /tmp/root.img
+    for b in 1 2; do
+        linux_axvm linux-root-$b --disk /tmp/root.img --rng --cmdline "$LINUX_CMDLINE root=/dev/vda"
+        result "$(linux_line)"
+        name=linux-root-$b-data
+        result "linux-root-$b-data: $(tr -d '\r' < /tmp/linux-root-$b.out | sed -n 's/^axvm-root: boot [0-9]*: //p' | head -1)"
+    done
+    echo "rig-file-begin root.img.gz.b64"
+    /bin/busybox gzip -c /tmp/root.img | /bin/busybox base64
+    echo "rig-file-end"
+    rm -f /tmp/root.img
 }
 
 # linux_snapshot_cases: Linux booted lazily and snapshotted at its "axvm-snap: ready" line
@@ -508,6 +532,7 @@ linux_cases_aarch64() {
     result "linux-2vcpus-seen: $(tr -d '\r' < /tmp/linux-lazy-64K-2vcpus.out | grep -c -e '^axvm-linux: 2 CPUs online' -e '^axvm-linux: ran on CPU [01]$') of 3 lines"
     local boot64=$boot
     linux_virtio_case
+    linux_root_case
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $pop_boot s populated, $boot64 s lazy 64K on 2 vCPUs"
 }
 

@@ -38,6 +38,25 @@ out=$repo/.build-rig/rig-x86_64
 
 die() { echo "kvm-rig: $*" >&2; exit 1; }
 
+# The Linux guest's modules, taken from the rig's own kernel package: virtio over MMIO, its disk
+# and entropy drivers, and ext4 with what it needs (the crc32c shash it asks the crypto API
+# for by name) for the guest's root file system on virtio-blk. Load order:
+# scripts/linux-guest-initramfs.sh.
+GUEST_MODULES="virtio_ring virtio virtio_mmio virtio_blk virtio-rng crc16 mbcache jbd2 crc32c_generic ext4"
+GUEST_MODULE_PATHS=('*/drivers/virtio/*.ko' '*/drivers/block/virtio_blk.ko' '*/drivers/char/hw_random/virtio-rng.ko'
+    '*/lib/crc16.ko' '*/fs/mbcache.ko' '*/fs/jbd2/jbd2.ko' '*/crypto/crc32c_generic.ko' '*/fs/ext4/ext4.ko')
+
+# take_guest_modules TREE DIR: GUEST_MODULES from an unpacked kernel package TREE into DIR (a
+# module built into the kernel has no .ko: with ALLOW_BUILTIN=1 it is left out).
+take_guest_modules() {
+    local m
+    mkdir -p "$2"
+    for m in $GUEST_MODULES; do
+        find "$1" -name "$m.ko" -exec cp {} "$2/" \;
+        [ -f "$2/$m.ko" ] || [ "${ALLOW_BUILTIN:-0}" = 1 ] || die "$m.ko not in the kernel package"
+    done
+}
+
 # --- fetch ---------------------------------------------------------------------------------
 
 # kernel_package ARCH (amd64 | arm64): the unsigned twin of the kernel Debian's
@@ -88,7 +107,7 @@ fetch() {
     if [ -f "$cache/kernel-package" ] && [ -f "$cache/busybox/bin/busybox" ] && [ "${AXVM_RIG_REFRESH:-0}" != 1 ]; then
         local pkg
         pkg=$(cat "$cache/kernel-package")
-        if [ -f "$cache/$pkg/vmlinuz" ] && [ -f "$cache/$pkg/guest-modules/virtio_mmio.ko" ]; then
+        if [ -f "$cache/$pkg/vmlinuz" ] && [ -f "$cache/$pkg/guest-modules/ext4.ko" ]; then
             echo "kvm-rig: cached: $pkg, busybox-static ($cache)"
             return
         fi
@@ -97,21 +116,14 @@ fetch() {
     pkg=$(kernel_package_or_update amd64)
     download_debs "$cache/debs" "$pkg" amd64
 
-    # Unpack the kernel image, the four KVM modules and the guest's virtio modules only (the
+    # Unpack the kernel image, the four KVM modules and the guest's modules only (the
     # .deb holds ~400 MB of modules).
     local dir=$cache/$pkg tmp=$cache/$pkg.tmp
     rm -rf "$tmp" && mkdir -p "$tmp"
     dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp" --wildcards './boot/vmlinuz-*' './boot/config-*' \
         '*/virt/lib/irqbypass.ko' '*/arch/x86/kvm/kvm.ko' '*/drivers/crypto/ccp/ccp.ko' '*/arch/x86/kvm/kvm-amd.ko' \
-        '*/drivers/virtio/virtio.ko' '*/drivers/virtio/virtio_ring.ko' '*/drivers/virtio/virtio_mmio.ko' \
-        '*/drivers/block/virtio_blk.ko' '*/drivers/char/hw_random/virtio-rng.ko'
-    # The Linux guest's modules (the same kernel): virtio over MMIO, its disk and entropy
-    # drivers, in load order (scripts/linux-guest-initramfs.sh GUEST_MODULES).
-    mkdir -p "$tmp/guest-modules"
-    for m in virtio_ring virtio virtio_mmio virtio_blk virtio-rng; do
-        find "$tmp/lib" -name "$m.ko" -exec cp {} "$tmp/guest-modules/" \;
-        [ -f "$tmp/guest-modules/$m.ko" ] || die "$m.ko not in $kdeb"
-    done
+        "${GUEST_MODULE_PATHS[@]}"
+    take_guest_modules "$tmp/lib" "$tmp/guest-modules"
     mkdir -p "$tmp/modules"
     cp "$tmp"/boot/vmlinuz-* "$tmp/vmlinuz"
     cp "$tmp"/boot/config-* "$tmp/config"
@@ -213,6 +225,7 @@ build_x86_64() {
     mkdir -p "$root/linux"
     cp "$kdir/vmlinuz" "$root/linux/vmlinuz"
     BUSYBOX=$bb GUEST_MODULES=$kdir/guest-modules scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
+    BUSYBOX=$bb scripts/linux-guest-rootfs.sh "$root/linux/root.img" > /dev/null
     [ "${AXVM_RIG_NO_QEMU:-0}" = 1 ] || copy_qemu "$root"
     cp rig/init.sh "$root/init"
     chmod +x "$root/init"
@@ -423,6 +436,26 @@ save_rig_files() {
         f != "" { print > f }'
 }
 
+# check_root_image LOG LABEL: the ext4 root image the rig's linux-root cases used (printed as
+# rig file root.img.gz.b64), checked here with the host's e2fsprogs: the file system is clean
+# (e2fsck -fn) and /data/file has the MD5 the guest kept in /data/md5 when it wrote it.
+check_root_image() {
+    local log=$1 label=$2 img=$out/files/root-$2.img kept now
+    grep -q '^rig-file-begin root.img.gz.b64' "$log" || { echo "kvm-rig: $label: no root image in the log"; return 1; }
+    mkdir -p "$out/files"
+    tr -d '\r' < "$log" | awk '/^rig-file-begin root.img.gz.b64$/ { f = 1; next } /^rig-file-end$/ { f = 0 } f' \
+        | base64 -d | gunzip > "$img" || { echo "kvm-rig: $label: the root image in the log does not decode"; return 1; }
+    if ! e2fsck -fn "$img" > "$img.fsck" 2>&1; then
+        echo "kvm-rig: $label: e2fsck -fn finds the guest's root file system damaged:"; tail -5 "$img.fsck"; return 1
+    fi
+    kept=$(debugfs -R 'cat /data/md5' "$img" 2>/dev/null)
+    now=$(debugfs -R 'cat /data/file' "$img" 2>/dev/null | md5sum | cut -c1-32)
+    if [ -z "$kept" ] || [ "$kept" != "$now" ]; then
+        echo "kvm-rig: $label: /data/file in the root image has MD5 $now, the guest wrote ${kept:-nothing}"; return 1
+    fi
+    echo "kvm-rig: $label: root image clean (e2fsck -fn), /data/file as the guest wrote it (debugfs, MD5 $now)"
+}
+
 # compare_x86_64 [LOG [linux]]: the rig's output (default: the last test's) against
 # rig/expected-x86_64.txt (with `linux`: its Linux lines only, for the linux verb).
 compare_x86_64() {
@@ -434,7 +467,10 @@ compare_x86_64() {
     else
         resolve_expectations rig/expected-x86_64.txt > "$out/expected.txt"
     fi
-    check_log "$log" "$out/expected.txt" rig/expected-x86_64.txt x86_64
+    local status=0
+    check_log "$log" "$out/expected.txt" rig/expected-x86_64.txt x86_64 || status=1
+    check_root_image "$log" x86_64 || status=1
+    return $status
 }
 
 # check_log LOG RESOLVED TEMPLATE LABEL: every line of RESOLVED (expectations, checksums
@@ -514,7 +550,7 @@ fetch_aarch64() {
     if [ -f "$cache_a64/kernel-package" ] && [ -f "$cache_a64/busybox/bin/busybox" ] && [ "${AXVM_RIG_REFRESH:-0}" != 1 ]; then
         local pkg
         pkg=$(cat "$cache_a64/kernel-package")
-        if [ -f "$cache_a64/$pkg/vmlinuz" ] && [ -d "$cache_a64/$pkg/guest-modules" ]; then
+        if [ -f "$cache_a64/$pkg/vmlinuz" ] && [ -f "$cache_a64/$pkg/guest-modules/ext4.ko" ]; then
             echo "kvm-rig: cached: $pkg, busybox-static:arm64 ($cache_a64)"
             return
         fi
@@ -530,12 +566,9 @@ fetch_aarch64() {
     local dir=$cache_a64/$pkg tmp=$cache_a64/$pkg.tmp
     rm -rf "$tmp" && mkdir -p "$tmp"
     dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp" --wildcards './boot/vmlinuz-*' './boot/config-*' \
-        '*/drivers/virtio/*.ko' '*/drivers/block/virtio_blk.ko' '*/drivers/char/hw_random/virtio-rng.ko' 2>/dev/null || true
+        "${GUEST_MODULE_PATHS[@]}" 2>/dev/null || true
     [ -n "$(ls "$tmp"/boot/vmlinuz-* 2>/dev/null)" ] || die "no kernel image in $kdeb"
-    mkdir -p "$tmp/guest-modules"
-    for m in virtio_ring virtio virtio_mmio virtio_blk virtio-rng; do
-        find "$tmp" -name "$m.ko" -exec cp {} "$tmp/guest-modules/" \;
-    done
+    ALLOW_BUILTIN=1 take_guest_modules "$tmp" "$tmp/guest-modules"
     rm -rf "$tmp/lib"
     cp "$tmp"/boot/vmlinuz-* "$tmp/vmlinuz"
     cp "$tmp"/boot/config-* "$tmp/config"
@@ -611,6 +644,7 @@ build_aarch64() {
     mkdir -p "$root/linux"
     cp "$kdir/vmlinuz" "$root/linux/vmlinuz"
     BUSYBOX=$bb GUEST_MODULES=$kdir/guest-modules scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
+    BUSYBOX=$bb scripts/linux-guest-rootfs.sh "$root/linux/root.img" > /dev/null
     # Debian's arm64 QEMU for the peer boot (AXVM_RIG_NO_QEMU=1 leaves it out: 52 MiB less).
     if [ "${AXVM_RIG_NO_QEMU:-0}" != 1 ]; then
         echo "kvm-rig: scripts/qemu-arm64-sysroot.sh (Debian's arm64 QEMU for the peer)"
@@ -689,6 +723,7 @@ compare_aarch64() {
         [ -f "$log" ] || die "no log $log: run $0 test aarch64 $cpu"
         resolve_expectations rig/expected-aarch64.txt | expected_for_cpu "$cpu" > "$out/expected-$cpu.txt"
         check_log "$log" "$out/expected-$cpu.txt" rig/expected-aarch64.txt "aarch64 -cpu $cpu" || status=1
+        check_root_image "$log" "aarch64-$cpu" || status=1
         skipped=$(grep -c '^[a-z0-9-]*: skipped (guest .* absent)' "$log" || true)
         if [ "$skipped" -gt 0 ]; then
             echo "kvm-rig: aarch64 -cpu $cpu: $skipped case(s) skipped for a missing guest:"

@@ -8,7 +8,9 @@
 # axvm.virtio it loads the virtio modules ($GUEST_MODULES: virtio_ring, virtio, virtio_mmio,
 # virtio_blk, virtio-rng .ko files of the guest's kernel, put in the archive) and uses the
 # devices: 1 MiB of random data written to /dev/vda and read back (uncached), a write to
-# /dev/vdb (a read-only disk) refused, bytes read from /dev/hwrng.
+# /dev/vdb (a read-only disk) refused, bytes read from /dev/hwrng. With root=/dev/vdX it
+# loads them and ext4's (crc16, mbcache, jbd2, crc32c_generic, ext4), mounts that disk and
+# hands over to its /sbin/init (scripts/linux-guest-rootfs.sh makes such a disk).
 #   scripts/linux-guest-initramfs.sh [OUT]   default OUT: .build-rig/linux-guest/initramfs.cpio.gz
 # busybox: $BUSYBOX (any architecture's static busybox: the archive is written by
 # scripts/cpio-newc.py), else the rig's cache (scripts/kvm-rig.sh fetch), else /bin/busybox
@@ -62,16 +64,35 @@ case " $(/bin/busybox cat /proc/cmdline) " in
     echo "axvm-snap: resumed"
     echo "axvm-snap: after $(/bin/busybox cat /tmp/data /tmp/random | /bin/busybox md5sum | /bin/busybox cut -c1-32)" ;;
 esac
+# The modules, in dependency order (each module's "depends="; ext4 also asks the crypto API for
+# "crc32c" by name); a driver built into the kernel has none.
+load_modules() {
+    /bin/busybox mkdir -p /sys
+    /bin/busybox mount -t sysfs sys /sys
+    for m in virtio_ring virtio virtio_mmio virtio_blk virtio-rng crc16 mbcache jbd2 crc32c_generic ext4; do
+        [ -f /modules/$m.ko ] || continue
+        /bin/busybox insmod /modules/$m.ko || echo "axvm-linux: insmod $m failed"
+    done
+}
+# root=/dev/vdX: the root file system is on that disk; mount it and run its /sbin/init.
+root=$(/bin/busybox sed -n 's/.*\broot=\(\/dev\/vd[a-z]*\).*/\1/p' /proc/cmdline)
+if [ -n "$root" ]; then
+    load_modules
+    i=0
+    while [ ! -b "$root" ] && [ $i -lt 50 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
+    /bin/busybox mkdir -p /newroot
+    if /bin/busybox mount -t ext4 "$root" /newroot; then
+        /bin/busybox umount /sys
+        /bin/busybox umount /proc
+        /bin/busybox mount --move /dev /newroot/dev
+        exec /bin/busybox switch_root /newroot /sbin/init
+    fi
+    echo "axvm-linux: cannot mount $root as ext4"
+fi
 # axvm.virtio (the rig's virtio case): the modules, then each device used once.
 case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.virtio "*)
-    /bin/busybox mkdir -p /sys
-    /bin/busybox mount -t sysfs sys /sys
-    # In dependency order (each module's "depends="); a driver built into the kernel has none.
-    for m in virtio_ring virtio virtio_mmio virtio_blk virtio-rng; do
-        [ -f /modules/$m.ko ] || continue
-        /bin/busybox insmod /modules/$m.ko || echo "axvm-virtio: insmod $m failed"
-    done
+    load_modules
     i=0
     while [ ! -b /dev/vdb ] && [ $i -lt 50 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
     echo "axvm-virtio: $(/bin/busybox ls /sys/bus/virtio/devices | /bin/busybox wc -l) devices"
