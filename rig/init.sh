@@ -376,6 +376,7 @@ linux_cases() {
     linux_virtio_case
     linux_root_case
     linux_snapshot_cases
+    linux_disk_snapshot_case
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $boot64 s lazy 64K on 2 vCPUs, $boot s on 4 vCPUs, $pop_boot s populated"
 }
 
@@ -451,6 +452,32 @@ linux_snapshot_cases() {
     linux_clones 4 "$before" "$pages"
     name=linux-clones
     result "linux-clones: $clones_ok of 4 clones restored at once read back the checksum and rebooted"
+}
+
+# linux_disk_snapshot_case: Linux with a disk and an rng, snapshotted while a writer keeps
+# requests in flight on /dev/vda (scripts/linux-guest-initramfs.sh axvm.disksnap), restored:
+# the writer's requests complete in the restored VM, its data reads back, and the image holds
+# it.
+linux_disk_snapshot_case() {
+    local snap=/tmp/linux-disk-snap w r host
+    rm -rf $snap
+    /bin/busybox dd if=/dev/zero of=/tmp/vda.img bs=1M count=8 2>/dev/null
+    linux_axvm linux-disk-snapshot --disk /tmp/vda.img --rng --cmdline "$LINUX_CMDLINE axvm.disksnap" \
+        --snapshot $snap --snapshot-on "axvm-snap: ready" --snapshot-and-exit
+    result "linux-disk-snapshot: exit $st, $(jf exit | sed "s|$snap|DIR|")"
+    LIVE=1 bootwatch linux-disk-restore /axvm restore $snap --marker "axvm-snap: resumed" --stats-json /tmp/s.json
+    name=linux-disk-restore
+    result "linux-disk-restore: exit $st, $(jf exit), host check $(host_check)"
+    w=$(tr -d '\r' < /tmp/linux-disk-restore.out | sed -n 's/^axvm-disksnap: vda wrote \([0-9a-f]*\) read .*/\1/p')
+    r=$(tr -d '\r' < /tmp/linux-disk-restore.out | sed -n 's/^axvm-disksnap: vda wrote [0-9a-f]* read \([0-9a-f]*\)$/\1/p')
+    host=$(/bin/busybox dd if=/tmp/vda.img bs=64k count=16 2>/dev/null | /bin/busybox md5sum | cut -c1-32)
+    name=linux-disk-restore-data
+    if [ -n "$w" ] && [ "$w" = "$r" ] && [ "$w" = "$host" ]; then
+        result "linux-disk-restore-data: the restored guest read back what it wrote, and the image file holds it"
+    else
+        result "linux-disk-restore-data: wrote ${w:-?}, read back ${r:-?}, the image holds $host"
+    fi
+    rm -rf $snap /tmp/vda.img
 }
 
 # linux_clones N BEFORE PAGES: N lazy restores of /tmp/linux-snap at once; sets clones_ok to

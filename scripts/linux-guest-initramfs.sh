@@ -10,7 +10,8 @@
 # devices: 1 MiB of random data written to /dev/vda and read back (uncached), a write to
 # /dev/vdb (a read-only disk) refused, bytes read from /dev/hwrng. With root=/dev/vdX it
 # loads them and ext4's (crc16, mbcache, jbd2, crc32c_generic, ext4), mounts that disk and
-# hands over to its /sbin/init (scripts/linux-guest-rootfs.sh makes such a disk).
+# hands over to its /sbin/init (scripts/linux-guest-rootfs.sh makes such a disk). With
+# axvm.disksnap it keeps /dev/vda busy across a snapshot point (see below).
 #   scripts/linux-guest-initramfs.sh [OUT]   default OUT: .build-rig/linux-guest/initramfs.cpio.gz
 # busybox: $BUSYBOX (any architecture's static busybox: the archive is written by
 # scripts/cpio-newc.py), else the rig's cache (scripts/kvm-rig.sh fetch), else /bin/busybox
@@ -107,6 +108,39 @@ case " $(/bin/busybox cat /proc/cmdline) " in
     else echo "axvm-virtio: vdb refused the write"; fi
     echo "axvm-virtio: vdb reads $(/bin/busybox dd if=/dev/vdb bs=19 count=1 2>/dev/null)"
     echo "axvm-virtio: rng $(/bin/busybox cat /sys/class/misc/hw_random/rng_current), $(/bin/busybox dd if=/dev/hwrng bs=16 count=1 2>/dev/null | /bin/busybox wc -c) bytes read" ;;
+esac
+# axvm.disksnap (the rig's snapshot of a VM with devices): a writer keeps /dev/vda busy with
+# direct writes while "axvm-snap: ready" (where axvm takes the snapshot) is printed, so that
+# requests are in flight; after it, the writer stops (in a restored VM its requests in flight
+# at the snapshot must complete, or it never does), a pattern is written, synced, read back
+# past the page cache and checksummed, and the rng read.
+case " $(/bin/busybox cat /proc/cmdline) " in
+*" axvm.disksnap "*)
+    load_modules
+    i=0
+    while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
+    (
+        n=0
+        while [ ! -f /stop-writer ]; do
+            /bin/busybox dd if=/dev/urandom of=/dev/vda bs=64k count=4 seek=$((n % 32 * 4)) oflag=direct 2>/dev/null \
+                || echo "axvm-disksnap: a write failed"
+            n=$((n + 1))
+        done
+        echo "axvm-disksnap: the writer stopped after $n writes" > /writer-done
+    ) &
+    /bin/busybox sleep 1
+    echo "axvm-snap: ready"
+    echo "axvm-snap: resumed"
+    /bin/busybox touch /stop-writer
+    wait
+    /bin/busybox sed 's/after [0-9]* writes/after its writes/' /writer-done
+    /bin/busybox dd if=/dev/urandom of=/pattern bs=64k count=16 2>/dev/null
+    /bin/busybox dd if=/pattern of=/dev/vda bs=64k 2>/dev/null && /bin/busybox sync
+    echo 3 > /proc/sys/vm/drop_caches
+    w=$(/bin/busybox md5sum < /pattern | /bin/busybox cut -c1-32)
+    r=$(/bin/busybox dd if=/dev/vda bs=64k count=16 2>/dev/null | /bin/busybox md5sum | /bin/busybox cut -c1-32)
+    echo "axvm-disksnap: vda wrote $w read $r"
+    echo "axvm-disksnap: rng $(/bin/busybox dd if=/dev/hwrng bs=16 count=1 2>/dev/null | /bin/busybox wc -c) bytes read" ;;
 esac
 case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.end=poweroff "*)

@@ -20,6 +20,9 @@ command -v dtc >/dev/null || need+=(device-tree-compiler)
 command -v rsvg-convert >/dev/null || need+=(librsvg2-bin)
 # iasl (ACPICA) disassembles the ACPI tables axvm writes for x86 Linux (Tests/AxVMMTests/ACPITablesTests.swift).
 command -v iasl >/dev/null || need+=(acpica-tools)
+# mke2fs, e2fsck, debugfs: the Linux guests' ext4 root image (scripts/linux-guest-rootfs.sh) and
+# its check after the rigs' boots (scripts/kvm-rig.sh check_root_image).
+PATH=$PATH:/sbin:/usr/sbin command -v mke2fs >/dev/null && PATH=$PATH:/sbin:/usr/sbin command -v debugfs >/dev/null || need+=(e2fsprogs)
 update=0
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64

@@ -122,10 +122,17 @@ protocol GuestLoader: AnyObject, Sendable {
     /// paused.
     var snapshotKind: String { get }
     func snapshotBytes() -> [UInt8]
+    /// Around a snapshot's writing (every vCPU paused): devices that run on threads of
+    /// their own finish what they are doing and hold new work until `resumeDevices`, so
+    /// that their state and guest memory agree while both are written.
+    func pauseDevices()
+    func resumeDevices()
     /// A restore filled `memory` in place of `load`.
     func restored(memory: GuestMemory<P.Format>)
 }
 
 extension GuestLoader {
     func restored(memory: GuestMemory<P.Format>) {}
+    func pauseDevices() {}
+    func resumeDevices() {}
 }

@@ -108,7 +108,9 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
                 let t = try SnapshotTaker(plan: plan, vcpus: settings.vcpus)
                 t.kick = { control.kickAll() }
                 t.save = { [self] states, ended throws(VMMError) in
-                    try writeSnapshot(plan.directory, states: states, ended: ended, vm: vm, memory: memory)
+                    loader.pauseDevices()
+                    defer { loader.resumeDevices() }
+                    return try writeSnapshot(plan.directory, states: states, ended: ended, vm: vm, memory: memory)
                 }
                 if let text = plan.onText { loader.watchConsole(text) { t.request("console text") } }
                 try t.start()

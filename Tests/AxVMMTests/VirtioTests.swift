@@ -791,6 +791,80 @@ func blkHeader(type: UInt32, sector: UInt64) -> [UInt8] {
         #expect(!e.broken)
     }
 
+    /// While paused (a snapshot being written) a notified request is held, neither its
+    /// buffers nor the state change; `resume` serves it. A restored transport serves what was
+    /// made available before the snapshot without a notification (`serveReadyQueues`).
+    @Test func pauseHoldsRequestsAndRestoreServesReadyQueues() throws {
+        let image = TempImage(sectors: 32)
+        let ram = VirtioTestRAM()
+        let d = VirtioTestDriver(VirtioBlock(fd: image.fd, bytes: image.bytes, readOnly: false), ram: ram)
+        #expect(d.start())
+        d.mmio.pause()
+        d.ram[d.data, 16] = blkHeader(type: 0, sector: 4)
+        d.post([Buffer(gpa: d.data, length: 16, writable: false), Buffer(gpa: d.data + 0x1000, length: 512, writable: true),
+                Buffer(gpa: d.data + 0x2000, length: 1, writable: true)])
+        d.kick()
+        let paused = d.mmio.saveState()
+        #expect(d.takeUsed().isEmpty)
+        #expect(ram[d.data + 0x1000, 512] != [UInt8](repeating: 4, count: 512))
+        // A restored copy of the paused state, whose notification was not kept.
+        let e = VirtioTestDriver(VirtioBlock(fd: image.fd, bytes: image.bytes, readOnly: false), ram: VirtioTestRAM())
+        e.ram[e.data, 16] = blkHeader(type: 0, sector: 4)
+        for (a, b) in [(d.desc, 0x1000), (d.avail, 0x1000), (d.used, 0x1000)] { e.ram[a, b] = ram[a, b] }
+        try e.mmio.restoreState(paused, path: "snap/state")
+        e.lastUsed = d.lastUsed
+        e.mmio.serveReadyQueues()
+        #expect(e.takeUsed().map(\.length) == [513])
+        #expect(e.ram[e.data + 0x1000, 512] == [UInt8](repeating: 4, count: 512))
+        // The paused original serves its held request once resumed, once only.
+        d.mmio.resume()
+        #expect(d.takeUsed().map(\.length) == [513])
+        #expect(ram[d.data + 0x1000, 512] == [UInt8](repeating: 4, count: 512))
+        d.mmio.resume()
+        #expect(d.takeUsed().isEmpty)
+        #expect(!d.broken && !e.broken)
+    }
+
+    /// The devices' section of a Linux snapshot (`VirtioSet.save`): read back as written;
+    /// every truncation and every bad count or flag refused naming its field.
+    @Test func deviceSetSectionIsCheckedFieldByField() throws {
+        var w = ByteWriter()
+        w.u32(2)
+        w.string("/images/a.img"); w.u8(0)
+        w.string("/images/b.img"); w.u8(1)
+        w.u8(1)
+        w.u32(3)
+        for v in [1, 1, 1] as [UInt32] { w.u32(v); w.blob([UInt8](repeating: UInt8(v), count: 5)) }
+        let good = w.bytes
+        var r = ByteReader(good, path: "snap/state")
+        let set = try VirtioSet.restoring(&r)
+        #expect(r.remaining == 0)
+        #expect(set.disks == [DiskSpec(path: "/images/a.img"), DiskSpec(path: "/images/b.img", readOnly: true)])
+        #expect(set.rng && set.states.count == 3 && set.states[2].bytes == [1, 1, 1, 1, 1])
+        // A snapshot without the section: no devices.
+        var none = ByteReader([], path: "snap/state")
+        #expect(try VirtioSet.restoring(&none).disks.isEmpty)
+        for n in 1..<good.count {
+            var t = ByteReader(Array(good.prefix(n)), path: "snap/state")
+            #expect(throws: VMMError.self) { _ = try VirtioSet.restoring(&t) }
+        }
+        func refused(_ at: Int, _ value: UInt8, _ field: String) {
+            var b = good
+            b[at] = value
+            var t = ByteReader(b, path: "snap/state")
+            do {
+                _ = try VirtioSet.restoring(&t)
+                Issue.record("byte \(at) = \(value) accepted")
+            } catch {
+                #expect("\(error)".contains(field), "\(error)")
+            }
+        }
+        refused(0, 9, "virtio disks")                      // 9 disks: more than there can be
+        refused(4 + 8 + 13, 2, "virtio disk 0")            // read-only flag 2
+        refused(4 + 2 * (8 + 13 + 1), 2, "virtio rng")     // rng flag 2
+        refused(4 + 2 * (8 + 13 + 1) + 1, 2, "virtio device states")  // 2 states for 3 devices
+    }
+
     @Test func corruptedStateIsRefused() throws {
         let image = TempImage(sectors: 32)
         let d = blk(image)

@@ -197,7 +197,10 @@ extension AArch64Platform {
     func bootLinux(_ c: LinuxBootConfig, t0: UInt64) throws(LinuxBootError) -> RunReport {
         let (plan, initrd) = try ArmLinuxLoader<Self>.plan(c)
         let virtio: VirtioSet?
-        do { virtio = c.virtioDevices > 0 ? try VirtioSet(disks: c.disks, rng: c.rng) : nil } catch { throw .vmm(error) }
+        do {
+            virtio = c.virtioDevices > 0
+                ? try VirtioSet(disks: c.disks, rng: c.rng, base: ArmLinuxLayout.virtioBase, firstGSI: ArmLinuxLayout.virtioFirstSPI) : nil
+        } catch { throw .vmm(error) }
         let loader = ArmLinuxLoader(platform: self, config: c, plan: plan, initrd: initrd, t0: t0)
         loader.virtio = virtio
         do {
@@ -226,9 +229,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
     private var gic: ArmGIC?
     /// The virtio devices, at `ArmLinuxLayout.virtioBase` (set before the run; attached with the VM).
     var virtio: VirtioSet?
-    private var virtioSlots: [VirtioSlot] {
-        virtio?.slots(base: ArmLinuxLayout.virtioBase, firstGSI: ArmLinuxLayout.virtioFirstSPI) ?? []
-    }
+    private var virtioSlots: [VirtioSlot] { virtio?.slots ?? [] }
 
     /// Reads and checks the kernel (inflating an `Image.gz`), and checks the initrd (its size)
     /// and command line against the layout: every input error before KVM is opened.
@@ -332,7 +333,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
             return .handled
         })
         try buses.mmio.register(uartDevice, name: "UART (ns16550a)", at: ArmLinuxLayout.uart, size: ArmLinuxLayout.uartSize)
-        if let virtio { try virtio.attach(&buses, slots: virtioSlots, memory: memory.deviceAccess, vm: memory.vm) }
+        if let virtio { try virtio.attach(&buses, memory: memory.deviceAccess, vm: memory.vm) }
     }
 
     /// Nothing else is mapped outside RAM (the GIC is in the kernel): reads see an empty

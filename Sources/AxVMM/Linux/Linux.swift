@@ -136,10 +136,6 @@ public enum LinuxMachine {
         if c.virtioDevices > VirtioSet.maxDevices {
             throw .badValue(what: "virtio devices", value: "\(c.virtioDevices)", reason: "at most \(VirtioSet.maxDevices) (--disk and --rng together)")
         }
-        if c.virtioDevices > 0, let plan = c.snapshot {
-            throw .badValue(what: "snapshot", value: plan.directory,
-                            reason: "a VM with virtio devices (--disk, --rng) cannot be snapshotted yet: their queues' state is not saved")
-        }
         if c.virtioDevices > 0 && c.firmware != .acpi && GuestArch.host == .x86_64 {
             throw .badValue(what: "virtio devices", value: "\(c.virtioDevices)", reason: "are described in the ACPI tables: not with --no-acpi or --no-mp-table")
         }

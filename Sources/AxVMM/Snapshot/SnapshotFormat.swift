@@ -25,6 +25,9 @@ struct ByteReader {
 
     var remaining: Int { bytes.count - offset }
 
+    /// A field read whole but refused: this file, the field and why.
+    func error(_ field: String, _ reason: String) -> VMMError { .snapshot(path: path, field: field, reason: reason) }
+
     private mutating func need(_ n: Int, _ field: @autoclosure () -> String) throws(VMMError) {
         guard n >= 0, n <= remaining else {
             throw .snapshot(path: path, field: field(), reason: "the file ends at byte \(bytes.count), \(n) bytes needed at \(offset) (truncated?)")

@@ -31,8 +31,11 @@ extension LinuxMachine {
             }
         }
         let virtio: VirtioSet?
-        do { virtio = c.virtioDevices > 0 ? try VirtioSet(disks: c.disks, rng: c.rng) : nil } catch { throw .vmm(error) }
-        let slots = virtio?.slots(base: X86Layout.virtioBase, firstGSI: X86Layout.virtioFirstGSI) ?? []
+        do {
+            virtio = c.virtioDevices > 0
+                ? try VirtioSet(disks: c.disks, rng: c.rng, base: X86Layout.virtioBase, firstGSI: X86Layout.virtioFirstGSI) : nil
+        } catch { throw .vmm(error) }
+        let slots = virtio?.slots ?? []
         let plan = try LinuxBootPlan(kernel: kernel, ram: X86Layout.ramRanges(size: c.memorySize), cmdline: c.cmdline,
                                      initrdPath: c.initrdPath, initrdSize: initrd?.size ?? 0, firmware: c.firmware, cpus: c.vcpus,
                                      virtio: slots)
@@ -218,8 +221,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
             })
         }
         if let virtio {
-            try virtio.attach(&buses, slots: virtio.slots(base: X86Layout.virtioBase, firstGSI: X86Layout.virtioFirstGSI),
-                              memory: memory.deviceAccess, vm: memory.vm)
+            try virtio.attach(&buses, memory: memory.deviceAccess, vm: memory.vm)
         }
     }
 
@@ -280,8 +282,11 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     }
 
     // A snapshot keeps what the guest's devices hold (the UART's registers, the i8042's,
-    // the PCI address latch) and the configuration the report names (kernel, initrd,
-    // command line, marker). The irqchip, PIT and LAPICs are the VM's and vCPUs' state.
+    // the PCI address latch, the virtio devices: `VirtioSet.save`) and the configuration the
+    // report names (kernel, initrd, command line, marker). The irqchip, PIT and LAPICs are
+    // the VM's and vCPUs' state.
+    func pauseDevices() { virtio?.pause() }
+    func resumeDevices() { virtio?.resume() }
     var snapshotKind: String { "linux" }
     func snapshotBytes() -> [UInt8] {
         var w = ByteWriter()
@@ -297,6 +302,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
             w.blob(i8042.state)
             w.u32(pci.address)
         }
+        virtio?.save(into: &w)
         return w.bytes
     }
 
@@ -325,8 +331,15 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         let uart = try r.blob("uart registers", limit: 64)
         let i8042 = try r.blob("i8042 state", limit: 64)
         let pciAddress = try r.u32("pci address")
+        let devices = try VirtioSet.restoring(&r)
         guard r.remaining == 0 else { throw .snapshot(path: path, field: "loader", reason: "\(r.remaining) bytes after the Linux loader's fields") }
+        c.disks = devices.disks
+        c.rng = devices.rng
         let loader = LinuxLoader(platform: platform, config: c, plan: nil, ram: ram, initrd: nil, t0: t0)
+        if c.virtioDevices > 0 {
+            loader.virtio = try VirtioSet(disks: c.disks, rng: c.rng, base: X86Layout.virtioBase, firstGSI: X86Layout.virtioFirstGSI,
+                                          restoredStates: devices.states, restoredFrom: path)
+        }
         loader.restoredUART = uart
         loader.lock.withLock {
             loader.i8042.restore(i8042)

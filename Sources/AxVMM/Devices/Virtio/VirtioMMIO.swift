@@ -115,6 +115,11 @@ public final class VirtioMMIO<D: VirtioDevice>: @unchecked Sendable {  // every 
     var configGeneration: UInt32 = 0
     /// Why the device stopped (DEVICE_NEEDS_RESET), until the driver resets it.
     var failure: VirtqueueError?
+    /// While a snapshot is written (`pause`): notifications are kept here, one bit per
+    /// queue, and served on `resume`, so the device touches neither guest memory nor its
+    /// state in between.
+    var paused = false
+    var pendingNotifications: UInt64 = 0
 
     /// `contains(gpa, length)` answers whether a range is guest RAM, so rings and buffers
     /// outside it are refused when a chain is read; without it they are refused on access.
@@ -124,7 +129,7 @@ public final class VirtioMMIO<D: VirtioDevice>: @unchecked Sendable {  // every 
         self.memory = memory
         self.interrupt = interrupt
         self.contains = contains
-        maxSizes = device.queueMaxSizes
+        maxSizes = Array(device.queueMaxSizes.prefix(64))  // one bit each in `pendingNotifications`
         deviceID = device.deviceID
         offeredFeatures = device.features | VirtioFeature.version1 | VirtioFeature.eventIndex | VirtioFeature.indirectDescriptors
         queues = Array(repeating: VirtioQueueRegisters(), count: maxSizes.count)
@@ -303,7 +308,38 @@ public final class VirtioMMIO<D: VirtioDevice>: @unchecked Sendable {  // every 
     public func notify(queue: UInt32) {
         lock.withLock {
             guard deviceStatus & VirtioStatus.driverOK != 0, failure == nil, Int(queue) < queues.count else { return }
+            if paused {
+                pendingNotifications |= 1 << UInt64(queue)  // queue < 64 (`init`)
+                return
+            }
             serve(Int(queue))
+        }
+    }
+
+    /// Stops serving: returns once no request is in progress (requests are served under the
+    /// lock), and until `resume` notifications wait. For a snapshot: the device's state and
+    /// guest memory then agree, and stay so while they are written.
+    public func pause() {
+        lock.withLock { paused = true }
+    }
+
+    /// Serves again, first the queues notified while paused.
+    public func resume() {
+        lock.withLock {
+            paused = false
+            let pending = pendingNotifications
+            pendingNotifications = 0
+            guard deviceStatus & VirtioStatus.driverOK != 0, failure == nil else { return }
+            for i in queues.indices where pending & (1 << UInt64(i)) != 0 { serve(i) }
+        }
+    }
+
+    /// Serves every ready queue once: after a restore, for requests the driver made
+    /// available before the snapshot whose notification the snapshot did not keep.
+    public func serveReadyQueues() {
+        lock.withLock {
+            guard !paused, deviceStatus & VirtioStatus.driverOK != 0, failure == nil else { return }
+            for i in queues.indices where queues[i].ready { serve(i) }
         }
     }
 
