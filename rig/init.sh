@@ -661,15 +661,75 @@ if [ "$ARCH" = aarch64 ]; then
     PEER_QEMU=/usr/bin/qemu-system-aarch64 PEER_NAME="QEMU virt" PEER_TAG=qemu-virt
     peer_qemu() {
         exec timeout -s KILL 300 $PEER_QEMU -enable-kvm -M virt,gic-version=host -cpu host -m $LINUX_MEM -nographic -no-reboot -nic none "$@" \
-            -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$(echo "$LINUX_CMDLINE" | sed 's/ttyS0/ttyAMA0/')"
+            -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$(echo "$LINUX_CMDLINE" | sed 's/ttyS0/ttyAMA0/')${PEER_APPEND:-}"
     }
 else
     PEER_QEMU=/usr/bin/qemu-system-x86_64 PEER_NAME="QEMU microvm" PEER_TAG=qemu-microvm
     peer_qemu() {
         exec timeout -s KILL 300 $PEER_QEMU -enable-kvm -M microvm -cpu host -m $LINUX_MEM -device i8042 -nographic -no-reboot "$@" \
-            -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE"
+            -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE${PEER_APPEND:-}"
     }
 fi
+
+# disk_bench ROUNDS (scripts/kvm-rig.sh disk): per round, axvm and QEMU (virtio-blk-device on
+# virtio-mmio version 2) boot with the same 256 MiB image and run Benchmarks/diskbench in the
+# guest (axvm.diskbench), and each boots once more without it; KVM's exit counter
+# (debugfs kvm/exits, this VM's only) of the benchmark boot less the plain boot's, over the
+# benchmark's requests, is its exits per request. Medians of the rounds.
+disk_bench() {
+    local rounds=${1:-3} r=1 img=/tmp/bench.img dbg=/sys/kernel/debug/kvm vmm bench plain kexits
+    local requests=$((2 * 16 + 2 * 2000))
+    [ -f $dbg/exits ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+    [ -f $dbg/exits ] || echo "rig: disk: no $dbg/exits: no exit counts"
+    /bin/busybox dd if=/dev/zero of=$img bs=1M count=256 2>/dev/null
+    : > /tmp/disk
+    disk_boot() {  # disk_boot VMM NAME EXTRA: one boot; kexits: KVM's exits during it
+        local e0 e1
+        e0=$(cat $dbg/exits 2>/dev/null || echo 0)
+        if [ $1 = axvm ]; then
+            LIVE=1 bootwatch $2 /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE$3" --disk $img
+        else
+            PEER_APPEND=$3 LIVE=1 bootwatch $2 peer_qemu -global virtio-mmio.force-legacy=false \
+                -drive id=d0,file=$img,format=raw,if=none -device virtio-blk-device,drive=d0
+        fi
+        e1=$(cat $dbg/exits 2>/dev/null || echo 0)
+        kexits=$((e1 - e0))
+    }
+    while [ $r -le $rounds ]; do
+        echo "rig: disk round $r of $rounds"
+        for vmm in axvm qemu; do
+            [ $vmm = qemu ] && [ ! -x $PEER_QEMU ] && continue
+            disk_boot $vmm disk-$vmm " axvm.diskbench"
+            bench=$kexits
+            disk_boot $vmm disk-$vmm-plain ""
+            plain=$kexits
+            tr -d '\r' < /tmp/disk-$vmm.out | sed -n 's/^diskbench: \([a-z0-9-]*\) \([0-9.]*\) MB\/s [0-9]* IOPS p50 \([0-9.]*\) us p99 \([0-9.]*\) us \([0-9.]*\) interrupts\/request$/\1 \2 \3 \4 \5/p' \
+                | while read -r pat mbs p50 p99 irq; do
+                    echo "$vmm|$pat|$mbs|$p50|$p99|$irq|$(awk -v b="$bench" -v p="$plain" -v n=$requests 'BEGIN { printf "%.2f", (b - p) / n }')" >> /tmp/disk
+                done
+            echo "rig:   $vmm: benchmark boot $bench exits, plain boot $plain"
+        done
+        r=$((r + 1))
+    done
+    rm -f $img
+    echo
+    echo "Disk, virtio-blk on a 256 MiB raw image in the rig's tmpfs, O_DIRECT in the guest (Benchmarks/diskbench), median of $rounds:"
+    echo "MB/s and p50 latency per pattern; interrupts per request (the guest's /proc/interrupts); KVM exits per request"
+    echo "over all four patterns (benchmark boot less a plain boot, over $requests requests)"
+    echo "| pattern | axvm MB/s | $PEER_NAME MB/s | ratio | axvm p50 us | peer p50 us | axvm irq/req | peer irq/req | axvm exits/req | peer exits/req |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    for pat in seq-write-4M seq-read-4M rand-write-4K rand-read-4K; do
+        awk -F'|' -v pat=$pat "$AWK_MEDIAN"'
+            $2 == pat { m[$1, "mbs"] = m[$1, "mbs"] " " $3; m[$1, "p50"] = m[$1, "p50"] " " $4; m[$1, "irq"] = m[$1, "irq"] " " $6; m[$1, "ex"] = m[$1, "ex"] " " $7 }
+            END {
+                a = median(m["axvm", "mbs"]); q = median(m["qemu", "mbs"])
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", pat, a, q, (q + 0 > 0 && a != "-") ? sprintf("%.2fx", a / q) : "-",
+                    median(m["axvm", "p50"]), median(m["qemu", "p50"]), median(m["axvm", "irq"]), median(m["qemu", "irq"]),
+                    median(m["axvm", "ex"]), median(m["qemu", "ex"])
+            }' /tmp/disk
+    done
+    echo
+}
 
 # guest_uptime: the guest's own clock at init in the last boot's console (the initramfs
 # prints it after the marker), "-" if absent.
@@ -1009,6 +1069,12 @@ case " $(cat /proc/cmdline) " in
         fi
         cat /tmp/table
         echo "rig: $npass passed, $nfail failed"
+        echo "RIG DONE"
+        ;;
+    *" rig=disk "*)
+        # scripts/kvm-rig.sh disk x86_64|aarch64: the disk benchmark only.
+        [ "$ARCH" = aarch64 ] && setup_aarch64
+        disk_bench "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
         echo "RIG DONE"
         ;;
     *" rig=soak "*)

@@ -10,6 +10,8 @@
 #   scripts/kvm-rig.sh compare x86_64 [LOG]  check a saved log (default: the last test's) again
 #   scripts/kvm-rig.sh linux x86_64 [ROUNDS]  Linux on axvm vs QEMU microvm only, ROUNDS (3) rounds
 #   scripts/kvm-rig.sh soak x86_64 [N] [ARGS]  N (10) lazy Linux boots in a row, ARGS to axvm boot
+#   scripts/kvm-rig.sh disk x86_64 [ROUNDS]   virtio-blk throughput, latency, interrupts and exits
+#                                        per request: axvm vs QEMU microvm, ROUNDS (3) rounds
 # arm64 (KVM at EL2, built into Debian's arm64 kernel; qemu-system-aarch64 -M virt,virtualization=on):
 #   scripts/kvm-rig.sh fetch aarch64     linux-image-6.1.0-*-arm64-unsigned + busybox-static:arm64
 #   scripts/kvm-rig.sh build aarch64     static aarch64 axvm (scripts/build-static.sh aarch64, or the
@@ -19,6 +21,7 @@
 #                                        default both, compared with rig/expected-aarch64.txt
 #   scripts/kvm-rig.sh shell aarch64 [max|cortex-a57]      boot to a busybox prompt
 #   scripts/kvm-rig.sh compare aarch64 [max|cortex-a57|both]  check the saved logs again
+#   scripts/kvm-rig.sh disk aarch64 [max|cortex-a57] [ROUNDS]  the disk benchmark vs QEMU virt
 # Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory), outside
 # git; AXVM_RIG_REFRESH=1 makes fetch look up the current kernel again. Build output:
 # .build-rig/rig-x86_64/, .build-rig/rig-aarch64/.
@@ -211,6 +214,7 @@ build_x86_64() {
     cp .build-rig/release/axvm "$root/axvm"
     "$swift_bin/llvm-objcopy" --strip-all "$root/axvm"
     "$swift_bin/clang" -O2 -static -o "$root/baseline" Benchmarks/uffd-baseline/baseline.c -lpthread
+    "$swift_bin/clang" -O2 -static -o "$out/diskbench" Benchmarks/diskbench/diskbench.c
     # What a static-stdlib Swift binary still needs: glibc, libstdc++, libgcc_s and the
     # dynamic loader, at the paths ldd names.
     ldd .build-rig/release/axvm | grep -o '/[^ ]*' | while read -r lib; do
@@ -224,7 +228,7 @@ build_x86_64() {
     # QEMU for the microvm peer (AXVM_RIG_NO_QEMU=1 leaves it out: 15 MB less).
     mkdir -p "$root/linux"
     cp "$kdir/vmlinuz" "$root/linux/vmlinuz"
-    BUSYBOX=$bb GUEST_MODULES=$kdir/guest-modules scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
+    BUSYBOX=$bb GUEST_MODULES=$kdir/guest-modules DISKBENCH=$out/diskbench scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
     BUSYBOX=$bb scripts/linux-guest-rootfs.sh "$root/linux/root.img" > /dev/null
     [ "${AXVM_RIG_NO_QEMU:-0}" = 1 ] || copy_qemu "$root"
     cp rig/init.sh "$root/init"
@@ -637,13 +641,14 @@ build_aarch64() {
         -o "$root/baseline" Benchmarks/uffd-baseline/baseline.c \
         || die "the aarch64 C baseline does not build (static arm64 glibc missing? run scripts/setup.sh)"
     "$swift_bin/llvm-objcopy" --strip-all "$root/baseline"
+    "$swift_bin/clang" --target=aarch64-linux-gnu -static -fuse-ld=lld -O2 -o "$out/diskbench" Benchmarks/diskbench/diskbench.c
     cp "$bb" "$root/bin/busybox"
     if ls "$guests"/*.bin >/dev/null 2>&1; then cp "$guests"/*.bin "$root/guests/"; fi
     # Linux on axvm: the same Debian kernel as the rig's (an uncompressed Image), and a
     # busybox initramfs for it.
     mkdir -p "$root/linux"
     cp "$kdir/vmlinuz" "$root/linux/vmlinuz"
-    BUSYBOX=$bb GUEST_MODULES=$kdir/guest-modules scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
+    BUSYBOX=$bb GUEST_MODULES=$kdir/guest-modules DISKBENCH=$out/diskbench scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
     BUSYBOX=$bb scripts/linux-guest-rootfs.sh "$root/linux/root.img" > /dev/null
     # Debian's arm64 QEMU for the peer boot (AXVM_RIG_NO_QEMU=1 leaves it out: 52 MiB less).
     if [ "${AXVM_RIG_NO_QEMU:-0}" != 1 ]; then
@@ -748,6 +753,31 @@ linux_aarch64() {
     rig_finished "$log" "$limit"
 }
 
+# disk_x86_64 [ROUNDS] / disk_aarch64 [CPU] [ROUNDS]: the disk benchmark only (rig/init.sh
+# disk_bench): Benchmarks/diskbench in the guest on a virtio-blk disk, axvm against QEMU
+# (microvm on x86, virt on arm64) with virtio-blk-device on the same image, ROUNDS (3)
+# interleaved rounds; the table is in the log and printed at the end.
+disk_x86_64() {
+    local rounds=${1:-3} log=$out/disk.log
+    local -a qemu
+    qemu_x86_64 rig=disk rig_rounds=$rounds
+    echo "kvm-rig: booting for $rounds disk benchmark rounds"
+    rig_boot "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 900))}"
+    rig_finished "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 900))}" || return 1
+    sed -n '/^Disk, /,/^$/p' "$log" | tr -d '\r'
+}
+
+disk_aarch64() {
+    local cpu=${1:-max} rounds=${2:-3} log
+    log=$out/disk-$cpu.log
+    local -a qemu
+    qemu_aarch64 "$cpu" rig=disk rig_rounds=$rounds
+    echo "kvm-rig: arm64 -cpu $cpu, booting for $rounds disk benchmark rounds"
+    rig_boot "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 1200))}"
+    rig_finished "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 1200))}" || return 1
+    sed -n '/^Disk, /,/^$/p' "$log" | tr -d '\r'
+}
+
 shell_aarch64() {
     echo "kvm-rig: booting to a shell; 'poweroff -f' or Ctrl-A x to leave"
     local -a qemu
@@ -764,10 +794,10 @@ case "$verb" in
             aarch64) fetch_aarch64 ;;
             *) die "fetch: x86_64 or aarch64" ;;
         esac ;;
-    build|test|shell|compare|linux|soak)
+    build|test|shell|compare|linux|soak|disk)
         case "$verb/$arch" in
-            */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64) ;;
-            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux)" ;;
+            */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64|disk/aarch64) ;;
+            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk)" ;;
         esac
         out=$repo/.build-rig/rig-$arch
         shift $(($# < 2 ? $# : 2))
@@ -775,6 +805,6 @@ case "$verb" in
     *) echo "usage: $0 fetch [x86_64|aarch64] | build x86_64|aarch64 | test x86_64 | test aarch64 [max|cortex-a57|both]" >&2
        echo "       | shell x86_64 | shell aarch64 [max|cortex-a57] | compare x86_64 [LOG] | compare aarch64 [CPU|both] | linux x86_64 [ROUNDS]" >&2
        echo "       | linux aarch64 [max|cortex-a57] [ROUNDS]" >&2
-       echo "       | soak x86_64 [N] [AXVM BOOT ARGS]" >&2
+       echo "       | soak x86_64 [N] [AXVM BOOT ARGS] | disk x86_64 [ROUNDS] | disk aarch64 [max|cortex-a57] [ROUNDS]" >&2
        exit 2 ;;
 esac

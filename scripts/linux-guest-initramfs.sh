@@ -11,7 +11,8 @@
 # /dev/vdb (a read-only disk) refused, bytes read from /dev/hwrng. With root=/dev/vdX it
 # loads them and ext4's (crc16, mbcache, jbd2, crc32c_generic, ext4), mounts that disk and
 # hands over to its /sbin/init (scripts/linux-guest-rootfs.sh makes such a disk). With
-# axvm.disksnap it keeps /dev/vda busy across a snapshot point (see below).
+# axvm.disksnap it keeps /dev/vda busy across a snapshot point (see below); with
+# axvm.diskbench it runs $DISKBENCH (put in the archive as /bin/diskbench) on /dev/vda.
 #   scripts/linux-guest-initramfs.sh [OUT]   default OUT: .build-rig/linux-guest/initramfs.cpio.gz
 # busybox: $BUSYBOX (any architecture's static busybox: the archive is written by
 # scripts/cpio-newc.py), else the rig's cache (scripts/kvm-rig.sh fetch), else /bin/busybox
@@ -30,6 +31,8 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,proc,dev,modules}
 cp "$bb" "$root/bin/busybox"
 if [ -n "${GUEST_MODULES:-}" ]; then cp "$GUEST_MODULES"/*.ko "$root/modules/" 2>/dev/null || true; fi
+# DISKBENCH: a static Benchmarks/diskbench/diskbench.c for the guest, run with axvm.diskbench.
+if [ -n "${DISKBENCH:-}" ]; then cp "$DISKBENCH" "$root/bin/diskbench"; fi
 cat > "$root/init" <<'INIT'
 #!/bin/busybox sh
 # The kernel opens /dev/console for init only if the node exists: mount devtmpfs and take it.
@@ -141,6 +144,14 @@ case " $(/bin/busybox cat /proc/cmdline) " in
     r=$(/bin/busybox dd if=/dev/vda bs=64k count=16 2>/dev/null | /bin/busybox md5sum | /bin/busybox cut -c1-32)
     echo "axvm-disksnap: vda wrote $w read $r"
     echo "axvm-disksnap: rng $(/bin/busybox dd if=/dev/hwrng bs=16 count=1 2>/dev/null | /bin/busybox wc -c) bytes read" ;;
+esac
+# axvm.diskbench (scripts/kvm-rig.sh disk): /bin/diskbench on /dev/vda, the same in every VMM.
+case " $(/bin/busybox cat /proc/cmdline) " in
+*" axvm.diskbench "*)
+    load_modules
+    i=0
+    while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
+    if [ -x /bin/diskbench ]; then /bin/diskbench /dev/vda 64 2000; else echo "diskbench: not in this initramfs"; fi ;;
 esac
 case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.end=poweroff "*)
