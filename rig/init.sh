@@ -682,15 +682,15 @@ disk_bench() {
     [ -f $dbg/exits ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
     [ -f $dbg/exits ] || echo "rig: disk: no $dbg/exits: no exit counts"
     /bin/busybox dd if=/dev/zero of=$img bs=1M count=256 2>/dev/null
-    : > /tmp/disk
-    disk_boot() {  # disk_boot VMM NAME EXTRA: one boot; kexits: KVM's exits during it
-        local e0 e1
+    : > /tmp/disk; : > /tmp/diskboot
+    disk_boot() {  # disk_boot VMM NAME EXTRA [nodev]: one boot; kexits: KVM's exits during it
+        local e0 e1 axdisk="--disk $img" qdisk="-drive id=d0,file=$img,format=raw,if=none -device virtio-blk-device,drive=d0"
+        [ "${4:-}" = nodev ] && axdisk="" && qdisk=""
         e0=$(cat $dbg/exits 2>/dev/null || echo 0)
         if [ $1 = axvm ]; then
-            LIVE=1 bootwatch $2 /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE$3" --disk $img
+            LIVE=1 bootwatch $2 /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE$3" $axdisk
         else
-            PEER_APPEND=$3 LIVE=1 bootwatch $2 peer_qemu -global virtio-mmio.force-legacy=false \
-                -drive id=d0,file=$img,format=raw,if=none -device virtio-blk-device,drive=d0
+            PEER_APPEND=$3 LIVE=1 bootwatch $2 peer_qemu -global virtio-mmio.force-legacy=false $qdisk
         fi
         e1=$(cat $dbg/exits 2>/dev/null || echo 0)
         kexits=$((e1 - e0))
@@ -703,6 +703,9 @@ disk_bench() {
             bench=$kexits
             disk_boot $vmm disk-$vmm-plain ""
             plain=$kexits
+            echo "$vmm|disk|$boot" >> /tmp/diskboot
+            disk_boot $vmm disk-$vmm-nodev "" nodev
+            echo "$vmm|none|$boot" >> /tmp/diskboot
             tr -d '\r' < /tmp/disk-$vmm.out | sed -n 's/^diskbench: \([a-z0-9-]*\) \([0-9.]*\) MB\/s [0-9]* IOPS p50 \([0-9.]*\) us p99 \([0-9.]*\) us \([0-9.]*\) interrupts\/request$/\1 \2 \3 \4 \5/p' \
                 | while read -r pat mbs p50 p99 irq; do
                     echo "$vmm|$pat|$mbs|$p50|$p99|$irq|$(awk -v b="$bench" -v p="$plain" -v n=$requests 'BEGIN { printf "%.2f", (b - p) / n }')" >> /tmp/disk
@@ -728,6 +731,14 @@ disk_bench() {
                     median(m["axvm", "ex"]), median(m["qemu", "ex"])
             }' /tmp/disk
     done
+    echo
+    echo "Boot to init with the disk and without devices (what the device costs), seconds, median of $rounds:"
+    awk -F'|' "$AWK_MEDIAN"'
+        { b[$1, $2] = b[$1, $2] " " $3 }
+        END {
+            printf "| VMM | with a virtio-blk disk | no devices |\n|---|---|---|\n"
+            printf "| axvm | %s | %s |\n| peer | %s | %s |\n", median(b["axvm", "disk"]), median(b["axvm", "none"]), median(b["qemu", "disk"]), median(b["qemu", "none"])
+        }' /tmp/diskboot
     echo
 }
 

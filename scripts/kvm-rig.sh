@@ -764,7 +764,7 @@ disk_x86_64() {
     echo "kvm-rig: booting for $rounds disk benchmark rounds"
     rig_boot "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 900))}"
     rig_finished "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 900))}" || return 1
-    sed -n '/^Disk, /,/^$/p' "$log" | tr -d '\r'
+    tr -d '\r' < "$log" | sed -n '/^Disk, /,/^RIG DONE$/p' | grep -v '^RIG DONE'
 }
 
 disk_aarch64() {
@@ -775,7 +775,7 @@ disk_aarch64() {
     echo "kvm-rig: arm64 -cpu $cpu, booting for $rounds disk benchmark rounds"
     rig_boot "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 1200))}"
     rig_finished "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 1200))}" || return 1
-    sed -n '/^Disk, /,/^$/p' "$log" | tr -d '\r'
+    tr -d '\r' < "$log" | sed -n '/^Disk, /,/^RIG DONE$/p' | grep -v '^RIG DONE'
 }
 
 shell_aarch64() {
