@@ -78,12 +78,26 @@ load_modules() {
         /bin/busybox insmod /modules/$m.ko || echo "axvm-linux: insmod $m failed"
     done
 }
+# wait_for DEV: up to 5 s for a block device to appear (the driver probes asynchronously).
+wait_for() {
+    i=0
+    while [ ! -b "$1" ] && [ $i -lt 50 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
+}
+# pattern_check TAG: 1 MiB of random data written to /dev/vda, synced, read back past the page
+# cache; prints "TAG: vda wrote MD5 read MD5".
+pattern_check() {
+    /bin/busybox dd if=/dev/urandom of=/pattern bs=64k count=16 2>/dev/null
+    [ -b /dev/vda ] && /bin/busybox dd if=/pattern of=/dev/vda bs=64k 2>/dev/null && /bin/busybox sync
+    echo 3 > /proc/sys/vm/drop_caches
+    w=$(/bin/busybox md5sum < /pattern | /bin/busybox cut -c1-32)
+    r=$(/bin/busybox dd if=/dev/vda bs=64k count=16 2>/dev/null | /bin/busybox md5sum | /bin/busybox cut -c1-32)
+    echo "$1: vda wrote $w read $r"
+}
 # root=/dev/vdX: the root file system is on that disk; mount it and run its /sbin/init.
 root=$(/bin/busybox sed -n 's/.*\broot=\(\/dev\/vd[a-z]*\).*/\1/p' /proc/cmdline)
 if [ -n "$root" ]; then
     load_modules
-    i=0
-    while [ ! -b "$root" ] && [ $i -lt 50 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
+    wait_for "$root"
     /bin/busybox mkdir -p /newroot
     if /bin/busybox mount -t ext4 "$root" /newroot; then
         /bin/busybox umount /sys
@@ -97,16 +111,10 @@ fi
 case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.virtio "*)
     load_modules
-    i=0
-    while [ ! -b /dev/vdb ] && [ $i -lt 50 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
+    wait_for /dev/vdb
     echo "axvm-virtio: $(/bin/busybox ls /sys/bus/virtio/devices | /bin/busybox wc -l) devices"
     for d in vda vdb; do [ -b /dev/$d ] || echo "axvm-virtio: no /dev/$d"; done
-    /bin/busybox dd if=/dev/urandom of=/pattern bs=64k count=16 2>/dev/null
-    [ -b /dev/vda ] && /bin/busybox dd if=/pattern of=/dev/vda bs=64k 2>/dev/null && /bin/busybox sync
-    echo 3 > /proc/sys/vm/drop_caches
-    w=$(/bin/busybox md5sum < /pattern | /bin/busybox cut -c1-32)
-    r=$(/bin/busybox dd if=/dev/vda bs=64k count=16 2>/dev/null | /bin/busybox md5sum | /bin/busybox cut -c1-32)
-    echo "axvm-virtio: vda wrote $w read $r"
+    pattern_check axvm-virtio
     if [ ! -b /dev/vdb ] || /bin/busybox dd if=/pattern of=/dev/vdb bs=4k count=1 2>/dev/null; then echo "axvm-virtio: vdb took a write"
     else echo "axvm-virtio: vdb refused the write"; fi
     echo "axvm-virtio: vdb reads $(/bin/busybox dd if=/dev/vdb bs=19 count=1 2>/dev/null)"
@@ -120,8 +128,7 @@ esac
 case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.disksnap "*)
     load_modules
-    i=0
-    while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
+    wait_for /dev/vda
     (
         n=0
         while [ ! -f /stop-writer ]; do
@@ -137,20 +144,14 @@ case " $(/bin/busybox cat /proc/cmdline) " in
     /bin/busybox touch /stop-writer
     wait
     /bin/busybox sed 's/after [0-9]* writes/after its writes/' /writer-done
-    /bin/busybox dd if=/dev/urandom of=/pattern bs=64k count=16 2>/dev/null
-    /bin/busybox dd if=/pattern of=/dev/vda bs=64k 2>/dev/null && /bin/busybox sync
-    echo 3 > /proc/sys/vm/drop_caches
-    w=$(/bin/busybox md5sum < /pattern | /bin/busybox cut -c1-32)
-    r=$(/bin/busybox dd if=/dev/vda bs=64k count=16 2>/dev/null | /bin/busybox md5sum | /bin/busybox cut -c1-32)
-    echo "axvm-disksnap: vda wrote $w read $r"
+    pattern_check axvm-disksnap
     echo "axvm-disksnap: rng $(/bin/busybox dd if=/dev/hwrng bs=16 count=1 2>/dev/null | /bin/busybox wc -c) bytes read" ;;
 esac
 # axvm.diskbench (scripts/kvm-rig.sh disk): /bin/diskbench on /dev/vda, the same in every VMM.
 case " $(/bin/busybox cat /proc/cmdline) " in
 *" axvm.diskbench "*)
     load_modules
-    i=0
-    while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
+    wait_for /dev/vda
     if [ -x /bin/diskbench ]; then /bin/diskbench /dev/vda 64 2000; else echo "diskbench: not in this initramfs"; fi ;;
 esac
 case " $(/bin/busybox cat /proc/cmdline) " in
