@@ -673,27 +673,34 @@ fi
 
 # disk_bench ROUNDS (scripts/kvm-rig.sh disk): per round, axvm and QEMU (virtio-blk-device on
 # virtio-mmio version 2) boot with the same 256 MiB image and run Benchmarks/diskbench in the
-# guest (axvm.diskbench), and each boots once more without it; KVM's exit counter
-# (debugfs kvm/exits, this VM's only) of the benchmark boot less the plain boot's, over the
-# benchmark's requests, is its exits per request. Medians of the rounds.
+# guest (axvm.diskbench), and each boots once more without it; KVM's exits (kvm_exit
+# tracepoint events) of the benchmark boot less the plain boot's, over the benchmark's
+# requests, are its exits per request. Medians of the rounds.
 disk_bench() {
-    local rounds=${1:-3} r=1 img=/tmp/bench.img dbg=/sys/kernel/debug/kvm vmm bench plain kexits
+    local rounds=${1:-3} r=1 img=/tmp/bench.img t=/sys/kernel/tracing vmm bench plain kexits
     local requests=$((2 * 16 + 2 * 2000))
-    [ -f $dbg/exits ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
-    [ -f $dbg/exits ] || echo "rig: disk: no $dbg/exits: no exit counts"
+    [ -d $t/events ] || mount -t tracefs nodev $t 2>/dev/null
+    if [ -f $t/events/kvm/kvm_exit/enable ]; then echo 131072 > $t/buffer_size_kb; else echo "rig: disk: no kvm tracepoints: no exit counts"; fi
     /bin/busybox dd if=/dev/zero of=$img bs=1M count=256 2>/dev/null
     : > /tmp/disk; : > /tmp/diskboot
-    disk_boot() {  # disk_boot VMM NAME EXTRA [nodev]: one boot; kexits: KVM's exits during it
-        local e0 e1 axdisk="--disk $img" qdisk="-drive id=d0,file=$img,format=raw,if=none -device virtio-blk-device,drive=d0"
+    disk_boot() {  # disk_boot VMM NAME EXTRA [nodev]: one boot; kexits: KVM's exits during it (kvm_exit events)
+        local axdisk="--disk $img" qdisk="-drive id=d0,file=$img,format=raw,if=none -device virtio-blk-device,drive=d0"
         [ "${4:-}" = nodev ] && axdisk="" && qdisk=""
-        e0=$(cat $dbg/exits 2>/dev/null || echo 0)
+        if [ -f $t/events/kvm/kvm_exit/enable ]; then
+            echo 0 > $t/tracing_on; echo > $t/trace
+            echo 1 > $t/events/kvm/kvm_exit/enable; echo 1 > $t/tracing_on
+        fi
         if [ $1 = axvm ]; then
             LIVE=1 bootwatch $2 /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE$3" $axdisk
         else
             PEER_APPEND=$3 LIVE=1 bootwatch $2 peer_qemu -global virtio-mmio.force-legacy=false $qdisk
         fi
-        e1=$(cat $dbg/exits 2>/dev/null || echo 0)
-        kexits=$((e1 - e0))
+        kexits=-
+        if [ -f $t/events/kvm/kvm_exit/enable ]; then
+            echo 0 > $t/tracing_on; echo 0 > $t/events/kvm/kvm_exit/enable
+            kexits=$(grep -c 'kvm_exit:' $t/trace)
+            [ "$(sed -n 's/^overrun: //p' $t/per_cpu/cpu0/stats)" = 0 ] || kexits=-
+        fi
     }
     while [ $r -le $rounds ]; do
         echo "rig: disk round $r of $rounds"
@@ -708,7 +715,7 @@ disk_bench() {
             echo "$vmm|none|$boot" >> /tmp/diskboot
             tr -d '\r' < /tmp/disk-$vmm.out | sed -n 's/^diskbench: \([a-z0-9-]*\) \([0-9.]*\) MB\/s [0-9]* IOPS p50 \([0-9.]*\) us p99 \([0-9.]*\) us \([0-9.]*\) interrupts\/request$/\1 \2 \3 \4 \5/p' \
                 | while read -r pat mbs p50 p99 irq; do
-                    echo "$vmm|$pat|$mbs|$p50|$p99|$irq|$(awk -v b="$bench" -v p="$plain" -v n=$requests 'BEGIN { printf "%.2f", (b - p) / n }')" >> /tmp/disk
+                    echo "$vmm|$pat|$mbs|$p50|$p99|$irq|$(awk -v b="$bench" -v p="$plain" -v n=$requests 'BEGIN { if (b == "-" || p == "-") print "-"; else printf "%.2f", (b - p) / n }')" >> /tmp/disk
                 done
             echo "rig:   $vmm: benchmark boot $bench exits, plain boot $plain"
         done

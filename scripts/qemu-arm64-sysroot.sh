@@ -176,7 +176,10 @@ lib_path() {
     return 1
 }
 
-"$readelf" -h "$staging/$binary" | grep -q 'AArch64' || die "$staging/$binary is not an AArch64 ELF file"
+# The header read whole first: `readelf | grep -q` under pipefail fails when grep's early exit
+# kills readelf with SIGPIPE.
+header=$("$readelf" -h "$staging/$binary") || die "$readelf -h $staging/$binary failed"
+case $header in *AArch64*) ;; *) die "$staging/$binary is not an AArch64 ELF file" ;; esac
 ldso=$(interp "$staging/$binary")
 [ -n "$ldso" ] || die "$binary has no program interpreter (PT_INTERP)"
 
