@@ -62,6 +62,43 @@ struct DeviceMemoryTests {
         #expect(ram.allSatisfy { m.residencyMismatches($0).isEmpty })
     }
 
+    /// `direct`: guest RAM itself in contiguous pieces (a file's pread and pwrite go straight
+    /// there), checked, populated and recorded as the copies are, and stopped by its body.
+    @Test func directPiecesAreGuestRAMItself() throws {
+        let (m, ram) = try Self.memory()
+        let d = m.deviceAccess
+        // 5 pages and a bit, from the middle of a page: every byte of the range, once, in order.
+        let gpa: UInt64 = 0x10000 + 100, count = 5 * 4096 + 200
+        var seen = 0, pieces = 0
+        let whole = try d.direct(gpa, count, true) { piece in
+            #expect(piece.count > 0)
+            for i in 0..<piece.count { piece[i] = UInt8(truncatingIfNeeded: (seen + i) &* 13) }
+            seen += piece.count
+            pieces += 1
+            return true
+        }
+        #expect(whole && seen == count && pieces >= 1 && pieces <= 7)
+        var back = [UInt8](repeating: 0, count: count)
+        try back.withUnsafeMutableBytes { try d.read(gpa, $0) }
+        #expect(back == (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+        #expect(m.populatedBytes(ram[0]) == 6 * 4096)
+        // The written pages (16 to 21) are in the dirty log; a read through `direct` is not a write.
+        // (A reader reads the piece, as a file's pwrite does: mincore counts a page once touched.)
+        #expect(try d.direct(0x40000, 10, false) { piece in piece.allSatisfy { $0 == 0 } })
+        let dirty = try #require(try m.dirtyPages(ram[0]))
+        #expect(dirty[0] >> 16 & 0b111111 == 0b111111 && dirty[1] == 0, "dirty words \(dirty[0]), \(dirty[1])")
+        // A body that stops: no later piece, the answer false.
+        var calls = 0
+        #expect(try d.direct(gpa, count, false) { _ in calls += 1; return false } == false)
+        #expect(calls == 1)
+        // Outside RAM: refused before any piece.
+        #expect(throws: DeviceMemoryError.outsideRAM(gpa: (8 << 20) - 10, length: 20)) {
+            _ = try d.direct((8 << 20) - 10, 20, true) { _ in Issue.record("a piece outside RAM"); return true }
+        }
+        #expect(ram.allSatisfy { m.residencyMismatches($0).isEmpty }, "\(ram.map { m.residencyMismatches($0) })")
+        #expect(m.populatedBytes(ram[0]) == 7 * 4096)
+    }
+
     @Test func aReclaimedPageComesBackAsZeros() throws {
         let (m, ram) = try Self.memory()
         let d = m.deviceAccess

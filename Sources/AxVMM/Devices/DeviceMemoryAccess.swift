@@ -18,13 +18,17 @@ extension GuestMemory {
     /// The accessor a device is given.
     public var deviceAccess: DeviceMemory {
         DeviceMemory(read: { [self] gpa, buffer throws(DeviceMemoryError) in
-            try deviceCopy(gpa, count: buffer.count, write: false) { host, done, n in
-                (buffer.baseAddress! + done).copyMemory(from: host, byteCount: n)  // non-empty: count > 0 here
+            _ = try devicePieces(gpa, count: buffer.count, write: false) { piece, done in
+                (buffer.baseAddress! + done).copyMemory(from: piece.baseAddress!, byteCount: piece.count)  // pieces are never empty
+                return true
             }
         }, write: { [self] gpa, buffer throws(DeviceMemoryError) in
-            try deviceCopy(gpa, count: buffer.count, write: true) { host, done, n in
-                host.copyMemory(from: buffer.baseAddress! + done, byteCount: n)
+            _ = try devicePieces(gpa, count: buffer.count, write: true) { piece, done in
+                piece.baseAddress!.copyMemory(from: buffer.baseAddress! + done, byteCount: piece.count)
+                return true
             }
+        }, direct: { [self] gpa, count, deviceWrites, body throws(DeviceMemoryError) in
+            try devicePieces(gpa, count: count, write: deviceWrites) { piece, _ in body(piece) }
         })
     }
 
@@ -35,41 +39,60 @@ extension GuestMemory {
         return regions.first { !$0.readOnly && $0.range.start.raw <= gpa && end <= $0.range.end.raw }
     }
 
-    /// Makes the pages of [gpa, gpa + count) present and calls `copy` for each page's part
-    /// with its host address, the bytes done so far and the part's length.
-    private func deviceCopy(_ gpa: UInt64, count: Int, write: Bool,
-                            _ copy: (UnsafeMutableRawPointer, Int, Int) -> Void) throws(DeviceMemoryError) {
-        guard count > 0 else { return }
+    /// Makes the pages of [gpa, gpa + count) present and calls `piece` for each run of them
+    /// contiguous in the VMM's view of the memfd (with the bytes done before it), in order,
+    /// until one returns false; returns whether none did.
+    private func devicePieces(_ gpa: UInt64, count: Int, write: Bool,
+                              _ piece: (UnsafeMutableRawBufferPointer, Int) -> Bool) throws(DeviceMemoryError) -> Bool {
+        guard count > 0 else { return true }
         guard let region = ramRegion(gpa, count) else { throw .outsideRAM(gpa: gpa, length: UInt64(count)) }
-        try resolution.shared { () throws(DeviceMemoryError) in
+        return try resolution.shared { () throws(DeviceMemoryError) -> Bool in
             // One lock round trip: each page made present and its host address found.
-            let hosts = try withSpace { s throws(DeviceMemoryError) -> [UInt64] in
-                var out: [UInt64] = []
+            let (hosts, fresh) = try withSpace { s throws(DeviceMemoryError) -> ([UInt64], [UInt64]) in
+                var out: [UInt64] = [], fresh: [UInt64] = []
                 var page = GuestPhysAddr(gpa).alignedDown(4096)
                 while page.raw < gpa + UInt64(count) {
+                    var faulted = false
                     if s.translate(page) == nil {
                         let r = s.handlePageFault(page, access: write ? .write : .read)
                         guard r.isResolved else {
                             throw .failed(gpa: page.raw, reason: r == .notInArea ? "not in a memory area" : "\(r)")
                         }
+                        faulted = true
                     }
                     guard let hpa = s.translate(page) else { throw .failed(gpa: page.raw, reason: "not present after its fault") }
                     out.append(hpa.raw)
+                    if faulted { fresh.append(hpa.raw) }
                     page = page + 4096
                 }
                 if write { markWritten(region, gpa, count) }
-                return out
+                return (out, fresh)
             }
+            // A fresh frame is a hole of the memfd (`MemfdHAL`): made present as the pager
+            // makes it, so that the file holds every page the library calls populated even if
+            // the device then leaves it untouched (a short read, a body that stops).
+            for hpa in fresh {
+                do { try host.materialize(hpa, 4096) } catch { throw .failed(gpa: gpa, reason: "\(error)") }
+            }
+            defer { for hpa in hosts { host.dropView(hpa, 4096) } }
+            let end = gpa + UInt64(count)
             var done = 0
-            for (i, hpa) in hosts.enumerated() {
-                let pageStart = (gpa & ~0xfff) + UInt64(i) * 4096
-                let from = max(gpa, pageStart)
-                let n = Int(min(gpa + UInt64(count), pageStart + 4096) - from)
-                // Sound: `hpa` is a frame of the memfd, inside the VMM's view of it (`HostMemory.base`).
-                copy(host.base + Int(hpa + (from - pageStart)), done, n)
+            var i = 0
+            while i < hosts.count {
+                // Pages i..<j are one run: each frame follows the one before in the memfd.
+                var j = i + 1
+                while j < hosts.count && hosts[j] == hosts[j - 1] + 4096 { j += 1 }
+                let runStart = (gpa & ~0xfff) + UInt64(i) * 4096
+                let from = max(gpa, runStart)
+                let n = Int(min(end, runStart + UInt64(j - i) * 4096) - from)
+                // Sound: the run's frames are in the memfd, inside the VMM's view of it
+                // (`HostMemory.base`), present and not reclaimable while `resolution` is held.
+                let bytes = UnsafeMutableRawBufferPointer(start: host.base + Int(hosts[i] + (from - runStart)), count: n)
+                guard piece(bytes, done) else { return false }
                 done += n
+                i = j
             }
-            for hpa in hosts { host.dropView(hpa, 4096) }
+            return true
         }
     }
 }

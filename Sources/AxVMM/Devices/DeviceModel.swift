@@ -28,10 +28,39 @@ public enum DeviceMemoryError: Error, Equatable, Sendable, CustomStringConvertib
 public struct DeviceMemory: Sendable {
     public let read: @Sendable (_ gpa: UInt64, _ into: UnsafeMutableRawBufferPointer) throws(DeviceMemoryError) -> Void
     public let write: @Sendable (_ gpa: UInt64, _ from: UnsafeRawBufferPointer) throws(DeviceMemoryError) -> Void
+    /// Guest RAM [gpa, gpa + count) itself, handed to `body` in contiguous pieces in order —
+    /// checked and made present as for `read` and `write`, and with `deviceWrites` recorded as
+    /// written — so that a device's file I/O moves the bytes straight between the file and
+    /// guest RAM. `body` returns false to stop (an I/O error); the result says whether every
+    /// piece returned true. Pieces are valid only inside `body`.
+    public let direct: @Sendable (_ gpa: UInt64, _ count: Int, _ deviceWrites: Bool,
+                                  _ body: (UnsafeMutableRawBufferPointer) -> Bool) throws(DeviceMemoryError) -> Bool
+
     public init(read: @escaping @Sendable (UInt64, UnsafeMutableRawBufferPointer) throws(DeviceMemoryError) -> Void,
-                write: @escaping @Sendable (UInt64, UnsafeRawBufferPointer) throws(DeviceMemoryError) -> Void) {
+                write: @escaping @Sendable (UInt64, UnsafeRawBufferPointer) throws(DeviceMemoryError) -> Void,
+                direct: (@Sendable (UInt64, Int, Bool, (UnsafeMutableRawBufferPointer) -> Bool) throws(DeviceMemoryError) -> Bool)? = nil) {
         self.read = read
         self.write = write
+        if let direct { self.direct = direct } else { self.direct = Self.bounced(read: read, write: write) }
+    }
+
+    /// `direct` without a view of guest RAM (a test's RAM): one piece, a bounce buffer
+    /// filled by `read` first or emptied by `write` after.
+    private static func bounced(read: @escaping @Sendable (UInt64, UnsafeMutableRawBufferPointer) throws(DeviceMemoryError) -> Void,
+                                write: @escaping @Sendable (UInt64, UnsafeRawBufferPointer) throws(DeviceMemoryError) -> Void)
+        -> @Sendable (UInt64, Int, Bool, (UnsafeMutableRawBufferPointer) -> Bool) throws(DeviceMemoryError) -> Bool {
+        { gpa, count, deviceWrites, body throws(DeviceMemoryError) -> Bool in
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
+            defer { buffer.deallocate() }
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            if deviceWrites {
+                guard body(buffer) else { return false }
+                try write(gpa, UnsafeRawBufferPointer(buffer))
+                return true
+            }
+            try read(gpa, buffer)
+            return body(buffer)
+        }
     }
 }
 

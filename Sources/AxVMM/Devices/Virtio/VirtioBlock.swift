@@ -38,7 +38,8 @@ public struct VirtioBlock: VirtioDevice {
     var negotiated: UInt64 = 0
 
     /// Largest segment (SIZE_MAX) and segment count (SEG_MAX) advertised; a request's data
-    /// is bounded by `maxRequestBytes` (larger ones get IOERR) and moved in `chunk`-byte pieces.
+    /// is bounded by `maxRequestBytes` (larger ones get IOERR) and moves straight between the
+    /// file and guest RAM; write-zeroes writes `chunk`-byte pieces of zeroes.
     static let sizeMax: UInt32 = 1 << 20, segMax: UInt32 = 128
     static let maxRequestBytes: UInt64 = 128 << 20
     static let chunk = 128 << 10
@@ -160,30 +161,19 @@ public struct VirtioBlock: VirtioDevice {
         return offset
     }
 
-    /// IN (file to the chain's writable part) or OUT (readable part after the header to the file).
+    /// IN (file to the chain's writable part) or OUT (readable part after the header to the
+    /// file), straight between the file and guest RAM (`Virtqueue.withBuffers`): one copy,
+    /// made by the kernel.
     func transfer(_ chain: DescriptorChain, _ q: Virtqueue, sector: UInt64, bytes: UInt64, toGuest: Bool) throws(VirtqueueError) -> UInt8 {
         guard bytes % 512 == 0, bytes <= Self.maxRequestBytes, let start = range(sector: sector, bytes: bytes) else {
             return VirtioBlockRequest.ioError
         }
-        var buffer = [UInt8](repeating: 0, count: Int(min(bytes, UInt64(Self.chunk))))
-        var done: UInt64 = 0
-        while done < bytes {
-            let n = Int(min(bytes - done, UInt64(Self.chunk)))
-            let ok = try withBytes(&buffer) { (b) throws(VirtqueueError) -> Bool in
-                let piece = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
-                if toGuest {
-                    guard fileIO(piece, at: start + done, write: false) else { return false }
-                    try q.write(chain, offset: done, from: UnsafeRawBufferPointer(piece))
-                } else {
-                    try q.read(chain, offset: 16 + done, into: piece)
-                    guard fileIO(piece, at: start + done, write: true) else { return false }
-                }
-                return true
-            }
-            guard ok else { return VirtioBlockRequest.ioError }
-            done += UInt64(n)
+        var at = start
+        let ok = try q.withBuffers(chain, deviceWrites: toGuest, offset: toGuest ? 0 : 16, count: Int(bytes)) { piece in
+            defer { at += UInt64(piece.count) }
+            return fileIO(piece, at: at, write: !toGuest)
         }
-        return VirtioBlockRequest.ok
+        return ok ? VirtioBlockRequest.ok : VirtioBlockRequest.ioError
     }
 
     /// pread/pwrite of the whole buffer at `offset`, retrying short transfers and EINTR.

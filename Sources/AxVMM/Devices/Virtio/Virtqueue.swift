@@ -356,20 +356,35 @@ public struct Virtqueue: Sendable {
 
     /// Copies `into.count` bytes of the chain's readable buffers, from byte `offset` of them.
     public func read(_ chain: DescriptorChain, offset: UInt64, into: UnsafeMutableRawBufferPointer) throws(VirtqueueError) {
-        try copy(chain, chain.readable, chain.readableLength, offset: offset, count: into.count) { gpa, at, n throws(DeviceMemoryError) in
+        _ = try copy(chain, chain.readable, chain.readableLength, offset: offset, count: into.count) { gpa, at, n throws(DeviceMemoryError) in
             try memory.read(gpa, UnsafeMutableRawBufferPointer(rebasing: into[at..<at + n]))
+            return true
         }
     }
 
     /// Copies `from` into the chain's writable buffers, from byte `offset` of them.
     public func write(_ chain: DescriptorChain, offset: UInt64, from: UnsafeRawBufferPointer) throws(VirtqueueError) {
-        try copy(chain, chain.writable, chain.writableLength, offset: offset, count: from.count) { gpa, at, n throws(DeviceMemoryError) in
+        _ = try copy(chain, chain.writable, chain.writableLength, offset: offset, count: from.count) { gpa, at, n throws(DeviceMemoryError) in
             try memory.write(gpa, UnsafeRawBufferPointer(rebasing: from[at..<at + n]))
+            return true
         }
     }
 
+    /// The chain's writable (`deviceWrites`) or readable buffers from byte `offset`, `count`
+    /// bytes, as guest RAM itself (`DeviceMemory.direct`): `body` gets each contiguous piece
+    /// in order and returns false to stop; the result says whether none did.
+    public func withBuffers(_ chain: DescriptorChain, deviceWrites: Bool, offset: UInt64, count: Int,
+                            _ body: (UnsafeMutableRawBufferPointer) -> Bool) throws(VirtqueueError) -> Bool {
+        let (segments, total) = deviceWrites ? (chain.writable, chain.writableLength) : (chain.readable, chain.readableLength)
+        return try copy(chain, segments, total, offset: offset, count: count) { gpa, _, n throws(DeviceMemoryError) in
+            try memory.direct(gpa, n, deviceWrites, body)
+        }
+    }
+
+    /// Walks `count` bytes of `segments` from byte `offset`, calling `move` with each part's
+    /// guest address, the bytes done before it and its length, until it returns false.
     func copy(_ chain: DescriptorChain, _ segments: [VirtqueueSegment], _ total: UInt64, offset: UInt64, count: Int,
-              _ move: (UInt64, Int, Int) throws(DeviceMemoryError) -> Void) throws(VirtqueueError) {
+              _ move: (UInt64, Int, Int) throws(DeviceMemoryError) -> Bool) throws(VirtqueueError) -> Bool {
         guard offset <= total, UInt64(count) <= total - offset else {
             throw .beyondChain(head: chain.head, offset: offset, count: count)
         }
@@ -380,7 +395,7 @@ public struct Virtqueue: Sendable {
             if skip >= length { skip -= length; continue }
             let n = Int(min(length - skip, UInt64(count - done)))
             do throws(DeviceMemoryError) {
-                try move(s.gpa &+ skip, done, n)
+                guard try move(s.gpa &+ skip, done, n) else { return false }
             } catch {
                 switch error {
                 case .outsideRAM: throw .descriptorOutsideRAM(index: s.index, gpa: s.gpa, length: s.length)
@@ -390,6 +405,7 @@ public struct Virtqueue: Sendable {
             skip = 0
             done += n
         }
+        return true
     }
 }
 
