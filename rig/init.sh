@@ -713,7 +713,7 @@ disk_bench() {
             echo "$vmm|disk|$boot" >> /tmp/diskboot
             disk_boot $vmm disk-$vmm-nodev "" nodev
             echo "$vmm|none|$boot" >> /tmp/diskboot
-            tr -d '\r' < /tmp/disk-$vmm.out | sed -n 's/^diskbench: \([a-z0-9-]*\) \([0-9.]*\) MB\/s [0-9]* IOPS p50 \([0-9.]*\) us p99 \([0-9.]*\) us \([0-9.]*\) interrupts\/request$/\1 \2 \3 \4 \5/p' \
+            tr -d '\r' < /tmp/disk-$vmm.out | sed -n 's/^diskbench: \([a-zA-Z0-9-]*\) \([0-9.]*\) MB\/s [0-9]* IOPS p50 \([0-9.]*\) us p99 \([0-9.]*\) us \([0-9.]*\) interrupts\/request$/\1 \2 \3 \4 \5/p' \
                 | while read -r pat mbs p50 p99 irq; do
                     echo "$vmm|$pat|$mbs|$p50|$p99|$irq|$(awk -v b="$bench" -v p="$plain" -v n=$requests 'BEGIN { if (b == "-" || p == "-") print "-"; else printf "%.2f", (b - p) / n }')" >> /tmp/disk
                 done
