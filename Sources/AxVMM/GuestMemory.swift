@@ -4,6 +4,7 @@ import Glibc
 #endif
 import CKVM
 import KVM
+import Synchronization
 
 /// One RAM area as KVM sees it: a memslot over one host window of the memfd.
 public struct RAMRegion: Sendable, Equatable {
@@ -45,6 +46,11 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
     /// Per dirty-logged area (by slot): the pages the VMM's devices wrote since the last
     /// `dirtyPages`, one bit per page; KVM's dirty log sees only the guest's writes. Under `lock`.
     private var vmmWritten: [UInt32: [UInt64]] = [:]
+    /// Guest pages (by page number) that were populated when `returnToHost` gave them back
+    /// and that no guest fault has mapped since: a fault that maps one again is a re-fault
+    /// (`takeReturned`). Under `lock`; `anyReturned` lets the pager skip the lookup.
+    private var returnedPages = Set<UInt64>()
+    private let anyReturned = Atomic<Bool>(false)
 
     init(vm: VirtualMachine, format: Format, hostCapacity: UInt64, spaceSize: UInt64) throws(VMMError) {
         let host = try HostMemory(capacity: hostCapacity)
@@ -257,6 +263,58 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
                 if let range = GuestPhysRange(start: gpa, size: size) { hal.contents?.forget(range) }
                 do throws(AddrSpaceError) { return try s.depopulate(gpa, size: size) } catch { throw .addrSpace(error) }
             }
+        }
+    }
+
+    /// Gives guest RAM back to the host (virtio-balloon's inflated and reported pages):
+    /// [gpa, gpa + size) must lie in one writable RAM area; its populated frames are dropped
+    /// from the address space and punched out of the memfd under the fault-resolution lock
+    /// held exclusively, as `reclaim` does, so a racing fault is served before or faults
+    /// again after. Returns the bytes that were populated; they are remembered, and a guest
+    /// fault that maps one again counts as a re-fault.
+    public func returnToHost(_ gpa: UInt64, size: UInt64) throws(DeviceMemoryError) -> UInt64 {
+        guard size > 0 else { return 0 }
+        let (end, overflow) = gpa.addingReportingOverflow(size)
+        guard !overflow, regions.contains(where: { !$0.readOnly && $0.range.start.raw <= gpa && end <= $0.range.end.raw }) else {
+            throw .outsideRAM(gpa: gpa, length: size)
+        }
+        let outcome: Result<[UInt64], VMMError> = resolution.exclusive {
+            withSpace { s in
+                var populated: [UInt64] = []
+                var page = GuestPhysAddr(gpa).alignedDown(4096)
+                while page.raw < end {
+                    if s.translate(page) != nil { populated.append(page.raw >> 12) }
+                    page = page + 4096
+                }
+                if let range = GuestPhysRange(start: GuestPhysAddr(gpa), size: size) { hal.contents?.forget(range) }
+                do throws(AddrSpaceError) { _ = try s.depopulate(GuestPhysAddr(gpa), size: size) } catch { return .failure(.addrSpace(error)) }
+                return .success(populated)
+            }
+        }
+        let pages: [UInt64]
+        switch outcome {
+        case let .success(p): pages = p
+        case let .failure(e): throw .failed(gpa: gpa, reason: "\(e)")
+        }
+        if !pages.isEmpty {
+            lock.withLock { for p in pages { returnedPages.insert(p) } }
+            anyReturned.store(true, ordering: .releasing)
+        }
+        return UInt64(pages.count) * 4096
+    }
+
+    /// How many pages of `range` were given back by `returnToHost` and are now mapped again
+    /// (a guest fault mapped `range`); they are forgotten.
+    func takeReturned(_ range: GuestPhysRange) -> Int {
+        guard anyReturned.load(ordering: .acquiring) else { return 0 }
+        return lock.withLock {
+            var n = 0
+            var p = range.start.raw >> 12
+            while p < (range.end.raw + 4095) >> 12 {
+                if returnedPages.remove(p) != nil { n += 1 }
+                p += 1
+            }
+            return n
         }
     }
 

@@ -19,6 +19,8 @@ public struct PagerStatistics: Sendable, Equatable {
     public var minorFaults = 0
     /// Pages mapped by the faults.
     public var pagesMapped = 0
+    /// Pages given back to the host (virtio-balloon) that a fault mapped again.
+    public var refaultedPages = 0
     /// Host-side service time of each event (read → guest woken), nanoseconds.
     public var latency = LatencyHistogram()
     /// Where that time went, summed over all events: inside `handlePageFault` (with the
@@ -38,6 +40,7 @@ public struct PagerStatistics: Sendable, Equatable {
         faultsAbove += o.faultsAbove
         minorFaults += o.minorFaults
         pagesMapped += o.pagesMapped
+        refaultedPages += o.refaultedPages
         latency.merge(o.latency)
         libraryNanos &+= o.libraryNanos
         resolveNanos &+= o.resolveNanos
@@ -197,6 +200,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
             switch resolution {
             case let .mapped(range, pages):
                 stats.faults += 1
+                stats.refaultedPages += memory.takeReturned(range)
                 if gpa.raw >= countAbove { stats.faultsAbove += 1 }
                 stats.pagesMapped += pages
                 if let l = mapLayout { stats.timeline?.record(range, at: t0, layout: l) }

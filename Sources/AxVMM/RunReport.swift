@@ -105,6 +105,8 @@ public struct RunStatistics: Sendable {
     public var faultsInTestRegion = 0
     public var minorFaults = 0
     public var pagesMappedByFaults = 0
+    /// Pages given back to the host (virtio-balloon) that a guest fault mapped again.
+    public var refaultedPages = 0
     public var faultP50Nanos: UInt64 = 0
     public var faultP99Nanos: UInt64 = 0
     public var faultMeanNanos: UInt64 = 0
@@ -164,6 +166,7 @@ extension RunStatistics {
         faultsInTestRegion = ps.faultsAbove
         minorFaults = ps.minorFaults
         pagesMappedByFaults = ps.pagesMapped
+        refaultedPages = ps.refaultedPages
         faultP50Nanos = ps.percentile(0.5)
         faultP99Nanos = ps.percentile(0.99)
         faultMeanNanos = ps.latency.mean

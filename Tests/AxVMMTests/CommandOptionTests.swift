@@ -33,6 +33,8 @@ import Testing
         "--marker": (["--marker", "resumed!"], [.restore: ["linux.init_marker=resumed!"]]),
         "--disk": (["--disk", "a.img,ro", "--disk", "b.img"], [.boot: ["disk0=a.img,ro", "disk1=b.img"]]),
         "--rng": (["--rng"], [.boot: ["rng=true"]]),
+        "--balloon": (["--balloon"], [.boot: ["balloon=0"]]),
+        "--balloon-size": (["--balloon", "--balloon-size", "64M"], [.boot: ["balloon=67108864"]]),
         "--quiet": (["--quiet"], [.boot: ["serial_to_stdout=false"],
                                   .restore: ["memtest.serial_to_stdout=false", "linux.serial_to_stdout=false"]]),
         "--stats": (["--stats"], [.run: ["stats=true"]]),

@@ -99,6 +99,31 @@ struct DeviceMemoryTests {
         #expect(m.populatedBytes(ram[0]) == 7 * 4096)
     }
 
+    /// What virtio-balloon gives back (`returnToHost`): only RAM, the populated bytes counted,
+    /// the frames punched (mincore agrees), and a fault that maps one again is a re-fault once.
+    @Test func returnedPagesAreCountedWhenTheyComeBack() throws {
+        let (m, ram) = try Self.memory()
+        let d = m.deviceAccess
+        try [UInt8](repeating: 7, count: 3 * 4096).withUnsafeBytes { try d.write(0x100000, $0) }
+        #expect(m.populatedBytes(ram[0]) == 3 * 4096)
+        // 8 pages given back, 3 of them populated.
+        #expect(try m.returnToHost(0x100000, size: 8 * 4096) == 3 * 4096)
+        #expect(m.populatedBytes(ram[0]) == 0)
+        #expect(ram.allSatisfy { m.residencyMismatches($0).isEmpty })
+        #expect(try m.returnToHost(0x100000, size: 8 * 4096) == 0, "nothing left to give")
+        // The ROM, the hole between the areas and a wrapping range are refused.
+        for (gpa, size) in [(UInt64(0xe000_0000), UInt64(4096)), (12 << 20, 4096), (UInt64.max - 4095, 8192)] {
+            #expect(throws: DeviceMemoryError.outsideRAM(gpa: gpa, length: size)) { try m.returnToHost(gpa, size: size) }
+        }
+        // A mapping over the range takes the 3 returned pages back once.
+        let range = GuestPhysRange(start: GuestPhysAddr(0x100000 - 4096), end: GuestPhysAddr(0x100000 + 16 * 4096))
+        #expect(m.takeReturned(range) == 3)
+        #expect(m.takeReturned(range) == 0)
+        var back = [UInt8](repeating: 1, count: 4096)
+        try back.withUnsafeMutableBytes { try d.read(0x100000, $0) }
+        #expect(back.allSatisfy { $0 == 0 })
+    }
+
     @Test func aReclaimedPageComesBackAsZeros() throws {
         let (m, ram) = try Self.memory()
         let d = m.deviceAccess

@@ -81,11 +81,14 @@ final class VirtioTestDriver<D: VirtioDevice> {
     let irq = VirtioTestIRQ()
     let mmio: VirtioMMIO<D>
     var size: UInt16 = 16
-    var desc: UInt64 { ram.base + 0x1000 }
-    var avail: UInt64 { ram.base + 0x2000 }
-    var used: UInt64 { ram.base + 0x3000 }
+    /// Where this driver's rings are, from the RAM's start (another queue of the same
+    /// transport: `init(sharing:queueBase:)`).
+    var queueBase: UInt64 = 0
+    var desc: UInt64 { ram.base + queueBase + 0x1000 }
+    var avail: UInt64 { ram.base + queueBase + 0x2000 }
+    var used: UInt64 { ram.base + queueBase + 0x3000 }
     /// Indirect tables go here, data buffers from `data` on.
-    var indirectTable: UInt64 { ram.base + 0x4000 }
+    var indirectTable: UInt64 { ram.base + queueBase + 0x4000 }
     var data: UInt64 { ram.base + 0x10000 }
     var availIdx: UInt16 = 0
     var lastUsed: UInt16 = 0
@@ -96,6 +99,15 @@ final class VirtioTestDriver<D: VirtioDevice> {
         self.ram = ram
         let inRAM: @Sendable (UInt64, UInt64) -> Bool = { [ram] gpa, length in ram.contains(gpa, length) }
         mmio = VirtioMMIO(device: device, memory: ram.memory, interrupt: irq.line, contains: checkRAM ? inRAM : nil)
+    }
+
+    /// Another queue of `other`'s transport, its rings `queueBase` bytes further (0x8000 apart
+    /// keeps them clear of each other and below `data`).
+    init(sharing other: VirtioTestDriver<D>, queueBase: UInt64) {
+        ram = other.ram
+        mmio = other.mmio
+        self.queueBase = queueBase
+        features = other.features
     }
 
     func r32(_ offset: UInt64) -> UInt32 {
@@ -833,14 +845,15 @@ func blkHeader(type: UInt32, sector: UInt64) -> [UInt8] {
         w.string("/images/a.img"); w.u8(0)
         w.string("/images/b.img"); w.u8(1)
         w.u8(1)
-        w.u32(3)
-        for v in [1, 1, 1] as [UInt32] { w.u32(v); w.blob([UInt8](repeating: UInt8(v), count: 5)) }
+        w.u8(1)
+        w.u32(4)
+        for v in [1, 1, 1, 1] as [UInt32] { w.u32(v); w.blob([UInt8](repeating: UInt8(v), count: 5)) }
         let good = w.bytes
         var r = ByteReader(good, path: "snap/state")
         let set = try VirtioSet.restoring(&r)
         #expect(r.remaining == 0)
         #expect(set.disks == [DiskSpec(path: "/images/a.img"), DiskSpec(path: "/images/b.img", readOnly: true)])
-        #expect(set.rng && set.states.count == 3 && set.states[2].bytes == [1, 1, 1, 1, 1])
+        #expect(set.rng && set.balloon && set.states.count == 4 && set.states[3].bytes == [1, 1, 1, 1, 1])
         // A snapshot without the section: no devices.
         var none = ByteReader([], path: "snap/state")
         #expect(try VirtioSet.restoring(&none).disks.isEmpty)
@@ -862,7 +875,8 @@ func blkHeader(type: UInt32, sector: UInt64) -> [UInt8] {
         refused(0, 9, "virtio disks")                      // 9 disks: more than there can be
         refused(4 + 8 + 13, 2, "virtio disk 0")            // read-only flag 2
         refused(4 + 2 * (8 + 13 + 1), 2, "virtio rng")     // rng flag 2
-        refused(4 + 2 * (8 + 13 + 1) + 1, 2, "virtio device states")  // 2 states for 3 devices
+        refused(4 + 2 * (8 + 13 + 1) + 1, 2, "virtio balloon")     // balloon flag 2
+        refused(4 + 2 * (8 + 13 + 1) + 2, 3, "virtio device states")  // 3 states for 4 devices
     }
 
     @Test func corruptedStateIsRefused() throws {

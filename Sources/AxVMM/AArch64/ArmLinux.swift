@@ -199,7 +199,8 @@ extension AArch64Platform {
         let virtio: VirtioSet?
         do {
             virtio = c.virtioDevices > 0
-                ? try VirtioSet(disks: c.disks, rng: c.rng, base: ArmLinuxLayout.virtioBase, firstGSI: ArmLinuxLayout.virtioFirstSPI) : nil
+                ? try VirtioSet(disks: c.disks, rng: c.rng, balloon: c.balloonTargetPages, base: ArmLinuxLayout.virtioBase,
+                                firstGSI: ArmLinuxLayout.virtioFirstSPI) : nil
         } catch { throw .vmm(error) }
         let loader = ArmLinuxLoader(platform: self, config: c, plan: plan, initrd: initrd, t0: t0)
         loader.virtio = virtio
@@ -333,7 +334,11 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
             return .handled
         })
         try buses.mmio.register(uartDevice, name: "UART (ns16550a)", at: ArmLinuxLayout.uart, size: ArmLinuxLayout.uartSize)
-        if let virtio { try virtio.attach(&buses, memory: memory.deviceAccess, vm: memory.vm) }
+        if let virtio {
+            try virtio.attach(&buses, memory: memory.deviceAccess, release: { gpa, size throws(DeviceMemoryError) in
+                try memory.returnToHost(gpa, size: size)
+            }, vm: memory.vm)
+        }
     }
 
     /// Nothing else is mapped outside RAM (the GIC is in the kernel): reads see an empty
@@ -355,7 +360,10 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
         finishEarly(&report)
     }
 
-    func finishEarly(_ report: inout RunReport) { report.linux = lock.withLock { console.result } }
+    func finishEarly(_ report: inout RunReport) {
+        report.linux = lock.withLock { console.result }
+        report.linux?.balloon = virtio?.balloonBackend?.current
+    }
 
     func watchConsole(_ text: String, _ action: @escaping @Sendable () -> Void) { lock.withLock { console.watch(text, action) } }
     var snapshotKind: String { "linux" }

@@ -130,6 +130,7 @@ public struct Invocation: Sendable {
             lines.append("firmware=\(boot.firmware.rawValue)")
             for (i, d) in boot.disks.enumerated() { lines.append("disk\(i)=\(d.path)\(d.readOnly ? ",ro" : "")") }
             lines.append("rng=\(boot.rng)")
+            lines.append("balloon=\(boot.balloon ? "\(boot.balloonSize)" : "none")")
             add("", boot.settings)
         case .restore:
             lines.append("directory=\(restore.directory)")

@@ -71,17 +71,28 @@ extension GuestMemory {
             // A fresh frame is a hole of the memfd (`MemfdHAL`): made present as the pager
             // makes it, so that the file holds every page the library calls populated even if
             // the device then leaves it untouched (a short read, a body that stops).
-            for hpa in fresh {
-                do { try host.materialize(hpa, 4096) } catch { throw .failed(gpa: gpa, reason: "\(error)") }
+            var k = 0
+            while k < fresh.count {
+                var l = k + 1
+                while l < fresh.count && fresh[l] == fresh[l - 1] + 4096 { l += 1 }
+                do { try host.materialize(fresh[k], UInt64(l - k) * 4096) } catch { throw .failed(gpa: gpa, reason: "\(error)") }
+                k = l
             }
-            defer { for hpa in hosts { host.dropView(hpa, 4096) } }
-            let end = gpa + UInt64(count)
-            var done = 0
+            // Runs of pages: each frame follows the one before in the memfd. One madvise per
+            // run drops the VMM's view afterwards (one per page cost a syscall per 4 KiB).
+            var runs: [Range<Int>] = []
             var i = 0
             while i < hosts.count {
-                // Pages i..<j are one run: each frame follows the one before in the memfd.
                 var j = i + 1
                 while j < hosts.count && hosts[j] == hosts[j - 1] + 4096 { j += 1 }
+                runs.append(i..<j)
+                i = j
+            }
+            defer { for r in runs { host.dropView(hosts[r.lowerBound], UInt64(r.count) * 4096) } }
+            let end = gpa + UInt64(count)
+            var done = 0
+            for run in runs {
+                let (i, j) = (run.lowerBound, run.upperBound)
                 let runStart = (gpa & ~0xfff) + UInt64(i) * 4096
                 let from = max(gpa, runStart)
                 let n = Int(min(end, runStart + UInt64(j - i) * 4096) - from)
@@ -90,7 +101,6 @@ extension GuestMemory {
                 let bytes = UnsafeMutableRawBufferPointer(start: host.base + Int(hosts[i] + (from - runStart)), count: n)
                 guard piece(bytes, done) else { return false }
                 done += n
-                i = j
             }
             return true
         }

@@ -9,7 +9,8 @@ import KVM
 /// the queue's index: the vCPU never exits to userspace for them) and its interrupt going
 /// out through a level-triggered irqfd with a resample eventfd. One thread of its own serves
 /// it: a notification makes it process that queue; a resample (the guest ended its
-/// interrupt handler) makes it raise the line again if the interrupt status is still set.
+/// interrupt handler) makes it raise the line again if the interrupt status is still set; a
+/// device with a `tickMillis` gets its `tick` that often.
 final class VirtioAttachment<D: VirtioDevice>: BusDevice, @unchecked Sendable {  // fds immutable; `thread` set by start/stop on the run's thread
     let slot: VirtioSlot
     let transport: VirtioMMIO<D>
@@ -68,10 +69,21 @@ final class VirtioAttachment<D: VirtioDevice>: BusDevice, @unchecked Sendable { 
     func start() throws(VMMError) {
         let fds = [stopEvent.fd, resample.fd] + notifies.map { $0.fd }
         let transport = self.transport, irq = self.irq
+        let period = UInt64(max(0, transport.withDevice { $0.tickMillis })) * 1_000_000
         thread = try OSThread {
             var polls = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            var nextTick = nowNanos() &+ period
             while true {
-                let r = poll(&polls, nfds_t(polls.count), -1)
+                var wait: Int32 = -1
+                if period > 0 {
+                    let now = nowNanos()
+                    if now >= nextTick {
+                        transport.tick()
+                        nextTick = now &+ period
+                    }
+                    wait = Int32((nextTick &- now) / 1_000_000 + 1)
+                }
+                let r = poll(&polls, nfds_t(polls.count), wait)
                 if r < 0 { if errno == EINTR { continue }; return }
                 if polls[0].revents != 0 { return }
                 if polls[1].revents != 0 {

@@ -28,7 +28,7 @@ public struct DiskSpec: Sendable, Equatable {
 }
 
 /// The virtio devices a Linux guest is given — its disks in order (/dev/vda, /dev/vdb, …),
-/// then an entropy source — each on a virtio-mmio transport of its own at a `VirtioSlot` the
+/// then an entropy source, then a balloon — each on a virtio-mmio transport of its own at a `VirtioSlot` the
 /// platform chose. The images are opened and locked when the set is made, before any VM
 /// exists; the transports are made and started with the VM (`attach`, `start`) and stopped
 /// with it. For a snapshot the set pauses its devices (`pause`, `resume`) and saves their
@@ -39,6 +39,10 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
     static let maxDevices = 8
     let disks: [DiskImage]
     let rng: Bool
+    /// A virtio-balloon and its initial target in 4 KiB pages (nil: none).
+    let balloon: UInt32?
+    /// The balloon's counters, once attached.
+    private(set) var balloonBackend: BalloonBackend?
     /// Where each device is, in the order above.
     let slots: [VirtioSlot]
     /// Each transport's state from a snapshot, applied as it is attached (nil: a fresh boot).
@@ -47,11 +51,11 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
     private let restoredFrom: String
     private var attached: [AttachedVirtio] = []
 
-    var count: Int { disks.count + (rng ? 1 : 0) }
+    var count: Int { disks.count + (rng ? 1 : 0) + (balloon == nil ? 0 : 1) }
 
     /// Opens and locks the images; the devices' slots are `count` windows from `base`,
     /// `VirtioMMIORegister.windowSize` apart, on interrupts `firstGSI`, `firstGSI + 1`, ….
-    init(disks specs: [DiskSpec], rng: Bool, base: UInt64, firstGSI: UInt32,
+    init(disks specs: [DiskSpec], rng: Bool, balloon: UInt32? = nil, base: UInt64, firstGSI: UInt32,
          restoredStates: [DeviceState]? = nil, restoredFrom: String = "") throws(VMMError) {
         var disks: [DiskImage] = []
         for d in specs {
@@ -61,7 +65,8 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
         }
         self.disks = disks
         self.rng = rng
-        let count = disks.count + (rng ? 1 : 0)
+        self.balloon = balloon
+        let count = disks.count + (rng ? 1 : 0) + (balloon == nil ? 0 : 1)
         slots = (0..<count).map { VirtioSlot(base: base + UInt64($0) * VirtioMMIORegister.windowSize, gsi: firstGSI + UInt32($0)) }
         self.restoredStates = restoredStates
         self.restoredFrom = restoredFrom
@@ -69,13 +74,23 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
 
     /// Makes each device's transport at its slot and puts it on the MMIO bus; a restored
     /// set's transports take their saved state here (before any vCPU or device thread runs).
-    func attach(_ buses: inout DeviceBuses, memory: DeviceMemory, vm: VirtualMachine) throws(VMMError) {
+    /// `release` gives guest RAM back to the host (`GuestMemory.returnToHost`), for the balloon.
+    func attach(_ buses: inout DeviceBuses, memory: DeviceMemory,
+                release: @escaping @Sendable (UInt64, UInt64) throws(DeviceMemoryError) -> UInt64, vm: VirtualMachine) throws(VMMError) {
         var i = 0
         for (n, image) in disks.enumerated() {
             try add(VirtioBlock(image: image, serial: "axvm-disk-\(n)"), "virtio-blk \(image.path)", slots[i], &buses, memory, vm)
             i += 1
         }
-        if rng { try add(VirtioRNG(), "virtio-rng", slots[i], &buses, memory, vm) }
+        if rng {
+            try add(VirtioRNG(), "virtio-rng", slots[i], &buses, memory, vm)
+            i += 1
+        }
+        if let target = balloon {
+            let backend = BalloonBackend(release: release)
+            balloonBackend = backend
+            try add(VirtioBalloon(backend: backend, targetPages: target), "virtio-balloon", slots[i], &buses, memory, vm)
+        }
         if let states = restoredStates {
             guard states.count == attached.count else {
                 throw .snapshot(path: restoredFrom, field: "virtio device states", reason: "\(states.count) for \(attached.count) devices")
@@ -112,7 +127,8 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
     // MARK: Snapshot
 
     /// The set in a snapshot: each disk (its absolute path and mode), whether an entropy
-    /// source is there, then each transport's state (`VirtioMMIO.saveState`) in slot order.
+    /// source and a balloon are there (the balloon's target is in its state), then each
+    /// transport's state (`VirtioMMIO.saveState`) in slot order.
     /// Call paused.
     func save(into w: inout ByteWriter) {
         w.u32(UInt32(disks.count))
@@ -121,6 +137,7 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
             w.u8(d.readOnly ? 1 : 0)
         }
         w.u8(rng ? 1 : 0)
+        w.u8(balloon == nil ? 0 : 1)
         w.u32(UInt32(attached.count))
         for a in attached {
             let s = a.save()
@@ -132,8 +149,8 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
     /// What `save` wrote: the disks and entropy source to make the set again with, and the
     /// transports' states (checked when attached). A snapshot without the section (written
     /// before devices were saved) has no devices.
-    static func restoring(_ r: inout ByteReader) throws(VMMError) -> (disks: [DiskSpec], rng: Bool, states: [DeviceState]) {
-        guard r.remaining > 0 else { return ([], false, []) }
+    static func restoring(_ r: inout ByteReader) throws(VMMError) -> (disks: [DiskSpec], rng: Bool, balloon: Bool, states: [DeviceState]) {
+        guard r.remaining > 0 else { return ([], false, false, []) }
         let diskCount = try r.u32("virtio disks")
         guard diskCount <= UInt32(maxDevices) else { throw r.error("virtio disks", "\(diskCount); at most \(maxDevices)") }
         var disks: [DiskSpec] = []
@@ -145,16 +162,18 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
         }
         let rng = try r.u8("virtio rng")
         guard rng <= 1 else { throw r.error("virtio rng", "\(rng) is not 0 or 1") }
+        let balloon = try r.u8("virtio balloon")
+        guard balloon <= 1 else { throw r.error("virtio balloon", "\(balloon) is not 0 or 1") }
         let count = try r.u32("virtio device states")
-        guard count == diskCount + UInt32(rng) else {
-            throw r.error("virtio device states", "\(count) for \(diskCount) disks and \(rng) entropy source")
+        guard count == diskCount + UInt32(rng) + UInt32(balloon) else {
+            throw r.error("virtio device states", "\(count) for \(diskCount) disks, \(rng) entropy source and \(balloon) balloon")
         }
         var states: [DeviceState] = []
         for i in 0..<Int(count) {
             let version = try r.u32("virtio device \(i) state version")
             states.append(DeviceState(version: version, bytes: try r.blob("virtio device \(i) state", limit: 1 << 16)))
         }
-        return (disks, rng == 1, states)
+        return (disks, rng == 1, balloon == 1, states)
     }
 }
 

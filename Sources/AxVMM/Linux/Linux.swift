@@ -84,8 +84,14 @@ public struct LinuxBootConfig: Sendable, RunConfiguration {
     public var disks: [DiskSpec] = []
     /// A virtio-rng fed from the host's getrandom: `--rng`.
     public var rng = false
+    /// A virtio-balloon with free page reporting: `--balloon`.
+    public var balloon = false
+    /// The balloon's target at start, bytes (`--balloon-size`; whole 4 KiB pages).
+    public var balloonSize: UInt64 = 0
+    /// The balloon's target in 4 KiB pages, nil without a balloon.
+    var balloonTargetPages: UInt32? { balloon ? UInt32(truncatingIfNeeded: balloonSize / 4096) : nil }
     /// How many virtio devices the guest gets.
-    public var virtioDevices: Int { disks.count + (rng ? 1 : 0) }
+    public var virtioDevices: Int { disks.count + (rng ? 1 : 0) + (balloon ? 1 : 0) }
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 
@@ -134,7 +140,13 @@ public enum LinuxMachine {
             throw .badValue(what: "disk", value: "\"\(bad.path)\"", reason: DiskSpec.rule)
         }
         if c.virtioDevices > VirtioSet.maxDevices {
-            throw .badValue(what: "virtio devices", value: "\(c.virtioDevices)", reason: "at most \(VirtioSet.maxDevices) (--disk and --rng together)")
+            throw .badValue(what: "virtio devices", value: "\(c.virtioDevices)", reason: "at most \(VirtioSet.maxDevices) (--disk, --rng and --balloon together)")
+        }
+        if c.balloonSize > 0 && !c.balloon {
+            throw .badValue(what: "balloon size", value: "\(c.balloonSize)", reason: "needs --balloon")
+        }
+        if c.balloonSize >= c.memorySize && c.balloonSize > 0 {
+            throw .badValue(what: "balloon size", value: "\(c.balloonSize)", reason: "must be below the guest's memory (\(c.memorySize) bytes)")
         }
         if c.virtioDevices > 0 && c.firmware != .acpi && GuestArch.host == .x86_64 {
             throw .badValue(what: "virtio devices", value: "\(c.virtioDevices)", reason: "are described in the ACPI tables: not with --no-acpi or --no-mp-table")
@@ -194,6 +206,8 @@ public struct LinuxBootResult: Sendable {
     /// resampler period: seconds since start and where the interrupt stood
     /// (`VCPU.interruptState`), for tracking down why a guest did not take it.
     public var interruptWaits: [String] = []
+    /// What the virtio-balloon did (nil: no balloon).
+    public var balloon: BalloonCounters?
 }
 
 extension RunReport {

@@ -30,6 +30,7 @@ public enum LinuxStatsFormat {
         // x86's edge-triggered UART interrupt needs help (`IRQResampler`); arm64's SPI is a level.
         out += r.arch == .x86_64 ? " (UART interrupt re-delivered \(l.serialIRQResamples) times, halted vCPU woken \(l.haltedWakeups) times)\n" : "\n"
         for w in l.interruptWaits { out += "interrupt wait:  \(w)\n" }
+        if let b = l.balloon { out += balloonText(b, refaulted: s.refaultedPages) }
         out += "time:            setup \(StatsFormat.fixed(s.setupSeconds * 1000, 1)) ms, run \(StatsFormat.fixed(s.runSeconds * 1000, 1)) ms, wall \(StatsFormat.fixed(s.wallSeconds * 1000, 1)) ms\n"
         out += StatsFormat.snapshotText(s)
         out += StatsFormat.hostCheck(r.residencyMismatches)
@@ -61,6 +62,7 @@ public enum LinuxStatsFormat {
             ("halted_wakeups", "\(l.haltedWakeups)"),
             ("interrupt_waits", "[" + l.interruptWaits.map(q).joined(separator: ", ") + "]"),
         ]
+        fields += balloonFields(l.balloon, refaulted: s.refaultedPages)
         fields += StatsFormat.timeFields(s)
         fields += [
             ("residency_mismatches", "\(r.residencyMismatches)"),
@@ -69,5 +71,34 @@ public enum LinuxStatsFormat {
             ("initrd_bytes", "\(l.initrdSize)"),
         ]
         return StatsFormat.jsonObject(fields)
+    }
+
+    /// The balloon's lines: target and holding, what went back and came back, the guest's numbers.
+    static func balloonText(_ b: BalloonCounters, refaulted: Int) -> String {
+        var out = "balloon:         target \(b.targetPages) pages, the guest holds \(b.actualPages); inflated \(b.inflatedPages), deflated \(b.deflatedPages)\n"
+        out += "free pages:      \(b.reports) reports of \(b.reportedPages) pages; \(mib(b.returnedBytes)) went back to the host; \(refaulted) pages faulted in again"
+        out += b.refusedRanges > 0 ? "; \(b.refusedRanges) ranges refused (not guest RAM)\n" : "\n"
+        if !b.guestStats.isEmpty {
+            out += "guest balloon:   " + b.guestStats.map { "\($0.name) \($0.value)" }.joined(separator: ", ") + " (\(b.statsUpdates) updates)\n"
+        }
+        return out
+    }
+
+    /// Flat keys (null without a balloon), and the guest's statistics as an object.
+    static func balloonFields(_ b: BalloonCounters?, refaulted: Int) -> [(String, String)] {
+        func v(_ f: (BalloonCounters) -> String) -> String { b.map(f) ?? "null" }
+        return [
+            ("refaulted_pages", "\(refaulted)"),
+            ("balloon_target_pages", v { "\($0.targetPages)" }),
+            ("balloon_actual_pages", v { "\($0.actualPages)" }),
+            ("balloon_inflated_pages", v { "\($0.inflatedPages)" }),
+            ("balloon_deflated_pages", v { "\($0.deflatedPages)" }),
+            ("balloon_reports", v { "\($0.reports)" }),
+            ("balloon_reported_pages", v { "\($0.reportedPages)" }),
+            ("balloon_returned_bytes", v { "\($0.returnedBytes)" }),
+            ("balloon_refused_ranges", v { "\($0.refusedRanges)" }),
+            ("balloon_stats_updates", v { "\($0.statsUpdates)" }),
+            ("balloon_guest_stats", v { "{" + $0.guestStats.map { "\(StatsFormat.jsonString($0.name)): \($0.value)" }.joined(separator: ", ") + "}" }),
+        ]
     }
 }

@@ -33,7 +33,8 @@ extension LinuxMachine {
         let virtio: VirtioSet?
         do {
             virtio = c.virtioDevices > 0
-                ? try VirtioSet(disks: c.disks, rng: c.rng, base: X86Layout.virtioBase, firstGSI: X86Layout.virtioFirstGSI) : nil
+                ? try VirtioSet(disks: c.disks, rng: c.rng, balloon: c.balloonTargetPages, base: X86Layout.virtioBase,
+                                firstGSI: X86Layout.virtioFirstGSI) : nil
         } catch { throw .vmm(error) }
         let slots = virtio?.slots ?? []
         let plan = try LinuxBootPlan(kernel: kernel, ram: X86Layout.ramRanges(size: c.memorySize), cmdline: c.cmdline,
@@ -221,7 +222,9 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
             })
         }
         if let virtio {
-            try virtio.attach(&buses, memory: memory.deviceAccess, vm: memory.vm)
+            try virtio.attach(&buses, memory: memory.deviceAccess, release: { gpa, size throws(DeviceMemoryError) in
+                try memory.returnToHost(gpa, size: size)
+            }, vm: memory.vm)
         }
     }
 
@@ -273,7 +276,10 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         finishEarly(&report)
     }
 
-    func finishEarly(_ report: inout RunReport) { report.linux = lock.withLock { console.result } }
+    func finishEarly(_ report: inout RunReport) {
+        report.linux = lock.withLock { console.result }
+        report.linux?.balloon = virtio?.balloonBackend?.current
+    }
 
     func watchConsole(_ text: String, _ action: @escaping @Sendable () -> Void) { lock.withLock { console.watch(text, action) } }
 
@@ -335,10 +341,12 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         guard r.remaining == 0 else { throw .snapshot(path: path, field: "loader", reason: "\(r.remaining) bytes after the Linux loader's fields") }
         c.disks = devices.disks
         c.rng = devices.rng
+        c.balloon = devices.balloon
         let loader = LinuxLoader(platform: platform, config: c, plan: nil, ram: ram, initrd: nil, t0: t0)
         if c.virtioDevices > 0 {
-            loader.virtio = try VirtioSet(disks: c.disks, rng: c.rng, base: X86Layout.virtioBase, firstGSI: X86Layout.virtioFirstGSI,
-                                          restoredStates: devices.states, restoredFrom: path)
+            // The balloon's target comes back with its state.
+            loader.virtio = try VirtioSet(disks: c.disks, rng: c.rng, balloon: c.balloon ? 0 : nil, base: X86Layout.virtioBase,
+                                          firstGSI: X86Layout.virtioFirstGSI, restoredStates: devices.states, restoredFrom: path)
         }
         loader.restoredUART = uart
         loader.lock.withLock {

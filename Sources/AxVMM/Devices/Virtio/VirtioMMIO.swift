@@ -31,10 +31,18 @@ public protocol VirtioDevice: SendableMetatype {
     /// Takes a state `saveState` wrote, refusing anything else with a `VMMError.snapshot`
     /// naming `path` and the field; changes nothing when it throws.
     mutating func restoreState(_ state: DeviceState, path: String) throws(VMMError)
+    /// How often the device thread calls `tick`, in milliseconds (0: never).
+    var tickMillis: Int32 { get }
+    /// Periodic work on each ready queue while the driver runs (under the transport's lock,
+    /// like `process`): the device may complete buffers it held back (virtio-balloon returns
+    /// the statistics buffer to ask for fresh numbers).
+    mutating func tick(queue index: Int, _ queue: inout Virtqueue) throws(VirtqueueError)
 }
 
 extension VirtioDevice {
     public mutating func activate(features: UInt64) {}
+    public var tickMillis: Int32 { 0 }
+    public mutating func tick(queue index: Int, _ queue: inout Virtqueue) throws(VirtqueueError) {}
 }
 
 /// Register offsets (§4.2.2, Table 4.1) and status bits (§2.1).
@@ -343,10 +351,21 @@ public final class VirtioMMIO<D: VirtioDevice>: @unchecked Sendable {  // every 
         }
     }
 
-    func serve(_ index: Int) {
+    /// The device's periodic work (`VirtioDevice.tick`) on each ready queue, unless paused,
+    /// broken or before DRIVER_OK.
+    public func tick() {
+        lock.withLock {
+            guard !paused, deviceStatus & VirtioStatus.driverOK != 0, failure == nil else { return }
+            for i in queues.indices where queues[i].ready { serve(i, tick: true) }
+        }
+    }
+
+    /// Lets the device process queue `index` (or tick it), then raises the interrupt if the
+    /// driver wants one; a queue error breaks the device.
+    func serve(_ index: Int, tick: Bool = false) {
         guard var q = queues[index].queue else { return }
         do throws(VirtqueueError) {
-            try device.process(queue: index, &q)
+            if tick { try device.tick(queue: index, &q) } else { try device.process(queue: index, &q) }
             let raise = try q.needsInterrupt()
             queues[index].queue = q
             if raise { raiseInterrupt(VirtioInterrupt.usedBuffer) }
