@@ -374,6 +374,7 @@ linux_cases() {
     result "linux-4vcpus-seen: $(tr -d '\r' < /tmp/linux-halt-4vcpus.out | grep -c -e '^axvm-linux: 4 CPUs online' -e '^axvm-linux: ran on CPU [0-3]$') of 5 lines"
     clean_log_case /tmp/linux-lazy.out /tmp/linux-populated-poweroff.out /tmp/linux-lazy-64K-2vcpus.out /tmp/linux-halt-4vcpus.out
     linux_virtio_case
+    linux_balloon_case
     linux_root_case
     linux_snapshot_cases
     linux_disk_snapshot_case
@@ -402,6 +403,25 @@ linux_virtio_case() {
         result "linux-virtio-disk: wrote ${w:-?}, read back ${r:-?}, the image holds $host"
     fi
     rm -f /tmp/vda.img /tmp/vdb.img
+}
+
+# linux_balloon_case: Linux with a virtio-balloon (--balloon --balloon-size 64M): the guest
+# inflates the 64 MiB target at start, fills 256 MiB of tmpfs, frees it and waits for free page
+# reporting, then writes 64 MiB again (scripts/linux-guest-initramfs.sh axvm.balloon). From
+# axvm's statistics: what went back to the host, what came back as re-faults; the host check
+# says the library and mincore agree after the punched holes.
+linux_balloon_case() {
+    local ret actual refault pop
+    linux_axvm linux-balloon --balloon --balloon-size 64M --cmdline "$LINUX_CMDLINE axvm.balloon"
+    result "$(linux_line)"
+    ret=$(jf balloon_returned_bytes); actual=$(jf balloon_actual_pages); refault=$(jf refaulted_pages); pop=$(jf populated_bytes)
+    echo "rig: linux-balloon: the guest holds ${actual:-?} pages in the balloon (inflated $(jf balloon_inflated_pages)), reported $(jf balloon_reported_pages) pages in $(jf balloon_reports) reports, $(mib "${ret:-0}") MiB went back to the host, ${refault:-?} pages faulted in again, $(mib "${pop:-0}") MiB populated at the end; guest statistics $(jf balloon_guest_stats)"
+    name=linux-balloon-returned
+    if [ "${actual:-0}" = 16384 ] && [ "${ret:-0}" -ge $((200 << 20)) ] && [ "${refault:-0}" -gt 0 ]; then
+        result "linux-balloon-returned: the 64 MiB target inflated, over 200 MiB went back to the host, pages came back as re-faults"
+    else
+        result "linux-balloon-returned: the guest holds ${actual:-?} pages, $(mib "${ret:-0}") MiB went back, ${refault:-?} re-faulted pages"
+    fi
 }
 
 # linux_root_case: Linux runs from an ext4 root file system on virtio-blk (root=/dev/vda, the
@@ -559,6 +579,7 @@ linux_cases_aarch64() {
     result "linux-2vcpus-seen: $(tr -d '\r' < /tmp/linux-lazy-64K-2vcpus.out | grep -c -e '^axvm-linux: 2 CPUs online' -e '^axvm-linux: ran on CPU [01]$') of 3 lines"
     local boot64=$boot
     linux_virtio_case
+    linux_balloon_case
     linux_root_case
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $pop_boot s populated, $boot64 s lazy 64K on 2 vCPUs"
 }

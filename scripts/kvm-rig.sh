@@ -41,11 +41,11 @@ out=$repo/.build-rig/rig-x86_64
 
 die() { echo "kvm-rig: $*" >&2; exit 1; }
 
-# The Linux guest's modules, taken from the rig's own kernel package: virtio over MMIO, its disk
-# and entropy drivers, and ext4 with what it needs (the crc32c shash it asks the crypto API
+# The Linux guest's modules, taken from the rig's own kernel package: virtio over MMIO, its disk,
+# entropy and balloon drivers, and ext4 with what it needs (the crc32c shash it asks the crypto API
 # for by name) for the guest's root file system on virtio-blk. Load order:
 # scripts/linux-guest-initramfs.sh.
-GUEST_MODULES="virtio_ring virtio virtio_mmio virtio_blk virtio-rng crc16 mbcache jbd2 crc32c_generic ext4"
+GUEST_MODULES="virtio_ring virtio virtio_mmio virtio_blk virtio-rng virtio_balloon crc16 mbcache jbd2 crc32c_generic ext4"
 GUEST_MODULE_PATHS=('*/drivers/virtio/*.ko' '*/drivers/block/virtio_blk.ko' '*/drivers/char/hw_random/virtio-rng.ko'
     '*/lib/crc16.ko' '*/fs/mbcache.ko' '*/fs/jbd2/jbd2.ko' '*/crypto/crc32c_generic.ko' '*/fs/ext4/ext4.ko')
 
@@ -110,7 +110,7 @@ fetch() {
     if [ -f "$cache/kernel-package" ] && [ -f "$cache/busybox/bin/busybox" ] && [ "${AXVM_RIG_REFRESH:-0}" != 1 ]; then
         local pkg
         pkg=$(cat "$cache/kernel-package")
-        if [ -f "$cache/$pkg/vmlinuz" ] && [ -f "$cache/$pkg/guest-modules/ext4.ko" ]; then
+        if [ -f "$cache/$pkg/vmlinuz" ] && [ -f "$cache/$pkg/guest-modules/virtio_balloon.ko" ]; then
             echo "kvm-rig: cached: $pkg, busybox-static ($cache)"
             return
         fi
@@ -554,7 +554,7 @@ fetch_aarch64() {
     if [ -f "$cache_a64/kernel-package" ] && [ -f "$cache_a64/busybox/bin/busybox" ] && [ "${AXVM_RIG_REFRESH:-0}" != 1 ]; then
         local pkg
         pkg=$(cat "$cache_a64/kernel-package")
-        if [ -f "$cache_a64/$pkg/vmlinuz" ] && [ -f "$cache_a64/$pkg/guest-modules/ext4.ko" ]; then
+        if [ -f "$cache_a64/$pkg/vmlinuz" ] && [ -f "$cache_a64/$pkg/guest-modules/virtio_balloon.ko" ]; then
             echo "kvm-rig: cached: $pkg, busybox-static:arm64 ($cache_a64)"
             return
         fi

@@ -12,7 +12,8 @@
 # loads them and ext4's (crc16, mbcache, jbd2, crc32c_generic, ext4), mounts that disk and
 # hands over to its /sbin/init (scripts/linux-guest-rootfs.sh makes such a disk). With
 # axvm.disksnap it keeps /dev/vda busy across a snapshot point (see below); with
-# axvm.diskbench it runs $DISKBENCH (put in the archive as /bin/diskbench) on /dev/vda.
+# axvm.diskbench it runs $DISKBENCH (put in the archive as /bin/diskbench) on /dev/vda; with
+# axvm.balloon it fills and frees 256 MiB for virtio-balloon's free page reporting.
 #   scripts/linux-guest-initramfs.sh [OUT]   default OUT: .build-rig/linux-guest/initramfs.cpio.gz
 # busybox: $BUSYBOX (any architecture's static busybox: the archive is written by
 # scripts/cpio-newc.py), else the rig's cache (scripts/kvm-rig.sh fetch), else /bin/busybox
@@ -73,7 +74,7 @@ esac
 load_modules() {
     /bin/busybox mkdir -p /sys
     /bin/busybox mount -t sysfs sys /sys
-    for m in virtio_ring virtio virtio_mmio virtio_blk virtio-rng crc16 mbcache jbd2 crc32c_generic ext4; do
+    for m in virtio_ring virtio virtio_mmio virtio_blk virtio-rng virtio_balloon crc16 mbcache jbd2 crc32c_generic ext4; do
         [ -f /modules/$m.ko ] || continue
         /bin/busybox insmod /modules/$m.ko || echo "axvm-linux: insmod $m failed"
     done
@@ -146,6 +147,30 @@ case " $(/bin/busybox cat /proc/cmdline) " in
     /bin/busybox sed 's/after [0-9]* writes/after its writes/' /writer-done
     pattern_check axvm-disksnap
     echo "axvm-disksnap: rng $(/bin/busybox dd if=/dev/hwrng bs=16 count=1 2>/dev/null | /bin/busybox wc -c) bytes read" ;;
+esac
+# axvm.balloon (the rig's balloon case): with the virtio-balloon driver bound, 256 MiB written
+# into a tmpfs, checksummed and deleted; then a wait for free page reporting (Linux reports
+# free 2/4 MiB blocks about 2 s after they are freed); then 64 MiB written again (their pages
+# come back as re-faults).
+case " $(/bin/busybox cat /proc/cmdline) " in
+*" axvm.balloon "*)
+    load_modules
+    i=0
+    while [ ! -e /sys/bus/virtio/drivers/virtio_balloon/virtio0 ] && [ ! -e /sys/bus/virtio/drivers/virtio_balloon/virtio1 ] && [ $i -lt 50 ]; do
+        /bin/busybox sleep 0.1; i=$((i + 1))
+    done
+    [ -d /sys/bus/virtio/drivers/virtio_balloon ] || echo "axvm-balloon: no virtio_balloon driver"
+    /bin/busybox mkdir -p /fill
+    /bin/busybox mount -t tmpfs -o size=300m fill /fill
+    /bin/busybox dd if=/dev/zero of=/fill/data bs=1M count=256 2>/dev/null
+    echo "axvm-balloon: wrote 256 MiB, md5 $(/bin/busybox md5sum < /fill/data | /bin/busybox cut -c1-32)"
+    /bin/busybox rm /fill/data
+    echo "axvm-balloon: freed"
+    /bin/busybox sleep 8
+    echo "axvm-balloon: waited for reporting"
+    /bin/busybox dd if=/dev/zero of=/fill/again bs=1M count=64 2>/dev/null
+    echo "axvm-balloon: wrote 64 MiB again, md5 $(/bin/busybox md5sum < /fill/again | /bin/busybox cut -c1-32)"
+    /bin/busybox rm /fill/again ;;
 esac
 # axvm.diskbench (scripts/kvm-rig.sh disk): /bin/diskbench on /dev/vda, the same in every VMM.
 case " $(/bin/busybox cat /proc/cmdline) " in

@@ -75,7 +75,9 @@ extension GuestMemory {
             while k < fresh.count {
                 var l = k + 1
                 while l < fresh.count && fresh[l] == fresh[l - 1] + 4096 { l += 1 }
-                do { try host.materialize(fresh[k], UInt64(l - k) * 4096) } catch { throw .failed(gpa: gpa, reason: "\(error)") }
+                do throws(VMMError) { try host.materialize(fresh[k], UInt64(l - k) * 4096) } catch {
+                    throw .failed(gpa: gpa, reason: "\(error)")
+                }
                 k = l
             }
             // Runs of pages: each frame follows the one before in the memfd. One madvise per

@@ -140,7 +140,7 @@ public struct VirtioBalloon: VirtioDevice {
         while i < pfns.count {
             var j = i + 1
             while j < pfns.count && pfns[j] == pfns[j - 1] + 1 { j += 1 }
-            do { returned += try backend.release(pfns[i] << 12, UInt64(j - i) << 12) } catch { refused += 1 }
+            do throws(DeviceMemoryError) { returned += try backend.release(pfns[i] << 12, UInt64(j - i) << 12) } catch { refused += 1 }
             i = j
         }
         backend.update {
@@ -159,7 +159,7 @@ public struct VirtioBalloon: VirtioDevice {
             guard !overflow else { refused += 1; continue }
             let last = end & ~4095
             guard last > start else { continue }
-            do {
+            do throws(DeviceMemoryError) {
                 returned += try backend.release(start, last - start)
                 pages += (last - start) >> 12
             } catch { refused += 1 }
