@@ -11,10 +11,17 @@ import Glibc
 ///   `handlePageFault`, so a lazy page comes in (from the snapshot, after a restore) and the
 ///   library stays the record of what is populated — with one lock round trip for the whole
 ///   access, not one per page; the bytes then move through the VMM's own view of the memfd,
-///   with the fault-resolution lock held shared so that no reclaim punches a page meanwhile;
+///   with the fault-resolution lock held shared so that no reclaim punches a page meanwhile.
+///   The view of a data transfer (a page or more) is dropped afterwards, so guest pages
+///   do not count twice in the process's RSS; a small access (rings, request headers, status
+///   bytes) keeps it: the same few pages are touched again at every request, and dropping
+///   them cost a syscall and a page fault each time;
 /// - the pages a device writes are recorded (`vmmWritten`), and a diff snapshot takes them
 ///   with the pages KVM's dirty log saw the guest write.
 extension GuestMemory {
+    /// Accesses of at least this many bytes drop the VMM's view of their pages afterwards.
+    static var dropViewBytes: Int { 4096 }
+
     /// The accessor a device is given.
     public var deviceAccess: DeviceMemory {
         DeviceMemory(read: { [self] gpa, buffer throws(DeviceMemoryError) in
@@ -90,7 +97,7 @@ extension GuestMemory {
                 runs.append(i..<j)
                 i = j
             }
-            defer { for r in runs { host.dropView(hosts[r.lowerBound], UInt64(r.count) * 4096) } }
+            defer { if count >= Self.dropViewBytes { for r in runs { host.dropView(hosts[r.lowerBound], UInt64(r.count) * 4096) } } }
             let end = gpa + UInt64(count)
             var done = 0
             for run in runs {
