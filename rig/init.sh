@@ -405,23 +405,121 @@ linux_virtio_case() {
     rm -f /tmp/vda.img /tmp/vdb.img
 }
 
-# linux_balloon_case: Linux with a virtio-balloon (--balloon --balloon-size 64M): the guest
-# inflates the 64 MiB target at start, fills 256 MiB of tmpfs, frees it and waits for free page
-# reporting, then writes 64 MiB again (scripts/linux-guest-initramfs.sh axvm.balloon). From
-# axvm's statistics: what went back to the host, what came back as re-faults; the host check
-# says the library and mincore agree after the punched holes.
+# memwatch NAME CMD...: runs CMD as bootwatch does (console in /tmp/NAME.out, status in st),
+# and every 100 ms appends the process's memory to /tmp/NAME.mem ("seconds RssShmem RssAnon",
+# kB; through `timeout` to its child, QEMU), with "# seconds LINE" when a guest line starting
+# "axvm-balloon: " first appears (also shown on the console as "[NAME] LINE").
+memwatch() {
+    local n=$1 t0 pid mpid seen=0 lines now
+    shift
+    rig_case "$n" "$(case_timeout "$@")"
+    rm -f /tmp/s.json
+    : > /tmp/$n.out; : > /tmp/$n.mem
+    t0=$(up)
+    "$@" > /tmp/$n.out 2>&1 < /dev/null &
+    pid=$!
+    while kill -0 $pid 2>/dev/null; do
+        mpid=$pid
+        [ "$(cat /proc/$pid/comm 2>/dev/null)" = timeout ] && mpid=$(cat /proc/$pid/task/$pid/children 2>/dev/null | cut -d' ' -f1)
+        now=$(since "$t0")
+        awk -v t="$now" '/^RssShmem:/ { s = $2 } /^RssAnon:/ { a = $2 } END { if (s != "" || a != "") print t, s + 0, a + 0 }' /proc/${mpid:-$pid}/status >> /tmp/$n.mem 2>/dev/null
+        lines=$(tr -d '\r' < /tmp/$n.out | grep -c '^axvm-balloon: ')
+        if [ "$lines" -gt "$seen" ]; then
+            tr -d '\r' < /tmp/$n.out | grep '^axvm-balloon: ' | sed -n "$((seen + 1)),${lines}p" | while IFS= read -r l; do
+                echo "# $now $l" >> /tmp/$n.mem
+                echo "[$n] $l"
+            done
+            seen=$lines
+        fi
+        usleep 100000
+    done
+    wait $pid; st=$?
+}
+
+# mem_at NAME TEXT [COLUMN]: MiB of the first sample at or after the guest line TEXT (column 2:
+# RssShmem, axvm's guest memory; 3: RssAnon, QEMU's), "-" if the line never came.
+mem_at() {
+    awk -v m="$2" -v c="${3:-2}" '
+        /^# / { if (at == "" && index($0, m) > 0) at = $2 + 0; next }
+        at != "" && $1 + 0 >= at { printf "%.1f", $c / 1024; found = 1; exit }
+        END { if (!found) printf "-" }' /tmp/$1.mem
+}
+
+# linux_balloon_case: Linux on 2 vCPUs with 64 KiB fault-around and a virtio-balloon whose
+# target is 64 MiB at start (--balloon --balloon-size 64M): the guest inflates it, writes
+# 256 MiB into a tmpfs, frees it and waits for free page reporting, then writes the 256 MiB
+# again and checksums them (scripts/linux-guest-initramfs.sh axvm.balloon). The process's
+# RssShmem (the guest memory it holds) is sampled: after reporting it must be back within
+# 16 MiB of before the write. From axvm's statistics: what went back and came back as
+# re-faults; the host check says the library and mincore agree.
 linux_balloon_case() {
-    local ret actual refault pop
-    linux_axvm linux-balloon --balloon --balloon-size 64M --cmdline "$LINUX_CMDLINE axvm.balloon"
+    local ret actual refault before peak after again
+    memwatch linux-balloon /axvm boot $LINUX_ARGS --timeout 300 --stats-json /tmp/s.json --vcpus 2 --fault-around 64K \
+        --balloon --balloon-size 64M --cmdline "$LINUX_CMDLINE axvm.balloon"
+    name=linux-balloon
     result "$(linux_line)"
-    ret=$(jf balloon_returned_bytes); actual=$(jf balloon_actual_pages); refault=$(jf refaulted_pages); pop=$(jf populated_bytes)
-    echo "rig: linux-balloon: the guest holds ${actual:-?} pages in the balloon (inflated $(jf balloon_inflated_pages)), reported $(jf balloon_reported_pages) pages in $(jf balloon_reports) reports, $(mib "${ret:-0}") MiB went back to the host, ${refault:-?} pages faulted in again, $(mib "${pop:-0}") MiB populated at the end; guest statistics $(jf balloon_guest_stats)"
+    ret=$(jf balloon_returned_bytes); actual=$(jf balloon_actual_pages); refault=$(jf refaulted_pages)
+    before=$(mem_at linux-balloon "writing 256 MiB"); peak=$(mem_at linux-balloon "wrote 256 MiB")
+    after=$(mem_at linux-balloon "waited for reporting"); again=$(mem_at linux-balloon "again")
+    echo "rig: linux-balloon: RssShmem $before MiB before the write, $peak MiB after it, $after MiB after reporting, $again MiB after the second write; the guest holds ${actual:-?} pages in the balloon, reported $(jf balloon_reported_pages) pages in $(jf balloon_reports) reports, $(mib "${ret:-0}") MiB went back to the host, ${refault:-?} pages faulted in again, $(mib "$(jf populated_bytes)") MiB populated at the end; guest statistics $(jf balloon_guest_stats); $(tr -d '\r' < /tmp/linux-balloon.out | sed -n 's/^axvm-balloon: workload took/workload took/p')"
     name=linux-balloon-returned
-    if [ "${actual:-0}" = 16384 ] && [ "${ret:-0}" -ge $((200 << 20)) ] && [ "${refault:-0}" -gt 0 ]; then
-        result "linux-balloon-returned: the 64 MiB target inflated, over 200 MiB went back to the host, pages came back as re-faults"
+    if [ "${actual:-0}" = 16384 ] && [ "${refault:-0}" -gt 0 ] && [ "$after" != - ] && [ "$before" != - ] \
+        && awk -v a="$after" -v b="$before" 'BEGIN { exit !(a <= b + 16) }'; then
+        result "linux-balloon-returned: the 64 MiB target inflated, memory back within 16 MiB of before the write after reporting, pages came back as re-faults"
     else
-        result "linux-balloon-returned: the guest holds ${actual:-?} pages, $(mib "${ret:-0}") MiB went back, ${refault:-?} re-faulted pages"
+        result "linux-balloon-returned: the guest holds ${actual:-?} pages, RssShmem $before MiB before, $after MiB after reporting, ${refault:-?} re-faulted pages"
     fi
+}
+
+# returned_after NAME [COLUMN]: seconds from the guest's "freed" line until the memory is back
+# within 10 % of the write's growth (90 % of it returned), "-" if never.
+returned_after() {
+    awk -v c="${2:-2}" '
+        /^# / { if (index($0, "writing 256 MiB")) w = $2 + 0; if (index($0, "wrote 256 MiB") && !index($0, "again")) p = $2 + 0
+                if (index($0, "freed")) f = $2 + 0; next }
+        { t[n] = $1 + 0; m[n] = $c + 0; n++ }
+        END {
+            for (i = 0; i < n; i++) { if (b == "" && t[i] >= w) b = m[i]; if (pk == "" && p != "" && t[i] >= p) pk = m[i] }
+            for (i = 0; i < n; i++) if (f != "" && t[i] >= f && m[i] <= b + 0.1 * (pk - b)) { printf "%.1f", t[i] - f; exit }
+            printf "-"
+        }' /tmp/$1.mem
+}
+
+# balloon_compare (scripts/kvm-rig.sh balloon): the axvm.balloon workload on axvm with
+# --balloon and on QEMU with virtio-balloon-device,free-page-reporting=on, memory sampled every
+# 100 ms (axvm: RssShmem, QEMU: RssAnon); the same without a balloon (what reporting costs the
+# guest); then 60 s of two writers racing reports on 2 vCPUs (axvm.balloonstorm). The samples
+# go out as rig files for scripts/balloon-plot.py.
+balloon_compare() {
+    local vmm n col
+    : > /tmp/balloon
+    for vmm in axvm qemu axvm-none qemu-none; do
+        case $vmm in
+            axvm) memwatch bal-$vmm /axvm boot $LINUX_ARGS --timeout 300 --stats-json /tmp/s.json --balloon --cmdline "$LINUX_CMDLINE axvm.balloon" ;;
+            axvm-none) memwatch bal-$vmm /axvm boot $LINUX_ARGS --timeout 300 --stats-json /tmp/s.json --cmdline "$LINUX_CMDLINE axvm.balloon" ;;
+            qemu) [ -x $PEER_QEMU ] || continue
+                  PEER_APPEND=" axvm.balloon" memwatch bal-$vmm peer_qemu -global virtio-mmio.force-legacy=false \
+                      -device virtio-balloon-device,free-page-reporting=on ;;
+            qemu-none) [ -x $PEER_QEMU ] || continue
+                  PEER_APPEND=" axvm.balloon" memwatch bal-$vmm peer_qemu ;;
+        esac
+        col=2; case $vmm in qemu*) col=3 ;; esac
+        echo "$vmm|$(mem_at bal-$vmm "writing 256 MiB" $col)|$(mem_at bal-$vmm "wrote 256 MiB" $col)|$(mem_at bal-$vmm "freed" $col)|$(returned_after bal-$vmm $col)|$(mem_at bal-$vmm "waited for reporting" $col)|$(mem_at bal-$vmm "again" $col)|$(tr -d '\r' < /tmp/bal-$vmm.out | sed -n 's/^axvm-balloon: workload took \([0-9.]*\) s$/\1/p')|$(tr -d '\r' < /tmp/bal-$vmm.out | grep -c 'checksums agree')" >> /tmp/balloon
+        echo "rig: balloon $vmm: $(tail -1 /tmp/balloon)"
+        echo "rig-file-begin balloon-$vmm.mem"; cat /tmp/bal-$vmm.mem; echo "rig-file-end"
+    done
+    memwatch bal-storm /axvm boot $LINUX_ARGS --timeout 400 --stats-json /tmp/s.json --vcpus 2 --balloon --cmdline "$LINUX_CMDLINE axvm.balloonstorm"
+    name=balloon-storm
+    tr -d '\r' < /tmp/bal-storm.out | grep '^axvm-storm: ' | sed 's/^/[balloon-storm] /'
+    echo "rig: balloon-storm: exit $st, host check $(host_check), $(jf balloon_reports) reports of $(jf balloon_reported_pages) pages, $(jf refaulted_pages) re-faulted pages"
+    echo
+    echo "Free page reporting: 256 MiB written into a guest tmpfs, deleted, then written again; the VMM's guest memory (axvm: RssShmem;"
+    echo "$PEER_NAME: RssAnon) sampled every 100 ms, MiB; 'returned' is the time from the delete until 90 % of the write's growth went"
+    echo "back; the workload time is the guest's own for the two writes"
+    echo "| VMM | before the write | after it | at the delete | 90 % returned after s | after reporting (8 s) | after the second write | workload s | checksums agree |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    awk -F'|' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }' /tmp/balloon
+    echo
 }
 
 # linux_root_case: Linux runs from an ext4 root file system on virtio-blk (root=/dev/vda, the
@@ -1114,6 +1212,12 @@ case " $(cat /proc/cmdline) " in
         # scripts/kvm-rig.sh disk x86_64|aarch64: the disk benchmark only.
         [ "$ARCH" = aarch64 ] && setup_aarch64
         disk_bench "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
+        echo "RIG DONE"
+        ;;
+    *" rig=balloon "*)
+        # scripts/kvm-rig.sh balloon x86_64|aarch64: free page reporting against QEMU.
+        [ "$ARCH" = aarch64 ] && setup_aarch64
+        balloon_compare
         echo "RIG DONE"
         ;;
     *" rig=soak "*)

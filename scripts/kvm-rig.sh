@@ -12,6 +12,8 @@
 #   scripts/kvm-rig.sh soak x86_64 [N] [ARGS]  N (10) lazy Linux boots in a row, ARGS to axvm boot
 #   scripts/kvm-rig.sh disk x86_64 [ROUNDS]   virtio-blk throughput, latency, interrupts and exits
 #                                        per request: axvm vs QEMU microvm, ROUNDS (3) rounds
+#   scripts/kvm-rig.sh balloon x86_64       free page reporting: host memory over time, axvm vs QEMU
+#                                        microvm, the cost to the guest, 60 s of racing writers
 # arm64 (KVM at EL2, built into Debian's arm64 kernel; qemu-system-aarch64 -M virt,virtualization=on):
 #   scripts/kvm-rig.sh fetch aarch64     linux-image-6.1.0-*-arm64-unsigned + busybox-static:arm64
 #   scripts/kvm-rig.sh build aarch64     static aarch64 axvm (scripts/build-static.sh aarch64, or the
@@ -22,6 +24,7 @@
 #   scripts/kvm-rig.sh shell aarch64 [max|cortex-a57]      boot to a busybox prompt
 #   scripts/kvm-rig.sh compare aarch64 [max|cortex-a57|both]  check the saved logs again
 #   scripts/kvm-rig.sh disk aarch64 [max|cortex-a57] [ROUNDS]  the disk benchmark vs QEMU virt
+#   scripts/kvm-rig.sh balloon aarch64 [max|cortex-a57]        free page reporting vs QEMU virt
 # Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory), outside
 # git; AXVM_RIG_REFRESH=1 makes fetch look up the current kernel again. Build output:
 # .build-rig/rig-x86_64/, .build-rig/rig-aarch64/.
@@ -778,6 +781,39 @@ disk_aarch64() {
     tr -d '\r' < "$log" | sed -n '/^Disk, /,/^RIG DONE$/p' | grep -v '^RIG DONE'
 }
 
+# balloon_x86_64 / balloon_aarch64 [CPU]: free page reporting on axvm and on QEMU (rig/init.sh
+# balloon_compare); the table, and docs/balloon-ARCH.svg drawn from the samples
+# (scripts/balloon-plot.py).
+balloon_run() {  # balloon_run LOG LABEL: after the rig booted, the table and the plot
+    local log=$1 label=$2
+    save_rig_files "$log" > /dev/null
+    tr -d '\r' < "$log" | sed -n '/^Free page reporting: /,/^RIG DONE$/p' | grep -v '^RIG DONE'
+    tr -d '\r' < "$log" | grep '^\[balloon-storm\] \|^rig: balloon-storm'
+    python3 scripts/balloon-plot.py "$out/files" "$label" > "$out/balloon-$label.svg" \
+        && echo "kvm-rig: $out/balloon-$label.svg (copy it to docs/ to publish it)"
+}
+
+balloon_x86_64() {
+    local log=$out/balloon.log
+    local -a qemu
+    qemu_x86_64 rig=balloon
+    echo "kvm-rig: booting for the free page reporting comparison"
+    rig_boot "$log" "${AXVM_RIG_TIMEOUT:-3600}"
+    rig_finished "$log" "${AXVM_RIG_TIMEOUT:-3600}" || return 1
+    balloon_run "$log" x86_64
+}
+
+balloon_aarch64() {
+    local cpu=${1:-max} log
+    log=$out/balloon-$cpu.log
+    local -a qemu
+    qemu_aarch64 "$cpu" rig=balloon
+    echo "kvm-rig: arm64 -cpu $cpu, booting for the free page reporting comparison"
+    rig_boot "$log" "${AXVM_RIG_TIMEOUT:-3600}"
+    rig_finished "$log" "${AXVM_RIG_TIMEOUT:-3600}" || return 1
+    balloon_run "$log" "aarch64-$cpu"
+}
+
 shell_aarch64() {
     echo "kvm-rig: booting to a shell; 'poweroff -f' or Ctrl-A x to leave"
     local -a qemu
@@ -794,10 +830,10 @@ case "$verb" in
             aarch64) fetch_aarch64 ;;
             *) die "fetch: x86_64 or aarch64" ;;
         esac ;;
-    build|test|shell|compare|linux|soak|disk)
+    build|test|shell|compare|linux|soak|disk|balloon)
         case "$verb/$arch" in
-            */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64|disk/aarch64) ;;
-            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk)" ;;
+            */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64|disk/aarch64|balloon/aarch64) ;;
+            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk, balloon)" ;;
         esac
         out=$repo/.build-rig/rig-$arch
         shift $(($# < 2 ? $# : 2))
@@ -806,5 +842,6 @@ case "$verb" in
        echo "       | shell x86_64 | shell aarch64 [max|cortex-a57] | compare x86_64 [LOG] | compare aarch64 [CPU|both] | linux x86_64 [ROUNDS]" >&2
        echo "       | linux aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | soak x86_64 [N] [AXVM BOOT ARGS] | disk x86_64 [ROUNDS] | disk aarch64 [max|cortex-a57] [ROUNDS]" >&2
+       echo "       | balloon x86_64 | balloon aarch64 [max|cortex-a57]" >&2
        exit 2 ;;
 esac

@@ -148,29 +148,66 @@ case " $(/bin/busybox cat /proc/cmdline) " in
     pattern_check axvm-disksnap
     echo "axvm-disksnap: rng $(/bin/busybox dd if=/dev/hwrng bs=16 count=1 2>/dev/null | /bin/busybox wc -c) bytes read" ;;
 esac
-# axvm.balloon (the rig's balloon case): with the virtio-balloon driver bound, 256 MiB written
-# into a tmpfs, checksummed and deleted; then a wait for free page reporting (Linux reports
-# free 2/4 MiB blocks about 2 s after they are freed); then 64 MiB written again (their pages
-# come back as re-faults).
+# axvm.balloon (the rig's balloon cases): with the virtio-balloon driver bound (if there is a
+# balloon), 256 MiB written into a tmpfs (a random MiB 256 times) and checksummed, deleted;
+# a wait for free page reporting (Linux reports free 2/4 MiB blocks about 2 s after they are
+# freed); then the same 256 MiB again, checksummed (their pages come back as re-faults). The
+# lines mark the phases for a host sampling its memory; "workload took" is the guest's own
+# time for the two writes. axvm.balloonstorm: two writers, one per CPU, each writing,
+# checking and deleting 32 MiB files for 60 s while reports race them.
+uptime() { /bin/busybox cut -d' ' -f1 /proc/uptime; }
+fill() {  # fill FILE MIB: a random MiB MIB times; prints the MD5
+    i=0
+    while [ $i -lt $2 ]; do /bin/busybox cat /blk; i=$((i + 1)); done > "$1"
+    /bin/busybox md5sum < "$1" | /bin/busybox cut -c1-32
+}
 case " $(/bin/busybox cat /proc/cmdline) " in
-*" axvm.balloon "*)
+*" axvm.balloon "*|*" axvm.balloonstorm "*)
     load_modules
     i=0
-    while [ ! -e /sys/bus/virtio/drivers/virtio_balloon/virtio0 ] && [ ! -e /sys/bus/virtio/drivers/virtio_balloon/virtio1 ] && [ $i -lt 50 ]; do
+    while [ -z "$(/bin/busybox ls /sys/bus/virtio/drivers/virtio_balloon 2>/dev/null | /bin/busybox grep virtio)" ] && [ $i -lt 50 ]; do
         /bin/busybox sleep 0.1; i=$((i + 1))
     done
-    [ -d /sys/bus/virtio/drivers/virtio_balloon ] || echo "axvm-balloon: no virtio_balloon driver"
+    /bin/busybox ls /sys/bus/virtio/drivers/virtio_balloon 2>/dev/null | /bin/busybox grep -q virtio || echo "axvm-balloon: no balloon bound"
     /bin/busybox mkdir -p /fill
     /bin/busybox mount -t tmpfs -o size=300m fill /fill
-    /bin/busybox dd if=/dev/zero of=/fill/data bs=1M count=256 2>/dev/null
-    echo "axvm-balloon: wrote 256 MiB, md5 $(/bin/busybox md5sum < /fill/data | /bin/busybox cut -c1-32)"
+    /bin/busybox dd if=/dev/urandom of=/blk bs=1M count=1 2>/dev/null
+    /bin/busybox sleep 3
+    echo "axvm-balloon: writing 256 MiB"
+    t0=$(uptime)
+    a=$(fill /fill/data 256)
+    t1=$(uptime)
+    echo "axvm-balloon: wrote 256 MiB"
     /bin/busybox rm /fill/data
     echo "axvm-balloon: freed"
     /bin/busybox sleep 8
     echo "axvm-balloon: waited for reporting"
-    /bin/busybox dd if=/dev/zero of=/fill/again bs=1M count=64 2>/dev/null
-    echo "axvm-balloon: wrote 64 MiB again, md5 $(/bin/busybox md5sum < /fill/again | /bin/busybox cut -c1-32)"
-    /bin/busybox rm /fill/again ;;
+    t2=$(uptime)
+    b=$(fill /fill/data 256)
+    t3=$(uptime)
+    if [ "$a" = "$b" ]; then echo "axvm-balloon: wrote 256 MiB again, checksums agree"; else echo "axvm-balloon: wrote 256 MiB again, md5 $b, first $a"; fi
+    echo "axvm-balloon: workload took $(/bin/busybox awk -v a=$t0 -v b=$t1 -v c=$t2 -v d=$t3 'BEGIN { printf "%.2f", b - a + d - c }') s"
+    /bin/busybox rm /fill/data ;;
+esac
+case " $(/bin/busybox cat /proc/cmdline) " in
+*" axvm.balloonstorm "*)
+    want=$(fill /fill/check 32)
+    /bin/busybox rm /fill/check
+    end=$(( $(/bin/busybox cut -d. -f1 /proc/uptime) + 60 ))
+    for c in 0 1; do
+        /bin/busybox taskset -c $c /bin/busybox sh -c '
+            n=0; bad=0
+            while [ $(/bin/busybox cut -d. -f1 /proc/uptime) -lt '"$end"' ]; do
+                i=0; while [ $i -lt 32 ]; do /bin/busybox cat /blk; i=$((i + 1)); done > /fill/storm'"$c"'
+                [ "$(/bin/busybox md5sum < /fill/storm'"$c"' | /bin/busybox cut -c1-32)" = '"$want"' ] || bad=$((bad + 1))
+                /bin/busybox rm /fill/storm'"$c"'
+                n=$((n + 1))
+            done
+            echo "axvm-storm: CPU '"$c"': $n rounds, $bad checksum errors" > /storm'"$c"'' &
+    done
+    wait
+    /bin/busybox cat /storm0 /storm1
+    /bin/busybox sed 's/: [0-9]* rounds, /: /' /storm0 /storm1 ;;
 esac
 # axvm.diskbench (scripts/kvm-rig.sh disk): /bin/diskbench on /dev/vda, the same in every VMM.
 case " $(/bin/busybox cat /proc/cmdline) " in
