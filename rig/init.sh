@@ -572,20 +572,22 @@ linux_snapshot_cases() {
     result "linux-clones: $clones_ok of 4 clones restored at once read back the checksum and rebooted"
 }
 
-# linux_disk_snapshot_case: Linux with a disk and an rng, snapshotted while a writer keeps
-# requests in flight on /dev/vda (scripts/linux-guest-initramfs.sh axvm.disksnap), restored:
-# the writer's requests complete in the restored VM, its data reads back, and the image holds
-# it.
+# linux_disk_snapshot_case: Linux with a disk, an rng and a balloon (32 MiB target),
+# snapshotted while a writer keeps requests in flight on /dev/vda
+# (scripts/linux-guest-initramfs.sh axvm.disksnap), restored: the writer's requests complete in
+# the restored VM, its data reads back, the image holds it, and the balloon's target is back.
 linux_disk_snapshot_case() {
     local snap=/tmp/linux-disk-snap w r host
     rm -rf $snap
     /bin/busybox dd if=/dev/zero of=/tmp/vda.img bs=1M count=8 2>/dev/null
-    linux_axvm linux-disk-snapshot --disk /tmp/vda.img --rng --cmdline "$LINUX_CMDLINE axvm.disksnap" \
+    linux_axvm linux-disk-snapshot --disk /tmp/vda.img --rng --balloon --balloon-size 32M --cmdline "$LINUX_CMDLINE axvm.disksnap" \
         --snapshot $snap --snapshot-on "axvm-snap: ready" --snapshot-and-exit
     result "linux-disk-snapshot: exit $st, $(jf exit | sed "s|$snap|DIR|")"
     LIVE=1 bootwatch linux-disk-restore /axvm restore $snap --marker "axvm-snap: resumed" --stats-json /tmp/s.json
     name=linux-disk-restore
     result "linux-disk-restore: exit $st, $(jf exit), host check $(host_check)"
+    name=linux-disk-restore-balloon
+    result "linux-disk-restore-balloon: the balloon came back with a target of $(jf balloon_target_pages) pages"
     w=$(tr -d '\r' < /tmp/linux-disk-restore.out | sed -n 's/^axvm-disksnap: vda wrote \([0-9a-f]*\) read .*/\1/p')
     r=$(tr -d '\r' < /tmp/linux-disk-restore.out | sed -n 's/^axvm-disksnap: vda wrote [0-9a-f]* read \([0-9a-f]*\)$/\1/p')
     host=$(/bin/busybox dd if=/tmp/vda.img bs=64k count=16 2>/dev/null | /bin/busybox md5sum | cut -c1-32)

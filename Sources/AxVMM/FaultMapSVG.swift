@@ -34,7 +34,7 @@ public enum FaultMapSVG {
         out += text(gridX, 28, "\(what): guest memory by first touch", size: 16, bold: true)
         out += text(gridX, 50, "\(StatsFormat.mib(s.memoryBytes)) \(report.lazy ? "lazy" : "populated") RAM, fault-around \(size(report.faultAround)); "
                     + "\(s.faults) faults mapped \(s.pagesMappedByFaults) pages; \(StatsFormat.mib(UInt64(populated) * 4096)) populated; "
-                    + "run \(StatsFormat.fixed(Double(map.runNanos) / 1e9, 2)) s", size: 12)
+                    + "run \(StatsFormat.fixed(Double(map.runNanos) / 1e9, 2)) s" + balloonNote(report), size: 12)
         out += text(gridX, 70, "one cell = \(size(layout.cellBytes)) of guest-physical memory, \(columns) cells a row, areas end to end "
                     + "(each starts on a dark mark); colour: when a fault first populated the cell,", size: 11, fill: "#555")
         out += text(gridX, 86, "grey: populated before the run (loaded, --populate), pale: never touched; "
@@ -45,6 +45,14 @@ public enum FaultMapSVG {
         out += chart(map.timeline, runNanos: map.runNanos, statistics: s)
         out += "</svg>\n"
         return out
+    }
+
+    /// With a virtio-balloon: what went back to the host and came back (returned pages show
+    /// as never touched if they did not come back).
+    static func balloonNote(_ report: RunReport) -> String {
+        guard let b = report.linux?.balloon else { return "" }
+        return "; balloon: \(b.reports) free page reports, \(StatsFormat.mib(b.returnedBytes)) back to the host, "
+            + "\(report.statistics.refaultedPages) pages faulted in again"
     }
 
     // MARK: Parts
