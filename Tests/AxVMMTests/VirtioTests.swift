@@ -292,7 +292,10 @@ func blkHeader(type: UInt32, sector: UInt64) -> [UInt8] {
         d.kick()
         #expect(d.takeUsed().isEmpty)
         #expect(!d.broken)
+        // DRIVER_OK serves what was made available before it, without another notification.
         d.driverOK()
+        #expect(d.takeUsed().count == 1)
+        d.post([Buffer(gpa: d.data, length: 64, writable: true)])
         d.kick()
         #expect(d.takeUsed().count == 1)
     }

@@ -292,6 +292,11 @@ public final class VirtioMMIO<D: VirtioDevice>: @unchecked Sendable {  // every 
             }
         }
         deviceStatus = new
+        // Buffers a driver made available (and notified) before DRIVER_OK were not used then
+        // (§3.1.1); they are now. Linux's virtio_balloon primes its statistics queue so.
+        if new & VirtioStatus.driverOK != 0 && old & VirtioStatus.driverOK == 0 && !paused && failure == nil {
+            for i in queues.indices where queues[i].ready { serve(i) }
+        }
     }
 
     /// Status 0 (§4.2.3.1): queues, features, interrupt status and the device back to the start.
