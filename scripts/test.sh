@@ -13,7 +13,7 @@ scripts/test-static.sh  # Embedded Swift static axvm (aarch64, x86_64): same err
 scripts/baremetal.sh check
 scripts/fuzz.sh 20000  # short libFuzzer pass over every untrusted input (Fuzz/)
 # Warnings are errors in the project's own modules (Sources/, Benchmarks/, Tests/ and the
-# AxAddrSpace library): SwiftPM gives the flag to no remote package (swift-argument-parser).
+# AxAddrSpace library).
 swift build --build-tests -Xswiftc -warnings-as-errors
 swift test --skip-build --no-parallel "$@"
 # The same suite under ThreadSanitizer (its own build path): any report fails the run.
