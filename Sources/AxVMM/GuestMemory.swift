@@ -149,8 +149,7 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
             try Termination.checkpoint("populate")
             let n = Int(min(Self.prefaultChunk, size - done))
             let q = p + Int(done)
-            // MADV_POPULATE_WRITE = 23 (Linux 5.14, include/uapi/asm-generic/mman-common.h).
-            if madvise(q, n, 23) != 0 {
+            if madvise(q, n, HostMemory.populateWrite) != 0 {
                 guard errno == EINVAL else { throw .host("madvise(MADV_POPULATE_WRITE, \(n) bytes): \(errnoString(errno))") }
                 var off = 0
                 while off < n { (q + off).storeBytes(of: 0, as: UInt8.self); off += 4096 }

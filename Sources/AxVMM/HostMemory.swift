@@ -42,6 +42,16 @@ public final class HostMemory: @unchecked Sendable {  // fd and mapping immutabl
         _ = madvise(base + Int(offset), Int(length), MADV_DONTNEED)
     }
 
+    /// MADV_POPULATE_READ and MADV_POPULATE_WRITE (Linux 5.14, include/uapi/asm-generic/mman-common.h).
+    static let populateRead: Int32 = 22, populateWrite: Int32 = 23
+
+    /// Maps `[offset, offset+length)` in the VMM's view in one call (readable, or writable),
+    /// rather than a page fault per page when a device's transfer first touches it. Best
+    /// effort: a kernel without MADV_POPULATE_* leaves the faults to the transfer.
+    public func populateView(_ offset: UInt64, _ length: UInt64, write: Bool) {
+        _ = madvise(base + Int(offset), Int(length), write ? Self.populateWrite : Self.populateRead)
+    }
+
     /// Gives the pages back to the kernel; the range reads as zeros afterwards.
     public func punchHole(_ offset: UInt64, _ length: UInt64) {
         _ = ckvm_punch_hole(fd.raw, Int64(offset), Int64(length))

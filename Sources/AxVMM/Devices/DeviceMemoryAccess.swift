@@ -108,6 +108,8 @@ extension GuestMemory {
                 // Sound: the run's frames are in the memfd, inside the VMM's view of it
                 // (`HostMemory.base`), present and not reclaimable while `resolution` is held.
                 let bytes = UnsafeMutableRawBufferPointer(start: host.base + Int(hosts[i] + (from - runStart)), count: n)
+                // A transfer's view comes in with one call, not a fault per page (it goes again after).
+                if count >= Self.dropViewBytes { host.populateView(hosts[i], UInt64(j - i) * 4096, write: write) }
                 guard piece(bytes, done) else { return false }
                 done += n
             }
