@@ -99,7 +99,7 @@ import Testing
                      // virtio-mmio transports as Linux's virtio_mmio driver matches them (ACPI id LNRO0005).
                      "Device (VR00)", "Device (VR01)", "Name (_HID, \"LNRO0005\")", "Name (_CCA, One)",
                      "Memory32Fixed (ReadWrite,", "0xD0001000,", "0x00000200,",
-                     "Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive, ,, )", "0x00000011,"],
+                     "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )", "0x00000011,"],
             "XSDT": ["ACPI Table Address   0 :", "ACPI Table Address   1 :"],
         ]
         for (signature, bytes) in tables {

@@ -18,7 +18,7 @@ public enum ArmLinuxLayout {
     public static let uartSPI: UInt32 = 1
     /// Its input clock (the PC's 1.8432 MHz; the divisor the driver programs is not used).
     public static let uartClock: UInt32 = 1_843_200
-    /// The virtio-mmio transports (`VirtioSet`): 0x200 apart, on SPIs 16 and up, level-triggered.
+    /// The virtio-mmio transports (`VirtioSet`): 0x200 apart, on SPIs 16 and up, edge-triggered.
     public static let virtioBase: UInt64 = 0x0a00_0000
     public static let virtioFirstSPI: UInt32 = 16
     /// The device tree's slot: the last 2 MiB of RAM (booting.rst: at most 2 MiB, 8-byte
@@ -95,7 +95,7 @@ enum ArmDeviceTree {
     static let gicPhandle: UInt32 = 1
 
     /// `mpidrs`: each vCPU's MPIDR_EL1 (its `reg`); `virtio`: the virtio-mmio transports, as
-    /// `virtio,mmio` nodes (their `gsi` an SPI number, level-triggered, DMA-coherent).
+    /// `virtio,mmio` nodes (their `gsi` an SPI number, edge-triggered, DMA-coherent).
     static func build(plan: ArmLinuxPlan, gic: ArmGIC.Layout, mpidrs: [UInt64], virtio: [VirtioSlot] = []) throws(LinuxBootError) -> [UInt8] {
         var w = DeviceTreeWriter()
         func cells(_ pairs: [(UInt64, UInt64)]) -> DeviceTreeValue { .u64s(pairs.flatMap { [$0.0, $0.1] }) }
@@ -156,7 +156,7 @@ enum ArmDeviceTree {
 
         // The timer's PPIs (secure, non-secure, virtual, hypervisor: 13, 14, 11, 10), level
         // high; a GICv2's cells also name the CPUs that receive them (bits 8-15).
-        let ppi: UInt32 = 1, spi: UInt32 = 0, levelHigh: UInt32 = 4
+        let ppi: UInt32 = 1, spi: UInt32 = 0, levelHigh: UInt32 = 4, edgeRising: UInt32 = 1
         let cpuMask: UInt32 = gic.version == .v2 ? ((1 << UInt32(min(mpidrs.count, 8))) - 1) << 8 : 0
         w.beginNode("timer")
         w.property("compatible", .string("arm,armv8-timer"))
@@ -175,7 +175,7 @@ enum ArmDeviceTree {
             w.beginNode("virtio_mmio@\(hexDigits(slot.base))")
             w.property("compatible", .string("virtio,mmio"))
             w.property("reg", cells([(slot.base, UInt64(slot.size))]))
-            w.property("interrupts", .u32s([spi, slot.gsi, levelHigh]))
+            w.property("interrupts", .u32s([spi, slot.gsi, edgeRising]))
             w.property("dma-coherent", .empty)
             w.endNode()
         }

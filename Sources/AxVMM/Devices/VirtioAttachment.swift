@@ -7,16 +7,17 @@ import KVM
 /// A virtio-mmio transport attached to a VM (`VirtioMMIO`): on the MMIO bus at its slot, its
 /// queue notifications arriving through ioeventfds (one per queue on QueueNotify, matched by
 /// the queue's index: the vCPU never exits to userspace for them) and its interrupt going
-/// out through a level-triggered irqfd with a resample eventfd. One thread of its own serves
-/// it: a notification makes it process that queue; a resample (the guest ended its
-/// interrupt handler) makes it raise the line again if the interrupt status is still set; a
-/// device with a `tickMillis` gets its `tick` that often.
+/// out through an edge-triggered irqfd, one edge per interrupt the transport raises (as the
+/// firmware tables say: ACPI `Edge`, device tree `IRQ_TYPE_EDGE_RISING`). Linux's virtio_mmio
+/// acknowledges InterruptStatus before it reads the rings, so an edge sent while it handles
+/// one is never lost; and no resample has to wake this thread at every end of interrupt.
+/// One thread of its own serves it: a notification makes it process that queue; a device
+/// with a `tickMillis` gets its `tick` that often.
 final class VirtioAttachment<D: VirtioDevice>: BusDevice, @unchecked Sendable {  // fds immutable; `thread` set by start/stop on the run's thread
     let slot: VirtioSlot
     let transport: VirtioMMIO<D>
     private let vm: VirtualMachine
     private let irq: EventFD
-    private let resample: EventFD
     private let stopEvent: EventFD
     private let notifies: [EventFD]
     private var thread: OSThread?
@@ -26,18 +27,14 @@ final class VirtioAttachment<D: VirtioDevice>: BusDevice, @unchecked Sendable { 
         self.vm = vm
         let irq = try EventFD()
         self.irq = irq
-        resample = try EventFD()
         stopEvent = try EventFD()
         var notifies: [EventFD] = []
         for _ in device.queueMaxSizes { notifies.append(try EventFD()) }
         self.notifies = notifies
-        // Asserting the line is a write to the irqfd; KVM keeps it asserted until the guest's
-        // EOI, then lowers it and signals `resample`.
-        transport = VirtioMMIO(device: device, memory: memory, interrupt: InterruptLine(trigger: {}, level: { high in
-            if high { irq.signal() }
-        }))
+        // Each interrupt is a write to the irqfd: an edge on the GSI.
+        transport = VirtioMMIO(device: device, memory: memory, interrupt: InterruptLine(trigger: { irq.signal() }))
         do {
-            try vm.assignIRQFD(irq.fd, gsi: slot.gsi, resampleFD: resample.fd)
+            try vm.assignIRQFD(irq.fd, gsi: slot.gsi)
             for (q, e) in notifies.enumerated() {
                 try vm.assignIOEventFD(e.fd, address: slot.base + VirtioMMIORegister.queueNotify, length: 4, dataMatch: UInt64(q))
             }
@@ -67,8 +64,8 @@ final class VirtioAttachment<D: VirtioDevice>: BusDevice, @unchecked Sendable { 
 
     /// Starts the device thread.
     func start() throws(VMMError) {
-        let fds = [stopEvent.fd, resample.fd] + notifies.map { $0.fd }
-        let transport = self.transport, irq = self.irq
+        let fds = [stopEvent.fd] + notifies.map { $0.fd }
+        let transport = self.transport
         let period = UInt64(max(0, transport.withDevice { $0.tickMillis })) * 1_000_000
         thread = try OSThread {
             var polls = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
@@ -86,16 +83,18 @@ final class VirtioAttachment<D: VirtioDevice>: BusDevice, @unchecked Sendable { 
                 let r = poll(&polls, nfds_t(polls.count), wait)
                 if r < 0 { if errno == EINTR { continue }; return }
                 if polls[0].revents != 0 { return }
-                if polls[1].revents != 0 {
-                    drainEventFD(fds[1])
-                    if transport.interruptPending { irq.signal() }
-                }
-                for q in 2..<polls.count where polls[q].revents != 0 {
+                for q in 1..<polls.count where polls[q].revents != 0 {
                     drainEventFD(fds[q])
-                    transport.notify(queue: UInt32(q - 2))
+                    transport.notify(queue: UInt32(q - 1))
                 }
             }
         }
+    }
+
+    /// Sends an edge if the interrupt status has a bit set (a restored transport: the edge the
+    /// snapshot caught may be gone with the interrupt controller's state).
+    func resendPendingInterrupt() {
+        if transport.interruptPending { irq.signal() }
     }
 
     /// `start`, its error as a value (for a list of devices of several types).

@@ -105,14 +105,18 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
         attached.append(AttachedVirtio(
             start: { a.startReportingError() }, stop: { a.stop() },
             pause: { a.transport.pause() }, resume: { a.transport.resume() },
-            serveReady: { a.transport.serveReadyQueues() },
+            serveReady: {
+                a.transport.serveReadyQueues()
+                a.resendPendingInterrupt()
+            },
             save: { a.transport.saveState() },
             restore: { state, path throws(VMMError) in try a.transport.restoreState(state, path: path) }))
         try buses.mmio.register(a, name: name, at: slot.base, size: UInt64(slot.size))
     }
 
     /// Starts the device threads; a restored set then serves what its queues hold (requests
-    /// made available before the snapshot whose notifications it did not keep).
+    /// made available before the snapshot whose notifications it did not keep) and sends
+    /// the interrupts its transports still have pending.
     func start() throws(VMMError) {
         for a in attached { if let e = a.start() { throw e } }
         if restoredStates != nil { for a in attached { a.serveReady() } }

@@ -14,7 +14,7 @@
 /// - DSDT: `\_S5` and the 16550 on COM1 (PNP0501, 0x3f8, IRQ 4). A hardware-reduced
 ///   platform has no legacy PIC, so Linux maps an ISA interrupt only when a device asks
 ///   for it by its resources: the UART must be described. And one `LNRO0005` device per
-///   virtio-mmio transport (`VirtioSlot`: its registers and its level-triggered GSI), where
+///   virtio-mmio transport (`VirtioSlot`: its registers and its edge-triggered GSI), where
 ///   a stock kernel's virtio_mmio driver finds them (Debian's is built without
 ///   `VIRTIO_MMIO_CMDLINE_DEVICES`), as QEMU microvm describes them.
 ///
@@ -129,7 +129,7 @@ public enum ACPITables {
     ///             Name (_CCA, One)                // cache-coherent DMA
     ///             Name (_CRS, ResourceTemplate () {
     ///                 Memory32Fixed (ReadWrite, 0xD0000000, 0x00000200)
-    ///                 Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive) { 16 }
+    ///                 Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { 16 }
     ///             })
     ///         }
     ///     }
@@ -153,9 +153,9 @@ public enum ACPITables {
             let vuid = [nameOp] + name("_UID") + [bytePrefix, UInt8(i)]
             let cca = [nameOp] + name("_CCA") + [oneOp]
             // Large descriptors (ACPI 6.5 §6.4.3): Memory32Fixed (0x86, read-write), Extended
-            // Interrupt (0x89: consumer, level, active high, exclusive; one GSI), end tag.
+            // Interrupt (0x89: flags 0x03 consumer, edge, active high, exclusive; one GSI), end tag.
             let res: [UInt8] = [0x86, 0x09, 0x00, 0x01] + le(UInt32(truncatingIfNeeded: slot.base)) + le(slot.size)
-                + [0x89, 0x06, 0x00, 0x01, 0x01] + le(slot.gsi) + [0x79, 0x00]
+                + [0x89, 0x06, 0x00, 0x03, 0x01] + le(slot.gsi) + [0x79, 0x00]
             let vcrs = [nameOp] + name("_CRS") + [bufferOp] + pkg([bytePrefix, UInt8(res.count)] + res)
             devices += [0x5b, 0x82] + pkg(vname + vhid + vuid + cca + vcrs)
         }
