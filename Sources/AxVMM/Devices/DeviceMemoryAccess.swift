@@ -108,8 +108,9 @@ extension GuestMemory {
                 // Sound: the run's frames are in the memfd, inside the VMM's view of it
                 // (`HostMemory.base`), present and not reclaimable while `resolution` is held.
                 let bytes = UnsafeMutableRawBufferPointer(start: host.base + Int(hosts[i] + (from - runStart)), count: n)
-                // A transfer's view comes in with one call, not a fault per page (it goes again after).
-                if count >= Self.dropViewBytes { host.populateView(hosts[i], UInt64(j - i) * 4096, write: write) }
+                // A transfer's run of several pages comes into the view with one call, not a
+                // fault per page (it goes again after); a single page is left to its one fault.
+                if count >= Self.dropViewBytes && j - i > 1 { host.populateView(hosts[i], UInt64(j - i) * 4096, write: write) }
                 guard piece(bytes, done) else { return false }
                 done += n
             }
