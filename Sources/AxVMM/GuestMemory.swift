@@ -260,7 +260,9 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
         try resolution.exclusive { () throws(VMMError) -> Int in
             try withSpace { s throws(VMMError) -> Int in
                 if let range = GuestPhysRange(start: gpa, size: size) { hal.contents?.forget(range) }
-                do throws(AddrSpaceError) { return try s.depopulate(gpa, size: size) } catch { throw .addrSpace(error) }
+                do throws(AddrSpaceError) {
+                    return try hal.batchingPunches { () throws(AddrSpaceError) in try s.depopulate(gpa, size: size) }
+                } catch { throw .addrSpace(error) }
             }
         }
     }
@@ -286,7 +288,9 @@ public final class GuestMemory<Format: NestedPagingFormat>: @unchecked Sendable 
                     page = page + 4096
                 }
                 if let range = GuestPhysRange(start: GuestPhysAddr(gpa), size: size) { hal.contents?.forget(range) }
-                do throws(AddrSpaceError) { _ = try s.depopulate(GuestPhysAddr(gpa), size: size) } catch { return .failure(.addrSpace(error)) }
+                do throws(AddrSpaceError) {
+                    _ = try hal.batchingPunches { () throws(AddrSpaceError) in try s.depopulate(GuestPhysAddr(gpa), size: size) }
+                } catch { return .failure(.addrSpace(error)) }
                 return .success(populated)
             }
         }
