@@ -516,7 +516,7 @@ balloon_compare() {
     echo "Free page reporting: 256 MiB written into a guest tmpfs, deleted, then written again; the VMM's guest memory (axvm: RssShmem;"
     echo "$PEER_NAME: RssAnon) sampled every 100 ms, MiB; 'returned' is the time from the delete until 90 % of the write's growth went"
     echo "back; the workload time is the guest's own for the two writes"
-    echo "| VMM | before the write | after it | at the delete | 90 % returned after s | after reporting (12 s) | after the second write | workload s | checksums agree |"
+    echo "| VMM | before the write | after it | at the delete | 90 % returned after s | after reporting (20 s) | after the second write | workload s | checksums agree |"
     echo "|---|---|---|---|---|---|---|---|---|"
     awk -F'|' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }' /tmp/balloon
     echo

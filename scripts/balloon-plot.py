@@ -12,7 +12,7 @@ import os
 import sys
 
 SERIES = [("axvm", "axvm (RssShmem)", 1, "#1f77b4"), ("qemu", "QEMU (RssAnon)", 2, "#ff7f0e")]
-PHASES = [("writing 256 MiB", "write"), ("freed", "delete"), ("waited for reporting", "12 s later"), ("again", "second write done")]
+PHASES = [("writing 256 MiB", "write"), ("freed", "delete"), ("waited for reporting", "20 s later"), ("again", "second write done")]
 
 
 def load(path, column):

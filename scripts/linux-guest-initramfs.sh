@@ -180,7 +180,7 @@ case " $(/bin/busybox cat /proc/cmdline) " in
     echo "axvm-balloon: wrote 256 MiB"
     /bin/busybox rm /fill/data
     echo "axvm-balloon: freed"
-    /bin/busybox sleep 12
+    /bin/busybox sleep 20
     echo "axvm-balloon: waited for reporting"
     t2=$(uptime)
     b=$(fill /fill/data 256)
