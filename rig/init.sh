@@ -472,15 +472,16 @@ linux_balloon_case() {
 }
 
 # returned_after NAME [COLUMN]: seconds from the guest's "freed" line until the memory is back
-# within 10 % of the write's growth (90 % of it returned), "-" if never.
+# within 10 % of the write's growth (90 % of it returned), "-" if not before the end of the
+# guest's wait for reporting.
 returned_after() {
     awk -v c="${2:-2}" '
         /^# / { if (index($0, "writing 256 MiB")) w = $2 + 0; if (index($0, "wrote 256 MiB") && !index($0, "again")) p = $2 + 0
-                if (index($0, "freed")) f = $2 + 0; next }
+                if (index($0, "freed")) f = $2 + 0; if (index($0, "waited for reporting")) e = $2 + 0; next }
         { t[n] = $1 + 0; m[n] = $c + 0; n++ }
         END {
             for (i = 0; i < n; i++) { if (b == "" && t[i] >= w) b = m[i]; if (pk == "" && p != "" && t[i] >= p) pk = m[i] }
-            for (i = 0; i < n; i++) if (f != "" && t[i] >= f && m[i] <= b + 0.1 * (pk - b)) { printf "%.1f", t[i] - f; exit }
+            for (i = 0; i < n; i++) if (f != "" && t[i] >= f && (e == "" || t[i] <= e) && m[i] <= b + 0.1 * (pk - b)) { printf "%.1f", t[i] - f; exit }
             printf "-"
         }' /tmp/$1.mem
 }

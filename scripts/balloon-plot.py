@@ -6,13 +6,15 @@
 DIR holds the rig's memory samples (balloon-axvm.mem, balloon-qemu.mem, written by
 rig/init.sh's memwatch: "seconds RssShmem_kB RssAnon_kB" lines and "# seconds guest-line"
 marks). Each VMM's guest memory (axvm: RssShmem; QEMU: RssAnon) is drawn against the time
-since the guest began its 256 MiB write, with the guest's phases as dashed lines.
+since its guest deleted the 256 MiB it wrote (the curves are aligned there: the VMMs run at
+different speeds), until its second write is done, with the delete and the end of the wait
+for reporting as dashed lines.
 """
 import os
 import sys
 
 SERIES = [("axvm", "axvm (RssShmem)", 1, "#1f77b4"), ("qemu", "QEMU (RssAnon)", 2, "#ff7f0e")]
-PHASES = [("writing 256 MiB", "write"), ("freed", "delete"), ("waited for reporting", "20 s later"), ("again", "second write done")]
+PHASES = [("freed", "delete"), ("waited for reporting", "20 s later")]
 
 
 def load(path, column):
@@ -39,17 +41,22 @@ def main():
         if not os.path.exists(path):
             continue
         samples, marks = load(path, column)
-        zero = next((t for t, text in marks if "writing 256 MiB" in text), None)
+        zero = next((t for t, text in marks if "freed" in text), None)
+        first = next((t for t, text in marks if "writing 256 MiB" in text), None)
+        end = next((t for t, text in marks if "again" in text), None)
         if zero is None or not samples:
             continue
-        curves.append((name, colour, [(t - zero, m) for t, m in samples if t >= zero - 5]))
+        # From just before the first write to the second write's end (not the VM's teardown).
+        lo = (first if first is not None else samples[0][0]) - 2
+        hi = end if end is not None else samples[-1][0]
+        curves.append((name, colour, [(t - zero, m) for t, m in samples if lo <= t <= hi]))
         if not phases:
             for t, text in marks:
                 for needle, short in PHASES:
                     if needle in text:
                         phases.append((t - zero, short))
     if not curves:
-        sys.exit("balloon-plot: no samples with a 'writing 256 MiB' mark in %s" % directory)
+        sys.exit("balloon-plot: no samples with a 'freed' mark in %s" % directory)
     width, height, left, right, top, bottom = 760, 380, 64, 24, 56, 48
     t_max = max(t for _, _, c in curves for t, _ in c)
     t_min = min(t for _, _, c in curves for t, _ in c)
@@ -84,7 +91,7 @@ def main():
         out.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (colour, path))
         out.append('<rect x="%d" y="%d" width="14" height="4" fill="%s"/>' % (width - right - 200, top + 8 + 18 * i, colour))
         out.append('<text x="%d" y="%d">%s</text>' % (width - right - 180, top + 14 + 18 * i, name))
-    out.append('<text x="%d" y="%d" fill="#555">seconds since the guest began writing</text>' % (left, height - 10))
+    out.append('<text x="%d" y="%d" fill="#555">seconds since the guest deleted what it wrote</text>' % (left, height - 10))
     out.append("</svg>")
     print("\n".join(out))
 
