@@ -423,9 +423,12 @@ memwatch() {
         [ "$(cat /proc/$pid/comm 2>/dev/null)" = timeout ] && mpid=$(cat /proc/$pid/task/$pid/children 2>/dev/null | cut -d' ' -f1)
         now=$(since "$t0")
         awk -v t="$now" '/^RssShmem:/ { s = $2 } /^RssAnon:/ { a = $2 } END { if (s != "" || a != "") print t, s + 0, a + 0 }' /proc/${mpid:-$pid}/status >> /tmp/$n.mem 2>/dev/null
-        lines=$(tr -d '\r' < /tmp/$n.out | grep -c '^axvm-balloon: ')
+        # Whole lines only: the console may be caught in the middle of one.
+        tr -d '\r' < /tmp/$n.out > /tmp/$n.lines
+        [ "$(tail -c 1 /tmp/$n.lines | od -An -tx1 | tr -d ' ')" = 0a ] || sed -i '$d' /tmp/$n.lines
+        lines=$(grep -c '^axvm-balloon: ' /tmp/$n.lines)
         if [ "$lines" -gt "$seen" ]; then
-            tr -d '\r' < /tmp/$n.out | grep '^axvm-balloon: ' | sed -n "$((seen + 1)),${lines}p" | while IFS= read -r l; do
+            grep '^axvm-balloon: ' /tmp/$n.lines | sed -n "$((seen + 1)),${lines}p" | while IFS= read -r l; do
                 echo "# $now $l" >> /tmp/$n.mem
                 echo "[$n] $l"
             done
