@@ -448,7 +448,7 @@ mem_at() {
         END { if (!found) printf "-" }' /tmp/$1.mem
 }
 
-# linux_balloon_case: Linux on 2 vCPUs with 64 KiB fault-around and a virtio-balloon whose
+# linux_balloon_case: Linux on 2 vCPUs (arm64: 1) with 64 KiB fault-around and a virtio-balloon whose
 # target is 64 MiB at start (--balloon --balloon-size 64M): the guest inflates it, writes
 # 256 MiB into a tmpfs, frees it and waits for free page reporting, then writes the 256 MiB
 # again and checksums them (scripts/linux-guest-initramfs.sh axvm.balloon). The process's
@@ -456,8 +456,11 @@ mem_at() {
 # 16 MiB of before the write. From axvm's statistics: what went back and came back as
 # re-faults; the host check says the library and mincore agree.
 linux_balloon_case() {
-    local ret actual refault before peak after again
-    memwatch linux-balloon /axvm boot $LINUX_ARGS --timeout 300 --stats-json /tmp/s.json --vcpus 2 --fault-around 64K \
+    local ret actual refault before peak after again vcpus=2
+    # arm64: one vCPU. On two, Debian's arm64 guest still held about 31 MiB of the freed
+    # memory unreported 20 s after the delete (x86: 10 MiB); on one, 2 MiB.
+    [ "$ARCH" = aarch64 ] && vcpus=1
+    memwatch linux-balloon /axvm boot $LINUX_ARGS --timeout 300 --stats-json /tmp/s.json --vcpus $vcpus --fault-around 64K \
         --balloon --balloon-size 64M --cmdline "$LINUX_CMDLINE axvm.balloon"
     name=linux-balloon
     result "$(linux_line)"
