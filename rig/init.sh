@@ -452,8 +452,8 @@ mem_at() {
 # target is 64 MiB at start (--balloon --balloon-size 64M): the guest inflates it, writes
 # 256 MiB into a tmpfs, frees it and waits for free page reporting, then writes the 256 MiB
 # again and checksums them (scripts/linux-guest-initramfs.sh axvm.balloon). The process's
-# RssShmem (the guest memory it holds) is sampled: after reporting it must be back within
-# 16 MiB of before the write. From axvm's statistics: what went back and came back as
+# RssShmem (the guest memory it holds) is sampled: after reporting at least 90 % of what the
+# write added must be back on the host. From axvm's statistics: what went back and came back as
 # re-faults; the host check says the library and mincore agree.
 linux_balloon_case() {
     local ret actual refault before peak after again vcpus=2
@@ -469,9 +469,11 @@ linux_balloon_case() {
     after=$(mem_at linux-balloon "waited for reporting"); again=$(mem_at linux-balloon "again")
     echo "rig: linux-balloon: RssShmem $before MiB before the write, $peak MiB after it, $after MiB after reporting, $again MiB after the second write; the guest holds ${actual:-?} pages in the balloon, reported $(jf balloon_reported_pages) pages in $(jf balloon_reports) reports, $(mib "${ret:-0}") MiB went back to the host, ${refault:-?} pages faulted in again, $(mib "$(jf populated_bytes)") MiB populated at the end; guest statistics $(jf balloon_guest_stats); $(tr -d '\r' < /tmp/linux-balloon.out | sed -n 's/^axvm-balloon: workload took/workload took/p')"
     name=linux-balloon-returned
-    if [ "${actual:-0}" = 16384 ] && [ "${refault:-0}" -gt 0 ] && [ "$after" != - ] && [ "$before" != - ] \
-        && awk -v a="$after" -v b="$before" 'BEGIN { exit !(a <= b + 16) }'; then
-        result "linux-balloon-returned: the 64 MiB target inflated, memory back within 16 MiB of before the write after reporting, pages came back as re-faults"
+    # At least 90 % of what the write added is back on the host 20 s after the delete (the
+    # runs so far: 93-96 %; arm64 on 2 vCPUs 88 %).
+    if [ "${actual:-0}" = 16384 ] && [ "${refault:-0}" -gt 0 ] && [ "$after" != - ] && [ "$before" != - ] && [ "$peak" != - ] \
+        && awk -v a="$after" -v b="$before" -v p="$peak" 'BEGIN { exit !(p - a >= 0.9 * (p - b)) }'; then
+        result "linux-balloon-returned: the 64 MiB target inflated, at least 90 % of the write's memory back after reporting, pages came back as re-faults"
     else
         result "linux-balloon-returned: the guest holds ${actual:-?} pages, RssShmem $before MiB before, $after MiB after reporting, ${refault:-?} re-faulted pages"
     fi
