@@ -169,12 +169,8 @@ public final class MemfdHAL: NestedMemoryHAL, @unchecked Sendable {  // used und
         defer {
             let frames = (pendingPunches ?? []).sorted()
             pendingPunches = nil
-            var i = 0
-            while i < frames.count {
-                var j = i + 1
-                while j < frames.count && frames[j] == frames[j - 1] + 0x1000 { j += 1 }
-                memory.punchHole(frames[i], UInt64(j - i) * 0x1000)
-                i = j
+            for run in consecutiveRuns(frames, step: 0x1000) {
+                memory.punchHole(frames[run.lowerBound], UInt64(run.count) * 0x1000)
             }
         }
         return try body()

@@ -123,3 +123,17 @@ final class PeriodicThread: Sendable {
         thread = nil
     }
 }
+
+/// The index ranges of `values` in which each value is `step` above the one before (frames
+/// adjacent in the memfd, consecutive page numbers): one system call per run, not per value.
+func consecutiveRuns(_ values: [UInt64], step: UInt64) -> [Range<Int>] {
+    var runs: [Range<Int>] = []
+    var i = 0
+    while i < values.count {
+        var j = i + 1
+        while j < values.count && values[j] == values[j - 1] &+ step { j += 1 }
+        runs.append(i..<j)
+        i = j
+    }
+    return runs
+}

@@ -78,25 +78,14 @@ extension GuestMemory {
             // A fresh frame is a hole of the memfd (`MemfdHAL`): made present as the pager
             // makes it, so that the file holds every page the library calls populated even if
             // the device then leaves it untouched (a short read, a body that stops).
-            var k = 0
-            while k < fresh.count {
-                var l = k + 1
-                while l < fresh.count && fresh[l] == fresh[l - 1] + 4096 { l += 1 }
-                do throws(VMMError) { try host.materialize(fresh[k], UInt64(l - k) * 4096) } catch {
+            for run in consecutiveRuns(fresh, step: 4096) {
+                do throws(VMMError) { try host.materialize(fresh[run.lowerBound], UInt64(run.count) * 4096) } catch {
                     throw .failed(gpa: gpa, reason: "\(error)")
                 }
-                k = l
             }
             // Runs of pages: each frame follows the one before in the memfd. One madvise per
             // run drops the VMM's view afterwards (one per page cost a syscall per 4 KiB).
-            var runs: [Range<Int>] = []
-            var i = 0
-            while i < hosts.count {
-                var j = i + 1
-                while j < hosts.count && hosts[j] == hosts[j - 1] + 4096 { j += 1 }
-                runs.append(i..<j)
-                i = j
-            }
+            let runs = consecutiveRuns(hosts, step: 4096)
             defer { if count >= Self.dropViewBytes { for r in runs { host.dropView(hosts[r.lowerBound], UInt64(r.count) * 4096) } } }
             let end = gpa + UInt64(count)
             var done = 0

@@ -136,12 +136,11 @@ public struct VirtioBalloon: VirtioDevice {
             backend.update { $0.deflatedPages += UInt64(count) }
             return
         }
-        var i = 0, returned: UInt64 = 0, refused: UInt64 = 0
-        while i < pfns.count {
-            var j = i + 1
-            while j < pfns.count && pfns[j] == pfns[j - 1] + 1 { j += 1 }
-            do throws(DeviceMemoryError) { returned += try backend.release(pfns[i] << 12, UInt64(j - i) << 12) } catch { refused += 1 }
-            i = j
+        var returned: UInt64 = 0, refused: UInt64 = 0
+        for run in consecutiveRuns(pfns, step: 1) {
+            do throws(DeviceMemoryError) {
+                returned += try backend.release(pfns[run.lowerBound] << 12, UInt64(run.count) << 12)
+            } catch { refused += 1 }
         }
         backend.update {
             $0.inflatedPages += UInt64(count)
