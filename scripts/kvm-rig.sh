@@ -497,8 +497,12 @@ check_log() {
     done < "$resolved"
     [ $missing = 0 ] || status=1
     if grep -q '^| .* | FAIL |' "$log"; then
-        echo "kvm-rig: failed cases (their lines are not in $template):"
-        grep '^| .* | FAIL |' "$log"
+        echo "kvm-rig: failed cases (their lines are not in $template), with what they printed:"
+        tr -d '\r' < "$log" | grep '^| .* | FAIL |' | while IFS= read -r row; do
+            echo "$row"
+            name=$(echo "$row" | awk -F'|' '{ gsub(/ /, "", $2); print $2 }')
+            tr -d '\r' < "$log" | grep -F -e "$name: " | grep -v '^|' | sed 's/^/    /'
+        done
         status=1
     fi
     if [ $status = 0 ]; then
