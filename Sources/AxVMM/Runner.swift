@@ -123,6 +123,15 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
             throw error
         }
         defer { taker?.stop() }
+        // Set-up is done: from here this thread runs under the sandbox's `main` filter.
+        if settings.sandbox {
+            do throws(VMMError) { try Sandbox.confineMain() } catch {
+                watchdog.stop()
+                loader.stop()
+                pager.stop()
+                throw error
+            }
+        }
         let context = Context(vm: vm, system: system, memory: memory, ram: ram, buses: buses, control: control,
                               watchdog: watchdog, pager: pager, taker: taker)
         let tRun = nowNanos()
@@ -135,7 +144,7 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         var others: [OSThread] = []
         for i in 1..<max(1, settings.vcpus) where mustRun(i) {
             do {
-                others.append(try OSThread { [self] in
+                others.append(try OSThread(.vcpu, name: "axvm-vcpu\(i)") { [self] in
                     _ = unblockKick()
                     results.set(i, runVCPU(vcpus[i], index: i, context))
                 })

@@ -50,7 +50,7 @@ public enum Termination {
         let efd = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
         guard efd >= 0 else { throw .host("eventfd: \(errnoString(errno))") }
         event.store(efd, ordering: .releasing)
-        let reader = try OSThread {
+        let reader = try OSThread(.helper, name: "axvm-signals") {
             var info = signalfd_siginfo()
             while true {
                 let n = read(sfd, &info, MemoryLayout<signalfd_siginfo>.size)

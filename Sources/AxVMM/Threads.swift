@@ -56,10 +56,18 @@ final class OSThread: @unchecked Sendable {  // handle written once before use
     /// around `pthread_create`). So a process-directed signal — Ctrl-C's SIGINT — can never
     /// land on a helper thread and kill the process behind the back of the thread that
     /// handles it (the watchdog's signalfd); only the vCPU thread takes SIGUSR2 kicks.
-    init(_ body: @escaping @Sendable () -> Void) throws(VMMError) {
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    ///
+    /// The thread is named `name` (up to 15 bytes show in `ps -L`) and, with the sandbox on,
+    /// confines itself to `role` before `body` runs (`Sandbox`). SIGSYS stays unblocked: a
+    /// refused system call must reach the handler that reports it.
+    init(_ role: SandboxRole, name: String, _ body: @escaping @Sendable () -> Void) throws(VMMError) {
+        let box = Unmanaged.passRetained(Box {
+            Sandbox.enterThread(role, name: name)
+            body()
+        }).toOpaque()
         var all = sigset_t(), saved = sigset_t()
         sigfillset(&all)
+        sigdelset(&all, SIGSYS)
         pthread_sigmask(SIG_SETMASK, &all, &saved)
         defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
         let r = pthread_create(&handle, nil, { ctx in
@@ -103,10 +111,10 @@ final class PeriodicThread: Sendable {
     /// Written once by init and stop, on the owning thread.
     private nonisolated(unsafe) var thread: OSThread?
 
-    init(periodMillis: Int32, tick: @escaping @Sendable () -> Void) throws(VMMError) {
+    init(name: String, periodMillis: Int32, tick: @escaping @Sendable () -> Void) throws(VMMError) {
         stopEvent = try EventFD()
         let stopFD = stopEvent.fd
-        thread = try OSThread {
+        thread = try OSThread(.helper, name: name) {
             var fds = [pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
             while true {
                 let r = poll(&fds, 1, periodMillis)

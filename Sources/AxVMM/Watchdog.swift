@@ -33,7 +33,7 @@ final class Watchdog: Sendable {
         // `timeout` is validated (finite, at most a week), so the product fits.
         let deadline = timeout.map { nowNanos() + UInt64($0 * 1e9) }
         let sfd = handleInterrupt ? Termination.eventFD : -1
-        thread = try OSThread { [self] in
+        thread = try OSThread(.helper, name: "axvm-watchdog") { [self] in
             var fds = [pollfd(fd: stopEvent.fd, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: sfd, events: Int16(POLLIN), revents: 0)]
             while true {

@@ -454,3 +454,180 @@ int ckvm_x86_restore_vm(int vm_fd, const struct ckvm_x86_vm_state *s, const char
 }
 #undef STEP
 #endif
+
+// --- The sandbox -------------------------------------------------------------------------
+#include <linux/audit.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
+
+#if defined(__x86_64__)
+const uint32_t CKVM_AUDIT_ARCH = AUDIT_ARCH_X86_64;
+const uint32_t CKVM_SYSCALL_ABI_LIMIT = 0x40000000;  // __X32_SYSCALL_BIT
+#elif defined(__aarch64__)
+const uint32_t CKVM_AUDIT_ARCH = AUDIT_ARCH_AARCH64;
+const uint32_t CKVM_SYSCALL_ABI_LIMIT = 0;
+#elif defined(__riscv) && __riscv_xlen == 64
+const uint32_t CKVM_AUDIT_ARCH = AUDIT_ARCH_RISCV64;
+const uint32_t CKVM_SYSCALL_ABI_LIMIT = 0;
+#else
+#error "the sandbox needs this architecture's AUDIT_ARCH"
+#endif
+
+int ckvm_seccomp_install(const struct sock_filter *filter, unsigned short count) {
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+    struct sock_fprog program = { .len = count, .filter = (struct sock_filter *)filter };
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program);
+}
+
+int ckvm_drop_capabilities(void) {
+    for (int cap = 0; cap <= 63; cap++) {
+        // EINVAL past the kernel's last capability; EPERM without CAP_SETPCAP.
+        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1) (void)prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    }
+    (void)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    return (int)syscall(SYS_capset, &header, data);
+}
+
+int ckvm_has_no_capabilities(void) {
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) != 0) return 0;
+    for (int i = 0; i < 2; i++) {
+        if (data[i].effective || data[i].permitted || data[i].inheritable) return 0;
+    }
+    return 1;
+}
+
+static __thread const char *sandbox_role = "main";
+static const char *const *sandbox_names;
+static const int *sandbox_numbers;
+static int sandbox_count;
+
+void ckvm_sandbox_set_thread(const char *name, const char *role) {
+    (void)prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+    sandbox_role = role;
+}
+
+// Appends `text` to buffer[*used ..< size].
+static void append(char *buffer, size_t size, size_t *used, const char *text) {
+    while (*text && *used < size) buffer[(*used)++] = *text++;
+}
+
+static void append_number(char *buffer, size_t size, size_t *used, long value) {
+    char digits[24];
+    int n = 0;
+    unsigned long v = value < 0 ? (unsigned long)(-value) : (unsigned long)value;
+    do { digits[n++] = (char)('0' + v % 10); v /= 10; } while (v && n < 23);
+    if (value < 0) digits[n++] = '-';
+    while (n > 0 && *used < size) buffer[(*used)++] = digits[--n];
+}
+
+static void append_hex(char *buffer, size_t size, size_t *used, unsigned long value) {
+    char digits[17];
+    int n = 0;
+    do { digits[n++] = "0123456789abcdef"[value & 15]; value >>= 4; } while (value && n < 16);
+    append(buffer, size, used, "0x");
+    while (n > 0 && *used < size) buffer[(*used)++] = digits[--n];
+}
+
+#include <ucontext.h>
+// The call's first two arguments, from the registers the trap saved (ioctl's request,
+// prctl's option); 0 on an architecture not listed.
+static void call_arguments(const void *context, unsigned long *first, unsigned long *second) {
+    const ucontext_t *uc = context;
+#if defined(__x86_64__)
+    *first = (unsigned long)uc->uc_mcontext.gregs[REG_RDI];
+    *second = (unsigned long)uc->uc_mcontext.gregs[REG_RSI];
+#elif defined(__aarch64__)
+    *first = uc->uc_mcontext.regs[0];
+    *second = uc->uc_mcontext.regs[1];
+#elif defined(__riscv)
+    *first = uc->uc_mcontext.__gregs[10];
+    *second = uc->uc_mcontext.__gregs[11];
+#else
+    (void)uc; *first = 0; *second = 0;
+#endif
+}
+
+static void sandbox_violation(int signal, siginfo_t *info, void *context) {
+    unsigned long first, second;
+    call_arguments(context, &first, &second);
+    char message[256];
+    size_t used = 0;
+    int number = info->si_syscall;
+    const char *name = "not one axvm knows";
+    for (int i = 0; i < sandbox_count; i++) if (sandbox_numbers[i] == number) { name = sandbox_names[i]; break; }
+    append(message, sizeof message, &used, "axvm: sandbox: the ");
+    append(message, sizeof message, &used, sandbox_role);
+    append(message, sizeof message, &used, " thread made system call ");
+    append(message, sizeof message, &used, name);
+    append(message, sizeof message, &used, " (");
+    append_number(message, sizeof message, &used, number);
+    append(message, sizeof message, &used, ", arguments ");
+    append_hex(message, sizeof message, &used, first);
+    append(message, sizeof message, &used, ", ");
+    append_hex(message, sizeof message, &used, second);
+    append(message, sizeof message, &used, ", …), which its filter does not allow: stopping with SIGSYS (--no-sandbox turns the filters off)\n");
+    (void)syscall(SYS_write, 2, message, used);
+    // The default action now, delivered at once (SA_NODEFER): the process ends by SIGSYS.
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    (void)sigaction(signal, &dfl, NULL);
+    (void)syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), signal);
+}
+
+void ckvm_sandbox_report_violations(const char *const *names, const int *numbers, int count) {
+    sandbox_names = names;
+    sandbox_numbers = numbers;
+    sandbox_count = count;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = sandbox_violation;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    (void)sigaction(SIGSYS, &action, NULL);
+}
+
+long ckvm_raw_syscall3(long number, long a, long b, long c) { return syscall(number, a, b, c); }
+
+#define REQUEST(r) { #r, r }
+static const struct ckvm_named_request runtime_ioctls[] = {
+    REQUEST(KVM_RUN),
+    REQUEST(KVM_CHECK_EXTENSION),
+    REQUEST(KVM_SET_USER_MEMORY_REGION),
+    REQUEST(KVM_GET_DIRTY_LOG),
+    REQUEST(KVM_IRQ_LINE),
+    REQUEST(KVM_IRQFD),
+    REQUEST(KVM_IOEVENTFD),
+    REQUEST(KVM_GET_MP_STATE),
+    REQUEST(KVM_SET_MP_STATE),
+    REQUEST(KVM_GET_ONE_REG),
+    REQUEST(KVM_SET_ONE_REG),
+    { "KVM_ARM_VCPU_INIT", _IOW(KVMIO, 0xae, struct ckvm_arm_vcpu_init) },
+#if defined(__x86_64__)
+    REQUEST(KVM_GET_REGS), REQUEST(KVM_SET_REGS),
+    REQUEST(KVM_GET_SREGS), REQUEST(KVM_SET_SREGS),
+    REQUEST(KVM_GET_FPU), REQUEST(KVM_SET_FPU),
+    REQUEST(KVM_GET_MSRS), REQUEST(KVM_SET_MSRS),
+    REQUEST(KVM_GET_LAPIC), REQUEST(KVM_SET_LAPIC),
+    REQUEST(KVM_GET_XSAVE), REQUEST(KVM_SET_XSAVE),
+    REQUEST(KVM_GET_XCRS), REQUEST(KVM_SET_XCRS),
+    REQUEST(KVM_GET_DEBUGREGS), REQUEST(KVM_SET_DEBUGREGS),
+    REQUEST(KVM_GET_VCPU_EVENTS), REQUEST(KVM_SET_VCPU_EVENTS),
+    REQUEST(KVM_GET_IRQCHIP), REQUEST(KVM_SET_IRQCHIP),
+    REQUEST(KVM_GET_PIT2), REQUEST(KVM_SET_PIT2),
+    REQUEST(KVM_GET_CLOCK), REQUEST(KVM_SET_CLOCK),
+    REQUEST(KVM_GET_MSR_INDEX_LIST),  // a snapshot reads the MSR list when it saves
+#endif
+    REQUEST(UFFDIO_REGISTER), REQUEST(UFFDIO_UNREGISTER),
+    REQUEST(UFFDIO_COPY), REQUEST(UFFDIO_ZEROPAGE), REQUEST(UFFDIO_WAKE), REQUEST(UFFDIO_CONTINUE),
+};
+const struct ckvm_named_request *ckvm_runtime_ioctl(int index) {
+    if (index < 0 || (size_t)index >= sizeof runtime_ioctls / sizeof runtime_ioctls[0]) return NULL;
+    return &runtime_ioctls[index];
+}
+#undef REQUEST

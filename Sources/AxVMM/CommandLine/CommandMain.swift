@@ -3,13 +3,8 @@ extension Frontend {
     /// the static build): signals first, arguments checked for UTF-8, parsed with the option
     /// table, validated, and run. Returns the exit status. `version`: what `--version` prints.
     public static func main(argc: Int32, argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>, version: String) -> Int32 {
-        // The terminating signals go through `Termination` from the start of the process,
-        // and arguments must be UTF-8 (Swift's `String` would replace a bad byte, so a path
-        // or command line would silently change).
-        do { try Termination.install() } catch {
-            eprint("axvm: error: \(error)")
-            return 2
-        }
+        // Arguments must be UTF-8 (Swift's `String` would replace a bad byte, so a path or
+        // command line would silently change).
         if let bad = invalidUTF8Argument(argv, count: Int(argc)) {
             eprint("Error: \(bad)")
             return usageStatus
@@ -42,6 +37,18 @@ extension Frontend {
             return printed(CommandDocs.completionScript(shell) ?? "")
         case let .invocation(inv):
             if inv.printConfig { return printed(inv.description + "\n") }
+            // Before any thread: the sandbox's filters (each thread confines itself as it
+            // starts), then the terminating signals, which go through `Termination` from here on.
+            do throws(VMMError) {
+                if inv.subcommand != .check && inv.settings.sandbox {
+                    try Sandbox.enable(SandboxPolicy(snapshots: inv.settings.snapshot != nil,
+                                                     outputs: inv.statsJSON != nil || inv.faultMap != nil))
+                }
+                try Termination.install()
+            } catch {
+                eprint("axvm: error: \(error)")
+                return 2
+            }
             do { try execute(inv) } catch { return error.status }
             return 0
         }

@@ -169,6 +169,8 @@ public enum CommandOptions {
                           inv.faultMap = path
                           inv.settings.faultMap = true
                       }, help: "Draw guest memory by first touch and faults over time to this SVG file.", completion: .file),
+        CommandOption("--no-sandbox", allRunning, .flag { $0.settings.sandbox = false },
+                      help: "Run without the seccomp filters and with the capabilities axvm was started with (for debugging)."),
         CommandOption("--kvm", [.check, .run, .boot, .restore], .text { $0.settings.kvmPath = $1 }, help: "KVM device.",
                       completion: .file, default: { $0.settings.kvmPath }),
         // Snapshots.

@@ -60,6 +60,9 @@ public struct Invocation: Sendable {
         boot.serialToStdout = true
         restore.settings.handleInterrupt = true
         restore.settings.serialToStdout = true
+        run.settings.sandbox = true
+        boot.settings.sandbox = true
+        restore.settings.sandbox = true
     }
 
     /// The run settings of this subcommand's configuration (`check`: the KVM device).
@@ -98,6 +101,7 @@ public struct Invocation: Sendable {
             lines.append("\(prefix)handle_interrupt=\(s.handleInterrupt)")
             lines.append("\(prefix)kvm_path=\(s.kvmPath)")
             lines.append("\(prefix)fault_map=\(s.faultMap)")
+            lines.append("\(prefix)sandbox=\(s.sandbox)")
             if let p = s.snapshot {
                 lines.append("\(prefix)snapshot.directory=\(p.directory)")
                 lines.append("\(prefix)snapshot.on_text=\(p.onText ?? "none")")

@@ -67,7 +67,7 @@ final class VirtioAttachment<D: VirtioDevice>: BusDevice, @unchecked Sendable { 
         let fds = [stopEvent.fd] + notifies.map { $0.fd }
         let transport = self.transport
         let period = UInt64(max(0, transport.withDevice { $0.tickMillis })) * 1_000_000
-        thread = try OSThread {
+        thread = try OSThread(.device, name: "axvm-virtio") {
             var polls = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             var nextTick = nowNanos() &+ period
             while true {

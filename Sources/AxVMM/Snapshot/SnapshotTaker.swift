@@ -157,7 +157,7 @@ final class SnapshotTaker: @unchecked Sendable {  // mutable state under `mutex`
         }
         let deadline = plan.afterSeconds.map { nowNanos() + UInt64($0 * 1e9) }
         let stopFD = stopEvent.fd, sfd = signalFD
-        timer = try OSThread { [self] in
+        timer = try OSThread(.helper, name: "axvm-snaptimer") { [self] in
             defer { if sfd >= 0 { close(sfd) } }
             var fds = [pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0), pollfd(fd: sfd, events: Int16(POLLIN), revents: 0)]
             while true {

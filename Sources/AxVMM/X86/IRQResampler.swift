@@ -34,7 +34,7 @@ final class IRQResampler: Sendable {
     /// `kick` is called with each added pulse: it brings the vCPU out of KVM_RUN, so that the
     /// run loop can look at a vCPU halted with the interrupt pending.
     init(vm: VirtualMachine, irq: UInt32, periodMillis: Int32 = 20, kick: @escaping @Sendable () -> Void) throws(VMMError) {
-        thread = try PeriodicThread(periodMillis: periodMillis) { [self] in
+        thread = try PeriodicThread(name: "axvm-resample", periodMillis: periodMillis) { [self] in
             let e = edges.load(ordering: .acquiring)
             if asserted.load(ordering: .acquiring) && e == lastEdges.load(ordering: .relaxed) {
                 try? vm.pulseIRQ(irq)

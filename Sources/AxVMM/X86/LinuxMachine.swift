@@ -163,7 +163,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
                         interrupt: { resampler.edge(); try? vm.pulseIRQ(LinuxLayout.serialIRQ) },
                         level: { resampler.set($0) })
         if let r = restoredUART { lock.withLock { uart?.restore(r) } }
-        haltProbe = try PeriodicThread(periodMillis: Self.haltProbeMillis, tick: kick)
+        haltProbe = try PeriodicThread(name: "axvm-haltprobe", periodMillis: Self.haltProbeMillis, tick: kick)
         try virtio?.start()
     }
 

@@ -31,6 +31,9 @@
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 /// errno of the calling thread (a macro in glibc and musl, so not a Swift value by itself).
 int ckvm_errno(void);
@@ -53,6 +56,40 @@ int ckvm_mkstemp_cloexec(char *template_);
 void ckvm_ignore_sigpipe(void);
 long ckvm_write(int fd, const void *buffer, size_t count);
 void ckvm_set_errno(int value);
+
+// --- The sandbox (Sources/AxVMM/Sandbox): seccomp-BPF after set-up ------------------------
+/// AUDIT_ARCH_* of the architecture this is compiled for (seccomp_data.arch): a filter checks
+/// it first, so that a syscall made through another ABI cannot pass under a number of ours.
+extern const uint32_t CKVM_AUDIT_ARCH;
+/// The syscall number of another ABI on this host that seccomp sees with the same arch value
+/// (x86_64's x32 sets bit 30, __X32_SYSCALL_BIT): numbers at or above it are refused. 0 if none.
+extern const uint32_t CKVM_SYSCALL_ABI_LIMIT;
+/// PR_SET_NO_NEW_PRIVS, then seccomp(SECCOMP_SET_MODE_FILTER) with `count` instructions on the
+/// calling thread only (each thread installs the filter of its role). 0, or -1 and errno.
+int ckvm_seccomp_install(const struct sock_filter *filter, unsigned short count);
+/// Drops every capability of the calling thread: the bounding set (while CAP_SETPCAP is
+/// still held), the ambient set, then effective, permitted and inheritable (capset).
+/// 0, or -1 and errno from capset; the bounding set's EPERM (no CAP_SETPCAP: an
+/// unprivileged process, nothing to drop) is not an error.
+int ckvm_drop_capabilities(void);
+/// The calling thread's capability sets are all empty (capget).
+int ckvm_has_no_capabilities(void);
+/// Names the calling thread (PR_SET_NAME, 15 bytes shown) and keeps `role` (a static string)
+/// for the SIGSYS report.
+void ckvm_sandbox_set_thread(const char *name, const char *role);
+/// Installs the SIGSYS handler for SECCOMP_RET_TRAP: it writes "axvm: sandbox: the ROLE thread
+/// made system call NAME (N), which its filter does not allow" to standard error and ends the
+/// process with SIGSYS (its default action: status 128 + 31 in a shell). `names[i]` (static
+/// strings) names syscall `numbers[i]`. Async-signal-safe: fixed buffers, write(2), tgkill(2).
+void ckvm_sandbox_report_violations(const char *const *names, const int *numbers, int count);
+/// A request number with its name (the sandbox's ioctl lists).
+struct ckvm_named_request { const char *name; unsigned long request; };
+/// Every ioctl the VMM may make after set-up on this architecture (KVM's on the system, VM,
+/// vCPU and device fds; userfaultfd's), once each; creation and set-up-only ones are not here.
+/// Entry `index`, NULL past the last.
+const struct ckvm_named_request *ckvm_runtime_ioctl(int index);
+/// Makes system call `number` with no arguments that matter (the tests' forbidden calls).
+long ckvm_raw_syscall3(long number, long a, long b, long c);
 
 // Linux 6.8: KVM_EXIT_MEMORY_FAULT (guest_memfd / private memory faults).
 #ifndef KVM_EXIT_MEMORY_FAULT
