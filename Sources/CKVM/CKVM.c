@@ -601,7 +601,7 @@ static const struct ckvm_named_request runtime_ioctls[] = {
     REQUEST(KVM_SET_USER_MEMORY_REGION),
     REQUEST(KVM_GET_DIRTY_LOG),
     REQUEST(KVM_IRQ_LINE),
-    REQUEST(KVM_IRQFD),
+    REQUEST(KVM_IRQFD),      // deassigned when the run ends
     REQUEST(KVM_IOEVENTFD),
     REQUEST(KVM_GET_MP_STATE),
     REQUEST(KVM_SET_MP_STATE),
@@ -623,8 +623,8 @@ static const struct ckvm_named_request runtime_ioctls[] = {
     REQUEST(KVM_GET_CLOCK), REQUEST(KVM_SET_CLOCK),
     REQUEST(KVM_GET_MSR_INDEX_LIST),  // a snapshot reads the MSR list when it saves
 #endif
-    REQUEST(UFFDIO_REGISTER), REQUEST(UFFDIO_UNREGISTER),
-    REQUEST(UFFDIO_COPY), REQUEST(UFFDIO_ZEROPAGE), REQUEST(UFFDIO_WAKE), REQUEST(UFFDIO_CONTINUE),
+    REQUEST(UFFDIO_UNREGISTER),  // a pager that stops, or fails, lets go of RAM
+    REQUEST(UFFDIO_WAKE), REQUEST(UFFDIO_CONTINUE),
 };
 const struct ckvm_named_request *ckvm_runtime_ioctl(int index) {
     if (index < 0 || (size_t)index >= sizeof runtime_ioctls / sizeof runtime_ioctls[0]) return NULL;

@@ -37,6 +37,8 @@ import Testing
         "--balloon-size": (["--balloon", "--balloon-size", "64M"], [.boot: ["balloon=67108864"]]),
         "--quiet": (["--quiet"], [.boot: ["serial_to_stdout=false"],
                                   .restore: ["memtest.serial_to_stdout=false", "linux.serial_to_stdout=false"]]),
+        "--no-sandbox": (["--no-sandbox"], [.run: ["sandbox=false"], .boot: ["sandbox=false"],
+                                            .restore: ["memtest.sandbox=false", "linux.sandbox=false"]]),
         "--stats": (["--stats"], [.run: ["stats=true"]]),
         "--stats-json": (["--stats-json", "out.json"], [.run: ["stats_json=out.json"]]),
         "--fault-map": (["--fault-map", "map.svg"], [.run: ["fault_map=true", "fault_map_file=map.svg"]]),

@@ -134,7 +134,7 @@ struct DeviceMemoryTests {
         final class Flag: Sendable { let stop = Atomic<Bool>(false); let torn = Atomic<Int>(0) }
         let flag = Flag()
         let pages: UInt64 = 64
-        let returner = try OSThread {
+        let returner = try OSThread(.helper, name: "axvm-test") {
             var seed: UInt64 = 0x1234_5678
             while !flag.stop.load(ordering: .acquiring) {
                 seed = seed &* 6364136223846793005 &+ 1442695040888963407
@@ -142,7 +142,7 @@ struct DeviceMemoryTests {
                 _ = try? m.returnToHost(0x200000 + first * 4096, size: min(count, pages - first) * 4096)
             }
         }
-        let writer = try OSThread {
+        let writer = try OSThread(.helper, name: "axvm-test") {
             var page = [UInt8](repeating: 0, count: 4096)
             for round in 0..<3000 {
                 let p = UInt64(round) % pages

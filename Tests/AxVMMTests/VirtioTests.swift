@@ -408,7 +408,7 @@ func blkHeader(type: UInt32, sector: UInt64) -> [UInt8] {
         final class Stop: Sendable { let flag = Atomic<Bool>(false) }
         let stop = Stop()
         let mmio = d.mmio
-        let thread = try OSThread {
+        let thread = try OSThread(.helper, name: "axvm-test") {
             while !stop.flag.load(ordering: .acquiring) { mmio.notify(queue: 0) }
         }
         var done = 0

@@ -42,30 +42,46 @@ public struct SandboxPolicy: Sendable, Equatable {
 
     typealias S = Syscalls
 
-    /// Every thread: memory, futexes, signals, time, its own end, writes (its messages, eventfds).
-    static var common: [Syscall] {
-        [S.futex, S.exit, S.exitGroup, S.rtSigreturn, S.rtSigprocmask, S.rtSigaction, S.sigaltstack, S.restartSyscall,
-         S.mmap, S.munmap, S.mprotect, S.madvise, S.mremap, S.brk, S.clockGettime, S.clockNanosleep, S.nanosleep,
-         S.gettid, S.getpid, S.tgkill, S.schedYield, S.getcpu, S.getrandom, S.rseq, S.setRobustList,
-         S.read, S.write, S.ppoll, S.close, S.fstat, S.newfstatat] + oldForms([.poll])
-    }
-
-    /// x86_64's old forms of calls (glibc's `poll`, `rename`, … there); none elsewhere.
-    enum OldForm { case poll, files }
-    static func oldForms(_ forms: [OldForm]) -> [Syscall] {
+    /// The call glibc makes for `x86_64` there and for `generic` on arm64 and riscv64 (their
+    /// table has no `poll`, `rename`, `mkdir`, … ; glibc uses the *at forms).
+    static func form(x86_64: @autoclosure () -> Syscall, generic: @autoclosure () -> Syscall) -> Syscall {
         #if arch(x86_64)
-        forms.flatMap { f -> [Syscall] in
-            switch f {
-            case .poll: [S.poll]
-            case .files: [S.open, S.mkdir, S.rename, S.renameat, S.unlink, S.rmdir, S.access, S.readlink]
-            }
-        }
+        x86_64()
         #else
-        []
+        generic()
         #endif
     }
 
-    /// The runtime ioctls by name (ckvm_runtime_ioctls: this architecture's).
+    /// Every thread: memory (malloc's arenas, views of guest memory), futexes, signals (the
+    /// vCPU kick, the SIGSYS report resetting its handler), a call restarted after a signal,
+    /// its own end, reads and writes on its descriptors (eventfds, messages), waiting on them.
+    static var common: [Syscall] {
+        [S.futex, S.exit, S.exitGroup, S.rtSigreturn, S.rtSigprocmask, S.rtSigaction, S.restartSyscall,
+         S.mmap, S.munmap, S.mprotect, S.madvise, S.mremap, S.brk, S.clockGettime,
+         S.gettid, S.getpid, S.tgkill, S.read, S.write, S.close, form(x86_64: S.poll, generic: S.ppoll)]
+    }
+
+    /// Serving a device's request (a device thread, or the vCPU thread that made a queue ready
+    /// or wrote a register): the disk image (virtio-blk: pread, pwrite, fdatasync), entropy
+    /// (virtio-rng: getrandom), guest memory given back and taken again (the balloon's hole
+    /// punches, fresh frames allocated in the memfd).
+    static let deviceService = [S.pread64, S.pwrite64, S.fdatasync, S.getrandom, S.fallocate]
+
+    /// A snapshot, written by whichever vCPU thread leads it (`SnapshotTaker`): the
+    /// directory checked and made, its files created, written, synced, renamed into place.
+    static var snapshotFiles: [Syscall] {
+        [S.openat, S.getdents64, S.newfstatat, S.getcwd, S.ftruncate, S.fsync, S.renameat2, S.unlinkat,
+         form(x86_64: S.mkdir, generic: S.mkdirat), form(x86_64: S.access, generic: S.faccessat),
+         form(x86_64: S.readlink, generic: S.readlinkat), form(x86_64: S.rename, generic: S.renameat2)]
+    }
+
+    /// Results (statistics JSON, fault map): the temporary file made during set-up gets the
+    /// target's mode and is renamed over it, or removed if the run failed.
+    static var resultFiles: [Syscall] {
+        [S.fchmod, S.fsync, form(x86_64: S.rename, generic: S.renameat2), form(x86_64: S.unlink, generic: S.unlinkat)]
+    }
+
+    /// The runtime ioctls by name (`ckvm_runtime_ioctl`: this architecture's), all if nil.
     static func ioctls(_ names: [String]? = nil) -> [UInt32] {
         var out: [UInt32] = []
         var i: Int32 = 0
@@ -78,8 +94,9 @@ public struct SandboxPolicy: Sendable, Equatable {
         return out
     }
 
-    // UFFDIO_UNREGISTER: a pager that fails (the --max-resident cap) unregisters RAM so no vCPU waits.
-    static let userfaultIoctls = ["UFFDIO_COPY", "UFFDIO_ZEROPAGE", "UFFDIO_WAKE", "UFFDIO_CONTINUE", "UFFDIO_UNREGISTER"]
+    /// Populating lazy memory (minor faults on the memfd) and waking the vCPUs that wait on
+    /// it; a pager that stops or fails unregisters RAM so that no vCPU waits for good.
+    static let userfaultIoctls = ["UFFDIO_CONTINUE", "UFFDIO_WAKE", "UFFDIO_UNREGISTER"]
 
     /// prctl options a thread started after set-up uses to confine itself (<linux/prctl.h>):
     /// PR_SET_NAME 15, PR_CAPBSET_READ 23, PR_CAPBSET_DROP 24, PR_SET_NO_NEW_PRIVS 38, PR_CAP_AMBIENT 47.
@@ -89,30 +106,33 @@ public struct SandboxPolicy: Sendable, Equatable {
     func rules(_ role: SandboxRole) -> [Int32: SeccompProgram.Rule] {
         var calls = Self.common
         var rules: [Int32: SeccompProgram.Rule] = [:]
-        let io = [S.pread64, S.pwrite64, S.preadv, S.pwritev, S.readv, S.writev, S.lseek, S.fallocate, S.mincore]
         switch role {
         case .main, .vcpu:
-            calls += io + [S.ftruncate, S.fsync, S.fdatasync, S.eventfd2, S.schedGetaffinity, S.schedSetaffinity]
+            // KVM_RUN and its exits, the vCPU and VM state a snapshot saves, the dirty log,
+            // interrupts; devices served on the vCPU thread.
             rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls())
-            if outputs || snapshots {
-                calls += [S.fchmod, S.renameat2, S.unlinkat] + Self.oldForms([.files])
-            }
-            if snapshots {
-                calls += [S.openat, S.mkdirat, S.faccessat, S.readlinkat, S.getdents64, S.umask, S.flock, S.statx]
-            }
+            // stdio's first write to a stream (the guest's console, the report) asks what it is.
+            calls += Self.deviceService + [S.newfstatat]
+            if snapshots { calls += Self.snapshotFiles }
             if role == .main {
-                // Starting the other vCPU threads (and the snapshot timer), which confine themselves.
-                calls += [S.clone, S.clone3, S.capget, S.capset, S.seccomp]
+                // The other vCPU threads start after set-up: their first calls (glibc's
+                // thread start, then confining themselves) go through this filter too.
+                calls += [S.clone3, S.setRobustList, S.rseq, S.capget, S.capset, S.seccomp]
                 rules[S.prctl.number] = .argument(index: 0, values: Self.selfConfinement)
+                // The end of the run: the host check (mincore), /proc/self/status (kept open).
+                calls += [S.mincore]
+                if outputs { calls += Self.resultFiles }
             }
         case .fault:
-            calls += [S.pread64, S.pwrite64, S.fallocate, S.mincore, S.schedSetaffinity]
+            // A restore's lazy pages come from the snapshot's memory file (pread) into the memfd (pwrite).
             rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls(Self.userfaultIoctls))
+            calls += [S.fallocate, S.pread64, S.pwrite64]
         case .device:
-            calls += io + [S.fsync, S.fdatasync]
-            rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls(Self.userfaultIoctls + ["KVM_IRQ_LINE"]))
+            rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls(Self.userfaultIoctls))
+            calls += Self.deviceService
         case .helper:
-            rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls(["UFFDIO_WAKE", "KVM_IRQ_LINE"]))
+            // The IRQ resampler's pulse (KVM_IRQ_LINE), the watchdog waking vCPUs stuck in a fault.
+            rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls(["KVM_IRQ_LINE", "UFFDIO_WAKE"]))
         }
         for c in calls where rules[c.number] == nil { rules[c.number] = .any }
         return rules

@@ -79,6 +79,7 @@ enum Syscalls {
     static let umask = Syscall("umask", SYS_umask)
     static let flock = Syscall("flock", SYS_flock)
     static let statx = Syscall("statx", SYS_statx)
+    static let getcwd = Syscall("getcwd", SYS_getcwd)
     // Refused everywhere, named in the report.
     static let execve = Syscall("execve", SYS_execve)
     static let execveat = Syscall("execveat", SYS_execveat)
@@ -116,7 +117,7 @@ enum Syscalls {
         schedYield, schedGetaffinity, schedSetaffinity, getcpu, getrandom, rseq, setRobustList, clone, clone3, prctl,
         capget, capset, seccomp, read, write, readv, writev, pread64, pwrite64, preadv, pwritev, lseek, close, ppoll,
         ioctl, fstat, newfstatat, fallocate, ftruncate, fsync, fdatasync, fchmod, eventfd2, openat, mkdirat,
-        renameat2, unlinkat, faccessat, readlinkat, getdents64, umask, flock, statx, execve, execveat, socket, connect,
+        renameat2, unlinkat, faccessat, readlinkat, getdents64, umask, flock, statx, getcwd, execve, execveat, socket, connect,
         bind, ptrace, kill, mount, unshare, setuid, memfdCreate, processVMWritev,
     ] + archSpecific
 
