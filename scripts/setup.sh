@@ -23,6 +23,8 @@ command -v iasl >/dev/null || need+=(acpica-tools)
 # mke2fs, e2fsck, debugfs: the Linux guests' ext4 root image (scripts/linux-guest-rootfs.sh) and
 # its check after the rigs' boots (scripts/kvm-rig.sh check_root_image).
 PATH=$PATH:/sbin:/usr/sbin command -v mke2fs >/dev/null && PATH=$PATH:/sbin:/usr/sbin command -v debugfs >/dev/null || need+=(e2fsprogs)
+# strace lists the system calls each axvm thread makes under the sandbox (Tests/AxVMMTests/SandboxTests.swift).
+command -v strace >/dev/null || need+=(strace)
 update=0
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64

@@ -70,9 +70,13 @@ public struct SandboxPolicy: Sendable, Equatable {
     /// A snapshot, written by whichever vCPU thread leads it (`SnapshotTaker`): the
     /// directory checked and made, its files created, written, synced, renamed into place.
     static var snapshotFiles: [Syscall] {
-        [S.openat, S.getdents64, S.newfstatat, S.getcwd, S.ftruncate, S.fsync, S.renameat2, S.unlinkat,
+        [S.openat, S.getdents64, S.newfstatat, S.ftruncate, S.fsync,
+         S.renameat2,  // RENAME_EXCHANGE: a new snapshot takes an earlier one's place at once
+         S.getcwd,  // realpath of a relative directory
          form(x86_64: S.mkdir, generic: S.mkdirat), form(x86_64: S.access, generic: S.faccessat),
-         form(x86_64: S.readlink, generic: S.readlinkat), form(x86_64: S.rename, generic: S.renameat2)]
+         form(x86_64: S.readlink, generic: S.readlinkat), form(x86_64: S.rename, generic: S.renameat2),
+         // The earlier snapshot, exchanged out, is removed.
+         form(x86_64: S.unlink, generic: S.unlinkat), form(x86_64: S.rmdir, generic: S.unlinkat)]
     }
 
     /// Results (statistics JSON, fault map): the temporary file made during set-up gets the
@@ -117,7 +121,7 @@ public struct SandboxPolicy: Sendable, Equatable {
             if role == .main {
                 // The other vCPU threads start after set-up: their first calls (glibc's
                 // thread start, then confining themselves) go through this filter too.
-                calls += [S.clone3, S.setRobustList, S.rseq, S.capget, S.capset, S.seccomp]
+                calls += [S.clone3, S.setRobustList, S.rseq, S.capset, S.seccomp]
                 rules[S.prctl.number] = .argument(index: 0, values: Self.selfConfinement)
                 // The end of the run: the host check (mincore), /proc/self/status (kept open).
                 calls += [S.mincore]
