@@ -933,6 +933,8 @@ linux_peer() {
                       peer_row "axvm lazy 4K" ;;
                 lazy64) bootwatch peer-lazy64 /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --fault-around 64K
                       peer_row "axvm lazy 64K" ;;
+                lazy64nosb) bootwatch peer-lazy64nosb /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --fault-around 64K --no-sandbox
+                      peer_row "axvm lazy 64K, --no-sandbox" ;;
                 lazy2m) bootwatch peer-lazy2m /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --fault-around 2M
                       peer_row "axvm lazy 2M" ;;
                 populate) bootwatch peer-pop /axvm boot $LINUX_ARGS --cmdline "$LINUX_CMDLINE" --stats-json /tmp/s.json --populate
@@ -1233,6 +1235,12 @@ case " $(cat /proc/cmdline) " in
         fi
         cat /tmp/table
         echo "rig: $npass passed, $nfail failed"
+        echo "RIG DONE"
+        ;;
+    *" rig=sandbox "*)
+        # scripts/kvm-rig.sh sandbox x86_64|aarch64: Linux boots with and without the sandbox.
+        [ "$ARCH" = aarch64 ] && setup_aarch64
+        PEER_QEMU=/nonexistent linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)" "lazy64 lazy64nosb"
         echo "RIG DONE"
         ;;
     *" rig=disk "*)

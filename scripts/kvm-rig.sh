@@ -13,6 +13,7 @@
 #   scripts/kvm-rig.sh disk x86_64 [ROUNDS]   virtio-blk throughput, latency, interrupts and exits
 #                                        per request: axvm vs QEMU microvm, ROUNDS (3) rounds
 #   scripts/kvm-rig.sh balloon x86_64       free page reporting: host memory over time, axvm vs QEMU
+#   scripts/kvm-rig.sh sandbox x86_64 [N]   Linux boot with and without the sandbox, N interleaved rounds
 #                                        microvm, the cost to the guest, 60 s of racing writers
 # arm64 (KVM at EL2, built into Debian's arm64 kernel; qemu-system-aarch64 -M virt,virtualization=on):
 #   scripts/kvm-rig.sh fetch aarch64     linux-image-6.1.0-*-arm64-unsigned + busybox-static:arm64
@@ -25,6 +26,7 @@
 #   scripts/kvm-rig.sh compare aarch64 [max|cortex-a57|both]  check the saved logs again
 #   scripts/kvm-rig.sh disk aarch64 [max|cortex-a57] [ROUNDS]  the disk benchmark vs QEMU virt
 #   scripts/kvm-rig.sh balloon aarch64 [max|cortex-a57]        free page reporting vs QEMU virt
+#   scripts/kvm-rig.sh sandbox aarch64 [max|cortex-a57] [N]    Linux boot with and without the sandbox
 # Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory), outside
 # git; AXVM_RIG_REFRESH=1 makes fetch look up the current kernel again. Build output:
 # .build-rig/rig-x86_64/, .build-rig/rig-aarch64/.
@@ -774,6 +776,30 @@ disk_x86_64() {
     tr -d '\r' < "$log" | sed -n '/^Disk, /,/^RIG DONE$/p' | grep -v '^RIG DONE'
 }
 
+# sandbox_x86_64 [ROUNDS] / sandbox_aarch64 [CPU] [ROUNDS]: what the sandbox costs a Linux boot
+# (rig/init.sh: lazy 64 KiB with the filters and with --no-sandbox, ROUNDS (5) interleaved
+# rounds); the table is printed at the end.
+sandbox_x86_64() {
+    local rounds=${1:-5} log=$out/sandbox.log
+    local -a qemu
+    qemu_x86_64 rig=sandbox rig_rounds=$rounds
+    echo "kvm-rig: booting for $rounds rounds of Linux boots with and without the sandbox"
+    rig_boot "$log" "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 120))}"
+    rig_finished "$log" "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 120))}" || return 1
+    tr -d '\r' < "$log" | sed -n '/^Linux boot, /,/^RIG DONE$/p' | grep -v '^RIG DONE'
+}
+
+sandbox_aarch64() {
+    local cpu=${1:-max} rounds=${2:-5} log
+    log=$out/sandbox-$cpu.log
+    local -a qemu
+    qemu_aarch64 "$cpu" rig=sandbox rig_rounds=$rounds
+    echo "kvm-rig: arm64 -cpu $cpu, booting for $rounds rounds of Linux boots with and without the sandbox"
+    rig_boot "$log" "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 150))}"
+    rig_finished "$log" "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 150))}" || return 1
+    tr -d '\r' < "$log" | sed -n '/^Linux boot, /,/^RIG DONE$/p' | grep -v '^RIG DONE'
+}
+
 disk_aarch64() {
     local cpu=${1:-max} rounds=${2:-3} log
     log=$out/disk-$cpu.log
@@ -834,10 +860,10 @@ case "$verb" in
             aarch64) fetch_aarch64 ;;
             *) die "fetch: x86_64 or aarch64" ;;
         esac ;;
-    build|test|shell|compare|linux|soak|disk|balloon)
+    build|test|shell|compare|linux|soak|disk|balloon|sandbox)
         case "$verb/$arch" in
-            */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64|disk/aarch64|balloon/aarch64) ;;
-            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk, balloon)" ;;
+            */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64|disk/aarch64|balloon/aarch64|sandbox/aarch64) ;;
+            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk, balloon, sandbox)" ;;
         esac
         out=$repo/.build-rig/rig-$arch
         shift $(($# < 2 ? $# : 2))
@@ -846,6 +872,6 @@ case "$verb" in
        echo "       | shell x86_64 | shell aarch64 [max|cortex-a57] | compare x86_64 [LOG] | compare aarch64 [CPU|both] | linux x86_64 [ROUNDS]" >&2
        echo "       | linux aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | soak x86_64 [N] [AXVM BOOT ARGS] | disk x86_64 [ROUNDS] | disk aarch64 [max|cortex-a57] [ROUNDS]" >&2
-       echo "       | balloon x86_64 | balloon aarch64 [max|cortex-a57]" >&2
+       echo "       | balloon x86_64 | balloon aarch64 [max|cortex-a57] | sandbox x86_64 [ROUNDS] | sandbox aarch64 [max|cortex-a57] [ROUNDS]" >&2
        exit 2 ;;
 esac

@@ -187,6 +187,35 @@ struct SandboxProcessTests {
         #expect(tasks.first { $0.key.hasPrefix("axvm-vcpu1") }?.value["Seccomp_filters"] == "2")
     }
 
+    /// An unprivileged user (nobody) with access to a KVM device node of its own and
+    /// vm.unprivileged_userfaultfd=1 (what a host without /dev/userfaultfd rights needs) runs
+    /// memtest with its statistics; without the userfaultfd right it is told what is missing.
+    @Test(.enabled(if: getuid() == 0, "needs root to make the device node and set the sysctl"))
+    func runsAsAnUnprivilegedUser() throws {
+        let dir = temporaryPath("unprivileged")
+        let sysctl = "/proc/sys/vm/unprivileged_userfaultfd"
+        let saved = fileBytes(sysctl) ?? Array("0\n".utf8)
+        defer {
+            _ = writeFile(sysctl, saved)
+            _ = system("rm -rf '\(dir)'")
+        }
+        var st = stat()
+        try #require(stat("/dev/kvm", &st) == 0)
+        try #require(system("rm -rf '\(dir)' && mkdir -m 755 '\(dir)' && cp '\(guestPath("memtest"))' '\(dir)/' && chmod 644 '\(dir)/memtest.bin'") == 0)
+        try #require(mknod("\(dir)/kvm", S_IFCHR | 0o600, st.st_rdev) == 0)
+        try #require(chown("\(dir)/kvm", 65534, 65534) == 0)
+        try #require(chown(dir, 65534, 65534) == 0)
+        let run = "setpriv --reuid 65534 --regid 65534 --clear-groups '\(AxvmProcess.binary)' run '\(dir)/memtest.bin' --memory 64M --kvm '\(dir)/kvm' --stats-json '\(dir)/s.json' >/dev/null 2>'\(dir)/err'"
+        try #require(writeFile(sysctl, Array("1\n".utf8)))
+        let ok = system(run)
+        #expect(ok == 0, "\(String(decoding: fileBytes("\(dir)/err") ?? [], as: UTF8.self))")
+        #expect(String(decoding: fileBytes("\(dir)/s.json") ?? [], as: UTF8.self).contains("\"mismatches\": 0"))
+        try #require(writeFile(sysctl, Array("0\n".utf8)))
+        let refused = system(run)
+        #expect(refused != 0)
+        #expect(String(decoding: fileBytes("\(dir)/err") ?? [], as: UTF8.self).contains("vm.unprivileged_userfaultfd=1"))
+    }
+
     /// Thread name (with its tid) → fields of its /proc status.
     static func taskStatus(_ pid: pid_t) -> [String: [String: String]] {
         var out: [String: [String: String]] = [:]

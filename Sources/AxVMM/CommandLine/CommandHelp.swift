@@ -96,5 +96,7 @@ public enum CommandHelp {
           124    timeout
           128+N  ended by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129)
           141    standard output is a pipe whose reader has gone
+          159    killed by SIGSYS: a thread made a system call its sandbox
+                 filter refuses (the line before names it; --no-sandbox)
         """
 }
