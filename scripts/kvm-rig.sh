@@ -762,6 +762,14 @@ linux_aarch64() {
     rig_finished "$log" "$limit"
 }
 
+# rig_table LOG FIRST LIMIT: boots the rig qemu_* set up, waits up to LIMIT seconds for it to
+# finish and prints its table: from the line starting FIRST to RIG DONE.
+rig_table() {
+    rig_boot "$1" "$3"
+    rig_finished "$1" "$3" || return 1
+    tr -d '\r' < "$1" | sed -n "/^$2/,/^RIG DONE\$/p" | grep -v '^RIG DONE'
+}
+
 # disk_x86_64 [ROUNDS] / disk_aarch64 [CPU] [ROUNDS]: the disk benchmark only (rig/init.sh
 # disk_bench): Benchmarks/diskbench in the guest on a virtio-blk disk, axvm against QEMU
 # (microvm on x86, virt on arm64) with virtio-blk-device on the same image, ROUNDS (3)
@@ -771,9 +779,7 @@ disk_x86_64() {
     local -a qemu
     qemu_x86_64 rig=disk rig_rounds=$rounds
     echo "kvm-rig: booting for $rounds disk benchmark rounds"
-    rig_boot "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 900))}"
-    rig_finished "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 900))}" || return 1
-    tr -d '\r' < "$log" | sed -n '/^Disk, /,/^RIG DONE$/p' | grep -v '^RIG DONE'
+    rig_table "$log" "Disk, " "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 900))}"
 }
 
 # sandbox_x86_64 [ROUNDS] / sandbox_aarch64 [CPU] [ROUNDS]: what the sandbox costs a Linux boot
@@ -784,9 +790,7 @@ sandbox_x86_64() {
     local -a qemu
     qemu_x86_64 rig=sandbox rig_rounds=$rounds
     echo "kvm-rig: booting for $rounds rounds of Linux boots with and without the sandbox"
-    rig_boot "$log" "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 120))}"
-    rig_finished "$log" "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 120))}" || return 1
-    tr -d '\r' < "$log" | sed -n '/^Linux boot, /,/^RIG DONE$/p' | grep -v '^RIG DONE'
+    rig_table "$log" "Linux boot, " "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 120))}"
 }
 
 sandbox_aarch64() {
@@ -795,9 +799,7 @@ sandbox_aarch64() {
     local -a qemu
     qemu_aarch64 "$cpu" rig=sandbox rig_rounds=$rounds
     echo "kvm-rig: arm64 -cpu $cpu, booting for $rounds rounds of Linux boots with and without the sandbox"
-    rig_boot "$log" "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 150))}"
-    rig_finished "$log" "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 150))}" || return 1
-    tr -d '\r' < "$log" | sed -n '/^Linux boot, /,/^RIG DONE$/p' | grep -v '^RIG DONE'
+    rig_table "$log" "Linux boot, " "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 150))}"
 }
 
 disk_aarch64() {
@@ -806,9 +808,7 @@ disk_aarch64() {
     local -a qemu
     qemu_aarch64 "$cpu" rig=disk rig_rounds=$rounds
     echo "kvm-rig: arm64 -cpu $cpu, booting for $rounds disk benchmark rounds"
-    rig_boot "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 1200))}"
-    rig_finished "$log" "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 1200))}" || return 1
-    tr -d '\r' < "$log" | sed -n '/^Disk, /,/^RIG DONE$/p' | grep -v '^RIG DONE'
+    rig_table "$log" "Disk, " "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 1200))}"
 }
 
 # balloon_x86_64 / balloon_aarch64 [CPU]: free page reporting on axvm and on QEMU (rig/init.sh

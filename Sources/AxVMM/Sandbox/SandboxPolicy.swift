@@ -42,23 +42,13 @@ public struct SandboxPolicy: Sendable, Equatable {
 
     typealias S = Syscalls
 
-    /// The call glibc makes for `x86_64` there and for `generic` on arm64 and riscv64 (their
-    /// table has no `poll`, `rename`, `mkdir`, … ; glibc uses the *at forms).
-    static func form(x86_64: @autoclosure () -> Syscall, generic: @autoclosure () -> Syscall) -> Syscall {
-        #if arch(x86_64)
-        x86_64()
-        #else
-        generic()
-        #endif
-    }
-
     /// Every thread: memory (malloc's arenas, views of guest memory), futexes, signals (the
     /// vCPU kick, the SIGSYS report resetting its handler), a call restarted after a signal,
     /// its own end, reads and writes on its descriptors (eventfds, messages), waiting on them.
     static var common: [Syscall] {
         [S.futex, S.exit, S.exitGroup, S.rtSigreturn, S.rtSigprocmask, S.rtSigaction, S.restartSyscall,
          S.mmap, S.munmap, S.mprotect, S.madvise, S.mremap, S.brk, S.clockGettime,
-         S.gettid, S.getpid, S.tgkill, S.read, S.write, S.close, form(x86_64: S.poll, generic: S.ppoll)]
+         S.gettid, S.getpid, S.tgkill, S.read, S.write, S.close, S.poll]
     }
 
     /// Serving a device's request (a device thread, or the vCPU thread that made a queue ready
@@ -73,16 +63,14 @@ public struct SandboxPolicy: Sendable, Equatable {
         [S.openat, S.getdents64, S.newfstatat, S.ftruncate, S.fsync,
          S.renameat2,  // RENAME_EXCHANGE: a new snapshot takes an earlier one's place at once
          S.getcwd,  // realpath of a relative directory
-         form(x86_64: S.mkdir, generic: S.mkdirat), form(x86_64: S.access, generic: S.faccessat),
-         form(x86_64: S.readlink, generic: S.readlinkat), form(x86_64: S.rename, generic: S.renameat2),
-         // The earlier snapshot, exchanged out, is removed.
-         form(x86_64: S.unlink, generic: S.unlinkat), form(x86_64: S.rmdir, generic: S.unlinkat)]
+         S.mkdir, S.access, S.readlink, S.rename,
+         S.unlink, S.rmdir]  // the earlier snapshot, exchanged out, is removed
     }
 
     /// Results (statistics JSON, fault map): the temporary file made during set-up gets the
     /// target's mode and is renamed over it, or removed if the run failed.
     static var resultFiles: [Syscall] {
-        [S.fchmod, S.fsync, form(x86_64: S.rename, generic: S.renameat2), form(x86_64: S.unlink, generic: S.unlinkat)]
+        [S.fchmod, S.fsync, S.rename, S.unlink]
     }
 
     /// The runtime ioctls by name (`ckvm_runtime_ioctl`: this architecture's), all if nil.
@@ -130,7 +118,8 @@ public struct SandboxPolicy: Sendable, Equatable {
         case .fault:
             // A restore's lazy pages come from the snapshot's memory file (pread) into the memfd (pwrite).
             rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls(Self.userfaultIoctls))
-            calls += [S.fallocate, S.pread64, S.pwrite64]
+            // A lazy restore checks the memory file has not shrunk under it (fstat).
+            calls += [S.fallocate, S.pread64, S.pwrite64, S.newfstatat]
         case .device:
             rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls(Self.userfaultIoctls))
             calls += Self.deviceService

@@ -94,7 +94,7 @@ enum Syscalls {
     static let memfdCreate = Syscall("memfd_create", SYS_memfd_create)
     static let processVMWritev = Syscall("process_vm_writev", SYS_process_vm_writev)
     #if arch(x86_64)
-    // x86_64 also has the old forms glibc still uses for some calls.
+    // x86_64 also has the old calls glibc makes there for poll(), mkdir(), rename(), ….
     static let poll = Syscall("poll", SYS_poll)
     static let open = Syscall("open", SYS_open)
     static let mkdir = Syscall("mkdir", SYS_mkdir)
@@ -108,6 +108,14 @@ enum Syscalls {
     static let vfork = Syscall("vfork", SYS_vfork)
     static let archSpecific: [Syscall] = [poll, open, mkdir, rename, renameat, unlink, rmdir, access, readlink, fork, vfork]
     #else
+    // The generic table (arm64, riscv64) has none of these: glibc makes the newer calls.
+    static let poll = ppoll
+    static let mkdir = mkdirat
+    static let rename = renameat2
+    static let unlink = unlinkat
+    static let rmdir = unlinkat
+    static let access = faccessat
+    static let readlink = readlinkat
     static let archSpecific: [Syscall] = []
     #endif
 
