@@ -48,7 +48,9 @@ public struct SandboxPolicy: Sendable, Equatable {
     static var common: [Syscall] {
         [S.futex, S.exit, S.exitGroup, S.rtSigreturn, S.rtSigprocmask, S.rtSigaction, S.restartSyscall,
          S.mmap, S.munmap, S.mprotect, S.madvise, S.mremap, S.brk, S.clockGettime,
-         S.gettid, S.getpid, S.tgkill, S.read, S.write, S.close, S.poll]
+         S.gettid, S.getpid, S.tgkill, S.read, S.write, S.close, S.poll,
+         // Sleeps and backing off (the runtimes' own: ThreadSanitizer's waits at exit).
+         S.nanosleep, S.clockNanosleep, S.schedYield]
     }
 
     /// Serving a device's request (a device thread, or the vCPU thread that made a queue ready
@@ -109,7 +111,7 @@ public struct SandboxPolicy: Sendable, Equatable {
             if role == .main {
                 // The other vCPU threads start after set-up: their first calls (glibc's
                 // thread start, then confining themselves) go through this filter too.
-                calls += [S.clone3, S.setRobustList, S.rseq, S.capset, S.seccomp]
+                calls += [S.clone3, S.setRobustList, S.rseq, S.capset, S.seccomp, S.schedGetaffinity]
                 rules[S.prctl.number] = .argument(index: 0, values: Self.selfConfinement)
                 // The end of the run: the host check (mincore), /proc/self/status (kept open).
                 calls += [S.mincore]
