@@ -241,7 +241,8 @@ struct SandboxProcessTests {
     static let notReachedHere: [SandboxRole: [String: String]] = [
         .main: ["fdatasync": "virtio-blk flushes served on the vCPU thread (Linux guests, the rigs)",
                 "getrandom": "virtio-rng requests served on the vCPU thread (Linux guests, the rigs)",
-                "newfstatat": "stdio's first write to a stream after set-up"],
+                "newfstatat": "stdio's first write to a stream after set-up",
+                "sched_getaffinity": "ThreadSanitizer's pthread_create (the TSan run of these tests)"],
         .vcpu: ["fdatasync": "virtio-blk flushes (Linux guests, the rigs)",
                 "getrandom": "virtio-rng requests (Linux guests, the rigs)",
                 "fallocate": "memtest's reclaim device, the balloon, fresh frames for a device (vCPU 0 here)",

@@ -111,7 +111,7 @@ enum Syscalls {
     // The generic table (arm64, riscv64) has none of these: glibc makes the newer calls.
     static let poll = ppoll
     static let mkdir = mkdirat
-    #if arch(aarch64)
+    #if arch(arm64)
     static let rename = Syscall("renameat", SYS_renameat)  // arm64 keeps renameat; riscv64 has only renameat2
     #else
     static let rename = renameat2
