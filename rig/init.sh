@@ -795,6 +795,13 @@ linux_bad_input() {
     result "linux-initrd-too-big: exit $st, $fit"
     axrun linux-cmdline-too-long boot --kernel /linux/vmlinuz --cmdline "$(head -c 3000 /dev/zero | tr '\0' a)"
     result "linux-cmdline-too-long: exit $st, $(sed -n 's/^axvm: error: //p' /tmp/out)"
+    # The device thread's sandbox (the other roles' are tested by swift test): the test hook
+    # makes the virtio-rng thread call execve right after it confined itself; the process must
+    # end by SIGSYS (159 in the shell), the report naming the thread and the call.
+    export AXVM_SANDBOX_PROBE=device:execve
+    axrun linux-sandbox-device boot --kernel /linux/vmlinuz --rng --memory 128M
+    unset AXVM_SANDBOX_PROBE
+    result "linux-sandbox-device: exit $st, $(sed -n 's/^axvm: sandbox: \(the device thread made system call execve\) .*/\1/p' /tmp/out)"
 }
 
 # The QEMU peer of each architecture, booting the same kernel, initramfs and RAM: microvm on
