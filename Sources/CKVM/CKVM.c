@@ -476,7 +476,9 @@ const uint32_t CKVM_SYSCALL_ABI_LIMIT = 0;
 int ckvm_seccomp_install(const struct sock_filter *filter, unsigned short count) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
     struct sock_fprog program = { .len = count, .filter = (struct sock_filter *)filter };
-    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program);
+    // SECCOMP_FILTER_FLAG_LOG: a refused call is also in the kernel's log (audit type 1326),
+    // whatever happens to the process after.
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_LOG, &program);
 }
 
 int ckvm_drop_capabilities(void) {
