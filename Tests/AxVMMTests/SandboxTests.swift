@@ -45,6 +45,8 @@ struct SandboxProgramTests {
                 let p = try Self.program(role, policy)
                 for (number, rule) in policy.rules(role) {
                     switch rule {
+                    case let .fails(errno):
+                        #expect(p.evaluate(number: number, arch: CKVM_AUDIT_ARCH) == SeccompProgram.error | UInt32(errno))
                     case .any:
                         #expect(p.evaluate(number: number, arch: CKVM_AUDIT_ARCH) == Self.allow, "\(role): \(number)")
                     case let .argument(index, values):
@@ -98,6 +100,19 @@ struct SandboxProgramTests {
         #expect(try Self.program(.main, results).evaluate(number: openat, arch: arch) == Self.trap)
         #expect(try Self.program(.main, results).evaluate(number: Syscalls.fchmod.number, arch: arch) == Self.allow)
         #expect(try Self.program(.vcpu, results).evaluate(number: Syscalls.fchmod.number, arch: arch) == Self.trap)
+    }
+
+    @Test func threadsButNoProcesses() throws {
+        let clone = Syscalls.clone.number, arch = CKVM_AUDIT_ARCH
+        let main = try Self.program(.main)
+        #expect(main.evaluate(number: clone, arch: arch, arguments: [0x3d_0f00]) == Self.allow)
+        #expect(main.evaluate(number: clone, arch: arch, arguments: [0x11]) == Self.trap)  // fork: SIGCHLD
+        #expect(main.evaluate(number: clone, arch: arch, arguments: [0x3d_0f00 | 0x1000_0000]) == Self.trap)  // CLONE_NEWUSER
+        #expect(main.evaluate(number: Syscalls.clone3.number, arch: arch) == SeccompProgram.error | UInt32(ENOSYS))
+        for role in [SandboxRole.vcpu, .fault, .device, .helper] {
+            #expect(try Self.program(role).evaluate(number: clone, arch: arch, arguments: [0x3d_0f00]) == Self.trap)
+            #expect(try Self.program(role).evaluate(number: Syscalls.clone3.number, arch: arch) == Self.trap)
+        }
     }
 
     @Test func prctlOnlyToConfineAThread() throws {

@@ -92,6 +92,11 @@ public struct SandboxPolicy: Sendable, Equatable {
     /// it; a pager that stops or fails unregisters RAM so that no vCPU waits for good.
     static let userfaultIoctls = ["UFFDIO_CONTINUE", "UFFDIO_WAKE", "UFFDIO_UNREGISTER"]
 
+    /// glibc's pthread_create: CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
+    /// CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID. A new
+    /// process (fork's flags) or namespace is refused.
+    static let threadCloneFlags: UInt32 = 0x3d_0f00
+
     /// prctl options a thread started after set-up uses to confine itself (<linux/prctl.h>):
     /// PR_SET_NAME 15, PR_CAPBSET_READ 23, PR_CAPBSET_DROP 24, PR_SET_NO_NEW_PRIVS 38, PR_CAP_AMBIENT 47.
     static let selfConfinement: [UInt32] = [15, 23, 24, 38, 47]
@@ -111,7 +116,11 @@ public struct SandboxPolicy: Sendable, Equatable {
             if role == .main {
                 // The other vCPU threads start after set-up: their first calls (glibc's
                 // thread start, then confining themselves) go through this filter too.
-                calls += [S.clone3, S.setRobustList, S.rseq, S.capset, S.seccomp, S.schedGetaffinity]
+                // Threads only: clone with exactly glibc's pthread_create flags; clone3 fails
+                // with ENOSYS (its flags are out of a filter's reach) and glibc falls back.
+                calls += [S.setRobustList, S.rseq, S.capset, S.seccomp, S.schedGetaffinity]
+                rules[S.clone.number] = .argument(index: 0, values: [Self.threadCloneFlags])
+                rules[S.clone3.number] = .fails(errno: UInt16(ENOSYS))
                 rules[S.prctl.number] = .argument(index: 0, values: Self.selfConfinement)
                 // The end of the run: the host check (mincore), /proc/self/status (kept open).
                 calls += [S.mincore]

@@ -15,6 +15,9 @@ struct SeccompProgram {
         /// Argument `index` (its low 32 bits: what the kernel reads for ioctl's `cmd` and
         /// prctl's `option`) must be one of `values`.
         case argument(index: Int, values: [UInt32])
+        /// Not made: the call fails with `errno` (clone3, whose flags are in memory a filter
+        /// cannot read: glibc then starts threads with clone, whose flags it can).
+        case fails(errno: UInt16)
     }
 
     // <linux/filter.h>, <linux/seccomp.h> (the macros are C ints; these are their values).
@@ -24,6 +27,7 @@ struct SeccompProgram {
     static let returnConstant: UInt16 = 0x06     // BPF_RET | BPF_K
     static let allow: UInt32 = 0x7fff_0000       // SECCOMP_RET_ALLOW
     static let trap: UInt32 = 0x0003_0000        // SECCOMP_RET_TRAP
+    static let error: UInt32 = 0x0005_0000       // SECCOMP_RET_ERRNO, the errno in the low 16 bits
     static let killProcess: UInt32 = 0x8000_0000 // SECCOMP_RET_KILL_PROCESS
     // struct seccomp_data: nr (0), arch (4), instruction_pointer (8), args[6] (16 + 8 i).
     static let numberOffset: UInt32 = 0
@@ -50,6 +54,9 @@ struct SeccompProgram {
             case .any:
                 emit(Self.jumpIfEqual, jt: 0, jf: 1, k: UInt32(bitPattern: number))
                 emit(Self.returnConstant, k: Self.allow)
+            case let .fails(errno):
+                emit(Self.jumpIfEqual, jt: 0, jf: 1, k: UInt32(bitPattern: number))
+                emit(Self.returnConstant, k: Self.error | UInt32(errno))
             case let .argument(index, values):
                 // ld arg; (jeq v, 0, 1; ret ALLOW) per value; ret TRAP — then the number again.
                 let block = 2 + 2 * values.count
