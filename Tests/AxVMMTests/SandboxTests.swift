@@ -267,7 +267,7 @@ struct SandboxProcessTests {
                 "mkdir": "a snapshot vCPU 1 leads (the last vCPU to stop leads)", "mkdirat": "as mkdir",
                 "access": "as mkdir", "faccessat": "as mkdir", "readlink": "as getcwd", "readlinkat": "as getcwd"],
         .fault: ["newfstatat": "a lazy restore whose memory file shrank under it (SnapshotIntegrityTests)"],
-        .helper: ["ioctl": "KVM_IRQ_LINE (x86 Linux's IRQ resampler), UFFDIO_WAKE (the watchdog freeing a vCPU stuck in a fault)"],
+        .helper: ["ioctl": "KVM_IRQ_LINE (x86 Linux's IRQ resampler), UFFDIO_WAKE/UNREGISTER (the watchdog fencing guest memory for a vCPU stuck in a fault)"],
     ]
 
     /// Runs memtest (2 vCPUs, results files), a snapshot, a diff snapshot of its restore, a

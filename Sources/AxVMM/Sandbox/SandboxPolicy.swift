@@ -135,8 +135,9 @@ public struct SandboxPolicy: Sendable, Equatable {
             rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls(Self.userfaultIoctls))
             calls += Self.deviceService
         case .helper:
-            // The IRQ resampler's pulse (KVM_IRQ_LINE), the watchdog waking vCPUs stuck in a fault.
-            rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls(["KVM_IRQ_LINE", "UFFDIO_WAKE"]))
+            // The IRQ resampler's pulse (KVM_IRQ_LINE); the watchdog freeing a vCPU stuck in a
+            // fault: guest memory fenced (mprotect, UFFDIO_UNREGISTER wakes every waiter).
+            rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls(["KVM_IRQ_LINE", "UFFDIO_WAKE", "UFFDIO_UNREGISTER"]))
         }
         for c in calls where rules[c.number] == nil { rules[c.number] = .any }
         return rules
