@@ -64,6 +64,8 @@ public enum Sandbox {
     /// Names the calling thread; with the sandbox on drops its capabilities and installs its
     /// filter. Returns what failed, nil if nothing did.
     private static func confine(_ role: SandboxRole, name: String) -> String? {
+        // Sound: a StaticString literal is NUL-terminated and lives as long as the process
+        // (the SIGSYS handler may print it at any time).
         let roleName = UnsafeRawPointer(role.name.utf8Start).assumingMemoryBound(to: CChar.self)
         name.withCString { ckvm_sandbox_set_thread($0, roleName) }
         guard let program = state.withLock({ $0.programs[role] }) else { return nil }
