@@ -325,6 +325,11 @@ struct SandboxProcessTests {
             n == "axvm" ? .main : n.hasPrefix("axvm-vcpu") ? .vcpu : n.hasPrefix("axvm-fault") ? .fault
                 : n.hasPrefix("axvm-virtio") ? .device : .helper
         }
+        // A clone's line ends "= CHILD": the child starts under the filter of the thread that made it.
+        func inherit(_ line: Substring, _ r: SandboxRole) {
+            guard let child = line.split(separator: "=").last.map({ String($0.drop { $0 == " " }) }), Int(child) != nil else { return }
+            confined[child] = confined[child] ?? r
+        }
         for line in trace.split(separator: "\n") {
             let fields = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
             guard fields.count == 2 else { continue }
@@ -334,10 +339,7 @@ struct SandboxProcessTests {
                 // A resumed call: only a clone's child pid matters here.
                 rest = rest.dropFirst(5)
                 let call = String(rest.prefix { $0 != " " })
-                if call.hasPrefix("clone"), let r = confined[pid], let child = line.split(separator: "=").last.map({ String($0.drop { $0 == " " }) }),
-                   Int(child) != nil {
-                    confined[child] = confined[child] ?? r
-                }
+                if call.hasPrefix("clone"), let r = confined[pid] { inherit(line, r) }
                 continue
             }
             guard let paren = rest.firstIndex(of: "(") else { continue }
@@ -354,10 +356,7 @@ struct SandboxProcessTests {
             }
             if let r = confined[pid] {
                 out[r, default: []].insert(call)
-                if call.hasPrefix("clone"), !line.hasSuffix("...>"), let child = line.split(separator: "=").last.map({ String($0.drop { $0 == " " }) }),
-                   Int(child) != nil {
-                    confined[child] = confined[child] ?? r
-                }
+                if call.hasPrefix("clone"), !line.hasSuffix("...>") { inherit(line, r) }
             }
         }
         return out
