@@ -493,16 +493,6 @@ int ckvm_drop_capabilities(void) {
     return (int)syscall(SYS_capset, &header, data);
 }
 
-int ckvm_has_no_capabilities(void) {
-    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
-    struct __user_cap_data_struct data[2];
-    if (syscall(SYS_capget, &header, data) != 0) return 0;
-    for (int i = 0; i < 2; i++) {
-        if (data[i].effective || data[i].permitted || data[i].inheritable) return 0;
-    }
-    return 1;
-}
-
 static __thread const char *sandbox_role = "main";
 static const char *const *sandbox_names;
 static const int *sandbox_numbers;

@@ -9,8 +9,9 @@ struct Syscall: Sendable {
     init(_ name: StaticString, _ number: Int32) { self.name = name; self.number = number }
 }
 
-/// The system calls the sandbox names: those some thread of axvm makes after set-up, and
-/// those it names when they are refused (an exploit's first steps: `execve`, `socket`, `open`).
+/// The system calls the sandbox allows some role, and others its report names by name when
+/// a thread makes them (an exploit's first steps: `execve`, `socket`, `open`; calls axvm made
+/// before set-up, such as `preadv` or `eventfd2`).
 enum Syscalls {
     // Memory, threads, time, signals: every thread.
     static let futex = Syscall("futex", SYS_futex)

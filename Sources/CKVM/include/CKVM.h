@@ -72,8 +72,6 @@ int ckvm_seccomp_install(const struct sock_filter *filter, unsigned short count)
 /// 0, or -1 and errno from capset; the bounding set's EPERM (no CAP_SETPCAP: an
 /// unprivileged process, nothing to drop) is not an error.
 int ckvm_drop_capabilities(void);
-/// The calling thread's capability sets are all empty (capget).
-int ckvm_has_no_capabilities(void);
 /// Names the calling thread (PR_SET_NAME, 15 bytes shown) and keeps `role` (a static string)
 /// for the SIGSYS report.
 void ckvm_sandbox_set_thread(const char *name, const char *role);
