@@ -1061,6 +1061,7 @@ suite() {
     result "spin: exit $st, $(exit_msg)"
 
     max_resident_case
+    kut_cases
 
     # Kernel-mode memtest (guest CPL 0 is not emulated here, unlike on kvm_pvm).
     if [ -f /guests/memtest-kernel.bin ]; then
@@ -1082,6 +1083,50 @@ suite() {
     fi
 
     finish_suite "$t_suite"
+}
+
+# kvm-unit-tests (scripts/kvm-unit-tests.sh; in the initramfs at /kut when kvm-rig.sh build
+# had AXVM_KUT): the entries CI runs, each a case "kut-NAME: RESULT" (docs/kvm-unit-tests.md
+# says why these). Time limits are the suite's times KUT_SCALE: the rig's CPU is emulated.
+KUT_CI_X86="smptest smptest3 vmexit_cpuid vmexit_ipi x2apic ioapic tsc msr memory access sieve"
+KUT_CI_ARM="selftest-setup selftest-vectors-kernel selftest-smp psci timer gicv3-ipi"
+KUT_SCALE=3
+kut_cases() {
+    local list=$KUT_CI_X86 e r t0
+    [ "$ARCH" = aarch64 ] && list=$KUT_CI_ARM
+    for e in $list; do
+        name=kut-$e
+        if [ ! -f /kut/tests/unittests.cfg ]; then
+            echo "$name: skipped (no kvm-unit-tests in the initramfs: AXVM_KUT unset when it was built)"
+            continue
+        fi
+        rig_case "$name" $((KUT_SCALE * 90))
+        rm -f /tmp/s.json
+        t0=$(up)
+        r=$(AXVM=/axvm $PIN /kut-run.sh -s $KUT_SCALE -o /tmp/kut /kut/tests "$e" | awk -v e="$e" '$3 == e { print $4 }')
+        dt=$(since "$t0")
+        st=0; [ "$r" = PASS ] || st=1
+        [ "$r" = PASS ] || tr -d '\r' < "/tmp/kut/$e.axvm.log" | tail -15 | sed "s/^/[$name] /"
+        result "$name: ${r:-no result}"
+    done
+}
+
+# kut_table: every default entry of the suite on axvm and on QEMU (-cpu host, same limits),
+# side by side (scripts/kvm-rig.sh kut).
+kut_table() {
+    [ -f /kut/tests/unittests.cfg ] || { echo "rig: no kvm-unit-tests in the initramfs (build the rig with AXVM_KUT)"; return; }
+    AXVM=/axvm $PIN /kut-run.sh -t axvm -s $KUT_SCALE -o /tmp/kut /kut/tests
+    $PIN /kut-run.sh -t qemu -s $KUT_SCALE -o /tmp/kut /kut/tests
+    echo "kvm-unit-tests, $(uname -m), rig kernel $(uname -r), limits x$KUT_SCALE"
+    echo "| entry | axvm | QEMU |"
+    echo "|---|---|---|"
+    awk 'FNR == NR { a[$3] = $4; order[++n] = $3; next } { q[$3] = $4 }
+         END { for (i = 1; i <= n; i++) printf "| %s | %s | %s |\n", order[i], a[order[i]], q[order[i]] }' \
+        /tmp/kut/results.axvm /tmp/kut/results.qemu
+    for t in axvm qemu; do
+        awk -v t="$t" '{ n++; if ($4 == "PASS") p++; else if ($4 == "SKIP") s++; else f++ }
+            END { printf "%s: %d passed, %d failed, %d skipped of %d\n", t, p, f, s, n }' /tmp/kut/results.$t
+    done
 }
 
 # finish_suite T_SUITE: rounds 2..ROUNDS of the first-touch measurement, then the results
@@ -1194,6 +1239,8 @@ suite_aarch64() {
         result "spin: exit $st, $(exit_msg)"
     fi
 
+    kut_cases
+
     if [ -f /linux/vmlinuz ]; then
         : > /tmp/peer
         linux_cases_aarch64
@@ -1242,6 +1289,12 @@ case " $(cat /proc/cmdline) " in
         fi
         cat /tmp/table
         echo "rig: $npass passed, $nfail failed"
+        echo "RIG DONE"
+        ;;
+    *" rig=kut "*)
+        # scripts/kvm-rig.sh kut x86_64|aarch64: the whole suite on axvm and on QEMU.
+        [ "$ARCH" = aarch64 ] && setup_aarch64
+        kut_table
         echo "RIG DONE"
         ;;
     *" rig=sandbox "*)

@@ -14,6 +14,8 @@
 #                                        per request: axvm vs QEMU microvm, ROUNDS (3) rounds
 #   scripts/kvm-rig.sh balloon x86_64       free page reporting: host memory over time, axvm vs QEMU
 #   scripts/kvm-rig.sh sandbox x86_64 [N]   Linux boot with and without the sandbox, N interleaved rounds
+#   scripts/kvm-rig.sh kut x86_64            kvm-unit-tests: every default entry on axvm and on QEMU
+#                                        (build with AXVM_KUT=the suite's tarball or checkout)
 #                                        microvm, the cost to the guest, 60 s of racing writers
 # arm64 (KVM at EL2, built into Debian's arm64 kernel; qemu-system-aarch64 -M virt,virtualization=on):
 #   scripts/kvm-rig.sh fetch aarch64     linux-image-6.1.0-*-arm64-unsigned + busybox-static:arm64
@@ -27,6 +29,7 @@
 #   scripts/kvm-rig.sh disk aarch64 [max|cortex-a57] [ROUNDS]  the disk benchmark vs QEMU virt
 #   scripts/kvm-rig.sh balloon aarch64 [max|cortex-a57]        free page reporting vs QEMU virt
 #   scripts/kvm-rig.sh sandbox aarch64 [max|cortex-a57] [N]    Linux boot with and without the sandbox
+#   scripts/kvm-rig.sh kut aarch64 [max|cortex-a57]            kvm-unit-tests on axvm and on QEMU
 # Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory), outside
 # git; AXVM_RIG_REFRESH=1 makes fetch look up the current kernel again. Build output:
 # .build-rig/rig-x86_64/, .build-rig/rig-aarch64/.
@@ -199,6 +202,21 @@ copy_qemu() {
     if [ -d /usr/share/seabios ]; then cp -rL /usr/share/seabios "$root/usr/share/"; fi
 }
 
+# kut_into_root ARCH ROOT: kvm-unit-tests into the initramfs (AXVM_KUT: the suite's tarball or
+# checkout; .ci/run passes it), built by scripts/kvm-unit-tests.sh: the tests and unittests.cfg
+# at /kut/tests, the runner at /kut-run.sh. Without AXVM_KUT the rig's kut cases are skipped.
+kut_into_root() {
+    local arch=$1 root=$2
+    if [ -z "${AXVM_KUT:-}" ]; then
+        echo "kvm-rig: AXVM_KUT unset: no kvm-unit-tests in the rig (their cases are skipped)"
+        return
+    fi
+    scripts/kvm-unit-tests.sh build "$AXVM_KUT" "$arch"
+    mkdir -p "$root/kut"
+    cp -r ".build-kut/$arch/tests" "$root/kut/tests"
+    cp scripts/kut-run.sh "$root/kut-run.sh"
+}
+
 build_x86_64() {
     local kdir bb swift_bin
     kdir=$(kernel_dir)
@@ -236,6 +254,7 @@ build_x86_64() {
     BUSYBOX=$bb GUEST_MODULES=$kdir/guest-modules DISKBENCH=$out/diskbench scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
     BUSYBOX=$bb scripts/linux-guest-rootfs.sh "$root/linux/root.img" > /dev/null
     [ "${AXVM_RIG_NO_QEMU:-0}" = 1 ] || copy_qemu "$root"
+    kut_into_root x86_64 "$root"
     cp rig/init.sh "$root/init"
     chmod +x "$root/init"
     resolve_expectations rig/expected-x86_64.txt > "$root/rig/expected.txt"
@@ -665,6 +684,7 @@ build_aarch64() {
         AXVM_QEMU_CHECK=0 scripts/qemu-arm64-sysroot.sh "$root" > "$out/qemu-sysroot.log" 2>&1 \
             || { tail -20 "$out/qemu-sysroot.log"; die "scripts/qemu-arm64-sysroot.sh failed (log: $out/qemu-sysroot.log)"; }
     fi
+    kut_into_root aarch64 "$root"
     cp rig/init.sh "$root/init"
     chmod +x "$root/init"
     resolve_expectations rig/expected-aarch64.txt > "$root/rig/expected.txt"
@@ -793,6 +813,25 @@ sandbox_x86_64() {
     rig_table "$log" "Linux boot, " "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 120))}"
 }
 
+# kut_x86_64 / kut_aarch64 [CPU]: every default entry of kvm-unit-tests on axvm and on QEMU in
+# the rig (rig/init.sh kut_table; build the rig with AXVM_KUT); the table is printed at the end.
+kut_x86_64() {
+    local log=$out/kut.log
+    local -a qemu
+    qemu_x86_64 rig=kut
+    echo "kvm-rig: booting for kvm-unit-tests on axvm and on QEMU"
+    rig_table "$log" "kvm-unit-tests, " "${AXVM_RIG_TIMEOUT:-14400}"
+}
+
+kut_aarch64() {
+    local cpu=${1:-max} log
+    log=$out/kut-$cpu.log
+    local -a qemu
+    qemu_aarch64 "$cpu" rig=kut
+    echo "kvm-rig: arm64 -cpu $cpu, booting for kvm-unit-tests on axvm and on QEMU"
+    rig_table "$log" "kvm-unit-tests, " "${AXVM_RIG_TIMEOUT:-14400}"
+}
+
 sandbox_aarch64() {
     local cpu=${1:-max} rounds=${2:-5} log
     log=$out/sandbox-$cpu.log
@@ -860,10 +899,10 @@ case "$verb" in
             aarch64) fetch_aarch64 ;;
             *) die "fetch: x86_64 or aarch64" ;;
         esac ;;
-    build|test|shell|compare|linux|soak|disk|balloon|sandbox)
+    build|test|shell|compare|linux|soak|disk|balloon|sandbox|kut)
         case "$verb/$arch" in
-            */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64|disk/aarch64|balloon/aarch64|sandbox/aarch64) ;;
-            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk, balloon, sandbox)" ;;
+            */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64|disk/aarch64|balloon/aarch64|sandbox/aarch64|kut/aarch64) ;;
+            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk, balloon, sandbox, kut)" ;;
         esac
         out=$repo/.build-rig/rig-$arch
         shift $(($# < 2 ? $# : 2))
@@ -873,5 +912,6 @@ case "$verb" in
        echo "       | linux aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | soak x86_64 [N] [AXVM BOOT ARGS] | disk x86_64 [ROUNDS] | disk aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | balloon x86_64 | balloon aarch64 [max|cortex-a57] | sandbox x86_64 [ROUNDS] | sandbox aarch64 [max|cortex-a57] [ROUNDS]" >&2
+       echo "       | kut x86_64 | kut aarch64 [max|cortex-a57]" >&2
        exit 2 ;;
 esac

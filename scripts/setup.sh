@@ -25,6 +25,9 @@ command -v iasl >/dev/null || need+=(acpica-tools)
 PATH=$PATH:/sbin:/usr/sbin command -v mke2fs >/dev/null && PATH=$PATH:/sbin:/usr/sbin command -v debugfs >/dev/null || need+=(e2fsprogs)
 # strace lists the system calls each axvm thread makes under the sandbox (Tests/AxVMMTests/SandboxTests.swift).
 command -v strace >/dev/null || need+=(strace)
+# gcc and the aarch64 cross gcc build kvm-unit-tests (scripts/kvm-unit-tests.sh) for the rigs.
+command -v gcc >/dev/null || need+=(gcc)
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 update=0
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64

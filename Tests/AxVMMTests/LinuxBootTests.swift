@@ -82,7 +82,7 @@ func writeTempFile(_ bytes: [UInt8], _ name: String) -> String {
     @Test func hostileHeaders() {
         #expect(reason([]) == "kernel k: not a bzImage: 0 bytes, too short for the boot sector and setup header")
         #expect(reason(Array("#!/bin/sh\necho hello\n".utf8)).contains("too short"))
-        #expect(reason(syntheticBzImage(magic: "HdrX")) == "kernel k: not a bzImage: no \"HdrS\" setup header magic at offset 0x202")
+        #expect(reason(syntheticBzImage(magic: "HdrX")) == "kernel k: not a bzImage (nor a multiboot kernel): no \"HdrS\" setup header magic at offset 0x202")
         #expect(reason(Array(syntheticBzImage().prefix(0x210))) == "kernel k: truncated: 528 bytes, shorter than the 0x264-byte setup header")
         #expect(reason(Array(syntheticBzImage().dropLast(1))).hasPrefix("kernel k: truncated: 68095 bytes, but the header promises 2560 bytes of setup and 65536 of kernel"))
         #expect(reason(syntheticBzImage(version: 0x0206)).contains("boot protocol 2.6 is too old: axvm needs 2.12 or later"))

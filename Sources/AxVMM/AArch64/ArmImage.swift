@@ -27,6 +27,19 @@ public struct ArmKernelImage: Sendable {
     /// The Image, uncompressed: what is loaded at the base + text_offset.
     public let bytes: [UInt8]
 
+    /// A raw binary without a header (`--raw`; kvm-unit-tests' arm64 tests): loaded where
+    /// QEMU loads one, `legacyTextOffset` above the start of RAM, and entered at its first
+    /// byte. Its footprint is the file: memory it uses beyond it (its BSS) is its own
+    /// business, below the initrd and device tree at the top of RAM.
+    public init(raw bytes: [UInt8]) throws(Invalid) {
+        guard !bytes.isEmpty else { throw Invalid("empty file") }
+        textOffset = Self.legacyTextOffset
+        imageSize = UInt64(bytes.count + 0xfff) & ~0xfff
+        flags = 0
+        wasCompressed = false
+        self.bytes = bytes
+    }
+
     /// Checks the header of `bytes` (inflated first, up to `inflateLimit` bytes, if gzip).
     public init(bytes input: [UInt8], inflateLimit: Int) throws(Invalid) {
         var b = input
@@ -89,7 +102,7 @@ public struct ArmKernelImage: Sendable {
         if b.count >= 0x206 && b[0x202] == 0x48 && b[0x203] == 0x64 && b[0x204] == 0x72 && b[0x205] == 0x53 {
             return "an x86 bzImage"
         }
-        return "no \"ARM\\x64\" magic at offset 0x38"
+        return "no \"ARM\\x64\" magic at offset 0x38 (a raw binary is booted with --raw)"
     }
 
     /// A header that fails validation, with the reason.

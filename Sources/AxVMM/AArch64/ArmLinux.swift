@@ -236,7 +236,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
     /// and command line against the layout: every input error before KVM is opened.
     static func plan(_ c: LinuxBootConfig) throws(LinuxBootError) -> (ArmLinuxPlan, LinuxInitrd?) {
         let ram = AArch64Layout.ramRanges(size: c.memorySize)
-        let kernel = try ArmKernelImage(path: c.kernelPath, limit: c.memorySize)
+        let kernel = try ArmKernelImage(path: c.kernelPath, limit: c.memorySize, raw: c.rawKernel)
         let initrd = try c.initrdPath.map { p throws(LinuxBootError) in
             try LinuxInitrd(path: p, limit: c.memorySize) { size in
                 "\(size) bytes do not fit in RAM: larger than the \(c.memorySize >> 20) MiB of guest RAM"
@@ -375,13 +375,15 @@ extension ArmKernelImage {
     static let maxFileSize = 256 << 20
 
     /// Reads and parses the kernel at `path`; an `Image.gz` is inflated up to `limit` bytes
-    /// (the guest's RAM: a larger Image could not be loaded anyway).
-    init(path: String, limit: UInt64) throws(LinuxBootError) {
+    /// (the guest's RAM: a larger Image could not be loaded anyway). `raw`: a raw binary.
+    init(path: String, limit: UInt64, raw: Bool = false) throws(LinuxBootError) {
         let bytes: [UInt8]
         do {
             bytes = try readRegularFile(path, limit: Self.maxFileSize) { "\($0) bytes, more than the \(Self.maxFileSize >> 20) MiB limit" }
         } catch { throw .kernel(path: path, reason: error.reason) }
-        do { try self.init(bytes: bytes, inflateLimit: Int(min(limit, UInt64(Int.max)))) } catch {
+        do {
+            if raw { try self.init(raw: bytes) } else { try self.init(bytes: bytes, inflateLimit: Int(min(limit, UInt64(Int.max)))) }
+        } catch {
             throw .kernel(path: path, reason: error.reason)
         }
     }

@@ -85,9 +85,12 @@ public enum CommandOptions {
     public static let all: [CommandOption] = [
         // Guest RAM and paging.
         CommandOption("--kernel", [.boot], .text { $0.boot.kernelPath = $1 },
-                      help: "Linux kernel (x86_64: bzImage, e.g. /boot/vmlinuz-*; arm64: Image or Image.gz).", completion: .file),
+                      help: "Kernel: Linux (x86_64: bzImage, e.g. /boot/vmlinuz-*; arm64: Image or Image.gz), or a multiboot kernel (x86_64; kvm-unit-tests).",
+                      completion: .file),
+        CommandOption("--raw", [.boot], .flag { $0.boot.rawKernel = true },
+                      help: "arm64: the kernel is a raw binary (kvm-unit-tests), loaded at RAM + 512 KiB and entered at its start."),
         CommandOption("--initrd", [.boot], .text { $0.boot.initrdPath = $1 },
-                      help: "Initial ramdisk (cpio archive, may be compressed).", completion: .file),
+                      help: "Initial ramdisk (cpio archive, may be compressed); a multiboot kernel's module.", completion: .file),
         CommandOption("--cmdline", [.boot], .text { $0.boot.cmdline = $1 }, help: "Kernel command line.",
                       default: { "\"" + $0.boot.cmdline + "\"" }),
         CommandOption("--memory", [.run, .boot], .size { $0.settings.memorySize = $1 },

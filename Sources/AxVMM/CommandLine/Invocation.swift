@@ -127,6 +127,7 @@ public struct Invocation: Sendable {
             lines.append("memtest_mode=\(run.memtestMode.name)")
         case .boot:
             lines.append("kernel=\(boot.kernelPath)")
+            lines.append("raw_kernel=\(boot.rawKernel)")
             lines.append("initrd=\(boot.initrdPath ?? "none")")
             lines.append("cmdline=\(boot.cmdline)")
             lines.append("init_marker=\(boot.initMarker)")

@@ -86,6 +86,8 @@ public struct LinuxBootConfig: Sendable, RunConfiguration {
     public var rng = false
     /// A virtio-balloon with free page reporting: `--balloon`.
     public var balloon = false
+    /// arm64: the kernel is a raw binary, not an Image (`--raw`; `ArmKernelImage.init(raw:)`).
+    public var rawKernel = false
     /// The balloon's target at start, bytes (`--balloon-size`; whole 4 KiB pages).
     public var balloonSize: UInt64 = 0
     /// The balloon's target in 4 KiB pages, nil without a balloon.
@@ -154,6 +156,9 @@ public enum LinuxMachine {
         if let plan = c.snapshot, plan.diff {
             throw .badValue(what: "diff snapshot", value: plan.directory, reason: "needs a restored VM (axvm restore … --snapshot-diff): a diff is over the snapshot restored")
         }
+        if c.rawKernel && GuestArch.host != .aarch64 {
+            throw .badValue(what: "--raw", value: c.kernelPath, reason: "raw binaries are booted on arm64 hosts (x86 boots a bzImage or a multiboot kernel, each known by its header)")
+        }
         if let t = c.timeout, !(t > 0 && t <= VMConfig.maxTimeout) {
             throw .badValue(what: "timeout", value: "\(t)",
                             reason: "must be a number of seconds above 0 and at most \(Int(VMConfig.maxTimeout)) (one week); 0 or none: no limit")
@@ -208,6 +213,8 @@ public struct LinuxBootResult: Sendable {
     public var interruptWaits: [String] = []
     /// What the virtio-balloon did (nil: no balloon).
     public var balloon: BalloonCounters?
+    /// The kernel was a multiboot kernel (x86; `MultibootLoader`), not Linux: no init marker.
+    public var multiboot = false
 }
 
 extension RunReport {

@@ -8,6 +8,9 @@ public enum LinuxStatsFormat {
     public static func summary(_ r: RunReport, _ l: LinuxBootResult) -> String {
         let s = r.statistics
         let kind = l.config.lazy ? "lazy" : "populated"
+        if l.multiboot {
+            return "multiboot kernel ran with \(s.memoryBytes >> 20) MiB of \(kind) RAM and touched \(mib(s.populatedBytes)) (\(s.populatedBytes / 4096) pages)"
+        }
         let marker = l.initMarkerSeconds.map { ", reached init in \(StatsFormat.fixed($0, 2)) s" } ?? ", never reached init"
         return "Linux booted with \(s.memoryBytes >> 20) MiB of \(kind) RAM\(marker) and touched \(mib(s.populatedBytes)) (\(s.populatedBytes / 4096) pages)"
     }
@@ -17,7 +20,7 @@ public enum LinuxStatsFormat {
         let pct = s.memoryBytes == 0 ? 0 : Double(s.populatedBytes) * 100 / Double(s.memoryBytes)
         var out = ""
         out += "exit:            \(r.exitDescription)\n"
-        out += "init marker:     " + (l.initMarkerSeconds.map { "at \(StatsFormat.fixed($0, 3)) s after start" } ?? "not seen") + " (\"\(l.config.initMarker)\")\n"
+        if !l.multiboot { out += "init marker:     " + (l.initMarkerSeconds.map { "at \(StatsFormat.fixed($0, 3)) s after start" } ?? "not seen") + " (\"\(l.config.initMarker)\")\n" }
         if let m = r.memTotalKiB { out += "guest MemTotal:  \(m) kB\n" }
         out += "guest memory:    \(mib(s.memoryBytes)) \(l.config.lazy ? "lazy" : "populated"), populated \(mib(s.populatedBytes)) = \(s.populatedBytes / 4096) pages (\(StatsFormat.fixed(pct, 1))%)"
         if let p = l.populatedAtMarker { out += ", \(mib(p)) at the init marker" }

@@ -48,6 +48,9 @@ public struct LinuxSetupHeader: Sendable, Equatable {
     /// syssize paragraphs: below 2^36, so the product of the 32-bit field cannot overflow.
     public var kernelBytes: Int { Int(sysSize) * 16 }
 
+    /// Whether `b` has the setup header's magic ("HdrS" at 0x202): a bzImage, valid or not.
+    public static func isBzImage(_ b: [UInt8]) -> Bool { b.count >= 0x206 && b[0x202..<0x206].elementsEqual("HdrS".utf8) }
+
     /// Parses and validates the header of `bytes`; `reason` strings name what is wrong.
     public init(parsing b: [UInt8]) throws(LinuxSetupHeader.Invalid) {
         func u8(_ o: Int) -> UInt8 { b[o] }
@@ -58,8 +61,8 @@ public struct LinuxSetupHeader: Sendable, Equatable {
         guard b.count >= 0x206 else {
             throw Invalid("not a bzImage: \(b.count) bytes, too short for the boot sector and setup header")
         }
-        guard b[0x202..<0x206].elementsEqual("HdrS".utf8) else {
-            throw Invalid("not a bzImage: no \"HdrS\" setup header magic at offset 0x202")
+        guard Self.isBzImage(b) else {
+            throw Invalid("not a bzImage (nor a multiboot kernel): no \"HdrS\" setup header magic at offset 0x202")
         }
         guard b.count >= Self.minimumLength else {
             throw Invalid("truncated: \(b.count) bytes, shorter than the \(hex(Self.minimumLength))-byte setup header")
@@ -175,11 +178,14 @@ public struct LinuxKernel: Sendable {
     public static let maxFileSize = 256 << 20
 
     public init(path: String) throws(LinuxBootError) {
-        let bytes: [UInt8]
+        try self.init(path: path, bytes: Self.read(path))
+    }
+
+    /// The kernel file's bytes (a regular file of at most `maxFileSize` bytes).
+    static func read(_ path: String) throws(LinuxBootError) -> [UInt8] {
         do {
-            bytes = try readRegularFile(path, limit: Self.maxFileSize) { "\($0) bytes, more than the \(Self.maxFileSize >> 20) MiB limit" }
+            return try readRegularFile(path, limit: Self.maxFileSize) { "\($0) bytes, more than the \(Self.maxFileSize >> 20) MiB limit" }
         } catch { throw .kernel(path: path, reason: error.reason) }
-        try self.init(path: path, bytes: bytes)
     }
 
     public init(path: String, bytes: [UInt8]) throws(LinuxBootError) {

@@ -17,13 +17,16 @@ extension LinuxMachine {
     }
 
     /// `plan`, and the virtio devices (their images opened and locked) at their slots.
-    static func planWithDevices(_ c: LinuxBootConfig) throws(LinuxBootError) -> (LinuxBootPlan, initrd: LinuxInitrd?, VirtioSet?) {
+    /// `kernelBytes`: the kernel file, if the caller has read it already.
+    static func planWithDevices(_ c: LinuxBootConfig, kernelBytes: [UInt8]? = nil) throws(LinuxBootError) -> (LinuxBootPlan, initrd: LinuxInitrd?, VirtioSet?) {
         do { try validate(c) } catch { throw .vmm(error) }
         guard c.vcpus == 1 || c.firmware != .none else {
             throw .vmm(.badValue(what: "vCPUs", value: "\(c.vcpus)",
                                  reason: "without firmware tables (--no-mp-table) a Linux guest finds one CPU"))
         }
-        let kernel = try LinuxKernel(path: c.kernelPath)
+        let bytes: [UInt8]
+        if let kernelBytes { bytes = kernelBytes } else { bytes = try LinuxKernel.read(c.kernelPath) }
+        let kernel = try LinuxKernel(path: c.kernelPath, bytes: bytes)
         // Larger than RAM cannot fit: refused from its fstat; the plan then places it by size.
         let initrd = try c.initrdPath.map { p throws(LinuxBootError) in
             try LinuxInitrd(path: p, limit: min(c.memorySize, 4 << 30)) { size in
@@ -45,9 +48,16 @@ extension LinuxMachine {
 }
 
 extension X86Platform {
-    /// A bzImage through the 64-bit boot protocol, on a PC (`LinuxLoader`).
+    /// A bzImage through the 64-bit boot protocol, on a PC (`LinuxLoader`); a multiboot
+    /// kernel (a file without a bzImage's setup header and with a multiboot header) on the
+    /// smaller machine of `MultibootLoader`.
     func bootLinux(_ c: LinuxBootConfig, t0: UInt64) throws(LinuxBootError) -> RunReport {
-        let (plan, initrd, virtio) = try LinuxMachine.planWithDevices(c)
+        do { try LinuxMachine.validate(c) } catch { throw .vmm(error) }
+        let bytes = try LinuxKernel.read(c.kernelPath)
+        if !LinuxSetupHeader.isBzImage(bytes) && MultibootKernel.headerOffset(in: bytes) != nil {
+            return try bootMultiboot(c, kernel: MultibootKernel(path: c.kernelPath, bytes: bytes), t0: t0)
+        }
+        let (plan, initrd, virtio) = try LinuxMachine.planWithDevices(c, kernelBytes: bytes)
         // The device first, so that a bad --kvm is named as such rather than judged by the
         // host's modules.
         do { _ = try KVMSystem(path: c.kvmPath) } catch { throw .vmm(.kvm(error)) }
