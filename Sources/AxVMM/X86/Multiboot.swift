@@ -121,7 +121,7 @@ public struct MultibootPlan: Sendable {
         }
         guard !line.contains(0) else { throw .cmdline(reason: "contains a NUL byte") }
         var places = kernel.segments.enumerated().map { BootPlacement("kernel segment \($0.offset)", $0.element.address, end: $0.element.end) }
-        let kernelEnd = kernel.segments.map(\.end).max() ?? 0  // each below 4 GiB
+        let kernelEnd = kernel.segments.map { $0.end }.max() ?? 0  // each below 4 GiB
         let module = (kernelEnd + 0xfff) & ~0xfff
         let moduleEnd = module + moduleSize
         guard moduleSize <= 1 << 32, (moduleEnd + 0xfff) & ~0xfff + 0x2000 <= 1 << 32 else {
