@@ -1111,21 +1111,28 @@ kut_cases() {
     done
 }
 
-# kut_table: every default entry of the suite on axvm and on QEMU (-cpu host, same limits),
-# side by side (scripts/kvm-rig.sh kut).
+# kut_table [NAME...]: the suite's default entries (or NAME...) on axvm and on QEMU (-cpu host,
+# the same limits), one after the other, side by side (scripts/kvm-rig.sh kut).
 kut_table() {
+    local e t names="$*"
     [ -f /kut/tests/unittests.cfg ] || { echo "rig: no kvm-unit-tests in the initramfs (build the rig with AXVM_KUT)"; return; }
-    AXVM=/axvm $PIN /kut-run.sh -t axvm -s $KUT_SCALE -o /tmp/kut /kut/tests
-    $PIN /kut-run.sh -t qemu -s $KUT_SCALE -o /tmp/kut /kut/tests
-    echo "kvm-unit-tests, $(uname -m), rig kernel $(uname -r), limits x$KUT_SCALE"
+    [ -n "$names" ] || names=$(/kut-run.sh -l /kut/tests)
+    : > /tmp/kut-results.axvm; : > /tmp/kut-results.qemu
+    for e in $names; do
+        for t in axvm qemu; do
+            rig_case "kut-$t-$e" $((KUT_SCALE * 300))
+            AXVM=/axvm $PIN /kut-run.sh -t $t -s $KUT_SCALE -o /tmp/kut /kut/tests "$e" | grep "^kut $t " | tee -a /tmp/kut-results.$t
+        done
+    done
+    echo "kvm-unit-tests, $(uname -m), rig kernel $(uname -r), time limits x$KUT_SCALE"
     echo "| entry | axvm | QEMU |"
     echo "|---|---|---|"
     awk 'FNR == NR { a[$3] = $4; order[++n] = $3; next } { q[$3] = $4 }
          END { for (i = 1; i <= n; i++) printf "| %s | %s | %s |\n", order[i], a[order[i]], q[order[i]] }' \
-        /tmp/kut/results.axvm /tmp/kut/results.qemu
+        /tmp/kut-results.axvm /tmp/kut-results.qemu
     for t in axvm qemu; do
         awk -v t="$t" '{ n++; if ($4 == "PASS") p++; else if ($4 == "SKIP") s++; else f++ }
-            END { printf "%s: %d passed, %d failed, %d skipped of %d\n", t, p, f, s, n }' /tmp/kut/results.$t
+            END { printf "%s: %d passed, %d failed, %d skipped of %d\n", t, p, f, s, n }' /tmp/kut-results.$t
     done
 }
 
@@ -1294,7 +1301,8 @@ case " $(cat /proc/cmdline) " in
     *" rig=kut "*)
         # scripts/kvm-rig.sh kut x86_64|aarch64: the whole suite on axvm and on QEMU.
         [ "$ARCH" = aarch64 ] && setup_aarch64
-        kut_table
+        KUT_SCALE=$(sed -n 's/.*rig_scale=\([0-9]*\).*/\1/p' /proc/cmdline)
+        kut_table $(sed -n 's/.*rig_args=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
         echo "RIG DONE"
         ;;
     *" rig=sandbox "*)

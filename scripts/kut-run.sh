@@ -4,6 +4,7 @@
 # busybox. scripts/kvm-unit-tests.sh builds the suite and calls this; docs/kvm-unit-tests.md.
 #
 #   kut-run.sh [-t axvm|qemu] [-o LOGDIR] [-s SCALE] DIR [NAME...]
+#   kut-run.sh -l DIR            the names of the entries run by default, one per line
 #
 # DIR holds unittests.cfg and the .flat files (the suite's x86/ or arm/ after make). NAME...
 # picks entries (default: every entry outside the nodefault group). -s multiplies every
@@ -22,9 +23,10 @@
 # An entry for another arch, TCG, a missing host feature (check =) or disabled for this
 # target (disabled_if) is SKIP with the reason.
 set -u
-target=axvm logdir=${TMPDIR:-/tmp}/kut-logs scale=1
-while getopts t:o:s: opt; do
+target=axvm logdir=${TMPDIR:-/tmp}/kut-logs scale=1 list=0
+while getopts t:o:s:l opt; do
     case $opt in
+        l) list=1 ;;
         t) target=$OPTARG ;;
         o) logdir=$OPTARG ;;
         s) scale=$OPTARG ;;
@@ -41,6 +43,12 @@ case $arch in x86_64) kutarch=x86_64 ;; aarch64) kutarch=arm64 ;; *) echo "kut-r
 MAX_SMP=${MAX_SMP:-$(grep -c ^processor /proc/cpuinfo)}
 AXVM=${AXVM:-axvm}
 QEMU=${QEMU:-qemu-system-$arch}
+if [ $list = 1 ]; then
+    awk '/^\[.*\]/ { if (n != "" && g !~ /(^| )nodefault( |$)/) print n; n = substr($0, 2, index($0, "]") - 2); g = ""; next }
+         /^groups[ \t]*=/ { g = $0; sub(/^[^=]*=[ \t]*/, "", g) }
+         END { if (n != "" && g !~ /(^| )nodefault( |$)/) print n }' "$dir/unittests.cfg"
+    exit 0
+fi
 mkdir -p "$logdir" || exit 2
 env=$logdir/environ
 printf 'TEST_DEVICE=0\n' > "$env"

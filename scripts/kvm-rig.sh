@@ -14,7 +14,7 @@
 #                                        per request: axvm vs QEMU microvm, ROUNDS (3) rounds
 #   scripts/kvm-rig.sh balloon x86_64       free page reporting: host memory over time, axvm vs QEMU
 #   scripts/kvm-rig.sh sandbox x86_64 [N]   Linux boot with and without the sandbox, N interleaved rounds
-#   scripts/kvm-rig.sh kut x86_64            kvm-unit-tests: every default entry on axvm and on QEMU
+#   scripts/kvm-rig.sh kut x86_64 [NAME...]  kvm-unit-tests: every default entry on axvm and on QEMU
 #                                        (build with AXVM_KUT=the suite's tarball or checkout)
 #                                        microvm, the cost to the guest, 60 s of racing writers
 # arm64 (KVM at EL2, built into Debian's arm64 kernel; qemu-system-aarch64 -M virt,virtualization=on):
@@ -29,7 +29,7 @@
 #   scripts/kvm-rig.sh disk aarch64 [max|cortex-a57] [ROUNDS]  the disk benchmark vs QEMU virt
 #   scripts/kvm-rig.sh balloon aarch64 [max|cortex-a57]        free page reporting vs QEMU virt
 #   scripts/kvm-rig.sh sandbox aarch64 [max|cortex-a57] [N]    Linux boot with and without the sandbox
-#   scripts/kvm-rig.sh kut aarch64 [max|cortex-a57]            kvm-unit-tests on axvm and on QEMU
+#   scripts/kvm-rig.sh kut aarch64 [max|cortex-a57] [NAME...]  kvm-unit-tests on axvm and on QEMU
 # Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory), outside
 # git; AXVM_RIG_REFRESH=1 makes fetch look up the current kernel again. Build output:
 # .build-rig/rig-x86_64/, .build-rig/rig-aarch64/.
@@ -813,21 +813,25 @@ sandbox_x86_64() {
     rig_table "$log" "Linux boot, " "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 120))}"
 }
 
-# kut_x86_64 / kut_aarch64 [CPU]: every default entry of kvm-unit-tests on axvm and on QEMU in
-# the rig (rig/init.sh kut_table; build the rig with AXVM_KUT); the table is printed at the end.
+# kut_x86_64 [NAME...] / kut_aarch64 [CPU] [NAME...]: every default entry of kvm-unit-tests (or
+# NAME...) on axvm and on QEMU in the rig (rig/init.sh kut_table; build the rig with AXVM_KUT),
+# time limits the suite's times AXVM_KUT_SCALE (1); the table is printed at the end.
 kut_x86_64() {
-    local log=$out/kut.log
+    local log=$out/kut.log names
+    names=$(IFS=,; echo "$*")
     local -a qemu
-    qemu_x86_64 rig=kut
+    qemu_x86_64 rig=kut rig_scale="${AXVM_KUT_SCALE:-1}" ${names:+rig_args=$names}
     echo "kvm-rig: booting for kvm-unit-tests on axvm and on QEMU"
     rig_table "$log" "kvm-unit-tests, " "${AXVM_RIG_TIMEOUT:-14400}"
 }
 
 kut_aarch64() {
-    local cpu=${1:-max} log
+    local cpu=${1:-max} log names
+    shift $(($# < 1 ? $# : 1))
+    names=$(IFS=,; echo "$*")
     log=$out/kut-$cpu.log
     local -a qemu
-    qemu_aarch64 "$cpu" rig=kut
+    qemu_aarch64 "$cpu" rig=kut rig_scale="${AXVM_KUT_SCALE:-1}" ${names:+rig_args=$names}
     echo "kvm-rig: arm64 -cpu $cpu, booting for kvm-unit-tests on axvm and on QEMU"
     rig_table "$log" "kvm-unit-tests, " "${AXVM_RIG_TIMEOUT:-14400}"
 }
@@ -912,6 +916,6 @@ case "$verb" in
        echo "       | linux aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | soak x86_64 [N] [AXVM BOOT ARGS] | disk x86_64 [ROUNDS] | disk aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | balloon x86_64 | balloon aarch64 [max|cortex-a57] | sandbox x86_64 [ROUNDS] | sandbox aarch64 [max|cortex-a57] [ROUNDS]" >&2
-       echo "       | kut x86_64 | kut aarch64 [max|cortex-a57]" >&2
+       echo "       | kut x86_64 [NAME...] | kut aarch64 [max|cortex-a57] [NAME...]" >&2
        exit 2 ;;
 esac
