@@ -1121,7 +1121,7 @@ kut_table() {
     for e in $names; do
         for t in axvm qemu; do
             rig_case "kut-$t-$e" $((KUT_SCALE * 300))
-            AXVM=/axvm $PIN /kut-run.sh -t $t -s $KUT_SCALE -o /tmp/kut /kut/tests "$e" | grep "^kut $t " | tee -a /tmp/kut-results.$t
+            AXVM=/axvm $PIN /kut-run.sh -t $t -s $KUT_SCALE -o /tmp/kut /kut/tests "$e" | grep "^kut $t " | grep -v "^kut $t summary:" | tee -a /tmp/kut-results.$t
         done
     done
     echo "kvm-unit-tests, $(uname -m), rig kernel $(uname -r), time limits x$KUT_SCALE"
