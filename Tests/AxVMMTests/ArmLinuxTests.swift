@@ -115,9 +115,19 @@ private let debianArmKernel: String? = {
         #expect(gz.wasCompressed && gz.bytes == syntheticArmImage())
     }
 
+    /// A raw binary (`--raw`, kvm-unit-tests): QEMU's address for a headerless kernel, the
+    /// file rounded up to a page as its footprint; an empty one refused.
+    @Test func rawBinaryLoadsWhereQEMULoadsOne() throws {
+        let raw = try ArmKernelImage(raw: [UInt8](repeating: 0xd5, count: 5000))
+        #expect(raw.textOffset == 0x8_0000 && raw.imageSize == 0x2000 && raw.flags == 0 && raw.bytes.count == 5000)
+        #expect(throws: ArmKernelImage.Invalid("empty file")) { try ArmKernelImage(raw: []) }
+        let plan = try ArmLinuxPlan(kernel: raw, ram: AArch64Layout.ramRanges(size: 128 << 20), cmdline: "smp")
+        #expect(plan.placements.first?.range.start.raw == 0x4008_0000)
+    }
+
     @Test func refusesHostileHeaders() throws {
         #expect(imageRefusal(Array(syntheticArmImage().prefix(40))) == "truncated: 40 bytes, shorter than the 64-byte arm64 Image header")
-        #expect(imageRefusal(syntheticArmImage(magic: 0)) == "not an arm64 Image: no \"ARM\\x64\" magic at offset 0x38")
+        #expect(imageRefusal(syntheticArmImage(magic: 0)) == "not an arm64 Image: no \"ARM\\x64\" magic at offset 0x38 (a raw binary is booted with --raw)")
         var elf = syntheticArmImage(magic: 0)
         elf.replaceSubrange(0..<4, with: [0x7f, 0x45, 0x4c, 0x46])
         #expect(imageRefusal(elf).hasSuffix("an ELF file (boot the Image from arch/arm64/boot, not vmlinux)"))

@@ -63,6 +63,7 @@ public enum CommandHelp {
           axvm boot --kernel bzImage --initrd initramfs.cpio.gz --memory 512M --stats
           axvm boot --kernel Image.gz --initrd initramfs.cpio.gz --fault-around 64K --vcpus 2
           axvm boot --kernel bzImage --cmdline "console=ttyS0 panic=-1" --populate --quiet
+          axvm boot --kernel x86/apic.flat --cmdline "" --vcpus 2 --initrd environ   # kvm-unit-tests: exit status 0 = PASS
         """
 
     public static let restoreExamples = """

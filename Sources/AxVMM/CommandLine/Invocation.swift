@@ -7,7 +7,7 @@ public enum Subcommand: String, CaseIterable, Sendable {
         switch self {
         case .check: "Tell whether KVM and userfaultfd are usable here."
         case .run: "Run a guest from guests/build."
-        case .boot: "Boot a Linux kernel (x86_64 bzImage; arm64 Image or Image.gz) on lazily populated RAM."
+        case .boot: "Boot a kernel (Linux: x86_64 bzImage, arm64 Image or Image.gz; a multiboot kernel; an arm64 raw binary) on lazily populated RAM."
         case .restore: "Resume a VM from a snapshot directory (axvm run/boot --snapshot)."
         }
     }
