@@ -13,6 +13,10 @@ public struct KVMFlavour: Sendable, Equatable, CustomStringConvertible {
     /// `npt` (kvm_amd) or `ept` (kvm_intel) parameter is Y; always false for kvm_pvm.
     public var nestedPaging: Bool
 
+    /// This host's, read once: what a run asks after its set-up, when the sandbox no longer
+    /// lets it look in /sys (`Sandbox.confineMain` reads it first).
+    public static let current = detect()
+
     public static func detect(sysModule: String = "/sys/module") -> KVMFlavour {
         func exists(_ p: String) -> Bool { access(p, F_OK) == 0 }
         func flag(_ p: String) -> Bool {

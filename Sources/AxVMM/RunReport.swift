@@ -78,7 +78,7 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
         case let .interrupted(signal): return "interrupted by \(Termination.describe(signal))"
         case let .pagerFailure(m): return "lazy pager failed: \(m)"
         case let .internalError(1, data, rip):  // KVM_INTERNAL_ERROR_EMULATION
-            let pvm = KVMFlavour.detect().module == .kvmPVM
+            let pvm = KVMFlavour.current.module == .kvmPVM
             return "KVM could not emulate an instruction at \(pcName) \(h(rip)) (data \(data.map(h)))"
                 + (pvm ? ": kvm_pvm cannot run stock Linux kernels (see axvm boot --help)" : "")
         case let .internalError(sub, data, rip):

@@ -49,6 +49,9 @@ public enum Sandbox {
             throw .host("sandbox: the run's settings ask for it, but Sandbox.enable was not called before the run's threads started")
         }
         if let f = state.withLock({ $0.failure }) { throw .host("sandbox: \(f)") }
+        // What the run may still ask of /sys after this (a report naming kvm_pvm, a
+        // snapshot's header): read now, while the files may be opened.
+        _ = KVMFlavour.current
         if let f = confine(.main, name: "axvm") { throw .host("sandbox: \(f)") }
         if let f = state.withLock({ $0.failure }) { throw .host("sandbox: \(f)") }
     }

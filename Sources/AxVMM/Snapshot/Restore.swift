@@ -261,7 +261,7 @@ extension Runner {
                 let bytes = s.isEmpty ? [UInt8](repeating: 0, count: platform.vcpuStateSize) : s
                 vcpus.append(SnapshotState.SavedVCPU(state: bytes, ended: e))
             }
-            var state = SnapshotState(arch: platform.arch.rawValue, flavour: KVMFlavour.detect().module.rawValue,
+            var state = SnapshotState(arch: platform.arch.rawValue, flavour: KVMFlavour.current.module.rawValue,
                                       vcpuStateSize: UInt32(platform.vcpuStateSize), vmStateSize: UInt32(platform.vmStateSize),
                                       kind: loader.snapshotKind, loader: loader.snapshotBytes(),
                                       memorySize: settings.memorySize, regions: regions, vcpus: vcpus, vm: vmState)
