@@ -1088,8 +1088,8 @@ suite() {
 # kvm-unit-tests (scripts/kvm-unit-tests.sh; in the initramfs at /kut when kvm-rig.sh build
 # had AXVM_KUT): the entries CI runs, each a case "kut-NAME: RESULT" (docs/kvm-unit-tests.md
 # says why these). Time limits are the suite's times KUT_SCALE: the rig's CPU is emulated.
-KUT_CI_X86="smptest smptest3 vmexit_cpuid vmexit_ipi x2apic ioapic tsc msr memory access sieve"
-KUT_CI_ARM="selftest-setup selftest-vectors-kernel selftest-smp psci timer gicv3-ipi"
+KUT_CI_X86="smptest3 idt_test eventinj syscall hypercall xsave umip pcid-enabled tsc_adjust rmap_chain memory"
+KUT_CI_ARM="selftest-setup selftest-vectors-kernel selftest-vectors-user selftest-smp timer gicv3-active cache debug-bp debug-wp debug-sstep"
 KUT_SCALE=3
 kut_cases() {
     local list=$KUT_CI_X86 e r t0
