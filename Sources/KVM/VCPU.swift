@@ -106,6 +106,23 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
         _ = try ioctl(fd.raw, CKVM_KVM_ARM_VCPU_INIT, "KVM_ARM_VCPU_INIT(target \(target))", &initArgs)
     }
 
+    /// KVM_SET_DEVICE_ATTR on the vCPU (arm64: its PMU's interrupt and initialization):
+    /// `value` passed by address as a 32-bit integer, or no value (nil).
+    public func setAttribute(group: UInt32, attribute: UInt64, value: Int32?, what: String) throws(KVMError) {
+        var v = value ?? 0
+        _ = try withUnsafeMutablePointer(to: &v) { (p) throws(KVMError) in
+            try check("KVM_SET_DEVICE_ATTR(vCPU \(id): \(what))") {
+                ckvm_device_attr(fd.raw, 1, group, attribute, value == nil ? 0 : UInt64(UInt(bitPattern: p)))
+            }
+        }
+    }
+
+    /// KVM_HAS_DEVICE_ATTR on the vCPU: whether it has the attribute (arm64: a PMU when
+    /// KVM_ARM_VCPU_INIT enabled one).
+    public func hasAttribute(group: UInt32, attribute: UInt64) -> Bool {
+        ckvm_device_attr(fd.raw, 0, group, attribute, 0) == 0
+    }
+
     /// KVM_SET_ONE_REG: a 64-bit register by id (arm64 core and system registers).
     public func setRegister(_ id: UInt64, _ value: UInt64) throws(KVMError) {
         var v = value

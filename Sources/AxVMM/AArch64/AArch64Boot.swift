@@ -11,6 +11,8 @@ enum AArch64Boot {
     static let featurePSCI02: UInt32 = 1 << 2
     /// Feature bit 0: the vCPU starts powered off (a secondary, until PSCI CPU_ON).
     static let featurePowerOff: UInt32 = 1 << 0
+    /// Feature bit 3: a PMUv3 (KVM_CAP_ARM_PMU_V3), set up after the vGIC (`ArmPMU`).
+    static let featurePMUv3: UInt32 = 1 << 3
 
     /// PC at the entry, PSTATE EL1h with interrupts masked, SP_EL1 its stack, x0 the
     /// parameter page, x1 its index, and the MMU on over the VMM's stage 1 identity map.

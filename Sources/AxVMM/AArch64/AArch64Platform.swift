@@ -34,7 +34,8 @@ struct AArch64Platform: Platform {
             for i in 0..<count {
                 let v = try vm.createVCPU(id: UInt(i))
                 let off = i > 0 && interrupts == .inKernel ? AArch64Boot.featurePowerOff : 0
-                try v.armInit(target: target, features: AArch64Boot.featurePSCI02 | off)
+                let pmu = interrupts == .inKernel && info.pmu ? AArch64Boot.featurePMUv3 : 0
+                try v.armInit(target: target, features: AArch64Boot.featurePSCI02 | off | pmu)
                 vcpus.append(v)
             }
             return (vm, vcpus)
@@ -105,10 +106,13 @@ public struct AArch64Host: Sendable {
     /// and only the 40-bit default exists).
     public var ipaBits: Int
     public var nisvToUser: Bool
+    /// KVM_CAP_ARM_PMU_V3: the vCPUs can have a PMUv3 (a Linux guest's get one).
+    public var pmu: Bool
 
     public init(system: KVMSystem) {
         ipaBits = Int(system.checkExtension(KVM_CAP_ARM_VM_IPA_SIZE))
         nisvToUser = system.checkExtension(KVM_CAP_ARM_NISV_TO_USER) > 0
+        pmu = system.checkExtension(KVM_CAP_ARM_PMU_V3) > 0
     }
 
     /// The preferred vCPU target (KVM_ARM_PREFERRED_TARGET on a scratch VM).

@@ -90,3 +90,23 @@ enum ArmIRQ {
     /// Shared peripheral interrupt `spi` (INTID 32 + spi), KVM_ARM_IRQ_TYPE_SPI = 1.
     static func spi(_ spi: UInt32) -> UInt32 { 1 << 24 | (32 + spi) }
 }
+
+/// The vCPUs' PMUv3 (Documentation/virt/kvm/devices/vcpu.rst, "GROUP: KVM_ARM_VCPU_PMU_V3_CTRL"):
+/// its overflow interrupt on PPI 7 (INTID 23, as on QEMU's virt) and its initialization, after
+/// the vGIC's; described in the device tree as "arm,armv8-pmuv3".
+enum ArmPMU {
+    static let group: UInt32 = 0          // KVM_ARM_VCPU_PMU_V3_CTRL
+    static let irqAttribute: UInt64 = 0  // KVM_ARM_VCPU_PMU_V3_IRQ
+    static let initAttribute: UInt64 = 1 // KVM_ARM_VCPU_PMU_V3_INIT
+    static let ppi: UInt32 = 7
+
+    /// Sets up every vCPU's PMU if KVM_ARM_VCPU_INIT gave them one; whether it did.
+    static func setUp(_ vcpus: [VCPU]) throws(KVMError) -> Bool {
+        guard let first = vcpus.first, first.hasAttribute(group: group, attribute: initAttribute) else { return false }
+        for v in vcpus {
+            try v.setAttribute(group: group, attribute: irqAttribute, value: Int32(16 + ppi), what: "PMU interrupt PPI \(ppi)")
+            try v.setAttribute(group: group, attribute: initAttribute, value: nil, what: "PMU init")
+        }
+        return true
+    }
+}

@@ -96,7 +96,7 @@ enum ArmDeviceTree {
 
     /// `mpidrs`: each vCPU's MPIDR_EL1 (its `reg`); `virtio`: the virtio-mmio transports, as
     /// `virtio,mmio` nodes (their `gsi` an SPI number, edge-triggered, DMA-coherent).
-    static func build(plan: ArmLinuxPlan, gic: ArmGIC.Layout, mpidrs: [UInt64], virtio: [VirtioSlot] = []) throws(LinuxBootError) -> [UInt8] {
+    static func build(plan: ArmLinuxPlan, gic: ArmGIC.Layout, mpidrs: [UInt64], virtio: [VirtioSlot] = [], pmu: Bool = false) throws(LinuxBootError) -> [UInt8] {
         var w = DeviceTreeWriter()
         func cells(_ pairs: [(UInt64, UInt64)]) -> DeviceTreeValue { .u64s(pairs.flatMap { [$0.0, $0.1] }) }
         w.beginNode("")
@@ -163,6 +163,13 @@ enum ArmDeviceTree {
         w.property("always-on", .empty)
         w.property("interrupts", .u32s([13, 14, 11, 10].flatMap { [ppi, $0, cpuMask | levelHigh] }))
         w.endNode()
+
+        if pmu {
+            w.beginNode("pmu")
+            w.property("compatible", .string("arm,armv8-pmuv3"))
+            w.property("interrupts", .u32s([ppi, ArmPMU.ppi, cpuMask | levelHigh]))
+            w.endNode()
+        }
 
         w.beginNode("uart@\(hexDigits(ArmLinuxLayout.uart))")
         w.property("compatible", .string("ns16550a"))
@@ -263,16 +270,18 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
     func load(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
         console.populated = { memory.regions.reduce(0) { $0 + memory.populatedBytes($1) } }
         let gic: ArmGIC
+        let pmu: Bool
         var mpidrs: [UInt64] = []
         do {
             gic = try ArmGIC.create(vm: vm, vcpus: vcpus.count)
+            pmu = try ArmPMU.setUp(vcpus)
             for v in vcpus { mpidrs.append(try v.register(AArch64Register.mpidrEL1)) }
         } catch {
             throw .kvm(error)
         }
         self.gic = gic
         let blob: [UInt8]
-        do { blob = try ArmDeviceTree.build(plan: plan, gic: gic.layout, mpidrs: mpidrs, virtio: virtioSlots) } catch {
+        do { blob = try ArmDeviceTree.build(plan: plan, gic: gic.layout, mpidrs: mpidrs, virtio: virtioSlots, pmu: pmu) } catch {
             throw .host("\(error)")
         }
         var written: Result<Void, VMMError> = .success(())
