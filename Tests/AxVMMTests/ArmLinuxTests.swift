@@ -220,7 +220,7 @@ private let debianArmKernel: String? = {
         let plan = try ArmLinuxPlan(kernel: kernel, ram: ram, cmdline: "console=ttyS0 quiet", initrdPath: "i", initrdSize: 5000)
         for (version, compatible, reg) in [(ArmGIC.Version.v3, "arm,gic-v3", "reg = <0x00 0x8000000 0x00 0x10000 0x00 0x80a0000 0x00 0x40000>;"),
                                            (.v2, "arm,cortex-a15-gic", "reg = <0x00 0x8000000 0x00 0x1000 0x00 0x8010000 0x00 0x2000>;")] {
-            let blob = try ArmDeviceTree.build(plan: plan, gic: ArmGIC.Layout(version: version, vcpus: 2), mpidrs: [0x8000_0000, 0x8000_0001],
+            let blob = try ArmDeviceTree.build(plan: plan, gic: ArmGIC.Layout(version: version, vcpus: 2, its: version == .v3), mpidrs: [0x8000_0000, 0x8000_0001],
                                                virtio: [VirtioSlot(base: 0x0a00_0000, gsi: 16), VirtioSlot(base: 0x0a00_0200, gsi: 17)],
                                                pmu: version == .v3)
             #expect(blob.prefix(4) == [0xd0, 0x0d, 0xfe, 0xed])
@@ -245,7 +245,9 @@ private let debianArmKernel: String? = {
                 // virtio-mmio transports, as Linux's virtio_mmio driver matches them in a device tree.
                 "virtio_mmio@a000000 {", "virtio_mmio@a000200 {", "compatible = \"virtio,mmio\";",
                 "reg = <0x00 0xa000200 0x00 0x200>;", "interrupts = <0x00 0x11 0x01>;", "dma-coherent;",
-            ] + (version == .v3 ? ["pmu {", "compatible = \"arm,armv8-pmuv3\";", "interrupts = <0x01 0x07 0x04>;"] : []) {
+            ] + (version == .v3 ? ["pmu {", "compatible = \"arm,armv8-pmuv3\";", "interrupts = <0x01 0x07 0x04>;",
+                                   "its@8080000 {", "compatible = \"arm,gic-v3-its\";", "msi-controller;", "#msi-cells = <0x01>;",
+                                   "reg = <0x00 0x8080000 0x00 0x20000>;"] : []) {
                 #expect(dts.contains(line), "\(version): no \(line) in\n\(dts)")
             }
             #expect(dts.contains("pmu {") == (version == .v3), "a PMU node only when the vCPUs have one")

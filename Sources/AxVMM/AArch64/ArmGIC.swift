@@ -7,19 +7,26 @@ import KVM
 struct ArmGIC {
     enum Version: Sendable, Equatable { case v3, v2 }
 
-    /// Which GIC, for how many vCPUs: what the device tree describes.
+    /// Which GIC, for how many vCPUs, with an ITS or not: what the device tree describes.
     struct Layout: Sendable {
         let version: Version
         let vcpus: Int
+        var its = false
     }
 
-    let layout: Layout
+    var layout: Layout
     /// The device's fd: the vGIC lives as long as the VM, this keeps its handle.
     let device: KVMDevice
+    /// A GICv3's ITS (KVM_DEV_TYPE_ARM_VGIC_ITS), when the host's KVM makes one.
+    var itsDevice: KVMDevice?
 
     // enum kvm_device_type (include/uapi/linux/kvm.h).
     static let typeV2: UInt32 = 5
     static let typeV3: UInt32 = 7
+    static let typeITS: UInt32 = 8
+    static let itsAddress: UInt64 = 4             // KVM_VGIC_ITS_ADDR_TYPE
+    /// The ITS's frames: control and translation, 64 KiB each.
+    static let itsSize: UInt64 = 0x2_0000
     // arch/arm64/include/uapi/asm/kvm.h (numbers, so that x86 builds compile this too).
     static let groupAddress: UInt32 = 0           // KVM_DEV_ARM_VGIC_GRP_ADDR
     static let groupNumberOfIRQs: UInt32 = 3      // KVM_DEV_ARM_VGIC_GRP_NR_IRQS
@@ -43,7 +50,7 @@ struct ArmGIC {
     /// A GICv3, or a GICv2 if KVM cannot make a v3 (ENODEV: a host GIC without v3 CPU
     /// interfaces), at `ArmLinuxLayout`'s addresses, initialized for `vcpus` vCPUs.
     static func create(vm: VirtualMachine, vcpus: Int) throws(KVMError) -> ArmGIC {
-        let gic: ArmGIC
+        var gic: ArmGIC
         do {
             gic = ArmGIC(layout: Layout(version: .v3, vcpus: vcpus), device: try vm.createDevice(type: typeV3, name: "vGICv3"))
         } catch {
@@ -54,6 +61,19 @@ struct ArmGIC {
             try gic.device.set(group: groupAddress, attribute: attribute, address, what: what)
         }
         try gic.device.set(group: groupNumberOfIRQs, attribute: 0, lines, what: "\(lines) interrupt lines")
+        // A v3's ITS (arm-vgic-its.rst): made, placed and initialized before the GIC's own
+        // initialization; a KVM without one (ENODEV) leaves the GIC without.
+        if gic.layout.version == .v3 {
+            do {
+                let its = try vm.createDevice(type: typeITS, name: "vGIC ITS")
+                try its.set(group: groupAddress, attribute: itsAddress, ArmLinuxLayout.gicITS, what: "ITS base")
+                try its.command(group: groupControl, attribute: controlInit, what: "ITS CTRL_INIT")
+                gic.itsDevice = its
+                gic.layout.its = true
+            } catch {
+                guard case .ioctl(_, .noSuchDevice) = error else { throw error }
+            }
+        }
         try gic.device.command(group: groupControl, attribute: controlInit, what: "CTRL_INIT")
         return gic
     }

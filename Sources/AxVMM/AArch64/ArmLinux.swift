@@ -12,6 +12,8 @@ public enum ArmLinuxLayout {
     public static let gicDistributor: UInt64 = 0x0800_0000
     public static let gicCPUInterface: UInt64 = 0x0801_0000
     public static let gicRedistributors: UInt64 = 0x080a_0000
+    /// A GICv3's ITS (MSI translation), 128 KiB below the redistributors, as on QEMU's virt.
+    public static let gicITS: UInt64 = 0x0808_0000
     /// The ns16550a UART (registers one byte apart), on SPI 1 (INTID 33), level-triggered.
     public static let uart: UInt64 = 0x0900_0000
     public static let uartSize: UInt64 = 0x1000
@@ -152,6 +154,14 @@ enum ArmDeviceTree {
         w.property("ranges", .empty)
         w.property("reg", cells(gic.registers))
         w.property("phandle", .u32s([gicPhandle]))
+        if gic.its {
+            w.beginNode("its@\(hexDigits(ArmLinuxLayout.gicITS))")
+            w.property("compatible", .string("arm,gic-v3-its"))
+            w.property("msi-controller", .empty)
+            w.property("#msi-cells", .u32s([1]))
+            w.property("reg", cells([(ArmLinuxLayout.gicITS, ArmGIC.itsSize)]))
+            w.endNode()
+        }
         w.endNode()
 
         // The timer's PPIs (secure, non-secure, virtual, hypervisor: 13, 14, 11, 10), level
