@@ -87,7 +87,7 @@ struct MultibootTests {
         #expect(u32(i, 4) == 640)
         #expect(u32(i, 8) == (64 << 10) - 1024)           // KiB above 1 MiB
         #expect(u32(i, 16) == 0x40_4000)
-        #expect(Array(i[0x1000..<0x1004]) == Array("a b\0".utf8))
+        #expect(Array(i[0x1000..<0x1006]) == Array("k a b\0".utf8))  // argv[0] the kernel
         #expect(u32(i, 20) == 1 && u32(i, 24) == 0x40_3080)
         #expect(u32(i, 0x80) == 0x40_2000 && u32(i, 0x84) == 0x40_2000 + 100)
         #expect(String(decoding: i[0x800..<0x807], as: UTF8.self) == "environ")
@@ -106,7 +106,8 @@ struct MultibootTests {
         }
         #expect(reason()?.hasPrefix("kernel segment 0 [0x400000, 0x402000) is not inside guest RAM") == true)
         let big = X86Layout.ramRanges(size: 64 << 20)
-        #expect(reason(String(repeating: "x", count: 4096), in: big) == "kernel command line: 4096 bytes, more than the 4095 a multiboot command line page holds")
+        #expect(reason(String(repeating: "x", count: 4094), in: big) == "kernel command line: 4096 bytes with the kernel's path before it, more than the 4095 a multiboot command line page holds")
+        #expect(reason(String(repeating: "x", count: 4093), in: big) == nil)  // "k " and 4093 bytes: the most
         #expect(reason("a\0b", in: big) == "kernel command line: contains a NUL byte")
         #expect(reason(module: 62 << 20, in: big)?.hasPrefix("module [0x402000, 0x4202000) is not inside guest RAM") == true)
         #expect(reason(module: (64 << 20) - 0x40_3000, in: big)?.hasPrefix("multiboot information [0x3fff000, 0x4001000) is not inside guest RAM") == true)
@@ -151,7 +152,7 @@ struct MultibootTests {
         c.timeout = 30
         let r = try LinuxMachine.boot(c)
         #expect(r.exit == .guestExit(code: 0), "\(r.exit)\n\(r.serialOutput)")
-        for line in ["mbcheck: magic ok", "mbcheck: cmdline [hello world]", "mbcheck: module [KEY=VALUE]",
+        for line in ["mbcheck: magic ok", "mbcheck: cmdline [\(c.kernelPath) hello world]", "mbcheck: module [KEY=VALUE]",
                      "mbcheck: mem_upper 0x0000fc00", "mbcheck: fw_cfg QEMU cpus 0x00000002", "mbcheck: bss zero, done"] {
             #expect(r.serialOutput.contains(line + "\n"), "\(line) missing from:\n\(r.serialOutput)")
         }

@@ -98,7 +98,7 @@ public struct MultibootKernel: Sendable {
 /// kernel: the kernel's segments where their headers say; the module (`--initrd`, which
 /// kvm-unit-tests reads as its environment) on the next page after the kernel's end; then
 /// the information block, its module entry and memory map (page 1), the command line (page
-/// 2). All below 4 GiB: the block holds 32-bit addresses.
+/// 2: the kernel's path, then the arguments). All below 4 GiB: the block holds 32-bit addresses.
 public struct MultibootPlan: Sendable {
     public let kernel: MultibootKernel
     public let ram: [GuestPhysRange]
@@ -114,10 +114,11 @@ public struct MultibootPlan: Sendable {
     /// mem_lower: the PC's 640 KiB of conventional memory.
     static let memLowerKiB: UInt32 = 640
 
+    /// `cmdline` goes to the kernel after its own path, as GRUB and QEMU pass it (argv[0]).
     public init(kernel: MultibootKernel, ram: [GuestPhysRange], cmdline: String, modulePath: String?, moduleSize: UInt64) throws(LinuxBootError) {
-        let line = Array(cmdline.utf8)
+        let line = Array((cmdline.isEmpty ? kernel.path : kernel.path + " " + cmdline).utf8)
         guard line.count <= Self.maxCmdline else {
-            throw .cmdline(reason: "\(line.count) bytes, more than the \(Self.maxCmdline) a multiboot command line page holds")
+            throw .cmdline(reason: "\(line.count) bytes with the kernel's path before it, more than the \(Self.maxCmdline) a multiboot command line page holds")
         }
         guard !line.contains(0) else { throw .cmdline(reason: "contains a NUL byte") }
         var places = kernel.segments.enumerated().map { BootPlacement("kernel segment \($0.offset)", $0.element.address, end: $0.element.end) }
