@@ -20,7 +20,7 @@ host_arch() { case $(uname -m) in x86_64) echo x86_64 ;; aarch64) echo aarch64 ;
 # The entries CI runs here, on kvm_pvm (which emulates guest kernel mode: many timer, APIC and
 # exit-heavy tests run too slowly or not at all there, on QEMU as on axvm; the rigs run the
 # rest on kvm_amd and arm64 KVM).
-KVM_PVM_ENTRIES="smptest smptest3 idt_test setjmp rmap_chain"
+KVM_PVM_ENTRIES="smptest smptest3 idt_test setjmp rmap_chain vmexit_cpuid"
 
 build() {
     local src=${1:-} arch=${2:-$(host_arch)} out work
