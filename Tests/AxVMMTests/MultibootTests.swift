@@ -138,6 +138,17 @@ struct MultibootTests {
         }
     }
 
+    @Test func testDeviceSetsOneLinePerByte() {
+        final class Lines: @unchecked Sendable { var set: [(UInt32, Bool)] = [] }  // one thread
+        let lines = Lines()
+        let d = TestDeviceIRQLines(setLine: { lines.set.append(($0, $1)) })
+        _ = [UInt8(1), 0, 0, 0].withUnsafeBytes { d.write(at: 0x0b, from: $0, vcpu: 0) }  // outl 1, 0x200b
+        #expect(lines.set.map { $0.0 } == [11, 12, 13, 14] && lines.set.map { $0.1 } == [true, false, false, false])
+        lines.set = []
+        _ = [UInt8(7), 7].withUnsafeBytes { d.write(at: 23, from: $0, vcpu: 0) }        // past line 23: dropped
+        #expect(lines.set.map { $0.0 } == [23] && lines.set.first?.1 == true)
+    }
+
     /// guests/multiboot/mbcheck.S on KVM: what it prints is what the loader handed it.
     @Test(.enabled(if: KVMGate.enabled, "KVM unusable here")) func bootsTheMultibootGuest() throws {
         _ = Guests.built

@@ -71,3 +71,25 @@ final class DebugExit: BusDevice {
         .endMachine(.guestExit(code: data.first ?? 0))
     }
 }
+
+/// The interrupt lines of QEMU's pc-testdev (hw/misc/pc-testdev.c) at ports 0x2000-0x2017:
+/// each byte written sets interrupt line (port - 0x2000) to its truth, a level through the
+/// in-kernel PIC and IOAPIC (KVM_IRQ_LINE); a 32-bit write to 0x200b sets line 11 and lowers
+/// 12-14, as QEMU's byte-wide ports do. kvm-unit-tests' ioapic and realmode tests raise
+/// their interrupts here. Reads float. (The rest of pc-testdev — its scratch port, page
+/// flush and MMIO window — axvm does not have: the tests that ask for it are told so.)
+final class TestDeviceIRQLines: BusDevice {
+    static let base: UInt16 = 0x2000
+    static let count = 24
+    private let setLine: @Sendable (UInt32, Bool) -> Void
+    init(setLine: @escaping @Sendable (UInt32, Bool) -> Void) { self.setLine = setLine }
+
+    func read(at offset: UInt64, into data: UnsafeMutableRawBufferPointer, vcpu: Int) -> BusEffect {
+        data.fill(0xff)
+        return .handled
+    }
+    func write(at offset: UInt64, from data: UnsafeRawBufferPointer, vcpu: Int) -> BusEffect {
+        for (i, b) in data.enumerated() where Int(offset) + i < Self.count { setLine(UInt32(Int(offset) + i), b != 0) }
+        return .handled
+    }
+}

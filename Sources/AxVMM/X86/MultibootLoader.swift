@@ -32,7 +32,7 @@ extension X86Platform {
 /// paging and interrupts off), the other vCPUs waiting in KVM for the INIT and SIPI the
 /// kernel sends them. Devices: KVM's in-kernel PIC, IOAPIC, LAPICs and PIT; COM1's 8250;
 /// fw_cfg's legacy ports (`FirmwareConfig`); the isa-debug-exit port (`DebugExit`), whose
-/// write ends the run with the guest's code. Other ports float, MMIO outside RAM reads 0xff.
+/// write ends the run with the guest's code; pc-testdev's interrupt lines (`TestDeviceIRQLines`). Other ports float, MMIO outside RAM reads 0xff.
 final class MultibootLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // device state behind `lock`
     let platform: P
     let config: LinuxBootConfig
@@ -117,6 +117,9 @@ final class MultibootLoader<P: Platform>: GuestLoader, @unchecked Sendable {  //
         try buses.pio.register(FirmwareConfig(ram: config.memorySize, cpus: config.vcpus), name: "fw_cfg",
                                at: UInt64(FirmwareConfig.selectorPort), size: 2)
         try buses.pio.register(DebugExit(), name: "isa-debug-exit", at: UInt64(DebugExit.port), size: 4)
+        let vm = memory.vm
+        try buses.pio.register(TestDeviceIRQLines(setLine: { line, high in try? vm.setIRQLine(line, high: high) }),
+                               name: "pc-testdev interrupt lines", at: UInt64(TestDeviceIRQLines.base), size: UInt64(TestDeviceIRQLines.count))
     }
 
     func unclaimedMMIO(gpa: GuestPhysAddr, isWrite: Bool, size: Int, pc: UInt64) -> ExitReason? { nil }
