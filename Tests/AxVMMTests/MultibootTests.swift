@@ -149,6 +149,16 @@ struct MultibootTests {
         #expect(lines.set.map { $0.0 } == [23] && lines.set.first?.1 == true)
     }
 
+    @Test func testDeviceMemoryReadsBackWhatWasWritten() {
+        let m = TestDeviceMemory()
+        _ = [UInt8(1), 2, 3, 4, 5, 6, 7, 8].withUnsafeBytes { m.write(at: 0xfffc, from: $0, vcpu: 0) }  // half past the end
+        var out = [UInt8](repeating: 0, count: 8)
+        _ = out.withUnsafeMutableBytes { m.read(at: 0xfffc, into: $0, vcpu: 0) }
+        #expect(out == [1, 2, 3, 4, 0xff, 0xff, 0xff, 0xff])
+        _ = out.withUnsafeMutableBytes { m.read(at: 0, into: $0, vcpu: 0) }
+        #expect(out == [UInt8](repeating: 0, count: 8))
+    }
+
     /// guests/multiboot/mbcheck.S on KVM: what it prints is what the loader handed it.
     @Test(.enabled(if: KVMGate.enabled, "KVM unusable here")) func bootsTheMultibootGuest() throws {
         _ = Guests.built

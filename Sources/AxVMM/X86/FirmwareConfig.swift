@@ -93,3 +93,26 @@ final class TestDeviceIRQLines: BusDevice {
         return .handled
     }
 }
+
+/// pc-testdev's MMIO window (hw/misc/pc-testdev.c, "iomem"): 64 KiB at 0xff00_0000 that read
+/// back what was written, through MMIO exits (so each access is emulated by KVM: what
+/// kvm-unit-tests' lam and emulator tests use to reach KVM's instruction emulator).
+final class TestDeviceMemory: BusDevice, @unchecked Sendable {  // bytes behind `lock`
+    static let base: UInt64 = 0xff00_0000
+    static let size = 0x1_0000
+    private let lock = Lock()
+    private var bytes = [UInt8](repeating: 0, count: TestDeviceMemory.size)
+
+    func read(at offset: UInt64, into data: UnsafeMutableRawBufferPointer, vcpu: Int) -> BusEffect {
+        lock.withLock {
+            for i in 0..<data.count { data[i] = Int(offset) + i < Self.size ? bytes[Int(offset) + i] : 0xff }
+        }
+        return .handled
+    }
+    func write(at offset: UInt64, from data: UnsafeRawBufferPointer, vcpu: Int) -> BusEffect {
+        lock.withLock {
+            for (i, b) in data.enumerated() where Int(offset) + i < Self.size { bytes[Int(offset) + i] = b }
+        }
+        return .handled
+    }
+}

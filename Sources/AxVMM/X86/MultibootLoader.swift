@@ -32,7 +32,8 @@ extension X86Platform {
 /// paging and interrupts off), the other vCPUs waiting in KVM for the INIT and SIPI the
 /// kernel sends them. Devices: KVM's in-kernel PIC, IOAPIC, LAPICs and PIT; COM1's 8250;
 /// fw_cfg's legacy ports (`FirmwareConfig`); the isa-debug-exit port (`DebugExit`), whose
-/// write ends the run with the guest's code; pc-testdev's interrupt lines (`TestDeviceIRQLines`). Other ports float, MMIO outside RAM reads 0xff.
+/// write ends the run with the guest's code; pc-testdev's interrupt lines and MMIO window
+/// (`TestDeviceIRQLines`, `TestDeviceMemory`). Other ports float, MMIO outside RAM reads 0xff.
 final class MultibootLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // device state behind `lock`
     let platform: P
     let config: LinuxBootConfig
@@ -120,6 +121,7 @@ final class MultibootLoader<P: Platform>: GuestLoader, @unchecked Sendable {  //
         let vm = memory.vm
         try buses.pio.register(TestDeviceIRQLines(setLine: { line, high in try? vm.setIRQLine(line, high: high) }),
                                name: "pc-testdev interrupt lines", at: UInt64(TestDeviceIRQLines.base), size: UInt64(TestDeviceIRQLines.count))
+        try buses.mmio.register(TestDeviceMemory(), name: "pc-testdev memory", at: TestDeviceMemory.base, size: UInt64(TestDeviceMemory.size))
     }
 
     func unclaimedMMIO(gpa: GuestPhysAddr, isWrite: Bool, size: Int, pc: UInt64) -> ExitReason? { nil }
