@@ -1088,7 +1088,7 @@ suite() {
 # kvm-unit-tests (scripts/kvm-unit-tests.sh; in the initramfs at /kut when kvm-rig.sh build
 # had AXVM_KUT): the entries CI runs, each a case "kut-NAME: RESULT" (docs/kvm-unit-tests.md
 # says why these). Time limits are the suite's times KUT_SCALE: the rig's CPU is emulated.
-KUT_CI_X86="smptest3 idt_test eventinj syscall hypercall xsave umip pcid-enabled tsc_adjust rmap_chain memory vmexit_ipi_halt vmexit_tscdeadline"
+KUT_CI_X86="smptest3 ioapic idt_test eventinj realmode syscall hypercall xsave umip pcid-enabled tsc_adjust rmap_chain memory vmexit_ipi_halt vmexit_tscdeadline"
 KUT_CI_ARM="selftest-setup selftest-vectors-kernel selftest-vectors-user selftest-smp timer gicv3-active its-introspection pmu-cycle-counter pmu-sw-incr cache debug-bp debug-wp debug-sstep"
 KUT_SCALE=3
 kut_cases() {
