@@ -1123,6 +1123,10 @@ kut_table() {
             rig_case "kut-$t-$e" $((KUT_SCALE * 300))
             AXVM=/axvm $PIN /kut-run.sh -t $t -s $KUT_SCALE -o /tmp/kut /kut/tests "$e" | grep "^kut $t " | grep -v "^kut $t summary:" | tee -a /tmp/kut-results.$t
         done
+        # Where the two disagree, what each printed last (the reason, for the docs).
+        if [ "$(tail -1 /tmp/kut-results.axvm | cut -d' ' -f4)" != "$(tail -1 /tmp/kut-results.qemu | cut -d' ' -f4)" ]; then
+            for t in axvm qemu; do tr -d '\r' < "/tmp/kut/$e.$t.log" | grep -v '^PASS' | tail -6 | sed "s/^/[kut-log $e $t] /"; done
+        fi
     done
     echo "kvm-unit-tests, $(uname -m), rig kernel $(uname -r), time limits x$KUT_SCALE"
     echo "| entry | axvm | QEMU |"
