@@ -33,6 +33,7 @@ import Testing
         "--marker": (["--marker", "resumed!"], [.restore: ["linux.init_marker=resumed!"]]),
         "--disk": (["--disk", "a.img,ro", "--disk", "b.img"], [.boot: ["disk0=a.img,ro", "disk1=b.img"]]),
         "--rng": (["--rng"], [.boot: ["rng=true"]]),
+        "--raw": (["--raw"], [.boot: ["raw_kernel=true"]]),
         "--balloon": (["--balloon"], [.boot: ["balloon=0"]]),
         "--balloon-size": (["--balloon", "--balloon-size", "64M"], [.boot: ["balloon=67108864"]]),
         "--quiet": (["--quiet"], [.boot: ["serial_to_stdout=false"],
