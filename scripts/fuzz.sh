@@ -3,7 +3,8 @@
 # (EPTViolation, NPTFault, Stage2Abort, GStageFault), the guest image header (GuestImage),
 # the bzImage header and Linux boot plan (BzImage), the arm64 Image header, its gzip inflater
 # and boot plan (ArmImage), the snapshot decoder with a restore's checks before its VM
-# (Snapshot), the split virtqueue parser over hostile rings (Virtqueue) and the command line's size parser
+# (Snapshot), the split virtqueue parser over hostile rings (Virtqueue), the multiboot kernel
+# parser and its boot plan (Multiboot) and the command line's size parser
 # (ByteSize). Builds them with -sanitize=fuzzer,address
 # into .build-fuzz/, runs each for RUNS executions from its seeds in Fuzz/corpus/<target>/
 # (copied to .build-fuzz/run/<target>/corpus, so new inputs stay out of git), and prints
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-1000000}
 [[ $runs =~ ^[0-9]+$ ]] || { echo "usage: scripts/fuzz.sh [RUNS] [TARGET...]" >&2; exit 2; }
 shift $(( $# > 0 ? 1 : 0 ))
-all=(EPTViolation NPTFault Stage2Abort GStageFault ByteSize GuestImage BzImage ArmImage Snapshot Virtqueue)
+all=(EPTViolation NPTFault Stage2Abort GStageFault ByteSize GuestImage BzImage ArmImage Snapshot Virtqueue Multiboot)
 targets=("$@")
 (( ${#targets[@]} > 0 )) || targets=("${all[@]}")
 
@@ -40,6 +41,7 @@ max_len() {
     ArmImage) echo 8192 ;;  # 16 bytes of parameters, the 64-byte header, a PE section table, deflate data
     Snapshot) echo 65536 ;;  # 12 bytes of lengths, a 4 MiB memtest guest's state (~20 KB) and its memory file's first pages
     Virtqueue) echo 65568 ;;  # 32 bytes of parameters and ring addresses, then the 64 KiB guest RAM
+    Multiboot) echo 16384 ;;  # 8 bytes of parameters, an ELF32 kernel (the header within its first 8 KiB)
     *) echo 4096 ;;
     esac
 }
@@ -88,14 +90,14 @@ build() {
         sources+=(Fuzz/Support/NestedFaultChecks.swift $library) ;;
     ByteSize)
         sources+=(Sources/AxVMM/ByteSize.swift) ;;
-    GuestImage | BzImage | ArmImage | Snapshot | Virtqueue)
+    GuestImage | BzImage | ArmImage | Snapshot | Virtqueue | Multiboot)
         build_axvmm || { echo "$t: swift build of AxVMM failed (log: $out/axvmm-build.log)" >&2; return 1; }
         extra=(-I "$out/debug/Modules" "${mapflags[@]}" "${objects[@]}") ;;
     *)
         echo "unknown target $t (targets: ${all[*]})" >&2
         return 1 ;;
     esac
-    if [[ $t == GuestImage || $t == BzImage || $t == ArmImage || $t == Snapshot || $t == Virtqueue ]] || stale "$bin" "${sources[@]}" scripts/fuzz.sh; then
+    if [[ $t == GuestImage || $t == BzImage || $t == ArmImage || $t == Snapshot || $t == Virtqueue || $t == Multiboot ]] || stale "$bin" "${sources[@]}" scripts/fuzz.sh; then
         swiftc "${flags[@]}" -module-name "${t}Fuzz" "${sources[@]}" "${extra[@]}" -o "$bin" >"$log" 2>&1 || {
             grep -E 'error' "$log" | head -20 >&2
             echo "$t: build failed (log: $log)" >&2
