@@ -698,10 +698,11 @@ linux_cases_aarch64() {
     local pop_mt pop_boot=$boot
     pop_mt=$(jf mem_total_kib)
     memtotal_case "$lazy_mt" "$pop_mt"
-    linux_axvm linux-lazy-64K-2vcpus --fault-around 64K --vcpus 2
+    linux_axvm linux-lazy-64K-2vcpus --fault-around 64K --vcpus 2 --fault-map /tmp/linux-faults-$CPU.svg
     result "$(linux_line)"
     name=linux-2vcpus-seen
     result "linux-2vcpus-seen: $(tr -d '\r' < /tmp/linux-lazy-64K-2vcpus.out | grep -c -e '^axvm-linux: 2 CPUs online' -e '^axvm-linux: ran on CPU [01]$') of 3 lines"
+    fault_map_case /tmp/linux-faults-$CPU.svg
     local boot64=$boot
     linux_virtio_case
     linux_balloon_case

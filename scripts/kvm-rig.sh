@@ -739,6 +739,7 @@ test_aarch64() {
         qemu_aarch64 "$cpu" rig=test
         rig_boot_retrying "$log" "$limit"
         rig_finished "$log" "$limit" || { status=1; continue; }
+        save_rig_files "$log"  # the Linux boot's fault map: files/linux-faults-CPU.svg
         compare_aarch64 "$cpu" || status=1
         summary="$summary
 kvm-rig: timings ($cpu): QEMU start to init $rig_boot s (kernel uptime at init $(sed -n 's/^rig: init at \([0-9.]*\) s.*/\1/p' "$log") s), suite $(sed -n 's/^rig: suite took \([0-9.]*\) s/\1/p' "$log") s, QEMU total $rig_total s"
