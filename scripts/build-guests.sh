@@ -19,10 +19,12 @@ done
 # memtest at CPL 0 (kernel mode): the same source with KERNEL_MODE defined.
 "$CLANG" --target=x86_64-unknown-none -DKERNEL_MODE -c memtest.S -o build/memtest-kernel.o
 "$LLD" --oformat=binary --image-base=0 -Ttext=0x100000 -e 0 -o build/memtest-kernel.bin build/memtest-kernel.o
-# The multiboot guest (guests/multiboot/mbcheck.S): an ELF32 i386 kernel for `axvm boot`, the
-# ELF header's page at 1 MiB and its code above it.
+# The multiboot guests (guests/multiboot/*.S): ELF32 i386 kernels for `axvm boot`, the ELF
+# header's page at 1 MiB and the code above it.
 "$CLANG" --target=i386-unknown-none -c multiboot/mbcheck.S -o build/mbcheck.o
 "$LLD" -m elf_i386 --image-base=0x100000 -Ttext=0x101000 -e start -o build/multiboot.elf build/mbcheck.o
+"$CLANG" --target=i386-unknown-none -c multiboot/mbhalt.S -o build/mbhalt.o
+"$LLD" -m elf_i386 --image-base=0x100000 -Ttext=0x101000 -e start -o build/multiboot-halt.elf build/mbhalt.o
 # AArch64 guests, assembled in guests/aarch64 (their .include "defs.inc" / "lib.inc").
 mkdir -p build/aarch64
 for src in aarch64/*.S; do
@@ -30,4 +32,4 @@ for src in aarch64/*.S; do
     (cd aarch64 && "$CLANG" --target=aarch64-none-elf -c "$name.S" -o "../build/aarch64/$name.o")
     "$LLD" --oformat=binary --image-base=0 -Ttext=0x40100000 -e 0 -o "build/aarch64/$name.bin" "build/aarch64/$name.o"
 done
-echo "guests built: $(ls build/*.bin | xargs -n1 basename | tr '\n' ' ')multiboot.elf; aarch64: $(ls build/aarch64/*.bin | xargs -n1 basename | tr '\n' ' ')"
+echo "guests built: $(ls build/*.bin | xargs -n1 basename | tr '\n' ' ')multiboot.elf multiboot-halt.elf; aarch64: $(ls build/aarch64/*.bin | xargs -n1 basename | tr '\n' ' ')"

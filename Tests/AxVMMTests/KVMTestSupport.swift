@@ -24,7 +24,7 @@ func guestPath(_ name: String) -> String {
 enum Guests {
     static let root = "/" + #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
     static let built: Bool = {
-        if access(root + "/guests/build/memtest.bin", R_OK) == 0 && access(root + "/guests/build/multiboot.elf", R_OK) == 0 { return true }
+        if access(root + "/guests/build/memtest.bin", R_OK) == 0 && access(root + "/guests/build/multiboot-halt.elf", R_OK) == 0 { return true }
         return system("'\(root)/scripts/build-guests.sh' >/dev/null") == 0
     }()
 }

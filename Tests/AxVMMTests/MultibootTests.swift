@@ -180,6 +180,21 @@ struct MultibootTests {
         #expect(r.linux?.multiboot == true)
     }
 
+    /// A kernel that halts for good (cli; hlt, its second CPU never started) ends the run
+    /// at once with status 4, not at the timeout.
+    @Test(.enabled(if: KVMGate.enabled, "KVM unusable here")) func haltForGoodEndsTheRun() throws {
+        _ = Guests.built
+        var c = LinuxBootConfig(kernelPath: Guests.root + "/guests/build/multiboot-halt.elf")
+        c.memorySize = 16 << 20
+        c.vcpus = 2
+        c.timeout = 60
+        let t0 = monotonicSeconds()
+        let r = try LinuxMachine.boot(c)
+        guard case .deadHalt = r.exit else { Issue.record("\(r.exit)"); return }
+        #expect(r.exitStatus == 4)
+        #expect(monotonicSeconds() - t0 < 30, "ended by the halt watch, not the timeout")
+    }
+
     @Test(.enabled(if: KVMGate.enabled, "KVM unusable here")) func refusesWhatAMultibootMachineHasNot() throws {
         _ = Guests.built
         var c = LinuxBootConfig(kernelPath: Guests.root + "/guests/build/multiboot.elf")

@@ -84,8 +84,8 @@ extension X86Platform {
 /// interrupt goes through KVM's in-kernel IOAPIC (re-pulsed by `IRQResampler` while
 /// pending), an i8042 whose reset line ends the run, the ACPI sleep control register whose
 /// S5 powers off, an empty PCI bus (`EmptyPCIBus`); other ports float, MMIO outside RAM
-/// reads 0xff. A probe kicks the vCPUs every `haltProbeMillis` so that a guest whose every
-/// vCPU halted for good (Linux's `halt`) ends at once rather than at the timeout.
+/// reads 0xff. `HaltWatch` ends a guest whose every vCPU halted for good (Linux's `halt`) at
+/// once rather than at the timeout.
 final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // device state behind `lock`
     let platform: P
     let config: LinuxBootConfig
@@ -105,13 +105,9 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     private var resampler: IRQResampler?
     /// The virtio devices, at `X86Layout.virtioBase` (set before the run; attached with the VM).
     var virtio: VirtioSet?
-    private var haltProbe: PeriodicThread?
-    /// Per vCPU: how many kicks in a row found it unable to go on by itself, and whether
-    /// the last found it halted (rather than never started).
-    private var stuckKicks: [Int]
-    private var haltedForGood: [Bool]
+    /// Ends the run when every vCPU has halted for good (`HaltWatch`).
+    private let haltWatch: HaltWatch
     static var interruptWaitsKept: Int { 4 }
-    static var haltProbeMillis: Int32 { 200 }
 
     init(platform: P, config: LinuxBootConfig, plan: LinuxBootPlan?, ram: [GuestPhysRange], initrd: LinuxInitrd?, t0: UInt64) {
         self.platform = platform
@@ -121,8 +117,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
         self.initrd = initrd
         self.t0 = t0
         settings = config.settings
-        stuckKicks = Array(repeating: 0, count: max(1, config.vcpus))
-        haltedForGood = Array(repeating: false, count: max(1, config.vcpus))
+        haltWatch = HaltWatch(vcpus: config.vcpus)
         console = LinuxConsole(config: config, placements: plan?.placements ?? [], initrdAddress: plan?.initrdAddress ?? 0,
                                initrdSize: plan?.initrdSize ?? 0, t0: t0)
     }
@@ -173,13 +168,13 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
                         interrupt: { resampler.edge(); try? vm.pulseIRQ(LinuxLayout.serialIRQ) },
                         level: { resampler.set($0) })
         if let r = restoredUART { lock.withLock { uart?.restore(r) } }
-        haltProbe = try PeriodicThread(name: "axvm-haltprobe", periodMillis: Self.haltProbeMillis, tick: kick)
+        try haltWatch.start(kick: kick)
         try virtio?.start()
     }
 
     func stop() {
         virtio?.stop()
-        haltProbe?.stop()
+        haltWatch.stop()
         resampler?.stop()
         lock.withLock {
             console.result.serialIRQResamples = resampler?.resampled ?? 0
@@ -245,22 +240,12 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     /// The in-kernel LAPIC handles `hlt`; a stray exit resumes.
     func halted(_ vcpu: VCPU) -> VCPUOutcome? { nil }
 
-    /// A kick (the halt probe's or the resampler's). The run ends when every vCPU has been
-    /// found twice in a row unable to go on by itself — halted with interrupts off and no
-    /// NMI pending, or an application processor never started — and at least one halted:
-    /// only another CPU could wake one, and none runs. A vCPU halted (KVM_MP_STATE_HALTED
-    /// = 3) while the UART's interrupt has been pending for a whole period is made
-    /// runnable, so that KVM looks at the pending interrupt again on entry.
+    /// A kick (the halt probe's or the resampler's): the end of the run if every vCPU has
+    /// halted for good (`HaltWatch`). A vCPU halted (KVM_MP_STATE_HALTED = 3) while the
+    /// UART's interrupt has been pending for a whole period is made runnable, so that KVM
+    /// looks at the pending interrupt again on entry.
     func kicked(_ vcpu: VCPU, vm: VirtualMachine) -> ExitReason? {
-        let state = (try? vcpu.haltState()) ?? .live
-        let i = Int(vcpu.id)
-        let allStuck = lock.withLock { () -> Bool in
-            guard i < stuckKicks.count else { return false }
-            stuckKicks[i] = state == .live ? 0 : stuckKicks[i] + 1
-            haltedForGood[i] = state == .haltedForGood
-            return stuckKicks.allSatisfy { $0 >= 2 } && haltedForGood.contains(true)
-        }
-        if allStuck { return .deadHalt(rip: (try? vcpu.registers().rip) ?? 0) }
+        if let end = haltWatch.kicked(vcpu) { return end }
         lock.withLock {
             guard uart?.asserted == true else { return }
             if console.result.interruptWaits.count < Self.interruptWaitsKept {

@@ -34,6 +34,7 @@ extension X86Platform {
 /// fw_cfg's legacy ports (`FirmwareConfig`); the isa-debug-exit port (`DebugExit`), whose
 /// write ends the run with the guest's code; pc-testdev's interrupt lines and MMIO window
 /// (`TestDeviceIRQLines`, `TestDeviceMemory`). Other ports float, MMIO outside RAM reads 0xff.
+/// A kernel whose every vCPU halted for good ends the run at once (`HaltWatch`, status 4).
 final class MultibootLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // device state behind `lock`
     let platform: P
     let config: LinuxBootConfig
@@ -43,6 +44,7 @@ final class MultibootLoader<P: Platform>: GuestLoader, @unchecked Sendable {  //
     private let lock = Lock()
     private let console: LinuxConsole
     private var uart: UART8250?
+    private let haltWatch: HaltWatch
 
     init(platform: P, config: LinuxBootConfig, plan: MultibootPlan, module: LinuxInitrd?, t0: UInt64) {
         self.platform = platform
@@ -50,6 +52,7 @@ final class MultibootLoader<P: Platform>: GuestLoader, @unchecked Sendable {  //
         self.plan = plan
         self.module = module
         settings = config.settings
+        haltWatch = HaltWatch(vcpus: config.vcpus)
         console = LinuxConsole(config: config, placements: plan.placements, initrdAddress: plan.moduleAddress,
                                initrdSize: plan.moduleSize, t0: t0)
         console.result.multiboot = true
@@ -103,9 +106,13 @@ final class MultibootLoader<P: Platform>: GuestLoader, @unchecked Sendable {  //
         lock.withLock {
             uart = UART8250(sink: { self.console.out($0) }, interrupt: { try? vm.pulseIRQ(LinuxLayout.serialIRQ) })
         }
+        try haltWatch.start(kick: kick)
     }
 
-    func stop() { lock.withLock { uart = nil } }
+    func stop() {
+        haltWatch.stop()
+        lock.withLock { uart = nil }
+    }
 
     func attach(_ buses: inout DeviceBuses, memory: GuestMemory<P.Format>, ram: [RAMRegion]) throws(VMMError) {
         try buses.pio.register(ClosureDevice(read: { [self] offset, data in
@@ -126,7 +133,7 @@ final class MultibootLoader<P: Platform>: GuestLoader, @unchecked Sendable {  //
 
     func unclaimedMMIO(gpa: GuestPhysAddr, isWrite: Bool, size: Int, pc: UInt64) -> ExitReason? { nil }
     func halted(_ vcpu: VCPU) -> VCPUOutcome? { nil }
-    func kicked(_ vcpu: VCPU, vm: VirtualMachine) -> ExitReason? { nil }
+    func kicked(_ vcpu: VCPU, vm: VirtualMachine) -> ExitReason? { haltWatch.kicked(vcpu) }
     func timeoutState(_ vcpu: VCPU, vm: VirtualMachine, exits: Int) -> String? { "\(exits) exits" }
 
     func finish(_ report: inout RunReport, memory: GuestMemory<P.Format>, ram: [RAMRegion], outcomes: [VCPUOutcome]) {
