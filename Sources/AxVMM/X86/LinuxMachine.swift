@@ -52,7 +52,7 @@ extension X86Platform {
     /// kernel (a file without a bzImage's setup header and with a multiboot header) on the
     /// smaller machine of `MultibootLoader`.
     func bootLinux(_ c: LinuxBootConfig, t0: UInt64) throws(LinuxBootError) -> RunReport {
-        do { try LinuxMachine.validate(c) } catch { throw .vmm(error) }
+        // `LinuxMachine.boot` has validated `c`.
         let bytes = try LinuxKernel.read(c.kernelPath)
         if !LinuxSetupHeader.isBzImage(bytes) && MultibootKernel.headerOffset(in: bytes) != nil {
             return try bootMultiboot(c, kernel: MultibootKernel(path: c.kernelPath, bytes: bytes), t0: t0)
