@@ -28,6 +28,10 @@ command -v strace >/dev/null || need+=(strace)
 # gcc and the aarch64 cross gcc build kvm-unit-tests (scripts/kvm-unit-tests.sh) for the rigs.
 command -v gcc >/dev/null || need+=(gcc)
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+# The static riscv64 axvm (scripts/build-static.sh riscv64): Linux's riscv64 headers, and libgcc
+# for the lp64 calling convention from the bare-metal multilib toolchain (scripts/musl-riscv64.sh).
+[ -d /usr/riscv64-linux-gnu/include/asm ] || need+=(linux-libc-dev-riscv64-cross)
+command -v riscv64-unknown-elf-gcc >/dev/null || need+=(gcc-riscv64-unknown-elf)
 update=0
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64

@@ -14,3 +14,24 @@ const char *_swift_stdlib_strtod_clocale(const char *nptr, double *outResult) {
     *outResult = strtod(nptr, &end);
     return end;
 }
+
+// Embedded Swift seeds hashing and SystemRandomNumberGenerator through arc4random_buf.
+// glibc (2.36+) has it; musl (the riscv64 build, scripts/build-static.sh) does not, so it is
+// built here on getrandom(2), which blocks only until the kernel's pool is first ready.
+#if !defined(__GLIBC__)
+#include <errno.h>
+#include <stddef.h>
+#include <sys/random.h>
+void arc4random_buf(void *buf, size_t n) {
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            abort();  // no randomness at all: nothing sound to hand back
+        }
+        p += got;
+        n -= (size_t)got;
+    }
+}
+#endif

@@ -48,7 +48,7 @@ final class RWLock: @unchecked Sendable {  // the rwlock itself is the synchroni
 
 /// A joinable OS thread running `body` (no Foundation).
 final class OSThread: @unchecked Sendable {  // handle written once before use
-    private var handle = pthread_t()
+    private var handle: UInt = 0  // the pthread_t (ckvm_thread_create)
     private final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
 
     /// Starts `body` on a new thread that blocks every signal from its first instruction
@@ -70,7 +70,7 @@ final class OSThread: @unchecked Sendable {  // handle written once before use
         sigdelset(&all, SIGSYS)
         pthread_sigmask(SIG_SETMASK, &all, &saved)
         defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
-        let r = pthread_create(&handle, nil, { ctx in
+        let r = ckvm_thread_create(&handle, { ctx in
             // Sound: ctx is the retained Box passed below, released exactly once here.
             let box = Unmanaged<Box>.fromOpaque(ctx!).takeRetainedValue()
             box.body()
@@ -81,9 +81,9 @@ final class OSThread: @unchecked Sendable {  // handle written once before use
             throw .host("pthread_create: \(errnoString(r))")
         }
     }
-    func join() { pthread_join(handle, nil) }
+    func join() { ckvm_thread_join(handle) }
     /// For a thread that lives as long as the process: nobody joins it.
-    func detach() { pthread_detach(handle) }
+    func detach() { ckvm_thread_detach(handle) }
 }
 
 /// Monotonic nanoseconds.

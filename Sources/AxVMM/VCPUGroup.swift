@@ -81,11 +81,7 @@ final class RunControl: Sendable {
 /// SIGUSR2 interrupts KVM_RUN (EINTR); the handler itself does nothing. (SIGUSR1 is the
 /// user's: it asks for a snapshot, `SnapshotTaker`.)
 func installKickHandler() {
-    var sa = sigaction()
-    sa.__sigaction_handler.sa_handler = { _ in }
-    sigemptyset(&sa.sa_mask)
-    sa.sa_flags = 0  // no SA_RESTART: KVM_RUN must return
-    sigaction(SIGUSR2, &sa, nil)
+    ckvm_install_noop_handler(SIGUSR2)  // no SA_RESTART: KVM_RUN must return
 }
 
 /// Unblocks SIGUSR2 (the kick) in the calling thread; returns whether it was blocked.

@@ -623,3 +623,22 @@ const struct ckvm_named_request *ckvm_runtime_ioctl(int index) {
     return &runtime_ioctls[index];
 }
 #undef REQUEST
+
+int ckvm_thread_create(uintptr_t *handle, void *(*start)(void *), void *arg) {
+    pthread_t t;
+    int r = pthread_create(&t, NULL, start, arg);
+    if (r == 0) *handle = (uintptr_t)t;
+    return r;
+}
+int ckvm_thread_join(uintptr_t handle) { return pthread_join((pthread_t)handle, NULL); }
+int ckvm_thread_detach(uintptr_t handle) { return pthread_detach((pthread_t)handle); }
+
+static void ckvm_noop_handler(int sig) { (void)sig; }
+int ckvm_install_noop_handler(int sig) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = ckvm_noop_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    return sigaction(sig, &sa, NULL);
+}

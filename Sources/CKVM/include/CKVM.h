@@ -200,6 +200,15 @@ size_t ckvm_uffd_msg_size(void);
 /// KVM_MEM_LOG_DIRTY_PAGES was set), one bit per page, into `bitmap` (64-bit words).
 int ckvm_get_dirty_log(int vm_fd, uint32_t slot, uint64_t *bitmap);
 
+// --- threads and signals, the same on glibc and musl ------------------------------------------
+/// pthread_t is an integer in glibc and a pointer in musl: Swift keeps it as a uintptr_t.
+int ckvm_thread_create(uintptr_t *handle, void *(*start)(void *), void *arg);
+int ckvm_thread_join(uintptr_t handle);
+int ckvm_thread_detach(uintptr_t handle);
+/// Installs a handler that does nothing for `sig`, without SA_RESTART (a blocking call the
+/// signal lands in returns EINTR). sigaction's handler union is named differently by each libc.
+int ckvm_install_noop_handler(int sig);
+
 #if defined(__x86_64__)
 // --- Linux guests (axvm boot): in-kernel irqchip, PIT, LAPIC LVTs, MSRs -------------------
 /// KVM_CREATE_IRQCHIP: in-kernel 8259 PICs, IOAPIC and a LAPIC per vCPU (before any vCPU).
