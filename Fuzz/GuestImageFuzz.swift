@@ -40,7 +40,7 @@ func check(_ bytes: [UInt8]) -> GuestImage? {
         invariant(g.entryOffset == expected.entry, "\(record()): entry \(g.entryOffset), header says \(expected.entry)")
         invariant(g.entryOffset < UInt64(g.bytes.count), "\(record()): entry \(g.entryOffset) outside the image")
         // Real mode at 0x10000, long mode at 1 MiB, AArch64 at RAM (1 GiB) + 1 MiB.
-        let load: UInt64 = g.mode == .real ? 0x10000 : g.mode == .aarch64 ? 0x4010_0000 : 0x10_0000
+        let load: UInt64 = g.mode == .real ? 0x10000 : g.mode == .aarch64 ? 0x4010_0000 : g.mode == .riscv64 ? 0x8010_0000 : 0x10_0000
         invariant(g.loadAddress == load, "\(record()): load address \(g.loadAddress)")
         // Loaded, the image stays inside what its mode can reach: the 64 KiB real-mode
         // segment at 0x10000, or the 64 MiB file limit above 1 MiB for long mode.

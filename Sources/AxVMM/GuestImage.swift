@@ -6,29 +6,29 @@ import KVM
 
 /// A flat-binary guest from `guests/`: a 16-byte header, then code.
 ///
-/// Header: magic `AXG1`, u32 mode (16 = x86 real mode, 64 = x86 long mode, 0xAA64 = AArch64
-/// EL1), u64 entry offset
+/// Header: magic `AXG1`, u32 mode (each architecture's `GuestArch.imageModes`: 16 = x86 real
+/// mode, 64 = x86 long mode, 0xAA64 = AArch64 EL1, 0x5264 = riscv64 S-mode), u64 entry offset
 /// from the load address.
 public struct GuestImage: Sendable {
-    public enum Mode: UInt32, Sendable {
-        case real = 16, long = 64, aarch64 = 0xAA64
-        /// The architecture that runs it.
-        public var arch: GuestArch { self == .aarch64 ? .aarch64 : .x86_64 }
+    /// A header mode: how the guest starts and where it is loaded. The architectures define
+    /// theirs beside their layouts (`.real`, `.long`, `.aarch64`, `.riscv64`).
+    public struct Mode: Hashable, Sendable {
+        public let rawValue: UInt32
+        public let name: String
+        /// Where an image of this mode is loaded.
+        public let loadAddress: UInt64
+        public static func == (a: Mode, b: Mode) -> Bool { a.rawValue == b.rawValue }
+        public func hash(into h: inout Hasher) { h.combine(rawValue) }
     }
     public let path: String
     public let bytes: [UInt8]
     public let mode: Mode
+    /// The architecture that runs it (the one whose `imageModes` has `mode`).
+    public let arch: GuestArch
     public let entryOffset: UInt64
 
-    /// Where the image is loaded: real-mode guests at 0x10000 (CS = 0x1000), long-mode
-    /// guests at 1 MiB, AArch64 guests at RAM + 1 MiB (0x4010_0000).
-    public var loadAddress: UInt64 {
-        switch mode {
-        case .real: 0x10000
-        case .long: 0x10_0000
-        case .aarch64: AArch64Layout.imageBase
-        }
-    }
+    /// Where the image is loaded (`Mode.loadAddress`).
+    public var loadAddress: UInt64 { mode.loadAddress }
 
     public init(path: String) throws(VMMError) {
         let fd = ckvm_open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)  // a FIFO must not block the open
@@ -58,8 +58,10 @@ public struct GuestImage: Sendable {
             throw .guestImage(path: path, reason: "not an axvm guest (no AXG1 header; build guests with scripts/build-guests.sh)")
         }
         let modeRaw = bytes[4..<8].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        guard let mode = Mode(rawValue: modeRaw) else {
-            throw .guestImage(path: path, reason: "unknown mode \(modeRaw) in header (expected 16 or 64 for x86, 0xAA64 for AArch64)")
+        guard let arch = GuestArch.known.first(where: { a in a.imageModes.contains { $0.rawValue == modeRaw } }),
+              let mode = arch.imageModes.first(where: { $0.rawValue == modeRaw }) else {
+            let expected = GuestArch.known.map { a in a.imageModes.map { "0x\(String($0.rawValue, radix: 16)) for \($0.name)" }.joined(separator: ", ") }
+            throw .guestImage(path: path, reason: "unknown mode 0x\(String(modeRaw, radix: 16)) in header (expected \(expected.joined(separator: ", ")))")
         }
         let entry = bytes[8..<16].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         guard entry < UInt64(bytes.count) else {
@@ -71,6 +73,7 @@ public struct GuestImage: Sendable {
         self.path = path
         self.bytes = bytes
         self.mode = mode
+        self.arch = arch
         self.entryOffset = entry
     }
 }

@@ -56,7 +56,7 @@ public struct GuestParams: Sendable {
         return (a, b - a)
     }
 
-    /// Where RAM starts (0 on x86, 1 GiB on arm64).
+    /// Where RAM starts (`GuestArch.ramBase`).
     public var ramBase: UInt64 = 0
 
     public init(memorySize: UInt64, testBase: UInt64, testSize: UInt64, order: Order, stridePages: UInt64,
@@ -68,14 +68,8 @@ public struct GuestParams: Sendable {
         self.stridePages = stridePages
         self.seed = seed
         self.spacing = spacing
-        switch arch {
-        case .x86_64:
-            // PC layout: RAM above 3 GiB moves past the 32-bit hole to 4 GiB.
-            if memorySize > X86Layout.lowRAMLimit { holeSize = X86Layout.highRAMBase - X86Layout.lowRAMLimit }
-        case .aarch64:
-            ramBase = arch.ramBase
-            holeStart = UInt64.max  // one contiguous RAM area
-        }
+        ramBase = arch.ramBase
+        (holeStart, holeSize) = arch.ramHole(size: memorySize)
     }
 
     public var testPages: UInt64 { testSize / 4096 }

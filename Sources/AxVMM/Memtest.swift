@@ -150,8 +150,8 @@ final class MemtestLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // i
 
     convenience init(platform: P, config: VMConfig, image: GuestImage) throws(VMMError) {
         let arch = platform.arch
-        if image.mode.arch != arch {
-            throw .guestImage(path: image.path, reason: "an \(image.mode.arch.rawValue) guest; this \(arch.rawValue) host runs \(arch.rawValue) guests (guests/build/\(arch == .aarch64 ? "aarch64/" : ""))")
+        if image.arch != arch {
+            throw .guestImage(path: image.path, reason: "an \(image.arch) guest; this \(arch) host runs \(arch) guests (\(arch.guestDirectory))")
         }
         let fits = image.loadAddress.addingReportingOverflow(UInt64(image.bytes.count))
         if fits.overflow || fits.partialValue > arch.ramBase + min(config.memorySize, VMConfig.testBase) {

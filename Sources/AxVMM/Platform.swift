@@ -29,6 +29,9 @@ protocol Platform: Sendable {
     func shutdownRegisters(_ vcpu: VCPU) -> ShutdownRegisters?
     /// An abort KVM could not emulate (arm64's KVM_EXIT_ARM_NISV), as the run's end.
     func unemulatedAbort(esrISS: UInt64, ipa: UInt64, pc: UInt64) -> ExitReason
+    /// A KVM_RUN that failed because of what the guest did, as the run's end (nil: a VMM
+    /// error). riscv64 KVM fails with EOPNOTSUPP on an access outside memory it cannot emulate.
+    func runFailed(_ error: KVMError, vcpu: VCPU) -> ExitReason?
     /// `axvm check`'s lines on this host's KVM and CPU (`system`: the opened KVM, if any).
     func describeHost(system: KVMSystem?) -> [String]
 
@@ -61,6 +64,10 @@ protocol Platform: Sendable {
                               reclaim: @escaping @Sendable () throws(VMMError) -> Void) throws(VMMError)
 }
 
+extension Platform {
+    func runFailed(_ error: KVMError, vcpu: VCPU) -> ExitReason? { nil }
+}
+
 /// What a guest needs from KVM's in-kernel devices.
 enum InterruptModel: Sendable {
     /// Nothing: the memtest guests poll, and a `hlt` ends a vCPU.
@@ -70,39 +77,95 @@ enum InterruptModel: Sendable {
 }
 
 
-/// The guest architecture axvm runs: the host's own (KVM runs guests of its host's ISA).
-public enum GuestArch: String, Sendable {
-    case x86_64, aarch64
+/// An architecture axvm runs guests of, as the core sees it. The core never compares
+/// architectures: it asks this description, and each platform writes its own
+/// (`GuestArch.x86_64` in X86/X86Layout.swift, `.aarch64` in AArch64/AArch64Layout.swift,
+/// `.riscv64` in RiscV64/RiscV64Layout.swift). A new architecture adds one of these and
+/// names it in `known`.
+public struct GuestArch: Hashable, Sendable, CustomStringConvertible {
+    /// Its name: uname(2)'s machine field, and what snapshots record.
+    public let rawValue: String
+    /// Where guest RAM starts (0 on x86, 1 GiB on arm64, 2 GiB on riscv64).
+    public let ramBase: UInt64
+    /// Where a memtest guest's ROM lies (`Platform.romBase`).
+    public let romBase: UInt64
+    /// The name the guest's program counter has in reports.
+    public let pcName: String
+    /// Where scripts/build-guests.sh puts this architecture's memtest guests.
+    public let guestDirectory: String
+    /// The memtest image modes (`GuestImage` header) this architecture runs.
+    public let imageModes: [GuestImage.Mode]
+    /// What a Linux boot on this architecture takes and refuses (`LinuxBootConfig`).
+    public let linux: LinuxTraits
+    private let layout: @Sendable (UInt64) -> [GuestPhysRange]
+    private let hole: @Sendable (UInt64) -> (start: UInt64, size: UInt64)
 
-    /// From uname(2)'s machine field.
+    /// What differs between the architectures' Linux boots, as the checks of a boot's
+    /// options see it.
+    public struct LinuxTraits: Sendable {
+        /// The kernel command line when none is given.
+        public var defaultCmdline: String
+        /// Virtio devices are described in ACPI tables (so they need them).
+        public var virtioNeedsACPI: Bool
+        /// `--raw` (a headerless binary) can be booted.
+        public var bootsRawBinaries: Bool
+    }
+
+    /// `layout(size)`: the RAM areas of `size` bytes; `hole(size)`: the start and size of the
+    /// gap in them the memtest guests skip (size 0: none).
+    init(name: String, ramBase: UInt64, romBase: UInt64, pcName: String, guestDirectory: String,
+         imageModes: [GuestImage.Mode], linux: LinuxTraits,
+         layout: @escaping @Sendable (UInt64) -> [GuestPhysRange],
+         hole: @escaping @Sendable (UInt64) -> (start: UInt64, size: UInt64) = { _ in (UInt64.max, 0) }) {
+        self.rawValue = name
+        self.ramBase = ramBase
+        self.romBase = romBase
+        self.pcName = pcName
+        self.guestDirectory = guestDirectory
+        self.imageModes = imageModes
+        self.linux = linux
+        self.layout = layout
+        self.hole = hole
+    }
+
+    /// Every architecture axvm knows.
+    public static let known: [GuestArch] = [.x86_64, .aarch64, .riscv64]
+
+    /// The architecture called `rawValue`, if axvm knows it.
+    public init?(rawValue: String) {
+        guard let a = Self.known.first(where: { $0.rawValue == rawValue }) else { return nil }
+        self = a
+    }
+
+    /// From uname(2)'s machine field (x86_64 when it names none axvm knows).
     public static let host: GuestArch = {
         var u = utsname()
         guard uname(&u) == 0 else { return .x86_64 }
         let machine = withUnsafeBytes(of: &u.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        return machine == "aarch64" ? .aarch64 : .x86_64
+        return GuestArch(rawValue: machine) ?? .x86_64
     }()
 
-    /// Where guest RAM starts: 0 on x86, 1 GiB on arm64 (`AArch64Layout.ramBase`).
-    public var ramBase: UInt64 { self == .aarch64 ? AArch64Layout.ramBase : 0 }
     /// The RAM areas of `size` bytes on this architecture (what `Platform.ramRanges` gives).
-    public func ramRanges(size: UInt64) -> [GuestPhysRange] {
-        self == .aarch64 ? AArch64Layout.ramRanges(size: size) : X86Layout.ramRanges(size: size)
-    }
-    /// Where a memtest guest's ROM lies (`Platform.romBase`).
-    public var romBase: UInt64 { self == .aarch64 ? AArch64Layout.romBase : X86Layout.romBase }
+    public func ramRanges(size: UInt64) -> [GuestPhysRange] { layout(size) }
+    /// Where RAM of `size` bytes has a gap the memtest guests skip, and how large (size 0: none).
+    public func ramHole(size: UInt64) -> (start: UInt64, size: UInt64) { hole(size) }
 
-    /// The name the guest's program counter has in reports.
-    public var pcName: String { self == .aarch64 ? "pc" : "rip" }
+    public static func == (a: GuestArch, b: GuestArch) -> Bool { a.rawValue == b.rawValue }
+    public func hash(into h: inout Hasher) { h.combine(rawValue) }
+    public var description: String { rawValue }
+    /// The names of every known architecture, for messages.
+    public static var knownNames: String { known.map { $0.rawValue }.joined(separator: ", ") }
 }
 
 /// Which nested-fault record the host CPU produces (the host's MMU decides the format of
 /// the fault the library decodes).
 public enum HostCPU: Sendable {
-    case amd, intel, arm64
+    case amd, intel, arm64, riscv64
 
-    /// arm64 from uname; on x86 the vendor from /proc/cpuinfo's vendor_id, AMD if unknown.
+    /// arm64 and riscv64 from uname; on x86 the vendor from /proc/cpuinfo's vendor_id, AMD if unknown.
     public static func detect() -> HostCPU {
         if GuestArch.host == .aarch64 { return .arm64 }
+        if GuestArch.host == .riscv64 { return .riscv64 }
         guard let f = fopen("/proc/cpuinfo", "r") else { return .amd }
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 256)
@@ -134,8 +197,10 @@ enum Platforms {
         let format: Stage2
         do { format = try Stage2(levels: 4, ipaBits: 40) } catch { throw .addrSpace(error) }
         return try job.run(AArch64Platform(format: format))
+        #elseif arch(riscv64)
+        return try job.run(RiscV64Platform(system: nil))
         #else
-        throw .host("axvm runs on x86_64 and arm64 hosts")
+        throw .host("axvm runs on x86_64, arm64 and riscv64 hosts")
         #endif
     }
 }

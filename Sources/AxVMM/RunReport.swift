@@ -44,6 +44,9 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
     /// arm64: a data abort outside the memslots that KVM cannot emulate (no instruction
     /// syndrome), as the library's `Stage2Abort` decoder reads the record KVM gave.
     case unemulatedAbort(ipa: UInt64, esr: UInt64, fault: String, rip: UInt64)
+    /// A guest access outside memory that KVM could neither run nor hand to the VMM (KVM_RUN
+    /// failed with `errno`), as the platform explains it (riscv64: a fetch, an AMO).
+    case unemulatedAccess(what: String, errno: Int32, rip: UInt64)
     /// A snapshot was written and the run ended there (`--snapshot-and-exit`): status 0.
     case snapshotTaken(directory: String)
 
@@ -90,6 +93,8 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
         case let .unsupportedExit(r, rip): return "unsupported KVM exit reason \(r) at \(pcName) \(h(rip))"
         case let .unemulatedAbort(ipa, esr, fault, rip):
             return "guest data abort at IPA \(h(ipa)) that KVM cannot emulate (no instruction syndrome; ESR_EL2 \(h(esr)): \(fault)) at \(pcName) \(h(rip)); VM stopped"
+        case let .unemulatedAccess(what, e, rip):
+            return "guest \(what) at \(pcName) \(h(rip)) that KVM cannot emulate (KVM_RUN: \(errnoString(e))); VM stopped"
         case let .snapshotTaken(directory): return "snapshot written to \(directory); VM stopped"
         }
     }

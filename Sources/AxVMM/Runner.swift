@@ -261,6 +261,7 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
                 // EFAULT after the pager gave up (its windows are fenced off): the run
                 // reports the pager's reason.
                 if let f = c.pager.failure { return fatal(.pagerFailure(f)) }
+                if let end = platform.runFailed(error, vcpu: vcpu) { return fatal(end) }
                 throw .kvm(error)
             }
             exits += 1

@@ -347,10 +347,6 @@ int ckvm_halt_state(int vcpu_fd) {
     return 1;
 }
 
-int ckvm_set_mp_state(int vcpu_fd, uint32_t state) {
-    struct kvm_mp_state s = { .mp_state = state };
-    return ioctl(vcpu_fd, KVM_SET_MP_STATE, &s);
-}
 #define STEP(name, call) do { if ((call) < 0) { *step = name; return -1; } } while (0)
 
 int ckvm_x86_save_vcpu(int kvm_fd, int vcpu_fd, struct ckvm_x86_vcpu_state *s, const char **step) {
@@ -641,4 +637,9 @@ int ckvm_install_noop_handler(int sig) {
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;
     return sigaction(sig, &sa, NULL);
+}
+
+int ckvm_set_mp_state(int vcpu_fd, uint32_t state) {
+    struct kvm_mp_state s = { .mp_state = state };
+    return ioctl(vcpu_fd, KVM_SET_MP_STATE, &s);
 }

@@ -87,11 +87,6 @@ extension VCPU {
             + "ISR \(vec(s.lapic_isr_highest)) timer \(hex(s.lapic_lvt_timer)) current \(hex(s.lapic_timer_current))"
     }
 
-    /// KVM_SET_MP_STATE (0 runnable).
-    public func setMultiprocessingState(_ state: UInt32) throws(KVMError) {
-        _ = try check("KVM_SET_MP_STATE") { ckvm_set_mp_state(fd.raw, state) }
-    }
-
     /// KVM_SET_MSRS; fails naming the first MSR KVM did not take.
     public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws(KVMError) {
         let index = msrs.map { $0.index }, value = msrs.map { $0.value }

@@ -123,6 +123,11 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
         ckvm_device_attr(fd.raw, 0, group, attribute, 0) == 0
     }
 
+    /// KVM_SET_MP_STATE (0 runnable; riscv64 also 5 stopped).
+    public func setMultiprocessingState(_ state: UInt32) throws(KVMError) {
+        _ = try check("KVM_SET_MP_STATE(\(state))") { ckvm_set_mp_state(fd.raw, state) }
+    }
+
     /// KVM_SET_ONE_REG: a 64-bit register by id (arm64 core and system registers).
     public func setRegister(_ id: UInt64, _ value: UInt64) throws(KVMError) {
         var v = value

@@ -116,7 +116,7 @@ import Testing
         var bytes = Array("AXG1".utf8) + [0x64, 0xaa, 0, 0] + [16, 0, 0, 0, 0, 0, 0, 0]
         bytes += [0x1f, 0x20, 0x03, 0xd5]  // nop
         let image = try GuestImage(path: "t", bytes: bytes)
-        #expect(image.mode == .aarch64 && image.mode.arch == .aarch64)
+        #expect(image.mode == .aarch64 && image.arch == .aarch64)
         #expect(image.loadAddress == 0x4010_0000)
         guard GuestArch.host == .x86_64 else { return }
         // On an x86 host an AArch64 guest is refused before KVM is opened, naming both.

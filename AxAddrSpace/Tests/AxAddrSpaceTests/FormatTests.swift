@@ -228,7 +228,11 @@ import Testing
         // MODE 8, VMID 7 at bit 44, PPN of a 16 KiB-aligned root.
         #expect(sv39.hgatp(root: HostPhysAddr(0x8010_0000)) == UInt64(8) << 60 | 7 << 44 | 0x80100)
         #expect(GStage.sv48x4().hgatp(root: HostPhysAddr(0x8010_0000)) == UInt64(9) << 60 | 1 << 44 | 0x80100)
-        #expect(throws: AddrSpaceError.unsupportedLevels(5)) { try GStage(levels: 5) }
+        #expect(GStage.sv57x4().guestAddressLimit == 1 << 59)
+        #expect(GStage.sv57x4().hgatp(root: HostPhysAddr(0x8010_0000)) == UInt64(10) << 60 | 1 << 44 | 0x80100)
+        #expect(try GStage(levels: 5).levels == 5)
+        #expect(throws: AddrSpaceError.unsupportedLevels(6)) { try GStage(levels: 6) }
+        #expect(throws: AddrSpaceError.unsupportedLevels(2)) { try GStage(levels: 2) }
         // HFENCE.GVMA takes GPA >> 2.
         #expect(sv39.invalidation(for: GuestPhysAddr(0x8000_1000), root: pa) == .gstageGPA(operand: 0x2000_0400, vmid: 7))
     }
@@ -280,5 +284,5 @@ import Testing
     @Test func ept() { check(EPT()); check(EPT(modeBasedExecute: true, normalMemoryType: .writeThrough)) }
     @Test func npt() { check(NPT()) }
     @Test func stage2() throws { check(try Stage2(levels: 3)); check(try Stage2(levels: 4, ipaBits: 44)) }
-    @Test func gstage() { check(GStage.sv39x4()); check(GStage.sv48x4()) }
+    @Test func gstage() { check(GStage.sv39x4()); check(GStage.sv48x4()); check(GStage.sv57x4()) }
 }

@@ -36,7 +36,7 @@ struct ModelPage: Equatable {
     /// Soak knobs (scripts/soak.sh), all unset by default: `AXVM_MODEL_STEPS` steps per run
     /// (default 400); `AXVM_MODEL_SEED` mixed into every run's seed (default: the seeds in
     /// the arguments, as they are); `AXVM_MODEL_FORMATS` a comma-separated list of formats to
-    /// run (`ept,npt,stage2L3,stage2L4,sv39x4,sv48x4`; default all).
+    /// run (`ept,npt,stage2L3,stage2L4,sv39x4,sv48x4,sv57x4`; default all).
     static let steps = Self.knob("AXVM_MODEL_STEPS").flatMap { Int($0) } ?? 400
     static let seed = Self.knob("AXVM_MODEL_SEED").flatMap { UInt64($0) }
     static let formats = Self.knob("AXVM_MODEL_FORMATS").map { $0.split(separator: ",").map(String.init) }
@@ -44,7 +44,7 @@ struct ModelPage: Equatable {
         getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
     }
 
-    @Test(arguments: [(AnyFormat.ept, UInt64(1)), (.npt, 2), (.stage2L3, 3), (.stage2L4, 4), (.sv39x4, 5), (.sv48x4, 6), (.ept, 7)])
+    @Test(arguments: [(AnyFormat.ept, UInt64(1)), (.npt, 2), (.stage2L3, 3), (.stage2L4, 4), (.sv39x4, 5), (.sv48x4, 6), (.sv57x4, 8), (.ept, 7)])
     func randomSequencesAgreeWithModel(_ which: AnyFormat, seed: UInt64) throws {
         if let formats = Self.formats, !formats.contains("\(which)") { return }
         // SplitMix's golden-ratio multiplier keeps the runs of one soak seed apart.

@@ -3,7 +3,7 @@ import Testing
 
 /// The formats the generic tests run over, as closures (formats are different types).
 enum AnyFormat: CaseIterable {
-    case ept, npt, stage2L3, stage2L4, sv39x4, sv48x4
+    case ept, npt, stage2L3, stage2L4, sv39x4, sv48x4, sv57x4
 
     /// Runs `body` with the concrete format.
     func with<R>(_ body: (any NestedPagingFormat) throws -> R) rethrows -> R {
@@ -14,6 +14,7 @@ enum AnyFormat: CaseIterable {
         case .stage2L4: try body(try! Stage2(levels: 4))
         case .sv39x4: try body(GStage.sv39x4())
         case .sv48x4: try body(GStage.sv48x4())
+        case .sv57x4: try body(GStage.sv57x4())
         }
     }
 }

@@ -85,3 +85,18 @@ public enum AArch64Register {
     public static let mairEL1 = system(op0: 3, op1: 0, crn: 10, crm: 2, op2: 0)
     public static let esrEL1 = system(op0: 3, op1: 0, crn: 5, crm: 2, op2: 0)
 }
+
+extension GuestArch {
+    /// arm64: one RAM area from 1 GiB, EL1 memtest guests in guests/build/aarch64/, Linux
+    /// from an arm64 Image (or `--raw`) with a device tree.
+    public static let aarch64 = GuestArch(
+        name: "aarch64", ramBase: AArch64Layout.ramBase, romBase: AArch64Layout.romBase, pcName: "pc",
+        guestDirectory: "guests/build/aarch64/", imageModes: [.aarch64],
+        linux: LinuxTraits(defaultCmdline: LinuxBootConfig.arm64Cmdline, virtioNeedsACPI: false, bootsRawBinaries: true),
+        layout: { AArch64Layout.ramRanges(size: $0) })
+}
+
+extension GuestImage.Mode {
+    /// AArch64 EL1: loaded at RAM + 1 MiB.
+    public static let aarch64 = GuestImage.Mode(rawValue: 0xAA64, name: "AArch64 EL1", loadAddress: AArch64Layout.imageBase)
+}

@@ -97,8 +97,8 @@ public struct LinuxBootConfig: Sendable, RunConfiguration {
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 
-    /// The host's default (a guest runs the host's architecture): `x86Cmdline` or `arm64Cmdline`.
-    public static var defaultCmdline: String { GuestArch.host == .aarch64 ? arm64Cmdline : x86Cmdline }
+    /// The host's default (a guest runs the host's architecture): `x86Cmdline`, `arm64Cmdline`, …
+    public static var defaultCmdline: String { GuestArch.host.linux.defaultCmdline }
     /// x86: serial console; `reboot=k`: reboot through the i8042 (axvm's way out);
     /// `pci=conf1,noearly`: PCI configuration type 1 without the sanity scan (`EmptyPCIBus`:
     /// an empty bus) and without the early scans — the AGP aperture search alone reads all
@@ -150,14 +150,14 @@ public enum LinuxMachine {
         if c.balloonSize >= c.memorySize && c.balloonSize > 0 {
             throw .badValue(what: "balloon size", value: "\(c.balloonSize)", reason: "must be below the guest's memory (\(c.memorySize) bytes)")
         }
-        if c.virtioDevices > 0 && c.firmware != .acpi && GuestArch.host == .x86_64 {
+        if c.virtioDevices > 0 && c.firmware != .acpi && GuestArch.host.linux.virtioNeedsACPI {
             throw .badValue(what: "virtio devices", value: "\(c.virtioDevices)", reason: "are described in the ACPI tables: not with --no-acpi or --no-mp-table")
         }
         if let plan = c.snapshot, plan.diff {
             throw .badValue(what: "diff snapshot", value: plan.directory, reason: "needs a restored VM (axvm restore … --snapshot-diff): a diff is over the snapshot restored")
         }
-        if c.rawKernel && GuestArch.host != .aarch64 {
-            throw .badValue(what: "--raw", value: c.kernelPath, reason: "raw binaries are booted on arm64 hosts (x86 boots a bzImage or a multiboot kernel, each known by its header)")
+        if c.rawKernel && !GuestArch.host.linux.bootsRawBinaries {
+            throw .badValue(what: "--raw", value: c.kernelPath, reason: "raw binaries are booted on arm64 hosts (this \(GuestArch.host) host boots kernels known by their headers)")
         }
         if let t = c.timeout, !(t > 0 && t <= VMConfig.maxTimeout) {
             throw .badValue(what: "timeout", value: "\(t)",

@@ -182,7 +182,7 @@ struct SnapshotState: Equatable {
             throw bad("checksum", "CRC-32 0x\(String(crc, radix: 16)) of the contents, 0x\(String(stored, radix: 16)) recorded: the file is damaged or truncated")
         }
         let arch = try r.string("arch")
-        guard GuestArch(rawValue: arch) != nil else { throw bad("arch", "\"\(arch)\" is no architecture axvm runs (x86_64, aarch64)") }
+        guard GuestArch(rawValue: arch) != nil else { throw bad("arch", "\"\(arch)\" is no architecture axvm runs (\(GuestArch.knownNames))") }
         let flavour = try r.string("kvm flavour")
         guard !flavour.isEmpty else { throw bad("kvm flavour", "empty") }
         var s = SnapshotState(arch: arch, flavour: flavour,

@@ -66,7 +66,7 @@ enum X86Boot {
             regs.rsp = X86Layout.stackTop(vcpu: index)
             regs.rdi = X86Layout.params
             regs.rsi = UInt64(index)
-        case .aarch64:
+        default:
             return  // not an x86 image: Runner refuses it before any vCPU is set up
         }
         try vcpu.setSpecialRegisters(sregs)

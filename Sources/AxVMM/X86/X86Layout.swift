@@ -50,3 +50,22 @@ public enum X86Layout {
         offset < lowRAMLimit ? offset : offset - lowRAMLimit + highRAMBase
     }
 }
+
+extension GuestArch {
+    /// x86_64: RAM from 0 with the PC's 32-bit hole (`X86Layout.ramRanges`), real- and
+    /// long-mode memtest guests in guests/build/, Linux from a bzImage with ACPI.
+    public static let x86_64 = GuestArch(
+        name: "x86_64", ramBase: 0, romBase: X86Layout.romBase, pcName: "rip", guestDirectory: "guests/build/",
+        imageModes: [.real, .long],
+        linux: LinuxTraits(defaultCmdline: LinuxBootConfig.x86Cmdline, virtioNeedsACPI: true, bootsRawBinaries: false),
+        layout: { X86Layout.ramRanges(size: $0) },
+        // RAM above 3 GiB moves past the 32-bit hole to 4 GiB.
+        hole: { size in (X86Layout.lowRAMLimit, size > X86Layout.lowRAMLimit ? X86Layout.highRAMBase - X86Layout.lowRAMLimit : 0) })
+}
+
+extension GuestImage.Mode {
+    /// x86 real mode: loaded at 0x10000 (CS = 0x1000).
+    public static let real = GuestImage.Mode(rawValue: 16, name: "x86 real mode", loadAddress: 0x10000)
+    /// x86 long mode: loaded at 1 MiB.
+    public static let long = GuestImage.Mode(rawValue: 64, name: "x86 long mode", loadAddress: 0x10_0000)
+}

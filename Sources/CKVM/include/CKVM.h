@@ -208,6 +208,8 @@ int ckvm_thread_detach(uintptr_t handle);
 /// Installs a handler that does nothing for `sig`, without SA_RESTART (a blocking call the
 /// signal lands in returns EINTR). sigaction's handler union is named differently by each libc.
 int ckvm_install_noop_handler(int sig);
+/// KVM_SET_MP_STATE (x86; riscv64: RUNNABLE 0, STOPPED 5).
+int ckvm_set_mp_state(int vcpu_fd, uint32_t state);
 
 #if defined(__x86_64__)
 // --- Linux guests (axvm boot): in-kernel irqchip, PIT, LAPIC LVTs, MSRs -------------------
@@ -236,8 +238,6 @@ int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd, uint32_t apic_i
 int ckvm_halt_state(int vcpu_fd);
 /// KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE (0), _HALTED (3), …; -1 and errno on failure.
 int ckvm_get_mp_state(int vcpu_fd);
-/// KVM_SET_MP_STATE.
-int ckvm_set_mp_state(int vcpu_fd, uint32_t state);
 /// Where a device interrupt stands, for a report on a guest that waits for it: the master
 /// 8259's registers (KVM_GET_IRQCHIP; Linux without an MP table or ACPI uses the PIC through
 /// LINT0), IOAPIC pin `pin`'s entry, the LAPIC's LVT0, TPR, SVR, timer and highest

@@ -33,14 +33,15 @@
 
 /// Sv39x4 (3 levels, 41-bit GPA) or Sv48x4 (4 levels, 50-bit GPA).
 public struct GStage: NestedPagingFormat {
-    /// 3 (Sv39x4) or 4 (Sv48x4).
+    /// 3 (Sv39x4), 4 (Sv48x4) or 5 (Sv57x4).
     public let levels: Int
     /// The VMID that `hgatp(root:)` and the HFENCE.GVMA operands carry (14 bits used).
     public var vmid: UInt16
 
-    /// Sv39x4 (`levels` 3) or Sv48x4 (4); other levels throw `AddrSpaceError.unsupportedLevels`.
+    /// Sv39x4 (`levels` 3), Sv48x4 (4) or Sv57x4 (5); other levels throw
+    /// `AddrSpaceError.unsupportedLevels`.
     public init(levels: Int = 3, vmid: UInt16 = 1) throws(AddrSpaceError) {
-        guard levels == 3 || levels == 4 else { throw .unsupportedLevels(levels) }
+        guard (3...5).contains(levels) else { throw .unsupportedLevels(levels) }
         self.levels = levels
         self.vmid = vmid
     }
@@ -48,6 +49,9 @@ public struct GStage: NestedPagingFormat {
     public static func sv39x4(vmid: UInt16 = 1) -> GStage { GStage(unchecked: 3, vmid: vmid) }
     /// Sv48x4: 4 levels, 50-bit guest-physical addresses.
     public static func sv48x4(vmid: UInt16 = 1) -> GStage { GStage(unchecked: 4, vmid: vmid) }
+    /// Sv57x4: 5 levels, 59-bit guest-physical addresses (what RISC-V KVM picks on a hart
+    /// with Sv57, e.g. QEMU's rv64).
+    public static func sv57x4(vmid: UInt16 = 1) -> GStage { GStage(unchecked: 5, vmid: vmid) }
     private init(unchecked levels: Int, vmid: UInt16) {
         self.levels = levels
         self.vmid = vmid
@@ -100,10 +104,10 @@ public struct GStage: NestedPagingFormat {
     /// Without Svvptc a hart may keep an invalid translation cached (see `TLBInvalidation`).
     public var cachesInvalidEntries: Bool { true }
 
-    /// `hgatp` (privileged spec, H extension): MODE[63:60] = 8 (Sv39x4) or 9 (Sv48x4),
-    /// VMID[57:44], PPN[43:0] of the 16 KiB-aligned root.
+    /// `hgatp` (privileged spec, H extension): MODE[63:60] = 8 (Sv39x4), 9 (Sv48x4) or
+    /// 10 (Sv57x4), VMID[57:44], PPN[43:0] of the 16 KiB-aligned root.
     public func hgatp(root: HostPhysAddr) -> UInt64 {
-        UInt64(levels == 3 ? 8 : 9) << 60 | (UInt64(vmid) & 0x3fff) << 44 | (root.raw >> 12) & 0xfff_ffff_ffff
+        UInt64(levels + 5) << 60 | (UInt64(vmid) & 0x3fff) << 44 | (root.raw >> 12) & 0xfff_ffff_ffff
     }
 }
 
