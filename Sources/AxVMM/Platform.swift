@@ -109,6 +109,11 @@ public struct GuestArch: Hashable, Sendable, CustomStringConvertible {
         public var virtioNeedsACPI: Bool
         /// `--raw` (a headerless binary) can be booted.
         public var bootsRawBinaries: Bool
+        /// The serial port's interrupt is edge-triggered and re-delivered by the VMM
+        /// (`IRQResampler`), which the statistics then count.
+        public var resamplesSerialIRQ: Bool
+        /// How the guest powers the machine off, for reports ("ACPI sleep state S5").
+        public var powerOff: String
     }
 
     /// `layout(size)`: the RAM areas of `size` bytes; `hole(size)`: the start and size of the

@@ -92,7 +92,8 @@ extension GuestArch {
     public static let aarch64 = GuestArch(
         name: "aarch64", ramBase: AArch64Layout.ramBase, romBase: AArch64Layout.romBase, pcName: "pc",
         guestDirectory: "guests/build/aarch64/", imageModes: [.aarch64],
-        linux: LinuxTraits(defaultCmdline: LinuxBootConfig.arm64Cmdline, virtioNeedsACPI: false, bootsRawBinaries: true),
+        linux: LinuxTraits(defaultCmdline: LinuxBootConfig.arm64Cmdline, virtioNeedsACPI: false, bootsRawBinaries: true,
+                          resamplesSerialIRQ: false, powerOff: "PSCI SYSTEM_OFF"),
         layout: { AArch64Layout.ramRanges(size: $0) })
 }
 

@@ -31,7 +31,7 @@ public enum LinuxStatsFormat {
         out += "VMM memory:      RSS \(mib(s.processRSSBytes)) = guest and tables (RssShmem) \(mib(s.shmemRSSBytes)) + VMM overhead \(mib(s.vmmOverheadBytes))\n"
         out += "vCPU exits:      \(s.exits) on \(l.config.vcpus) vCPU\(l.config.vcpus == 1 ? "" : "s")"
         // x86's edge-triggered UART interrupt needs help (`IRQResampler`); arm64's SPI is a level.
-        out += r.arch == .x86_64 ? " (UART interrupt re-delivered \(l.serialIRQResamples) times, halted vCPU woken \(l.haltedWakeups) times)\n" : "\n"
+        out += r.arch.linux.resamplesSerialIRQ ? " (UART interrupt re-delivered \(l.serialIRQResamples) times, halted vCPU woken \(l.haltedWakeups) times)\n" : "\n"
         for w in l.interruptWaits { out += "interrupt wait:  \(w)\n" }
         if let b = l.balloon { out += balloonText(b, refaulted: s.refaultedPages) }
         out += "time:            setup \(StatsFormat.fixed(s.setupSeconds * 1000, 1)) ms, run \(StatsFormat.fixed(s.runSeconds * 1000, 1)) ms, wall \(StatsFormat.fixed(s.wallSeconds * 1000, 1)) ms\n"

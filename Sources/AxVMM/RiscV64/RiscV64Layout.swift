@@ -34,7 +34,8 @@ extension GuestArch {
     public static let riscv64 = GuestArch(
         name: "riscv64", ramBase: RiscV64Layout.ramBase, romBase: RiscV64Layout.romBase, pcName: "pc",
         guestDirectory: "guests/build/riscv64/", imageModes: [.riscv64],
-        linux: LinuxTraits(defaultCmdline: "console=ttyS0 panic=-1 quiet", virtioNeedsACPI: false, bootsRawBinaries: false),
+        linux: LinuxTraits(defaultCmdline: "console=ttyS0 panic=-1 quiet", virtioNeedsACPI: false, bootsRawBinaries: false,
+                          resamplesSerialIRQ: false, powerOff: "SBI system reset: shutdown"),
         layout: { RiscV64Layout.ramRanges(size: $0) })
 }
 
