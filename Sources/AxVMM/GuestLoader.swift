@@ -111,6 +111,9 @@ protocol GuestLoader: AnyObject, Sendable {
     /// A kick that was not a timeout, signal or stop (e.g. `IRQResampler`'s): look at the
     /// vCPU; the end of the run if the guest can no longer go on.
     func kicked(_ vcpu: VCPU, vm: VirtualMachine) -> ExitReason?
+    /// A firmware call KVM handed to the VMM (riscv64's SBI): the (error, value) the guest
+    /// gets, or the end of the run.
+    func firmwareCall(_ call: SBICall, vcpu: Int) -> FirmwareAnswer
     /// Where the guest stands at a timeout, for its report (nil: nothing to add).
     func timeoutState(_ vcpu: VCPU, vm: VirtualMachine, exits: Int) -> String?
     /// The guest's own results, added to the report after the run.
@@ -134,7 +137,23 @@ protocol GuestLoader: AnyObject, Sendable {
     func restored(memory: GuestMemory<P.Format>)
 }
 
+/// What a firmware call gets: an SBI error and value (`SBI.notSupported` for a call the
+/// loader does not serve), or the run's end.
+enum FirmwareAnswer: Sendable {
+    case answer(error: Int64, value: UInt64)
+    case end(ExitReason)
+}
+
+/// SBI's error codes (SBI specification, "Standard SBI Errors").
+enum SBI {
+    static let success: Int64 = 0
+    static let notSupported: Int64 = -2
+}
+
 extension GuestLoader {
+    /// A guest with no firmware calls of its own (the memtest guests, x86, arm64): every
+    /// call is "not supported", as SBI answers an extension it does not have.
+    func firmwareCall(_ call: SBICall, vcpu: Int) -> FirmwareAnswer { .answer(error: SBI.notSupported, value: 0) }
     func restored(memory: GuestMemory<P.Format>) {}
     func pauseDevices() {}
     func resumeDevices() {}

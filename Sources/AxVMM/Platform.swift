@@ -112,8 +112,10 @@ public struct GuestArch: Hashable, Sendable, CustomStringConvertible {
         /// The serial port's interrupt is edge-triggered and re-delivered by the VMM
         /// (`IRQResampler`), which the statistics then count.
         public var resamplesSerialIRQ: Bool
-        /// How the guest powers the machine off, for reports ("ACPI sleep state S5").
+        /// How the guest powers the machine off and resets it, for reports ("ACPI sleep
+        /// state S5", "PSCI SYSTEM_RESET: reboot").
         public var powerOff: String
+        public var reset: String
     }
 
     /// `layout(size)`: the RAM areas of `size` bytes; `hole(size)`: the start and size of the

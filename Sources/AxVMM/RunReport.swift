@@ -61,9 +61,10 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The text, calling the program counter `pcName` ("rip" on x86, "pc" on arm64).
-    /// `pcName`: what the architecture calls its program counter; `powerOff`: how its guests
-    /// power off (`GuestArch.linux.powerOff`).
-    public func description(pcName: String, powerOff: String = GuestArch.x86_64.linux.powerOff) -> String {
+    /// `pcName`: what the architecture calls its program counter; `powerOff`, `reset`: how
+    /// its guests power off and reset (`GuestArch.linux`).
+    public func description(pcName: String, powerOff: String = GuestArch.x86_64.linux.powerOff,
+                            reset: String = GuestArch.aarch64.linux.reset) -> String {
         func h(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
         switch self {
         case let .guestExit(code): return "guest exit, code \(code)"
@@ -90,7 +91,7 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
             return "KVM internal error, suberror \(sub), data \(data.map(h)) (\(pcName) \(h(rip)))"
         case let .failEntry(r): return "VM entry failed, hardware reason \(h(r))"
         case .powerOff: return "guest powered off (\(powerOff))"
-        case .systemReset: return "guest reset the machine (PSCI SYSTEM_RESET: reboot)"
+        case .systemReset: return "guest reset the machine (\(reset))"
         case let .systemEvent(t): return "KVM system event \(t)"
         case let .unsupportedExit(r, rip): return "unsupported KVM exit reason \(r) at \(pcName) \(h(rip))"
         case let .unemulatedAbort(ipa, esr, fault, rip):
@@ -213,7 +214,7 @@ public struct RunReport: Sendable {
     public var faultAround: UInt64 { settings.faultAround }
 
     /// The end of the run in words, with the program counter named as on this architecture.
-    public var exitDescription: String { exit.description(pcName: arch.pcName, powerOff: arch.linux.powerOff) }
+    public var exitDescription: String { exit.description(pcName: arch.pcName, powerOff: arch.linux.powerOff, reset: arch.linux.reset) }
 
     /// The process exit status the CLI uses: the guest's code, 0 for a halt or a reset,
     /// 4 halted for good, 124 timeout, 128 + the signal, 3 for other VMM-side ends.

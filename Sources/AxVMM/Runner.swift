@@ -290,6 +290,11 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
                 }
             case .shutdown: return fatal(.shutdown(registers: platform.shutdownRegisters(vcpu)))
             case let .armNISV(iss, ipa): return fatal(platform.unemulatedAbort(esrISS: iss, ipa: ipa, pc: pc()))
+            case let .riscvSBI(call):
+                switch loader.firmwareCall(call, vcpu: index) {
+                case let .answer(error, value): vcpu.setSBIReturn(error: error, value: value)
+                case let .end(reason): return fatal(reason)
+                }
             case let .failEntry(reason): return fatal(.failEntry(reason: reason))
             case let .internalError(sub, data): return fatal(.internalError(suberror: sub, data: data, rip: pc()))
             case let .systemEvent(type): return fatal(Self.systemEvent(type))

@@ -86,6 +86,15 @@ int ckvm_enable_cap(int fd, uint32_t cap, uint64_t arg0) {
 }
 uint64_t ckvm_run_arm_nisv_esr_iss(const struct kvm_run *run) { return run->arm_nisv.esr_iss; }
 uint64_t ckvm_run_arm_nisv_fault_ipa(const struct kvm_run *run) { return run->arm_nisv.fault_ipa; }
+struct ckvm_sbi_call ckvm_run_riscv_sbi(const struct kvm_run *run) {
+    struct ckvm_sbi_call c = { run->riscv_sbi.extension_id, run->riscv_sbi.function_id, { 0 } };
+    for (int i = 0; i < 6; i++) c.args[i] = run->riscv_sbi.args[i];
+    return c;
+}
+void ckvm_run_riscv_sbi_return(struct kvm_run *run, uint64_t error, uint64_t value) {
+    run->riscv_sbi.ret[0] = (unsigned long)error;
+    run->riscv_sbi.ret[1] = (unsigned long)value;
+}
 uint64_t ckvm_run_system_event_data0(const struct kvm_run *run) {
     return run->system_event.ndata > 0 ? run->system_event.data[0] : 0;
 }

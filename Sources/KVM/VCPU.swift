@@ -21,10 +21,27 @@ public enum VCPUExit {
     /// syndrome, e.g. a load pair), with ESR_EL2's ISS bits and the IPA (KVM_EXIT_ARM_NISV;
     /// needs KVM_CAP_ARM_NISV_TO_USER).
     case armNISV(esrISS: UInt64, ipa: UInt64)
+    /// riscv64: an SBI call KVM does not serve itself (KVM_EXIT_RISCV_SBI: the legacy
+    /// console, the debug console, vendor extensions); answer with `setSBIReturn` before
+    /// the next run.
+    case riscvSBI(SBICall)
     /// KVM_RUN returned EINTR (a signal or `immediate_exit`): timeout, Ctrl-C, shutdown.
     case interrupted
     /// Any other exit reason (KVM_EXIT_*).
     case unsupported(reason: UInt32)
+}
+
+/// An SBI call (RISC-V Supervisor Binary Interface): extension id (a7), function id (a6),
+/// arguments a0-a5.
+public struct SBICall: Sendable, Equatable {
+    public var extensionID: UInt64
+    public var functionID: UInt64
+    public var args: [UInt64]
+    public init(extensionID: UInt64, functionID: UInt64, args: [UInt64]) {
+        self.extensionID = extensionID
+        self.functionID = functionID
+        self.args = args
+    }
 }
 
 /// A vCPU file descriptor and its mmap'd `kvm_run` (rust-vmm's `VcpuFd`).
@@ -86,9 +103,19 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
         case KVM_EXIT_SYSTEM_EVENT: return .systemEvent(type: ckvm_run_system_event_type(kvmRun))
         case KVM_EXIT_ARM_NISV:
             return .armNISV(esrISS: ckvm_run_arm_nisv_esr_iss(kvmRun), ipa: ckvm_run_arm_nisv_fault_ipa(kvmRun))
+        case KVM_EXIT_RISCV_SBI:
+            let c = ckvm_run_riscv_sbi(kvmRun)
+            return .riscvSBI(SBICall(extensionID: c.extension_id, functionID: c.function_id,
+                                     args: [c.args.0, c.args.1, c.args.2, c.args.3, c.args.4, c.args.5]))
         case KVM_EXIT_INTR: return .interrupted
         default: return .unsupported(reason: reason)
         }
+    }
+
+    /// The answer to the `.riscvSBI` exit just taken: SBI error (0 success, -2 not
+    /// supported, …) and value, which the guest finds in a0 and a1.
+    public func setSBIReturn(error: Int64, value: UInt64) {
+        ckvm_run_riscv_sbi_return(kvmRun, UInt64(bitPattern: error), value)
     }
 
     /// Makes the current or next KVM_RUN return `.interrupted` (pair with a signal to the

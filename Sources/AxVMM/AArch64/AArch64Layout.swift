@@ -93,7 +93,7 @@ extension GuestArch {
         name: "aarch64", ramBase: AArch64Layout.ramBase, romBase: AArch64Layout.romBase, pcName: "pc",
         guestDirectory: "guests/build/aarch64/", imageModes: [.aarch64],
         linux: LinuxTraits(defaultCmdline: LinuxBootConfig.arm64Cmdline, virtioNeedsACPI: false, bootsRawBinaries: true,
-                          resamplesSerialIRQ: false, powerOff: "PSCI SYSTEM_OFF"),
+                          resamplesSerialIRQ: false, powerOff: "PSCI SYSTEM_OFF", reset: "PSCI SYSTEM_RESET: reboot"),
         layout: { AArch64Layout.ramRanges(size: $0) })
 }
 

@@ -2,13 +2,23 @@ import AxAddrSpace
 
 /// An arm64 Linux kernel `Image` (Documentation/arch/arm64/booting.rst, "Call the kernel
 /// image"): its 64-byte header, checked, and the bytes to load. A gzip-compressed
-/// `Image.gz` is inflated first (`Inflate`).
+/// `Image.gz` is inflated first (`Inflate`). riscv64's `Image` has the same header with its
+/// own magic (`Flavour.riscv64`, Documentation/arch/riscv/boot-image-header.rst).
 ///
 ///     0x00 code0, code1 (u32 each)   0x08 text_offset (u64, LE)   0x10 image_size (u64)
 ///     0x18 flags (u64)               0x20 res2, res3, res4        0x38 magic "ARM\x64"
 ///     0x3c res5: offset of the PE/COFF header (EFI stub), 0 if none
 public struct ArmKernelImage: Sendable {
     public static let magic: UInt32 = 0x644d_5241  // "ARM\x64", little-endian
+
+    /// Whose Image it is: the magic at 0x38 and the names in refusals.
+    public struct Flavour: Sendable {
+        public let magic: UInt32
+        public let name: String
+        public let magicText: String
+        /// arm64: the Image booted on arm64 hosts.
+        public static let arm64 = Flavour(magic: ArmKernelImage.magic, name: "arm64", magicText: "ARM\\x64")
+    }
     public static let headerSize = 64
     /// booting.rst: with image_size 0 (kernels before 3.17) text_offset is 0x80000.
     public static let legacyTextOffset: UInt64 = 0x8_0000
@@ -41,7 +51,7 @@ public struct ArmKernelImage: Sendable {
     }
 
     /// Checks the header of `bytes` (inflated first, up to `inflateLimit` bytes, if gzip).
-    public init(bytes input: [UInt8], inflateLimit: Int) throws(Invalid) {
+    public init(bytes input: [UInt8], inflateLimit: Int, flavour: Flavour = .arm64) throws(Invalid) {
         var b = input
         wasCompressed = Inflate.isGzip(input)
         if wasCompressed {
@@ -50,11 +60,11 @@ public struct ArmKernelImage: Sendable {
             }
         }
         guard b.count >= Self.headerSize else {
-            throw Invalid("truncated: \(b.count) bytes, shorter than the \(Self.headerSize)-byte arm64 Image header")
+            throw Invalid("truncated: \(b.count) bytes, shorter than the \(Self.headerSize)-byte \(flavour.name) Image header")
         }
         func u32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[o + $1]) << (8 * UInt32($1)) } }
         func u64(_ o: Int) -> UInt64 { UInt64(u32(o)) | UInt64(u32(o + 4)) << 32 }
-        guard u32(0x38) == Self.magic else { throw Invalid("not an arm64 Image: \(Self.whatItIs(b))") }
+        guard u32(0x38) == flavour.magic else { throw Invalid("not an \(flavour.name) Image: \(Self.whatItIs(b, flavour))") }
         flags = u64(0x18)
         guard flags & 1 == 0 else { throw Invalid("a big-endian kernel (flags \(hex(flags)) bit 0): axvm boots little-endian kernels") }
         var offset = u64(0x08), size = u64(0x10)
@@ -95,14 +105,14 @@ public struct ArmKernelImage: Sendable {
     }
 
     /// A guess at what the file is, for the refusal.
-    private static func whatItIs(_ b: [UInt8]) -> String {
+    private static func whatItIs(_ b: [UInt8], _ flavour: Flavour) -> String {
         if b.count >= 4 && b[0] == 0x7f && b[1] == 0x45 && b[2] == 0x4c && b[3] == 0x46 {
-            return "an ELF file (boot the Image from arch/arm64/boot, not vmlinux)"
+            return "an ELF file (boot the Image from arch/\(flavour.name)/boot, not vmlinux)"
         }
         if b.count >= 0x206 && b[0x202] == 0x48 && b[0x203] == 0x64 && b[0x204] == 0x72 && b[0x205] == 0x53 {
             return "an x86 bzImage"
         }
-        return "no \"ARM\\x64\" magic at offset 0x38 (a raw binary is booted with --raw)"
+        return "no \"\(flavour.magicText)\" magic at offset 0x38\(flavour.name == "arm64" ? " (a raw binary is booted with --raw)" : "")"
     }
 
     /// A header that fails validation, with the reason.

@@ -49,12 +49,15 @@ public struct ArmLinuxPlan: Sendable {
     /// Kernel (its image_size footprint), initrd, device tree: each inside RAM, no overlap.
     public let placements: [BootPlacement]
 
+    /// `cmdlineLimit`/`arch`: the kernel's COMMAND_LINE_SIZE and its architecture's name
+    /// (riscv64 lays its Image out the same way, with 1024).
     public init(kernel: ArmKernelImage, ram: [GuestPhysRange], cmdline: String,
-                initrdPath: String? = nil, initrdSize: UInt64 = 0) throws(LinuxBootError) {
+                initrdPath: String? = nil, initrdSize: UInt64 = 0,
+                cmdlineLimit: Int = ArmLinuxLayout.cmdlineLimit, arch: String = "arm64") throws(LinuxBootError) {
         let text = Array(cmdline.utf8)
         guard !text.contains(0) else { throw .cmdline(reason: "contains a NUL byte") }
-        guard text.count < ArmLinuxLayout.cmdlineLimit else {
-            throw .cmdline(reason: "\(text.count) bytes, longer than the \(ArmLinuxLayout.cmdlineLimit - 1) bytes arm64 Linux accepts (COMMAND_LINE_SIZE)")
+        guard text.count < cmdlineLimit else {
+            throw .cmdline(reason: "\(text.count) bytes, longer than the \(cmdlineLimit - 1) bytes \(arch) Linux accepts (COMMAND_LINE_SIZE)")
         }
         guard let area = ram.first else { throw .memory(reason: "no RAM") }
         let start = area.start.raw, end = area.end.raw
@@ -395,13 +398,13 @@ extension ArmKernelImage {
 
     /// Reads and parses the kernel at `path`; an `Image.gz` is inflated up to `limit` bytes
     /// (the guest's RAM: a larger Image could not be loaded anyway). `raw`: a raw binary.
-    init(path: String, limit: UInt64, raw: Bool = false) throws(LinuxBootError) {
+    init(path: String, limit: UInt64, raw: Bool = false, flavour: Flavour = .arm64) throws(LinuxBootError) {
         let bytes: [UInt8]
         do {
             bytes = try readRegularFile(path, limit: Self.maxFileSize) { "\($0) bytes, more than the \(Self.maxFileSize >> 20) MiB limit" }
         } catch { throw .kernel(path: path, reason: error.reason) }
         do {
-            if raw { try self.init(raw: bytes) } else { try self.init(bytes: bytes, inflateLimit: Int(min(limit, UInt64(Int.max)))) }
+            if raw { try self.init(raw: bytes) } else { try self.init(bytes: bytes, inflateLimit: Int(min(limit, UInt64(Int.max))), flavour: flavour) }
         } catch {
             throw .kernel(path: path, reason: error.reason)
         }

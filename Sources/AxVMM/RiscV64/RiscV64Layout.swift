@@ -29,13 +29,13 @@ public enum RiscV64Layout {
 }
 
 extension GuestArch {
-    /// riscv64: one RAM area from 2 GiB, S-mode memtest guests in guests/build/riscv64/.
-    /// Linux guests are not booted on riscv64 yet.
+    /// riscv64: one RAM area from 2 GiB, S-mode memtest guests in guests/build/riscv64/,
+    /// Linux from a riscv64 Image with a device tree.
     public static let riscv64 = GuestArch(
         name: "riscv64", ramBase: RiscV64Layout.ramBase, romBase: RiscV64Layout.romBase, pcName: "pc",
         guestDirectory: "guests/build/riscv64/", imageModes: [.riscv64],
         linux: LinuxTraits(defaultCmdline: "console=ttyS0 panic=-1 quiet", virtioNeedsACPI: false, bootsRawBinaries: false,
-                          resamplesSerialIRQ: false, powerOff: "SBI system reset: shutdown"),
+                          resamplesSerialIRQ: false, powerOff: "SBI system reset: shutdown", reset: "SBI system reset: reboot"),
         layout: { RiscV64Layout.ramRanges(size: $0) })
 }
 

@@ -7,8 +7,7 @@ import KVM
 
 /// A RISC-V host: KVM in HS-mode (the H extension), G-stage tables, guest-page faults.
 /// Compiled on every host (its pieces are tested anywhere); a binary runs it on riscv64 only.
-/// The memtest guests run here; Linux guests (a PLIC emulated in the VMM, SBI console and
-/// reset) are not built yet.
+/// The memtest guests and Linux (`RiscVLinuxLoader`) run here.
 struct RiscV64Platform: Platform {
     let format: GStage
     var arch: GuestArch { .riscv64 }
@@ -20,13 +19,11 @@ struct RiscV64Platform: Platform {
         format = RiscV64Host.format(gpaBits: bits)
     }
 
-    /// The VM (RAM's end checked against the G-stage's reach) and `count` harts, each made
-    /// runnable (KVM keeps every hart but the first stopped, for SBI HSM to start; the
-    /// memtest guests start together).
+    /// The VM (RAM's end checked against the G-stage's reach) and `count` harts. The memtest
+    /// guests' harts all start at once (made runnable); a Linux guest's (`.inKernel`: RISC-V
+    /// KVM has no in-kernel interrupt controller here, only the harts' own) start stopped
+    /// but the first, for the kernel to start through SBI HSM, which KVM serves.
     func createVM(system: KVMSystem, vcpus count: Int, ramEnd gpa: GuestPhysAddr, interrupts: InterruptModel) throws(VMMError) -> (VirtualMachine, [VCPU]) {
-        if interrupts == .inKernel {
-            throw .host("Linux guests are not booted on riscv64 yet (no in-kernel interrupt controller: the VMM's PLIC is not built)")
-        }
         let host = RiscV64Host(system: system)
         if host.gpaBits > 0 && gpa.raw > 1 << UInt64(host.gpaBits) {
             throw .badValue(what: "memory size", value: "\(gpa.raw - RiscV64Layout.ramBase) bytes",
@@ -37,7 +34,7 @@ struct RiscV64Platform: Platform {
             var vcpus: [VCPU] = []
             for i in 0..<count {
                 let v = try vm.createVCPU(id: UInt(i))
-                try v.setMultiprocessingState(RiscV64Host.mpStateRunnable)
+                try v.setMultiprocessingState(interrupts == .inKernel && i > 0 ? RiscVLinuxLayout.mpStateStopped : RiscV64Host.mpStateRunnable)
                 vcpus.append(v)
             }
             return (vm, vcpus)
@@ -81,10 +78,6 @@ struct RiscV64Platform: Platform {
     func saveVM(_ vm: VirtualMachine) throws(VMMError) -> [UInt8] { throw Self.noSnapshots }
     func restoreVM(_ vm: VirtualMachine, _ state: [UInt8]) throws(VMMError) { throw Self.noSnapshots }
     static var noSnapshots: VMMError { .badValue(what: "snapshot", value: "riscv64", reason: "snapshots are built for x86_64 guests only so far") }
-
-    func bootLinux(_ c: LinuxBootConfig, t0: UInt64) throws(LinuxBootError) -> RunReport {
-        throw .kernel(path: c.kernelPath, reason: "Linux guests are not booted on riscv64 yet (the memtest guests in guests/build/riscv64/ run)")
-    }
 
     func describeHost(system: KVMSystem?) -> [String] {
         let host = system.map { RiscV64Host(system: $0) }

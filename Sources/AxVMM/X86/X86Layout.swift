@@ -58,7 +58,7 @@ extension GuestArch {
         name: "x86_64", ramBase: 0, romBase: X86Layout.romBase, pcName: "rip", guestDirectory: "guests/build/",
         imageModes: [.real, .long],
         linux: LinuxTraits(defaultCmdline: LinuxBootConfig.x86Cmdline, virtioNeedsACPI: true, bootsRawBinaries: false,
-                          resamplesSerialIRQ: true, powerOff: "ACPI sleep state S5"),
+                          resamplesSerialIRQ: true, powerOff: "ACPI sleep state S5", reset: "KVM system event: reboot"),
         layout: { X86Layout.ramRanges(size: $0) },
         // RAM above 3 GiB moves past the 32-bit hole to 4 GiB.
         hole: { size in (X86Layout.lowRAMLimit, size > X86Layout.lowRAMLimit ? X86Layout.highRAMBase - X86Layout.lowRAMLimit : 0) })

@@ -142,6 +142,11 @@ int ckvm_enable_cap(int fd, uint32_t cap, uint64_t arg0);
 /// instruction syndrome); ESR_EL2's ISS bits and the faulting IPA.
 uint64_t ckvm_run_arm_nisv_esr_iss(const struct kvm_run *run);
 uint64_t ckvm_run_arm_nisv_fault_ipa(const struct kvm_run *run);
+/// KVM_EXIT_RISCV_SBI: the SBI call KVM hands to user space (extension, function, a0-a5),
+/// and the (error, value) pair the guest gets back in a0/a1 when the vCPU runs again.
+struct ckvm_sbi_call { uint64_t extension_id, function_id, args[6]; };
+struct ckvm_sbi_call ckvm_run_riscv_sbi(const struct kvm_run *run);
+void ckvm_run_riscv_sbi_return(struct kvm_run *run, uint64_t error, uint64_t value);
 /// KVM_EXIT_SYSTEM_EVENT's first data word (the PSCI reset type on arm64), 0 if none.
 uint64_t ckvm_run_system_event_data0(const struct kvm_run *run);
 /// Pins the calling thread to `cpu` (sched_setaffinity); -1 and errno on failure.

@@ -1,0 +1,305 @@
+import AxAddrSpace
+#if canImport(Glibc)
+import Glibc
+#endif
+import KVM
+
+/// Guest-physical layout of a riscv64 Linux guest: devices below 2 GiB at QEMU virt's
+/// addresses, RAM from 2 GiB (`RiscV64Layout.ramBase`).
+public enum RiscVLinuxLayout {
+    /// The ns16550a UART (registers one byte apart), as on QEMU's virt.
+    public static let uart: UInt64 = 0x1000_0000
+    public static let uartSize: UInt64 = 0x100
+    /// Its input clock (the divisor the driver programs is not used).
+    public static let uartClock: UInt32 = 3_686_400
+    /// riscv's COMMAND_LINE_SIZE (arch/riscv/include/uapi/asm/setup.h), with the NUL.
+    public static let cmdlineLimit = 1024
+    /// KVM_MP_STATE_STOPPED: a hart waiting for SBI HSM hart_start (served by KVM).
+    static let mpStateStopped: UInt32 = 5
+}
+
+extension ArmKernelImage.Flavour {
+    /// riscv64: "RSC\x05" at 0x38 (Documentation/arch/riscv/boot-image-header.rst, magic2).
+    public static let riscv64 = ArmKernelImage.Flavour(magic: 0x0543_5352, name: "riscv", magicText: "RSC\\x05")
+}
+
+extension RiscV64Register {
+    /// struct kvm_riscv_timer's frequency (type 4, u64 fields): the guest's `time` rate.
+    public static let timerFrequency = id(type: 4, index: 0)
+    /// struct kvm_riscv_config's satp_mode (Linux 6.3): the widest stage 1 mode the
+    /// guest has, as satp.MODE (8 Sv39, 9 Sv48, 10 Sv57).
+    public static let satpMode = id(type: 1, index: 6)
+}
+
+/// What the device tree says about the harts: ISA, stage 1 MMU and the time base.
+public struct RiscVHarts: Sendable, Equatable {
+    public var count: Int
+    /// "rv64imafdc…", from config.isa.
+    public var isa: String
+    /// "riscv,sv39", "riscv,sv48" or "riscv,sv57".
+    public var mmuType: String
+    public var timebaseFrequency: UInt64
+
+    /// Read from hart 0 (KVM gives every hart the same).
+    static func read(_ vcpus: [VCPU]) throws(KVMError) -> RiscVHarts {
+        guard let hart = vcpus.first else { return RiscVHarts(count: 0, isa: "rv64", mmuType: "riscv,sv39", timebaseFrequency: 10_000_000) }
+        let isa = try hart.register(RiscV64Register.isa)
+        let frequency = try hart.register(RiscV64Register.timerFrequency)
+        // Kernels before 6.3 have no satp_mode register: Sv39 is the mode every hart has.
+        let satp = (try? hart.register(RiscV64Register.satpMode)) ?? 8
+        return RiscVHarts(count: vcpus.count, isa: isaString(isa), mmuType: mmuType(satpMode: satp), timebaseFrequency: frequency)
+    }
+
+    /// "rv64" and the single-letter extensions of the bitmap (bit 0 = 'a'), without 'h'
+    /// (the guest runs in VS-mode: no hypervisor of its own).
+    public static func isaString(_ bits: UInt64) -> String {
+        "rv64" + String(decoding: (0..<26).filter { bits >> UInt64($0) & 1 == 1 && $0 != 7 }.map { UInt8(ascii: "a") + UInt8($0) }, as: UTF8.self)
+    }
+
+    public static func mmuType(satpMode: UInt64) -> String {
+        switch satpMode {
+        case 10: "riscv,sv57"
+        case 9: "riscv,sv48"
+        default: "riscv,sv39"
+        }
+    }
+}
+
+/// The device tree a riscv64 Linux guest boots with (Devicetree Specification v0.4;
+/// Documentation/devicetree/bindings/riscv/cpus.yaml; the nodes kvmtool writes): RAM, the
+/// harts with their local interrupt controllers, the time base, the UART and `chosen`.
+/// There is no platform interrupt controller yet: the UART is polled by its driver.
+enum RiscVDeviceTree {
+    static func build(plan: ArmLinuxPlan, harts: RiscVHarts) throws(LinuxBootError) -> [UInt8] {
+        var w = DeviceTreeWriter()
+        func cells(_ pairs: [(UInt64, UInt64)]) -> DeviceTreeValue { .u64s(pairs.flatMap { [$0.0, $0.1] }) }
+        func hexDigits(_ v: UInt64) -> String { String(v, radix: 16) }
+        w.beginNode("")
+        w.property("compatible", .string("linux,dummy-virt"))
+        w.property("model", .string("axvm"))
+        w.property("#address-cells", .u32s([2]))
+        w.property("#size-cells", .u32s([2]))
+
+        w.beginNode("chosen")
+        w.property("bootargs", .string(plan.cmdline))
+        w.property("stdout-path", .string("/soc/serial@\(hexDigits(RiscVLinuxLayout.uart))"))
+        if plan.initrdSize > 0 {
+            w.property("linux,initrd-start", .u64s([plan.initrdAddress]))
+            w.property("linux,initrd-end", .u64s([plan.initrdAddress + plan.initrdSize]))
+        }
+        w.endNode()
+
+        for r in plan.ram {
+            w.beginNode("memory@\(hexDigits(r.start.raw))")
+            w.property("device_type", .string("memory"))
+            w.property("reg", cells([(r.start.raw, r.end.raw - r.start.raw)]))
+            w.endNode()
+        }
+
+        w.beginNode("cpus")
+        w.property("#address-cells", .u32s([1]))
+        w.property("#size-cells", .u32s([0]))
+        w.property("timebase-frequency", .u32s([UInt32(truncatingIfNeeded: harts.timebaseFrequency)]))
+        for hart in 0..<harts.count {
+            w.beginNode("cpu@\(String(hart, radix: 16))")
+            w.property("device_type", .string("cpu"))
+            w.property("compatible", .string("riscv"))
+            w.property("reg", .u32s([UInt32(hart)]))
+            w.property("status", .string("okay"))
+            w.property("riscv,isa", .string(harts.isa))
+            w.property("mmu-type", .string(harts.mmuType))
+            w.beginNode("interrupt-controller")
+            w.property("compatible", .string("riscv,cpu-intc"))
+            w.property("#interrupt-cells", .u32s([1]))
+            w.property("#address-cells", .u32s([0]))
+            w.property("interrupt-controller", .empty)
+            w.property("phandle", .u32s([UInt32(hart) + 1]))
+            w.endNode()
+            w.endNode()
+        }
+        w.endNode()
+
+        w.beginNode("soc")
+        w.property("compatible", .string("simple-bus"))
+        w.property("#address-cells", .u32s([2]))
+        w.property("#size-cells", .u32s([2]))
+        w.property("ranges", .empty)
+        w.beginNode("serial@\(hexDigits(RiscVLinuxLayout.uart))")
+        w.property("compatible", .string("ns16550a"))
+        w.property("reg", cells([(RiscVLinuxLayout.uart, RiscVLinuxLayout.uartSize)]))
+        w.property("clock-frequency", .u32s([RiscVLinuxLayout.uartClock]))
+        w.endNode()
+        w.endNode()
+
+        w.endNode()
+        let blob: [UInt8]
+        do { blob = try w.finish() } catch { throw .deviceTree(reason: "\(error)") }
+        guard UInt64(blob.count) <= ArmLinuxLayout.deviceTreeSlot else {
+            throw .deviceTree(reason: "\(blob.count) bytes, more than the 2 MiB slot at the top of RAM")
+        }
+        return blob
+    }
+}
+
+extension RiscV64Platform {
+    /// A riscv64 `Image` (or `Image.gz`) with a device tree axvm writes (`RiscVLinuxLoader`).
+    func bootLinux(_ c: LinuxBootConfig, t0: UInt64) throws(LinuxBootError) -> RunReport {
+        let (plan, initrd) = try RiscVLinuxLoader<Self>.plan(c)
+        let loader = RiscVLinuxLoader(platform: self, config: c, plan: plan, initrd: initrd, t0: t0)
+        do {
+            return try Runner(loader: loader).run()
+        } catch {
+            throw .vmm(error)
+        }
+    }
+}
+
+/// A riscv64 Linux guest's loader and its machine: the Image, initrd and device tree written
+/// where the plan put them (the plan of an arm64 Image: the same header and layout rules),
+/// hart 0 entered at the Image with a0 = its hart id and a1 = the device tree (S-mode,
+/// satp 0; Documentation/arch/riscv/boot.rst), the others stopped until SBI HSM starts them
+/// (in KVM); the SBI console calls KVM hands over, and an ns16550a UART on MMIO. SBI system
+/// reset (in KVM) ends the run (`Runner.systemEvent`).
+final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // device state behind `lock`
+    let platform: P
+    let config: LinuxBootConfig
+    let plan: ArmLinuxPlan
+    let initrd: LinuxInitrd?
+    let settings: RunSettings
+    private let lock = Lock()
+    private let console: LinuxConsole
+    private var uart: UART8250?
+
+    /// Reads and checks the kernel (inflating an `Image.gz`), the initrd (its size), the
+    /// command line and the devices asked for: every input error before KVM is opened.
+    static func plan(_ c: LinuxBootConfig) throws(LinuxBootError) -> (ArmLinuxPlan, LinuxInitrd?) {
+        if c.virtioDevices > 0 {
+            throw .vmm(.badValue(what: "virtio devices", value: "\(c.virtioDevices)", reason: "are not built for riscv64 guests yet (they need the platform interrupt controller)"))
+        }
+        let ram = RiscV64Layout.ramRanges(size: c.memorySize)
+        let kernel = try ArmKernelImage(path: c.kernelPath, limit: c.memorySize, flavour: .riscv64)
+        let initrd = try c.initrdPath.map { p throws(LinuxBootError) in
+            try LinuxInitrd(path: p, limit: c.memorySize) { size in
+                "\(size) bytes do not fit in RAM: larger than the \(c.memorySize >> 20) MiB of guest RAM"
+            }
+        }
+        let plan = try ArmLinuxPlan(kernel: kernel, ram: ram, cmdline: c.cmdline, initrdPath: c.initrdPath, initrdSize: initrd?.size ?? 0,
+                                    cmdlineLimit: RiscVLinuxLayout.cmdlineLimit, arch: "riscv64")
+        return (plan, initrd)
+    }
+
+    init(platform: P, config: LinuxBootConfig, plan: ArmLinuxPlan, initrd: LinuxInitrd?, t0: UInt64) {
+        self.platform = platform
+        self.config = config
+        self.plan = plan
+        self.initrd = initrd
+        settings = config.settings
+        console = LinuxConsole(config: config, placements: plan.placements, initrdAddress: plan.initrdAddress,
+                               initrdSize: plan.initrdSize, t0: t0)
+    }
+
+    var ram: [GuestPhysRange] { plan.ram }
+    /// A Linux guest: the harts but the first start stopped (`RiscV64Platform.createVM`).
+    var interrupts: InterruptModel { .inKernel }
+    var testRegionBase: GuestPhysAddr { GuestPhysAddr(0) }
+
+    func load(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
+        console.populated = { memory.regions.reduce(0) { $0 + memory.populatedBytes($1) } }
+        let harts: RiscVHarts
+        do { harts = try RiscVHarts.read(vcpus) } catch { throw .kvm(error) }
+        let blob: [UInt8]
+        do { blob = try RiscVDeviceTree.build(plan: plan, harts: harts) } catch { throw .host("\(error)") }
+        var written: Result<Void, VMMError> = .success(())
+        plan.kernel.bytes.withUnsafeBytes { b in
+            written = Result { () throws(VMMError) in try memory.write(b, at: GuestPhysAddr(plan.kernelAddress)) }
+        }
+        try written.get()
+        try memory.mapForGuest(GuestPhysAddr(plan.kernelAddress), size: UInt64(plan.kernel.bytes.count))
+        try initrd?.load(into: memory, at: plan.initrdAddress)
+        try memory.write(blob, at: GuestPhysAddr(plan.deviceTreeAddress))
+        guard let boot = vcpus.first else { return }
+        do {
+            for (id, value) in Self.entryRegisters(kernel: plan.kernelAddress, deviceTree: plan.deviceTreeAddress) {
+                try boot.setRegister(id, value)
+            }
+        } catch {
+            throw .kvm(error)
+        }
+    }
+
+    /// boot.rst: a0 = the hart id, a1 = the device tree's address, pc at the Image; S-mode
+    /// with satp 0 and interrupts off is KVM's reset state.
+    static func entryRegisters(kernel: UInt64, deviceTree: UInt64) -> [(UInt64, UInt64)] {
+        [(RiscV64Register.a0, 0), (RiscV64Register.a1, deviceTree), (RiscV64Register.pc, kernel)]
+    }
+
+    func start(vm: VirtualMachine, kick: @escaping @Sendable () -> Void) throws(VMMError) {
+        // No interrupt line yet: the driver polls the UART (no `interrupts` in its node).
+        uart = UART8250(sink: { self.console.out($0) }, interrupt: {})
+    }
+
+    func stop() { lock.withLock { uart = nil } }
+
+    /// The ns16550a UART on MMIO: registers 0-7, one byte each.
+    func attach(_ buses: inout DeviceBuses, memory: GuestMemory<P.Format>, ram: [RAMRegion]) throws(VMMError) {
+        let uartDevice = ClosureDevice(read: { [self] offset, data in
+            lock.withLock {
+                guard offset < 8, let uart else { return data.fill(0) }
+                let port = UART8250.base + UInt16(offset)
+                for i in 0..<data.count { data[i] = i == 0 ? uart.read(port: port) : 0 }
+            }
+            return .handled
+        }, write: { [self] offset, data in
+            lock.withLock {
+                guard offset < 8, let uart, let b = data.first else { return }
+                uart.write(port: UART8250.base + UInt16(offset), b)
+            }
+            return .handled
+        })
+        try buses.mmio.register(uartDevice, name: "UART (ns16550a)", at: RiscVLinuxLayout.uart, size: RiscVLinuxLayout.uartSize)
+    }
+
+    /// SBI calls KVM leaves to the VMM: the legacy console's putchar (extension 0x01) and
+    /// getchar (0x02, nothing to read: -1), the debug console's write_byte (DBCN
+    /// 0x4442434E, function 2). Anything else: not supported.
+    func firmwareCall(_ call: SBICall, vcpu: Int) -> FirmwareAnswer {
+        switch (call.extensionID, call.functionID) {
+        case (0x01, _):
+            lock.withLock { console.out(UInt8(truncatingIfNeeded: call.args.first ?? 0)) }
+            return .answer(error: SBI.success, value: 0)
+        case (0x02, _):
+            return .answer(error: -1, value: 0)  // legacy getchar: -1 in a0, nothing pending
+        case (0x4442_434e, 2):
+            lock.withLock { console.out(UInt8(truncatingIfNeeded: call.args.first ?? 0)) }
+            return .answer(error: SBI.success, value: 0)
+        default:
+            return .answer(error: SBI.notSupported, value: 0)
+        }
+    }
+
+    /// Nothing else is mapped outside RAM: reads see an empty bus, writes are dropped.
+    func unclaimedMMIO(gpa: GuestPhysAddr, isWrite: Bool, size: Int, pc: UInt64) -> ExitReason? { nil }
+
+    /// `wfi` waits in KVM; a stray exit resumes.
+    func halted(_ vcpu: VCPU) -> VCPUOutcome? { nil }
+
+    func kicked(_ vcpu: VCPU, vm: VirtualMachine) -> ExitReason? { nil }
+
+    func timeoutState(_ vcpu: VCPU, vm: VirtualMachine, exits: Int) -> String? {
+        let uartState = lock.withLock { uart.map { "\($0.state)" } ?? "not set up" }
+        return "UART \(uartState); \(exits) exits"
+    }
+
+    func finish(_ report: inout RunReport, memory: GuestMemory<P.Format>, ram: [RAMRegion], outcomes: [VCPUOutcome]) {
+        report.serialOutput = lock.withLock { console.text }
+        finishEarly(&report)
+    }
+
+    func finishEarly(_ report: inout RunReport) {
+        report.linux = lock.withLock { console.result }
+    }
+
+    func watchConsole(_ text: String, _ action: @escaping @Sendable () -> Void) { lock.withLock { console.watch(text, action) } }
+    var snapshotKind: String { "linux" }
+    func snapshotBytes() -> [UInt8] { [] }
+}

@@ -1,0 +1,76 @@
+import AxAddrSpace
+@testable import AxVMM
+import Foundation
+import KVM
+import Testing
+
+/// riscv64 Linux, checked on any host: the Image header with riscv's magic, the plan, the
+/// device tree (read back by Debian's dtc), the hart description and the SBI calls the
+/// loader serves.
+@Suite struct RiscVLinuxTests {
+    static let image = syntheticArmImage(bytes: 1 << 20, textOffset: 0x20_0000, imageSize: 3 << 20, flags: 0, magic: 0x0543_5352)
+    static let harts = RiscVHarts(count: 2, isa: "rv64imafdc", mmuType: "riscv,sv57", timebaseFrequency: 10_000_000)
+
+    @Test func theImageHeaderCarriesRiscvsMagic() throws {
+        let k = try ArmKernelImage(bytes: Self.image, inflateLimit: 1 << 30, flavour: .riscv64)
+        #expect(k.textOffset == 0x20_0000 && k.imageSize == 3 << 20)
+        // An arm64 Image is not a riscv64 one, and the refusal says what was looked for.
+        #expect {
+            _ = try ArmKernelImage(bytes: syntheticArmImage(), inflateLimit: 1 << 30, flavour: .riscv64)
+        } throws: { e in "\(e)" == "not an riscv Image: no \"RSC\\x05\" magic at offset 0x38" }
+        let plan = try ArmLinuxPlan(kernel: k, ram: RiscV64Layout.ramRanges(size: 256 << 20), cmdline: "console=ttyS0",
+                                    cmdlineLimit: RiscVLinuxLayout.cmdlineLimit, arch: "riscv64")
+        // The kernel 2 MiB above RAM's start (text_offset), the device tree in the last 2 MiB.
+        #expect(plan.kernelAddress == 0x8020_0000)
+        #expect(plan.deviceTreeAddress == 0x8000_0000 + (256 << 20) - (2 << 20))
+        #expect {
+            _ = try ArmLinuxPlan(kernel: k, ram: RiscV64Layout.ramRanges(size: 256 << 20), cmdline: String(repeating: "x", count: 1024),
+                                 cmdlineLimit: RiscVLinuxLayout.cmdlineLimit, arch: "riscv64")
+        } throws: { e in "\(e)".contains("1024 bytes, longer than the 1023 bytes riscv64 Linux accepts") }
+    }
+
+    @Test func hartsAreDescribedFromKVMsRegisters() {
+        // config.isa bits: a (0), c (2), d (3), f (5), h (7), i (8), m (12): 'h' left out.
+        let bits: UInt64 = 1 << 0 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 7 | 1 << 8 | 1 << 12
+        #expect(RiscVHarts.isaString(bits) == "rv64acdfim")
+        #expect(RiscVHarts.mmuType(satpMode: 10) == "riscv,sv57")
+        #expect(RiscVHarts.mmuType(satpMode: 9) == "riscv,sv48")
+        #expect(RiscVHarts.mmuType(satpMode: 8) == "riscv,sv39")
+        #expect(RiscV64Register.timerFrequency == 0x8030_0000_0400_0000)
+        #expect(RiscV64Register.satpMode == 0x8030_0000_0100_0006)
+        let regs = Dictionary(uniqueKeysWithValues: RiscVLinuxLoader<RiscV64Platform>.entryRegisters(kernel: 0x8020_0000, deviceTree: 0x8fe0_0000))
+        #expect(regs[RiscV64Register.a0] == 0 && regs[RiscV64Register.a1] == 0x8fe0_0000 && regs[RiscV64Register.pc] == 0x8020_0000)
+    }
+
+    @Test func writesADeviceTreeThatDtcReads() throws {
+        let dtc = "/usr/bin/dtc"
+        guard toolAvailable(dtc, package: "device-tree-compiler", required: "AXVM_REQUIRE_DTC") else { return }
+        let k = try ArmKernelImage(bytes: Self.image, inflateLimit: 1 << 30, flavour: .riscv64)
+        let plan = try ArmLinuxPlan(kernel: k, ram: RiscV64Layout.ramRanges(size: 256 << 20), cmdline: "console=ttyS0 quiet",
+                                    initrdPath: "i", initrdSize: 5000, cmdlineLimit: RiscVLinuxLayout.cmdlineLimit, arch: "riscv64")
+        let blob = try RiscVDeviceTree.build(plan: plan, harts: Self.harts)
+        let r = try runTool(dtc, ["-I", "dtb", "-O", "dts", "-"], stdin: blob)
+        let dts = String(decoding: r.out, as: UTF8.self)
+        #expect(r.status == 0, "dtc: \(r.err)")
+        #expect(r.err.isEmpty, "dtc warns: \(r.err)")
+        let start = plan.initrdAddress, end = plan.initrdAddress + 5000
+        for line in [
+            "bootargs = \"console=ttyS0 quiet\";", "stdout-path = \"/soc/serial@10000000\";",
+            "linux,initrd-start = <0x00 0x\(String(start, radix: 16))>;", "linux,initrd-end = <0x00 0x\(String(end, radix: 16))>;",
+            "memory@80000000 {", "reg = <0x00 0x80000000 0x00 0x10000000>;",
+            "timebase-frequency = <0x989680>;", "cpu@0 {", "cpu@1 {", "riscv,isa = \"rv64imafdc\";", "mmu-type = \"riscv,sv57\";",
+            "compatible = \"riscv,cpu-intc\";", "#interrupt-cells = <0x01>;", "phandle = <0x02>;",
+            "serial@10000000 {", "compatible = \"ns16550a\";", "reg = <0x00 0x10000000 0x00 0x100>;",
+        ] {
+            #expect(dts.contains(line), "missing: \(line)")
+        }
+    }
+
+    @Test func virtioIsRefusedUntilThereIsAnInterruptController() {
+        var c = LinuxBootConfig(kernelPath: "k")
+        c.rng = true
+        #expect {
+            _ = try RiscVLinuxLoader<RiscV64Platform>.plan(c)
+        } throws: { e in "\(e)".contains("not built for riscv64 guests yet") }
+    }
+}
