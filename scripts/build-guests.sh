@@ -2,7 +2,9 @@
 # Assembles guests/*.S into flat binaries guests/build/*.bin with the Swift toolchain's
 # clang and ld.lld. Real-mode guests (".code16") are linked at 0, long-mode ones at 1 MiB.
 # The AArch64 guests (guests/aarch64/*.S, contract in guests/aarch64/defs.inc) go to
-# guests/build/aarch64/*.bin, linked at RAM + 1 MiB (0x40100000).
+# guests/build/aarch64/*.bin, linked at RAM + 1 MiB (0x40100000); the RISC-V guests
+# (guests/riscv64/*.S, contract in guests/riscv64/defs.inc) to guests/build/riscv64/*.bin,
+# linked at RAM + 1 MiB (0x80100000).
 set -euo pipefail
 cd "$(dirname "$0")/../guests"
 swift_bin=$(dirname "$(command -v swiftc)")
@@ -32,4 +34,13 @@ for src in aarch64/*.S; do
     (cd aarch64 && "$CLANG" --target=aarch64-none-elf -c "$name.S" -o "../build/aarch64/$name.o")
     "$LLD" --oformat=binary --image-base=0 -Ttext=0x40100000 -e 0 -o "build/aarch64/$name.bin" "build/aarch64/$name.o"
 done
-echo "guests built: $(ls build/*.bin | xargs -n1 basename | tr '\n' ' ')multiboot.elf multiboot-halt.elf; aarch64: $(ls build/aarch64/*.bin | xargs -n1 basename | tr '\n' ' ')"
+# RISC-V guests (RV64GC, S-mode), assembled in guests/riscv64 likewise. They reach their
+# code and strings with lla/call only (PC-relative, no GOT: clang's default for riscv64-none-elf
+# is non-PIC); ld.lld's relaxation (call → jal) keeps them so.
+mkdir -p build/riscv64
+for src in riscv64/*.S; do
+    name=$(basename "$src" .S)
+    (cd riscv64 && "$CLANG" --target=riscv64-none-elf -march=rv64gc -mabi=lp64 -c "$name.S" -o "../build/riscv64/$name.o")
+    "$LLD" --oformat=binary --image-base=0 -Ttext=0x80100000 -e 0 -o "build/riscv64/$name.bin" "build/riscv64/$name.o"
+done
+echo "guests built: $(ls build/*.bin | xargs -n1 basename | tr '\n' ' ')multiboot.elf multiboot-halt.elf; aarch64: $(ls build/aarch64/*.bin | xargs -n1 basename | tr '\n' ' '); riscv64: $(ls build/riscv64/*.bin | xargs -n1 basename | tr '\n' ' ')"
