@@ -652,3 +652,8 @@ int ckvm_set_mp_state(int vcpu_fd, uint32_t state) {
     struct kvm_mp_state s = { .mp_state = state };
     return ioctl(vcpu_fd, KVM_SET_MP_STATE, &s);
 }
+
+int ckvm_riscv_external_interrupt(int vcpu_fd, int set) {
+    struct kvm_interrupt irq = { .irq = set ? (uint32_t)-1 : (uint32_t)-2 };  /* _SET, _UNSET */
+    return ioctl(vcpu_fd, KVM_INTERRUPT, &irq);
+}

@@ -112,6 +112,12 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
         }
     }
 
+    /// riscv64: raises or lowers the hart's supervisor external interrupt line (what a
+    /// platform interrupt controller in the VMM drives). Any thread may call it.
+    public func setExternalInterrupt(_ high: Bool) throws(KVMError) {
+        _ = try check("KVM_INTERRUPT(\(high ? "set" : "unset"))") { ckvm_riscv_external_interrupt(fd.raw, high ? 1 : 0) }
+    }
+
     /// The answer to the `.riscvSBI` exit just taken: SBI error (0 success, -2 not
     /// supported, …) and value, which the guest finds in a0 and a1.
     public func setSBIReturn(error: Int64, value: UInt64) {

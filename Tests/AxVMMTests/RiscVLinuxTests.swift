@@ -61,6 +61,9 @@ import Testing
             "timebase-frequency = <0x989680>;", "cpu@0 {", "cpu@1 {", "riscv,isa = \"rv64imafdc\";", "mmu-type = \"riscv,sv57\";",
             "compatible = \"riscv,cpu-intc\";", "#interrupt-cells = <0x01>;", "phandle = <0x02>;",
             "serial@10000000 {", "compatible = \"ns16550a\";", "reg = <0x00 0x10000000 0x00 0x100>;",
+            "interrupt-controller@c000000 {", "compatible = \"sifive,plic-1.0.0\\0riscv,plic0\";",
+            "reg = <0x00 0xc000000 0x00 0x4000000>;", "interrupts-extended = <0x01 0x09 0x02 0x09>;", "riscv,ndev = <0x1f>;",
+            "phandle = <0x03>;", "interrupt-parent = <0x03>;", "interrupts = <0x0a>;",
         ] {
             #expect(dts.contains(line), "missing: \(line)")
         }
@@ -72,5 +75,74 @@ import Testing
         #expect {
             _ = try RiscVLinuxLoader<RiscV64Platform>.plan(c)
         } throws: { e in "\(e)".contains("not built for riscv64 guests yet") }
+    }
+}
+
+/// The PLIC against the specification's rules, driven as Linux's driver drives it.
+@Suite struct RiscVPLICTests {
+    final class Lines: @unchecked Sendable {
+        let lock = Lock()
+        var events: [(Int, Bool)] = []
+        func record(_ c: Int, _ h: Bool) { lock.withLock { events.append((c, h)) } }
+        var last: [String] { lock.withLock { events.map { "\($0.0):\($0.1 ? 1 : 0)" } } }
+    }
+
+    func write(_ p: RiscVPLIC, _ offset: UInt64, _ value: UInt32) {
+        withUnsafeBytes(of: value.littleEndian) { _ = p.write(at: offset, from: $0, vcpu: 0) }
+    }
+    func read(_ p: RiscVPLIC, _ offset: UInt64) -> UInt32 {
+        var v: UInt32 = 0
+        withUnsafeMutableBytes(of: &v) { _ = p.read(at: offset, into: $0, vcpu: 0) }
+        return UInt32(littleEndian: v)
+    }
+
+    @Test func claimCompleteAndLevelTriggeredSources() {
+        let lines = Lines()
+        let p = RiscVPLIC(sources: 31, contexts: 2) { lines.record($0, $1) }
+        p.setLevel(source: 10, high: true)
+        #expect(lines.last.isEmpty)                   // priority 0 and not enabled: nothing
+        write(p, 4 * 10, 1)                            // priority 1
+        write(p, 0x2000, 1 << 10)                      // context 0 enables source 10
+        #expect(lines.last == ["0:1"])
+        #expect(read(p, 0x1000) == 1 << 10)            // pending
+        #expect(read(p, 0x20_0004) == 10)              // claim
+        #expect(lines.last == ["0:1", "0:0"])          // in service: output low
+        #expect(read(p, 0x20_0004) == 0)               // nothing else
+        write(p, 0x20_0004, 10)                        // complete, line still high: again
+        #expect(lines.last == ["0:1", "0:0", "0:1"])
+        p.setLevel(source: 10, high: false)            // the device lowers its line
+        #expect(lines.last.last == "0:0")
+        #expect(read(p, 0x20_0004) == 0)
+    }
+
+    @Test func priorityThresholdAndContexts() {
+        let lines = Lines()
+        let p = RiscVPLIC(sources: 31, contexts: 2) { lines.record($0, $1) }
+        write(p, 4 * 3, 2); write(p, 4 * 5, 6)
+        write(p, 0x2080, 1 << 3 | 1 << 5)              // context 1 enables 3 and 5
+        write(p, 0x20_1000, 5)                         // context 1's threshold 5: only 5 passes
+        p.setLevel(source: 3, high: true)
+        #expect(lines.last.isEmpty)
+        p.setLevel(source: 5, high: true)
+        #expect(lines.last == ["1:1"])
+        #expect(read(p, 0x20_1004) == 5)
+        write(p, 0x20_1000, 0)                         // threshold 0: source 3 now passes
+        #expect(read(p, 0x20_1004) == 3)
+        #expect(read(p, 0x20_1000) == 0 && read(p, 4 * 5) == 6)
+    }
+
+    @Test func hostileWritesChangeNothingTheyShouldNot() {
+        let lines = Lines()
+        let p = RiscVPLIC(sources: 31, contexts: 1) { lines.record($0, $1) }
+        write(p, 0x2000, 0xffff_ffff); write(p, 0x2004, 0xffff_ffff)
+        #expect(read(p, 0x2000) == 0xffff_fffe && read(p, 0x2004) == 0)  // source 0 and past 31: not there
+        write(p, 4 * 7, 0xffff_ffff)
+        #expect(read(p, 4 * 7) == 7)                   // 3 priority bits
+        write(p, 0x20_0004, 7)                         // complete of a source never claimed
+        write(p, 0x20_0004, 0xdead_beef)               // of no source at all
+        write(p, 0x20_5000, 1); write(p, 0x3ff_fffc, 1)  // contexts that do not exist
+        #expect(read(p, 0x20_5004) == 0 && read(p, 0x1000) == 0)
+        p.setLevel(source: 0, high: true); p.setLevel(source: 99, high: true)
+        #expect(lines.last.isEmpty)
     }
 }

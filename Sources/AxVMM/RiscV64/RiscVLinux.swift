@@ -12,6 +12,11 @@ public enum RiscVLinuxLayout {
     public static let uartSize: UInt64 = 0x100
     /// Its input clock (the divisor the driver programs is not used).
     public static let uartClock: UInt32 = 3_686_400
+    /// The PLIC (`RiscVPLIC`), where QEMU's virt has it, with 31 sources; the UART is
+    /// source 10 (virt's UART0_IRQ).
+    public static let plic: UInt64 = 0x0c00_0000
+    public static let plicSources = 31
+    public static let uartSource = 10
     /// riscv's COMMAND_LINE_SIZE (arch/riscv/include/uapi/asm/setup.h), with the NUL.
     public static let cmdlineLimit = 1024
     /// KVM_MP_STATE_STOPPED: a hart waiting for SBI HSM hart_start (served by KVM).
@@ -68,8 +73,10 @@ public struct RiscVHarts: Sendable, Equatable {
 /// The device tree a riscv64 Linux guest boots with (Devicetree Specification v0.4;
 /// Documentation/devicetree/bindings/riscv/cpus.yaml; the nodes kvmtool writes): RAM, the
 /// harts with their local interrupt controllers, the time base, the UART and `chosen`.
-/// There is no platform interrupt controller yet: the UART is polled by its driver.
+/// The PLIC has one context per hart (its supervisor external interrupt, cause 9).
 enum RiscVDeviceTree {
+    static func plicPhandle(harts: Int) -> UInt32 { UInt32(harts) + 1 }
+
     static func build(plan: ArmLinuxPlan, harts: RiscVHarts) throws(LinuxBootError) -> [UInt8] {
         var w = DeviceTreeWriter()
         func cells(_ pairs: [(UInt64, UInt64)]) -> DeviceTreeValue { .u64s(pairs.flatMap { [$0.0, $0.1] }) }
@@ -124,10 +131,23 @@ enum RiscVDeviceTree {
         w.property("#address-cells", .u32s([2]))
         w.property("#size-cells", .u32s([2]))
         w.property("ranges", .empty)
+        let plic = plicPhandle(harts: harts.count)
+        w.beginNode("interrupt-controller@\(hexDigits(RiscVLinuxLayout.plic))")
+        w.property("compatible", .strings(["sifive,plic-1.0.0", "riscv,plic0"]))
+        w.property("reg", cells([(RiscVLinuxLayout.plic, RiscVPLIC.size)]))
+        w.property("interrupts-extended", .u32s((0..<harts.count).flatMap { [UInt32($0) + 1, 9] }))
+        w.property("interrupt-controller", .empty)
+        w.property("#interrupt-cells", .u32s([1]))
+        w.property("#address-cells", .u32s([0]))
+        w.property("riscv,ndev", .u32s([UInt32(RiscVLinuxLayout.plicSources)]))
+        w.property("phandle", .u32s([plic]))
+        w.endNode()
         w.beginNode("serial@\(hexDigits(RiscVLinuxLayout.uart))")
         w.property("compatible", .string("ns16550a"))
         w.property("reg", cells([(RiscVLinuxLayout.uart, RiscVLinuxLayout.uartSize)]))
         w.property("clock-frequency", .u32s([RiscVLinuxLayout.uartClock]))
+        w.property("interrupt-parent", .u32s([plic]))
+        w.property("interrupts", .u32s([UInt32(RiscVLinuxLayout.uartSource)]))
         w.endNode()
         w.endNode()
 
@@ -158,8 +178,9 @@ extension RiscV64Platform {
 /// where the plan put them (the plan of an arm64 Image: the same header and layout rules),
 /// hart 0 entered at the Image with a0 = its hart id and a1 = the device tree (S-mode,
 /// satp 0; Documentation/arch/riscv/boot.rst), the others stopped until SBI HSM starts them
-/// (in KVM); the SBI console calls KVM hands over, and an ns16550a UART on MMIO. SBI system
-/// reset (in KVM) ends the run (`Runner.systemEvent`).
+/// (in KVM); the SBI console calls KVM hands over, a PLIC emulated here (`RiscVPLIC`) driving
+/// the harts' external interrupt lines, and an ns16550a UART on MMIO whose interrupt output
+/// is one of its sources. SBI system reset (in KVM) ends the run (`Runner.systemEvent`).
 final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // device state behind `lock`
     let platform: P
     let config: LinuxBootConfig
@@ -169,6 +190,7 @@ final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  /
     private let lock = Lock()
     private let console: LinuxConsole
     private var uart: UART8250?
+    private var plic: RiscVPLIC?
 
     /// Reads and checks the kernel (inflating an `Image.gz`), the initrd (its size), the
     /// command line and the devices asked for: every input error before KVM is opened.
@@ -217,6 +239,12 @@ final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  /
         try memory.mapForGuest(GuestPhysAddr(plan.kernelAddress), size: UInt64(plan.kernel.bytes.count))
         try initrd?.load(into: memory, at: plan.initrdAddress)
         try memory.write(blob, at: GuestPhysAddr(plan.deviceTreeAddress))
+        // Each context's output is its hart's line; KVM_INTERRUPT may come from any thread.
+        let lines = vcpus
+        plic = RiscVPLIC(sources: RiscVLinuxLayout.plicSources, contexts: vcpus.count) { context, high in
+            guard context < lines.count else { return }
+            try? lines[context].setExternalInterrupt(high)
+        }
         guard let boot = vcpus.first else { return }
         do {
             for (id, value) in Self.entryRegisters(kernel: plan.kernelAddress, deviceTree: plan.deviceTreeAddress) {
@@ -234,8 +262,11 @@ final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  /
     }
 
     func start(vm: VirtualMachine, kick: @escaping @Sendable () -> Void) throws(VMMError) {
-        // No interrupt line yet: the driver polls the UART (no `interrupts` in its node).
-        uart = UART8250(sink: { self.console.out($0) }, interrupt: {})
+        // The UART's output is PLIC source 10's level (set under `lock`).
+        let plic = self.plic
+        uart = UART8250(sink: { self.console.out($0) }, interrupt: {}, level: { high in
+            plic?.setLevel(source: RiscVLinuxLayout.uartSource, high: high)
+        })
     }
 
     func stop() { lock.withLock { uart = nil } }
@@ -257,6 +288,7 @@ final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  /
             return .handled
         })
         try buses.mmio.register(uartDevice, name: "UART (ns16550a)", at: RiscVLinuxLayout.uart, size: RiscVLinuxLayout.uartSize)
+        if let plic { try buses.mmio.register(plic, name: "PLIC", at: RiscVLinuxLayout.plic, size: RiscVPLIC.size) }
     }
 
     /// SBI calls KVM leaves to the VMM: the legacy console's putchar (extension 0x01) and
@@ -287,7 +319,7 @@ final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  /
 
     func timeoutState(_ vcpu: VCPU, vm: VirtualMachine, exits: Int) -> String? {
         let uartState = lock.withLock { uart.map { "\($0.state)" } ?? "not set up" }
-        return "UART \(uartState); \(exits) exits"
+        return "UART \(uartState); \(plic?.state ?? "no PLIC"); \(exits) exits"
     }
 
     func finish(_ report: inout RunReport, memory: GuestMemory<P.Format>, ram: [RAMRegion], outcomes: [VCPUOutcome]) {

@@ -213,6 +213,10 @@ int ckvm_thread_detach(uintptr_t handle);
 /// Installs a handler that does nothing for `sig`, without SA_RESTART (a blocking call the
 /// signal lands in returns EINTR). sigaction's handler union is named differently by each libc.
 int ckvm_install_noop_handler(int sig);
+/// KVM_INTERRUPT on riscv64: raises (`set` 1) or lowers (0) the hart's supervisor external
+/// interrupt (KVM_INTERRUPT_SET / _UNSET, arch/riscv/include/uapi/asm/kvm.h); callable from
+/// any thread (an asynchronous vCPU ioctl there).
+int ckvm_riscv_external_interrupt(int vcpu_fd, int set);
 /// KVM_SET_MP_STATE (x86; riscv64: RUNNABLE 0, STOPPED 5).
 int ckvm_set_mp_state(int vcpu_fd, uint32_t state);
 
