@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The Embedded Swift builds of axvm (scripts/build-static.sh) against the SwiftPM one:
-# - both static binaries build (aarch64 for arm64 hosts and the arm64 rig, x86_64);
+# - the static binaries build (aarch64 for arm64 hosts and the arm64 rig, x86_64, riscv64 for
+#   RISC-V hosts and the riscv64 rig: musl and the lp64 convention, scripts/musl-riscv64.sh);
 # - the static x86_64 axvm runs memtest on this machine's KVM lazily and populated with the
 #   same checksum as the SwiftPM axvm (with AXVM_REQUIRE_KVM=1 a KVM failure fails);
 # - bad command lines get the same first error line and exit status from all front ends
-#   (the aarch64 one under qemu-aarch64-static when it is installed): both run the one
+#   (the aarch64 and riscv64 ones under qemu-user when it is installed): all run the one
 #   command line of Sources/AxVMM/CommandLine (option table, parser, validation);
 # - every option of every subcommand reaches the configuration the runner receives, in the
 #   shared parser and in the static x86_64 build (CommandOptionTests with AXVM_STATIC_AXVM:
-#   the static axvm's --print-config against the parser's), and the aarch64 build resolves
-#   the same configurations under qemu;
+#   the static axvm's --print-config against the parser's), and the aarch64 and riscv64
+#   builds resolve the same configurations under qemu;
 # - the static axvm's own memory beside a 1 GiB lazy guest is under 5 MiB (SwiftPM's shown);
 # - scripts/install.sh installs the static axvm naming this commit, the manual and the
 #   shell completions, which complete.
@@ -17,12 +18,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-static.sh aarch64
 scripts/build-static.sh x86_64
+scripts/build-static.sh riscv64
 # AXVM_SCRATCH: the SwiftPM scratch path (default .build).
 scratch=${AXVM_SCRATCH:-.build}
 swift build --scratch-path "$scratch" --product axvm > /dev/null
 ref=$scratch/debug/axvm
 x86=.build-static/x86_64/axvm
 arm=.build-static/aarch64/axvm
+rv=.build-static/riscv64/axvm
 fail=0
 # The first line of stderr, without swift-argument-parser's hints ("Did you mean …",
 # "Please provide one of …"), and the exit status.
@@ -53,7 +56,11 @@ cases=(
     "boot --kernel guests/build/hello.bin --vcpus 0"
 )
 runners=("$x86")
-if command -v qemu-aarch64-static > /dev/null; then runners+=("qemu-aarch64-static $arm"); fi
+# The other architectures' builds under qemu-user (the same package installs both).
+emulated=()
+if command -v qemu-aarch64-static > /dev/null; then emulated+=("qemu-aarch64-static $arm"); fi
+if command -v qemu-riscv64-static > /dev/null; then emulated+=("qemu-riscv64-static $rv"); fi
+runners+=("${emulated[@]}")
 for c in "${cases[@]}"; do
     # shellcheck disable=SC2086
     want=$(first_error $ref $c)
@@ -80,22 +87,24 @@ else
     echo "static: FAIL: CommandOptionTests against $x86:"; grep -E '✘|Expectation failed' /tmp/static-options | head -20
     fail=1
 fi
-# The aarch64 build under qemu: the same configurations (boot left out: its default kernel
-# command line is the host architecture's).
-if command -v qemu-aarch64-static > /dev/null; then
+# The aarch64 and riscv64 builds under qemu: the same configurations (boot left out: its
+# default kernel command line is the host architecture's).
+if [ ${#emulated[@]} -gt 0 ]; then
     configs=(
         "check --kvm /dev/kvm-x"
         "run g.bin --memory 1G --populate --fault-around 2M --timeout none --order strided --stride 3 --seed 9 --test-size 8M --sparse --vcpus 2 --memtest-mode overlap --fault-threads 3 --max-resident 512M --stats --stats-json j --fault-map m.svg --kvm /dev/k --snapshot s --snapshot-on x --snapshot-after 2 --snapshot-and-exit"
         "restore d --populate --fault-around 64K --timeout 5 --fault-threads 2 --marker m --quiet --stats --stats-json j --kvm /dev/k --snapshot s --snapshot-diff"
     )
-    for c in "${configs[@]}"; do
-        # shellcheck disable=SC2086
-        if [ "$($ref $c --print-config)" != "$(qemu-aarch64-static $arm $c --print-config)" ]; then
-            echo "static: FAIL: axvm $c --print-config: aarch64 and SwiftPM differ"
-            fail=1
-        fi
+    for r in "${emulated[@]}"; do
+        for c in "${configs[@]}"; do
+            # shellcheck disable=SC2086
+            if [ "$($ref $c --print-config)" != "$($r $c --print-config)" ]; then
+                echo "static: FAIL: axvm $c --print-config: $r and SwiftPM differ"
+                fail=1
+            fi
+        done
     done
-    echo "static: ${#configs[@]} full command lines resolve alike on aarch64"
+    echo "static: ${#configs[@]} full command lines resolve alike on ${#emulated[@]} emulated architecture(s)"
 fi
 
 kvm_usable=0

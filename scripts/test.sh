@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/embedded-check.sh
 scripts/check-library.sh  # the library's own package alone: its tests, DocC (warnings are errors), the example consumer
 scripts/build-guests.sh
-scripts/test-static.sh  # Embedded Swift static axvm (aarch64, x86_64): same errors, same results
+scripts/test-static.sh  # Embedded Swift static axvm (aarch64, x86_64, riscv64): same errors, same results
 scripts/baremetal.sh check
 scripts/fuzz.sh 20000  # short libFuzzer pass over every untrusted input (Fuzz/)
 # Warnings are errors in the project's own modules (Sources/, Benchmarks/, Tests/ and the

@@ -32,7 +32,8 @@ import Testing
     @Test func hartsAreDescribedFromKVMsRegisters() {
         // config.isa bits: a (0), c (2), d (3), f (5), h (7), i (8), m (12): 'h' left out.
         let bits: UInt64 = 1 << 0 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 7 | 1 << 8 | 1 << 12
-        #expect(RiscVHarts.isaString(bits) == "rv64acdfim")
+        #expect(RiscVHarts.isaString(bits) == "rv64imafdc")
+        #expect(RiscVHarts.isaString(bits | 1 << 21 | 1 << 18) == "rv64imafdcvs")  // v canonical, then the rest
         #expect(RiscVHarts.mmuType(satpMode: 10) == "riscv,sv57")
         #expect(RiscVHarts.mmuType(satpMode: 9) == "riscv,sv48")
         #expect(RiscVHarts.mmuType(satpMode: 8) == "riscv,sv39")

@@ -167,6 +167,6 @@ public struct RiscV64Host: Sendable {
     public static func isa(system: KVMSystem) -> String? {
         guard let vm = try? system.createVM(), let vcpu = try? vm.createVCPU(id: 0),
               let bits = try? vcpu.register(RiscV64Register.isa) else { return nil }
-        return "rv64" + String(decoding: (0..<26).filter { bits >> UInt64($0) & 1 == 1 }.map { UInt8(ascii: "a") + UInt8($0) }, as: UTF8.self)
+        return RiscVHarts.isaString(bits) + (bits >> 7 & 1 == 1 ? " (and h)" : "")
     }
 }

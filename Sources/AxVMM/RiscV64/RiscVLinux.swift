@@ -55,10 +55,14 @@ public struct RiscVHarts: Sendable, Equatable {
         return RiscVHarts(count: vcpus.count, isa: isaString(isa), mmuType: mmuType(satpMode: satp), timebaseFrequency: frequency)
     }
 
-    /// "rv64" and the single-letter extensions of the bitmap (bit 0 = 'a'), without 'h'
-    /// (the guest runs in VS-mode: no hypervisor of its own).
+    /// "rv64" and the single-letter extensions of the bitmap (bit 0 = 'a') in the ISA
+    /// manual's canonical order (Linux refuses a hart whose string does not start "rv64ima"),
+    /// without 'h' (the guest runs in VS-mode: no hypervisor of its own).
     public static func isaString(_ bits: UInt64) -> String {
-        "rv64" + String(decoding: (0..<26).filter { bits >> UInt64($0) & 1 == 1 && $0 != 7 }.map { UInt8(ascii: "a") + UInt8($0) }, as: UTF8.self)
+        let canonical = Array("imafdqlcbkjtpvn".utf8)
+        let rest = (UInt8(ascii: "a")...UInt8(ascii: "z")).filter { !canonical.contains($0) && $0 != UInt8(ascii: "h") }
+        let letters = (canonical + rest).filter { bits >> UInt64($0 - UInt8(ascii: "a")) & 1 == 1 }
+        return "rv64" + String(decoding: letters, as: UTF8.self)
     }
 
     public static func mmuType(satpMode: UInt64) -> String {
