@@ -134,6 +134,23 @@ public final class MemfdHAL: NestedMemoryHAL, @unchecked Sendable {  // used und
         return HostPhysAddr(nextTable)
     }
 
+    /// Contiguous table frames, `alignment` aligned, for a root larger than a frame (RISC-V's
+    /// 16 KiB "x4" G-stage root): from the pool's unused end; the frames skipped to align
+    /// go to the free list.
+    public func allocContiguousFrames(count: Int, alignment: UInt64) -> HostPhysAddr? {
+        guard count > 0 else { return nil }
+        let align = max(alignment, 0x1000)
+        guard align & (align - 1) == 0 else { return nil }
+        let start = (nextTable + align - 1) & ~(align - 1)
+        let size = UInt64(count) * 0x1000
+        guard start <= tablePoolEnd, size <= tablePoolEnd - start else { return nil }
+        var skipped = nextTable
+        while skipped < start { freeTables.append(skipped); skipped += 0x1000 }
+        nextTable = start + size
+        framesInUse += count
+        return HostPhysAddr(start)
+    }
+
     public func allocFrame(for gpa: GuestPhysAddr, in area: GuestPhysRange) -> HostPhysAddr? {
         // Areas may have been split by protect/unmap; the span is found by containment.
         for s in spans where s.range.contains(gpa) {

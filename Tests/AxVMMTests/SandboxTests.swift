@@ -106,6 +106,7 @@ struct SandboxProgramTests {
         let clone = Syscalls.clone.number, arch = CKVM_AUDIT_ARCH
         let main = try Self.program(.main)
         #expect(main.evaluate(number: clone, arch: arch, arguments: [0x3d_0f00]) == Self.allow)
+        #expect(main.evaluate(number: clone, arch: arch, arguments: [0x7d_0f00]) == Self.allow)  // musl's flags
         #expect(main.evaluate(number: clone, arch: arch, arguments: [0x11]) == Self.trap)  // fork: SIGCHLD
         #expect(main.evaluate(number: clone, arch: arch, arguments: [0x3d_0f00 | 0x1000_0000]) == Self.trap)  // CLONE_NEWUSER
         #expect(main.evaluate(number: Syscalls.clone3.number, arch: arch) == SeccompProgram.error | UInt32(ENOSYS))

@@ -48,7 +48,7 @@ public struct SandboxPolicy: Sendable, Equatable {
     static var common: [Syscall] {
         [S.futex, S.exit, S.exitGroup, S.rtSigreturn, S.rtSigprocmask, S.rtSigaction, S.restartSyscall,
          S.mmap, S.munmap, S.mprotect, S.madvise, S.mremap, S.brk, S.clockGettime,
-         S.gettid, S.getpid, S.tgkill, S.read, S.write, S.close, S.poll,
+         S.gettid, S.getpid, S.tgkill, S.tkill, S.read, S.write, S.close, S.poll,
          // Sleeps and backing off (the runtimes' own: ThreadSanitizer's waits at exit).
          S.nanosleep, S.clockNanosleep, S.schedYield]
     }
@@ -96,6 +96,8 @@ public struct SandboxPolicy: Sendable, Equatable {
     /// CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID. A new
     /// process (fork's flags) or namespace is refused.
     static let threadCloneFlags: UInt32 = 0x3d_0f00
+    /// musl's (the static riscv64 build): the same and CLONE_DETACHED, which the kernel ignores.
+    static let muslThreadCloneFlags: UInt32 = threadCloneFlags | 0x40_0000
 
     /// prctl options a thread started after set-up uses to confine itself (<linux/prctl.h>):
     /// PR_SET_NAME 15, PR_CAPBSET_READ 23, PR_CAPBSET_DROP 24, PR_SET_NO_NEW_PRIVS 38, PR_CAP_AMBIENT 47.
@@ -116,10 +118,11 @@ public struct SandboxPolicy: Sendable, Equatable {
             if role == .main {
                 // The other vCPU threads start after set-up: their first calls (glibc's
                 // thread start, then confining themselves) go through this filter too.
-                // Threads only: clone with exactly glibc's pthread_create flags; clone3 fails
-                // with ENOSYS (its flags are out of a filter's reach) and glibc falls back.
+                // Threads only: clone with exactly glibc's (or musl's) pthread_create flags;
+                // clone3 fails with ENOSYS (its flags are out of a filter's reach) and glibc
+                // falls back.
                 calls += [S.setRobustList, S.rseq, S.capset, S.seccomp, S.schedGetaffinity]
-                rules[S.clone.number] = .argument(index: 0, values: [Self.threadCloneFlags])
+                rules[S.clone.number] = .argument(index: 0, values: [Self.threadCloneFlags, Self.muslThreadCloneFlags])
                 rules[S.clone3.number] = .fails(errno: UInt16(ENOSYS))
                 rules[S.prctl.number] = .argument(index: 0, values: Self.selfConfinement)
                 // The end of the run: the host check (mincore), /proc/self/status (kept open).

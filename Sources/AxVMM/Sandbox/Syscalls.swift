@@ -35,6 +35,8 @@ enum Syscalls {
     static let gettid = Syscall("gettid", SYS_gettid)
     static let getpid = Syscall("getpid", SYS_getpid)
     static let tgkill = Syscall("tgkill", SYS_tgkill)
+    /// musl signals a thread with tkill (pthread_kill, raise).
+    static let tkill = Syscall("tkill", SYS_tkill)
     static let schedYield = Syscall("sched_yield", SYS_sched_yield)
     static let schedGetaffinity = Syscall("sched_getaffinity", SYS_sched_getaffinity)
     static let schedSetaffinity = Syscall("sched_setaffinity", SYS_sched_setaffinity)
@@ -126,7 +128,7 @@ enum Syscalls {
 
     static let all: [Syscall] = [
         futex, exit, exitGroup, rtSigreturn, rtSigprocmask, rtSigaction, sigaltstack, restartSyscall, mmap, munmap,
-        mprotect, madvise, mremap, brk, mincore, clockGettime, clockNanosleep, nanosleep, gettid, getpid, tgkill,
+        mprotect, madvise, mremap, brk, mincore, clockGettime, clockNanosleep, nanosleep, gettid, getpid, tgkill, tkill,
         schedYield, schedGetaffinity, schedSetaffinity, getcpu, getrandom, rseq, setRobustList, clone, clone3, prctl,
         capget, capset, seccomp, read, write, readv, writev, pread64, pwrite64, preadv, pwritev, lseek, close, ppoll,
         ioctl, fstat, newfstatat, fallocate, ftruncate, fsync, fdatasync, fchmod, eventfd2, openat, mkdirat,
