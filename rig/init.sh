@@ -1,6 +1,6 @@
 #!/bin/busybox sh
 # PID 1 of the KVM rig's initramfs (scripts/kvm-rig.sh): loads kvm_amd (x86_64; on aarch64
-# KVM is built into the kernel), then either runs the suite (kernel parameter rig=test),
+# KVM is built into the kernel; riscv64 loads kvm.ko, in its own section below), then either runs the suite (kernel parameter rig=test),
 # prints a results table and a first-touch measurement and powers off, or gives a shell
 # (rig=shell). `/init suite` runs the suite from that shell.
 # Every case prints one line that scripts/kvm-rig.sh looks for in rig/expected-x86_64.txt or
@@ -40,6 +40,10 @@ setup() {
     fi
     if [ "$ARCH" = aarch64 ]; then
         setup_aarch64
+        return
+    fi
+    if [ "$ARCH" = riscv64 ]; then   # riscv64: its own section (setup_riscv64)
+        setup_riscv64
         return
     fi
     local t0 m
@@ -1019,6 +1023,10 @@ suite() {
         suite_aarch64
         return
     fi
+    if [ "$ARCH" = riscv64 ]; then   # riscv64: its own section (suite_riscv64)
+        suite_riscv64
+        return
+    fi
     local t_suite
     t_suite=$(up)
     : > /tmp/table; : > /tmp/measure
@@ -1275,8 +1283,148 @@ suite_aarch64() {
     fi
 }
 
+# --- riscv64 (scripts/kvm-rig.sh fetch|build|test|shell riscv64) --------------------------
+# RISC-V KVM on the H extension: Debian's riscv64 kernel under qemu-system-riscv64 -M virt
+# -cpu rv64 (TCG). KVM is a module here (kvm.ko, no dependencies), loaded by setup_riscv64;
+# no AIA, so KVM has no in-kernel irqchip (the guests need none). The guests are
+# guests/riscv64 (same names, same axvm command lines as the other suites), RAM at
+# 0x8000_0000: the memtest checksums are over [RAM + 2 MiB, RAM + 64 MiB) at those addresses.
+
+# setup_riscv64: loads kvm.ko (once: `/init suite` from the shell calls it again) and says
+# what the kernel's KVM found; with more than one CPU, axvm and the baseline run pinned to
+# CPU 0 (PIN), as on arm64, except in the 2-vCPU cases (riscv64_smp).
+setup_riscv64() {
+    local t0
+    echo "rig: riscv64, $(grep -c ^processor /proc/cpuinfo) CPU(s), isa $(sed -n 's/^isa[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+    if [ ! -d /sys/module/kvm ]; then
+        t0=$(up)
+        insmod /modules/kvm.ko || echo "rig: insmod kvm.ko failed"
+        echo "rig: kvm.ko loaded in $(since "$t0") s"
+    fi
+    dmesg | grep -i -e 'kvm' | sed 's/^/[dmesg] /'
+    if [ "$(grep -c ^processor /proc/cpuinfo)" -gt 1 ] && ! grep -qw rig_nopin /proc/cmdline; then
+        PIN="taskset 1"
+        echo "rig: axvm and the baseline run pinned to CPU 0 ($PIN), the 2-vCPU cases on both CPUs"
+    fi
+}
+
+# exit_msg_riscv64: the exit description without register values (" (pc 0x...)",
+# " at pc 0x...", the same with sepc).
+exit_msg_riscv64() {
+    jf exit | sed 's/ (\(pc\|sepc\|rip\) 0x[0-9a-f]*)//; s/ at \(pc\|sepc\|rip\) 0x[0-9a-f]*//'
+}
+
+# riscv64_smp NAME MODE: memtest on 2 vCPUs with 2 fault threads in MODE (split: each vCPU
+# its share of the pages, the checksum their sum; overlap: both touch every page), unpinned.
+riscv64_smp() {
+    local pin=$PIN
+    PIN=
+    axrun "$1" run /guests/memtest.bin --memory $MEM --order random --vcpus 2 --fault-threads 2 \
+        --memtest-mode "$2" --timeout 300 --stats-json /tmp/s.json
+    PIN=$pin
+    result "$(memtest_line)"
+}
+
+# riscv64_first_touch_ratio: after finish_suite, axvm lazy 4K against the C baseline (lazy),
+# both from this boot's measurement (/tmp/measure: the first round in first_touch_cases, the
+# others in finish_suite), as the ratio of their median ns/page. Its "first-touch:" line is in
+# the expectations (checked by kvm-rig.sh, not in the table above).
+riscv64_first_touch_ratio() {
+    local r
+    r=$(awk -F'|' "$AWK_MEDIAN"'
+        { ns[$1] = ns[$1] " " $2; n[$1]++ }
+        END { a = median(ns["axvm lazy, 4K fault-around"]) + 0; c = median(ns["C baseline, lazy"]) + 0
+              if (a > 0 && c > 0) printf "%.2fx (median ns/page: axvm %d, C baseline %d; %d and %d runs)", a / c, a, c, n["axvm lazy, 4K fault-around"], n["C baseline, lazy"] }' /tmp/measure)
+    if [ -n "$r" ]; then
+        echo "rig: first touch, memtest $MEM random, axvm lazy 4K vs the C baseline lazy: $r"
+        echo "first-touch: axvm lazy 4K and the C baseline measured in the same boot"
+    else
+        echo "first-touch: no measurement (axvm lazy 4K or the C baseline did not run)"
+    fi
+}
+
+# The RISC-V suite: the arm64 suite's guest cases with the RISC-V guests, then the two tables
+# and the first-touch ratio. No Linux and no kvm-unit-tests on riscv64 yet.
+suite_riscv64() {
+    local t_suite fa order mode gstage vmid
+    t_suite=$(up)
+    : > /tmp/table; : > /tmp/measure
+    echo "rig: suite (riscv64, $(grep -c ^processor /proc/cpuinfo) CPU(s)), memtest RAM $MEM (test region above RAM + 2 MiB), seed 1"
+
+    # The kernel's KVM (kvm.ko's messages at insmod): the H extension, the G-stage format.
+    name=kernel-kvm; st=-; dt=-; rm -f /tmp/s.json
+    mode=$(dmesg | grep -q 'kvm \[[0-9]*\]: hypervisor extension available' && echo "hypervisor extension available" || echo "no hypervisor extension")
+    gstage=$(dmesg | sed -n 's/.*kvm \[[0-9]*\]: using \([A-Za-z0-9]*\) G-stage page table format.*/\1/p' | head -1)
+    vmid=$(dmesg | sed -n 's/.*kvm \[[0-9]*\]: VMID \([0-9]*\) bits available.*/\1/p' | head -1)
+    result "kernel-kvm: $mode, ${gstage:-no} G-stage, VMID ${vmid:-?} bits"
+
+    # axvm check: its "KVM flavour:" line and the "G-stage:" line after it (the whole output
+    # is in the log as "[check] ...").
+    axrun check check
+    result "check: exit $st, $(grep '^KVM flavour:' /tmp/out || echo 'no KVM flavour line'), $(grep -m1 '^ *G-stage:' /tmp/out | sed 's/^ *//' || true)"
+
+    if have_guest hello hello; then
+        axrun hello run /guests/hello.bin --stats-json /tmp/s.json
+        result "hello: exit $st, $(jf exit)"
+    fi
+
+    # Fault-around 4K/64K/2M, random order with the C baseline interleaved (the measurement
+    # table is one run), then the other orders, 2 vCPUs in both modes, the residency cap.
+    if have_guest memtest baseline-lazy baseline-populated memtest-random-lazy-4K memtest-random-lazy-64K \
+        memtest-random-lazy-2M memtest-random-populated memtest-sequential-lazy-4K memtest-sequential-lazy-64K \
+        memtest-sequential-lazy-2M memtest-strided-lazy-4K memtest-split-2vcpus memtest-overlap-2vcpus \
+        max-resident first-touch; then
+        first_touch_cases
+        for fa in 4K 64K 2M; do
+            axrun memtest-sequential-lazy-$fa run /guests/memtest.bin --memory $MEM --order sequential --fault-around $fa \
+                --timeout 300 --stats-json /tmp/s.json
+            result "$(memtest_line)"
+        done
+        axrun memtest-strided-lazy-4K run /guests/memtest.bin --memory $MEM --order strided \
+            --timeout 300 --stats-json /tmp/s.json
+        result "$(memtest_line)"
+        riscv64_smp memtest-split-2vcpus split
+        riscv64_smp memtest-overlap-2vcpus overlap
+        max_resident_case
+    fi
+
+    if have_guest retouch retouch; then
+        axrun retouch run /guests/retouch.bin --memory $MEM --timeout 300 --stats-json /tmp/s.json
+        result "$(memtest_line)"
+    fi
+    if have_guest romwrite romwrite; then
+        axrun romwrite run /guests/romwrite.bin --stats-json /tmp/s.json
+        result "romwrite: exit $st, $(exit_msg_riscv64)"
+    fi
+    if have_guest outside outside; then
+        axrun outside run /guests/outside.bin --stats-json /tmp/s.json
+        result "outside: exit $st, $(exit_msg_riscv64)"
+    fi
+    if have_guest abort abort; then
+        axrun abort run /guests/abort.bin --stats-json /tmp/s.json
+        result "abort: exit $st, $(exit_msg_riscv64)"
+    fi
+    if have_guest spin spin; then
+        axrun spin run /guests/spin.bin --timeout 2 --stats-json /tmp/s.json
+        result "spin: exit $st, $(exit_msg_riscv64)"
+    fi
+
+    if [ -f /guests/memtest.bin ]; then
+        finish_suite "$t_suite"
+        riscv64_first_touch_ratio
+    else
+        echo "rig: no memtest guest: no first-touch measurement"
+        echo "| case                       | ok?  | exit | faults | minor | p50 µs    | p99 µs    | time s |"
+        echo "|----------------------------|------|------|--------|-------|-----------|-----------|--------|"
+        cat /tmp/table
+        echo "rig: suite took $(since "$t_suite") s"
+        echo "rig: $npass passed, $nfail failed"
+    fi
+}
+
 if [ "${1:-}" = suite ]; then
     [ "$ARCH" = aarch64 ] && setup_aarch64 > /dev/null
+    [ "$ARCH" = riscv64 ] && setup_riscv64 > /dev/null   # riscv64
     suite
     exit
 fi

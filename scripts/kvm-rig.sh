@@ -30,9 +30,18 @@
 #   scripts/kvm-rig.sh balloon aarch64 [max|cortex-a57]        free page reporting vs QEMU virt
 #   scripts/kvm-rig.sh sandbox aarch64 [max|cortex-a57] [N]    Linux boot with and without the sandbox
 #   scripts/kvm-rig.sh kut aarch64 [max|cortex-a57] [NAME...]  kvm-unit-tests on axvm and on QEMU
-# Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory), outside
-# git; AXVM_RIG_REFRESH=1 makes fetch look up the current kernel again. Build output:
-# .build-rig/rig-x86_64/, .build-rig/rig-aarch64/.
+# riscv64 (KVM a module, the H extension; qemu-system-riscv64 -M virt -cpu rv64, OpenSBI):
+#   scripts/kvm-rig.sh fetch riscv64     Debian trixie's linux-image-6.12.*-riscv64 + busybox-static
+#                                        (riscv64), through the rig's own apt sources list
+#   scripts/kvm-rig.sh build riscv64     static riscv64 axvm (scripts/build-static.sh riscv64, or
+#                                        AXVM_RIG_AXVM), guests/build/riscv64 (or AXVM_RIG_GUESTS),
+#                                        the C baseline (Benchmarks/uffd-baseline/baseline.c), kvm.ko
+#   scripts/kvm-rig.sh test riscv64      boot, suite_riscv64, compare with rig/expected-riscv64.txt
+#   scripts/kvm-rig.sh shell riscv64     boot to a busybox prompt
+#   scripts/kvm-rig.sh compare riscv64 [LOG]  check the saved log again
+# Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory, riscv64
+# in riscv64/), outside git; AXVM_RIG_REFRESH=1 makes fetch look up the current kernel again.
+# Build output: .build-rig/rig-x86_64/, .build-rig/rig-aarch64/, .build-rig/rig-riscv64/.
 # Slow is not hung (rig_watch): rig/init.sh announces each case and its timeout; a console
 # silent for longer than the current case's timeout plus AXVM_RIG_MARGIN (default 60) seconds
 # is a hang, and the rig shows QEMU's CPU state and what axvm's threads do, then ends. A QEMU
@@ -895,6 +904,213 @@ shell_aarch64() {
     "${qemu[@]}"
 }
 
+# --- riscv64 -------------------------------------------------------------------------------
+# RISC-V KVM (the H extension): Debian trixie's riscv64 kernel (KVM a module, kvm.ko, which
+# rig/init.sh loads) under qemu-system-riscv64 -M virt -cpu rv64 (TCG; rv64 has the H
+# extension, OpenSBI is QEMU's default firmware), running the static riscv64 axvm
+# (scripts/build-static.sh riscv64, musl) and the C baseline (Benchmarks/uffd-baseline/baseline.c).
+# Debian 12 has no riscv64 port, so fetch asks trixie through a sources list of its own
+# ($cache_rv/apt; the machine's apt configuration is left alone). Cache: $cache/riscv64, laid
+# out as the others. No Linux guest yet.
+cache_rv=$cache/riscv64
+RV_SUITE=trixie
+
+# rv_apt apt-get|apt-cache ARGS...: apt on the rig's own sources list (Debian $RV_SUITE main,
+# riscv64 only), lists and package cache under $cache_rv/apt.
+rv_apt() {
+    local tool=$1 a=$cache_rv/apt
+    shift
+    mkdir -p "$a/lists/partial" "$a/cache/archives/partial"
+    [ -f "$a/sources.list" ] || echo "deb [arch=riscv64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $RV_SUITE main" > "$a/sources.list"
+    "$tool" -q -o Dir::Etc::sourcelist="$a/sources.list" -o Dir::Etc::sourceparts=- \
+        -o Dir::State::Lists="$a/lists" -o Dir::Cache="$a/cache" \
+        -o APT::Architecture=riscv64 -o APT::Architectures::=riscv64 "$@"
+}
+
+# rv_kernel_package: the linux-image-6.12.* package Debian's linux-image-riscv64 points at,
+# else the highest one (after an update of the rig's own lists when they are missing or
+# AXVM_RIG_REFRESH=1).
+rv_kernel_package() {
+    local pkg=""
+    if [ "${AXVM_RIG_REFRESH:-0}" = 1 ] || ! ls "$cache_rv/apt/lists/"*riscv64_Packages* >/dev/null 2>&1; then
+        local st=0
+        rv_apt apt-get update -qq > "$cache_rv/apt/update.log" 2>&1 || st=$?
+        grep -v '^W: Download is performed unsandboxed' "$cache_rv/apt/update.log" >&2 || true
+        [ $st = 0 ] || die "apt-get update on $cache_rv/apt/sources.list failed"
+    fi
+    pkg=$(rv_apt apt-cache depends linux-image-riscv64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-6\.12\.[^ :]*-riscv64\)$/\1/p' | head -1)
+    [ -n "$pkg" ] || pkg=$(rv_apt apt-cache search --names-only '^linux-image-6\.12\.[0-9.]+\+deb[0-9]+-riscv64$' | cut -d' ' -f1 | sort -V | tail -1)
+    [ -n "$pkg" ] || die "no linux-image-6.12.*-riscv64 package in Debian $RV_SUITE"
+    echo "$pkg"
+}
+
+fetch_riscv64() {
+    mkdir -p "$cache_rv/debs"
+    if [ -f "$cache_rv/kernel-package" ] && [ -f "$cache_rv/busybox/bin/busybox" ] && [ "${AXVM_RIG_REFRESH:-0}" != 1 ]; then
+        local pkg
+        pkg=$(cat "$cache_rv/kernel-package")
+        if [ -f "$cache_rv/$pkg/vmlinuz" ] && [ -f "$cache_rv/$pkg/modules/kvm.ko" ]; then
+            echo "kvm-rig: cached: $pkg, busybox-static:riscv64 ($cache_rv)"
+            return
+        fi
+    fi
+    local pkg kdeb bdeb
+    pkg=$(rv_kernel_package)
+    (
+        cd "$cache_rv/debs"
+        # apt-get download as root warns that _apt cannot write here; the download works.
+        ls "${pkg}"_*_riscv64.deb >/dev/null 2>&1 || rv_apt apt-get download "$pkg" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
+        ls busybox-static_*_riscv64.deb >/dev/null 2>&1 || rv_apt apt-get download busybox-static 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
+    )
+    kdeb=$(ls "$cache_rv/debs/${pkg}"_*_riscv64.deb 2>/dev/null | sort -V | tail -1)
+    bdeb=$(ls "$cache_rv/debs"/busybox-static_*_riscv64.deb 2>/dev/null | sort -V | tail -1)
+    [ -n "$kdeb" ] || die "apt-get download $pkg (riscv64, Debian $RV_SUITE) failed"
+    [ -n "$bdeb" ] || die "apt-get download busybox-static (riscv64, Debian $RV_SUITE) failed"
+
+    # The kernel Image (/boot/vmlinux-*: an Image with a PE header, as QEMU's -kernel takes
+    # it), its config and kvm.ko (xz-compressed in the package; kvm.ko depends on no other
+    # module).
+    local dir=$cache_rv/$pkg tmp=$cache_rv/$pkg.tmp ko
+    rm -rf "$tmp" && mkdir -p "$tmp/modules"
+    dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp" --wildcards './boot/vmlinu[xz]-*' './boot/config-*' '*/arch/riscv/kvm/kvm.ko*'
+    cp "$(ls "$tmp"/boot/vmlinu[xz]-* | head -1)" "$tmp/vmlinuz"
+    cp "$tmp"/boot/config-* "$tmp/config"
+    ko=$(find "$tmp" -path '*/arch/riscv/kvm/kvm.ko*' | head -1)
+    [ -n "$ko" ] || die "no kvm.ko in $kdeb"
+    case $ko in
+        *.xz) xz -dc "$ko" > "$tmp/modules/kvm.ko" ;;
+        *.zst) zstd -dqc "$ko" > "$tmp/modules/kvm.ko" ;;
+        *) cp "$ko" "$tmp/modules/kvm.ko" ;;
+    esac
+    local opt
+    for opt in CONFIG_KVM=m CONFIG_USERFAULTFD=y CONFIG_HAVE_ARCH_USERFAULTFD_MINOR=y CONFIG_BLK_DEV_INITRD=y CONFIG_RD_GZIP=y; do
+        grep -q "^$opt\$" "$tmp/config" || die "$pkg: not $opt"
+    done
+    rm -rf "$tmp/boot" "$tmp/usr" "$tmp/lib" "$dir"
+    mv "$tmp" "$dir"
+
+    rm -rf "$cache_rv/busybox" && mkdir -p "$cache_rv/busybox"
+    dpkg-deb -x "$bdeb" "$cache_rv/busybox"
+    # trixie's package has it in /usr/bin (merged /usr); the rig takes bin/busybox.
+    [ -f "$cache_rv/busybox/bin/busybox" ] || { mkdir -p "$cache_rv/busybox/bin"; cp "$cache_rv/busybox/usr/bin/busybox" "$cache_rv/busybox/bin/busybox"; }
+    echo "$pkg" > "$cache_rv/kernel-package"
+    echo "kvm-rig: fetched $(basename "$kdeb"), $(basename "$bdeb") into $cache_rv"
+}
+
+# is_static_riscv64 FILE: an ELF for RISC-V (e_machine 243), 64-bit, with no program interpreter.
+is_static_riscv64() {
+    [ "$(head -c 5 "$1" | od -An -c | tr -d ' ')" = '177ELF002' ] || return 1
+    [ "$(od -An -tu2 -j18 -N2 "$1" | tr -d ' ')" = 243 ] || return 1
+    ! "$(dirname "$(command -v swiftc)")/llvm-objdump" -p "$1" | grep -q '^ *INTERP '
+}
+
+build_riscv64() {
+    local kdir bb swift_bin axvm
+    [ -f "$cache_rv/kernel-package" ] || die "nothing fetched for riscv64 yet: run $0 fetch riscv64"
+    kdir=$cache_rv/$(cat "$cache_rv/kernel-package")
+    bb=$cache_rv/busybox/bin/busybox
+    [ -f "$kdir/vmlinuz" ] && [ -f "$kdir/modules/kvm.ko" ] && [ -f "$bb" ] || die "riscv64 kernel, kvm.ko or busybox missing: run $0 fetch riscv64"
+    swift_bin=$(dirname "$(command -v swiftc)")
+    mkdir -p "$out"
+
+    # axvm: the static musl build (no riscv64 Linux Swift runtime exists here).
+    if [ -n "${AXVM_RIG_AXVM:-}" ]; then
+        axvm=$AXVM_RIG_AXVM
+        echo "kvm-rig: axvm: $axvm (AXVM_RIG_AXVM), not built"
+    else
+        [ -x scripts/build-static.sh ] || die "scripts/build-static.sh is missing; or name a static riscv64 axvm in AXVM_RIG_AXVM"
+        echo "kvm-rig: scripts/build-static.sh riscv64"
+        if ! nice scripts/build-static.sh riscv64 > "$out/build-static.log" 2>&1; then
+            tail -40 "$out/build-static.log"
+            die "scripts/build-static.sh riscv64 failed (log: $out/build-static.log)"
+        fi
+        axvm=.build-static/riscv64/axvm
+    fi
+    [ -f "$axvm" ] || die "no axvm at $axvm"
+    is_static_riscv64 "$axvm" || die "$axvm is not a static RISC-V 64-bit ELF binary"
+
+    # The guests: guests/riscv64/*.S built by scripts/build-guests.sh into guests/build/riscv64,
+    # or the .bin files of the directory AXVM_RIG_GUESTS names (nothing built then).
+    local guests=${AXVM_RIG_GUESTS:-guests/build/riscv64}
+    if [ -z "${AXVM_RIG_GUESTS:-}" ]; then scripts/build-guests.sh; fi
+    if ! ls "$guests"/*.bin >/dev/null 2>&1; then
+        echo "kvm-rig: warning: no RISC-V guests in $guests (scripts/build-guests.sh builds guests/riscv64/*.S); their cases will be skipped"
+    fi
+
+    rm -rf "$out/root" && mkdir -p "$out/root"/{bin,sbin,proc,sys,dev,tmp,modules,guests,rig}
+    local root=$out/root
+    cp "$axvm" "$root/axvm"
+    "$swift_bin/llvm-objcopy" --strip-all "$root/axvm"
+    command -v riscv64-linux-gnu-gcc >/dev/null || die "riscv64-linux-gnu-gcc missing: run scripts/setup.sh"
+    nice riscv64-linux-gnu-gcc -O2 -static -pthread -o "$root/baseline" Benchmarks/uffd-baseline/baseline.c \
+        || die "the riscv64 C baseline does not build (static riscv64 glibc missing? run scripts/setup.sh)"
+    riscv64-linux-gnu-strip "$root/baseline"
+    cp "$bb" "$root/bin/busybox"
+    cp "$kdir/modules/kvm.ko" "$root/modules/"
+    if ls "$guests"/*.bin >/dev/null 2>&1; then cp "$guests"/*.bin "$root/guests/"; fi
+    cp rig/init.sh "$root/init"
+    chmod +x "$root/init"
+    resolve_expectations rig/expected-riscv64.txt > "$root/rig/expected.txt"
+    cp rig/expected-riscv64.txt "$root/rig/"
+    # The riscv64 busybox does not run here: the archive is written by cpio_newc.
+    cpio_newc "$root" | gzip -1 > "$out/initramfs.cpio.gz"
+    cp "$kdir/vmlinuz" "$out/vmlinuz"
+    cp "$root/rig/expected.txt" "$out/expected.txt"
+    echo "kvm-rig: $out/initramfs.cpio.gz ($(du -h "$out/initramfs.cpio.gz" | cut -f1)), kernel $(cat "$cache_rv/kernel-package")," \
+        "guests: $(ls "$root/guests" | tr '\n' ' ')"
+}
+
+# -smp 2 (AXVM_RIG_SMP): the 2-vCPU cases get a host CPU each. As on arm64, a userfaultfd
+# wake-up across emulated CPUs costs far more under TCG, so rig/init.sh pins axvm and the
+# baseline to CPU 0 for the single-vCPU cases unless AXVM_RIG_PIN=0. -m 2G: 64 MiB guests and
+# the 16 MiB initramfs with room to spare. No AIA (aia=aplic-imsic hangs the boot in QEMU 7.2):
+# KVM then has no in-kernel irqchip, which the rig's guests do not need.
+qemu_riscv64() {  # sets qemu=(command line); arguments: extra kernel parameters
+    command -v qemu-system-riscv64 >/dev/null || die "qemu-system-riscv64 missing: run scripts/setup.sh"
+    [ -f "$out/initramfs.cpio.gz" ] || die "no initramfs: run $0 build riscv64"
+    qemu=(qemu-system-riscv64 -M virt -accel tcg -cpu rv64 -m 2G -smp "${AXVM_RIG_SMP:-2}"
+          -nographic -no-reboot -nic none -kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
+          -append "console=ttyS0 rdinit=/init panic=-1 quiet$([ "${AXVM_RIG_PIN:-1}" = 1 ] || echo ' rig_nopin')${AXVM_RIG_HANG:+ rig_hang=$AXVM_RIG_HANG} $*"
+          -monitor "unix:$(monitor_socket),server,nowait")
+}
+
+test_riscv64() {
+    local log=$out/test.log status=0 limit=${AXVM_RIG_TIMEOUT:-3600}
+    local -a qemu
+    echo "kvm-rig: riscv64, -cpu rv64 (H extension), -smp ${AXVM_RIG_SMP:-2}"
+    qemu_riscv64 rig=test
+    rig_boot_retrying "$log" "$limit"
+    rig_finished "$log" "$limit" || return 1
+    compare_riscv64 "$log" || status=1
+    echo "kvm-rig: timings (riscv64): QEMU start to init $rig_boot s (kernel uptime at init" \
+        "$(sed -n 's/^rig: init at \([0-9.]*\) s.*/\1/p' "$log") s), suite $(sed -n 's/^rig: suite took \([0-9.]*\) s/\1/p' "$log") s, QEMU total $rig_total s"
+    return $status
+}
+
+# compare_riscv64 [LOG]: the saved log (default: the last test's) against
+# rig/expected-riscv64.txt. A case skipped because its guest is missing fails here unless
+# AXVM_RIG_PARTIAL=1 (while guests/riscv64 is being written).
+compare_riscv64() {
+    local log=${1:-$out/test.log} status=0 skipped
+    [ -f "$log" ] || die "no log $log: run $0 test riscv64"
+    resolve_expectations rig/expected-riscv64.txt > "$out/expected.txt"
+    check_log "$log" "$out/expected.txt" rig/expected-riscv64.txt riscv64 || status=1
+    skipped=$(grep -c '^[a-z0-9-]*: skipped (guest .* absent)' "$log" || true)
+    if [ "$skipped" -gt 0 ]; then
+        echo "kvm-rig: riscv64: $skipped case(s) skipped for a missing guest:"
+        grep '^[a-z0-9-]*: skipped (guest .* absent)' "$log" | sed 's/^/  /'
+        [ "${AXVM_RIG_PARTIAL:-0}" = 1 ] || status=1
+    fi
+    return $status
+}
+
+shell_riscv64() {
+    echo "kvm-rig: booting to a shell; 'poweroff -f' or Ctrl-A x to leave"
+    local -a qemu
+    qemu_riscv64 rig=shell
+    "${qemu[@]}"
+}
+
 verb=${1:-}
 arch=${2:-x86_64}
 case "$verb" in
@@ -902,12 +1118,14 @@ case "$verb" in
         case "$arch" in
             x86_64) fetch ;;
             aarch64) fetch_aarch64 ;;
-            *) die "fetch: x86_64 or aarch64" ;;
+            riscv64) fetch_riscv64 ;;
+            *) die "fetch: x86_64, aarch64 or riscv64" ;;
         esac ;;
     build|test|shell|compare|linux|soak|disk|balloon|sandbox|kut)
         case "$verb/$arch" in
             */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64|disk/aarch64|balloon/aarch64|sandbox/aarch64|kut/aarch64) ;;
-            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk, balloon, sandbox, kut)" ;;
+            build/riscv64|test/riscv64|shell/riscv64|compare/riscv64) ;;
+            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk, balloon, sandbox, kut; riscv64: fetch, build, test, shell, compare)" ;;
         esac
         out=$repo/.build-rig/rig-$arch
         shift $(($# < 2 ? $# : 2))
@@ -918,5 +1136,6 @@ case "$verb" in
        echo "       | soak x86_64 [N] [AXVM BOOT ARGS] | disk x86_64 [ROUNDS] | disk aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | balloon x86_64 | balloon aarch64 [max|cortex-a57] | sandbox x86_64 [ROUNDS] | sandbox aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | kut x86_64 [NAME...] | kut aarch64 [max|cortex-a57] [NAME...]" >&2
+       echo "       | fetch riscv64 | build riscv64 | test riscv64 | shell riscv64 | compare riscv64 [LOG]" >&2
        exit 2 ;;
 esac

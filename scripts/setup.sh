@@ -32,6 +32,10 @@ command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 # for the lp64 calling convention from the bare-metal multilib toolchain (scripts/musl-riscv64.sh).
 [ -d /usr/riscv64-linux-gnu/include/asm ] || need+=(linux-libc-dev-riscv64-cross)
 command -v riscv64-unknown-elf-gcc >/dev/null || need+=(gcc-riscv64-unknown-elf)
+# The riscv64 KVM rig's static C baseline (scripts/kvm-rig.sh build riscv64): the riscv64 cross gcc
+# and its glibc (lp64d: crt1.o, libc.a, libpthread); QEMU's riscv64 system emulator is above.
+command -v riscv64-linux-gnu-gcc >/dev/null || need+=(gcc-riscv64-linux-gnu)
+[ -f /usr/riscv64-linux-gnu/lib/libc.a ] || need+=(libc6-dev-riscv64-cross)
 update=0
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64

@@ -4,6 +4,11 @@
 // that materialize the page in the memfd and map it with UFFDIO_CONTINUE — but with no
 // address-space library.
 //
+// riscv64 (guests/riscv64/defs.inc): RAM at 0x8000_0000, every hart entered at once in VS-mode
+// with satp = 0 (no guest translation: G-stage only), a0 = the parameter page, a1 = the hart
+// index, sp = its stack; the run ends when every hart has stored its exit code to MMIO
+// 0x1010_0000. KVM keeps every vCPU but 0 powered off (SBI HSM) until KVM_SET_MP_STATE.
+//
 // Usage: baseline GUEST.bin MEMORY_MiB lazy|populated ORDER SEED
 //                 [VCPUS [FAULT_THREADS [split|overlap [BATCH [view|fallocate [poll|exclusive]]]]]]
 //        baseline hold-vm   (one empty VM until killed: see main)
@@ -65,6 +70,12 @@
 #define EXIT_DEV 0x09100000ull             // 32-bit store: this vCPU's exit code
 #define STACK_TOP 0x80000                  // vCPU i's sp: RAM + STACK_TOP - 1 KiB * i, as on x86
 #define CORE_REG(r) (KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offsetof(struct kvm_regs, r) / sizeof(uint32_t)))
+#elif defined(__riscv)
+// guests/riscv64/defs.inc: RAM from 2 GiB (QEMU virt's DRAM base); devices are MMIO below it.
+#define RAM_BASE 0x80000000ull
+#define EXIT_DEV 0x10100000ull             // 32-bit store: this hart's exit code
+#define STACK_TOP 0x80000                  // hart i's sp: RAM + STACK_TOP - 1 KiB * i, as on x86
+#define CORE_REG(r) (KVM_REG_RISCV | KVM_REG_SIZE_U64 | KVM_REG_RISCV_CORE | KVM_REG_RISCV_CORE_REG(r))
 #else
 #define RAM_BASE 0ull
 #endif
@@ -178,7 +189,7 @@ static void *vcpu_thread(void *arg) {
     for (;;) {
         if (ioctl(v->fd, KVM_RUN, 0) < 0) { if (errno == EINTR) continue; perror("KVM_RUN"); exit(2); }
         struct kvm_run *run = v->run;
-#if defined(__aarch64__)
+#if defined(__aarch64__) || defined(__riscv)
         if (run->exit_reason == KVM_EXIT_MMIO) {
             // The exit device ends this vCPU; UART writes are dropped, reads (FR) give 0.
             if (run->mmio.is_write && run->mmio.phys_addr == EXIT_DEV) { v->code = run->mmio.data[0]; break; }
@@ -243,7 +254,7 @@ int main(int argc, char **argv) {
     // seed, 3 unused results, hole start and size (no hole below 3 GiB), spacing 1, vCPUs,
     // mode (0 split, 1 overlap). vCPU i's results are at 0x100 + 48·i.
     // aarch64: the test base and the hole are guest-physical, RAM + 2 MiB; no hole (size 0).
-#if defined(__aarch64__)
+#if defined(__aarch64__) || defined(__riscv)
     uint64_t hole_start = RAM_BASE + mem;
 #else
     uint64_t hole_start = 0xc0000000ull;
@@ -259,6 +270,8 @@ int main(int argc, char **argv) {
     l1[0] = 1ull << 10 | 1;
     for (uint64_t gib = 1; gib < (RAM_BASE + mem + (1ull << 30) - 1) >> 30; gib++)
         l1[gib] = gib << 30 | 1ull << 10 | 3ull << 8 | 1ull << 2 | 1;
+#elif defined(__riscv)
+    // No page tables: the guest runs with satp = 0.
 #else
     uint64_t gdt[5] = { 0, 0x00af9b000000ffffull, 0x00cf93000000ffffull, 0x00affb000000ffffull, 0x00cff3000000ffffull };
     memcpy(view + 0x500, gdt, sizeof gdt);
@@ -285,7 +298,7 @@ int main(int argc, char **argv) {
 
     int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC); CHECK(kvm);
     int vm = ioctl(kvm, KVM_CREATE_VM, 0); CHECK(vm);
-#if !defined(__aarch64__)
+#if !defined(__aarch64__) && !defined(__riscv)
     CHECK(ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000));
 #endif
     struct kvm_userspace_memory_region region = { 0, 0, RAM_BASE, mem, (uint64_t)window };
@@ -322,6 +335,22 @@ int main(int argc, char **argv) {
             struct kvm_one_reg r = { regs[k].id, (uint64_t)&regs[k].value };
             if (ioctl(v->fd, KVM_SET_ONE_REG, &r) < 0) { fprintf(stderr, "KVM_SET_ONE_REG %#llx: %s\n", (unsigned long long)regs[k].id, strerror(errno)); return 2; }
         }
+#elif defined(__riscv)
+        // KVM's reset state is S-mode (VS), sstatus.SIE clear, satp 0: only pc, sp, a0, a1.
+        struct { uint64_t id, value; } regs[] = {
+            { CORE_REG(mode), KVM_RISCV_MODE_S },
+            { CORE_REG(regs.sp), RAM_BASE + STACK_TOP - 0x400 * (uint64_t)i },
+            { CORE_REG(regs.a0), RAM_BASE + PARAMS },
+            { CORE_REG(regs.a1), (uint64_t)i },
+            { CORE_REG(regs.pc), RAM_BASE + 0x100000 + entry },
+        };
+        for (size_t k = 0; k < sizeof regs / sizeof regs[0]; k++) {
+            struct kvm_one_reg r = { regs[k].id, (uint64_t)&regs[k].value };
+            if (ioctl(v->fd, KVM_SET_ONE_REG, &r) < 0) { fprintf(stderr, "KVM_SET_ONE_REG %#llx: %s\n", (unsigned long long)regs[k].id, strerror(errno)); return 2; }
+        }
+        // Harts other than 0 start powered off (waiting for SBI HSM hart_start): all run now.
+        struct kvm_mp_state mp = { KVM_MP_STATE_RUNNABLE };
+        CHECK(ioctl(v->fd, KVM_SET_MP_STATE, &mp));
 #else
         struct kvm_sregs s; CHECK(ioctl(v->fd, KVM_GET_SREGS, &s));
         struct kvm_segment code = { .base = 0, .limit = 0xffffffff, .selector = 8, .type = 11, .present = 1, .s = 1, .l = 1, .g = 1 };
