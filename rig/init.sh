@@ -238,7 +238,7 @@ LINUX_MEM_BYTES=536870912
 # axvm boot's default command line on each architecture (LinuxBootConfig.defaultCmdline).
 # arm64: nokaslr so that lazy and populated boots lay memory out the same (the kernel's
 # random placement costs a page or two of MemTotal differently each boot).
-if [ "$ARCH" = aarch64 ]; then
+if [ "$ARCH" = aarch64 ] || [ "$ARCH" = riscv64 ]; then
     LINUX_CMDLINE="console=ttyS0 panic=-1 quiet nokaslr"
 else
     LINUX_CMDLINE="console=ttyS0 reboot=k panic=-1 pci=conf1,noearly i8042.noaux i8042.nokbd quiet"
@@ -1407,6 +1407,27 @@ suite_riscv64() {
     if have_guest spin spin; then
         axrun spin run /guests/spin.bin --timeout 2 --stats-json /tmp/s.json
         result "spin: exit $st, $(exit_msg_riscv64)"
+    fi
+
+    # Linux on axvm (the rig's own kernel, the guest initramfs): lazily with 4 KiB faults and
+    # a reboot at the end, with 64 KiB fault-around on 2 harts (the second started through
+    # SBI HSM), populated and powered off (SBI system reset).
+    if [ -f /linux/vmlinuz ]; then
+        echo "rig: Linux on axvm: $(ls -l /linux/vmlinuz | awk '{print $5}')-byte kernel, $LINUX_MEM, cmdline \"$LINUX_CMDLINE\""
+        linux_axvm linux-lazy --fault-around 4K
+        result "$(linux_line)"
+        local lazy_boot=$boot lazy_pop
+        lazy_pop=$(jf populated_bytes)
+        linux_axvm linux-lazy-64K-2vcpus --fault-around 64K --vcpus 2
+        result "$(linux_line)"
+        name=linux-2vcpus-seen
+        result "linux-2vcpus-seen: $(tr -d '\r' < /tmp/linux-lazy-64K-2vcpus.out | grep -c -e '^axvm-linux: 2 CPUs online' -e '^axvm-linux: ran on CPU [01]$') of 3 lines"
+        local boot64=$boot
+        linux_axvm linux-populated-poweroff --populate --cmdline "$LINUX_CMDLINE axvm.end=poweroff"
+        result "$(linux_line)"
+        echo "rig: riscv64 Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; boot to init $lazy_boot s lazy 4K, $boot64 s lazy 64K on 2 harts, $boot s populated"
+    else
+        echo "linux: skipped (no /linux/vmlinuz in the initramfs)"
     fi
 
     if [ -f /guests/memtest.bin ]; then

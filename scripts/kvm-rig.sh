@@ -1048,6 +1048,10 @@ build_riscv64() {
     cp "$bb" "$root/bin/busybox"
     cp "$kdir/modules/kvm.ko" "$root/modules/"
     if ls "$guests"/*.bin >/dev/null 2>&1; then cp "$guests"/*.bin "$root/guests/"; fi
+    # Linux on axvm: the same kernel as the rig's, with the guest initramfs of the other rigs.
+    mkdir -p "$root/linux"
+    cp "$kdir/vmlinuz" "$root/linux/vmlinuz"
+    BUSYBOX=$bb scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
     cp rig/init.sh "$root/init"
     chmod +x "$root/init"
     resolve_expectations rig/expected-riscv64.txt > "$root/rig/expected.txt"

@@ -598,6 +598,7 @@ static const struct ckvm_named_request runtime_ioctls[] = {
     REQUEST(KVM_SET_USER_MEMORY_REGION),
     REQUEST(KVM_GET_DIRTY_LOG),
     REQUEST(KVM_IRQ_LINE),
+    REQUEST(KVM_INTERRUPT),  // riscv64: the PLIC in the VMM raising a hart's external interrupt
     REQUEST(KVM_IRQFD),      // deassigned when the run ends
     REQUEST(KVM_IOEVENTFD),
     REQUEST(KVM_GET_MP_STATE),
