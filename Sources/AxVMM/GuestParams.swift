@@ -56,6 +56,10 @@ public struct GuestParams: Sendable {
         return (a, b - a)
     }
 
+    /// The vCPUs a memtest guest may have: the parameter page's result slots, on every
+    /// architecture.
+    public static let maxVCPUs = 64
+
     /// Where RAM starts (`GuestArch.ramBase`).
     public var ramBase: UInt64 = 0
 

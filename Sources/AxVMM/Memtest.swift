@@ -74,8 +74,8 @@ public enum Machine {
             throw .badValue(what: "timeout", value: "\(t)",
                             reason: "must be a number of seconds above 0 and at most \(Int(VMConfig.maxTimeout)) (one week); 0 or none: no limit")
         }
-        if c.vcpus < 1 || c.vcpus > X86Layout.maxVCPUs {  // the parameter page's 64 slots, both arches
-            throw .badValue(what: "vCPUs", value: "\(c.vcpus)", reason: "must be from 1 to \(X86Layout.maxVCPUs)")
+        if c.vcpus < 1 || c.vcpus > GuestParams.maxVCPUs {
+            throw .badValue(what: "vCPUs", value: "\(c.vcpus)", reason: "must be from 1 to \(GuestParams.maxVCPUs)")
         }
         if let t = c.faultThreads, t < 1 || t > 64 {
             throw .badValue(what: "fault threads", value: "\(t)", reason: "must be from 1 to 64")

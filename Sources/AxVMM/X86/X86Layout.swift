@@ -20,7 +20,7 @@ public enum X86Layout {
     /// vCPU slots in the parameter page: 48 bytes each from offset 0x100 (checksum,
     /// mismatches, pages, first page, index).
     public static func vcpuSlot(_ i: Int) -> UInt64 { params + 0x100 + UInt64(i) * 48 }
-    public static let maxVCPUs = 64
+    public static let maxVCPUs = GuestParams.maxVCPUs
     /// A read-only area (KVM_MEM_READONLY) holding "AXVMROM!", for the read-only test guest.
     /// Linux's virtio-mmio transports (`VirtioSet`): 0x200 apart in the MMIO hole, on IOAPIC
     /// pins 16-23 (above the ISA interrupts), level-triggered.
