@@ -8,10 +8,11 @@
 //              header, as a raw deflate stream with whatever trailer follows (hostile input
 //              for the inflater); 3 as 0
 //   byte 1-2   guest RAM: 4 + (u16 % 4093) MiB
-//   byte 3-4   command line length (u16), of "a"s; byte 5 bit 0: a NUL in it
+//   byte 3-4   command line length (u16), of "a"s; byte 5 bit 0: a NUL in it, bit 1: the
+//              riscv64 flavour (magic "RSC\x05", RAM at 2 GiB, command lines below 1024 bytes)
 //   byte 8-15  initrd size: byte 9 << (byte 8 % 40)
 //
-// It must never crash. Every accepted Image: at least the 64-byte header, "ARM\x64" at 0x38,
+// It must never crash. Every accepted Image: at least the 64-byte header, the flavour's magic at 0x38,
 // little-endian, text_offset a 4 KiB multiple below 1 GiB, image_size at least the Image; a
 // stored-block gzip wrapper inflates to exactly the file. Every accepted plan: the kernel at
 // RAM + text_offset (RAM starts 2 MiB aligned) for image_size bytes, the device tree in the
@@ -63,28 +64,33 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     if p >> 40 & 1 != 0 && text.count > 1 { text[1] = 0 }
     let cmdline = String(decoding: text, as: UTF8.self)
     let initrdSize = (q >> 8 & 0xff) << (q % 40)
-    let record = "mode \(mode), memory \(hex(memory)), cmdline \(text.count) bytes, initrd \(hex(initrdSize)), \(file.count)-byte file"
+    let riscv = p >> 41 & 1 == 1
+    let flavour: ArmKernelImage.Flavour = riscv ? .riscv64 : .arm64
+    let magic: [UInt8] = riscv ? [0x52, 0x53, 0x43, 0x05] : [0x41, 0x52, 0x4d, 0x64]
+    let cmdlineLimit = riscv ? 1024 : 2048
+    let record = "\(flavour.name), mode \(mode), memory \(hex(memory)), cmdline \(text.count) bytes, initrd \(hex(initrdSize)), \(file.count)-byte file"
 
     let kernel: ArmKernelImage
     do {
-        kernel = try ArmKernelImage(bytes: given, inflateLimit: 1 << 22)
+        kernel = try ArmKernelImage(bytes: given, inflateLimit: 1 << 22, flavour: flavour)
     } catch {
         invariant(!error.reason.isEmpty, "\(record): empty refusal")
         invariant(mode != 1 || !error.reason.hasPrefix("gzip-compressed"), "\(record): a valid gzip wrapper refused: \(error.reason)")
         return 0
     }
     let b = kernel.bytes
-    invariant(b.count >= 64 && b[0x38] == 0x41 && b[0x39] == 0x52 && b[0x3a] == 0x4d && b[0x3b] == 0x64,
+    invariant(b.count >= 64 && Array(b[0x38..<0x3c]) == magic,
               "\(record): accepted without the header's magic")
     invariant(kernel.flags & 1 == 0 && kernel.textOffset % 4096 == 0 && kernel.textOffset < 1 << 30
               && kernel.imageSize >= UInt64(b.count), "\(record): accepted header \(hex(kernel.textOffset)), \(hex(kernel.imageSize))")
     invariant(kernel.wasCompressed == (mode == 1 || mode == 2), "\(record): compressed \(kernel.wasCompressed)")
     if mode == 1 { invariant(b == file, "\(record): the stored gzip wrapper inflated to \(b.count) other bytes") }
 
-    let ram = AArch64Layout.ramRanges(size: memory)
+    let ram = riscv ? RiscV64Layout.ramRanges(size: memory) : AArch64Layout.ramRanges(size: memory)
     let plan: ArmLinuxPlan
     do {
-        plan = try ArmLinuxPlan(kernel: kernel, ram: ram, cmdline: cmdline, initrdPath: "fuzz/initrd", initrdSize: initrdSize)
+        plan = try ArmLinuxPlan(kernel: kernel, ram: ram, cmdline: cmdline, initrdPath: "fuzz/initrd", initrdSize: initrdSize,
+                                cmdlineLimit: cmdlineLimit, arch: riscv ? "riscv64" : "arm64")
     } catch {
         switch error {
         case let .overlap(a, c): invariant(a.range.overlaps(c.range), "\(record): \(a) said to overlap \(c)")
@@ -94,10 +100,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         }
         return 0
     }
-    let start = AArch64Layout.ramBase, end = start + memory
+    let start = riscv ? RiscV64Layout.ramBase : AArch64Layout.ramBase, end = start + memory
     invariant(plan.kernelAddress == start + kernel.textOffset && plan.deviceTreeAddress == end - (2 << 20),
               "\(record): kernel at \(hex(plan.kernelAddress)), device tree at \(hex(plan.deviceTreeAddress))")
-    invariant(text.count < 2048 && !text.contains(0), "\(record): command line accepted")
+    invariant(text.count < cmdlineLimit && !text.contains(0), "\(record): command line accepted")
     if initrdSize > 0 {
         let a = plan.initrdAddress
         invariant(a & 0xfff == 0 && a >= plan.kernelAddress + kernel.imageSize && a + initrdSize <= plan.deviceTreeAddress,

@@ -18,7 +18,7 @@ func expectation(_ b: [UInt8]) -> (mode: UInt32, entry: UInt64)? {
     var mode: UInt32 = 0, entry: UInt64 = 0
     for i in 0..<4 { mode |= UInt32(b[4 + i]) << (8 * UInt32(i)) }
     for i in 0..<8 { entry |= UInt64(b[8 + i]) << (8 * UInt64(i)) }
-    guard mode == 16 || mode == 64 || mode == 0xAA64, entry < UInt64(b.count) else { return nil }
+    guard mode == 16 || mode == 64 || mode == 0xAA64 || mode == 0x5264, entry < UInt64(b.count) else { return nil }
     if mode == 16 && b.count > 0xf000 { return nil }
     return (mode, entry)
 }
@@ -39,7 +39,7 @@ func check(_ bytes: [UInt8]) -> GuestImage? {
         invariant(g.mode.rawValue == expected.mode, "\(record()): mode \(g.mode), header says \(expected.mode)")
         invariant(g.entryOffset == expected.entry, "\(record()): entry \(g.entryOffset), header says \(expected.entry)")
         invariant(g.entryOffset < UInt64(g.bytes.count), "\(record()): entry \(g.entryOffset) outside the image")
-        // Real mode at 0x10000, long mode at 1 MiB, AArch64 at RAM (1 GiB) + 1 MiB.
+        // Real mode at 0x10000, long mode at 1 MiB, AArch64 at RAM (1 GiB) + 1 MiB, riscv64 at RAM (2 GiB) + 1 MiB.
         let load: UInt64 = g.mode == .real ? 0x10000 : g.mode == .aarch64 ? 0x4010_0000 : g.mode == .riscv64 ? 0x8010_0000 : 0x10_0000
         invariant(g.loadAddress == load, "\(record()): load address \(g.loadAddress)")
         // Loaded, the image stays inside what its mode can reach: the 64 KiB real-mode
