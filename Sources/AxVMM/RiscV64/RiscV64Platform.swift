@@ -19,10 +19,9 @@ struct RiscV64Platform: Platform {
         format = RiscV64Host.format(gpaBits: bits)
     }
 
-    /// The VM (RAM's end checked against the G-stage's reach) and `count` harts. The memtest
-    /// guests' harts all start at once (made runnable); a Linux guest's (`.inKernel`: RISC-V
-    /// KVM has no in-kernel interrupt controller here, only the harts' own) start stopped
-    /// but the first, for the kernel to start through SBI HSM, which KVM serves.
+    /// The VM (RAM's end checked against the G-stage's reach) and `count` harts: the first
+    /// runnable, the others stopped until the guest starts them through SBI HSM, which KVM
+    /// serves — a memtest guest's hart 0 as Linux does (guests/riscv64/defs.inc).
     func createVM(system: KVMSystem, vcpus count: Int, ramEnd gpa: GuestPhysAddr, interrupts: InterruptModel) throws(VMMError) -> (VirtualMachine, [VCPU]) {
         let host = RiscV64Host(system: system)
         if host.gpaBits > 0 && gpa.raw > 1 << UInt64(host.gpaBits) {
@@ -34,7 +33,7 @@ struct RiscV64Platform: Platform {
             var vcpus: [VCPU] = []
             for i in 0..<count {
                 let v = try vm.createVCPU(id: UInt(i))
-                try v.setMultiprocessingState(interrupts == .inKernel && i > 0 ? RiscVLinuxLayout.mpStateStopped : RiscV64Host.mpStateRunnable)
+                try v.setMultiprocessingState(i > 0 ? RiscVLinuxLayout.mpStateStopped : RiscV64Host.mpStateRunnable)
                 vcpus.append(v)
             }
             return (vm, vcpus)
@@ -94,16 +93,16 @@ struct RiscV64Platform: Platform {
     var paramsAddress: GuestPhysAddr { GuestPhysAddr(RiscV64Layout.params) }
     func vcpuSlot(_ i: Int) -> GuestPhysAddr { GuestPhysAddr(RiscV64Layout.vcpuSlot(i)) }
 
-    /// No boot data: the guests run untranslated (satp 0, KVM's reset value). Each hart gets
-    /// pc = the entry, a0 = the parameter page, a1 = its index, sp = its stack.
+    /// No boot data: the guests run untranslated (satp 0, KVM's reset value). Hart 0 gets
+    /// pc = the entry, a0 = the parameter page, a1 = 0, sp = its stack; it starts the others
+    /// itself (SBI HSM).
     func bootMemtest<F>(memory: GuestMemory<F>, params: GuestParams, image: GuestImage, vcpus: [VCPU]) throws(VMMError) {
-        for (i, v) in vcpus.enumerated() {
-            do {
-                for (id, value) in RiscV64Boot.registers(entry: image.loadAddress + image.entryOffset, index: i) {
-                    try v.setRegister(id, value)
-                }
-            } catch { throw .kvm(error) }
-        }
+        guard let first = vcpus.first else { return }
+        do {
+            for (id, value) in RiscV64Boot.registers(entry: image.loadAddress + image.entryOffset, index: 0) {
+                try first.setRegister(id, value)
+            }
+        } catch { throw .kvm(error) }
     }
 
     func attachMemtestDevices(_ buses: inout DeviceBuses, serial: Serial,
