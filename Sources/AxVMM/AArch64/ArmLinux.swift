@@ -93,6 +93,37 @@ public struct ArmLinuxPlan: Sendable {
     }
 }
 
+extension ArmLinuxPlan {
+    /// Reads and checks the kernel at `c.kernelPath` (inflating an `Image.gz`) and the initrd
+    /// (its size), and plans them into `ram` with the command line: every input error before
+    /// KVM is opened. riscv64 plans its Image the same way (`flavour`, `cmdlineLimit`, `arch`).
+    static func read(_ c: LinuxBootConfig, ram: [GuestPhysRange], flavour: ArmKernelImage.Flavour = .arm64,
+                     cmdlineLimit: Int = ArmLinuxLayout.cmdlineLimit, arch: String = "arm64") throws(LinuxBootError) -> (ArmLinuxPlan, LinuxInitrd?) {
+        let kernel = try ArmKernelImage(path: c.kernelPath, limit: c.memorySize, raw: c.rawKernel, flavour: flavour)
+        let initrd = try c.initrdPath.map { p throws(LinuxBootError) in
+            try LinuxInitrd(path: p, limit: c.memorySize) { size in
+                "\(size) bytes do not fit in RAM: larger than the \(c.memorySize >> 20) MiB of guest RAM"
+            }
+        }
+        let plan = try ArmLinuxPlan(kernel: kernel, ram: ram, cmdline: c.cmdline, initrdPath: c.initrdPath, initrdSize: initrd?.size ?? 0,
+                                    cmdlineLimit: cmdlineLimit, arch: arch)
+        return (plan, initrd)
+    }
+
+    /// Writes the kernel (and maps it into the guest's window at once, so its first
+    /// instructions cost no fault each), the initrd and the device tree where the plan put them.
+    func load<F>(into memory: GuestMemory<F>, initrd: LinuxInitrd?, deviceTree: [UInt8]) throws(VMMError) {
+        var written: Result<Void, VMMError> = .success(())
+        kernel.bytes.withUnsafeBytes { b in
+            written = Result { () throws(VMMError) in try memory.write(b, at: GuestPhysAddr(kernelAddress)) }
+        }
+        try written.get()
+        try memory.mapForGuest(GuestPhysAddr(kernelAddress), size: UInt64(kernel.bytes.count))
+        try initrd?.load(into: memory, at: initrdAddress)
+        try memory.write(deviceTree, at: GuestPhysAddr(deviceTreeAddress))
+    }
+}
+
 /// The device tree an arm64 Linux guest boots with (Devicetree Specification v0.4; the
 /// nodes Firecracker and kvmtool write): RAM, CPUs started through PSCI, the GIC, the
 /// architected timer, the UART and `chosen`.
@@ -255,15 +286,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
     /// Reads and checks the kernel (inflating an `Image.gz`), and checks the initrd (its size)
     /// and command line against the layout: every input error before KVM is opened.
     static func plan(_ c: LinuxBootConfig) throws(LinuxBootError) -> (ArmLinuxPlan, LinuxInitrd?) {
-        let ram = AArch64Layout.ramRanges(size: c.memorySize)
-        let kernel = try ArmKernelImage(path: c.kernelPath, limit: c.memorySize, raw: c.rawKernel)
-        let initrd = try c.initrdPath.map { p throws(LinuxBootError) in
-            try LinuxInitrd(path: p, limit: c.memorySize) { size in
-                "\(size) bytes do not fit in RAM: larger than the \(c.memorySize >> 20) MiB of guest RAM"
-            }
-        }
-        let plan = try ArmLinuxPlan(kernel: kernel, ram: ram, cmdline: c.cmdline, initrdPath: c.initrdPath, initrdSize: initrd?.size ?? 0)
-        return (plan, initrd)
+        try ArmLinuxPlan.read(c, ram: AArch64Layout.ramRanges(size: c.memorySize))
     }
 
     init(platform: P, config: LinuxBootConfig, plan: ArmLinuxPlan, initrd: LinuxInitrd?, t0: UInt64) {
@@ -297,14 +320,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
         do { blob = try ArmDeviceTree.build(plan: plan, gic: gic.layout, mpidrs: mpidrs, virtio: virtioSlots, pmu: pmu) } catch {
             throw .host("\(error)")
         }
-        var written: Result<Void, VMMError> = .success(())
-        plan.kernel.bytes.withUnsafeBytes { b in
-            written = Result { () throws(VMMError) in try memory.write(b, at: GuestPhysAddr(plan.kernelAddress)) }
-        }
-        try written.get()
-        try memory.mapForGuest(GuestPhysAddr(plan.kernelAddress), size: UInt64(plan.kernel.bytes.count))
-        try initrd?.load(into: memory, at: plan.initrdAddress)
-        try memory.write(blob, at: GuestPhysAddr(plan.deviceTreeAddress))
+        try plan.load(into: memory, initrd: initrd, deviceTree: blob)
         guard let boot = vcpus.first else { return }
         do {
             for (id, value) in Self.entryRegisters(kernel: plan.kernelAddress, deviceTree: plan.deviceTreeAddress) {
@@ -341,20 +357,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
 
     /// The ns16550a UART on MMIO: registers 0-7, one byte each; the rest of its page is empty.
     func attach(_ buses: inout DeviceBuses, memory: GuestMemory<P.Format>, ram: [RAMRegion]) throws(VMMError) {
-        let uartDevice = ClosureDevice(read: { [self] offset, data in
-            lock.withLock {
-                guard offset < 8, let uart else { return data.fill(0) }
-                let port = UART8250.base + UInt16(offset)
-                for i in 0..<data.count { data[i] = i == 0 ? uart.read(port: port) : 0 }
-            }
-            return .handled
-        }, write: { [self] offset, data in
-            lock.withLock {
-                guard offset < 8, let uart, let b = data.first else { return }
-                uart.write(port: UART8250.base + UInt16(offset), b)
-            }
-            return .handled
-        })
+        let uartDevice = UART8250.mmioDevice(lock: lock) { [self] in uart }
         try buses.mmio.register(uartDevice, name: "UART (ns16550a)", at: ArmLinuxLayout.uart, size: ArmLinuxLayout.uartSize)
         if let virtio {
             try virtio.attach(&buses, memory: memory.deviceAccess, release: { gpa, size throws(DeviceMemoryError) in

@@ -60,3 +60,13 @@ final class MemtestReclaim: BusDevice {
         return .handled
     }
 }
+
+/// The memtest guests' devices on MMIO (arm64, riscv64): the console's data register at
+/// `uart` (every register reads 0: never busy), the exit and the reclaim registers.
+func attachMemtestMMIO(_ buses: inout DeviceBuses, serial: Serial, reclaim: @escaping @Sendable () throws(VMMError) -> Void,
+                       uart: UInt64, uartSize: UInt64, exit: UInt64, reclaimAt: UInt64) throws(VMMError) {
+    try buses.mmio.register(MemtestConsole(serial: serial, statusOffset: nil, empty: 0, wideWrites: false),
+                            name: "memtest UART", at: uart, size: uartSize)
+    try buses.mmio.register(MemtestExit(empty: 0), name: "memtest exit", at: exit, size: 1)
+    try buses.mmio.register(MemtestReclaim(empty: 0, reclaim: reclaim), name: "memtest reclaim", at: reclaimAt, size: 1)
+}

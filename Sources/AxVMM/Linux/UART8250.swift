@@ -120,3 +120,25 @@ final class UART8250 {
         interrupt()
     }
 }
+
+extension UART8250 {
+    /// The UART as an MMIO device (an ns16550a: registers 0-7, one byte apart; the rest of
+    /// its range reads 0), serving whichever UART `current` gives under `lock` (nil before
+    /// the run starts and after it stops: reads 0, writes dropped).
+    static func mmioDevice(lock: Lock, _ current: @escaping @Sendable () -> UART8250?) -> ClosureDevice {
+        ClosureDevice(read: { offset, data in
+            lock.withLock {
+                guard offset < 8, let uart = current() else { return data.fill(0) }
+                let port = UART8250.base + UInt16(offset)
+                for i in 0..<data.count { data[i] = i == 0 ? uart.read(port: port) : 0 }
+            }
+            return .handled
+        }, write: { offset, data in
+            lock.withLock {
+                guard offset < 8, let uart = current(), let b = data.first else { return }
+                uart.write(port: UART8250.base + UInt16(offset), b)
+            }
+            return .handled
+        })
+    }
+}

@@ -202,16 +202,8 @@ final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  /
         if c.virtioDevices > 0 {
             throw .vmm(.badValue(what: "virtio devices", value: "\(c.virtioDevices)", reason: "are not built for riscv64 guests yet (they need the platform interrupt controller)"))
         }
-        let ram = RiscV64Layout.ramRanges(size: c.memorySize)
-        let kernel = try ArmKernelImage(path: c.kernelPath, limit: c.memorySize, flavour: .riscv64)
-        let initrd = try c.initrdPath.map { p throws(LinuxBootError) in
-            try LinuxInitrd(path: p, limit: c.memorySize) { size in
-                "\(size) bytes do not fit in RAM: larger than the \(c.memorySize >> 20) MiB of guest RAM"
-            }
-        }
-        let plan = try ArmLinuxPlan(kernel: kernel, ram: ram, cmdline: c.cmdline, initrdPath: c.initrdPath, initrdSize: initrd?.size ?? 0,
-                                    cmdlineLimit: RiscVLinuxLayout.cmdlineLimit, arch: "riscv64")
-        return (plan, initrd)
+        return try ArmLinuxPlan.read(c, ram: RiscV64Layout.ramRanges(size: c.memorySize), flavour: .riscv64,
+                                     cmdlineLimit: RiscVLinuxLayout.cmdlineLimit, arch: "riscv64")
     }
 
     init(platform: P, config: LinuxBootConfig, plan: ArmLinuxPlan, initrd: LinuxInitrd?, t0: UInt64) {
@@ -235,14 +227,7 @@ final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  /
         do { harts = try RiscVHarts.read(vcpus) } catch { throw .kvm(error) }
         let blob: [UInt8]
         do { blob = try RiscVDeviceTree.build(plan: plan, harts: harts) } catch { throw .host("\(error)") }
-        var written: Result<Void, VMMError> = .success(())
-        plan.kernel.bytes.withUnsafeBytes { b in
-            written = Result { () throws(VMMError) in try memory.write(b, at: GuestPhysAddr(plan.kernelAddress)) }
-        }
-        try written.get()
-        try memory.mapForGuest(GuestPhysAddr(plan.kernelAddress), size: UInt64(plan.kernel.bytes.count))
-        try initrd?.load(into: memory, at: plan.initrdAddress)
-        try memory.write(blob, at: GuestPhysAddr(plan.deviceTreeAddress))
+        try plan.load(into: memory, initrd: initrd, deviceTree: blob)
         // Each context's output is its hart's line; KVM_INTERRUPT may come from any thread.
         let lines = vcpus
         plic = RiscVPLIC(sources: RiscVLinuxLayout.plicSources, contexts: vcpus.count) { context, high in
@@ -277,20 +262,7 @@ final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  /
 
     /// The ns16550a UART on MMIO: registers 0-7, one byte each.
     func attach(_ buses: inout DeviceBuses, memory: GuestMemory<P.Format>, ram: [RAMRegion]) throws(VMMError) {
-        let uartDevice = ClosureDevice(read: { [self] offset, data in
-            lock.withLock {
-                guard offset < 8, let uart else { return data.fill(0) }
-                let port = UART8250.base + UInt16(offset)
-                for i in 0..<data.count { data[i] = i == 0 ? uart.read(port: port) : 0 }
-            }
-            return .handled
-        }, write: { [self] offset, data in
-            lock.withLock {
-                guard offset < 8, let uart, let b = data.first else { return }
-                uart.write(port: UART8250.base + UInt16(offset), b)
-            }
-            return .handled
-        })
+        let uartDevice = UART8250.mmioDevice(lock: lock) { [self] in uart }
         try buses.mmio.register(uartDevice, name: "UART (ns16550a)", at: RiscVLinuxLayout.uart, size: RiscVLinuxLayout.uartSize)
         if let plic { try buses.mmio.register(plic, name: "PLIC", at: RiscVLinuxLayout.plic, size: RiscVPLIC.size) }
     }
