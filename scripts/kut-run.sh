@@ -6,19 +6,21 @@
 #   kut-run.sh [-t axvm|qemu] [-o LOGDIR] [-s SCALE] DIR [NAME...]
 #   kut-run.sh -l DIR            the names of the entries run by default, one per line
 #
-# DIR holds unittests.cfg and the .flat files (the suite's x86/ or arm/ after make). NAME...
+# DIR holds unittests.cfg and the .flat files (the suite's x86/, arm/ or riscv/ after make). NAME...
 # picks entries (default: every entry outside the nodefault group). -s multiplies every
 # time limit (the rigs run under an emulator). Environment: AXVM (default axvm), QEMU
 # (default qemu-system-$(uname -m)), MAX_SMP (default: the host's CPUs).
 #
 # How an entry runs (the suite's own x86/run and arm/run, scripts/runtime.bash):
 #   axvm  axvm boot --kernel FILE --cmdline TEST_ARGS --vcpus SMP --memory MB --timeout T
-#         (x86: --initrd ENV, an environment with TEST_DEVICE=0: no pc-testdev on axvm)
+#         (x86 and riscv64: --initrd ENV, an environment with TEST_DEVICE=0: no pc-testdev on
+#         axvm; arm64: --raw)
 #   qemu  x86: -machine q35 -cpu host + pc-testdev, isa-debug-exit, pci-testdev, -kernel FILE
-#         arm64: -machine virt,gic-version=host -cpu host -kernel FILE; both accel=kvm; the
+#         arm64: -machine virt,gic-version=host -cpu host -kernel FILE; riscv64: -machine virt
+#         -cpu host -bios none -initrd ENV -kernel FILE; all accel=kvm; the
 #         entry's qemu_params after them, its -cpu left out (both VMMs get the host's CPU)
 # Results: x86 from the exit code the test wrote to port 0xf4 (axvm's exit status is that code;
-# QEMU's is code << 1 | 1); arm64 from the "EXIT: STATUS=n" line (n = code << 1 | 1). Code 0
+# QEMU's is code << 1 | 1); arm64 and riscv64 from the "EXIT: STATUS=n" line (n = code << 1 | 1). Code 0
 # is PASS, 77 >> 1 = 38 SKIP, anything else FAIL; a time limit reached is TIMEOUT (a failure).
 # An entry for another arch, TCG, a missing host feature (check =) or disabled for this
 # target (disabled_if) is SKIP with the reason.
@@ -39,7 +41,10 @@ dir=$1; shift
 case $target in axvm|qemu) ;; *) echo "kut-run: target $target: axvm or qemu" >&2; exit 2 ;; esac
 [ -f "$dir/unittests.cfg" ] || { echo "kut-run: $dir/unittests.cfg: no such file (build the suite first)" >&2; exit 2; }
 arch=$(uname -m)
-case $arch in x86_64) kutarch=x86_64 ;; aarch64) kutarch=arm64 ;; *) echo "kut-run: host $arch: x86_64 or aarch64" >&2; exit 2 ;; esac
+case $arch in
+    x86_64) kutarch=x86_64 ;; aarch64) kutarch=arm64 ;; riscv64) kutarch=riscv64 ;;
+    *) echo "kut-run: host $arch: x86_64, aarch64 or riscv64" >&2; exit 2 ;;
+esac
 MAX_SMP=${MAX_SMP:-$(grep -c ^processor /proc/cpuinfo)}
 AXVM=${AXVM:-axvm}
 QEMU=${QEMU:-qemu-system-$arch}
@@ -120,13 +125,17 @@ printf '%s\n' "$records" | while IFS=$(printf '\037') read -r name file smp args
     if [ ! -f "$dir/$file" ]; then result "$name" FAIL "$file not built"; continue; fi
     if [ "$target" = axvm ]; then
         set -- boot --kernel "$dir/$file" --cmdline "$args" --vcpus "$smp" --memory "${mem}M" --timeout "$t"
-        if [ "$kutarch" = x86_64 ]; then set -- "$@" --initrd "$env"; else set -- "$@" --raw; fi
+        # x86: the environment as the multiboot module; riscv64: as the initrd of its Image
+        # (the .flat files carry riscv's Image header); arm64: a raw binary.
+        case $kutarch in x86_64|riscv64) set -- "$@" --initrd "$env" ;; *) set -- "$@" --raw ;; esac
         "$AXVM" "$@" > "$log" 2>&1
         status=$?
     else
         if [ "$kutarch" = x86_64 ]; then
             set -- -machine q35,accel=kvm -cpu host -device pc-testdev -device isa-debug-exit,iobase=0xf4,iosize=0x4 \
                 -device pci-testdev -global kvm-pit.lost_tick_policy=discard
+        elif [ "$kutarch" = riscv64 ]; then
+            set -- -machine virt,accel=kvm -cpu host -bios none -initrd "$env"
         else
             set -- -machine virt,gic-version=host,accel=kvm -cpu host
         fi
@@ -140,7 +149,7 @@ printf '%s\n' "$records" | while IFS=$(printf '\037') read -r name file smp args
         result "$name" "$(from_code $(( ${exitline#EXIT: STATUS=} >> 1 )))"
     elif [ $status -eq 124 ] || [ $status -eq 143 ] || [ $status -eq 137 ]; then
         result "$name" TIMEOUT "$t s"
-    elif [ "$kutarch" = arm64 ]; then
+    elif [ "$kutarch" != x86_64 ]; then
         result "$name" FAIL "no EXIT line, status $status"
     elif [ "$target" = axvm ] && grep -q '^axvm: guest exit, code' "$log"; then
         result "$name" "$(from_code "$status")"

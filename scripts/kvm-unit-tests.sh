@@ -2,7 +2,7 @@
 # kvm-unit-tests, the KVM maintainers' suite, built from a tarball or checkout and run on axvm
 # (and on QEMU, for comparison) on this host's KVM. docs/kvm-unit-tests.md.
 #
-#   scripts/kvm-unit-tests.sh build SOURCE [ARCH]     x86_64 (gcc) or aarch64 (gcc-aarch64-linux-gnu)
+#   scripts/kvm-unit-tests.sh build SOURCE [ARCH]     x86_64 (gcc), aarch64 (gcc-aarch64-linux-gnu) or riscv64 (gcc-riscv64-linux-gnu)
 #                                                    into .build-kut/ARCH; SOURCE: a .tar.gz whose
 #                                                    top folder is kvm-unit-tests/, or a checkout
 #   scripts/kvm-unit-tests.sh run [-t axvm|qemu] [NAME...]   the host's arch; kut-run.sh's options
@@ -45,13 +45,17 @@ build() {
                 conf=(--cross-prefix=aarch64-linux-gnu-)
             fi
             conf+=(--arch=arm64) ;;
-        *) die "build: arch $arch: x86_64 or aarch64" ;;
+        riscv64)
+            command -v riscv64-linux-gnu-gcc > /dev/null || die "riscv64-linux-gnu-gcc missing: run scripts/setup.sh"
+            conf=(--arch=riscv64 --cross-prefix=riscv64-linux-gnu-) ;;
+        *) die "build: arch $arch: x86_64, aarch64 or riscv64" ;;
     esac
     local t0=$SECONDS
     (cd "$work" && ./configure "${conf[@]}" > "$out/configure.log" 2>&1 && make -j"$(nproc)" > "$out/make.log" 2>&1) \
         || { tail -20 "$out/make.log" 2>/dev/null || tail -20 "$out/configure.log"; die "build failed (logs in $out)"; }
     local dir=x86
     [ "$arch" = aarch64 ] && dir=arm
+    [ "$arch" = riscv64 ] && dir=riscv
     rm -rf "${out:?}/tests" && mkdir -p "$out/tests"
     cp "$work/$dir"/*.flat "$work/$dir/unittests.cfg" "$out/tests/"
     echo "kvm-unit-tests: $(ls "$out/tests"/*.flat | wc -l) tests for $arch in $out/tests ($((SECONDS - t0)) s)"
