@@ -1343,8 +1343,43 @@ riscv64_first_touch_ratio() {
     fi
 }
 
-# The RISC-V suite: the arm64 suite's guest cases with the RISC-V guests, then the two tables
-# and the first-touch ratio. No Linux and no kvm-unit-tests on riscv64 yet.
+# The peer (linux_peer): QEMU's own virt machine with KVM, Debian trixie's riscv64 QEMU
+# (scripts/qemu-riscv64-sysroot.sh), booting the same kernel, initramfs, command line (its
+# console is the same ns16550a, ttyS0) and RAM on one hart. With KVM QEMU loads no firmware
+# (-bios none: KVM serves SBI); no AIA (aia=none, the default): like axvm, QEMU emulates the
+# PLIC itself and raises the harts' external interrupt with KVM_INTERRUPT.
+if [ "$ARCH" = riscv64 ]; then
+    PEER_QEMU=/usr/bin/qemu-system-riscv64 PEER_NAME="QEMU virt" PEER_TAG=qemu-virt
+    peer_qemu() {
+        exec timeout -s KILL 300 $PEER_QEMU -enable-kvm -M virt -cpu host -bios none -m $LINUX_MEM -nographic -no-reboot -nic none "$@" \
+            -kernel /linux/vmlinuz -initrd /linux/initramfs.cpio.gz -append "$LINUX_CMDLINE${PEER_APPEND:-}"
+    }
+fi
+
+# linux_cases_riscv64: Linux on axvm (the rig's own kernel, the guest initramfs): lazily with
+# 4 KiB faults and a reboot at the end, with 64 KiB fault-around on 2 harts (the second
+# started through SBI HSM), populated and powered off (SBI system reset). The lazy 4K and
+# populated boots are also rows of linux_peer's table (peer_row).
+linux_cases_riscv64() {
+    echo "rig: Linux on axvm: $(ls -l /linux/vmlinuz | awk '{print $5}')-byte kernel, $LINUX_MEM, cmdline \"$LINUX_CMDLINE\""
+    linux_axvm linux-lazy --fault-around 4K
+    result "$(linux_line)"
+    peer_row "axvm lazy 4K"
+    local lazy_boot=$boot lazy_pop
+    lazy_pop=$(jf populated_bytes)
+    linux_axvm linux-lazy-64K-2vcpus --fault-around 64K --vcpus 2
+    result "$(linux_line)"
+    name=linux-2vcpus-seen
+    result "linux-2vcpus-seen: $(tr -d '\r' < /tmp/linux-lazy-64K-2vcpus.out | grep -c -e '^axvm-linux: 2 CPUs online' -e '^axvm-linux: ran on CPU [01]$') of 3 lines"
+    local boot64=$boot
+    linux_axvm linux-populated-poweroff --populate --cmdline "$LINUX_CMDLINE axvm.end=poweroff"
+    result "$(linux_line)"
+    peer_row "axvm populated"
+    echo "rig: riscv64 Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; boot to init $lazy_boot s lazy 4K, $boot64 s lazy 64K on 2 harts, $boot s populated"
+}
+
+# The RISC-V suite: the arm64 suite's guest cases with the RISC-V guests, Linux on axvm and
+# once on QEMU, then the two tables and the first-touch ratio. No kvm-unit-tests on riscv64 yet.
 suite_riscv64() {
     local t_suite fa order mode gstage vmid
     t_suite=$(up)
@@ -1409,26 +1444,11 @@ suite_riscv64() {
         result "spin: exit $st, $(exit_msg_riscv64)"
     fi
 
-    # Linux on axvm (the rig's own kernel, the guest initramfs): lazily with 4 KiB faults and
-    # a reboot at the end, with 64 KiB fault-around on 2 harts (the second started through
-    # SBI HSM), populated and powered off (SBI system reset).
-    if [ -f /linux/vmlinuz ]; then
-        echo "rig: Linux on axvm: $(ls -l /linux/vmlinuz | awk '{print $5}')-byte kernel, $LINUX_MEM, cmdline \"$LINUX_CMDLINE\""
-        linux_axvm linux-lazy --fault-around 4K
-        result "$(linux_line)"
-        local lazy_boot=$boot lazy_pop
-        lazy_pop=$(jf populated_bytes)
-        linux_axvm linux-lazy-64K-2vcpus --fault-around 64K --vcpus 2
-        result "$(linux_line)"
-        name=linux-2vcpus-seen
-        result "linux-2vcpus-seen: $(tr -d '\r' < /tmp/linux-lazy-64K-2vcpus.out | grep -c -e '^axvm-linux: 2 CPUs online' -e '^axvm-linux: ran on CPU [01]$') of 3 lines"
-        local boot64=$boot
-        linux_axvm linux-populated-poweroff --populate --cmdline "$LINUX_CMDLINE axvm.end=poweroff"
-        result "$(linux_line)"
-        echo "rig: riscv64 Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; boot to init $lazy_boot s lazy 4K, $boot64 s lazy 64K on 2 harts, $boot s populated"
-    else
-        echo "linux: skipped (no /linux/vmlinuz in the initramfs)"
-    fi
+    # Linux on axvm and the QEMU peer run in `scripts/kvm-rig.sh linux riscv64`, not here:
+    # about one boot in four does not end by itself yet (the guest goes idle after its
+    # `reboot -f`/`poweroff -f`, once before init; QEMU's boots of the same kernel always end;
+    # docs/riscv64.md, "Known problem"), and each such boot costs its 150 s timeout.
+    echo "linux: in scripts/kvm-rig.sh linux riscv64 (docs/riscv64.md: a boot sometimes does not end by itself)"
 
     if [ -f /guests/memtest.bin ]; then
         finish_suite "$t_suite"
@@ -1452,13 +1472,17 @@ fi
 setup
 case " $(cat /proc/cmdline) " in
     *" rig=linux "*)
-        # scripts/kvm-rig.sh linux x86_64|aarch64: the Linux cases and the QEMU comparison only.
+        # scripts/kvm-rig.sh linux x86_64|aarch64|riscv64: the Linux cases and the QEMU comparison only.
         : > /tmp/table
         if [ "$ARCH" = aarch64 ]; then
             setup_aarch64
             : > /tmp/peer
             linux_cases_aarch64
             linux_bad_input
+            linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
+        elif [ "$ARCH" = riscv64 ]; then   # riscv64: ROUNDS rounds of each, the suite's boots not in the table
+            linux_cases_riscv64
+            : > /tmp/peer
             linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
         else
             linux_cases

@@ -35,10 +35,13 @@
 #                                        (riscv64), through the rig's own apt sources list
 #   scripts/kvm-rig.sh build riscv64     static riscv64 axvm (scripts/build-static.sh riscv64, or
 #                                        AXVM_RIG_AXVM), guests/build/riscv64 (or AXVM_RIG_GUESTS),
-#                                        the C baseline (Benchmarks/uffd-baseline/baseline.c), kvm.ko
+#                                        the C baseline (Benchmarks/uffd-baseline/baseline.c), kvm.ko,
+#                                        trixie's riscv64 QEMU (scripts/qemu-riscv64-sysroot.sh)
 #   scripts/kvm-rig.sh test riscv64      boot, suite_riscv64, compare with rig/expected-riscv64.txt
 #   scripts/kvm-rig.sh shell riscv64     boot to a busybox prompt
 #   scripts/kvm-rig.sh compare riscv64 [LOG]  check the saved log again
+#   scripts/kvm-rig.sh linux riscv64 [ROUNDS]  the Linux cases, then ROUNDS (3) rounds of axvm
+#                                        lazy 4K / 64K / populated vs QEMU virt with KVM in the rig
 # Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory, riscv64
 # in riscv64/), outside git; AXVM_RIG_REFRESH=1 makes fetch look up the current kernel again.
 # Build output: .build-rig/rig-x86_64/, .build-rig/rig-aarch64/, .build-rig/rig-riscv64/.
@@ -911,7 +914,7 @@ shell_aarch64() {
 # (scripts/build-static.sh riscv64, musl) and the C baseline (Benchmarks/uffd-baseline/baseline.c).
 # Debian 12 has no riscv64 port, so fetch asks trixie through a sources list of its own
 # ($cache_rv/apt; the machine's apt configuration is left alone). Cache: $cache/riscv64, laid
-# out as the others. No Linux guest yet.
+# out as the others.
 cache_rv=$cache/riscv64
 RV_SUITE=trixie
 
@@ -1052,6 +1055,12 @@ build_riscv64() {
     mkdir -p "$root/linux"
     cp "$kdir/vmlinuz" "$root/linux/vmlinuz"
     BUSYBOX=$bb scripts/linux-guest-initramfs.sh "$root/linux/initramfs.cpio.gz" > /dev/null
+    # Debian trixie's riscv64 QEMU for the peer boot (AXVM_RIG_NO_QEMU=1 leaves it out).
+    if [ "${AXVM_RIG_NO_QEMU:-0}" != 1 ]; then
+        echo "kvm-rig: scripts/qemu-riscv64-sysroot.sh (Debian trixie's riscv64 QEMU for the peer)"
+        AXVM_QEMU_CHECK=0 nice scripts/qemu-riscv64-sysroot.sh "$root" > "$out/qemu-sysroot.log" 2>&1 \
+            || { tail -20 "$out/qemu-sysroot.log"; die "scripts/qemu-riscv64-sysroot.sh failed (log: $out/qemu-sysroot.log)"; }
+    fi
     cp rig/init.sh "$root/init"
     chmod +x "$root/init"
     resolve_expectations rig/expected-riscv64.txt > "$root/rig/expected.txt"
@@ -1115,6 +1124,19 @@ shell_riscv64() {
     "${qemu[@]}"
 }
 
+# linux_riscv64 [ROUNDS]: only the riscv64 Linux cases, then ROUNDS (3) interleaved rounds of
+# axvm lazy 4K / lazy 64K / populated and QEMU's own virt machine with KVM (the peer, Debian
+# trixie's QEMU in the rig: scripts/qemu-riscv64-sysroot.sh) booting the same kernel,
+# initramfs, command line and RAM (rig/init.sh linux_peer); the table is printed at the end.
+# Not compared with the expectations (the test does that).
+linux_riscv64() {
+    local rounds=${1:-3} log=$out/linux.log
+    local -a qemu
+    qemu_riscv64 rig=linux rig_rounds=$rounds
+    echo "kvm-rig: riscv64, booting for the Linux cases and $rounds comparison round(s)"
+    rig_table "$log" "Linux boot, " "${AXVM_RIG_TIMEOUT:-$((1800 + rounds * 600))}"
+}
+
 verb=${1:-}
 arch=${2:-x86_64}
 case "$verb" in
@@ -1128,8 +1150,8 @@ case "$verb" in
     build|test|shell|compare|linux|soak|disk|balloon|sandbox|kut)
         case "$verb/$arch" in
             */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64|disk/aarch64|balloon/aarch64|sandbox/aarch64|kut/aarch64) ;;
-            build/riscv64|test/riscv64|shell/riscv64|compare/riscv64) ;;
-            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk, balloon, sandbox, kut; riscv64: fetch, build, test, shell, compare)" ;;
+            build/riscv64|test/riscv64|shell/riscv64|compare/riscv64|linux/riscv64) ;;
+            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk, balloon, sandbox, kut; riscv64: fetch, build, test, shell, compare, linux)" ;;
         esac
         out=$repo/.build-rig/rig-$arch
         shift $(($# < 2 ? $# : 2))
@@ -1140,6 +1162,6 @@ case "$verb" in
        echo "       | soak x86_64 [N] [AXVM BOOT ARGS] | disk x86_64 [ROUNDS] | disk aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | balloon x86_64 | balloon aarch64 [max|cortex-a57] | sandbox x86_64 [ROUNDS] | sandbox aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | kut x86_64 [NAME...] | kut aarch64 [max|cortex-a57] [NAME...]" >&2
-       echo "       | fetch riscv64 | build riscv64 | test riscv64 | shell riscv64 | compare riscv64 [LOG]" >&2
+       echo "       | fetch riscv64 | build riscv64 | test riscv64 | shell riscv64 | compare riscv64 [LOG] | linux riscv64 [ROUNDS]" >&2
        exit 2 ;;
 esac

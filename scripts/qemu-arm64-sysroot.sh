@@ -21,26 +21,53 @@
 # that DEST lacks (qemu-user would take the host's) is reported. AXVM_QEMU_CHECK=0 skips the
 # boot. Needs apt (arm64 added to dpkg: dpkg --add-architecture arm64), llvm-readelf (next to
 # swiftc, or on PATH) or binutils' readelf, qemu-user-static.
+# The same for riscv64: scripts/qemu-riscv64-sysroot.sh sets the qs_* parameters below and
+# sources this file (run as a script, it is arm64's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=${AXVM_RIG_CACHE:-$HOME/.cache/axvm-rig}
-debs=$cache/arm64/qemu-debs
-staging=$cache/arm64/qemu-staging
-root_pkg=qemu-system-arm
-binary=usr/bin/qemu-system-aarch64
 
-die() { echo "qemu-arm64-sysroot: $*" >&2; exit 1; }
-say() { echo "qemu-arm64-sysroot: $*"; }
+# The parameters: run as a script, arm64's; sourced (scripts/qemu-riscv64-sysroot.sh), the
+# caller's. qs_arch: the Debian architecture (and the cache subdirectory); qs_pkg: the package;
+# qs_binary: QEMU in it; qs_triplet: the multiarch directory; qs_elf: what readelf -h says the
+# machine is; qs_user: the qemu-user that runs the binary here; qs_apt_opts: options for
+# apt-get and apt-cache (none: the machine's apt, which must know qs_arch as a foreign
+# architecture); qs_fetch: the command that caches the rig's kernel; qs_check_args: sets
+# check_args, the boot check's machine, CPU and firmware options, and check_console, the
+# kernel's console (called after the unpack).
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    qs_arch=arm64
+    qs_pkg=qemu-system-arm
+    qs_binary=usr/bin/qemu-system-aarch64
+    qs_triplet=aarch64-linux-gnu
+    qs_elf=AArch64
+    qs_user=qemu-aarch64-static
+    qs_apt_opts=()
+    qs_fetch="scripts/kvm-rig.sh fetch aarch64"
+    qs_check_args() { check_args=(-M virt -cpu cortex-a57); check_console=ttyAMA0; }
+fi
+debs=$cache/$qs_arch/qemu-debs
+staging=$cache/$qs_arch/qemu-staging
+root_pkg=$qs_pkg
+binary=$qs_binary
+me=qemu-$qs_arch-sysroot
+
+die() { echo "$me: $*" >&2; exit 1; }
+say() { echo "$me: $*"; }
 
 [ $# -eq 1 ] && [ -n "$1" ] || die "usage: $0 DEST"
 dest=$1
 command -v apt-cache >/dev/null && command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
     || die "apt-cache, apt-get and dpkg-deb are needed (a Debian host)"
-dpkg --print-foreign-architectures | grep -qx arm64 \
-    || die "dpkg does not know arm64: run dpkg --add-architecture arm64 && apt-get update"
+if [ ${#qs_apt_opts[@]} -eq 0 ]; then
+    dpkg --print-foreign-architectures | grep -qx "$qs_arch" \
+        || die "dpkg does not know $qs_arch: run dpkg --add-architecture $qs_arch && apt-get update"
+fi
+apt_cache() { apt-cache "${qs_apt_opts[@]}" "$@"; }
+apt_get() { apt-get "${qs_apt_opts[@]}" "$@"; }
 
 # readelf: llvm-readelf next to swiftc, else on PATH, else binutils' readelf (all read the
-# arm64 ELF files of this x86_64 host).
+# foreign ELF files of this x86_64 host).
 readelf=""
 if command -v swiftc >/dev/null && [ -x "$(dirname "$(command -v swiftc)")/llvm-readelf" ]; then
     readelf=$(dirname "$(command -v swiftc)")/llvm-readelf
@@ -50,30 +77,30 @@ else die "no llvm-readelf (next to swiftc or on PATH) and no readelf (binutils)"
 
 # --- the closure ---------------------------------------------------------------------------
 
-# closure: "NAME[:arm64] VERSION" lines, sorted: qemu-system-arm:arm64 and everything its
+# closure: "NAME[:ARCH] VERSION" lines, sorted: $qs_pkg:$qs_arch and everything its
 # Depends and Pre-Depends need, breadth first. Of a group of alternatives (A | B) the first
-# is taken, of a virtual package (<V>) its first provider; each name is pinned to arm64, or
+# is taken, of a virtual package (<V>) its first provider; each name is pinned to ARCH, or
 # left bare if it is Architecture: all (apt-cache show decides, one call per level).
 closure() {
     local flags=(--no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances)
     local -A seen=()
-    local frontier=() new=(qemu-system-arm) deps d p a v
+    local frontier=() new=("$qs_pkg") deps d p a v
     local out=""
     while [ ${#new[@]} -gt 0 ]; do
         frontier=()
         while read -r p a v; do
-            case $a in arm64) p=$p:arm64 ;; all) ;; *) continue ;; esac
+            case $a in "$qs_arch") p=$p:$qs_arch ;; all) ;; *) continue ;; esac
             [ -z "${seen[$p]:-}" ] || continue
             seen[$p]=1
             frontier+=("$p")
             out+="$p $v"$'\n'
-        done < <({ apt-cache show --no-all-versions "${new[@]/%/:arm64}"; apt-cache show --no-all-versions "${new[@]}"; } 2>/dev/null \
+        done < <({ apt_cache show --no-all-versions "${new[@]/%/:$qs_arch}"; apt_cache show --no-all-versions "${new[@]}"; } 2>/dev/null \
                  | awk '/^Package: /{p=$2} /^Architecture: /{a=$2} /^Version: /{v=$2} /^$/{if (p != "") print p, a, v; p=""}
                         END{if (p != "") print p, a, v}' | sort -u)
         [ ${#frontier[@]} -gt 0 ] || break
         # apt-cache depends: "  Depends: X" ("|Depends:" when the next line is an alternative
         # of the same group); "<X>" is virtual, its providers follow on lines indented by 4.
-        mapfile -t deps < <(apt-cache depends "${flags[@]}" "${frontier[@]}" | awk '
+        mapfile -t deps < <(apt_cache depends "${flags[@]}" "${frontier[@]}" | awk '
             function flush() { if (cand != "") print cand; cand = ""; pending = 0 }
             /^[^ ]/ { flush(); ingroup = 0; next }
             /^ [ |](Pre)?Depends: / {
@@ -87,25 +114,25 @@ closure() {
             END { flush() }' | sed 's/:.*//' | sort -u)
         new=()
         for d in "${deps[@]}"; do
-            [ -n "${seen[$d:arm64]:-}${seen[$d]:-}" ] || new+=("$d")
+            [ -n "${seen[$d:$qs_arch]:-}${seen[$d]:-}" ] || new+=("$d")
         done
     done
     printf '%s' "$out" | sort
 }
 
-say "computing the Depends closure of $root_pkg:arm64 (apt-cache)"
+say "computing the Depends closure of $root_pkg:$qs_arch (apt-cache)"
 list=$(closure)
-if ! grep -q "^$root_pkg:arm64 " <<< "$list"; then
-    say "apt knows no $root_pkg:arm64: apt-get update"
-    apt-get update -qq || die "apt-get update failed"
+if ! grep -q "^$root_pkg:$qs_arch " <<< "$list"; then
+    say "apt knows no $root_pkg:$qs_arch: apt-get update"
+    apt_get update -qq || die "apt-get update failed"
     list=$(closure)
-    grep -q "^$root_pkg:arm64 " <<< "$list" || die "apt knows no $root_pkg:arm64 even after apt-get update (is arm64 in the sources?)"
+    grep -q "^$root_pkg:$qs_arch " <<< "$list" || die "apt knows no $root_pkg:$qs_arch even after apt-get update (is $qs_arch in the sources?)"
 fi
 
-# deb_file "NAME[:arm64] VERSION": the file name apt-get download gives it (epoch ':' as %3a).
+# deb_file "NAME[:ARCH] VERSION": the file name apt-get download gives it (epoch ':' as %3a).
 deb_file() {
     local name=${1%% *} version=${1#* } arch=all
-    case $name in *:arm64) name=${name%:arm64}; arch=arm64 ;; esac
+    case $name in *:"$qs_arch") name=${name%:"$qs_arch"}; arch=$qs_arch ;; esac
     echo "${name}_${version//:/%3a}_$arch.deb"
 }
 
@@ -122,10 +149,10 @@ else
     if [ ${#missing[@]} -gt 0 ]; then
         say "apt-get download: ${#missing[@]} of $(wc -l <<< "$list") packages into $debs"
         # apt-get download as root warns that _apt cannot write here; the download works.
-        if ! (cd "$debs" && apt-get download -q "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed'; exit "${PIPESTATUS[0]}"); then
+        if ! (cd "$debs" && apt_get download -q "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed'; exit "${PIPESTATUS[0]}"); then
             say "apt-get download failed: apt-get update, then once more"
-            apt-get update -qq || die "apt-get update failed"
-            (cd "$debs" && apt-get download -q "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed'; exit "${PIPESTATUS[0]}") \
+            apt_get update -qq || die "apt-get update failed"
+            (cd "$debs" && apt_get download -q "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed'; exit "${PIPESTATUS[0]}") \
                 || die "apt-get download failed for: ${missing[*]}"
         fi
     fi
@@ -152,7 +179,7 @@ else
     done <<< "$list"
     printf '%s\n' "$list" > "$staging/.stamp"
 fi
-[ -f "$staging/$binary" ] || die "$root_pkg:arm64 has no /$binary"
+[ -f "$staging/$binary" ] || die "$root_pkg:$qs_arch has no /$binary"
 
 # --- copy what the binary needs ------------------------------------------------------------
 
@@ -170,7 +197,7 @@ interp() {
 # Debian's ld.so searches without an ld.so.cache.
 lib_path() {
     local d
-    for d in lib/aarch64-linux-gnu usr/lib/aarch64-linux-gnu; do
+    for d in lib/$qs_triplet usr/lib/$qs_triplet; do
         if [ -e "$staging/$d/$1" ]; then echo "$d/$1"; return; fi
     done
     return 1
@@ -179,7 +206,7 @@ lib_path() {
 # The header read whole first: `readelf | grep -q` under pipefail fails when grep's early exit
 # kills readelf with SIGPIPE.
 header=$("$readelf" -h "$staging/$binary") || die "$readelf -h $staging/$binary failed"
-case $header in *AArch64*) ;; *) die "$staging/$binary is not an AArch64 ELF file" ;; esac
+case $header in *"$qs_elf"*) ;; *) die "$staging/$binary is not an $qs_elf ELF file" ;; esac
 ldso=$(interp "$staging/$binary")
 [ -n "$ldso" ] || die "$binary has no program interpreter (PT_INTERP)"
 
@@ -202,21 +229,21 @@ while [ ${#queue[@]} -gt 0 ]; do
     for so in $(needed "$staging/$file"); do
         [ -z "${done_libs[$so]:-}" ] || continue
         done_libs[$so]=1
-        rel=$(lib_path "$so") || die "$file needs $so, which no package of the closure has in (usr/)lib/aarch64-linux-gnu"
+        rel=$(lib_path "$so") || die "$file needs $so, which no package of the closure has in (usr/)lib/$qs_triplet"
         add "$rel"
         queue+=("$rel")
     done
 done
 
-# The loader: Debian's /lib/ld-linux-aarch64.so.1 is a symlink into lib/aarch64-linux-gnu.
+# The loader: Debian's /lib/ld-linux-aarch64.so.1 is a symlink into lib/aarch64-linux-gnu
+# (trixie's, merged /usr: into usr/lib/TRIPLET).
 ldso_rel=${ldso#/}
-ldso_target=lib/aarch64-linux-gnu/$(basename "$ldso")
-[ -e "$staging/$ldso_target" ] || die "no $ldso_target in libc6:arm64"
+ldso_target=$(lib_path "$(basename "$ldso")") || die "no $(basename "$ldso") in (usr/)lib/$qs_triplet of libc6:$qs_arch"
 [ -n "${done_libs[$(basename "$ldso")]:-}" ] || add "$ldso_target"
 if [ "$ldso_rel" != "$ldso_target" ]; then
     mkdir -p "$dest/$(dirname "$ldso_rel")"
     rm -f "$dest/$ldso_rel"
-    ln -s "$(realpath --relative-to="$(dirname "/$ldso_rel")" "/$ldso_target")" "$dest/$ldso_rel"
+    ln -s "$(realpath -s -m --relative-to="$(dirname "/$ldso_rel")" "/$ldso_target")" "$dest/$ldso_rel"
 fi
 
 bytes=$( (cd "$dest" && du -cb "${added[@]}") | tail -1 | cut -f1)
@@ -225,26 +252,27 @@ say "$dest: /$binary, $((${#added[@]} - 1)) libraries, /$ldso_rel -> $(readlink 
 
 # --- check ---------------------------------------------------------------------------------
 
-command -v qemu-aarch64-static >/dev/null || die "no qemu-aarch64-static (apt-get install qemu-user-static)"
+command -v "$qs_user" >/dev/null || die "no $qs_user (apt-get install qemu-user-static)"
 dest_abs=$(realpath "$dest")
-version=$(qemu-aarch64-static -L "$dest_abs" "$dest_abs/$binary" --version) \
-    || die "qemu-aarch64-static -L $dest $dest/$binary --version failed"
+version=$("$qs_user" -L "$dest_abs" "$dest_abs/$binary" --version) \
+    || die "$qs_user -L $dest $dest/$binary --version failed"
 say "$(head -1 <<< "$version")"
 
 if [ "${AXVM_QEMU_CHECK:-1}" != 0 ]; then
     kernel=""
-    [ -f "$cache/arm64/kernel-package" ] && kernel=$cache/arm64/$(cat "$cache/arm64/kernel-package")/vmlinuz
+    [ -f "$cache/$qs_arch/kernel-package" ] && kernel=$cache/$qs_arch/$(cat "$cache/$qs_arch/kernel-package")/vmlinuz
     if [ -z "$kernel" ] || [ ! -f "$kernel" ]; then
-        say "no arm64 kernel cached (scripts/kvm-rig.sh fetch aarch64): boot check skipped"
+        say "no $qs_arch kernel cached ($qs_fetch): boot check skipped"
     else
         secs=${AXVM_QEMU_CHECK_SECONDS:-60}
         log=$(mktemp -d)
-        say "boot check: -M virt -cpu cortex-a57 -accel tcg under qemu-aarch64-static, ${secs}s at most"
+        qs_check_args
+        say "boot check: ${check_args[*]} -accel tcg under $qs_user, ${secs}s at most"
         # qemu-user's -strace logs the guest's system calls (to stderr), the console is stdout.
         rc=0
-        timeout "$secs" qemu-aarch64-static -L "$dest_abs" -strace "$dest_abs/$binary" \
-            -M virt -cpu cortex-a57 -m 256M -accel tcg -nographic -nic none -no-reboot \
-            -kernel "$kernel" -append 'console=ttyAMA0 panic=-1' \
+        timeout "$secs" "$qs_user" -L "$dest_abs" -strace "$dest_abs/$binary" \
+            "${check_args[@]}" -m 256M -accel tcg -nographic -nic none -no-reboot \
+            -kernel "$kernel" -append "console=$check_console panic=-1" \
             > "$log/console" 2> "$log/strace" < /dev/null || rc=$?
         lines=$(grep -a -c '^\[ *[0-9]*\.[0-9]*\]' "$log/console" || true)
         grep -a '^\[ *[0-9]*\.[0-9]*\]' "$log/console" | head -8 | sed 's/^/  console: /' || true
@@ -257,12 +285,12 @@ if [ "${AXVM_QEMU_CHECK:-1}" != 0 ]; then
         from_host=() etc=() absent=()
         while read -r r path; do
             case $path in /*) ;; *) continue ;; esac
-            case $path in /proc/*|/sys/*|/dev/*|"$kernel") continue ;; esac
+            case $path in /proc/*|/sys/*|/dev/*|"$kernel"|"$staging"/*) continue ;; esac
             if [ "$r" -ge 0 ]; then
                 [ ! -e "$dest_abs$path" ] || continue
                 case $path in
-                    */aarch64-linux-gnu/*.so*)
-                        [ -e "$dest_abs/lib/aarch64-linux-gnu/${path##*/}" ] || [ -e "$dest_abs/usr/lib/aarch64-linux-gnu/${path##*/}" ] \
+                    */"$qs_triplet"/*.so*)
+                        [ -e "$dest_abs/lib/$qs_triplet/${path##*/}" ] || [ -e "$dest_abs/usr/lib/$qs_triplet/${path##*/}" ] \
                             || from_host+=("$path") ;;
                     /etc/*) etc+=("$path") ;;
                     *) from_host+=("$path") ;;
@@ -274,7 +302,7 @@ if [ "${AXVM_QEMU_CHECK:-1}" != 0 ]; then
         [ ${#etc[@]} -eq 0 ] || say "optional, taken from the host here, absent in the rig: ${etc[*]}"
         [ ${#absent[@]} -eq 0 ] || say "optional, tried and absent: ${absent[*]}"
         [ ${#from_host[@]} -eq 0 ] || say "warning: opened from the host, missing in DEST: ${from_host[*]}"
-        errors=$(grep -a 'qemu-system-aarch64:' "$log/console" "$log/strace" | sed 's/^[^:]*://' | sort -u | head -5 || true)
+        errors=$(grep -a "${binary##*/}:" "$log/console" "$log/strace" | sed 's/^[^:]*://' | sort -u | head -5 || true)
         [ -z "$errors" ] || say "QEMU said: $errors"
         if [ "$lines" -gt 0 ] && [ ${#from_host[@]} -eq 0 ]; then
             say "boot check: $lines kernel console lines (QEMU exit status $rc; 124: stopped after ${secs}s)"
