@@ -22,7 +22,7 @@ TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" swift test --skip-build --sanit
 # The KVM rigs (AXVM_SKIP_RIG=1 skips them): real kvm_amd with NPT under QEMU TCG, the guest
 # suite and Linux on axvm; real arm64 KVM at EL2, VHE (-cpu max) and nVHE (-cpu cortex-a57),
 # the AArch64 guest suite with the static Embedded Swift axvm; real RISC-V KVM (H extension,
-# Sv57x4), the riscv64 guest suite with the static musl axvm (the one
+# Sv57x4), the riscv64 guest suite and Linux (beside QEMU once) with the static musl axvm (the one
 # scripts/test-static.sh built: AXVM_RIG_AXVM). With AXVM_KUT (kvm-unit-tests'
 # tarball or checkout) the suite's x86 entries that pass on this machine's KVM run here first,
 # and the rigs run theirs.
@@ -31,6 +31,6 @@ if [ "${AXVM_SKIP_RIG:-0}" != 1 ]; then
     scripts/kvm-rig.sh fetch && scripts/kvm-rig.sh build x86_64 && scripts/kvm-rig.sh test x86_64 || exit 1
     scripts/kvm-rig.sh fetch aarch64 && AXVM_RIG_AXVM=.build-static/aarch64/axvm scripts/kvm-rig.sh build aarch64 \
         && scripts/kvm-rig.sh test aarch64 both || exit 1
-    scripts/kvm-rig.sh fetch riscv64 && AXVM_RIG_AXVM=.build-static/riscv64/axvm AXVM_RIG_NO_QEMU=1 scripts/kvm-rig.sh build riscv64 \
+    scripts/kvm-rig.sh fetch riscv64 && AXVM_RIG_AXVM=.build-static/riscv64/axvm scripts/kvm-rig.sh build riscv64 \
         && scripts/kvm-rig.sh test riscv64 || exit 1
 fi

@@ -39,6 +39,7 @@ import Testing
         #expect(RiscVHarts.mmuType(satpMode: 8) == "riscv,sv39")
         #expect(RiscV64Register.timerFrequency == 0x8030_0000_0400_0000)
         #expect(RiscV64Register.satpMode == 0x8030_0000_0100_0006)
+        #expect(RiscV64Register.sstc == 0x8030_0000_0700_0008)
         let regs = Dictionary(uniqueKeysWithValues: RiscVLinuxLoader<RiscV64Platform>.entryRegisters(kernel: 0x8020_0000, deviceTree: 0x8fe0_0000))
         #expect(regs[RiscV64Register.a0] == 0 && regs[RiscV64Register.a1] == 0x8fe0_0000 && regs[RiscV64Register.pc] == 0x8020_0000)
     }

@@ -34,6 +34,9 @@ extension RiscV64Register {
     /// struct kvm_riscv_config's satp_mode (Linux 6.3): the widest stage 1 mode the
     /// guest has, as satp.MODE (8 Sv39, 9 Sv48, 10 Sv57).
     public static let satpMode = id(type: 1, index: 6)
+    /// An ISA extension's on/off register (type 7, enum kvm_riscv_isa_ext_id): Sstc is 8.
+    public static func isaExtension(_ id: UInt64) -> UInt64 { Self.id(type: 7, index: id) }
+    public static let sstc = isaExtension(8)
 }
 
 /// What the device tree says about the harts: ISA, stage 1 MMU and the time base.
@@ -52,7 +55,11 @@ public struct RiscVHarts: Sendable, Equatable {
         let frequency = try hart.register(RiscV64Register.timerFrequency)
         // Kernels before 6.3 have no satp_mode register: Sv39 is the mode every hart has.
         let satp = (try? hart.register(RiscV64Register.satpMode)) ?? 8
-        return RiscVHarts(count: vcpus.count, isa: isaString(isa), mmuType: mmuType(satpMode: satp), timebaseFrequency: frequency)
+        // Sstc (the supervisor's own timer compare register, which KVM gives the guest when
+        // the host has it): the guest programs its timer without an SBI call each time.
+        let sstc = (try? hart.register(RiscV64Register.sstc)) == 1
+        return RiscVHarts(count: vcpus.count, isa: isaString(isa) + (sstc ? "_sstc" : ""), mmuType: mmuType(satpMode: satp),
+                          timebaseFrequency: frequency)
     }
 
     /// "rv64" and the single-letter extensions of the bitmap (bit 0 = 'a') in the ISA
