@@ -40,6 +40,7 @@
 #   scripts/kvm-rig.sh test riscv64      boot, suite_riscv64, compare with rig/expected-riscv64.txt
 #   scripts/kvm-rig.sh shell riscv64     boot to a busybox prompt
 #   scripts/kvm-rig.sh compare riscv64 [LOG]  check the saved log again
+#   scripts/kvm-rig.sh kut riscv64 [NAME...]  kvm-unit-tests' riscv entries on axvm and on QEMU
 #   scripts/kvm-rig.sh linux riscv64 [ROUNDS]  the Linux cases, then ROUNDS (3) rounds of axvm
 #                                        lazy 4K / 64K / populated vs QEMU virt with KVM in the rig
 # Cache: $AXVM_RIG_CACHE (default ~/.cache/axvm-rig; arm64 in its arm64/ subdirectory, riscv64
@@ -826,15 +827,18 @@ sandbox_x86_64() {
     rig_table "$log" "Linux boot, " "${AXVM_RIG_TIMEOUT:-$((900 + rounds * 120))}"
 }
 
-# kut_x86_64 [NAME...] / kut_aarch64 [CPU] [NAME...]: every default entry of kvm-unit-tests (or
+# kut_x86_64|kut_riscv64 [NAME...] / kut_aarch64 [CPU] [NAME...]: every default entry of kvm-unit-tests (or
 # NAME...) on axvm and on QEMU in the rig (rig/init.sh kut_table; build the rig with AXVM_KUT),
 # time limits the suite's times AXVM_KUT_SCALE (1); the table is printed at the end.
-kut_x86_64() {
-    local log=$out/kut.log names
+kut_x86_64() { kut_plain x86_64 "$@"; }
+kut_riscv64() { kut_plain riscv64 "$@"; }
+kut_plain() {  # kut_plain ARCH [NAME...]: the rigs whose QEMU takes no CPU model argument
+    local arch=$1 log=$out/kut.log names
+    shift
     names=$(IFS=,; echo "$*")
     local -a qemu
-    qemu_x86_64 rig=kut rig_scale="${AXVM_KUT_SCALE:-1}" ${names:+rig_args=$names}
-    echo "kvm-rig: booting for kvm-unit-tests on axvm and on QEMU"
+    "qemu_$arch" rig=kut rig_scale="${AXVM_KUT_SCALE:-1}" ${names:+rig_args=$names}
+    echo "kvm-rig: $arch, booting for kvm-unit-tests on axvm and on QEMU"
     rig_table "$log" "kvm-unit-tests, " "${AXVM_RIG_TIMEOUT:-14400}"
 }
 
@@ -1061,6 +1065,7 @@ build_riscv64() {
         AXVM_QEMU_CHECK=0 nice scripts/qemu-riscv64-sysroot.sh "$root" > "$out/qemu-sysroot.log" 2>&1 \
             || { tail -20 "$out/qemu-sysroot.log"; die "scripts/qemu-riscv64-sysroot.sh failed (log: $out/qemu-sysroot.log)"; }
     fi
+    kut_into_root riscv64 "$root"
     cp rig/init.sh "$root/init"
     chmod +x "$root/init"
     resolve_expectations rig/expected-riscv64.txt > "$root/rig/expected.txt"
@@ -1150,8 +1155,8 @@ case "$verb" in
     build|test|shell|compare|linux|soak|disk|balloon|sandbox|kut)
         case "$verb/$arch" in
             */x86_64|build/aarch64|test/aarch64|shell/aarch64|compare/aarch64|linux/aarch64|disk/aarch64|balloon/aarch64|sandbox/aarch64|kut/aarch64) ;;
-            build/riscv64|test/riscv64|shell/riscv64|compare/riscv64|linux/riscv64) ;;
-            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk, balloon, sandbox, kut; riscv64: fetch, build, test, shell, compare, linux)" ;;
+            build/riscv64|test/riscv64|shell/riscv64|compare/riscv64|linux/riscv64|kut/riscv64) ;;
+            *) die "$verb $arch: not wired up (aarch64: fetch, build, test, shell, compare, linux, disk, balloon, sandbox, kut; riscv64: fetch, build, test, shell, compare, linux, kut)" ;;
         esac
         out=$repo/.build-rig/rig-$arch
         shift $(($# < 2 ? $# : 2))
@@ -1163,5 +1168,6 @@ case "$verb" in
        echo "       | balloon x86_64 | balloon aarch64 [max|cortex-a57] | sandbox x86_64 [ROUNDS] | sandbox aarch64 [max|cortex-a57] [ROUNDS]" >&2
        echo "       | kut x86_64 [NAME...] | kut aarch64 [max|cortex-a57] [NAME...]" >&2
        echo "       | fetch riscv64 | build riscv64 | test riscv64 | shell riscv64 | compare riscv64 [LOG] | linux riscv64 [ROUNDS]" >&2
+       echo "       | kut riscv64 [NAME...]" >&2
        exit 2 ;;
 esac

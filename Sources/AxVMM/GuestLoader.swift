@@ -147,7 +147,9 @@ enum FirmwareAnswer: Sendable {
 /// SBI's error codes (SBI specification, "Standard SBI Errors").
 enum SBI {
     static let success: Int64 = 0
+    static let failed: Int64 = -1
     static let notSupported: Int64 = -2
+    static let invalidParam: Int64 = -3
 }
 
 extension GuestLoader {

@@ -148,3 +148,60 @@ import Testing
         #expect(lines.last.isEmpty)
     }
 }
+
+/// The SBI console calls KVM hands the VMM, with a guest's hostile arguments: buffers outside
+/// RAM, an upper address half on RV64, lengths that overflow or ask for more than one call
+/// moves, RAM that cannot be made present.
+@Suite struct RiscVSBIConsoleTests {
+    func call(_ c: RiscVSBIConsole, _ ext: UInt64, _ fid: UInt64, _ args: UInt64...) -> (FirmwareAnswer?, [UInt8]) {
+        var out: [UInt8] = []
+        let a = c.answer(SBICall(extensionID: ext, functionID: fid, args: args + [0, 0, 0])) { out += $0 }
+        return (a, out)
+    }
+    func answer(_ a: FirmwareAnswer?) -> (Int64, UInt64)? {
+        guard case let .answer(error, value)? = a else { return nil }
+        return (error, value)
+    }
+
+    @Test func legacyAndWriteByte() {
+        let c = RiscVSBIConsole()
+        var (a, out) = call(c, 0x01, 0, 0x141)
+        #expect(answer(a)! == (0, 0) && out == [0x41])
+        (a, out) = call(c, 0x02, 0)
+        #expect(answer(a)! == (-1, 0) && out.isEmpty)
+        (a, out) = call(c, RiscVSBIConsole.debugConsole, RiscVSBIConsole.writeByte, 0x7a)
+        #expect(answer(a)! == (0, 0) && out == [0x7a])
+        (a, _) = call(c, RiscVSBIConsole.debugConsole, 9)
+        #expect(answer(a)! == (SBI.notSupported, 0))
+        (a, _) = call(c, 0x10, 0)  // SBI base: not the console's
+        #expect(a == nil)
+    }
+
+    @Test func writeTakesTheGuestsBufferAndChecksIt() {
+        let ram = VirtioTestRAM(base: 0x8000_0000, size: 3 * 4096)
+        ram[0x8000_0ffe, 5] = Array("hello".utf8)
+        var c = RiscVSBIConsole()
+        let dbcn = RiscVSBIConsole.debugConsole, w = RiscVSBIConsole.write
+        // No memory yet: a failure, not a crash.
+        #expect(answer(call(c, dbcn, w, 5, 0x8000_0ffe).0)! == (SBI.failed, 0))
+        c.memory = ram.memory
+        var (a, out) = call(c, dbcn, w, 5, 0x8000_0ffe)  // across a page boundary
+        #expect(answer(a)! == (0, 5) && out == Array("hello".utf8))
+        (a, out) = call(c, dbcn, w, 0, 0x8000_0000)
+        #expect(answer(a)! == (0, 0) && out.isEmpty)
+        // Outside RAM, partly outside, an upper half on RV64, an overflowing end.
+        for (n, lo, hi) in [(4, UInt64(0x1000), UInt64(0)), (8, 0x8000_2ffc, 0), (1, 0x8000_0000, 1), (16, UInt64.max - 3, 0)] {
+            (a, out) = call(c, dbcn, w, UInt64(n), lo, hi)
+            #expect(answer(a)! == (SBI.invalidParam, 0) && out.isEmpty, "write of \(n) at \(hi):\(lo)")
+        }
+        // A long buffer: one call moves at most maxWrite bytes and says so.
+        (a, out) = call(c, dbcn, w, 3 * 4096, 0x8000_0000)
+        #expect(answer(a)! == (0, UInt64(RiscVSBIConsole.maxWrite)) && out.count == RiscVSBIConsole.maxWrite)
+        // RAM the pager could not make present: SBI_ERR_FAILED.
+        ram.failAt.store(0x8000_1000, ordering: .relaxed)
+        #expect(answer(call(c, dbcn, w, 8, 0x8000_0ffc).0)! == (SBI.failed, 0))
+        // Read: nothing to read, the buffer checked.
+        #expect(answer(call(c, dbcn, RiscVSBIConsole.read, 8, 0x8000_0000).0)! == (0, 0))
+        #expect(answer(call(c, dbcn, RiscVSBIConsole.read, 8, 0x8000_0000, 2).0)! == (SBI.invalidParam, 0))
+    }
+}

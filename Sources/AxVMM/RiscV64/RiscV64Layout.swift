@@ -68,4 +68,8 @@ public enum RiscV64Register {
     public static let scause = id(type: 3, index: 5)
     public static let stval = id(type: 3, index: 6)
     public static let satp = id(type: 3, index: 8)
+    /// KVM_REG_RISCV_SBI_EXT (type 8), single subtype: 1 turns an SBI extension on for the
+    /// hart (before it first runs); `sbiDebugConsole` is KVM_RISCV_SBI_EXT_DBCN (Linux 6.8).
+    public static func sbiExtension(_ n: UInt64) -> UInt64 { id(type: 8, index: n) }
+    public static let sbiDebugConsole: UInt64 = 9
 }

@@ -202,6 +202,8 @@ final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  /
     private let console: LinuxConsole
     private var uart: UART8250?
     private var plic: RiscVPLIC?
+    /// The SBI console calls (under `lock`); its memory is set at `load`.
+    private var sbiConsole = RiscVSBIConsole()
 
     /// Reads and checks the kernel (inflating an `Image.gz`), the initrd (its size), the
     /// command line and the devices asked for: every input error before KVM is opened.
@@ -241,6 +243,10 @@ final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  /
             guard context < lines.count else { return }
             try? lines[context].setExternalInterrupt(high)
         }
+        lock.withLock { sbiConsole.memory = memory.deviceAccess }
+        // The SBI debug console (DBCN, Linux 6.8) is off until the VMM turns it on; a KVM
+        // without it refuses the register, and the guest then has the legacy console.
+        for v in vcpus { try? v.setRegister(RiscV64Register.sbiExtension(RiscV64Register.sbiDebugConsole), 1) }
         guard let boot = vcpus.first else { return }
         do {
             for (id, value) in Self.entryRegisters(kernel: plan.kernelAddress, deviceTree: plan.deviceTreeAddress) {
@@ -274,22 +280,10 @@ final class RiscVLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  /
         if let plic { try buses.mmio.register(plic, name: "PLIC", at: RiscVLinuxLayout.plic, size: RiscVPLIC.size) }
     }
 
-    /// SBI calls KVM leaves to the VMM: the legacy console's putchar (extension 0x01) and
-    /// getchar (0x02, nothing to read: -1), the debug console's write_byte (DBCN
-    /// 0x4442434E, function 2). Anything else: not supported.
+    /// SBI calls KVM leaves to the VMM: the console's (`RiscVSBIConsole`); anything else is
+    /// not supported.
     func firmwareCall(_ call: SBICall, vcpu: Int) -> FirmwareAnswer {
-        switch (call.extensionID, call.functionID) {
-        case (0x01, _):
-            lock.withLock { console.out(UInt8(truncatingIfNeeded: call.args.first ?? 0)) }
-            return .answer(error: SBI.success, value: 0)
-        case (0x02, _):
-            return .answer(error: -1, value: 0)  // legacy getchar: -1 in a0, nothing pending
-        case (0x4442_434e, 2):
-            lock.withLock { console.out(UInt8(truncatingIfNeeded: call.args.first ?? 0)) }
-            return .answer(error: SBI.success, value: 0)
-        default:
-            return .answer(error: SBI.notSupported, value: 0)
-        }
+        lock.withLock { sbiConsole.answer(call) { for b in $0 { console.out(b) } } } ?? .answer(error: SBI.notSupported, value: 0)
     }
 
     /// Nothing else is mapped outside RAM: reads see an empty bus, writes are dropped.
