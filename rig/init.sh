@@ -139,6 +139,8 @@ axrun() {
     $PIN /axvm "$@" > /tmp/out 2>&1; st=$?
     dt=$(since "$t0")
     sed "s/^/[$name] /" /tmp/out
+    # A console cut short (a snapshot taken at a line's text, before its newline) ends here.
+    [ -z "$(tail -c 1 /tmp/out)" ] || echo
 }
 
 # The exit description without register values (they differ by build and by CPU); on
@@ -984,6 +986,25 @@ overlap_case() {
     result "$(memtest_line)"
 }
 
+# memtest_snapshot_cases: memtest on 2 vCPUs (split, random order, both of the rig's CPUs)
+# snapshotted at vCPU 0's "memtest: halfway", then restored lazily and populated: each
+# restore must finish with the checksum of an uninterrupted run (arm64 and riscv64: every
+# register KVM_GET_REG_LIST names and the MP state, Snapshot/OneRegState.swift).
+memtest_snapshot_cases() {
+    local snap=/tmp/memtest-snap pin=$PIN
+    PIN=
+    rm -rf $snap
+    axrun memtest-snapshot run /guests/memtest.bin --memory $MEM --order random --vcpus 2 --fault-threads 2 \
+        --snapshot $snap --snapshot-on "memtest: halfway" --snapshot-and-exit --timeout 300 --stats-json /tmp/s.json
+    result "memtest-snapshot: exit $st, $(jf exit | sed "s|$snap|DIR|")"
+    axrun memtest-restore-lazy restore $snap --timeout 300 --stats-json /tmp/s.json
+    result "$(memtest_line)"
+    axrun memtest-restore-populated restore $snap --populate --timeout 300 --stats-json /tmp/s.json
+    result "$(memtest_line)"
+    PIN=$pin
+    rm -rf $snap
+}
+
 # max_resident_case: memtest with --max-resident below what it touches: the pager fails with
 # out of memory, and populated memory stays within the cap. Both architectures' suites.
 max_resident_case() {
@@ -1238,7 +1259,7 @@ suite_aarch64() {
     # table is one run), then sequential.
     if have_guest memtest baseline-lazy baseline-populated memtest-random-lazy-4K memtest-random-lazy-64K \
         memtest-random-lazy-2M memtest-random-populated memtest-sequential-lazy-4K memtest-sequential-lazy-64K \
-        memtest-sequential-lazy-2M memtest-overlap-2vcpus max-resident; then
+        memtest-sequential-lazy-2M memtest-overlap-2vcpus max-resident memtest-snapshot memtest-restore-lazy memtest-restore-populated; then
         first_touch_cases
         for fa in 4K 64K 2M; do
             axrun memtest-sequential-lazy-$fa run /guests/memtest.bin --memory $MEM --order sequential --fault-around $fa \
@@ -1247,6 +1268,7 @@ suite_aarch64() {
         done
         overlap_case
         max_resident_case
+        memtest_snapshot_cases
     fi
 
     if have_guest retouch retouch; then
@@ -1419,7 +1441,7 @@ suite_riscv64() {
     if have_guest memtest baseline-lazy baseline-populated memtest-random-lazy-4K memtest-random-lazy-64K \
         memtest-random-lazy-2M memtest-random-populated memtest-sequential-lazy-4K memtest-sequential-lazy-64K \
         memtest-sequential-lazy-2M memtest-strided-lazy-4K memtest-split-2vcpus memtest-overlap-2vcpus \
-        max-resident first-touch; then
+        max-resident memtest-snapshot memtest-restore-lazy memtest-restore-populated first-touch; then
         first_touch_cases
         for fa in 4K 64K 2M; do
             axrun memtest-sequential-lazy-$fa run /guests/memtest.bin --memory $MEM --order sequential --fault-around $fa \
@@ -1432,6 +1454,7 @@ suite_riscv64() {
         riscv64_smp memtest-split-2vcpus split
         riscv64_smp memtest-overlap-2vcpus overlap
         max_resident_case
+        memtest_snapshot_cases
     fi
 
     if have_guest retouch retouch; then

@@ -40,13 +40,16 @@ protocol Platform: Sendable {
     func bootLinux(_ c: LinuxBootConfig, t0: UInt64) throws(LinuxBootError) -> RunReport
 
     // --- snapshots (`SnapshotTaker`, `Snapshots.restore`) ----------------------------------
-    /// Bytes of one vCPU's and of the VM's saved state on this platform (0: no snapshots).
-    var vcpuStateSize: Int { get }
-    var vmStateSize: Int { get }
-    /// A vCPU's whole state (registers, FPU, MSRs, LAPIC, events, …) as bytes, and back.
-    /// Called on the vCPU's own thread, outside KVM_RUN.
+    /// Why a guest with `interrupts` cannot be snapshotted on this platform (nil: it can).
+    func snapshotRefusal(interrupts: InterruptModel) -> String?
+    /// The bytes every saved vCPU and VM state has when the platform's structures fix them
+    /// (x86); nil: they follow from the host's KVM (`OneRegState`: its register list), the
+    /// first vCPU saved sets the size for all, and `restoreVCPU` checks what it reads.
+    var fixedStateSizes: (vcpu: Int, vm: Int)? { get }
+    /// A vCPU's whole state (registers, FPU, MSRs, LAPIC, events, …) as bytes, and back
+    /// (`path`: the state file, for errors). Called on the vCPU's own thread, outside KVM_RUN.
     func saveVCPU(_ vcpu: VCPU, system: KVMSystem) throws(VMMError) -> [UInt8]
-    func restoreVCPU(_ vcpu: VCPU, _ state: [UInt8]) throws(VMMError)
+    func restoreVCPU(_ vcpu: VCPU, _ state: [UInt8], path: String) throws(VMMError)
     /// The VM's in-kernel devices and clock, and back.
     func saveVM(_ vm: VirtualMachine) throws(VMMError) -> [UInt8]
     func restoreVM(_ vm: VirtualMachine, _ state: [UInt8]) throws(VMMError)

@@ -37,8 +37,8 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
 
     private func runGuest(t0: UInt64) throws(VMMError) -> RunReport {
         try Termination.checkpoint("setup")
-        if settings.snapshot != nil && platform.vcpuStateSize == 0 {
-            throw .badValue(what: "snapshot", value: platform.arch.rawValue, reason: "snapshots are built for x86_64 guests only so far")
+        if settings.snapshot != nil, let why = platform.snapshotRefusal(interrupts: loader.interrupts) {
+            throw .badValue(what: "snapshot", value: platform.arch.rawValue, reason: why)
         }
         if let plan = settings.snapshot, plan.diff && restore == nil {
             throw .badValue(what: "diff snapshot", value: plan.directory, reason: "needs a restored VM (axvm restore … --snapshot-diff): a diff is over the snapshot restored")

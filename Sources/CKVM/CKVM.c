@@ -273,12 +273,6 @@ int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd, uint32_t apic_i
     return r;
 }
 
-int ckvm_get_mp_state(int vcpu_fd) {
-    struct kvm_mp_state s;
-    if (ioctl(vcpu_fd, KVM_GET_MP_STATE, &s) != 0) return -1;
-    return (int)s.mp_state;
-}
-
 static uint32_t lapic_reg(const struct kvm_lapic_state *l, unsigned offset) {
     uint32_t v;
     memcpy(&v, l->regs + offset, 4);
@@ -605,6 +599,7 @@ static const struct ckvm_named_request runtime_ioctls[] = {
     REQUEST(KVM_SET_MP_STATE),
     REQUEST(KVM_GET_ONE_REG),
     REQUEST(KVM_SET_ONE_REG),
+    REQUEST(KVM_GET_REG_LIST),  // arm64, riscv64: a snapshot lists a vCPU's registers
     { "KVM_ARM_VCPU_INIT", _IOW(KVMIO, 0xae, struct ckvm_arm_vcpu_init) },
 #if defined(__x86_64__)
     REQUEST(KVM_GET_REGS), REQUEST(KVM_SET_REGS),
@@ -652,6 +647,36 @@ int ckvm_install_noop_handler(int sig) {
 int ckvm_set_mp_state(int vcpu_fd, uint32_t state) {
     struct kvm_mp_state s = { .mp_state = state };
     return ioctl(vcpu_fd, KVM_SET_MP_STATE, &s);
+}
+
+int ckvm_get_mp_state(int vcpu_fd) {
+    struct kvm_mp_state s;
+    if (ioctl(vcpu_fd, KVM_GET_MP_STATE, &s) != 0) return -1;
+    return (int)s.mp_state;
+}
+
+int64_t ckvm_get_reg_list(int vcpu_fd, uint64_t *ids, uint64_t capacity) {
+    /* struct kvm_reg_list ends in a flexible array: n, then n ids. KVM answers E2BIG with
+       n set to the count when the array is too small. */
+    struct kvm_reg_list *list = calloc(1, sizeof *list + capacity * sizeof(uint64_t));
+    if (!list) return -1;
+    list->n = capacity;
+    int64_t r;
+    if (ioctl(vcpu_fd, KVM_GET_REG_LIST, list) == 0) {
+        memcpy(ids, list->reg, list->n * sizeof(uint64_t));
+        r = (int64_t)list->n;
+    } else {
+        r = errno == E2BIG ? (int64_t)list->n : -1;
+    }
+    int saved = errno;
+    free(list);
+    errno = saved;
+    return r;
+}
+
+int ckvm_one_reg(int vcpu_fd, int set, uint64_t id, void *value) {
+    struct kvm_one_reg reg = { .id = id, .addr = (uint64_t)(uintptr_t)value };
+    return ioctl(vcpu_fd, set ? KVM_SET_ONE_REG : KVM_GET_ONE_REG, &reg);
 }
 
 int ckvm_riscv_external_interrupt(int vcpu_fd, int set) {

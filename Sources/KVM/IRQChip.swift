@@ -61,12 +61,6 @@ extension VCPU {
         }
     }
 
-    /// KVM_GET_MP_STATE (with the in-kernel irqchip): 0 runnable, 3 halted (waiting for an
-    /// interrupt), … (include/uapi/linux/kvm.h).
-    public func multiprocessingState() throws(KVMError) -> UInt32 {
-        UInt32(try check("KVM_GET_MP_STATE") { ckvm_get_mp_state(fd.raw) })
-    }
-
     /// Where the interrupt on ISA line `line` stands, in words, for a report on a guest that
     /// waits for it (`ckvm_intr_snapshot`): e.g. "mp halted, RFLAGS 0x246 (IF 1), shadow 0,
     /// injected -, NMI 0; PIC IRR 0x10 IMR 0xe8 ISR 0x0 last 0x0 base 0x30; IOAPIC pin 4

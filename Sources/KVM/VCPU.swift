@@ -180,6 +180,46 @@ public final class VCPU: @unchecked Sendable {  // run area: one runner, immedia
         return v
     }
 
+    // --- the ONE_REG interface (arm64, riscv64): what a snapshot saves -------------------
+
+    /// KVM_GET_REG_LIST: the id of every register KVM_GET_ONE_REG and KVM_SET_ONE_REG know
+    /// for this vCPU, in KVM's order.
+    public func registerList() throws(KVMError) -> [UInt64] {
+        var capacity = 256
+        while true {
+            var ids = [UInt64](repeating: 0, count: capacity)
+            let n = ids.withUnsafeMutableBufferPointer { ckvm_get_reg_list(fd.raw, $0.baseAddress, UInt64($0.count)) }
+            guard n >= 0 else { throw .ioctl("KVM_GET_REG_LIST", .current) }
+            if n <= Int64(capacity) { return Array(ids.prefix(Int(n))) }
+            capacity = Int(n)  // too small: KVM said how many
+        }
+    }
+
+    /// The bytes of a register of any size (the id's size field, KVM_REG_SIZE_*: 1 to 256).
+    public static func registerSize(_ id: UInt64) -> Int { 1 << Int((id >> 52) & 0xf) }
+
+    /// KVM_GET_ONE_REG of a register of any size, as its bytes.
+    public func registerBytes(_ id: UInt64) throws(KVMError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: Self.registerSize(id))
+        let r = bytes.withUnsafeMutableBytes { ckvm_one_reg(fd.raw, 0, id, $0.baseAddress) }
+        guard r == 0 else { throw .ioctl("KVM_GET_ONE_REG(0x\(String(id, radix: 16)))", .current) }
+        return bytes
+    }
+
+    /// KVM_SET_ONE_REG of a register of any size; `bytes` must be its size.
+    public func setRegisterBytes(_ id: UInt64, _ bytes: [UInt8]) throws(KVMError) {
+        guard bytes.count == Self.registerSize(id) else { throw .ioctl("KVM_SET_ONE_REG(0x\(String(id, radix: 16)))", .invalidArgument) }
+        var copy = bytes
+        let r = copy.withUnsafeMutableBytes { ckvm_one_reg(fd.raw, 1, id, $0.baseAddress) }
+        guard r == 0 else { throw .ioctl("KVM_SET_ONE_REG(0x\(String(id, radix: 16)))", .current) }
+    }
+
+    /// KVM_GET_MP_STATE: 0 runnable, 3 halted, 5 stopped (a PSCI CPU off, a hart before SBI
+    /// HSM starts it), 8 suspended, … (include/uapi/linux/kvm.h).
+    public func multiprocessingState() throws(KVMError) -> UInt32 {
+        UInt32(try check("KVM_GET_MP_STATE") { ckvm_get_mp_state(fd.raw) })
+    }
+
     #if arch(x86_64)
     // --- x86 (struct kvm_regs and kvm_sregs are x86's here) ----------------------------
 

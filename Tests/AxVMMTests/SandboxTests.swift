@@ -6,7 +6,13 @@ import Testing
 /// The sandbox's BPF programs, run through the evaluator (the same instructions the kernel
 /// gets; `SandboxProcessTests` checks the kernel agrees).
 struct SandboxProgramTests {
-    static let policies = [SandboxPolicy(), SandboxPolicy(snapshots: true, outputs: true)]
+    static let policies = [SandboxPolicy(), SandboxPolicy(snapshots: true, outputs: true), muslSnapshots]
+    /// What a musl build's snapshots add: fcntl(F_SETFD), fstat.
+    static var muslSnapshots: SandboxPolicy {
+        var p = SandboxPolicy(snapshots: true)
+        p.musl = true
+        return p
+    }
     static let allow = SeccompProgram.allow, trap = SeccompProgram.trap, kill = SeccompProgram.killProcess
 
     static func program(_ role: SandboxRole, _ policy: SandboxPolicy = SandboxPolicy()) throws -> SeccompProgram {
@@ -100,6 +106,23 @@ struct SandboxProgramTests {
         #expect(try Self.program(.main, results).evaluate(number: openat, arch: arch) == Self.trap)
         #expect(try Self.program(.main, results).evaluate(number: Syscalls.fchmod.number, arch: arch) == Self.allow)
         #expect(try Self.program(.vcpu, results).evaluate(number: Syscalls.fchmod.number, arch: arch) == Self.trap)
+    }
+
+    /// A musl build's snapshot calls (fcntl only to set FD_CLOEXEC, fstat) on the vCPU
+    /// threads that write snapshots, and nowhere in a glibc build's.
+    @Test func muslSnapshotCallsOnlyWhereNeeded() throws {
+        let fcntl = Syscalls.fcntl.number, fstat = Syscalls.fstat.number, arch = CKVM_AUDIT_ARCH
+        var glibc = SandboxPolicy(snapshots: true)
+        glibc.musl = false
+        for role in [SandboxRole.main, .vcpu] {
+            let musl = try Self.program(role, Self.muslSnapshots)
+            #expect(musl.evaluate(number: fcntl, arch: arch, arguments: [3, UInt64(F_SETFD), 1]) == Self.allow)
+            #expect(musl.evaluate(number: fcntl, arch: arch, arguments: [3, UInt64(F_SETFL), 0]) == Self.trap)
+            #expect(musl.evaluate(number: fcntl, arch: arch, arguments: [3, UInt64(F_DUPFD), 0]) == Self.trap)
+            #expect(musl.evaluate(number: fstat, arch: arch) == Self.allow)
+            #expect(try Self.program(role, glibc).evaluate(number: fcntl, arch: arch, arguments: [3, UInt64(F_SETFD), 1]) == Self.trap)
+        }
+        #expect(try Self.program(.fault, Self.muslSnapshots).evaluate(number: fcntl, arch: arch, arguments: [3, UInt64(F_SETFD), 1]) == Self.trap)
     }
 
     @Test func threadsButNoProcesses() throws {

@@ -36,6 +36,13 @@ entry:
 write_loop:
     cmp x22, x23
     b.hs read_phase
+    ldr x9, [x20, #S_INDEX]         // vCPU 0 announces the half-way point of its writes
+    cbnz x9, pick_page              // (a place to take a snapshot: --snapshot-on halfway)
+    cmp x22, x23, lsr #1
+    b.ne pick_page
+    adr x0, msg_half
+    bl puts
+pick_page:
     cmp x28, #1
     b.eq next_random
     cmp x28, #2
@@ -95,4 +102,5 @@ done:
 
     .include "lib.inc"
 msg_start: .asciz "memtest: writing pattern\n"
+msg_half:  .asciz "memtest: halfway\n"
 msg_sum:   .asciz "memtest: checksum 0x"

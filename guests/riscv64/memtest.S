@@ -36,6 +36,13 @@ entry:
     ld s10, P_ORDER(s1)
 write_loop:
     bgeu s4, s5, read_phase
+    ld t0, S_INDEX(s2)              // hart 0 announces the half-way point of its writes
+    bnez t0, pick_page              // (a place to take a snapshot: --snapshot-on halfway)
+    srli t0, s5, 1
+    bne s4, t0, pick_page
+    lla a0, msg_half
+    call puts
+pick_page:
     li t0, 1
     beq s10, t0, next_random
     li t0, 2
@@ -94,4 +101,5 @@ done:
 
     .include "lib.inc"
 msg_start: .asciz "memtest: writing pattern\n"
+msg_half:  .asciz "memtest: halfway\n"
 msg_sum:   .asciz "memtest: checksum 0x"

@@ -34,6 +34,9 @@ public struct SandboxPolicy: Sendable, Equatable {
     /// The run writes result files (statistics JSON, fault map): a temporary file opened
     /// during set-up is renamed over the target at the end.
     public var outputs = false
+    /// The binary's C library is musl (the static riscv64 build), whose calls differ from
+    /// glibc's in places.
+    public var musl = ckvm_libc_is_musl() != 0
 
     public init(snapshots: Bool = false, outputs: Bool = false) {
         self.snapshots = snapshots
@@ -114,7 +117,15 @@ public struct SandboxPolicy: Sendable, Equatable {
             rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls())
             // stdio's first write to a stream (the guest's console, the report) asks what it is.
             calls += Self.deviceService + [S.newfstatat]
-            if snapshots { calls += Self.snapshotFiles }
+            if snapshots {
+                calls += Self.snapshotFiles
+                if musl {
+                    // musl's open(O_CLOEXEC) sets FD_CLOEXEC again (fcntl F_SETFD) and its
+                    // fstat is the fstat call (glibc's: newfstatat with AT_EMPTY_PATH).
+                    calls += [S.fstat]
+                    rules[S.fcntl.number] = .argument(index: 1, values: [UInt32(F_SETFD)])
+                }
+            }
             if role == .main {
                 // The other vCPU threads start after set-up: their first calls (glibc's
                 // thread start, then confining themselves) go through this filter too.

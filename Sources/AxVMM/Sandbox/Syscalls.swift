@@ -73,6 +73,9 @@ enum Syscalls {
     static let eventfd2 = Syscall("eventfd2", SYS_eventfd2)
     // Files by name: results and snapshots only.
     static let openat = Syscall("openat", SYS_openat)
+    /// musl's open(O_CLOEXEC) sets FD_CLOEXEC again with fcntl(F_SETFD) (for kernels before
+    /// 2.6.23); glibc does not (`SandboxPolicy`: musl builds only).
+    static let fcntl = Syscall("fcntl", SYS_fcntl)
     static let mkdirat = Syscall("mkdirat", SYS_mkdirat)
     static let renameat2 = Syscall("renameat2", SYS_renameat2)
     static let unlinkat = Syscall("unlinkat", SYS_unlinkat)
@@ -131,7 +134,7 @@ enum Syscalls {
         mprotect, madvise, mremap, brk, mincore, clockGettime, clockNanosleep, nanosleep, gettid, getpid, tgkill, tkill,
         schedYield, schedGetaffinity, schedSetaffinity, getcpu, getrandom, rseq, setRobustList, clone, clone3, prctl,
         capget, capset, seccomp, read, write, readv, writev, pread64, pwrite64, preadv, pwritev, lseek, close, ppoll,
-        ioctl, fstat, newfstatat, fallocate, ftruncate, fsync, fdatasync, fchmod, eventfd2, openat, mkdirat,
+        ioctl, fstat, newfstatat, fallocate, ftruncate, fsync, fdatasync, fchmod, eventfd2, openat, fcntl, mkdirat,
         renameat2, unlinkat, faccessat, readlinkat, getdents64, umask, flock, statx, getcwd, execve, execveat, socket, connect,
         bind, ptrace, kill, mount, unshare, setuid, memfdCreate, processVMWritev,
     ] + archSpecific

@@ -85,9 +85,8 @@ struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the H
         }
         let flavour = checkHost ? KVMFlavour.detect().module.rawValue : state.flavour
         guard state.flavour == flavour else { throw bad("kvm flavour", "taken on \(state.flavour); this host's KVM is \(flavour)") }
-        guard platform.vcpuStateSize > 0 else { throw bad("arch", "snapshots are built for x86_64 guests only so far") }
-        guard state.vcpuStateSize == UInt32(platform.vcpuStateSize), state.vmStateSize == UInt32(platform.vmStateSize) else {
-            throw bad("vcpu state size", "\(state.vcpuStateSize) and \(state.vmStateSize) bytes; this axvm's are \(platform.vcpuStateSize) and \(platform.vmStateSize) (another build)")
+        if let fixed = platform.fixedStateSizes, state.vcpuStateSize != UInt32(fixed.vcpu) || state.vmStateSize != UInt32(fixed.vm) {
+            throw bad("vcpu state size", "\(state.vcpuStateSize) and \(state.vmStateSize) bytes; this axvm's are \(fixed.vcpu) and \(fixed.vm) (another build)")
         }
         return (state, crc)
     }
@@ -218,7 +217,13 @@ extension Runner {
         }
         try platform.restoreVM(vm, r.state.vm)
         // A vCPU whose loop had ended has no saved registers (a blank block) and does not run.
-        for (v, saved) in zip(vcpus, r.state.vcpus) where saved.ended == 0 { try platform.restoreVCPU(v, saved.state) }
+        let path = r.directory + "/" + SnapshotState.stateFile
+        for (i, (v, saved)) in zip(vcpus, r.state.vcpus).enumerated() where saved.ended == 0 {
+            do { try platform.restoreVCPU(v, saved.state, path: path) } catch {
+                if case let .snapshot(p, field, reason) = error { throw .snapshot(path: p, field: "vcpu \(i) \(field)", reason: reason) }
+                throw error
+            }
+        }
     }
 
     /// The snapshot's writer (`SnapshotTaker.save`), with every vCPU paused: VM state,
@@ -253,16 +258,21 @@ extension Runner {
                 throw error
             }
             guard close(fd) == 0 else { throw .snapshot(path: memPath, field: "memory file", reason: "close: \(errnoString(errno))") }
+            // Every block one size: the platform's, or the first saved vCPU's (ONE_REG states).
+            let vcpuSize = platform.fixedStateSizes?.vcpu ?? states.first { !$0.isEmpty }?.count ?? 0
             var vcpus: [SnapshotState.SavedVCPU] = []
             for (i, s) in states.enumerated() {
                 let e = i < ended.count ? ended[i] : nil
                 // A vCPU that ended before the pause has no saved registers: a blank block of the
                 // right size, never loaded (it does not run after a restore).
-                let bytes = s.isEmpty ? [UInt8](repeating: 0, count: platform.vcpuStateSize) : s
+                guard s.isEmpty || s.count == vcpuSize else {
+                    throw VMMError.snapshot(path: temp, field: "vcpu \(i) state", reason: "\(s.count) bytes where the first vCPU saved had \(vcpuSize) (KVM listed other registers)")
+                }
+                let bytes = s.isEmpty ? [UInt8](repeating: 0, count: vcpuSize) : s
                 vcpus.append(SnapshotState.SavedVCPU(state: bytes, ended: e))
             }
             var state = SnapshotState(arch: platform.arch.rawValue, flavour: KVMFlavour.current.module.rawValue,
-                                      vcpuStateSize: UInt32(platform.vcpuStateSize), vmStateSize: UInt32(platform.vmStateSize),
+                                      vcpuStateSize: UInt32(vcpuSize), vmStateSize: UInt32(vmState.count),
                                       kind: loader.snapshotKind, loader: loader.snapshotBytes(),
                                       memorySize: settings.memorySize, regions: regions, vcpus: vcpus, vm: vmState)
             if let parent {

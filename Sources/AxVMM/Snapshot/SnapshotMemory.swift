@@ -26,7 +26,9 @@ extension GuestMemory {
         let chunkPages = 256
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunkPages * 4096, alignment: 4096)
         defer { buffer.deallocate() }
-        for region in regions {
+        // In address order, as the state file lists areas (arm64's and riscv64's ROM lies
+        // below their RAM, where the loader adds it after).
+        for region in regions.sorted(by: { $0.range.start < $1.range.start }) {
             defer { fileOffset += region.range.size }
             let count = Int(region.range.size / 4096)
             var populated = [Bool](repeating: false, count: count)

@@ -89,13 +89,13 @@ struct X86Platform<Format: NestedPagingFormat>: Platform {
         try X86Devices.attachMemtest(&buses, serial: serial, reclaim: reclaim)
     }
 
-    var vcpuStateSize: Int { MemoryLayout<ckvm_x86_vcpu_state>.size }
-    var vmStateSize: Int { MemoryLayout<ckvm_x86_vm_state>.size }
+    func snapshotRefusal(interrupts: InterruptModel) -> String? { nil }
+    var fixedStateSizes: (vcpu: Int, vm: Int)? { (MemoryLayout<ckvm_x86_vcpu_state>.size, MemoryLayout<ckvm_x86_vm_state>.size) }
 
     func saveVCPU(_ vcpu: VCPU, system: KVMSystem) throws(VMMError) -> [UInt8] {
         try Self.withState(ckvm_x86_vcpu_state.self, from: nil) { p, step in ckvm_x86_save_vcpu(system.fd.raw, vcpu.fd.raw, p, step) }
     }
-    func restoreVCPU(_ vcpu: VCPU, _ state: [UInt8]) throws(VMMError) {
+    func restoreVCPU(_ vcpu: VCPU, _ state: [UInt8], path: String) throws(VMMError) {
         var skipped: UInt32 = 0
         _ = try Self.withState(ckvm_x86_vcpu_state.self, from: state) { p, step in ckvm_x86_restore_vcpu(vcpu.fd.raw, p, &skipped, step) }
     }

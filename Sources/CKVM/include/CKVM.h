@@ -213,12 +213,32 @@ int ckvm_thread_detach(uintptr_t handle);
 /// Installs a handler that does nothing for `sig`, without SA_RESTART (a blocking call the
 /// signal lands in returns EINTR). sigaction's handler union is named differently by each libc.
 int ckvm_install_noop_handler(int sig);
+/// 1 when built against musl (the static riscv64 build), 0 against glibc (which defines
+/// __GLIBC__; musl defines no macro of its own): the sandbox allows the calls musl makes
+/// where glibc makes others.
+static inline int ckvm_libc_is_musl(void) {
+#ifdef __GLIBC__
+    return 0;
+#else
+    return 1;
+#endif
+}
 /// KVM_INTERRUPT on riscv64: raises (`set` 1) or lowers (0) the hart's supervisor external
 /// interrupt (KVM_INTERRUPT_SET / _UNSET, arch/riscv/include/uapi/asm/kvm.h); callable from
 /// any thread (an asynchronous vCPU ioctl there).
 int ckvm_riscv_external_interrupt(int vcpu_fd, int set);
 /// KVM_SET_MP_STATE (x86; riscv64: RUNNABLE 0, STOPPED 5).
 int ckvm_set_mp_state(int vcpu_fd, uint32_t state);
+/// KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE (0), _HALTED (3), _STOPPED (5), …; -1 and errno
+/// on failure.
+int ckvm_get_mp_state(int vcpu_fd);
+/// KVM_GET_REG_LIST (arm64, riscv64): up to `capacity` register ids into `ids`; returns how
+/// many the vCPU has (more than `capacity`: nothing was written, call again with room), or
+/// -1 and errno.
+int64_t ckvm_get_reg_list(int vcpu_fd, uint64_t *ids, uint64_t capacity);
+/// KVM_GET_ONE_REG (`set` 0) or KVM_SET_ONE_REG (1) of a register of any size: `value` holds
+/// as many bytes as the id's size field says (1 << ((id >> 52) & 0xf)).
+int ckvm_one_reg(int vcpu_fd, int set, uint64_t id, void *value);
 
 #if defined(__x86_64__)
 // --- Linux guests (axvm boot): in-kernel irqchip, PIT, LAPIC LVTs, MSRs -------------------
@@ -245,8 +265,6 @@ int ckvm_set_supported_cpuid_hypervisor(int kvm_fd, int vcpu_fd, uint32_t apic_i
 /// application processor waiting for INIT/SIPI (UNINITIALIZED, INIT_RECEIVED), 0 anything
 /// else; -1 and errno on failure.
 int ckvm_halt_state(int vcpu_fd);
-/// KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE (0), _HALTED (3), …; -1 and errno on failure.
-int ckvm_get_mp_state(int vcpu_fd);
 /// Where a device interrupt stands, for a report on a guest that waits for it: the master
 /// 8259's registers (KVM_GET_IRQCHIP; Linux without an MP table or ACPI uses the PIC through
 /// LINT0), IOAPIC pin `pin`'s entry, the LAPIC's LVT0, TPR, SVR, timer and highest
