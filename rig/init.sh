@@ -997,10 +997,13 @@ memtest_snapshot_cases() {
     axrun memtest-snapshot run /guests/memtest.bin --memory $MEM --order random --vcpus 2 --fault-threads 2 \
         --snapshot $snap --snapshot-on "memtest: halfway" --snapshot-and-exit --timeout 300 --stats-json /tmp/s.json
     result "memtest-snapshot: exit $st, $(jf exit | sed "s|$snap|DIR|")"
+    echo "rig: memtest-snapshot: $(jf snapshot_pages) pages saved in $(jf snapshot_total_ns) ns, run $(jf run_seconds) s"
     axrun memtest-restore-lazy restore $snap --timeout 300 --stats-json /tmp/s.json
     result "$(memtest_line)"
+    echo "rig: memtest-restore-lazy: $(jf restore_pages_copied) of $(jf restore_snapshot_pages) snapshot pages copied in, set-up $(jf setup_seconds) s, run $(jf run_seconds) s"
     axrun memtest-restore-populated restore $snap --populate --timeout 300 --stats-json /tmp/s.json
     result "$(memtest_line)"
+    echo "rig: memtest-restore-populated: $(jf restore_pages_copied) pages copied in first, set-up $(jf setup_seconds) s, run $(jf run_seconds) s"
     PIN=$pin
     rm -rf $snap
 }
@@ -1229,6 +1232,45 @@ have_guest() {
     return 1
 }
 
+# hello_case: the hello guest (arm64, riscv64; skipped if it was not built).
+hello_case() {
+    if have_guest hello hello; then
+        axrun hello run /guests/hello.bin --stats-json /tmp/s.json
+        result "hello: exit $st, $(jf exit)"
+    fi
+}
+
+# sequential_cases: memtest in page order, lazily with fault-around 4K, 64K and 2M.
+sequential_cases() {
+    local fa
+    for fa in 4K 64K 2M; do
+        axrun memtest-sequential-lazy-$fa run /guests/memtest.bin --memory $MEM --order sequential --fault-around $fa \
+            --timeout 300 --stats-json /tmp/s.json
+        result "$(memtest_line)"
+    done
+}
+
+# guest_end_cases EXIT_MSG: retouch, then the guests whose run ends on what they do (romwrite,
+# outside, abort, spin), each described by EXIT_MSG (arm64: exit_msg; riscv64:
+# exit_msg_riscv64). A guest that was not built is skipped (have_guest).
+guest_end_cases() {
+    local msg=$1 g
+    if have_guest retouch retouch; then
+        axrun retouch run /guests/retouch.bin --memory $MEM --timeout 300 --stats-json /tmp/s.json
+        result "$(memtest_line)"
+    fi
+    for g in romwrite outside abort; do
+        if have_guest $g $g; then
+            axrun $g run /guests/$g.bin --stats-json /tmp/s.json
+            result "$g: exit $st, $($msg)"
+        fi
+    done
+    if have_guest spin spin; then
+        axrun spin run /guests/spin.bin --timeout 2 --stats-json /tmp/s.json
+        result "spin: exit $st, $($msg)"
+    fi
+}
+
 # The AArch64 suite: the x86 cases with the AArch64 guests (guests/aarch64, same names and
 # the same axvm command line), RAM at 0x4000_0000 (checksums over [RAM + 2 MiB, RAM + MEM)),
 # then the same two tables.
@@ -1250,10 +1292,7 @@ suite_aarch64() {
     axrun check check
     result "check: exit $st, $(grep '^KVM flavour:' /tmp/out), $(grep -m1 '^ *IPA size:' /tmp/out | sed 's/^ *//')"
 
-    if have_guest hello hello; then
-        axrun hello run /guests/hello.bin --stats-json /tmp/s.json
-        result "hello: exit $st, $(jf exit)"
-    fi
+    hello_case
 
     # Fault-around 4K/64K/2M, random order with the C baseline interleaved (the measurement
     # table is one run), then sequential.
@@ -1261,36 +1300,13 @@ suite_aarch64() {
         memtest-random-lazy-2M memtest-random-populated memtest-sequential-lazy-4K memtest-sequential-lazy-64K \
         memtest-sequential-lazy-2M memtest-overlap-2vcpus max-resident memtest-snapshot memtest-restore-lazy memtest-restore-populated; then
         first_touch_cases
-        for fa in 4K 64K 2M; do
-            axrun memtest-sequential-lazy-$fa run /guests/memtest.bin --memory $MEM --order sequential --fault-around $fa \
-                --timeout 300 --stats-json /tmp/s.json
-            result "$(memtest_line)"
-        done
+        sequential_cases
         overlap_case
         max_resident_case
         memtest_snapshot_cases
     fi
 
-    if have_guest retouch retouch; then
-        axrun retouch run /guests/retouch.bin --memory $MEM --timeout 300 --stats-json /tmp/s.json
-        result "$(memtest_line)"
-    fi
-    if have_guest romwrite romwrite; then
-        axrun romwrite run /guests/romwrite.bin --stats-json /tmp/s.json
-        result "romwrite: exit $st, $(exit_msg)"
-    fi
-    if have_guest outside outside; then
-        axrun outside run /guests/outside.bin --stats-json /tmp/s.json
-        result "outside: exit $st, $(exit_msg)"
-    fi
-    if have_guest abort abort; then
-        axrun abort run /guests/abort.bin --stats-json /tmp/s.json
-        result "abort: exit $st, $(exit_msg)"
-    fi
-    if have_guest spin spin; then
-        axrun spin run /guests/spin.bin --timeout 2 --stats-json /tmp/s.json
-        result "spin: exit $st, $(exit_msg)"
-    fi
+    guest_end_cases exit_msg
 
     kut_cases
 
@@ -1431,10 +1447,7 @@ suite_riscv64() {
     axrun check check
     result "check: exit $st, $(grep '^KVM flavour:' /tmp/out || echo 'no KVM flavour line'), $(grep -m1 '^ *G-stage:' /tmp/out | sed 's/^ *//' || true)"
 
-    if have_guest hello hello; then
-        axrun hello run /guests/hello.bin --stats-json /tmp/s.json
-        result "hello: exit $st, $(jf exit)"
-    fi
+    hello_case
 
     # Fault-around 4K/64K/2M, random order with the C baseline interleaved (the measurement
     # table is one run), then the other orders, 2 vCPUs in both modes, the residency cap.
@@ -1443,11 +1456,7 @@ suite_riscv64() {
         memtest-sequential-lazy-2M memtest-strided-lazy-4K memtest-split-2vcpus memtest-overlap-2vcpus \
         max-resident memtest-snapshot memtest-restore-lazy memtest-restore-populated first-touch; then
         first_touch_cases
-        for fa in 4K 64K 2M; do
-            axrun memtest-sequential-lazy-$fa run /guests/memtest.bin --memory $MEM --order sequential --fault-around $fa \
-                --timeout 300 --stats-json /tmp/s.json
-            result "$(memtest_line)"
-        done
+        sequential_cases
         axrun memtest-strided-lazy-4K run /guests/memtest.bin --memory $MEM --order strided \
             --timeout 300 --stats-json /tmp/s.json
         result "$(memtest_line)"
@@ -1457,26 +1466,7 @@ suite_riscv64() {
         memtest_snapshot_cases
     fi
 
-    if have_guest retouch retouch; then
-        axrun retouch run /guests/retouch.bin --memory $MEM --timeout 300 --stats-json /tmp/s.json
-        result "$(memtest_line)"
-    fi
-    if have_guest romwrite romwrite; then
-        axrun romwrite run /guests/romwrite.bin --stats-json /tmp/s.json
-        result "romwrite: exit $st, $(exit_msg_riscv64)"
-    fi
-    if have_guest outside outside; then
-        axrun outside run /guests/outside.bin --stats-json /tmp/s.json
-        result "outside: exit $st, $(exit_msg_riscv64)"
-    fi
-    if have_guest abort abort; then
-        axrun abort run /guests/abort.bin --stats-json /tmp/s.json
-        result "abort: exit $st, $(exit_msg_riscv64)"
-    fi
-    if have_guest spin spin; then
-        axrun spin run /guests/spin.bin --timeout 2 --stats-json /tmp/s.json
-        result "spin: exit $st, $(exit_msg_riscv64)"
-    fi
+    guest_end_cases exit_msg_riscv64
 
     # Linux on axvm (linux_cases_riscv64), then QEMU virt with KVM once beside its lazy 4K
     # and populated boots (`scripts/kvm-rig.sh linux riscv64` runs more rounds).

@@ -24,14 +24,14 @@ import Glibc
         #expect(RiscV64Register.satp == 0x8030_0000_0300_0008)
     }
 
-    @Test func hartsStartAtTheEntryWithTheirParametersAndStacks() {
-        let regs = Dictionary(uniqueKeysWithValues: RiscV64Boot.registers(entry: 0x8010_0010, index: 3))
+    @Test func theBootHartStartsAtTheEntryWithItsParametersAndStack() {
+        let regs = Dictionary(uniqueKeysWithValues: RiscV64Boot.bootHartRegisters(entry: 0x8010_0010))
         #expect(regs[RiscV64Register.pc] == 0x8010_0010)
         #expect(regs[RiscV64Register.a0] == RiscV64Layout.params)
-        #expect(regs[RiscV64Register.a1] == 3)
-        #expect(regs[RiscV64Register.sp] == RiscV64Layout.stackBase - 3 * 0x400)
+        #expect(regs[RiscV64Register.a1] == 0)
+        #expect(regs[RiscV64Register.sp] == RiscV64Layout.stackBase)
         // The pc goes last: every other register is in place when it is set.
-        #expect(RiscV64Boot.registers(entry: 0, index: 0).last?.0 == RiscV64Register.pc)
+        #expect(RiscV64Boot.bootHartRegisters(entry: 0).last?.0 == RiscV64Register.pc)
     }
 
     @Test func guestPageFaultsDecodeThroughTheLibrary() throws {

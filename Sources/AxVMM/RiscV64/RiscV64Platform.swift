@@ -95,7 +95,7 @@ struct RiscV64Platform: Platform, OneRegSnapshots {
     func bootMemtest<F>(memory: GuestMemory<F>, params: GuestParams, image: GuestImage, vcpus: [VCPU]) throws(VMMError) {
         guard let first = vcpus.first else { return }
         do {
-            for (id, value) in RiscV64Boot.registers(entry: image.loadAddress + image.entryOffset, index: 0) {
+            for (id, value) in RiscV64Boot.bootHartRegisters(entry: image.loadAddress + image.entryOffset) {
                 try first.setRegister(id, value)
             }
         } catch { throw .kvm(error) }
@@ -107,13 +107,14 @@ struct RiscV64Platform: Platform, OneRegSnapshots {
     }
 }
 
-/// A memtest hart's registers at entry.
+/// The memtest boot hart's registers at entry (hart 0; the guest gives the harts it starts
+/// through SBI HSM their own: a1 = the hart id, the stack from it).
 enum RiscV64Boot {
-    /// The (register id, value) pairs `bootMemtest` writes, in order.
-    static func registers(entry: UInt64, index: Int) -> [(UInt64, UInt64)] {
-        [(RiscV64Register.sp, RiscV64Layout.stackTop(vcpu: index)),
+    /// The (register id, value) pairs `bootMemtest` writes, in order: the pc last.
+    static func bootHartRegisters(entry: UInt64) -> [(UInt64, UInt64)] {
+        [(RiscV64Register.sp, RiscV64Layout.stackTop(vcpu: 0)),
          (RiscV64Register.a0, RiscV64Layout.params),
-         (RiscV64Register.a1, UInt64(index)),
+         (RiscV64Register.a1, 0),
          (RiscV64Register.pc, entry)]
     }
 }
