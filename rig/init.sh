@@ -160,12 +160,19 @@ memtest_line() {
         "$name" "$st" "$(jf checksum)" "$(jf mismatches)" "$(jf faults_in_test_region)" "$(host_check)"
 }
 
+# unprintable_json: the case's statistics JSON holds what Embedded Swift prints for a value it
+# cannot print (the arm64 and riscv64 builds): said, and the case fails.
+unprintable_json() {
+    [ -f /tmp/s.json ] && grep -q 'cannot print value' /tmp/s.json || return 1
+    echo "[$name] the statistics JSON holds a value Embedded Swift could not print: $(grep -m1 'cannot print value' /tmp/s.json)"
+}
+
 # result LINE: prints the case's line and records its row in the results table.
 npass=0; nfail=0
 result() {
     echo "$1"
     local r=FAIL
-    if grep -qxF -- "$1" $EXPECTED; then r=pass; npass=$((npass + 1)); else nfail=$((nfail + 1)); fi
+    if grep -qxF -- "$1" $EXPECTED && ! unprintable_json; then r=pass; npass=$((npass + 1)); else nfail=$((nfail + 1)); fi
     local f=- m=- p50=- p99=-
     if [ -f /tmp/s.json ]; then
         f=$(jf faults)

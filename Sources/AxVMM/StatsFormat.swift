@@ -103,7 +103,8 @@ public enum StatsFormat {
     /// The snapshot taken and the restore, when there were (null otherwise).
     static func snapshotFields(_ s: RunStatistics) -> [(String, String)] {
         let sn = s.snapshot, r = s.restore
-        func n<T>(_ v: T?) -> String { v.map { "\($0)" } ?? "null" }
+        // BinaryInteger, not any T: Embedded Swift prints no value of an unconstrained type.
+        func n<T: BinaryInteger>(_ v: T?) -> String { v.map { String($0) } ?? "null" }
         return [("snapshot_directory", sn.map { jsonString($0.directory) } ?? "null"),
                 ("snapshot_trigger", sn.map { jsonString($0.trigger) } ?? "null"),
                 ("snapshot_pages", n(sn?.pages)),
