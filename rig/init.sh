@@ -1239,6 +1239,12 @@ have_guest() {
     return 1
 }
 
+# The cases the arm64 and riscv64 suites run with the memtest guest (skipped together when
+# it was not built).
+MEMTEST_CASES="baseline-lazy baseline-populated memtest-random-lazy-4K memtest-random-lazy-64K memtest-random-lazy-2M
+    memtest-random-populated memtest-sequential-lazy-4K memtest-sequential-lazy-64K memtest-sequential-lazy-2M
+    memtest-overlap-2vcpus max-resident memtest-snapshot memtest-restore-lazy memtest-restore-populated"
+
 # hello_case: the hello guest (arm64, riscv64; skipped if it was not built).
 hello_case() {
     if have_guest hello hello; then
@@ -1303,9 +1309,7 @@ suite_aarch64() {
 
     # Fault-around 4K/64K/2M, random order with the C baseline interleaved (the measurement
     # table is one run), then sequential.
-    if have_guest memtest baseline-lazy baseline-populated memtest-random-lazy-4K memtest-random-lazy-64K \
-        memtest-random-lazy-2M memtest-random-populated memtest-sequential-lazy-4K memtest-sequential-lazy-64K \
-        memtest-sequential-lazy-2M memtest-overlap-2vcpus max-resident memtest-snapshot memtest-restore-lazy memtest-restore-populated; then
+    if have_guest memtest $MEMTEST_CASES; then
         first_touch_cases
         sequential_cases
         overlap_case
@@ -1458,10 +1462,7 @@ suite_riscv64() {
 
     # Fault-around 4K/64K/2M, random order with the C baseline interleaved (the measurement
     # table is one run), then the other orders, 2 vCPUs in both modes, the residency cap.
-    if have_guest memtest baseline-lazy baseline-populated memtest-random-lazy-4K memtest-random-lazy-64K \
-        memtest-random-lazy-2M memtest-random-populated memtest-sequential-lazy-4K memtest-sequential-lazy-64K \
-        memtest-sequential-lazy-2M memtest-strided-lazy-4K memtest-split-2vcpus memtest-overlap-2vcpus \
-        max-resident memtest-snapshot memtest-restore-lazy memtest-restore-populated first-touch; then
+    if have_guest memtest $MEMTEST_CASES memtest-strided-lazy-4K memtest-split-2vcpus first-touch; then
         first_touch_cases
         sequential_cases
         axrun memtest-strided-lazy-4K run /guests/memtest.bin --memory $MEM --order strided \
