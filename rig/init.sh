@@ -583,14 +583,15 @@ linux_root_case() {
     rm -f /tmp/root.img
 }
 
-# linux_snapshot_cases: Linux booted lazily and snapshotted at its "axvm-snap: ready" line
+# linux_snapshot_cases: Linux booted lazily on 2 vCPUs and snapshotted at its "axvm-snap: ready" line
 # (after writing data it checksummed, scripts/linux-guest-initramfs.sh axvm.snap); restored
-# lazily, it checksums the data again and reboots; then 4 clones restored at once from the
-# same snapshot do the same. The timing line sets the restore against the boot.
+# lazily, it checksums the data again and reboots; a diff snapshot of that restore, restored
+# over its parent, does the same; then 4 clones restored at once from the first snapshot do
+# the same. The timing line sets the restore against the boot.
 linux_snapshot_cases() {
     local snap=/tmp/linux-snap before boot_s i ok pages
     rm -rf $snap
-    linux_axvm linux-snapshot --fault-around 64K --cmdline "$LINUX_CMDLINE axvm.snap" \
+    linux_axvm linux-snapshot --fault-around 64K --vcpus 2 --cmdline "$LINUX_CMDLINE axvm.snap" \
         --snapshot $snap --snapshot-on "axvm-snap: ready" --snapshot-and-exit
     boot_s=$boot
     pages=$(jf snapshot_pages)
@@ -605,6 +606,22 @@ linux_snapshot_cases() {
     else ok="checksum before '${before:-?}', after '${after:-?}'"; fi
     result "linux-restore: exit $st, $(jf exit), $ok, host check $(host_check)"
     echo "rig: linux-restore: first guest instruction after $(jf setup_seconds) s, its next console line ('resumed') at $(jf init_marker_seconds) s (boot to init: $boot_s s), run $(jf run_seconds) s to the reboot, $(jf restore_pages_copied) of $(jf restore_snapshot_pages) snapshot pages copied in, guest memory $(mib "$(jf populated_bytes)") MiB"
+    # A diff snapshot of a restore at the guest's next line (the pages written since the
+    # restore), restored over its parent: the guest goes on to print the same checksum.
+    local diff=/tmp/linux-snap-diff
+    rm -rf $diff
+    LIVE=1 bootwatch linux-diff-snapshot /axvm restore $snap --snapshot $diff --snapshot-diff --snapshot-on "axvm-snap: resumed" \
+        --snapshot-and-exit --stats-json /tmp/s.json
+    name=linux-diff-snapshot
+    result "linux-diff-snapshot: exit $st, $(jf exit | sed "s|$diff|DIR|")"
+    echo "rig: linux-diff-snapshot: $(jf snapshot_pages) pages in the diff, $pages in its parent"
+    LIVE=1 bootwatch linux-diff-restore /axvm restore $diff --stats-json /tmp/s.json
+    name=linux-diff-restore
+    after=$(tr -d '\r' < /tmp/linux-diff-restore.out | sed -n 's/^axvm-snap: after //p')
+    if [ -n "$before" ] && [ "$after" = "$before" ]; then ok="the checksum after the restore is the one before"
+    else ok="checksum before '${before:-?}', after '${after:-?}'"; fi
+    result "linux-diff-restore: exit $st, $(jf exit), $ok, host check $(host_check)"
+    rm -rf $diff
     linux_clones 4 "$before" "$pages"
     name=linux-clones
     result "linux-clones: $clones_ok of 4 clones restored at once read back the checksum and rebooted"
@@ -696,7 +713,8 @@ clean_log_case() {
 # linux_cases_aarch64: the arm64 Linux boots (part of every arm64 `test`, on both CPU
 # models): lazily with 4 KiB fault-around, rebooting (PSCI SYSTEM_RESET); populated, powering
 # off (PSCI SYSTEM_OFF); lazily with 64 KiB fault-around on two vCPUs (the second started by
-# PSCI CPU_ON; the guest runs a process on each).
+# PSCI CPU_ON; the guest runs a process on each); the virtio, balloon and ext4 root cases;
+# snapshots (vGIC, UART and virtio state) restored and cloned as on x86.
 linux_cases_aarch64() {
     echo "rig: Linux on axvm (arm64, -cpu $CPU): $(ls -l /linux/vmlinuz | awk '{print $5}')-byte Image, $LINUX_MEM, cmdline \"$LINUX_CMDLINE\""
     linux_axvm linux-lazy --fault-around 4K
@@ -720,6 +738,8 @@ linux_cases_aarch64() {
     linux_virtio_case
     linux_balloon_case
     linux_root_case
+    linux_snapshot_cases
+    linux_disk_snapshot_case
     echo "rig: Linux booted with $LINUX_MEM of lazy RAM and touched $(mib "${lazy_pop:-0}") MiB; MemTotal $lazy_mt kB (populated run: $pop_mt kB); boot to init $lazy_boot s lazy 4K, $pop_boot s populated, $boot64 s lazy 64K on 2 vCPUs"
 }
 

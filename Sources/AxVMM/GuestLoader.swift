@@ -125,16 +125,18 @@ protocol GuestLoader: AnyObject, Sendable {
     func watchConsole(_ text: String, _ action: @escaping @Sendable () -> Void)
     /// What a snapshot keeps of this loader: its kind ("memtest", "linux") and the bytes a
     /// restore makes it again from (configuration, device state). Called with every vCPU
-    /// paused.
+    /// and device paused, before guest memory is saved (an in-kernel device may write its
+    /// tables into guest memory: arm64's ITS).
     var snapshotKind: String { get }
-    func snapshotBytes() -> [UInt8]
+    func snapshotBytes() throws(VMMError) -> [UInt8]
     /// Around a snapshot's writing (every vCPU paused): devices that run on threads of
     /// their own finish what they are doing and hold new work until `resumeDevices`, so
     /// that their state and guest memory agree while both are written.
     func pauseDevices()
     func resumeDevices()
-    /// A restore filled `memory` in place of `load`.
-    func restored(memory: GuestMemory<P.Format>)
+    /// A restore filled `memory` in place of `load`: the loader makes what `load` would
+    /// have made besides memory (arm64's vGIC and PMU), before the vCPUs' state is restored.
+    func restored(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError)
 }
 
 /// What a firmware call gets: an SBI error and value (`SBI.notSupported` for a call the
@@ -156,7 +158,7 @@ extension GuestLoader {
     /// A guest with no firmware calls of its own (the memtest guests, x86, arm64): every
     /// call is "not supported", as SBI answers an extension it does not have.
     func firmwareCall(_ call: SBICall, vcpu: Int) -> FirmwareAnswer { .answer(error: SBI.notSupported, value: 0) }
-    func restored(memory: GuestMemory<P.Format>) {}
+    func restored(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {}
     func pauseDevices() {}
     func resumeDevices() {}
 }

@@ -50,6 +50,10 @@ protocol Platform: Sendable {
     /// (`path`: the state file, for errors). Called on the vCPU's own thread, outside KVM_RUN.
     func saveVCPU(_ vcpu: VCPU, system: KVMSystem) throws(VMMError) -> [UInt8]
     func restoreVCPU(_ vcpu: VCPU, _ state: [UInt8], path: String) throws(VMMError)
+    /// Makes the loader of a restored Linux guest from the snapshot's loader bytes (with
+    /// `config`, the restore's own settings, over them) and runs `body` with it through
+    /// `source.runLinux`; a platform that cannot restore Linux guests says why.
+    func withRestoredLinux<B: RestoredLoaderBody>(_ source: RestoreSource, config: LinuxBootConfig, t0: UInt64, _ body: B) throws(VMMError) -> B.R
     /// The VM's in-kernel devices and clock, and back.
     func saveVM(_ vm: VirtualMachine) throws(VMMError) -> [UInt8]
     func restoreVM(_ vm: VirtualMachine, _ state: [UInt8]) throws(VMMError)

@@ -72,9 +72,10 @@ int ckvm_create_device(int vm_fd, uint32_t type) {
     return (int)d.fd;
 }
 
-int ckvm_device_attr(int device_fd, int set, uint32_t group, uint64_t attr, uint64_t addr) {
+int ckvm_device_attr(int device_fd, int op, uint32_t group, uint64_t attr, uint64_t addr) {
     struct kvm_device_attr a = { .group = group, .attr = attr, .addr = addr };
-    return ioctl(device_fd, set ? KVM_SET_DEVICE_ATTR : KVM_HAS_DEVICE_ATTR, &a);
+    unsigned long request = op == 1 ? KVM_SET_DEVICE_ATTR : op == 2 ? KVM_GET_DEVICE_ATTR : KVM_HAS_DEVICE_ATTR;
+    return ioctl(device_fd, request, &a);
 }
 
 int ckvm_enable_cap(int fd, uint32_t cap, uint64_t arg0) {
@@ -601,6 +602,9 @@ static const struct ckvm_named_request runtime_ioctls[] = {
     REQUEST(KVM_SET_ONE_REG),
     REQUEST(KVM_GET_REG_LIST),  // arm64, riscv64: a snapshot lists a vCPU's registers
     { "KVM_ARM_VCPU_INIT", _IOW(KVMIO, 0xae, struct ckvm_arm_vcpu_init) },
+#if defined(__aarch64__)
+    REQUEST(KVM_GET_DEVICE_ATTR), REQUEST(KVM_SET_DEVICE_ATTR),  // a snapshot saves the vGIC's state
+#endif
 #if defined(__x86_64__)
     REQUEST(KVM_GET_REGS), REQUEST(KVM_SET_REGS),
     REQUEST(KVM_GET_SREGS), REQUEST(KVM_SET_SREGS),

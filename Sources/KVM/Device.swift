@@ -11,25 +11,27 @@ public final class KVMDevice: @unchecked Sendable {  // immutable after init
         self.name = name
     }
 
-    /// KVM_SET_DEVICE_ATTR with a 64-bit value (addresses).
-    public func set(group: UInt32, attribute: UInt64, _ value: UInt64, what: String) throws(KVMError) {
+    /// KVM_SET_DEVICE_ATTR with a value of `T`'s width (a vGIC's addresses and system
+    /// registers 64-bit, its counts and MMIO registers 32-bit).
+    public func set<T: FixedWidthInteger>(group: UInt32, attribute: UInt64, _ value: T, what: String) throws(KVMError) {
         var v = value
         try withUnsafeMutablePointer(to: &v) { (p) throws(KVMError) in
-            try set(group: group, attribute: attribute, address: UInt64(UInt(bitPattern: p)), what: what)
+            try access(1, "KVM_SET_DEVICE_ATTR", group: group, attribute: attribute, address: UInt64(UInt(bitPattern: p)), what: what)
         }
     }
 
-    /// KVM_SET_DEVICE_ATTR with a 32-bit value (counts).
-    public func set(group: UInt32, attribute: UInt64, _ value: UInt32, what: String) throws(KVMError) {
-        var v = value
+    /// KVM_GET_DEVICE_ATTR of a value of `T`'s width.
+    public func get<T: FixedWidthInteger>(_: T.Type, group: UInt32, attribute: UInt64, what: String) throws(KVMError) -> T {
+        var v: T = 0
         try withUnsafeMutablePointer(to: &v) { (p) throws(KVMError) in
-            try set(group: group, attribute: attribute, address: UInt64(UInt(bitPattern: p)), what: what)
+            try access(2, "KVM_GET_DEVICE_ATTR", group: group, attribute: attribute, address: UInt64(UInt(bitPattern: p)), what: what)
         }
+        return v
     }
 
     /// KVM_SET_DEVICE_ATTR without a value (commands such as the vGIC's CTRL_INIT).
     public func command(group: UInt32, attribute: UInt64, what: String) throws(KVMError) {
-        try set(group: group, attribute: attribute, address: 0, what: what)
+        try access(1, "KVM_SET_DEVICE_ATTR", group: group, attribute: attribute, address: 0, what: what)
     }
 
     /// KVM_HAS_DEVICE_ATTR: whether the device knows the attribute.
@@ -37,8 +39,8 @@ public final class KVMDevice: @unchecked Sendable {  // immutable after init
         ckvm_device_attr(fd.raw, 0, group, attribute, 0) == 0
     }
 
-    private func set(group: UInt32, attribute: UInt64, address: UInt64, what: String) throws(KVMError) {
-        _ = try check("KVM_SET_DEVICE_ATTR(\(name): \(what))") { ckvm_device_attr(fd.raw, 1, group, attribute, address) }
+    private func access(_ op: Int32, _ request: String, group: UInt32, attribute: UInt64, address: UInt64, what: String) throws(KVMError) {
+        _ = try check("\(request)(\(name): \(what))") { ckvm_device_attr(fd.raw, op, group, attribute, address) }
     }
 }
 

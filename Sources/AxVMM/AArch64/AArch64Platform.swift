@@ -66,9 +66,13 @@ struct AArch64Platform: Platform, OneRegSnapshots {
 
     // Snapshots: every register KVM_GET_REG_LIST names (core, system, FP/SIMD, the timer
     // and its counter, the firmware pseudo-registers) and the vCPU's PSCI power state
-    // (`OneRegSnapshots`). A guest with the vGIC (Linux) needs its state too: not yet.
-    func snapshotRefusal(interrupts: InterruptModel) -> String? {
-        interrupts == .none ? nil : "snapshots of arm64 guests with the in-kernel GIC (Linux) are not built yet (its distributor and redistributor state): the memtest guests only"
+    // (`OneRegSnapshots`); a Linux guest's vGIC, UART and virtio devices are its loader's
+    // (`ArmLinuxLoader.snapshotBytes`).
+    func snapshotRefusal(interrupts: InterruptModel) -> String? { nil }
+
+    func withRestoredLinux<B: RestoredLoaderBody>(_ source: RestoreSource, config: LinuxBootConfig, t0: UInt64, _ body: B) throws(VMMError) -> B.R {
+        try source.runLinux(ArmLinuxLoader.restoring(platform: self, bytes: source.state.loader, path: source.statePath,
+                                                      ram: source.savedRAM, base: config, t0: t0), body)
     }
 
     func describeHost(system: KVMSystem?) -> [String] {

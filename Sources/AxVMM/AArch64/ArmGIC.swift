@@ -15,6 +15,9 @@ struct ArmGIC {
     }
 
     var layout: Layout
+    /// Each vCPU's MPIDR_EL1: its `reg` in the device tree, and how the vGIC's attributes
+    /// name its redistributor and CPU interface.
+    let mpidrs: [UInt64]
     /// The device's fd: the vGIC lives as long as the VM, this keeps its handle.
     let device: KVMDevice
     /// A GICv3's ITS (KVM_DEV_TYPE_ARM_VGIC_ITS), when the host's KVM makes one.
@@ -48,14 +51,18 @@ struct ArmGIC {
     static let v2CPUInterfaceSize: UInt64 = 0x2000
 
     /// A GICv3, or a GICv2 if KVM cannot make a v3 (ENODEV: a host GIC without v3 CPU
-    /// interfaces), at `ArmLinuxLayout`'s addresses, initialized for `vcpus` vCPUs.
-    static func create(vm: VirtualMachine, vcpus: Int) throws(KVMError) -> ArmGIC {
+    /// interfaces), at `ArmLinuxLayout`'s addresses, initialized for `vcpus`.
+    static func create(vm: VirtualMachine, vcpus: [VCPU]) throws(KVMError) -> ArmGIC {
+        var mpidrs: [UInt64] = []
+        for v in vcpus { mpidrs.append(try v.register(AArch64Register.mpidrEL1)) }
         var gic: ArmGIC
         do {
-            gic = ArmGIC(layout: Layout(version: .v3, vcpus: vcpus), device: try vm.createDevice(type: typeV3, name: "vGICv3"))
+            gic = ArmGIC(layout: Layout(version: .v3, vcpus: vcpus.count), mpidrs: mpidrs,
+                         device: try vm.createDevice(type: typeV3, name: "vGICv3"))
         } catch {
             guard case .ioctl(_, .noSuchDevice) = error else { throw error }
-            gic = ArmGIC(layout: Layout(version: .v2, vcpus: vcpus), device: try vm.createDevice(type: typeV2, name: "vGICv2"))
+            gic = ArmGIC(layout: Layout(version: .v2, vcpus: vcpus.count), mpidrs: mpidrs,
+                         device: try vm.createDevice(type: typeV2, name: "vGICv2"))
         }
         for (attribute, address, what) in gic.frames {
             try gic.device.set(group: groupAddress, attribute: attribute, address, what: what)

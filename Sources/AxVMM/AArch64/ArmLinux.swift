@@ -271,7 +271,9 @@ extension AArch64Platform {
 final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // device state behind `lock`
     let platform: P
     let config: LinuxBootConfig
-    let plan: ArmLinuxPlan
+    /// nil for a restore (memory and registers come from the snapshot).
+    let plan: ArmLinuxPlan?
+    let ram: [GuestPhysRange]
     let initrd: LinuxInitrd?
     let settings: RunSettings
     private let lock = Lock()
@@ -279,6 +281,10 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
     private var uart: UART8250?
     private var uartLevel = false
     private var gic: ArmGIC?
+    /// A restore's device state, put back in `start`: after the vCPUs' registers, with the
+    /// pager running (the ITS reads its tables from guest memory), before any vCPU runs.
+    private var restoredGIC: ArmGICState?
+    private var restoredUART: [UInt8]?
     /// The virtio devices, at `ArmLinuxLayout.virtioBase` (set before the run; attached with the VM).
     var virtio: VirtioSet?
     private var virtioSlots: [VirtioSlot] { virtio?.slots ?? [] }
@@ -289,35 +295,30 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
         try ArmLinuxPlan.read(c, ram: AArch64Layout.ramRanges(size: c.memorySize))
     }
 
-    init(platform: P, config: LinuxBootConfig, plan: ArmLinuxPlan, initrd: LinuxInitrd?, t0: UInt64) {
+    init(platform: P, config: LinuxBootConfig, plan: ArmLinuxPlan?, ram: [GuestPhysRange], initrd: LinuxInitrd?, t0: UInt64) {
         self.platform = platform
         self.config = config
         self.plan = plan
+        self.ram = ram
         self.initrd = initrd
         settings = config.settings
-        console = LinuxConsole(config: config, placements: plan.placements, initrdAddress: plan.initrdAddress,
-                               initrdSize: plan.initrdSize, t0: t0)
+        console = LinuxConsole(config: config, placements: plan?.placements ?? [], initrdAddress: plan?.initrdAddress ?? 0,
+                               initrdSize: plan?.initrdSize ?? 0, t0: t0)
     }
 
-    var ram: [GuestPhysRange] { plan.ram }
+    convenience init(platform: P, config: LinuxBootConfig, plan: ArmLinuxPlan, initrd: LinuxInitrd?, t0: UInt64) {
+        self.init(platform: platform, config: config, plan: plan as ArmLinuxPlan?, ram: plan.ram, initrd: initrd, t0: t0)
+    }
+
     var interrupts: InterruptModel { .inKernel }
     var testRegionBase: GuestPhysAddr { GuestPhysAddr(0) }
 
     func load(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
+        guard let plan else { throw .host("arm64 Linux loader without a boot plan (a restore) asked to load") }
         console.populated = { memory.regions.reduce(0) { $0 + memory.populatedBytes($1) } }
-        let gic: ArmGIC
-        let pmu: Bool
-        var mpidrs: [UInt64] = []
-        do {
-            gic = try ArmGIC.create(vm: vm, vcpus: vcpus.count)
-            pmu = try ArmPMU.setUp(vcpus)
-            for v in vcpus { mpidrs.append(try v.register(AArch64Register.mpidrEL1)) }
-        } catch {
-            throw .kvm(error)
-        }
-        self.gic = gic
+        let (gic, pmu) = try makeInterruptController(vm: vm, vcpus: vcpus)
         let blob: [UInt8]
-        do { blob = try ArmDeviceTree.build(plan: plan, gic: gic.layout, mpidrs: mpidrs, virtio: virtioSlots, pmu: pmu) } catch {
+        do { blob = try ArmDeviceTree.build(plan: plan, gic: gic.layout, mpidrs: gic.mpidrs, virtio: virtioSlots, pmu: pmu) } catch {
             throw .host("\(error)")
         }
         try plan.load(into: memory, initrd: initrd, deviceTree: blob)
@@ -326,6 +327,19 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
             for (id, value) in Self.entryRegisters(kernel: plan.kernelAddress, deviceTree: plan.deviceTreeAddress) {
                 try boot.setRegister(id, value)
             }
+        } catch {
+            throw .kvm(error)
+        }
+    }
+
+    /// The vGIC (after the vCPUs, as KVM wants it) and the vCPUs' PMU (after the vGIC);
+    /// whether they have a PMU.
+    private func makeInterruptController(vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) -> (ArmGIC, Bool) {
+        do {
+            let gic = try ArmGIC.create(vm: vm, vcpus: vcpus)
+            let pmu = try ArmPMU.setUp(vcpus)
+            self.gic = gic
+            return (gic, pmu)
         } catch {
             throw .kvm(error)
         }
@@ -347,6 +361,14 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
             self.uartLevel = high
             try? vm.setIRQLine(line, high: high)
         })
+        if let saved = restoredGIC, let gic {
+            try saved.restore(gic, path: snapshotPath)
+        }
+        // The UART's interrupt output after the vGIC's line levels: the UART decides its line.
+        if let r = restoredUART {
+            uartLevel = false
+            lock.withLock { uart?.restore(r) }
+        }
         try virtio?.start()
     }
 
@@ -391,8 +413,50 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
     }
 
     func watchConsole(_ text: String, _ action: @escaping @Sendable () -> Void) { lock.withLock { console.watch(text, action) } }
+
+    // A snapshot keeps the configuration the report names, the UART's registers, the vGIC's
+    // state (`ArmGICState`: distributor, redistributors, CPU interfaces, ITS) and the virtio
+    // devices'. The vCPUs' registers, timers and PSCI states are their own (`OneRegState`).
+    func pauseDevices() { virtio?.pause() }
+    func resumeDevices() { virtio?.resume() }
     var snapshotKind: String { "linux" }
-    func snapshotBytes() -> [UInt8] { [] }
+    func snapshotBytes() throws(VMMError) -> [UInt8] {
+        guard let gic else { throw .host("snapshot: the arm64 Linux guest has no vGIC yet") }
+        let gicState = try ArmGICState.save(gic)
+        var w = ByteWriter()
+        config.writeSnapshotFields(&w)
+        w.blob(lock.withLock { uart?.registers ?? [] })
+        w.blob(gicState.encoded())
+        virtio?.save(into: &w)
+        return w.bytes
+    }
+
+    /// The state file a restore read (for errors met when its device state is put back).
+    private var snapshotPath = ""
+
+    /// The loader of a restored arm64 Linux guest: the saved configuration and device state,
+    /// with the restore's own settings (`base`) over it. The vGIC is made again in
+    /// `restored`, its state put back in `start`.
+    static func restoring(platform: P, bytes: [UInt8], path: String, ram: [GuestPhysRange], base: LinuxBootConfig,
+                          t0: UInt64) throws(VMMError) -> ArmLinuxLoader {
+        var r = ByteReader(bytes, path: path)
+        var c = try LinuxBootConfig.readSnapshotFields(&r, base: base)
+        let uart = try UART8250.readRegisters(&r)
+        let gic = try ArmGICState(decoding: try r.blob("vGIC state", limit: ArmGICState.maxEntries * ArmGICState.entryBytes + 12), path: path)
+        let virtio = try LinuxBootConfig.readSnapshotVirtio(&r, config: &c, base: ArmLinuxLayout.virtioBase,
+                                                            firstGSI: ArmLinuxLayout.virtioFirstSPI, path: path)
+        let loader = ArmLinuxLoader(platform: platform, config: c, plan: nil, ram: ram, initrd: nil, t0: t0)
+        loader.virtio = virtio
+        loader.restoredUART = uart
+        loader.restoredGIC = gic
+        loader.snapshotPath = path
+        return loader
+    }
+
+    func restored(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
+        console.populated = { memory.regions.reduce(0) { $0 + memory.populatedBytes($1) } }
+        _ = try makeInterruptController(vm: vm, vcpus: vcpus)
+    }
 }
 
 extension ArmKernelImage {

@@ -96,6 +96,14 @@ final class UART8250 {
     var registers: [UInt8] {
         [ier, lcr, mcr, scratch, UInt8(divisor & 0xff), UInt8(divisor >> 8), thrEmptyPending ? 1 : 0]
     }
+    /// The saved registers from a snapshot's loader bytes: 7 (`registers`), or none (a
+    /// snapshot taken before the UART was made).
+    static func readRegisters(_ r: inout ByteReader) throws(VMMError) -> [UInt8] {
+        let b = try r.blob("uart registers", limit: 64)
+        guard b.isEmpty || b.count == 7 else { throw r.error("uart registers", "\(b.count) bytes; the 8250 saves 7") }
+        return b
+    }
+
     /// Sets the registers a snapshot saved (7 bytes, as `registers` gives them) and tells
     /// `level` the interrupt output that follows.
     func restore(_ r: [UInt8]) {

@@ -74,6 +74,10 @@ struct RiscV64Platform: Platform, OneRegSnapshots {
         interrupts == .none ? nil : "snapshots of riscv64 Linux guests are not built yet (the PLIC and UART in axvm save no state): the memtest guests only"
     }
 
+    func withRestoredLinux<B: RestoredLoaderBody>(_ source: RestoreSource, config: LinuxBootConfig, t0: UInt64, _ body: B) throws(VMMError) -> B.R {
+        throw .snapshot(path: source.statePath, field: "arch", reason: "riscv64 Linux snapshots are not restored (their PLIC and UART state is not saved)")
+    }
+
     func describeHost(system: KVMSystem?) -> [String] {
         let host = system.map { RiscV64Host(system: $0) }
         let bits = host?.gpaBits ?? 0

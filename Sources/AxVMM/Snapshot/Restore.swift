@@ -102,18 +102,22 @@ struct RestoreSource: @unchecked Sendable {  // immutable; `pages` goes to the H
             try check(memorySize: loader.settings.memorySize, vcpus: loader.settings.vcpus, ram: loader.ram)
             return try body.run(loader, self)
         case "linux":
-            #if arch(x86_64)
-            let ram = state.regions.filter { !$0.readOnly }.map { $0.range }
-            let loader = try LinuxLoader.restoring(platform: platform, bytes: state.loader, path: path, ram: ram,
-                                                   base: c.linuxConfig, t0: t0)
-            try check(memorySize: state.memorySize, vcpus: loader.settings.vcpus, ram: platform.ramRanges(size: state.memorySize))
-            return try body.run(loader, self)
-            #else
-            throw .snapshot(path: path, field: "arch", reason: "a Linux snapshot restores on x86_64 only so far")
-            #endif
+            return try platform.withRestoredLinux(self, config: c.linuxConfig, t0: t0, body)
         default:
             throw .snapshot(path: path, field: "guest kind", reason: "\(state.kind): this axvm restores memtest and Linux guests")
         }
+    }
+
+    /// The state file's path, for errors.
+    var statePath: String { directory + "/" + SnapshotState.stateFile }
+    /// The saved RAM areas (a restored Linux loader's).
+    var savedRAM: [GuestPhysRange] { state.regions.filter { !$0.readOnly }.map { $0.range } }
+
+    /// Checks a restored Linux guest's loader (`Platform.withRestoredLinux`) against the
+    /// snapshot's machine, then hands it to `body`.
+    func runLinux<L: GuestLoader, B: RestoredLoaderBody>(_ loader: L, _ body: B) throws(VMMError) -> B.R {
+        try check(memorySize: state.memorySize, vcpus: loader.settings.vcpus, ram: loader.platform.ramRanges(size: state.memorySize))
+        return try body.run(loader, self)
     }
 
     /// The loader made from the snapshot must build the machine the snapshot describes: its
@@ -205,7 +209,7 @@ extension Runner {
             }
             if !saved.readOnly { ram.append(region) }
         }
-        loader.restored(memory: memory)
+        try loader.restored(memory: memory, vm: vm, vcpus: vcpus)
         return ram
     }
 
@@ -234,6 +238,7 @@ extension Runner {
                        memory: GuestMemory<L.P.Format>) throws(VMMError) -> (pages: Int, memoryBytes: UInt64, diskBytes: UInt64, stateBytes: Int) {
         let target = try SnapshotDirectory(directory)
         let vmState = try platform.saveVM(vm)
+        let loaderState = try loader.snapshotBytes()
         // A diff names its parent by absolute path (the restore may run elsewhere) and pins it.
         var parent: (path: String, id: [UInt8], crc: UInt32)?
         if settings.snapshot?.diff == true, let r = restore {
@@ -273,7 +278,7 @@ extension Runner {
             }
             var state = SnapshotState(arch: platform.arch.rawValue, flavour: KVMFlavour.current.module.rawValue,
                                       vcpuStateSize: UInt32(vcpuSize), vmStateSize: UInt32(vmState.count),
-                                      kind: loader.snapshotKind, loader: loader.snapshotBytes(),
+                                      kind: loader.snapshotKind, loader: loaderState,
                                       memorySize: settings.memorySize, regions: regions, vcpus: vcpus, vm: vmState)
             if let parent {
                 state.parent = parent.path

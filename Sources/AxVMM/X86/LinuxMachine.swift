@@ -278,7 +278,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
 
     func watchConsole(_ text: String, _ action: @escaping @Sendable () -> Void) { lock.withLock { console.watch(text, action) } }
 
-    func restored(memory: GuestMemory<P.Format>) {
+    func restored(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {
         console.populated = { memory.regions.reduce(0) { $0 + memory.populatedBytes($1) } }
     }
 
@@ -291,12 +291,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     var snapshotKind: String { "linux" }
     func snapshotBytes() -> [UInt8] {
         var w = ByteWriter()
-        w.string(config.kernelPath)
-        w.string(config.initrdPath ?? "")
-        w.string(config.cmdline)
-        w.string(config.initMarker)
-        w.u64(config.memorySize)
-        w.u64(UInt64(config.vcpus))
+        config.writeSnapshotFields(&w)
         w.string(config.firmware.rawValue)
         lock.withLock {
             w.blob(uart?.registers ?? [])
@@ -312,37 +307,19 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     static func restoring(platform: P, bytes: [UInt8], path: String, ram: [GuestPhysRange], base: LinuxBootConfig,
                           t0: UInt64) throws(VMMError) -> LinuxLoader {
         var r = ByteReader(bytes, path: path)
-        var c = base
-        c.kernelPath = try r.string("linux kernel")
-        let initrd = try r.string("linux initrd")
-        c.initrdPath = initrd.isEmpty ? nil : initrd
-        c.cmdline = try r.string("linux command line")
-        let marker = try r.string("linux init marker")
-        if c.initMarker.isEmpty { c.initMarker = marker }
-        c.memorySize = try r.u64("linux memory size")
-        c.vcpus = Int(truncatingIfNeeded: try r.u64("linux vcpus"))
+        var c = try LinuxBootConfig.readSnapshotFields(&r, base: base)
         let firmware = try r.string("linux firmware")
         guard let f = FirmwareTables(rawValue: firmware) else {
             throw .snapshot(path: path, field: "linux firmware", reason: "\(firmware) is no firmware table kind")
         }
         c.firmware = f
-        guard c.vcpus >= 1 && c.vcpus <= LinuxBootConfig.maxVCPUs else {
-            throw .snapshot(path: path, field: "linux vcpus", reason: "\(c.vcpus); from 1 to \(LinuxBootConfig.maxVCPUs)")
-        }
-        let uart = try r.blob("uart registers", limit: 64)
+        let uart = try UART8250.readRegisters(&r)
         let i8042 = try r.blob("i8042 state", limit: 64)
         let pciAddress = try r.u32("pci address")
-        let devices = try VirtioSet.restoring(&r)
-        guard r.remaining == 0 else { throw .snapshot(path: path, field: "loader", reason: "\(r.remaining) bytes after the Linux loader's fields") }
-        c.disks = devices.disks
-        c.rng = devices.rng
-        c.balloon = devices.balloon
+        let virtio = try LinuxBootConfig.readSnapshotVirtio(&r, config: &c, base: X86Layout.virtioBase,
+                                                            firstGSI: X86Layout.virtioFirstGSI, path: path)
         let loader = LinuxLoader(platform: platform, config: c, plan: nil, ram: ram, initrd: nil, t0: t0)
-        if c.virtioDevices > 0 {
-            // The balloon's target comes back with its state.
-            loader.virtio = try VirtioSet(disks: c.disks, rng: c.rng, balloon: c.balloon ? 0 : nil, base: X86Layout.virtioBase,
-                                          firstGSI: X86Layout.virtioFirstGSI, restoredStates: devices.states, restoredFrom: path)
-        }
+        loader.virtio = virtio
         loader.restoredUART = uart
         loader.lock.withLock {
             loader.i8042.restore(i8042)

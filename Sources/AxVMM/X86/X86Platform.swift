@@ -90,6 +90,11 @@ struct X86Platform<Format: NestedPagingFormat>: Platform {
     }
 
     func snapshotRefusal(interrupts: InterruptModel) -> String? { nil }
+
+    func withRestoredLinux<B: RestoredLoaderBody>(_ source: RestoreSource, config: LinuxBootConfig, t0: UInt64, _ body: B) throws(VMMError) -> B.R {
+        try source.runLinux(LinuxLoader.restoring(platform: self, bytes: source.state.loader, path: source.statePath,
+                                                  ram: source.savedRAM, base: config, t0: t0), body)
+    }
     var fixedStateSizes: (vcpu: Int, vm: Int)? { (MemoryLayout<ckvm_x86_vcpu_state>.size, MemoryLayout<ckvm_x86_vm_state>.size) }
 
     func saveVCPU(_ vcpu: VCPU, system: KVMSystem) throws(VMMError) -> [UInt8] {

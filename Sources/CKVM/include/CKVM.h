@@ -133,9 +133,9 @@ extern const unsigned long CKVM_KVM_ENABLE_CAP;
 int ckvm_irq_line(int vm_fd, uint32_t irq, uint32_t level);
 /// KVM_CREATE_DEVICE of `type` (enum kvm_device_type): the device fd, or -1 and errno.
 int ckvm_create_device(int vm_fd, uint32_t type);
-/// KVM_SET_DEVICE_ATTR (`set` != 0) or KVM_HAS_DEVICE_ATTR on a device fd; `addr`: the
-/// user address of the attribute's value.
-int ckvm_device_attr(int device_fd, int set, uint32_t group, uint64_t attr, uint64_t addr);
+/// KVM_HAS_DEVICE_ATTR (`op` 0), KVM_SET_DEVICE_ATTR (1) or KVM_GET_DEVICE_ATTR (2) on a
+/// device (or vCPU) fd; `addr`: the user address of the attribute's value.
+int ckvm_device_attr(int device_fd, int op, uint32_t group, uint64_t attr, uint64_t addr);
 /// KVM_ENABLE_CAP on a VM or vCPU fd with args[0] = `arg0`.
 int ckvm_enable_cap(int fd, uint32_t cap, uint64_t arg0);
 /// KVM_EXIT_ARM_NISV: a data abort outside the memslots that KVM cannot emulate (no valid
