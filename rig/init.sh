@@ -439,6 +439,7 @@ memwatch() {
         # Whole lines only: the console may be caught in the middle of one.
         tr -d '\r' < /tmp/$n.out > /tmp/$n.lines
         [ "$(tail -c 1 /tmp/$n.lines | od -An -tx1 | tr -d ' ')" = 0a ] || sed -i '$d' /tmp/$n.lines
+        [ -n "${MEMWATCH_TICK:-}" ] && $MEMWATCH_TICK /tmp/$n.lines
         lines=$(grep -c '^axvm-balloon: ' /tmp/$n.lines)
         if [ "$lines" -gt "$seen" ]; then
             grep '^axvm-balloon: ' /tmp/$n.lines | sed -n "$((seen + 1)),${lines}p" | while IFS= read -r l; do
@@ -474,8 +475,21 @@ mem_low() {
         }' /tmp/$1.mem
 }
 
+# balloon_api_tick LINES (memwatch's MEMWATCH_TICK): once the control socket is there, the
+# balloon's target set to 64 MiB through it (PATCH /balloon); when the guest has waited for
+# reporting (LINES, its console so far), the balloon read back (GET /balloon).
+balloon_api_tick() {
+    if [ ! -s /tmp/api-patch.out ] && [ -S /tmp/api.sock ]; then
+        /bin/api-request /tmp/api.sock PATCH /balloon '{"amount_mib": 64}' > /tmp/api-patch.out 2>&1
+    fi
+    if [ ! -s /tmp/api-get.out ] && [ -S /tmp/api.sock ] && grep -q '^axvm-balloon: waited for reporting' "$1"; then
+        /bin/api-request /tmp/api.sock GET /balloon > /tmp/api-get.out 2>&1
+    fi
+}
+
 # linux_balloon_case: Linux on 2 vCPUs (arm64: 1) with 64 KiB fault-around and a virtio-balloon whose
-# target is 64 MiB at start (--balloon --balloon-size 64M): the guest inflates it, writes
+# target is set to 64 MiB at start through the control socket (--balloon --api-socket; PATCH
+# /balloon as soon as the socket is there): the guest inflates it, writes
 # 256 MiB into a tmpfs, frees it and waits for free page reporting, then writes the 256 MiB
 # again and checksums them (scripts/linux-guest-initramfs.sh axvm.balloon). The process's
 # RssShmem (the guest memory it holds) is sampled: after reporting at least 90 % of what the
@@ -486,10 +500,19 @@ linux_balloon_case() {
     # arm64: one vCPU. On two, Debian's arm64 guest still held about 31 MiB of the freed
     # memory unreported 20 s after the delete (x86: 10 MiB); on one, 2 MiB.
     [ "$ARCH" = aarch64 ] && vcpus=1
-    memwatch linux-balloon /axvm boot $LINUX_ARGS --timeout 300 --stats-json /tmp/s.json --vcpus $vcpus --fault-around 64K \
-        --balloon --balloon-size 64M --cmdline "$LINUX_CMDLINE axvm.balloon"
+    rm -f /tmp/api.sock /tmp/api-patch.out /tmp/api-get.out
+    MEMWATCH_TICK=balloon_api_tick memwatch linux-balloon /axvm boot $LINUX_ARGS --timeout 300 --stats-json /tmp/s.json --vcpus $vcpus \
+        --fault-around 64K --balloon --api-socket /tmp/api.sock --cmdline "$LINUX_CMDLINE axvm.balloon"
     name=linux-balloon
     result "$(linux_line)"
+    echo "rig: linux-balloon: control socket: PATCH $(tr '\n' ' ' < /tmp/api-patch.out 2>/dev/null); GET after reporting: $(tr -d '\n' < /tmp/api-get.out 2>/dev/null)"
+    name=linux-balloon-api
+    if grep -q '^HTTP/1.1 204' /tmp/api-patch.out 2>/dev/null && grep -q '"target_pages": 16384,' /tmp/api-get.out 2>/dev/null \
+        && [ ! -e /tmp/api.sock ]; then
+        result "linux-balloon-api: the target set through the control socket, read back from it, the socket gone at the end"
+    else
+        result "linux-balloon-api: PATCH '$(head -1 /tmp/api-patch.out 2>/dev/null)', GET '$(head -1 /tmp/api-get.out 2>/dev/null)', socket $([ -e /tmp/api.sock ] && echo left || echo gone)"
+    fi
     ret=$(jf balloon_returned_bytes); actual=$(jf balloon_actual_pages); refault=$(jf refaulted_pages)
     before=$(mem_at linux-balloon "writing 256 MiB"); peak=$(mem_at linux-balloon "wrote 256 MiB")
     after=$(mem_low linux-balloon "freed" "waited for reporting"); again=$(mem_at linux-balloon "again")

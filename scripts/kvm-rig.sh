@@ -251,6 +251,7 @@ build_x86_64() {
     "$swift_bin/llvm-objcopy" --strip-all "$root/axvm"
     "$swift_bin/clang" -O2 -static -o "$root/baseline" Benchmarks/uffd-baseline/baseline.c -lpthread
     "$swift_bin/clang" -O2 -static -o "$out/diskbench" Benchmarks/diskbench/diskbench.c
+    "$swift_bin/clang" -O2 -static -o "$root/bin/api-request" Benchmarks/api-request/api-request.c
     # What a static-stdlib Swift binary still needs: glibc, libstdc++, libgcc_s and the
     # dynamic loader, at the paths ldd names.
     ldd .build-rig/release/axvm | grep -o '/[^ ]*' | while read -r lib; do
@@ -683,6 +684,7 @@ build_aarch64() {
         || die "the aarch64 C baseline does not build (static arm64 glibc missing? run scripts/setup.sh)"
     "$swift_bin/llvm-objcopy" --strip-all "$root/baseline"
     "$swift_bin/clang" --target=aarch64-linux-gnu -static -fuse-ld=lld -O2 -o "$out/diskbench" Benchmarks/diskbench/diskbench.c
+    "$swift_bin/clang" --target=aarch64-linux-gnu -static -fuse-ld=lld -O2 -o "$root/bin/api-request" Benchmarks/api-request/api-request.c
     cp "$bb" "$root/bin/busybox"
     if ls "$guests"/*.bin >/dev/null 2>&1; then cp "$guests"/*.bin "$root/guests/"; fi
     # Linux on axvm: the same Debian kernel as the rig's (an uncompressed Image), and a

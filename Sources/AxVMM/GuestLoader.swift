@@ -36,6 +36,8 @@ public struct RunSettings: Sendable, Equatable {
     /// Confine the set-up thread at the end of set-up (`Sandbox.confineMain`; the command line
     /// turns the sandbox on before any thread starts, unless `--no-sandbox`).
     public var sandbox = false
+    /// Answer requests on a control socket at this path (`ControlSocket`, `--api-socket`).
+    public var apiSocket: String?
 
     public init(memorySize: UInt64, lazy: Bool = true, faultAround: UInt64, timeout: Double?, vcpus: Int = 1,
                 faultThreads: Int? = nil, maxResident: UInt64? = nil, serialToStdout: Bool = false,
@@ -134,6 +136,9 @@ protocol GuestLoader: AnyObject, Sendable {
     /// that their state and guest memory agree while both are written.
     func pauseDevices()
     func resumeDevices()
+    /// A control socket request this guest's devices answer (`/balloon`); nil: not theirs.
+    /// Called on the control socket's thread.
+    func control(_ request: ControlRequest) -> ControlResponse?
     /// A restore filled `memory` in place of `load`: the loader makes what `load` would
     /// have made besides memory (arm64's vGIC and PMU), before the vCPUs' state is restored.
     func restored(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError)
@@ -161,4 +166,5 @@ extension GuestLoader {
     func restored(memory: GuestMemory<P.Format>, vm: VirtualMachine, vcpus: [VCPU]) throws(VMMError) {}
     func pauseDevices() {}
     func resumeDevices() {}
+    func control(_ request: ControlRequest) -> ControlResponse? { nil }
 }

@@ -49,6 +49,10 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
             try restore?.checkSnapshotTarget(plan.directory)
             _ = try SnapshotDirectory(plan.directory)
         }
+        // The control socket is bound now (no thread may make a socket once confined); its
+        // file goes when the run ends, however it ends.
+        let controlSocket = try settings.apiSocket.map { path throws(VMMError) in try ControlSocket(path: path) }
+        defer { controlSocket?.stop() }
         let system: KVMSystem
         do { system = try KVMSystem(path: settings.kvmPath) } catch { throw .kvm(error) }
         let limit = Int(system.checkExtension(KVM_CAP_MAX_VCPUS))
@@ -90,6 +94,12 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
         pager.onFatal = { control.kickAll() }
         try pager.start()
         let watchdog: Watchdog
+        /// A failed step of set-up after the pager started: what runs is stopped again.
+        func abandon(_ watchdog: Watchdog?) {
+            watchdog?.stop()
+            loader.stop()
+            pager.stop()
+        }
         do {
             // A restore's VM and vCPU state after the pager runs: KVM reads guest memory as
             // it takes some of it (the kvmclock MSR maps its page), and that page may be lazy.
@@ -98,8 +108,7 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
             watchdog = try Watchdog(timeout: settings.timeout, handleInterrupt: settings.handleInterrupt,
                                     kick: { control.kickAll() }, stuck: { pager.releaseStuckVCPUs() })
         } catch {
-            loader.stop()
-            pager.stop()
+            abandon(nil)
             throw error
         }
         let taker: SnapshotTaker?
@@ -117,18 +126,22 @@ final class Runner<L: GuestLoader>: @unchecked Sendable {  // immutable; vCPU th
                 return t
             }
         } catch {
-            watchdog.stop()
-            loader.stop()
-            pager.stop()
+            abandon(watchdog)
             throw error
         }
         defer { taker?.stop() }
+        do {
+            try controlSocket?.start { [loader, settings] request in
+                Self.answer(request, loader: loader, settings: settings, memory: memory, arch: platform.arch)
+            }
+        } catch {
+            abandon(watchdog)
+            throw error
+        }
         // Set-up is done: from here this thread runs under the sandbox's `main` filter.
         if settings.sandbox {
             do throws(VMMError) { try Sandbox.confineMain() } catch {
-                watchdog.stop()
-                loader.stop()
-                pager.stop()
+                abandon(watchdog)
                 throw error
             }
         }

@@ -687,3 +687,42 @@ int ckvm_riscv_external_interrupt(int vcpu_fd, int set) {
     struct kvm_interrupt irq = { .irq = set ? (uint32_t)-1 : (uint32_t)-2 };  /* _SET, _UNSET */
     return ioctl(vcpu_fd, KVM_INTERRUPT, &irq);
 }
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+int ckvm_unix_listen(const char *path) {
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof a.sun_path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(a.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 8) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int ckvm_unix_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
+
+int ckvm_unix_connect(const char *path) {
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof a.sun_path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(a.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}

@@ -40,6 +40,8 @@ import Testing
                                   .restore: ["memtest.serial_to_stdout=false", "linux.serial_to_stdout=false"]]),
         "--no-sandbox": (["--no-sandbox"], [.run: ["sandbox=false"], .boot: ["sandbox=false"],
                                             .restore: ["memtest.sandbox=false", "linux.sandbox=false"]]),
+        "--api-socket": (["--api-socket", "/tmp/a.sock"], [.run: ["api_socket=/tmp/a.sock"], .boot: ["api_socket=/tmp/a.sock"],
+                                                           .restore: ["memtest.api_socket=/tmp/a.sock", "linux.api_socket=/tmp/a.sock"]]),
         "--stats": (["--stats"], [.run: ["stats=true"]]),
         "--stats-json": (["--stats-json", "out.json"], [.run: ["stats_json=out.json"]]),
         "--fault-map": (["--fault-map", "map.svg"], [.run: ["fault_map=true", "fault_map_file=map.svg"]]),

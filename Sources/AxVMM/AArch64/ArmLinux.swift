@@ -365,10 +365,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
             try saved.restore(gic, path: snapshotPath)
         }
         // The UART's interrupt output after the vGIC's line levels: the UART decides its line.
-        if let r = restoredUART {
-            uartLevel = false
-            lock.withLock { uart?.restore(r) }
-        }
+        if let r = restoredUART { lock.withLock { uart?.restore(r) } }
         try virtio?.start()
     }
 
@@ -419,6 +416,7 @@ final class ArmLinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // 
     // devices'. The vCPUs' registers, timers and PSCI states are their own (`OneRegState`).
     func pauseDevices() { virtio?.pause() }
     func resumeDevices() { virtio?.resume() }
+    func control(_ request: ControlRequest) -> ControlResponse? { virtio?.control(request, ramBytes: config.memorySize) }
     var snapshotKind: String { "linux" }
     func snapshotBytes() throws(VMMError) -> [UInt8] {
         guard let gic else { throw .host("snapshot: the arm64 Linux guest has no vGIC yet") }

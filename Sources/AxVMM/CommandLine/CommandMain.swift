@@ -42,7 +42,8 @@ extension Frontend {
             do throws(VMMError) {
                 if inv.subcommand != .check && inv.settings.sandbox {
                     try Sandbox.enable(SandboxPolicy(snapshots: inv.settings.snapshot != nil,
-                                                     outputs: inv.statsJSON != nil || inv.faultMap != nil))
+                                                     outputs: inv.statsJSON != nil || inv.faultMap != nil,
+                                                     controlSocket: inv.settings.apiSocket != nil))
                 }
                 try Termination.install()
             } catch {

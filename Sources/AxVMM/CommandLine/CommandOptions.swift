@@ -174,6 +174,9 @@ public enum CommandOptions {
                       }, help: "Draw guest memory by first touch and faults over time to this SVG file.", completion: .file),
         CommandOption("--no-sandbox", allRunning, .flag { $0.settings.sandbox = false },
                       help: "Run without the seccomp filters and with the capabilities axvm was started with (for debugging)."),
+        CommandOption("--api-socket", allRunning, .text { $0.settings.apiSocket = $1 },
+                      help: "Answer HTTP requests on a Unix socket made at this path (GET /vm; GET, PATCH /balloon {\"amount_mib\": N}); removed at the end.",
+                      completion: .file),
         CommandOption("--kvm", [.check, .run, .boot, .restore], .text { $0.settings.kvmPath = $1 }, help: "KVM device.",
                       completion: .file, default: { $0.settings.kvmPath }),
         // Snapshots.

@@ -102,6 +102,7 @@ public struct Invocation: Sendable {
             lines.append("\(prefix)kvm_path=\(s.kvmPath)")
             lines.append("\(prefix)fault_map=\(s.faultMap)")
             lines.append("\(prefix)sandbox=\(s.sandbox)")
+            lines.append("\(prefix)api_socket=\(s.apiSocket ?? "none")")
             if let p = s.snapshot {
                 lines.append("\(prefix)snapshot.directory=\(p.directory)")
                 lines.append("\(prefix)snapshot.on_text=\(p.onText ?? "none")")

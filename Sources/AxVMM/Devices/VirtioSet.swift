@@ -89,7 +89,11 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
         if let target = balloon {
             let backend = BalloonBackend(release: release)
             balloonBackend = backend
-            try add(VirtioBalloon(backend: backend, targetPages: target), "virtio-balloon", slots[i], &buses, memory, vm)
+            let a = try add(VirtioBalloon(backend: backend, targetPages: target), "virtio-balloon", slots[i], &buses, memory, vm)
+            setBalloonTarget = { pages in
+                a.transport.withDevice { $0.setTarget(pages: pages) }
+                a.transport.configChanged()
+            }
         }
         if let states = restoredStates {
             guard states.count == attached.count else {
@@ -99,8 +103,9 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
         }
     }
 
+    @discardableResult
     private func add<D: VirtioDevice>(_ device: D, _ name: String, _ slot: VirtioSlot, _ buses: inout DeviceBuses,
-                                      _ memory: DeviceMemory, _ vm: VirtualMachine) throws(VMMError) {
+                                      _ memory: DeviceMemory, _ vm: VirtualMachine) throws(VMMError) -> VirtioAttachment<D> {
         let a = try VirtioAttachment(device, slot: slot, memory: memory, vm: vm)
         attached.append(AttachedVirtio(
             start: { a.startReportingError() }, stop: { a.stop() },
@@ -112,6 +117,44 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
             save: { a.transport.saveState() },
             restore: { state, path throws(VMMError) in try a.transport.restoreState(state, path: path) }))
         try buses.mmio.register(a, name: name, at: slot.base, size: UInt64(slot.size))
+        return a
+    }
+
+    /// Sets the balloon's target in 4 KiB pages and tells the driver (a configuration change
+    /// interrupt); nil without a balloon, or before it is attached.
+    private(set) var setBalloonTarget: (@Sendable (UInt32) -> Void)?
+
+    /// The control socket's `/balloon` (`ControlSocket`): GET its target, what the guest holds
+    /// and what came back to the host; PATCH `{"amount_mib": N}` a new target, at most the
+    /// guest's RAM (`ramBytes`). nil for any other path.
+    func control(_ r: ControlRequest, ramBytes: UInt64) -> ControlResponse? {
+        guard r.path == "/balloon" else { return nil }
+        guard let backend = balloonBackend, let setTarget = setBalloonTarget else {
+            return .error(400, "this VM has no balloon (boot with --balloon)")
+        }
+        switch r.method {
+        case "GET":
+            let c = backend.current
+            return .json(StatsFormat.jsonObject([
+                ("target_mib", "\(UInt64(c.targetPages) * 4096 >> 20)"), ("target_pages", "\(c.targetPages)"),
+                ("actual_pages", "\(c.actualPages)"), ("inflated_pages", "\(c.inflatedPages)"),
+                ("deflated_pages", "\(c.deflatedPages)"), ("reports", "\(c.reports)"), ("reported_pages", "\(c.reportedPages)"),
+                ("returned_bytes", "\(c.returnedBytes)"), ("stats_updates", "\(c.statsUpdates)"),
+            ]))
+        case "PATCH", "PUT":
+            let mib: UInt64
+            switch r.integerField("amount_mib") {
+            case let .success(n): mib = n
+            case let .failure(e): return e
+            }
+            guard mib <= ramBytes >> 20 else {
+                return .error(400, "amount_mib \(mib): more than the guest's \(ramBytes >> 20) MiB of RAM")
+            }
+            setTarget(UInt32(mib << 8))  // 256 pages a MiB; at most RAM's pages, far below 2^32
+            return .noContent
+        default:
+            return .error(405, "\(r.method) /balloon: GET or PATCH")
+        }
     }
 
     /// Starts the device threads; a restored set then serves what its queues hold (requests

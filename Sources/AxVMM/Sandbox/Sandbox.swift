@@ -91,7 +91,8 @@ public enum Sandbox {
         guard let p = getenv("AXVM_SANDBOX_PROBE") else { return nil }
         let text = String(cString: p)
         let parts = text.split(separator: ":").map(String.init)
-        let roles: [String: SandboxRole] = ["main": .main, "vcpu": .vcpu, "fault": .fault, "device": .device, "helper": .helper]
+        let roles: [String: SandboxRole] = ["main": .main, "vcpu": .vcpu, "fault": .fault, "device": .device, "helper": .helper,
+                                            "control": .control]
         guard parts.count == 2, let role = roles[parts[0]],
               let call = Syscalls.all.first(where: { "\($0.name)" == parts[1] }) else {
             throw .badValue(what: "AXVM_SANDBOX_PROBE", value: text, reason: "expected ROLE:SYSCALL (ROLE main, vcpu, fault, device or helper; a system call the sandbox names)")

@@ -14,6 +14,8 @@ public enum SandboxRole: Sendable, CaseIterable {
     case device
     /// Watches: the watchdog, the signal reader, periodic ticks, the snapshot timer.
     case helper
+    /// Answers the control socket (`--api-socket`): takes a connection, reads, writes.
+    case control
 
     /// The name the SIGSYS report uses.
     var name: StaticString {
@@ -23,6 +25,7 @@ public enum SandboxRole: Sendable, CaseIterable {
         case .fault: "fault"
         case .device: "device"
         case .helper: "helper"
+        case .control: "control"
         }
     }
 }
@@ -34,13 +37,16 @@ public struct SandboxPolicy: Sendable, Equatable {
     /// The run writes result files (statistics JSON, fault map): a temporary file opened
     /// during set-up is renamed over the target at the end.
     public var outputs = false
+    /// The run has a control socket (`--api-socket`): its file is removed at the end.
+    public var controlSocket = false
     /// The binary's C library is musl (the static riscv64 build), whose calls differ from
     /// glibc's in places.
     public var musl = ckvm_libc_is_musl() != 0
 
-    public init(snapshots: Bool = false, outputs: Bool = false) {
+    public init(snapshots: Bool = false, outputs: Bool = false, controlSocket: Bool = false) {
         self.snapshots = snapshots
         self.outputs = outputs
+        self.controlSocket = controlSocket
     }
 
     typealias S = Syscalls
@@ -139,6 +145,7 @@ public struct SandboxPolicy: Sendable, Equatable {
                 // The end of the run: the host check (mincore), /proc/self/status (kept open).
                 calls += [S.mincore]
                 if outputs { calls += Self.resultFiles }
+                if controlSocket { calls += [S.unlink] }
             }
         case .fault:
             // A restore's lazy pages come from the snapshot's memory file (pread) into the memfd (pwrite).
@@ -152,6 +159,10 @@ public struct SandboxPolicy: Sendable, Equatable {
             // The IRQ resampler's pulse (KVM_IRQ_LINE); the watchdog freeing a vCPU stuck in a
             // fault: guest memory fenced (mprotect, UFFDIO_UNREGISTER wakes every waiter).
             rules[S.ioctl.number] = .argument(index: 1, values: Self.ioctls(["KVM_IRQ_LINE", "UFFDIO_WAKE", "UFFDIO_UNREGISTER"]))
+        case .control:
+            // Connections to the socket made during set-up; a request may change the balloon's
+            // target (its interrupt: an eventfd write).
+            calls += [S.accept4]
         }
         for c in calls where rules[c.number] == nil { rules[c.number] = .any }
         return rules

@@ -86,6 +86,8 @@ enum Syscalls {
     static let flock = Syscall("flock", SYS_flock)
     static let statx = Syscall("statx", SYS_statx)
     static let getcwd = Syscall("getcwd", SYS_getcwd)
+    /// The control socket's thread takes its connections (the socket itself is made during set-up).
+    static let accept4 = Syscall("accept4", SYS_accept4)
     // Refused everywhere, named in the report.
     static let execve = Syscall("execve", SYS_execve)
     static let execveat = Syscall("execveat", SYS_execveat)
@@ -135,7 +137,7 @@ enum Syscalls {
         schedYield, schedGetaffinity, schedSetaffinity, getcpu, getrandom, rseq, setRobustList, clone, clone3, prctl,
         capget, capset, seccomp, read, write, readv, writev, pread64, pwrite64, preadv, pwritev, lseek, close, ppoll,
         ioctl, fstat, newfstatat, fallocate, ftruncate, fsync, fdatasync, fchmod, eventfd2, openat, fcntl, mkdirat,
-        renameat2, unlinkat, faccessat, readlinkat, getdents64, umask, flock, statx, getcwd, execve, execveat, socket, connect,
+        renameat2, unlinkat, faccessat, readlinkat, getdents64, umask, flock, statx, getcwd, accept4, execve, execveat, socket, connect,
         bind, ptrace, kill, mount, unshare, setuid, memfdCreate, processVMWritev,
     ] + archSpecific
 

@@ -288,6 +288,7 @@ final class LinuxLoader<P: Platform>: GuestLoader, @unchecked Sendable {  // dev
     // the VM's and vCPUs' state.
     func pauseDevices() { virtio?.pause() }
     func resumeDevices() { virtio?.resume() }
+    func control(_ request: ControlRequest) -> ControlResponse? { virtio?.control(request, ramBytes: config.memorySize) }
     var snapshotKind: String { "linux" }
     func snapshotBytes() -> [UInt8] {
         var w = ByteWriter()

@@ -326,4 +326,12 @@ int ckvm_x86_save_vm(int vm_fd, struct ckvm_x86_vm_state *s, const char **step);
 int ckvm_x86_restore_vm(int vm_fd, const struct ckvm_x86_vm_state *s, const char **step);
 #endif
 
+/// A Unix stream socket bound to `path` and listening (close-on-exec): the fd, or -1 and errno
+/// (ENAMETOOLONG for a path longer than sockaddr_un holds).
+int ckvm_unix_listen(const char *path);
+/// accept4(fd, close-on-exec): a connection's fd, or -1 and errno.
+int ckvm_unix_accept(int fd);
+/// A connection to the Unix stream socket at `path` (tests, clients): the fd, or -1 and errno.
+int ckvm_unix_connect(const char *path);
+
 #endif
