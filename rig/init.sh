@@ -507,7 +507,8 @@ linux_balloon_case() {
     result "$(linux_line)"
     echo "rig: linux-balloon: control socket: PATCH $(tr '\n' ' ' < /tmp/api-patch.out 2>/dev/null); GET after reporting: $(tr -d '\n' < /tmp/api-get.out 2>/dev/null)"
     name=linux-balloon-api
-    if grep -q '^HTTP/1.1 204' /tmp/api-patch.out 2>/dev/null && grep -q '"target_pages": 16384,' /tmp/api-get.out 2>/dev/null \
+    if grep -q '^HTTP/1.1 204' /tmp/api-patch.out 2>/dev/null && grep -q '"target_mib": 64,' /tmp/api-get.out 2>/dev/null \
+        && grep -q '"target_pages": 16384,' /tmp/api-get.out 2>/dev/null \
         && [ ! -e /tmp/api.sock ]; then
         result "linux-balloon-api: the target set through the control socket, read back from it, the socket gone at the end"
     else

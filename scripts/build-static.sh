@@ -60,7 +60,7 @@ compile() {
 }
 compile AxAddrSpace AxAddrSpace/Sources/AxAddrSpace/*.swift AxAddrSpace/Sources/AxAddrSpace/Formats/*.swift
 compile KVM Sources/KVM/*.swift
-compile AxVMM Sources/AxVMM/*.swift Sources/AxVMM/Devices/*.swift Sources/AxVMM/Devices/Virtio/*.swift Sources/AxVMM/CommandLine/*.swift Sources/AxVMM/Linux/*.swift Sources/AxVMM/X86/*.swift Sources/AxVMM/AArch64/*.swift Sources/AxVMM/RiscV64/*.swift Sources/AxVMM/Snapshot/*.swift Sources/AxVMM/Sandbox/*.swift
+compile AxVMM Sources/AxVMM/*.swift Sources/AxVMM/Devices/*.swift Sources/AxVMM/Devices/Virtio/*.swift Sources/AxVMM/CommandLine/*.swift Sources/AxVMM/Linux/*.swift Sources/AxVMM/X86/*.swift Sources/AxVMM/AArch64/*.swift Sources/AxVMM/RiscV64/*.swift Sources/AxVMM/Snapshot/*.swift Sources/AxVMM/Sandbox/*.swift Sources/AxVMM/Control/*.swift
 # `axvm --version`: the commit, as the SwiftPM build's BuildCommit plugin writes it.
 commit=$(git describe --always --dirty --abbrev=12 --exclude '*' 2>/dev/null || echo unknown)
 printf 'let buildCommit = "%s"\n' "$commit" > "$obj/BuildCommit.swift"

@@ -691,20 +691,28 @@ int ckvm_riscv_external_interrupt(int vcpu_fd, int set) {
 #include <sys/socket.h>
 #include <sys/un.h>
 
+/* A Unix stream socket (close-on-exec) and `path` as its address, or -1 and errno. */
+static int unix_socket(const char *path, struct sockaddr_un *a) {
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof a->sun_path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(a->sun_path, path);
+    return socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+}
+
+/* Closes `fd` keeping errno; -1. */
+static int close_failed(int fd) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+}
+
 int ckvm_unix_listen(const char *path) {
     struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof a.sun_path) { errno = ENAMETOOLONG; return -1; }
-    strcpy(a.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = unix_socket(path, &a);
     if (fd < 0) return -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 8) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 8) != 0) return close_failed(fd);
     return fd;
 }
 
@@ -712,17 +720,8 @@ int ckvm_unix_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
 
 int ckvm_unix_connect(const char *path) {
     struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof a.sun_path) { errno = ENAMETOOLONG; return -1; }
-    strcpy(a.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = unix_socket(path, &a);
     if (fd < 0) return -1;
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) return close_failed(fd);
     return fd;
 }

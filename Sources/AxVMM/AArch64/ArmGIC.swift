@@ -32,9 +32,17 @@ struct ArmGIC {
     static let itsSize: UInt64 = 0x2_0000
     // arch/arm64/include/uapi/asm/kvm.h (numbers, so that x86 builds compile this too).
     static let groupAddress: UInt32 = 0           // KVM_DEV_ARM_VGIC_GRP_ADDR
+    static let groupDistributor: UInt32 = 1       // KVM_DEV_ARM_VGIC_GRP_DIST_REGS
     static let groupNumberOfIRQs: UInt32 = 3      // KVM_DEV_ARM_VGIC_GRP_NR_IRQS
     static let groupControl: UInt32 = 4           // KVM_DEV_ARM_VGIC_GRP_CTRL
+    static let groupRedistributor: UInt32 = 5     // KVM_DEV_ARM_VGIC_GRP_REDIST_REGS
+    static let groupCPUSysregs: UInt32 = 6        // KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS
+    static let groupLevelInfo: UInt32 = 7         // KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO
+    static let groupITS: UInt32 = 8               // KVM_DEV_ARM_VGIC_GRP_ITS_REGS
     static let controlInit: UInt64 = 0            // KVM_DEV_ARM_VGIC_CTRL_INIT
+    static let itsSaveTables: UInt64 = 1          // KVM_DEV_ARM_ITS_SAVE_TABLES
+    static let itsRestoreTables: UInt64 = 2       // KVM_DEV_ARM_ITS_RESTORE_TABLES
+    static let savePendingTables: UInt64 = 3      // KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES
     static let v2Distributor: UInt64 = 0          // KVM_VGIC_V2_ADDR_TYPE_DIST
     static let v2CPUInterface: UInt64 = 1         // KVM_VGIC_V2_ADDR_TYPE_CPU
     static let v3Distributor: UInt64 = 2          // KVM_VGIC_V3_ADDR_TYPE_DIST

@@ -38,16 +38,12 @@ struct ArmGICState: Equatable {
 
     init(entries: [Entry]) { self.entries = entries }
 
-    // arch/arm64/include/uapi/asm/kvm.h: the vGIC's attribute groups and control commands.
-    static let groupDistributor: UInt32 = 1     // KVM_DEV_ARM_VGIC_GRP_DIST_REGS
-    static let groupControl: UInt32 = 4         // KVM_DEV_ARM_VGIC_GRP_CTRL
-    static let groupRedistributor: UInt32 = 5   // KVM_DEV_ARM_VGIC_GRP_REDIST_REGS
-    static let groupCPUSysregs: UInt32 = 6      // KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS
-    static let groupLevelInfo: UInt32 = 7       // KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO
-    static let groupITS: UInt32 = 8             // KVM_DEV_ARM_VGIC_GRP_ITS_REGS
-    static let itsSaveTables: UInt64 = 1        // KVM_DEV_ARM_ITS_SAVE_TABLES
-    static let itsRestoreTables: UInt64 = 2     // KVM_DEV_ARM_ITS_RESTORE_TABLES
-    static let savePendingTables: UInt64 = 3    // KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES
+    // The attribute groups and commands (ArmGIC's constants, named short here).
+    static let groupDistributor = ArmGIC.groupDistributor, groupRedistributor = ArmGIC.groupRedistributor
+    static let groupControl = ArmGIC.groupControl, groupCPUSysregs = ArmGIC.groupCPUSysregs
+    static let groupLevelInfo = ArmGIC.groupLevelInfo, groupITS = ArmGIC.groupITS
+    static let itsSaveTables = ArmGIC.itsSaveTables, itsRestoreTables = ArmGIC.itsRestoreTables
+    static let savePendingTables = ArmGIC.savePendingTables
 
     /// How a restore treats one step of the plan.
     enum Kind: Sendable {
@@ -245,10 +241,7 @@ struct ArmGICState: Equatable {
     /// The state `bytes` hold, every field checked; an error names the field and the value.
     init(decoding bytes: [UInt8], path: String) throws(VMMError) {
         var r = ByteReader(bytes, path: path)
-        let magic = try r.u32("vGIC state magic")
-        guard magic == Self.magic else { throw r.error("vGIC state magic", "0x\(String(magic, radix: 16)), not GICS's 0x\(String(Self.magic, radix: 16))") }
-        let version = try r.u32("vGIC state version")
-        guard version == Self.version else { throw r.error("vGIC state version", "\(version); this axvm reads \(Self.version)") }
+        try r.header("vGIC state", magic: Self.magic, tag: "GICS", version: Self.version)
         let count = try r.u32("vGIC register count")
         guard Int(count) <= Self.maxEntries && Int(count) * Self.entryBytes <= r.remaining else {
             throw r.error("vGIC register count", "\(count) registers (\(r.remaining) bytes left; at most \(Self.maxEntries))")

@@ -28,7 +28,7 @@ final class ControlSocket: @unchecked Sendable {  // fd and path immutable; `thr
         }
         let fd = ckvm_unix_listen(path)
         guard fd >= 0 else {
-            let e = errno
+            let e = ckvm_errno()
             throw .badValue(what: "--api-socket", value: path, reason: e == ENAMETOOLONG ? "longer than the 107 bytes a socket address holds" : "bind: \(errnoString(e))")
         }
         self.fd = fd
@@ -53,7 +53,7 @@ final class ControlSocket: @unchecked Sendable {  // fd and path immutable; `thr
             var polls = [pollfd(fd: stop, events: Int16(POLLIN), revents: 0), pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
             while true {
                 let r = poll(&polls, 2, -1)
-                if r < 0 { if errno == EINTR { continue }; return }
+                if r < 0 { if ckvm_errno() == EINTR { continue }; return }
                 if polls[0].revents != 0 { return }
                 guard polls[1].revents != 0 else { continue }
                 let conn = ckvm_unix_accept(fd)
@@ -86,7 +86,7 @@ final class ControlSocket: @unchecked Sendable {  // fd and path immutable; `thr
         var sent = 0
         while sent < bytes.count {
             let n = bytes[sent...].withUnsafeBytes { write(conn, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
+            if n < 0 && ckvm_errno() == EINTR { continue }
             guard n > 0 else { return }  // the client went away
             sent += n
         }
@@ -102,11 +102,11 @@ final class ControlSocket: @unchecked Sendable {  // fd and path immutable; `thr
             let now = nowNanos()
             guard now < end else { return .incomplete }
             let r = poll(&polls, 2, Int32((end - now) / 1_000_000) + 1)
-            if r < 0 { if errno == EINTR { continue }; return .incomplete }
+            if r < 0 { if ckvm_errno() == EINTR { continue }; return .incomplete }
             if polls[0].revents != 0 { return .incomplete }
             guard polls[1].revents != 0 else { continue }
             let n = chunk.withUnsafeMutableBytes { read(conn, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
+            if n < 0 && ckvm_errno() == EINTR { continue }
             guard n > 0 else {
                 // The client closed its side: what it sent is all there is.
                 if case let .refused(r) = ControlRequest.parse(bytes) { return .refused(r) }

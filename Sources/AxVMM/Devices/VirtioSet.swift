@@ -136,7 +136,7 @@ final class VirtioSet: @unchecked Sendable {  // attach/start/stop/pause/resume 
         case "GET":
             let c = backend.current
             return .json(StatsFormat.jsonObject([
-                ("target_mib", "\(UInt64(c.targetPages) * 4096 >> 20)"), ("target_pages", "\(c.targetPages)"),
+                ("target_mib", "\(c.targetPages / 256)"), ("target_pages", "\(c.targetPages)"),
                 ("actual_pages", "\(c.actualPages)"), ("inflated_pages", "\(c.inflatedPages)"),
                 ("deflated_pages", "\(c.deflatedPages)"), ("reports", "\(c.reports)"), ("reported_pages", "\(c.reportedPages)"),
                 ("returned_bytes", "\(c.returnedBytes)"), ("stats_updates", "\(c.statsUpdates)"),

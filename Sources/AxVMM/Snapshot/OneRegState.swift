@@ -56,10 +56,7 @@ struct OneRegState: Equatable {
     /// (`path`: what to call the bytes in it).
     init(decoding bytes: [UInt8], path: String) throws(VMMError) {
         var r = ByteReader(bytes, path: path)
-        let magic = try r.u32("register state magic")
-        guard magic == Self.magic else { throw r.error("register state magic", "0x\(String(magic, radix: 16)), not ONER's 0x\(String(Self.magic, radix: 16))") }
-        let version = try r.u32("register state version")
-        guard version == Self.version else { throw r.error("register state version", "\(version); this axvm reads \(Self.version)") }
+        try r.header("register state", magic: Self.magic, tag: "ONER", version: Self.version)
         mpState = try r.u32("MP state")
         let count = try r.u32("register count")
         // Each register takes at least 9 bytes: a count beyond that is damage, not a list.

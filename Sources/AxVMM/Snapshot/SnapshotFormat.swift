@@ -28,6 +28,15 @@ struct ByteReader {
     /// A field read whole but refused: this file, the field and why.
     func error(_ field: String, _ reason: String) -> VMMError { .snapshot(path: path, field: field, reason: reason) }
 
+    /// A block's leading magic and version, each checked ("`what` magic", "`what` version";
+    /// `tag`: the magic's name in the message, e.g. "ONER").
+    mutating func header(_ what: String, magic: UInt32, tag: String, version: UInt32) throws(VMMError) {
+        let m = try u32("\(what) magic")
+        guard m == magic else { throw error("\(what) magic", "0x\(String(m, radix: 16)), not \(tag)'s 0x\(String(magic, radix: 16))") }
+        let v = try u32("\(what) version")
+        guard v == version else { throw error("\(what) version", "\(v); this axvm reads \(version)") }
+    }
+
     private mutating func need(_ n: Int, _ field: @autoclosure () -> String) throws(VMMError) {
         guard n >= 0, n <= remaining else {
             throw .snapshot(path: path, field: field(), reason: "the file ends at byte \(bytes.count), \(n) bytes needed at \(offset) (truncated?)")
