@@ -609,7 +609,7 @@ linux_root_case() {
 
 # linux_snapshot_cases: Linux booted lazily on 2 vCPUs and snapshotted at its "axvm-snap: ready" line
 # (after writing data it checksummed, scripts/linux-guest-initramfs.sh axvm.snap); restored
-# lazily, it checksums the data again and reboots; a diff snapshot of that restore, restored
+# lazily (and then populated), it checksums the data again and reboots; a diff snapshot of that restore, restored
 # over its parent, does the same; then 4 clones restored at once from the first snapshot do
 # the same. The timing line sets the restore against the boot.
 linux_snapshot_cases() {
@@ -630,6 +630,14 @@ linux_snapshot_cases() {
     else ok="checksum before '${before:-?}', after '${after:-?}'"; fi
     result "linux-restore: exit $st, $(jf exit), $ok, host check $(host_check)"
     echo "rig: linux-restore: first guest instruction after $(jf setup_seconds) s, its next console line ('resumed') at $(jf init_marker_seconds) s (boot to init: $boot_s s), run $(jf run_seconds) s to the reboot, $(jf restore_pages_copied) of $(jf restore_snapshot_pages) snapshot pages copied in, guest memory $(mib "$(jf populated_bytes)") MiB"
+    # The same snapshot restored populated (every page copied in before the first instruction).
+    LIVE=1 bootwatch linux-restore-populated /axvm restore $snap --populate --marker "axvm-snap: resumed" --stats-json /tmp/s.json
+    name=linux-restore-populated
+    after=$(tr -d '\r' < /tmp/linux-restore-populated.out | sed -n 's/^axvm-snap: after //p')
+    if [ -n "$before" ] && [ "$after" = "$before" ]; then ok="the checksum after the restore is the one before"
+    else ok="checksum before '${before:-?}', after '${after:-?}'"; fi
+    result "linux-restore-populated: exit $st, $(jf exit), $ok, host check $(host_check)"
+    echo "rig: linux-restore-populated: first guest instruction after $(jf setup_seconds) s, its next console line at $(jf init_marker_seconds) s, $(jf restore_pages_copied) of $(jf restore_snapshot_pages) snapshot pages copied in"
     # A diff snapshot of a restore at the guest's next line (the pages written since the
     # restore), restored over its parent: the guest goes on to print the same checksum.
     local diff=/tmp/linux-snap-diff
@@ -1562,6 +1570,7 @@ case " $(cat /proc/cmdline) " in
             linux_cases_aarch64
             linux_bad_input
             linux_peer "$(sed -n 's/.*rig_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)"
+            linux_restore_rounds 3
         elif [ "$ARCH" = riscv64 ]; then   # riscv64: ROUNDS rounds of each, the suite's boots not in the table
             linux_cases_riscv64
             : > /tmp/peer
