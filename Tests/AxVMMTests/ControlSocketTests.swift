@@ -116,6 +116,31 @@ import Testing
         #expect(access(path, F_OK) != 0, "the socket file outlived the run")
     }
 
+    /// In this process, as a library user has it, with SIGPIPE at its default (which ends a
+    /// process; the test runner ignores it): clients that send a request and go away before
+    /// its large answer neither end the process (the control thread blocks every signal but
+    /// SIGSYS, so its write fails with EPIPE) nor keep the next client from its answer; `stop`
+    /// removes the file.
+    @Test func clientsThatLeaveEarlyDoNotStopTheSocket() throws {
+        let path = temporaryPath("api-lib.sock")
+        unlink(path)
+        let old = signal(SIGPIPE, SIG_DFL)
+        defer { signal(SIGPIPE, old) }
+        let socket = try ControlSocket(path: path)
+        let big = String(repeating: "x", count: 200_000)  // more than a socket buffer holds
+        try socket.start { r in r.path == "/big" ? .json("\"\(big)\"") : .noContent }
+        for _ in 0..<3 {
+            let fd = ckvm_unix_connect(path)
+            try #require(fd >= 0)
+            let req = Array("GET /big HTTP/1.1\r\n\r\n".utf8)
+            _ = req.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            close(fd)  // before reading anything
+        }
+        #expect(Self.ask(path, "GET /x HTTP/1.1\r\n\r\n")?.hasPrefix("HTTP/1.1 204") == true)
+        socket.stop()
+        #expect(access(path, F_OK) != 0)
+    }
+
     /// A path that exists (any file) or is too long is refused before the run (a usage error,
     /// 64), and the file is left as it was.
     @Test(.enabled(if: KVMGate.enabled)) func badPathsRefused() throws {
